@@ -1,0 +1,106 @@
+// swift-tools-version: 6.2
+//
+// LMCache for Swift: a KV-cache layer for LLM inference, with its own CPU inference engine.
+// Layers (arrows point down only): LMCacheCore ◀ LMCacheStorage ◀ executables;
+// GGUF ◀ Tokenizers, Kernels ◀ Inference ◀ executables. See docs/ARCHITECTURE.md.
+
+import PackageDescription
+
+/// Settings every target shares: Swift 6 mode, explicit existentials, explicit imports.
+let commonSwiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    // Internal invariant checks (`_checkInvariants()`); CI turns them on with `-Xswiftc -DLMCACHE_INTERNAL_CHECKS`.
+]
+
+/// Release builds of the math kernels are what users run; keep them fast in debug builds too
+/// so that tests on the real model finish in seconds.
+let kernelSwiftSettings: [SwiftSetting] = commonSwiftSettings + [
+    .unsafeFlags(["-Ounchecked"])
+]
+
+let package = Package(
+    name: "lmcache-swift",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "LMCacheCore", targets: ["LMCacheCore"]),
+        .library(name: "LMCacheStorage", targets: ["LMCacheStorage"]),
+        .library(name: "GGUF", targets: ["GGUF"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
+        .library(name: "Inference", targets: ["Inference"]),
+        .executable(name: "lmcache", targets: ["lmcache"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // MARK: Cache
+        .target(
+            name: "LMCacheCore",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        .target(
+            name: "LMCacheStorage",
+            dependencies: [
+                "LMCacheCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+
+        // MARK: Engine
+        .target(name: "GGUF", swiftSettings: commonSwiftSettings),
+        .target(name: "Kernels", swiftSettings: kernelSwiftSettings),
+        .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
+        .target(
+            name: "Inference",
+            dependencies: ["GGUF", "Kernels", "Tokenizers", "LMCacheCore"],
+            swiftSettings: commonSwiftSettings
+        ),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "lmcache",
+            dependencies: [
+                "LMCacheCore",
+                "LMCacheStorage",
+                "Inference",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(name: "LMCacheCoreTests", dependencies: ["LMCacheCore"], swiftSettings: commonSwiftSettings),
+        .testTarget(
+            name: "LMCacheStorageTests",
+            dependencies: ["LMCacheStorage", "LMCacheCore"],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(
+            name: "InferenceTests",
+            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers"],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(
+            name: "LMCacheCLITests",
+            dependencies: ["lmcache", "LMCacheCore"],
+            swiftSettings: commonSwiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+// The LMCacheCore module.

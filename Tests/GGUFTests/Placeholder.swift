@@ -1,0 +1,3 @@
+import Testing
+
+@Test("placeholder for GGUF") func placeholder() { #expect(1 + 1 == 2) }
