@@ -61,7 +61,7 @@ let package = Package(
 
         // MARK: Engine
         .target(name: "GGUF", swiftSettings: commonSwiftSettings),
-        .target(name: "Kernels", swiftSettings: kernelSwiftSettings),
+        .target(name: "Kernels", dependencies: ["GGUF"], swiftSettings: kernelSwiftSettings),
         .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
         .target(
             name: "Inference",
