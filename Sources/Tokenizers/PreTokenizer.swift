@@ -102,7 +102,7 @@ enum PreTokenizer: Sendable, Hashable {
 
             // <space>?[^\s\p{L}\p{N}]+[\r\n]*
             var f2 = cpt == 0x20 ? flagsAt(pos + 1) : f
-            if !(f2.isWhitespace || f2.isLetter || f2.isNumber), f.isDefined, f2.isDefined {
+            if !(f2.isWhitespace || f2.isLetter || f2.isNumber), f.isDefined {
                 if cpt == 0x20 { pos += 1 }
                 while !(f2.isWhitespace || f2.isLetter || f2.isNumber), f2.isDefined {
                     pos += 1
