@@ -4,8 +4,8 @@
 Usage: python3 scripts/reference/record_tokenizer.py MODEL.gguf OUT.json
 Needs llama-cpp-python (built from source; see scripts/reference/README.md).
 The file records, per case, the ids, each id's piece (special tokens rendered; bytes that are
-not UTF-8 on their own become U+FFFD) with its raw bytes in hex, and llama.cpp's detokenization
-of the ids without special tokens.
+not UTF-8 on their own become U+FFFD) with its raw bytes in hex, and llama.cpp's
+llama_detokenize of the ids without special tokens.
 """
 
 import ctypes
@@ -29,6 +29,18 @@ def piece_bytes(vocab, token):
     return buf.raw[:n]
 
 
+def detokenize(vocab, ids):
+    """llama.cpp's own llama_detokenize (no special tokens, nothing removed)."""
+    arr = (llama_cpp.llama_token * max(len(ids), 1))(*ids)
+    size = 64 + 16 * len(ids)
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_detokenize(vocab, arr, len(ids), buf, size, False, False)
+        if n >= 0:
+            return buf.raw[:n]
+        size = -n
+
+
 def main():
     model_path, out_path = sys.argv[1], sys.argv[2]
     llm = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
@@ -44,7 +56,7 @@ def main():
             "ids": ids,
             "pieces": [p.decode("utf-8", errors="replace") for p in pieces],
             "piece_bytes": [p.hex() for p in pieces],
-            "decoded": llm.detokenize(ids, special=False).decode("utf-8", errors="replace"),
+            "decoded": detokenize(vocab, ids).decode("utf-8", errors="replace"),
         })
     sha = hashlib.sha256(pathlib.Path(model_path).read_bytes()).hexdigest()
     out = {
