@@ -105,7 +105,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LMCacheCLITests",
-            dependencies: ["lmcache", "LMCacheCore"],
+            dependencies: ["lmcache", "LMCacheCore", "LMCacheStorage"],
             swiftSettings: commonSwiftSettings
         ),
     ]
