@@ -39,13 +39,17 @@ public enum XXHash64 {
             var v2 = seed &+ p2
             var v3 = seed
             var v4 = seed &- p1
-            while offset + 32 <= count {
-                v1 = round(v1, word(offset))
-                v2 = round(v2, word(offset + 8))
-                v3 = round(v3, word(offset + 16))
-                v4 = round(v4, word(offset + 24))
-                offset += 32
+            let stripes = count / 32
+            // `stripes * 32 <= count`: every load below is inside `bytes`.
+            var p = base
+            for _ in 0..<stripes {
+                v1 = round(v1, UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)))
+                v2 = round(v2, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+                v3 = round(v3, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+                v4 = round(v4, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+                p += 32
             }
+            offset = stripes * 32
             h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
             h = merge(h, v1)
             h = merge(h, v2)

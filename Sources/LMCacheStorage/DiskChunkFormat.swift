@@ -18,7 +18,7 @@ import LMCacheCore
 /// | 48 | 4 | dtype (the `lm://` dtype code) |
 /// | 52 | 4 | model-name length *m* |
 /// | 56 | 8 | payload length |
-/// | 64 | 8 | payload checksum (XXH64) |
+/// | 64 | 8 | payload checksum (``payloadChecksum(_:)``) |
 /// | 72 | 8 | header checksum (XXH64 of bytes 0..<80+m+4n with this field zero) |
 /// | 80 | *m* | model name (UTF-8) |
 /// | 80+*m* | 4*n* | token ids (int32) |
@@ -34,6 +34,49 @@ enum DiskChunkFormat {
     static let maxNameBytes = 4096
     static let fileExtension = ".lmkv"
     static let temporaryPrefix = ".tmp-"
+
+    /// Bytes per checksum block: small enough that a block just read is still in the L2 cache
+    /// when it is hashed.
+    static let checksumBlock = 256 << 10
+
+    /// The payload checksum: XXH64 over the little-endian XXH64s of each 256 KiB block (block *i*
+    /// hashed with seed *i*). Blockwise so that a reader can hash each block right after reading
+    /// it, while it is still in cache, and so that blocks can be checked in parallel.
+    struct PayloadChecksum {
+        private var blockHashes: [UInt64] = []
+
+        /// Adds the next block (``checksumBlock`` bytes, or fewer for the last).
+        mutating func add(_ block: UnsafeRawBufferPointer) {
+            blockHashes.append(Self.hash(block, index: blockHashes.count))
+        }
+
+        /// The hash of block `index`, for readers that hash blocks out of order.
+        static func hash(_ block: UnsafeRawBufferPointer, index: Int) -> UInt64 {
+            XXHash64.hash(block, seed: UInt64(index))
+        }
+
+        /// The checksum of a payload from all its block hashes, in order.
+        static func combine(_ blockHashes: [UInt64]) -> UInt64 {
+            blockHashes.withUnsafeBytes { XXHash64.hash($0) }
+        }
+
+        func finalize() -> UInt64 { Self.combine(blockHashes) }
+    }
+
+    /// Number of checksum blocks of a payload of `count` bytes (at least one).
+    static func checksumBlocks(_ count: Int) -> Int { max(1, (count + checksumBlock - 1) / checksumBlock) }
+
+    /// The checksum of a whole payload in memory.
+    static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
+        var checksum = PayloadChecksum()
+        var offset = 0
+        repeat {
+            let end = min(offset + checksumBlock, payload.count)
+            checksum.add(UnsafeRawBufferPointer(rebasing: payload[offset..<end]))
+            offset = end
+        } while offset < payload.count
+        return checksum.finalize()
+    }
 
     /// The file name of a chunk: `<hash>-<tokens>.lmkv`.
     static func fileName(for key: CacheKey) -> String { "\(key.hash)-\(key.tokenCount)\(fileExtension)" }

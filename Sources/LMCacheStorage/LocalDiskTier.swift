@@ -121,6 +121,37 @@ public final class LocalDiskTier: StorageTier {
     @discardableResult
     public func remove(_ key: CacheKey) async -> Bool { removeNow(key) }
 
+    /// Loads the chunk under `key`, if it holds exactly `tokens`, straight into the CPU tier's pool
+    /// (no intermediate copy) and returns it from there; falls back to a heap copy when the CPU
+    /// tier has no room. Runs off the cooperative pool.
+    public func promote(_ key: CacheKey, verifying tokens: [Int32], into cpu: LocalCPUTier) async -> KVChunk? {
+        await withCheckedContinuation { continuation in
+            io.async { continuation.resume(returning: self.promoteNow(key, verifying: tokens, into: cpu)) }
+        }
+    }
+
+    private func promoteNow(_ key: CacheKey, verifying tokens: [Int32], into cpu: LocalCPUTier) -> KVChunk? {
+        guard let reader = open(key) else { return nil }
+        guard reader.tokens == tokens else {
+            removeNow(key)
+            return nil
+        }
+        do {
+            let stored = try cpu.put(key: key, tokens: reader.tokens, layout: reader.layout) {
+                (destination) throws(StorageError) in
+                guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+            }
+            if stored, let chunk = cpu.get(key) { return chunk }
+        } catch {
+            return nil
+        }
+        // No room in the CPU tier (or a racing writer got there first): read into the heap.
+        let storage = try? HeapChunkStorage(count: reader.byteCount) { (destination) throws(StorageError) in
+            guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+        }
+        return storage.map { KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: $0) }
+    }
+
     // MARK: Synchronous operations
 
     /// Whether the index holds `key`.
@@ -128,17 +159,28 @@ public final class LocalDiskTier: StorageTier {
 
     /// Reads and checks the chunk under `key` (blocking); `nil` on a miss or a failed check.
     public func read(_ key: CacheKey) -> KVChunk? {
+        guard let reader = open(key) else { return nil }
+        let storage = try? HeapChunkStorage(count: reader.byteCount) { (destination) throws(StorageError) in
+            guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+        }
+        guard let storage else { return nil }
+        return KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: storage)
+    }
+
+    /// Opens the chunk file of `key` and checks its header (blocking); `nil` on a miss or a bad
+    /// header. Read the KV bytes with ``DiskChunkReader/read(into:)`` straight into memory of the
+    /// caller's choosing (a CPU-tier extent, an engine's KV pages): no intermediate copy.
+    public func open(_ key: CacheKey) -> DiskChunkReader? {
         guard let fileName = state.withLock({ $0.use(key) }) else {
             metrics.misses.increment()
             return nil
         }
         let path = directory + "/" + fileName
-        switch Self.readFile(path: path) {
-        case .success(let chunk) where chunk.key == key:
-            metrics.hits.increment()
-            metrics.readBytes.increment(by: chunk.byteCount)
-            return chunk
-        case .success:
+        switch Self.openFile(path: path) {
+        case .success(let (fd, header)) where header.key == key:
+            return DiskChunkReader(tier: self, path: path, fd: fd, header: header)
+        case .success(let (fd, _)):
+            close(fd)
             quarantine(key: key, path: path, reason: "file holds another chunk")
         case .failure(let error) where error.isMissing:
             // Evicted or removed between the index lookup and the open.
@@ -146,12 +188,21 @@ public final class LocalDiskTier: StorageTier {
         case .failure(let error):
             quarantine(key: key, path: path, reason: error.description)
         }
+        countFailedRead()
+        return nil
+    }
+
+    fileprivate func countFailedRead() {
         state.withLock {
             $0.counters.hits -= 1
             $0.counters.misses += 1
         }
         metrics.misses.increment()
-        return nil
+    }
+
+    fileprivate func countRead(bytes: Int) {
+        metrics.hits.increment()
+        metrics.readBytes.increment(by: bytes)
     }
 
     /// Writes `chunk` crash-safely (blocking); `false` when declined or failed.
@@ -231,37 +282,49 @@ public final class LocalDiskTier: StorageTier {
         }
     }
 
-    private static func readFile(path: String) -> Result<KVChunk, ReadError> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    private static func openFile(path: String) -> Result<(Int32, DiskChunkFormat.Header), ReadError> {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(.io(IOError(code: errno, operation: "open"))) }
-        defer { close(fd) }
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
         var info = stat()
         guard fstat(fd, &info) == 0 else { return .failure(.io(IOError(code: errno, operation: "fstat"))) }
         let fileSize = Int(info.st_size)
-        guard fileSize >= DiskChunkFormat.fixedHeaderSize, fileSize <= 1 << 40 else {
-            return .failure(.format("file size \(fileSize) impossible for a chunk"))
+        // The header is usually one page; read what it declares, within the format's caps.
+        var header = [UInt8](repeating: 0, count: min(fileSize, 2 * DiskChunkFormat.alignment))
+        guard fileSize >= DiskChunkFormat.fixedHeaderSize, readFully(fd, into: &header, at: 0) else {
+            return .failure(.format("file shorter than a header"))
         }
-        let buffer = FileChunkStorage(byteCount: fileSize)
+        let declared = header.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self))) }
+        let maxHeader = DiskChunkFormat.headerLength(tokens: DiskChunkFormat.maxTokens, nameBytes: DiskChunkFormat.maxNameBytes)
+        if declared > header.count {
+            guard declared <= min(fileSize, maxHeader) else { return .failure(.format("header length \(declared) impossible")) }
+            header = [UInt8](repeating: 0, count: declared)
+            guard readFully(fd, into: &header, at: 0) else { return .failure(.format("file shorter than its header")) }
+        }
+        switch header.withUnsafeBytes({ DiskChunkFormat.parseHeader($0, fileSize: fileSize) }) {
+        case .success(let parsed):
+            _ = posix_fadvise(fd, off_t(parsed.headerLength), off_t(parsed.payloadLength), Int32(POSIX_FADV_SEQUENTIAL))
+            keepOpen = true
+            return .success((fd, parsed))
+        case .failure(let error):
+            return .failure(.format(error))
+        }
+    }
+
+    fileprivate static func readFully(_ fd: Int32, into buffer: inout [UInt8], at offset: Int) -> Bool {
+        buffer.withUnsafeMutableBytes { readFully(fd, into: $0, at: offset) }
+    }
+
+    fileprivate static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Bool {
         var done = 0
-        while done < fileSize {
-            let n = pread(fd, buffer.memory.baseAddress! + done, fileSize - done, off_t(done))
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                return .failure(n == 0 ? .format("file shrank while read") : .io(IOError(code: errno, operation: "read")))
-            }
+            guard n > 0 else { return false }
             done += n
         }
-        let header: DiskChunkFormat.Header
-        switch DiskChunkFormat.parseHeader(UnsafeRawBufferPointer(buffer.memory), fileSize: fileSize) {
-        case .success(let parsed): header = parsed
-        case .failure(let error): return .failure(.format(error))
-        }
-        let payload = UnsafeRawBufferPointer(rebasing: buffer.memory[header.headerLength..<fileSize])
-        guard XXHash64.hash(payload) == header.payloadChecksum else {
-            return .failure(.format("payload checksum mismatch"))
-        }
-        buffer.payload = payload
-        return .success(KVChunk(key: header.key, tokens: header.tokens, layout: header.layout, storage: buffer))
+        return true
     }
 
     private func writeFile(
@@ -273,10 +336,10 @@ public final class LocalDiskTier: StorageTier {
         let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: 64)
         defer { header.deallocate() }
         header.initializeMemory(as: UInt8.self, repeating: 0)
-        let checksum = chunk.withUnsafeBytes { XXHash64.hash($0) }
+        let checksum = chunk.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) }
         DiskChunkFormat.writeHeader(key: chunk.key, tokens: chunk.tokens, layout: chunk.layout,
             payloadChecksum: checksum, into: header)
-        let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = Glibc.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return .failure(IOError(code: errno, operation: "create")) }
         var closed = false
         defer { if !closed { close(fd) } }
@@ -312,7 +375,7 @@ public final class LocalDiskTier: StorageTier {
         guard close(fd) == 0 else { return .failure(IOError(code: errno, operation: "close")) }
         guard rename(temporaryPath, finalPath) == 0 else { return .failure(IOError(code: errno, operation: "rename")) }
         if fsync {
-            let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            let dirfd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if dirfd >= 0 {
                 _ = Glibc.fsync(dirfd)
                 close(dirfd)
@@ -322,7 +385,7 @@ public final class LocalDiskTier: StorageTier {
     }
 
     /// Deletes a file that failed its checks and forgets its key.
-    private func quarantine(key: CacheKey, path: String, reason: String) {
+    fileprivate func quarantine(key: CacheKey, path: String, reason: String) {
         logger.warning("corrupt chunk file deleted", metadata: ["lmcache.path": "\(path)", "lmcache.reason": "\(reason)"])
         state.withLock {
             $0.forget(key)
@@ -402,7 +465,7 @@ public final class LocalDiskTier: StorageTier {
     }
 
     private static func readHeader(path: String) -> Result<(DiskChunkFormat.Header, Int, Int), DiskFormatError> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure("cannot open: \(describeErrno())") }
         defer { close(fd) }
         var info = stat()
@@ -425,19 +488,82 @@ public final class LocalDiskTier: StorageTier {
     private static func describeErrno() -> String { String(cString: strerror(errno)) }
 }
 
-/// A whole chunk file read into memory; the chunk's bytes are its payload part.
+/// An open chunk file whose header passed its checks; reads the KV bytes into caller memory.
 ///
-/// `@unchecked Sendable`: written only while the file is read, before the chunk is created.
-final class FileChunkStorage: KVChunkStorage, @unchecked Sendable {
-    let memory: UnsafeMutableRawBufferPointer
-    var payload = UnsafeRawBufferPointer(start: nil, count: 0)
-    var bytes: UnsafeRawBufferPointer { payload }
+/// Closes the file when released. Use it from one thread at a time.
+public final class DiskChunkReader {
+    /// The chunk's key, tokens and layout, from the checked header.
+    public let key: CacheKey
+    public let tokens: [Int32]
+    public let layout: KVLayout
+    private let tier: LocalDiskTier
+    private let path: String
+    private let fd: Int32
+    private let payloadOffset: Int
+    private let checksum: UInt64
 
-    init(byteCount: Int) {
-        memory = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 4096)
+    fileprivate init(tier: LocalDiskTier, path: String, fd: Int32, header: DiskChunkFormat.Header) {
+        self.tier = tier
+        self.path = path
+        self.fd = fd
+        self.key = header.key
+        self.tokens = header.tokens
+        self.layout = header.layout
+        self.payloadOffset = header.headerLength
+        self.checksum = header.payloadChecksum
     }
 
-    deinit { memory.deallocate() }
+    deinit { close(fd) }
+
+    /// Bytes of KV the chunk holds.
+    public var byteCount: Int { layout.byteCount(tokens: tokens.count) }
+
+    /// Reads the KV bytes into `destination` (exactly ``byteCount`` bytes) and checks them.
+    /// - Returns: `false` when the read fails or the bytes fail their checksum; the chunk is then
+    ///   removed from the tier (and `destination` holds garbage).
+    public func read(into destination: UnsafeMutableRawBufferPointer) -> Bool {
+        precondition(destination.count == byteCount, "read(into:) needs exactly \(byteCount) bytes")
+        // Each block is hashed right after it is read, while it is still in cache; the blocks are
+        // split between two threads, each reading and hashing its own, so that the kernel's copy
+        // and the checksum run on both cores.
+        let blocks = DiskChunkFormat.checksumBlocks(destination.count)
+        let hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: blocks)
+        defer { hashes.deallocate() }
+        let failed = Atomic<Bool>(false)
+        let workers = blocks >= 4 ? 2 : 1
+        let base = UInt(bitPattern: destination.baseAddress)
+        let count = destination.count
+        let fd = self.fd
+        let payloadOffset = self.payloadOffset
+        let hashBase = UInt(bitPattern: hashes.baseAddress)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            // Worker w takes blocks w, w + workers, …: disjoint parts of `destination` and `hashes`.
+            for index in stride(from: worker, to: blocks, by: workers) {
+                let start = index * DiskChunkFormat.checksumBlock
+                let end = min(start + DiskChunkFormat.checksumBlock, count)
+                let block = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: base)! + start,
+                    count: end - start)
+                guard LocalDiskTier.readFully(fd, into: block, at: payloadOffset + start) else {
+                    failed.store(true, ordering: .relaxed)
+                    return
+                }
+                UnsafeMutablePointer<UInt64>(bitPattern: hashBase)![index] =
+                    DiskChunkFormat.PayloadChecksum.hash(UnsafeRawBufferPointer(block), index: index)
+            }
+        }
+        guard !failed.load(ordering: .relaxed) else {
+            tier.quarantine(key: key, path: path, reason: "payload shorter than its header says")
+            tier.countFailedRead()
+            return false
+        }
+        guard DiskChunkFormat.PayloadChecksum.combine(Array(hashes)) == checksum else {
+            tier.quarantine(key: key, path: path, reason: "payload checksum mismatch")
+            tier.countFailedRead()
+            return false
+        }
+        tier.countRead(bytes: destination.count)
+        return true
+    }
 }
 
 /// The swift-metrics instruments of one tier, created once.

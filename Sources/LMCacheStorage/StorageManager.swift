@@ -171,6 +171,13 @@ public final class StorageManager: Sendable {
         for tier in slowerTiers {
             defer { tierIndex += 1 }
             let start = ContinuousClock.now
+            if let disk = tier as? LocalDiskTier, let cpu {
+                // Disk to CPU pool directly, without an intermediate copy.
+                guard let chunk = await disk.promote(key, verifying: Array(tokens), into: cpu) else { continue }
+                record(hit: tierIndex, since: start)
+                if cpu.contains(key) { countPromotion() }
+                return chunk
+            }
             let chunk: KVChunk?
             do {
                 chunk = try await tier.get(key, verifying: tokens)
@@ -180,10 +187,7 @@ public final class StorageManager: Sendable {
             }
             guard let chunk else { continue }
             record(hit: tierIndex, since: start)
-            if let cpu, cpu.put(chunk) {
-                promotions.increment()
-                state.withLock { $0.statistics.promotions += 1 }
-            }
+            if let cpu, cpu.put(chunk) { countPromotion() }
             return chunk
         }
         state.withLock { $0.statistics.misses += 1 }
@@ -200,6 +204,11 @@ public final class StorageManager: Sendable {
             result.append(hit)
         }
         return result
+    }
+
+    private func countPromotion() {
+        promotions.increment()
+        state.withLock { $0.statistics.promotions += 1 }
     }
 
     private func record(hit tierIndex: Int, since start: ContinuousClock.Instant) {

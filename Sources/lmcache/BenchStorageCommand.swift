@@ -16,15 +16,21 @@ struct BenchStorageCommand: AsyncParsableCommand {
         abstract: "Store and read back KV chunks through a tier; compare with memcpy measured in the same run.",
         discussion: """
             Chunks are 256 tokens of an 18-layer, 1-KV-head, 256-dim model in float16 (4.5 MiB) unless \
-            --layout/--dtype/--chunk-tokens say otherwise. put copies each chunk from a source buffer into \
-            the tier; get looks each chunk up and copies it out to a destination buffer, as an engine \
-            loading KV does. The baseline copies the same bytes between the same buffers with memcpy. \
+            --layout/--dtype/--chunk-tokens say otherwise. put stores each chunk from a source buffer; get \
+            looks each chunk up and copies it to a destination buffer, as an engine loading KV does. \
             Figures are medians over --iterations runs, in GB/s (10^9 bytes per second).
+
+            cpu: the baseline is memcpy of the same bytes between the same buffers.
+            disk (in local_disk when configured, else a temporary directory): the baseline is a plain \
+            file of the same bytes, written and read sequentially; get_gbps and baseline_gbps are cold \
+            reads (pages dropped from the page cache first), warm_get_gbps and warm_baseline_gbps \
+            warm ones.
             """
     )
 
     enum Tier: String, ExpressibleByArgument, CaseIterable {
         case cpu
+        case disk
     }
 
     @Option(help: "The tier to measure: \(Tier.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -88,45 +94,48 @@ struct BenchStorageCommand: AsyncParsableCommand {
             chunkSize: chunkTokens)
         let chunks = keyer.chunks(for: tokens)
 
-        let storageTier: LocalCPUTier
+        var report: [(String, String)] = []
+        let gb = Double(totalBytes) / 1e9
+        let buffers = Buffers(source: UnsafeRawBufferPointer(source), destination: destination, chunkBytes: chunkBytes)
         switch tier {
         case .cpu:
             // Room for every chunk: the benchmark measures copies, not eviction.
             let capacity = chunkCount * ((chunkBytes + 4095) / 4096 * 4096)
-            storageTier = try LocalCPUTier(capacity: capacity, policy: config.cachePolicy, prefault: true)
-        }
-
-        var baseline: [Double] = []
-        var puts: [Double] = []
-        var gets: [Double] = []
-        for _ in 0..<iterations {
-            baseline.append(Self.seconds {
-                for index in 0..<chunkCount {
-                    memcpy(destination.baseAddress! + index * chunkBytes, source.baseAddress! + index * chunkBytes,
-                        chunkBytes)
-                }
-            })
-            memset(destination.baseAddress!, 0, totalBytes)
-            storageTier.removeAll()
-            puts.append(Self.seconds {
-                for (index, chunk) in chunks.enumerated() {
-                    let from = UnsafeRawBufferPointer(rebasing: source[(index * chunkBytes)..<((index + 1) * chunkBytes)])
-                    storageTier.put(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: kvLayout) {
-                        $0.copyMemory(from: from)
+            let storageTier = try LocalCPUTier(capacity: capacity, policy: config.cachePolicy, prefault: true)
+            var baseline: [Double] = []
+            var puts: [Double] = []
+            var gets: [Double] = []
+            for _ in 0..<iterations {
+                baseline.append(Self.seconds { buffers.copyAll() })
+                buffers.clearDestination()
+                storageTier.removeAll()
+                puts.append(Self.seconds {
+                    for (index, chunk) in chunks.enumerated() {
+                        storageTier.put(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: kvLayout) {
+                            $0.copyMemory(from: buffers.sourceChunk(index))
+                        }
                     }
-                }
-            })
-            gets.append(Self.seconds {
-                for (index, chunk) in chunks.enumerated() {
-                    guard let hit = storageTier.get(chunk.key) else { continue }
-                    hit.withUnsafeBytes { bytes in
-                        _ = memcpy(destination.baseAddress! + index * chunkBytes, bytes.baseAddress!, chunkBytes)
+                })
+                gets.append(Self.seconds {
+                    for (index, chunk) in chunks.enumerated() {
+                        storageTier.get(chunk.key)?.withUnsafeBytes { buffers.copyOut($0, chunk: index) }
                     }
-                }
-            })
-            guard memcmp(source.baseAddress!, destination.baseAddress!, totalBytes) == 0 else {
-                throw CommandFailure("bytes read back differ from bytes stored")
+                })
+                try buffers.verify()
             }
+            report += [
+                ("put_gbps", Self.format(gb / Self.median(puts))),
+                ("get_gbps", Self.format(gb / Self.median(gets))),
+                ("baseline", "\"memcpy\""),
+                ("baseline_gbps", Self.format(gb / Self.median(baseline))),
+                ("put_vs_baseline", Self.format(Self.median(baseline) / Self.median(puts))),
+                ("get_vs_baseline", Self.format(Self.median(baseline) / Self.median(gets))),
+            ]
+        case .disk:
+            report += try DiskBenchmark(
+                directory: config.localDisk, buffers: buffers, chunks: chunks, tokens: tokens, layout: kvLayout,
+                iterations: iterations, logger: logger
+            ).run()
         }
 
         // Hashing: chunk keys of a 32k-token prompt.
@@ -139,23 +148,14 @@ struct BenchStorageCommand: AsyncParsableCommand {
         }
         precondition(sink > 0)
 
-        let gb = Double(totalBytes) / 1e9
-        let baselineGBps = gb / Self.median(baseline)
-        let putGBps = gb / Self.median(puts)
-        let getGBps = gb / Self.median(gets)
         let hashNs = Self.median(hashRuns) * 1e9 / Double(hashTokens.count)
-        let report: [(String, String)] = [
+        report = [
             ("tier", "\"\(tier.rawValue)\""),
             ("bytes", "\(totalBytes)"),
             ("chunk_bytes", "\(chunkBytes)"),
             ("chunks", "\(chunkCount)"),
             ("iterations", "\(iterations)"),
-            ("put_gbps", Self.format(putGBps)),
-            ("get_gbps", Self.format(getGBps)),
-            ("baseline", "\"memcpy\""),
-            ("baseline_gbps", Self.format(baselineGBps)),
-            ("put_vs_baseline", Self.format(putGBps / baselineGBps)),
-            ("get_vs_baseline", Self.format(getGBps / baselineGBps)),
+        ] + report + [
             ("hash_ns_per_token", Self.format(hashNs)),
             ("hash_32k_tokens_us", Self.format(hashNs * 32_768 / 1000)),
         ]

@@ -99,3 +99,20 @@ struct CLITests {
         }
     }
 }
+
+@Suite("lmcache bench storage --tier disk")
+struct BenchDiskTests {
+    @Test("prints cold and warm figures against a plain file and reads back exact bytes")
+    func benchDisk() throws {
+        let result = try LMCacheExecutable.run(["bench", "storage", "--tier", "disk", "--json", "--size-gib", "0.02",
+            "--iterations", "1"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect(object["tier"] as? String == "disk")
+        #expect(object["baseline"] as? String == "sequential read of a plain file")
+        for field in ["put_gbps", "get_gbps", "warm_get_gbps", "baseline_gbps", "warm_baseline_gbps"] {
+            let value = try #require(object[field] as? Double, "\(field) missing")
+            #expect(value > 0)
+        }
+    }
+}
