@@ -90,7 +90,11 @@ struct ByteCursor {
 
     /// Reads `count` fixed-size little-endian values into an array (the caller checked that the
     /// bytes are present).
-    mutating func readArray<T: BitwiseCopyable>(of _: T.Type, count: Int, _ what: @autoclosure () -> String)
+    mutating func readArray<T: BitwiseCopyable>(
+        of _: T.Type,
+        count: Int,
+        _ what: @autoclosure () -> String
+    )
         throws(GGUFError) -> [T]
     {
         let (byteCount, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<T>.size)

@@ -94,7 +94,10 @@ package struct Murmur3x64_128 {
         }
         if tail.count == 16 {
             let (k1, k2) = tail.withUnsafeBytes {
-                ($0.loadUnaligned(fromByteOffset: 0, as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                (
+                    $0.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+                    $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                )
             }
             block(UInt64(littleEndian: k1), UInt64(littleEndian: k2))
             tail.removeAll(keepingCapacity: true)

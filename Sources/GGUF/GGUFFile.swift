@@ -117,7 +117,11 @@ private struct Header {
         try cursor.require(4, "the magic number")
         let magic = try cursor.read(UInt32.self, "the magic number")
         guard magic == 0x4655_4747 else {  // "GGUF" read as a little-endian UInt32
-            throw GGUFError(.badMagic, "file does not start with 'GGUF' (found 0x\(String(magic, radix: 16)))", offset: 0)
+            throw GGUFError(
+                .badMagic,
+                "file does not start with 'GGUF' (found 0x\(String(magic, radix: 16)))",
+                offset: 0
+            )
         }
         let version = try cursor.read(UInt32.self, "the format version")
         guard version == 2 || version == 3 else {
@@ -165,7 +169,11 @@ private struct Header {
             let typeOffset = cursor.offset
             let rawType = try cursor.read(UInt32.self, "the value type of '\(key)'")
             guard let type = GGUFValueType(rawValue: rawType) else {
-                throw GGUFError(.invalidValueType, "metadata '\(key)' has unknown value type \(rawType)", offset: typeOffset)
+                throw GGUFError(
+                    .invalidValueType,
+                    "metadata '\(key)' has unknown value type \(rawType)",
+                    offset: typeOffset
+                )
             }
             let value = try Self.readValue(of: type, key: key, depth: 0, cursor: &cursor)
             guard metadata.updateValue(value, forKey: key) == nil else {
@@ -229,7 +237,11 @@ private struct Header {
             let typeOffset = cursor.offset
             let rawType = try cursor.read(UInt32.self, "the type of tensor '\(name)'")
             guard let type = GGMLType(rawValue: rawType) else {
-                throw GGUFError(.unknownTensorType, "tensor '\(name)' has unknown type id \(rawType)", offset: typeOffset)
+                throw GGUFError(
+                    .unknownTensorType,
+                    "tensor '\(name)' has unknown type id \(rawType)",
+                    offset: typeOffset
+                )
             }
             let rowLength = shape.first ?? 1
             guard rowLength % type.blockSize == 0, let byteCount = type.byteCount(elements: elementCount) else {
@@ -317,7 +329,12 @@ private struct Header {
     }
 
     /// Reads one metadata value of type `type`, checking every length against the file.
-    static func readValue(of type: GGUFValueType, key: String, depth: Int, cursor: inout ByteCursor)
+    static func readValue(
+        of type: GGUFValueType,
+        key: String,
+        depth: Int,
+        cursor: inout ByteCursor
+    )
         throws(GGUFError) -> GGUFValue
     {
         switch type {
@@ -335,7 +352,11 @@ private struct Header {
             let offset = cursor.offset
             let raw = try cursor.read(UInt8.self, "the value of '\(key)'")
             guard raw <= 1 else {
-                throw GGUFError(.invalidValue, "boolean '\(key)' has byte value \(raw) (0 or 1 expected)", offset: offset)
+                throw GGUFError(
+                    .invalidValue,
+                    "boolean '\(key)' has byte value \(raw) (0 or 1 expected)",
+                    offset: offset
+                )
             }
             return .bool(raw == 1)
         case .string:

@@ -89,7 +89,10 @@ public struct BytePairTokenizer: Tokenizer {
             let bytes = Array(merge.utf8)
             // The separator is the first space after the first byte (a part may itself start with one).
             guard bytes.count >= 3, let space = bytes.dropFirst().firstIndex(of: 0x20) else {
-                throw TokenizerError(.invalidMetadata, "merge \(index) ('\(merge)') is not two pieces separated by a space")
+                throw TokenizerError(
+                    .invalidMetadata,
+                    "merge \(index) ('\(merge)') is not two pieces separated by a space"
+                )
             }
             let left = Array(bytes[..<space])
             let right = Array(bytes[(space + 1)...])
@@ -223,7 +226,8 @@ public struct BytePairTokenizer: Tokenizer {
                         var best = l
                         let r = l + 1
                         if r < queue.count,
-                            queue[r].rank < queue[l].rank || (queue[r].rank == queue[l].rank && queue[r].left < queue[l].left)
+                            queue[r].rank < queue[l].rank
+                                || (queue[r].rank == queue[l].rank && queue[r].left < queue[l].left)
                         {
                             best = r
                         }

@@ -27,7 +27,11 @@ struct BytePairTokenizerTests {
     @Test("Llama 3 pre-tokenizer: encodes like llama.cpp", arguments: TinyBPE.llama3Cases)
     func llama3(_ reference: TokenizerCase) throws {
         let tokenizer = try TinyBPE.tokenizer("tiny-bpe-llama3")
-        let ids = tokenizer.encode(reference.text, addSpecial: reference.addSpecial, parseSpecial: reference.parseSpecial)
+        let ids = tokenizer.encode(
+            reference.text,
+            addSpecial: reference.addSpecial,
+            parseSpecial: reference.parseSpecial
+        )
         #expect(ids == reference.ids)
         if let pieces = reference.pieces {
             #expect(reference.ids.map { tokenizer.piece($0) } == pieces)
@@ -42,7 +46,11 @@ struct BytePairTokenizerTests {
     @Test("Qwen2 pre-tokenizer: encodes like llama.cpp", arguments: TinyBPE.qwen2Cases)
     func qwen2(_ reference: TokenizerCase) throws {
         let tokenizer = try TinyBPE.tokenizer("tiny-bpe-qwen2")
-        let ids = tokenizer.encode(reference.text, addSpecial: reference.addSpecial, parseSpecial: reference.parseSpecial)
+        let ids = tokenizer.encode(
+            reference.text,
+            addSpecial: reference.addSpecial,
+            parseSpecial: reference.parseSpecial
+        )
         #expect(ids == reference.ids)
         if let pieces = reference.pieces {
             #expect(reference.ids.map { tokenizer.piece($0) } == pieces)

@@ -7,7 +7,11 @@ import Tokenizers
 @Suite("Tokenizers on hand-built vocabularies")
 struct HandBuiltVocabularyTests {
     /// A SentencePiece vocabulary: control tokens, byte tokens, then `pieces` with their scores.
-    private func spm(_ pieces: [(String, Float)], addSpacePrefix: Bool = false, in dir: TemporaryDirectory) throws
+    private func spm(
+        _ pieces: [(String, Float)],
+        addSpacePrefix: Bool = false,
+        in dir: TemporaryDirectory
+    ) throws
         -> any Tokenizer
     {
         var tokens = ["<unk>", "<s>", "</s>"]
