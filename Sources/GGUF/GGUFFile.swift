@@ -299,7 +299,7 @@ private struct Header {
                 throw GGUFError(
                     .tensorOutOfBounds,
                     "data of tensor '\(name)' (\(entry.byteCount) bytes at data offset \(entry.offset)) extends past "
-                        + "the end of the file (data section has \(dataSize) bytes)",
+                        + "the end of the file (data section has \(dataSize) bytes; is the file truncated?)",
                     offset: entry.infoOffset
                 )
             }
