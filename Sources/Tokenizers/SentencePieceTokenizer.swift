@@ -42,6 +42,8 @@ public struct SentencePieceTokenizer: Tokenizer {
     public var vocabularySize: Int { vocabulary.count }
     public var bosID: Int32? { vocabulary.bosID }
     public var eosID: Int32? { vocabulary.eosID }
+    public var paddingID: Int32? { vocabulary.paddingID }
+    public var unknownID: Int32? { vocabulary.unknownID }
     public var endOfGenerationIDs: Set<Int32> { vocabulary.endOfGenerationIDs }
     public var addsBOS: Bool { vocabulary.addsBOS }
     public var addsEOS: Bool { vocabulary.addsEOS }

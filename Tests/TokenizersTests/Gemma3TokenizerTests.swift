@@ -49,6 +49,8 @@ struct Gemma3TokenizerTests {
         #expect(tokenizer.vocabularySize == 262_144)
         #expect(tokenizer.bosID == 2)
         #expect(tokenizer.eosID == 1)
+        #expect(tokenizer.paddingID == 0)
+        #expect(tokenizer.unknownID == 3)
         #expect(tokenizer.addsBOS)
         #expect(!tokenizer.addsEOS)
         #expect(tokenizer.isEndOfGeneration(1))
