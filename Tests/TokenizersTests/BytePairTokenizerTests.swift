@@ -74,4 +74,18 @@ struct BytePairTokenizerTests {
         #expect(!qwen2.addsBOS)
         #expect(qwen2.encode("Hi", addSpecial: true, parseSpecial: false).first != qwen2.bosID)
     }
+
+    @Test("streaming decoding joins characters split across byte tokens")
+    func streaming() throws {
+        let tokenizer = try TinyBPE.tokenizer("tiny-bpe-llama3")
+        let text = "日本語 🤖 naïve"
+        let ids = tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        #expect(ids.count > text.unicodeScalars.count)  // multi-byte characters are several tokens
+        var decoder = StreamingDecoder(tokenizer: tokenizer)
+        var pieces: [String] = []
+        for id in ids { pieces.append(decoder.append(id)) }
+        pieces.append(decoder.finish())
+        #expect(pieces.joined() == text)
+        #expect(!pieces.contains { $0.contains("\u{FFFD}") })
+    }
 }
