@@ -92,6 +92,12 @@ public final class GGUFFile: Sendable {
         return try body(UnsafeRawBufferPointer(rebasing: bytes[tensor.offset..<(tensor.offset + tensor.byteCount)]))
     }
 
+    /// Asks the operating system to start reading the whole file into memory in the background,
+    /// so that the first pass over the weights does not wait on page faults. Only a hint.
+    public func prefetch() {
+        mapping.adviseWillNeed()
+    }
+
     /// Calls `body` with all bytes of the file (read-only, stable address for the life of the object).
     public func withFileBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         try body(mapping.bytes)

@@ -53,6 +53,13 @@ struct MappedFile: ~Copyable, @unchecked Sendable {
         }
     }
 
+    /// Asks the kernel to read the whole mapping ahead (`MADV_WILLNEED`); a hint, failures are ignored.
+    func adviseWillNeed() {
+        guard let base = bytes.baseAddress else { return }
+        // Safe: advice on our own read-only mapping; it does not change its contents or lifetime.
+        _ = madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, MADV_WILLNEED)
+    }
+
     private static func errnoDescription() -> String {
         let code = errno
         guard let text = strerror(code) else { return "errno \(code)" }

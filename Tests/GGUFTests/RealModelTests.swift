@@ -52,6 +52,7 @@ struct RealModelTests {
         #expect(norm.type == .f32)
         #expect(norm.offset + norm.byteCount <= file.fileSize)
 
+        file.prefetch()
         // Every tensor's bytes are reachable and have the advertised size.
         for tensor in file.tensors {
             #expect(file.withBytes(of: tensor) { $0.count } == tensor.byteCount)
