@@ -49,7 +49,7 @@ public final class GGUFFile: Sendable {
     ///   data is not read.
     public init(contentsOf path: String) throws(GGUFError) {
         let mapping = try MappedFile(path: path)
-        let header = try Header(parsing: mapping.bytes)
+        let header = unsafe try Header(parsing: mapping.bytes)
         self.version = header.version
         self.metadata = header.metadata
         self.metadataKeys = header.metadataKeys
@@ -61,7 +61,7 @@ public final class GGUFFile: Sendable {
     }
 
     /// The size of the file in bytes.
-    public var fileSize: Int { mapping.bytes.count }
+    public var fileSize: Int { unsafe mapping.bytes.count }
 
     /// The description of the tensor called `name`, or `nil` when the file has none.
     /// - Complexity: O(1) on average.
@@ -82,14 +82,16 @@ public final class GGUFFile: Sendable {
         of tensor: GGUFTensorInfo,
         _ body: (UnsafeRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        let bytes = mapping.bytes
+        let bytes = unsafe mapping.bytes
         precondition(
             tensor.offset >= 0 && tensor.byteCount >= 0 && tensor.byteCount <= bytes.count
                 && tensor.offset <= bytes.count - tensor.byteCount,
             "tensor '\(tensor.name)' does not lie inside this GGUF file"
         )
         // Safe: the range was checked above to lie inside the mapping, which outlives this call.
-        return try body(UnsafeRawBufferPointer(rebasing: bytes[tensor.offset..<(tensor.offset + tensor.byteCount)]))
+        return unsafe try body(
+            UnsafeRawBufferPointer(rebasing: bytes[tensor.offset..<(tensor.offset + tensor.byteCount)])
+        )
     }
 
     /// Asks the operating system to start reading the whole file into memory in the background,
@@ -100,7 +102,7 @@ public final class GGUFFile: Sendable {
 
     /// Calls `body` with all bytes of the file (read-only, stable address for the life of the object).
     public func withFileBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        try body(mapping.bytes)
+        unsafe try body(mapping.bytes)
     }
 }
 
@@ -117,7 +119,7 @@ private struct Header {
     var dataOffset = 0
 
     init(parsing bytes: UnsafeRawBufferPointer) throws(GGUFError) {
-        var cursor = ByteCursor(bytes)
+        var cursor = unsafe ByteCursor(bytes)
 
         // Magic and version.
         try cursor.require(4, "the magic number")
