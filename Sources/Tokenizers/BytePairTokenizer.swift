@@ -150,14 +150,15 @@ public struct BytePairTokenizer: Tokenizer {
         var output: [Int32] = []
         if addSpecial, addsBOS, let bos = bosID { output.append(bos) }
         let utf8 = Array(text.utf8)
-        utf8.withUnsafeBufferPointer { input in
+        unsafe utf8.withUnsafeBufferPointer { input in
             output.reserveCapacity(output.count + input.count / 3 + 2)
-            for fragment in splitter.split(input, parseSpecial: parseSpecial) {
+            for fragment in unsafe splitter.split(input, parseSpecial: parseSpecial) {
                 switch fragment {
                 case .token(let id):
                     output.append(id)
                 case .text(let range):
-                    encodeText(UnsafeBufferPointer(rebasing: input[range]), into: &output)
+                    // Safe: the splitter's ranges lie inside `input`, which lives for the closure.
+                    unsafe encodeText(UnsafeBufferPointer(rebasing: input[range]), into: &output)
                 }
             }
         }
@@ -167,7 +168,7 @@ public struct BytePairTokenizer: Tokenizer {
 
     private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
         // Valid UTF-8 (the fragment came from a String and was cut at token boundaries).
-        let scalars = Array(String(decoding: bytes, as: UTF8.self).unicodeScalars)
+        let scalars = unsafe Array(String(decoding: bytes, as: UTF8.self).unicodeScalars)
         var encoded: [UInt8] = []
         var symbolPiece: [Int32] = []
         var symbolStart: [Int] = []
