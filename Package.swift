@@ -60,9 +60,9 @@ let package = Package(
         ),
 
         // MARK: Engine
-        .target(name: "GGUF", swiftSettings: commonSwiftSettings),
+        .target(name: "GGUF", swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         .target(name: "Kernels", dependencies: ["GGUF"], swiftSettings: kernelSwiftSettings),
-        .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
+        .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         .target(
             name: "Inference",
             dependencies: ["GGUF", "Kernels", "Tokenizers", "LMCacheCore"],
