@@ -100,7 +100,12 @@ let package = Package(
         ),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: commonSwiftSettings),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(
+            name: "TokenizersTests",
+            dependencies: ["Tokenizers", "GGUF"],
+            resources: [.copy("Resources")],
+            swiftSettings: commonSwiftSettings
+        ),
         .testTarget(
             name: "InferenceTests",
             dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers"],
