@@ -109,6 +109,7 @@ let package = Package(
         .testTarget(
             name: "InferenceTests",
             dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers"],
+            resources: [.copy("Resources")],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(

@@ -418,7 +418,73 @@ LMC_AVX2 static float dot_q6_k_avx2(const uint8_t *w, int64_t nb, const int8_t *
 }
 #endif
 
-// MARK: - Row loop
+// MARK: - Row loops
+
+typedef float (*lmc_dot_fn)(const uint8_t *w, int64_t n, const int8_t *qs, const float *d, const float *ds);
+
+#define LMC_WRAP(name, call) \
+    static float name(const uint8_t *w, int64_t n, const int8_t *qs, const float *d, const float *ds) { \
+        (void)ds; \
+        return call; \
+    }
+LMC_WRAP(w_q4_0, dot_q4_0(w, n / 32, qs, d))
+LMC_WRAP(w_q5_0, dot_q5_0(w, n / 32, qs, d))
+LMC_WRAP(w_q8_0, dot_q8_0(w, n / 32, qs, d))
+LMC_WRAP(w_q4_k, dot_q4_k(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q5_k, dot_q5_k(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q6_k, dot_q6_k(w, n / 256, qs, d))
+#ifdef LMC_X86
+LMC_WRAP(w_q4_0_avx2, dot_q4_0_avx2(w, n / 32, qs, d))
+LMC_WRAP(w_q5_0_avx2, dot_q5_0_avx2(w, n / 32, qs, d))
+LMC_WRAP(w_q8_0_avx2, dot_q8_0_avx2(w, n / 32, qs, d))
+LMC_WRAP(w_q4_k_avx2, dot_q4_k_avx2(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q5_k_avx2, dot_q5_k_avx2(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q6_k_avx2, dot_q6_k_avx2(w, n / 256, qs, d))
+#endif
+
+static lmc_dot_fn dot_for(int32_t t) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        switch (t) {
+        case 2: return w_q4_0_avx2;
+        case 6: return w_q5_0_avx2;
+        case 8: return w_q8_0_avx2;
+        case 12: return w_q4_k_avx2;
+        case 13: return w_q5_k_avx2;
+        case 14: return w_q6_k_avx2;
+        default: return 0;
+        }
+    }
+#endif
+    switch (t) {
+    case 2: return w_q4_0;
+    case 6: return w_q5_0;
+    case 8: return w_q8_0;
+    case 12: return w_q4_k;
+    case 13: return w_q5_k;
+    case 14: return w_q6_k;
+    default: return 0;
+    }
+}
+
+void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
+                   int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y, int64_t ldy) {
+    lmc_dot_fn dot = dot_for(t);
+    if (!dot) return;
+    const uint8_t *base = (const uint8_t *)w;
+    const int64_t nb = n / 32;
+    // Blocks of tokens keep their activations in L2 while each weight row stays in L1.
+    const int64_t token_block = 64;
+    for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
+        int64_t j1 = j0 + token_block < tokens ? j0 + token_block : tokens;
+        for (int64_t r = row_begin; r < row_end; r++) {
+            const uint8_t *row = base + r * row_bytes;
+            for (int64_t j = j0; j < j1; j++) {
+                y[j * ldy + r] = dot(row, n, qs + j * n, d + j * nb, ds + j * nb);
+            }
+        }
+    }
+}
 
 int lmc_matvec_supports(int32_t t) {
     switch (t) {
@@ -429,37 +495,9 @@ int lmc_matvec_supports(int32_t t) {
 
 void lmc_matvec_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
                    const int8_t *qs, const float *d, const float *ds, float *y) {
+    lmc_dot_fn dot = dot_for(t);
     const uint8_t *base = (const uint8_t *)w;
-    const int avx2 = lmc_active_isa() >= LMC_ISA_AVX2;
     for (int64_t r = row_begin; r < row_end; r++) {
-        const uint8_t *row = base + r * row_bytes;
-        float v = 0;
-#ifdef LMC_X86
-        if (avx2) {
-            switch (t) {
-            case 2: v = dot_q4_0_avx2(row, n / 32, qs, d); break;
-            case 6: v = dot_q5_0_avx2(row, n / 32, qs, d); break;
-            case 8: v = dot_q8_0_avx2(row, n / 32, qs, d); break;
-            case 12: v = dot_q4_k_avx2(row, n / 256, qs, d, ds); break;
-            case 13: v = dot_q5_k_avx2(row, n / 256, qs, d, ds); break;
-            case 14: v = dot_q6_k_avx2(row, n / 256, qs, d); break;
-            default: v = NAN; break;
-            }
-            y[r - row_begin] = v;
-            continue;
-        }
-#else
-        (void)avx2;
-#endif
-        switch (t) {
-        case 2: v = dot_q4_0(row, n / 32, qs, d); break;
-        case 6: v = dot_q5_0(row, n / 32, qs, d); break;
-        case 8: v = dot_q8_0(row, n / 32, qs, d); break;
-        case 12: v = dot_q4_k(row, n / 256, qs, d, ds); break;
-        case 13: v = dot_q5_k(row, n / 256, qs, d, ds); break;
-        case 14: v = dot_q6_k(row, n / 256, qs, d); break;
-        default: v = NAN; break;
-        }
-        y[r - row_begin] = v;
+        y[r - row_begin] = dot ? dot(base + r * row_bytes, n, qs, d, ds) : NAN;
     }
 }

@@ -160,10 +160,15 @@ package enum Attention {
         // With one KV head, the heads of consecutive tokens form one matrix (rows `hd` apart).
         let stacked = shape.kvHeads == 1
         let rowsPerToken = stacked ? shape.heads : 1
+        // Query tiles are aligned to absolute positions (multiples of `tile`), so a token is computed
+        // with the same sgemm shapes whether its batch started at 0 or at a later tile boundary: a prefix
+        // loaded from the cache (whole chunks) followed by a prefill of the rest is bit-identical to a
+        // prefill of everything.
         let tile = max(1, 256 / rowsPerToken)
         var i0 = 0
         while i0 < count {
-            let nq = min(tile, count - i0)
+            let absolute = firstPosition + i0
+            let nq = min(tile - absolute % tile, count - i0)
             let pFirst = firstPosition + i0, pLast = firstPosition + i0 + nq - 1
             let lo = shape.firstKey(for: pFirst), hi = pLast + 1
             let width = hi - lo

@@ -8,6 +8,7 @@
 package import GGUF
 internal import CKernels
 internal import COpenBLAS
+internal import Foundation
 
 /// A weight matrix in a GGUF tensor: `rows` output features, each a row of `columns` input values.
 ///
@@ -79,6 +80,12 @@ package final class QuantizedActivation {
 
     /// Quantizes `count` floats (a multiple of 32) at `x`.
     package func quantize(_ x: UnsafePointer<Float>, count: Int) {
+        reserve(count)
+        lmc_quantize_q8(x, Int64(count), qs, d, ds)
+    }
+
+    /// Makes room for `count` values.
+    package func reserve(_ count: Int) {
         if count > capacity {
             qs.deallocate()
             d.deallocate()
@@ -88,7 +95,6 @@ package final class QuantizedActivation {
             d = .allocate(capacity: count / 32 + 1)
             ds = .allocate(capacity: count / 32 + 1)
         }
-        lmc_quantize_q8(x, Int64(count), qs, d, ds)
     }
 }
 
@@ -98,6 +104,7 @@ extension QuantizedActivation: Sendable {}
 /// Reusable memory for the matrix products (tiles of dequantized weights, quantized activations).
 package final class LinearScratch {
     package let activation = QuantizedActivation(capacity: 4096)
+    package let batchActivation = QuantizedActivation(capacity: 4096)
     private var tile: UnsafeMutablePointer<Float>?
     private var tileCapacity = 0
 
@@ -121,9 +128,6 @@ extension LinearScratch: Sendable {}
 
 /// Matrix products of activations with ``WeightMatrix`` weights.
 package enum Linear {
-    /// Batches at or above this many tokens use dequantize + sgemm; smaller ones use the decode kernels.
-    package static let sgemmThreshold = 8
-
     /// y_i = W_i · x for several weights that share the input `x` (`columns` floats), in one parallel pass.
     ///
     /// Each output must hold `rows` floats. All weights must have the same `columns`.
@@ -134,6 +138,12 @@ package enum Linear {
     ) {
         guard let first = outputs.first else { return }
         let columns = first.weight.columns
+        if exactFloat {
+            Parallel.forRanges(outputs.count) { range in
+                for i in range { floatRowDots(outputs[i].weight, rows: 0..<outputs[i].weight.rows, x: x, y: outputs[i].y) }
+            }
+            return
+        }
         if outputs.contains(where: { $0.weight.usesQuantizedDot }) {
             scratch.activation.quantize(x, count: columns)
         }
@@ -167,6 +177,10 @@ package enum Linear {
                 Int64(w.columns), act.qs, act.d, act.ds, y)
             return
         }
+        floatRowDots(w, rows: rows, x: x, y: y)
+    }
+
+    static func floatRowDots(_ w: WeightMatrix, rows: Range<Int>, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: w.columns) { buffer in
             let row = buffer.baseAddress!
             for r in rows {
@@ -176,24 +190,72 @@ package enum Linear {
         }
     }
 
+    /// Debugging aid: `LMCACHE_EXACT_MATMUL=1` makes every product dequantize weights to Float and use
+    /// Float activations (slow; for comparing against the int8 kernels).
+    package static let exactFloat: Bool = ProcessInfo.processInfo.environment["LMCACHE_EXACT_MATMUL"] == "1"
+
+    /// How batched products are computed.
+    package enum Strategy: Sendable {
+        /// Int8 activations and the block-format dot products (as decode); a token's result is the
+        /// same whatever batch it is in. Float weights fall back to `.sgemm`.
+        case quantized
+        /// Dequantize weight tiles to Float and multiply with OpenBLAS sgemm.
+        case sgemm
+    }
+
     /// Y = X · Wᵀ for `count` tokens: X is `count × columns`, Y is `count × rows` (row-major, `ldy` apart).
-    ///
-    /// Small batches run the decode kernels per token; larger ones dequantize W in tiles and call sgemm.
     package static func matmul(
         _ w: WeightMatrix,
         x: UnsafePointer<Float>,
         count: Int,
         y: UnsafeMutablePointer<Float>,
         ldy: Int? = nil,
+        strategy: Strategy = .quantized,
         scratch: LinearScratch
     ) {
         let ldy = ldy ?? w.rows
-        if count < sgemmThreshold {
-            for t in 0..<count {
-                matvec([(w, y + t * ldy)], x: x + t * w.columns, scratch: scratch)
-            }
-            return
+        if count == 1 {
+            matvec([(w, y)], x: x, scratch: scratch)
+        } else if strategy == .quantized && w.usesQuantizedDot && !exactFloat {
+            quantizedMatmul(w, x: x, count: count, y: y, ldy: ldy, scratch: scratch)
+        } else {
+            sgemmMatmul(w, x: x, count: count, y: y, ldy: ldy, scratch: scratch)
         }
+    }
+
+    static func quantizedMatmul(
+        _ w: WeightMatrix,
+        x: UnsafePointer<Float>,
+        count: Int,
+        y: UnsafeMutablePointer<Float>,
+        ldy: Int,
+        scratch: LinearScratch
+    ) {
+        let columns = w.columns
+        let act = scratch.batchActivation
+        act.reserve(count * columns)
+        Parallel.forRanges(count, minimumPerPart: 4) { tokens in
+            for t in tokens {
+                lmc_quantize_q8(
+                    x + t * columns, Int64(columns), act.qs + t * columns, act.d + t * columns / 32,
+                    act.ds + t * columns / 32)
+            }
+        }
+        Parallel.forRanges(w.rows, minimumPerPart: 16) { rows in
+            lmc_matmul_q8(
+                Int32(w.type.rawValue), w.base, Int64(w.rowBytes), Int64(rows.lowerBound), Int64(rows.upperBound),
+                Int64(columns), Int64(count), act.qs, act.d, act.ds, y, Int64(ldy))
+        }
+    }
+
+    static func sgemmMatmul(
+        _ w: WeightMatrix,
+        x: UnsafePointer<Float>,
+        count: Int,
+        y: UnsafeMutablePointer<Float>,
+        ldy: Int,
+        scratch: LinearScratch
+    ) {
         _ = Parallel.configureBLAS
         // Tiles of about 16 MiB of Float keep the sgemm shapes large while bounding memory.
         let tileRows = min(w.rows, max(64, (4 << 20) / w.columns))
@@ -203,7 +265,8 @@ package enum Linear {
             let n = min(tileRows, w.rows - r0)
             let start = r0
             Parallel.forRanges(n, minimumPerPart: 16) { range in
-                w.dequantizeRows((start + range.lowerBound)..<(start + range.upperBound), into: tile + range.lowerBound * w.columns)
+                w.dequantizeRows(
+                    (start + range.lowerBound)..<(start + range.upperBound), into: tile + range.lowerBound * w.columns)
             }
             cblas_sgemm(
                 CblasRowMajor, CblasNoTrans, CblasTrans,

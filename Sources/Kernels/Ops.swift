@@ -78,6 +78,36 @@ package enum Ops {
         }
     }
 
+    /// Rotary position embedding, original (GPT-J / Llama) style: element 2i pairs with 2i + 1.
+    package static func ropeNormal(
+        _ x: UnsafeMutablePointer<Float>,
+        heads: Int,
+        headDim: Int,
+        position: Int,
+        frequencies: [Float]
+    ) {
+        let half = frequencies.count
+        frequencies.withUnsafeBufferPointer { freq in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { cs in
+                let p = Float(position)
+                for i in 0..<half {
+                    let theta = p * freq[i]
+                    cs[i] = cosf(theta)
+                    cs[half + i] = sinf(theta)
+                }
+                for h in 0..<heads {
+                    let v = x + h * headDim
+                    for i in 0..<half {
+                        let a = v[2 * i], b = v[2 * i + 1]
+                        let c = cs[i], s = cs[half + i]
+                        v[2 * i] = a * c - b * s
+                        v[2 * i + 1] = a * s + b * c
+                    }
+                }
+            }
+        }
+    }
+
     /// gate[i] = gelu_tanh(gate[i]) · up[i] for `count` floats.
     package static func gegluTanh(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
         let c: Float = 0.797_884_560_802_865_4  // sqrt(2/π)

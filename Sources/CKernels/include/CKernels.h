@@ -44,6 +44,14 @@ int lmc_matvec_supports(int32_t ggml_type);
 void lmc_matvec_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
                    int64_t n, const int8_t *qs, const float *d, const float *ds, float *y);
 
+/// Y[j][r] = dot(row r of w, activation j) for rows [row_begin, row_end) and tokens 0..<tokens:
+/// the batched form of `lmc_matvec_q8`, with the same arithmetic per element (so a token's result does not
+/// depend on the batch it is in). Activation j starts at qs + j·n, d + j·n/32, ds + j·n/32; Y[j][r] is
+/// y[j·ldy + r].
+void lmc_matmul_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                   int64_t n, int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y,
+                   int64_t ldy);
+
 /// Converts IEEE half-precision bits to float.
 float lmc_f16_to_f32(uint16_t h);
 
