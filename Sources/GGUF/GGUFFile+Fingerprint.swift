@@ -37,7 +37,7 @@ extension GGUFFile {
 }
 
 /// Streaming MurmurHash3 x64 128-bit (Austin Appleby's public-domain design), seed 0.
-struct Murmur3x64_128 {
+package struct Murmur3x64_128 {
     private var h1: UInt64 = 0
     private var h2: UInt64 = 0
     private var length: UInt64 = 0
@@ -46,7 +46,7 @@ struct Murmur3x64_128 {
     private static let c1: UInt64 = 0x87c3_7b91_1142_53d5
     private static let c2: UInt64 = 0x4cf5_ad43_2745_937f
 
-    init() { tail.reserveCapacity(16) }
+    package init() { tail.reserveCapacity(16) }
 
     @inline(__always)
     private static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
@@ -84,7 +84,7 @@ struct Murmur3x64_128 {
     }
 
     /// Appends bytes to the hashed sequence.
-    mutating func combine(_ bytes: UnsafeRawBufferPointer) {
+    package mutating func combine(_ bytes: UnsafeRawBufferPointer) {
         length &+= UInt64(bytes.count)
         var index = 0
         // Complete a pending partial block first.
@@ -114,7 +114,7 @@ struct Murmur3x64_128 {
     }
 
     /// Finishes the hash and returns its two 64-bit halves.
-    func finalize() -> (UInt64, UInt64) {
+    package func finalize() -> (UInt64, UInt64) {
         var h1 = self.h1
         var h2 = self.h2
         var k1: UInt64 = 0

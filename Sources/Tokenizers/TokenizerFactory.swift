@@ -18,6 +18,8 @@ public func makeTokenizer(from file: GGUFFile) throws(TokenizerError) -> any Tok
     switch model {
     case "llama":
         return try SentencePieceTokenizer(file: file)
+    case "gpt2":
+        return try BytePairTokenizer(file: file)
     default:
         throw TokenizerError(.unsupportedModel, "tokenizer model '\(model)' is not supported (llama, gpt2 are)")
     }

@@ -4,6 +4,25 @@ import ArgumentParser
 struct LMCacheCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lmcache",
-        abstract: "A KV-cache layer for LLM inference, with its own CPU engine for GGUF models."
+        abstract: "A KV-cache layer for LLM inference, with its own CPU engine for GGUF models.",
+        subcommands: [ConfigCommand.self, BenchCommand.self, InspectCommand.self]
+    )
+}
+
+/// `lmcache bench …`: measurements printed as ratios against a baseline measured in the same run.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure the cache and the engine against baselines measured in the same run.",
+        subcommands: [BenchStorageCommand.self]
+    )
+}
+
+/// `lmcache inspect …`: look at what the cache computes.
+struct InspectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show what the cache computes for given input.",
+        subcommands: [InspectKeysCommand.self]
     )
 }

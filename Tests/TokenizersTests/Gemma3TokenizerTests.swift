@@ -27,6 +27,9 @@ struct Gemma3TokenizerTests {
         if let pieces = reference.pieces {
             #expect(reference.ids.map { tokenizer.piece($0) } == pieces)
         }
+        if let decoded = reference.decoded {
+            #expect(tokenizer.decode(reference.ids) == decoded)
+        }
     }
 
     @Test("decodes its own encoding back to the text", arguments: TokenizerReference.gemma3)

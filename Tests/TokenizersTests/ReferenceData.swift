@@ -8,6 +8,8 @@ struct TokenizerCase: Decodable, CustomTestStringConvertible, Sendable {
     let parseSpecial: Bool
     let ids: [Int32]
     let pieces: [String]?
+    /// llama.cpp's detokenization of `ids` without special tokens.
+    let decoded: String?
 
     enum CodingKeys: String, CodingKey {
         case text
@@ -15,6 +17,7 @@ struct TokenizerCase: Decodable, CustomTestStringConvertible, Sendable {
         case parseSpecial = "parse_special"
         case ids
         case pieces
+        case decoded
     }
 
     var testDescription: String {

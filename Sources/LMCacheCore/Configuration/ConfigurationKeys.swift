@@ -1,0 +1,281 @@
+/// A configuration value as given, before it is checked: a scalar, a list or a mapping.
+enum RawConfigValue: Hashable, Sendable {
+    case null
+    case scalar(String)
+    case list([String])
+    case mapping([String: String])
+
+    var text: String {
+        switch self {
+        case .null: "null"
+        case .scalar(let text): text
+        case .list(let items): "[" + items.joined(separator: ", ") + "]"
+        case .mapping(let pairs): "{" + pairs.sorted { $0.key < $1.key }.map { "\($0): \($1)" }.joined(separator: ", ") + "}"
+        }
+    }
+}
+
+/// One configuration key: its LMCache name, how to apply a value, how to print the effective one.
+struct ConfigurationKey: Sendable {
+    let name: String
+    let apply: @Sendable (inout LMCacheConfiguration, RawConfigValue) throws(ConfigurationValueError) -> Void
+    let render: @Sendable (LMCacheConfiguration) -> String
+
+    /// `LMCACHE_<NAME>`.
+    var environmentName: String { "LMCACHE_" + name.uppercased() }
+}
+
+extension ConfigurationKey {
+    /// Every key this implementation uses, in the order `lmcache config` prints them and values of
+    /// one source are applied (`remote_server_addr` before `remote_url`, so that the newer key wins).
+    static let all: [ConfigurationKey] = [
+        int("chunk_size", \.chunkSize, range: 1...1 << 20),
+        bool("local_cpu", \.localCPU),
+        size("max_local_cpu_size", \.maxLocalCPUSize),
+        ConfigurationKey(
+            name: "local_disk",
+            apply: { config, value throws(ConfigurationValueError) in
+                config.localDisk = try diskPath(value)
+            },
+            render: { $0.localDisk.map { "file://\($0)" } ?? "null" }
+        ),
+        size("max_local_disk_size", \.maxLocalDiskSize),
+        ConfigurationKey(
+            name: "remote_server_addr",
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: true), !text.isEmpty else { return }
+                let endpoint = try RemoteURL.endpoint(text)
+                config.remoteURL = try RemoteURL(parsing: "lm://\(endpoint)")
+            },
+            render: { config in
+                guard let url = config.remoteURL, url.scheme == "lm" else { return "null" }
+                return url.endpoints.map(\.description).joined()
+            }
+        ),
+        ConfigurationKey(
+            name: "remote_url",
+            apply: { config, value throws(ConfigurationValueError) in
+                let text = try scalar(value, allowNull: true)
+                config.remoteURL = try text.flatMap { text throws(ConfigurationValueError) in
+                    text.isEmpty ? nil : try RemoteURL(parsing: text)
+                }
+            },
+            render: { $0.remoteURL?.description ?? "null" }
+        ),
+        choice("remote_serde", \.remoteSerde),
+        choice("cache_policy", \.cachePolicy, caseInsensitive: true),
+        bool("save_unfull_chunk", \.saveUnfullChunk),
+        bool("save_decode_cache", \.saveDecodeCache),
+        bool("enable_blending", \.enableBlending),
+        ConfigurationKey(
+            name: "blend_recompute_ratios",
+            apply: { config, value throws(ConfigurationValueError) in
+                let ratios = try list(value).map { text throws(ConfigurationValueError) in
+                    guard let ratio = Double(text), ratio > 0, ratio <= 1 else {
+                        throw ConfigurationValueError("each ratio must be a number in (0, 1], got \"\(text)\"")
+                    }
+                    return ratio
+                }
+                guard !ratios.isEmpty else { throw ConfigurationValueError("needs at least one ratio") }
+                config.blendRecomputeRatios = ratios
+            },
+            render: { "[" + $0.blendRecomputeRatios.map { "\($0)" }.joined(separator: ", ") + "]" }
+        ),
+        ConfigurationKey(
+            name: "blend_check_layers",
+            apply: { config, value throws(ConfigurationValueError) in
+                let layers = try list(value).map { text throws(ConfigurationValueError) in
+                    guard let layer = Int(text), layer >= 0 else {
+                        throw ConfigurationValueError("each layer must be an integer ≥ 0, got \"\(text)\"")
+                    }
+                    return layer
+                }
+                guard !layers.isEmpty else { throw ConfigurationValueError("needs at least one layer") }
+                config.blendCheckLayers = layers
+            },
+            render: { "[" + $0.blendCheckLayers.map { "\($0)" }.joined(separator: ", ") + "]" }
+        ),
+        ConfigurationKey(
+            name: "blend_special_str",
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: false), !text.isEmpty else {
+                    throw ConfigurationValueError("must not be empty")
+                }
+                config.blendSpecialString = text
+            },
+            render: { "\"\($0.blendSpecialString)\"" }
+        ),
+        int("blend_min_tokens", \.blendMinTokens, range: 0...Int.max),
+        bool("enable_p2p", \.enableP2P),
+        bool("enable_controller", \.enableController),
+        ConfigurationKey(
+            name: "controller_url",
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: true), !text.isEmpty else {
+                    config.controllerURL = nil
+                    return
+                }
+                config.controllerURL = try RemoteURL.endpoint(text).description
+            },
+            render: { $0.controllerURL ?? "null" }
+        ),
+        ConfigurationKey(
+            name: "lmcache_instance_id",
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: false), !text.isEmpty else {
+                    throw ConfigurationValueError("must not be empty")
+                }
+                config.instanceID = text
+            },
+            render: { $0.instanceID }
+        ),
+        ConfigurationKey(
+            name: "extra_config",
+            apply: { config, value throws(ConfigurationValueError) in
+                switch value {
+                case .null: config.extraConfig = [:]
+                case .mapping(let pairs): config.extraConfig = pairs
+                case .scalar, .list: throw ConfigurationValueError("must be a mapping of keys to values")
+                }
+            },
+            render: { RawConfigValue.mapping($0.extraConfig).text }
+        ),
+    ]
+
+    /// LMCache keys that this implementation accepts and ignores (vLLM- or GPU-specific ones).
+    static let acceptedButUnused: Set<String> = [
+        "use_layerwise", "enable_async_loading", "numa_mode", "error_handling", "pd_role", "enable_pd",
+        "transfer_channel", "nixl_role", "nixl_buffer_size", "nixl_buffer_device", "gds_path", "cufile_buffer_size",
+        "weka_path", "internal_api_server_enabled", "internal_api_server_port_start", "priority_limit",
+        "local_cpu_memory_limit", "lookup_url", "distributed_url", "lmcache_worker_port", "p2p_host",
+        "p2p_init_ports", "audit_actual_remove", "external_lookup_client", "enable_scheduler_bypass_lookup",
+    ]
+
+    static let byName: [String: ConfigurationKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+
+    // MARK: Value parsers
+
+    static func scalar(_ value: RawConfigValue, allowNull: Bool) throws(ConfigurationValueError) -> String? {
+        switch value {
+        case .null:
+            guard allowNull else { throw ConfigurationValueError("must not be null") }
+            return nil
+        case .scalar(let text): return text
+        case .list: throw ConfigurationValueError("expected a single value, got a list")
+        case .mapping: throw ConfigurationValueError("expected a single value, got a mapping")
+        }
+    }
+
+    /// A YAML list, a scalar, or text such as `[0.1, 0.2]` or `0.1,0.2` (the environment's form).
+    static func list(_ value: RawConfigValue) throws(ConfigurationValueError) -> [String] {
+        switch value {
+        case .null: return []
+        case .list(let items): return items
+        case .mapping: throw ConfigurationValueError("expected a list, got a mapping")
+        case .scalar(var text):
+            text = text.trimmingWhitespace()
+            if text.hasPrefix("[") && text.hasSuffix("]") { text = String(text.dropFirst().dropLast()) }
+            return text.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+        }
+    }
+
+    static func bool(_ name: String, _ path: any WritableKeyPath<LMCacheConfiguration, Bool> & Sendable) -> Self {
+        ConfigurationKey(
+            name: name,
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: false) else { return }
+                switch text.lowercased() {
+                case "true", "yes", "on", "1": config[keyPath: path] = true
+                case "false", "no", "off", "0": config[keyPath: path] = false
+                default: throw ConfigurationValueError("expected true or false")
+                }
+            },
+            render: { $0[keyPath: path] ? "true" : "false" }
+        )
+    }
+
+    static func int(
+        _ name: String,
+        _ path: any WritableKeyPath<LMCacheConfiguration, Int> & Sendable,
+        range: ClosedRange<Int>
+    ) -> Self {
+        ConfigurationKey(
+            name: name,
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: false), let number = Int(text.trimmingWhitespace()) else {
+                    throw ConfigurationValueError("expected an integer")
+                }
+                guard range.contains(number) else {
+                    throw ConfigurationValueError(
+                        range.upperBound == Int.max
+                            ? "must be ≥ \(range.lowerBound)" : "must be in \(range.lowerBound)...\(range.upperBound)"
+                    )
+                }
+                config[keyPath: path] = number
+            },
+            render: { "\($0[keyPath: path])" }
+        )
+    }
+
+    /// A size in GiB: a finite number ≥ 0.
+    static func size(_ name: String, _ path: any WritableKeyPath<LMCacheConfiguration, Double> & Sendable) -> Self {
+        ConfigurationKey(
+            name: name,
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: false), let number = Double(text.trimmingWhitespace()),
+                    number.isFinite
+                else { throw ConfigurationValueError("expected a size in GiB, such as 5 or 0.5") }
+                guard number >= 0 else { throw ConfigurationValueError("must be ≥ 0") }
+                config[keyPath: path] = number
+            },
+            render: { "\($0[keyPath: path])" }
+        )
+    }
+
+    static func choice<Choice: RawRepresentable & CaseIterable & Sendable>(
+        _ name: String,
+        _ path: any WritableKeyPath<LMCacheConfiguration, Choice> & Sendable,
+        caseInsensitive: Bool = false
+    ) -> Self where Choice.RawValue == String {
+        ConfigurationKey(
+            name: name,
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: false) else { return }
+                let match = Choice.allCases.first {
+                    caseInsensitive ? $0.rawValue.lowercased() == text.lowercased() : $0.rawValue == text
+                }
+                guard let match else {
+                    let names = Choice.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw ConfigurationValueError("expected one of \(names)")
+                }
+                config[keyPath: path] = match
+            },
+            render: { $0[keyPath: path].rawValue }
+        )
+    }
+
+    /// `file:///path/`, an absolute path, or null/empty for none.
+    static func diskPath(_ value: RawConfigValue) throws(ConfigurationValueError) -> String? {
+        guard let text = try scalar(value, allowNull: true), !text.isEmpty else { return nil }
+        var path = text
+        if text.hasPrefix("file://") {
+            path = String(text.dropFirst("file://".count))
+        } else if text.contains("://") {
+            throw ConfigurationValueError("expected file:///path/ or an absolute path")
+        }
+        guard path.hasPrefix("/") else {
+            throw ConfigurationValueError("expected an absolute path, as file:///path/")
+        }
+        return path
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return String(scalars[first...last])
+    }
+}

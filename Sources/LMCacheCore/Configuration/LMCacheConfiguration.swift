@@ -1,0 +1,207 @@
+/// How a tier chooses what to evict when it is full.
+public enum CachePolicy: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// Least recently used first (LMCache's default).
+    case lru = "LRU"
+    /// Least frequently used first; ties go to the least recently used.
+    case lfu = "LFU"
+    /// Oldest stored first, whatever its use.
+    case fifo = "FIFO"
+
+    public var description: String { rawValue }
+}
+
+/// How chunks are serialized for remote tiers (`remote_serde`).
+public enum RemoteSerde: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// The KV bytes as they are in memory (lossless).
+    case naive
+
+    public var description: String { rawValue }
+}
+
+/// A remote tier's address, parsed from `remote_url` (or the older `remote_server_addr`).
+///
+/// Supported schemes: `lm://host:port` (an LMCache-compatible cache server),
+/// `redis://[user:password@]host:port[/db]`, `rediss://…` (the same over TLS),
+/// `redis-cluster://host:port[,host:port…]`.
+public struct RemoteURL: Hashable, Sendable, CustomStringConvertible {
+    /// `lm`, `redis`, `rediss` or `redis-cluster`.
+    public var scheme: String
+    /// One or more `host:port` endpoints (several only for `redis-cluster`).
+    public var endpoints: [Endpoint]
+    /// The user name, for Redis ACL authentication.
+    public var user: String?
+    /// The password, for Redis authentication.
+    public var password: String?
+    /// The Redis database number.
+    public var database: Int?
+
+    /// A host and port.
+    public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+        /// Host name or address (IPv6 without brackets).
+        public var host: String
+        /// TCP port, 1...65535.
+        public var port: Int
+
+        /// Creates an endpoint.
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// The schemes this build understands.
+    public static let schemes = ["lm", "redis", "rediss", "redis-cluster"]
+
+    /// Parses `text`; throws a message naming what is wrong.
+    public init(parsing text: String) throws(ConfigurationValueError) {
+        guard let schemeEnd = text.firstRange(of: "://") else {
+            throw ConfigurationValueError("expected scheme://host:port, one of \(Self.schemes.map { "\($0)://" })")
+        }
+        let scheme = String(text[..<schemeEnd.lowerBound]).lowercased()
+        guard Self.schemes.contains(scheme) else {
+            throw ConfigurationValueError("unknown scheme \"\(scheme)\"; supported: \(Self.schemes.joined(separator: ", "))")
+        }
+        var rest = Substring(text[schemeEnd.upperBound...])
+        var user: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let name = credentials[..<colon]
+                user = name.isEmpty ? nil : String(name)
+                password = String(credentials[credentials.index(after: colon)...])
+            } else {
+                password = String(credentials)
+            }
+        }
+        var database: Int?
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+            if !path.isEmpty {
+                guard scheme == "redis" || scheme == "rediss", let number = Int(path), number >= 0 else {
+                    throw ConfigurationValueError("unexpected path \"/\(path)\"; only redis:// takes a database number")
+                }
+                database = number
+            }
+        }
+        let hosts = rest.split(separator: ",", omittingEmptySubsequences: false)
+        guard scheme == "redis-cluster" || hosts.count == 1 else {
+            throw ConfigurationValueError("\(scheme):// takes one host:port; use redis-cluster:// for several")
+        }
+        var endpoints: [Endpoint] = []
+        for host in hosts {
+            endpoints.append(try Self.endpoint(host))
+        }
+        guard user == nil && password == nil || scheme.hasPrefix("redis") else {
+            throw ConfigurationValueError("\(scheme):// takes no credentials")
+        }
+        self.scheme = scheme
+        self.endpoints = endpoints
+        self.user = user
+        self.password = password
+        self.database = database
+    }
+
+    /// Parses `host:port` (IPv6 as `[addr]:port`).
+    public static func endpoint(_ text: some StringProtocol) throws(ConfigurationValueError) -> Endpoint {
+        let text = Substring(text)
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw ConfigurationValueError("expected [address]:port, got \"\(text)\"")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else {
+                throw ConfigurationValueError("expected host:port, got \"\(text)\"")
+            }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty else { throw ConfigurationValueError("missing host in \"\(text)\"") }
+        guard let number = Int(port), (1...65535).contains(number) else {
+            throw ConfigurationValueError("port must be 1...65535, got \"\(port)\"")
+        }
+        return Endpoint(host: String(host), port: number)
+    }
+
+    /// The URL as configured, with the password masked.
+    public var description: String {
+        var text = "\(scheme)://"
+        if user != nil || password != nil {
+            text += "\(user ?? "")\(password == nil ? "" : ":***")@"
+        }
+        text += endpoints.map(\.description).joined(separator: ",")
+        if let database { text += "/\(database)" }
+        return text
+    }
+}
+
+/// Everything that configures a cache instance, under LMCache's key names.
+///
+/// Build one with ``ConfigurationLoader``, which reads the YAML file named by
+/// `LMCACHE_CONFIG_FILE`, then `LMCACHE_<KEY>` environment variables, then command-line
+/// overrides, and records where each value came from. Every property documents its key.
+public struct LMCacheConfiguration: Hashable, Sendable {
+    /// `chunk_size`: tokens per chunk. Default 256.
+    public var chunkSize: Int = 256
+    /// `local_cpu`: whether the CPU-memory tier is on. Default true.
+    public var localCPU: Bool = true
+    /// `max_local_cpu_size`: the CPU tier's budget in GiB (2³⁰ bytes). Default 5.
+    public var maxLocalCPUSize: Double = 5
+    /// `local_disk`: directory of the disk tier (`file:///path/` or an absolute path). Default none.
+    public var localDisk: String?
+    /// `max_local_disk_size`: the disk tier's budget in GiB; the tier is on when > 0 and
+    /// `local_disk` is set. Default 0.
+    public var maxLocalDiskSize: Double = 0
+    /// `remote_url`: the remote tier (`lm://`, `redis://`, `rediss://`, `redis-cluster://`). Default none.
+    /// The older `remote_server_addr: host:port` sets `lm://host:port`.
+    public var remoteURL: RemoteURL?
+    /// `remote_serde`: serialization for remote tiers. Default `naive`.
+    public var remoteSerde: RemoteSerde = .naive
+    /// `cache_policy`: eviction order, `LRU`, `LFU` or `FIFO`. Default LRU.
+    public var cachePolicy: CachePolicy = .lru
+    /// `save_unfull_chunk`: also store a prompt's trailing partial chunk. Default false.
+    public var saveUnfullChunk: Bool = false
+    /// `save_decode_cache`: also store KV of generated tokens. Default false.
+    public var saveDecodeCache: Bool = false
+    /// `enable_blending`: non-prefix reuse (CacheBlend). Default false.
+    public var enableBlending: Bool = false
+    /// `blend_recompute_ratios`: fraction of tokens recomputed when blending. Default [0.15].
+    public var blendRecomputeRatios: [Double] = [0.15]
+    /// `blend_check_layers`: layers where deviations are measured. Default [1].
+    public var blendCheckLayers: [Int] = [1]
+    /// `blend_special_str`: separator between reusable segments. Default `" # # "`.
+    public var blendSpecialString: String = " # # "
+    /// `blend_min_tokens`: shortest segment worth blending. Default 256.
+    public var blendMinTokens: Int = 256
+    /// `enable_p2p`: look chunks up on peer instances. Default false.
+    public var enableP2P: Bool = false
+    /// `enable_controller`: report to a controller. Default false.
+    public var enableController: Bool = false
+    /// `controller_url`: the controller's `host:port`. Default none.
+    public var controllerURL: String?
+    /// `lmcache_instance_id`: this instance's name among peers. Default `lmcache_default_instance`.
+    public var instanceID: String = "lmcache_default_instance"
+    /// `extra_config`: free-form settings for extensions.
+    public var extraConfig: [String: String] = [:]
+
+    /// The defaults.
+    public init() {}
+
+    /// The CPU tier's budget in bytes.
+    public var maxLocalCPUBytes: Int { Self.bytes(gib: maxLocalCPUSize) }
+    /// The disk tier's budget in bytes.
+    public var maxLocalDiskBytes: Int { Self.bytes(gib: maxLocalDiskSize) }
+
+    static func bytes(gib: Double) -> Int {
+        let bytes = (gib * Double(1 << 30)).rounded(.down)
+        return bytes >= Double(Int.max) ? Int.max : Int(bytes)
+    }
+}

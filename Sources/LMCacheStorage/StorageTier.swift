@@ -1,0 +1,59 @@
+public import LMCacheCore
+
+/// The contract every tier keeps: CPU memory, local disk, and remote stores alike.
+///
+/// Requirements are the minimal set; batched forms and token verification are extensions.
+/// A tier never throws for a plain miss: `get` returns `nil`. It throws only when the tier
+/// itself failed (an I/O error, a broken connection), so callers can count and log failures
+/// and treat them as misses.
+public protocol StorageTier: AnyObject, Sendable {
+    /// A short name for logs and metrics: `"cpu"`, `"disk"`, `"lm"`, `"redis"`.
+    var name: String { get }
+
+    /// Whether the tier holds `key`.
+    func contains(_ key: CacheKey) async -> Bool
+
+    /// The chunk stored under `key`, or `nil` on a miss. The chunk stays valid (pinned) for as
+    /// long as the caller holds it.
+    func get(_ key: CacheKey) async throws -> KVChunk?
+
+    /// Stores a copy of `chunk`. Returns `false` when the tier declined it (no room that could be
+    /// made, or already present); storing is best effort, like every cache.
+    @discardableResult
+    func put(_ chunk: KVChunk) async throws -> Bool
+
+    /// Removes `key`; returns whether it was present.
+    @discardableResult
+    func remove(_ key: CacheKey) async -> Bool
+}
+
+extension StorageTier {
+    /// Whether the tier holds each key.
+    public func contains(_ keys: [CacheKey]) async -> [Bool] {
+        var result: [Bool] = []
+        result.reserveCapacity(keys.count)
+        for key in keys { result.append(await contains(key)) }
+        return result
+    }
+
+    /// The number of leading keys the tier holds: the length of the cached prefix, in chunks.
+    public func prefixHitCount(_ keys: [CacheKey]) async -> Int {
+        var count = 0
+        for key in keys {
+            guard await contains(key) else { break }
+            count += 1
+        }
+        return count
+    }
+
+    /// The chunk under `key` if it holds exactly `tokens`; a chunk with other tokens (a hash
+    /// collision, or a corrupted store) is removed and reported as a miss.
+    public func get(_ key: CacheKey, verifying tokens: some Collection<Int32>) async throws -> KVChunk? {
+        guard let chunk = try await get(key) else { return nil }
+        guard chunk.tokens.elementsEqual(tokens) else {
+            await remove(key)
+            return nil
+        }
+        return chunk
+    }
+}

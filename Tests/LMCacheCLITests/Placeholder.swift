@@ -1,3 +1,0 @@
-import Testing
-
-@Test("placeholder for LMCacheCLI") func placeholder() { #expect(1 + 1 == 2) }

@@ -1,0 +1,90 @@
+/// Builds GGUF files byte by byte (a copy of the GGUF tests' builder), for tokenizer metadata tests.
+struct GGUFBuilder {
+    struct Tensor {
+        var name: String
+        var shape: [Int64]
+        var type: UInt32
+        /// Offset relative to the data section; `nil` means "next aligned offset".
+        var offset: UInt64?
+        var data: [UInt8]
+    }
+
+    var version: UInt32 = 3
+    var alignment = 32
+    /// Pre-encoded metadata entries (key, type id, value bytes).
+    var entries: [(key: String, type: UInt32, value: [UInt8])] = []
+    var tensors: [Tensor] = []
+    /// Overrides the counts written in the header.
+    var tensorCountOverride: UInt64?
+    var kvCountOverride: UInt64?
+
+    mutating func add(_ key: String, uint32 value: UInt32) { entries.append((key, 4, Self.le(value))) }
+    mutating func add(_ key: String, int32 value: Int32) { entries.append((key, 5, Self.le(value))) }
+    mutating func add(_ key: String, uint8 value: UInt8) { entries.append((key, 0, [value])) }
+    mutating func add(_ key: String, int8 value: Int8) { entries.append((key, 1, [UInt8(bitPattern: value)])) }
+    mutating func add(_ key: String, uint16 value: UInt16) { entries.append((key, 2, Self.le(value))) }
+    mutating func add(_ key: String, int16 value: Int16) { entries.append((key, 3, Self.le(value))) }
+    mutating func add(_ key: String, uint64 value: UInt64) { entries.append((key, 10, Self.le(value))) }
+    mutating func add(_ key: String, int64 value: Int64) { entries.append((key, 11, Self.le(value))) }
+    mutating func add(_ key: String, float32 value: Float) { entries.append((key, 6, Self.le(value.bitPattern))) }
+    mutating func add(_ key: String, float64 value: Double) { entries.append((key, 12, Self.le(value.bitPattern))) }
+    mutating func add(_ key: String, bool value: Bool) { entries.append((key, 7, [value ? 1 : 0])) }
+    mutating func add(_ key: String, string value: String) { entries.append((key, 8, Self.string(value))) }
+    mutating func add(_ key: String, strings: [String]) {
+        entries.append((key, 9, Self.le(UInt32(8)) + Self.le(UInt64(strings.count)) + strings.flatMap(Self.string)))
+    }
+    mutating func add(_ key: String, int32s: [Int32]) {
+        entries.append((key, 9, Self.le(UInt32(5)) + Self.le(UInt64(int32s.count)) + int32s.flatMap { Self.le($0) }))
+    }
+    mutating func add(_ key: String, float32s: [Float]) {
+        entries.append(
+            (key, 9, Self.le(UInt32(6)) + Self.le(UInt64(float32s.count)) + float32s.flatMap { Self.le($0.bitPattern) })
+        )
+    }
+    mutating func addRaw(_ key: String, type: UInt32, value: [UInt8]) { entries.append((key, type, value)) }
+
+    mutating func addTensor(_ name: String, shape: [Int64], type: UInt32, data: [UInt8], offset: UInt64? = nil) {
+        tensors.append(Tensor(name: name, shape: shape, type: type, offset: offset, data: data))
+    }
+
+    /// The file's bytes, and the offset where the data section starts.
+    func build() -> (bytes: [UInt8], dataOffset: Int) {
+        var out: [UInt8] = Array("GGUF".utf8)
+        out += Self.le(version)
+        out += Self.le(tensorCountOverride ?? UInt64(tensors.count))
+        out += Self.le(kvCountOverride ?? UInt64(entries.count))
+        for entry in entries {
+            out += Self.string(entry.key) + Self.le(entry.type) + entry.value
+        }
+        var next: UInt64 = 0
+        var placed: [(offset: Int, data: [UInt8])] = []
+        for tensor in tensors {
+            out += Self.string(tensor.name)
+            out += Self.le(UInt32(tensor.shape.count))
+            for dim in tensor.shape { out += Self.le(dim) }
+            out += Self.le(tensor.type)
+            let offset = tensor.offset ?? next
+            out += Self.le(offset)
+            // Offsets beyond a small file are written into the header only (tests of bad offsets).
+            guard offset < 1 << 24 else { continue }
+            placed.append((Int(offset), tensor.data))
+            let end = Int(offset) + tensor.data.count
+            next = UInt64((end + alignment - 1) / alignment * alignment)
+        }
+        while out.count % alignment != 0 { out.append(0) }
+        let dataOffset = out.count
+        var data: [UInt8] = []
+        for (offset, bytes) in placed where !bytes.isEmpty {
+            if data.count < offset + bytes.count { data += [UInt8](repeating: 0, count: offset + bytes.count - data.count) }
+            data.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+        }
+        while data.count % alignment != 0 { data.append(0) }
+        return (out + data, dataOffset)
+    }
+
+    static func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+        withUnsafeBytes(of: value.littleEndian) { Array($0) }
+    }
+
+    static func string(_ s: String) -> [UInt8] { le(UInt64(s.utf8.count)) + Array(s.utf8) }
+}
