@@ -253,7 +253,19 @@ LMC_AVX2 static inline float hsum_avx2(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-LMC_AVX2 static inline float f16_avx2(const uint8_t *p) { return _cvtsh_ss(load_u16(p)); }
+// A broadcast load writes the whole register, so the conversion does not depend on earlier values
+// (a scalar conversion compiles to an insert into a live register, which chained every block to the
+// accumulator and made the loops latency-bound).
+LMC_AVX2 static inline __m256 f16x8_avx2(const uint8_t *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)load_u16(p)));
+}
+
+LMC_AVX2 static inline float f16_avx2(const uint8_t *p) { return _mm256_cvtss_f32(f16x8_avx2(p)); }
+
+// 8 copies of (f16 at p) · d.
+LMC_AVX2 static inline __m256 scale_avx2(const uint8_t *p, const float *d) {
+    return _mm256_mul_ps(f16x8_avx2(p), _mm256_broadcast_ss(d));
+}
 
 // Products of signed bytes, summed in groups of four, as 8 floats (lane k covers bytes 4k..4k+3).
 LMC_AVX2 static inline __m256 dot_i8_avx2(__m256i w, __m256i x) {
@@ -291,14 +303,25 @@ LMC_AVX2 static inline __m256i bits32_avx2(const uint8_t *p) {
 }
 
 LMC_AVX2 static float dot_q8_0_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
+    // Two accumulators hide the FMA latency.
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const uint8_t *b0 = w + b * 34, *b1 = b0 + 34;
+        __m256i q0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
+        __m256i q1 = _mm256_loadu_si256((const __m256i *)(b1 + 2));
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(qs + b * 32 + 32));
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q0, x0), scale_avx2(b0, d + b), acc0);
+        acc1 = _mm256_fmadd_ps(dot_i8_avx2(q1, x1), scale_avx2(b1, d + b + 1), acc1);
+    }
+    for (; b < nb; b++) {
         const uint8_t *blk = w + b * 34;
         __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 2));
         __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
-        acc = _mm256_fmadd_ps(dot_i8_avx2(q, x), _mm256_set1_ps(f16_avx2(blk) * d[b]), acc);
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q, x), scale_avx2(blk, d + b), acc0);
     }
-    return hsum_avx2(acc);
+    return hsum_avx2(_mm256_add_ps(acc0, acc1));
 }
 
 LMC_AVX2 static float dot_q4_0_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
@@ -308,22 +331,33 @@ LMC_AVX2 static float dot_q4_0_avx2(const uint8_t *w, int64_t nb, const int8_t *
         const uint8_t *blk = w + b * 18;
         __m256i q = _mm256_sub_epi8(nibbles16_avx2(blk + 2), eight);
         __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
-        acc = _mm256_fmadd_ps(dot_i8_avx2(q, x), _mm256_set1_ps(f16_avx2(blk) * d[b]), acc);
+        acc = _mm256_fmadd_ps(dot_i8_avx2(q, x), scale_avx2(blk, d + b), acc);
     }
     return hsum_avx2(acc);
 }
 
-LMC_AVX2 static float dot_q5_0_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
-    __m256 acc = _mm256_setzero_ps();
+LMC_AVX2 static inline __m256i q5_0_values_avx2(const uint8_t *blk) {
     const __m256i sixteen = _mm256_set1_epi8(16);
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *blk = w + b * 22;
-        __m256i hb = _mm256_and_si256(bits32_avx2(blk + 2), sixteen);
-        __m256i q = _mm256_sub_epi8(_mm256_or_si256(nibbles16_avx2(blk + 6), hb), sixteen);
-        __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
-        acc = _mm256_fmadd_ps(dot_i8_avx2(q, x), _mm256_set1_ps(f16_avx2(blk) * d[b]), acc);
+    __m256i hb = _mm256_and_si256(bits32_avx2(blk + 2), sixteen);
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles16_avx2(blk + 6), hb), sixteen);
+}
+
+LMC_AVX2 static float dot_q5_0_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const uint8_t *b0 = w + b * 22, *b1 = b0 + 22;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(qs + b * 32 + 32));
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(b0), x0), scale_avx2(b0, d + b), acc0);
+        acc1 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(b1), x1), scale_avx2(b1, d + b + 1), acc1);
     }
-    return hsum_avx2(acc);
+    for (; b < nb; b++) {
+        const uint8_t *blk = w + b * 22;
+        __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(blk), x), scale_avx2(blk, d + b), acc0);
+    }
+    return hsum_avx2(_mm256_add_ps(acc0, acc1));
 }
 
 LMC_AVX2 static float dot_q4_k_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d,

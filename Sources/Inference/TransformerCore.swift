@@ -160,9 +160,9 @@ final class TransformerCore: Sendable {
             if n == 1 {
                 Linear.matvec([(w.q, q), (w.k, k), (w.v, v)], x: h, scratch: ws.linear)
             } else {
-                Linear.matmul(w.q, x: h, count: n, y: q, scratch: ws.linear)
-                Linear.matmul(w.k, x: h, count: n, y: k, scratch: ws.linear)
-                Linear.matmul(w.v, x: h, count: n, y: v, scratch: ws.linear)
+                linear(w.q, x: h, y: q, count: n, firstPosition: p0, ws)
+                linear(w.k, x: h, y: k, count: n, firstPosition: p0, ws)
+                linear(w.v, x: h, y: v, count: n, firstPosition: p0, ws)
             }
             for i in 0..<n {
                 let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
@@ -189,7 +189,7 @@ final class TransformerCore: Sendable {
             Attention.prefill(
                 q: q, count: n, firstPosition: p0, keys: views.keys, values: views.values, shape: shape, out: attn,
                 scratch: ws.attention)
-            Linear.matmul(w.o, x: attn, count: n, y: o, scratch: ws.linear)
+            linear(w.o, x: attn, y: o, count: n, firstPosition: p0, ws)
             if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
             Ops.add(x, o, count: n * d)
 
@@ -198,14 +198,14 @@ final class TransformerCore: Sendable {
             if n == 1 {
                 Linear.matvec([(w.gate, gate), (w.up, up)], x: h, scratch: ws.linear)
             } else {
-                Linear.matmul(w.gate, x: h, count: n, y: gate, scratch: ws.linear)
-                Linear.matmul(w.up, x: h, count: n, y: up, scratch: ws.linear)
+                linear(w.gate, x: h, y: gate, count: n, firstPosition: p0, ws)
+                linear(w.up, x: h, y: up, count: n, firstPosition: p0, ws)
             }
             switch spec.activation {
             case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
             case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
             }
-            Linear.matmul(w.down, x: gate, count: n, y: o, scratch: ws.linear)
+            linear(w.down, x: gate, y: o, count: n, firstPosition: p0, ws)
             if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
             Ops.add(x, o, count: n * d)
         }
@@ -221,9 +221,31 @@ final class TransformerCore: Sendable {
         let rows = n - first
         Ops.rmsNorm(x + first * d, weight: outputNorm, count: d, rows: rows, eps: spec.rmsEpsilon, out: h)
         return [Float](unsafeUninitializedCapacity: rows * c.vocabularySize) { out, initialized in
-            Linear.matmul(output, x: h, count: rows, y: out.baseAddress!, scratch: ws.linear)
+            linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: p0 + first, ws)
             initialized = rows * c.vocabularySize
         }
+    }
+}
+
+/// Tokens per block of the batched products. Blocks start at multiples of this absolute position, so
+/// a token is computed by the same calls whether its batch began at 0 or at a chunk boundary (the
+/// cache's 256-token chunks): prefix-from-cache + prefill(rest) is bit-identical to prefill(all).
+let linearBlockTokens = 256
+
+/// Y = X·Wᵀ for `count` tokens at positions `firstPosition…`, in position-aligned blocks.
+private func linear(
+    _ w: WeightMatrix,
+    x: UnsafePointer<Float>,
+    y: UnsafeMutablePointer<Float>,
+    count: Int,
+    firstPosition: Int,
+    _ ws: Workspace
+) {
+    var i = 0
+    while i < count {
+        let n = min(linearBlockTokens - (firstPosition + i) % linearBlockTokens, count - i)
+        Linear.matmul(w, x: x + i * w.columns, count: n, y: y + i * w.rows, scratch: ws.linear)
+        i += n
     }
 }
 

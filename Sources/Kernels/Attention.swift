@@ -54,22 +54,21 @@ package struct AttentionShape: Sendable {
     }
 }
 
-/// Reusable buffers for attention.
+/// Reusable buffers for attention, one per worker thread.
 package final class AttentionScratch {
-    private var buffer: UnsafeMutablePointer<Float>?
-    private var capacity = 0
+    private var buffers: [(UnsafeMutablePointer<Float>, Int)] = []
 
     package init() {}
 
-    deinit { buffer?.deallocate() }
+    deinit { for (b, _) in buffers { b.deallocate() } }
 
-    package func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
-        if let buffer, capacity >= count { return buffer }
-        buffer?.deallocate()
-        let fresh = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        buffer = fresh
-        capacity = count
-        return fresh
+    /// Buffer `worker` with room for `count` floats (contents undefined).
+    package func floats(worker: Int = 0, _ count: Int) -> UnsafeMutablePointer<Float> {
+        while buffers.count <= worker { buffers.append((.allocate(capacity: 1), 1)) }
+        if buffers[worker].1 >= count { return buffers[worker].0 }
+        buffers[worker].0.deallocate()
+        buffers[worker] = (.allocate(capacity: count), count)
+        return buffers[worker].0
     }
 }
 
@@ -165,54 +164,61 @@ package enum Attention {
         // loaded from the cache (whole chunks) followed by a prefill of the rest is bit-identical to a
         // prefill of everything.
         let tile = max(1, 256 / rowsPerToken)
+        var tiles: [(start: Int, count: Int)] = []
         var i0 = 0
         while i0 < count {
             let absolute = firstPosition + i0
             let nq = min(tile - absolute % tile, count - i0)
+            tiles.append((i0, nq))
+            i0 += nq
+        }
+        let headSteps = shape.heads / rowsPerToken
+        let maxWidth = tile + (shape.window > 0 ? shape.window : firstPosition + count)
+        let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, tile * rowsPerToken * maxWidth) }
+        // Jobs are (query tile, head or head stack); each worker uses its own score buffer and calls
+        // single-threaded sgemm.
+        Parallel.forEachJob(tiles.count * headSteps) { job, worker in
+            let (i0, nq) = tiles[job / headSteps]
+            let h = (job % headSteps) * rowsPerToken
             let pFirst = firstPosition + i0, pLast = firstPosition + i0 + nq - 1
             let lo = shape.firstKey(for: pFirst), hi = pLast + 1
             let width = hi - lo
             let m = nq * rowsPerToken
-            let scores = scratch.floats(m * width)
-            for h in stride(from: 0, to: shape.heads, by: rowsPerToken) {
-                let g = h / group
-                let a = q + i0 * rowWidth + h * hd
-                let lda = stacked ? hd : rowWidth
-                let o = out + i0 * rowWidth + h * hd
-                // S = scale · Q Kᵀ, one sgemm per page the key range touches.
-                forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
-                    cblas_sgemm(
-                        CblasRowMajor, CblasNoTrans, CblasTrans,
-                        Int32(m), Int32(n), Int32(hd),
-                        shape.scale, a, Int32(lda),
-                        keys.pages[page] + offset * keys.rowStride + g * hd, Int32(keys.rowStride),
-                        0, scores + (start - lo), Int32(width))
-                }
-                // Mask and softmax each row.
-                Parallel.forRanges(m, minimumPerPart: 8) { rows in
-                    for r in rows {
-                        let p = firstPosition + i0 + r / rowsPerToken
-                        let first = shape.firstKey(for: p)
-                        let s = scores + r * width
-                        let visibleLo = first - lo, visibleHi = p - lo + 1
-                        if visibleLo > 0 { s.update(repeating: 0, count: visibleLo) }
-                        Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
-                        if visibleHi < width { (s + visibleHi).update(repeating: 0, count: width - visibleHi) }
-                    }
-                }
-                // O = P V.
-                var first = true
-                forEachPageSpan(lo..<hi, pageSize: values.pageSize) { page, offset, start, n in
-                    cblas_sgemm(
-                        CblasRowMajor, CblasNoTrans, CblasNoTrans,
-                        Int32(m), Int32(hd), Int32(n),
-                        1, scores + (start - lo), Int32(width),
-                        values.pages[page] + offset * values.rowStride + g * hd, Int32(values.rowStride),
-                        first ? 0 : 1, o, Int32(lda))
-                    first = false
-                }
+            let scores = buffers[worker]
+            let g = h / group
+            let a = q + i0 * rowWidth + h * hd
+            let lda = stacked ? hd : rowWidth
+            let o = out + i0 * rowWidth + h * hd
+            // S = scale · Q Kᵀ, one sgemm per page the key range touches.
+            forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans,
+                    Int32(m), Int32(n), Int32(hd),
+                    shape.scale, a, Int32(lda),
+                    keys.pages[page] + offset * keys.rowStride + g * hd, Int32(keys.rowStride),
+                    0, scores + (start - lo), Int32(width))
             }
-            i0 += nq
+            // Mask and softmax each row.
+            for r in 0..<m {
+                let p = firstPosition + i0 + r / rowsPerToken
+                let first = shape.firstKey(for: p)
+                let s = scores + r * width
+                let visibleLo = first - lo, visibleHi = p - lo + 1
+                if visibleLo > 0 { s.update(repeating: 0, count: visibleLo) }
+                Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
+                if visibleHi < width { (s + visibleHi).update(repeating: 0, count: width - visibleHi) }
+            }
+            // O = P V.
+            var firstSpan = true
+            forEachPageSpan(lo..<hi, pageSize: values.pageSize) { page, offset, start, n in
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                    Int32(m), Int32(hd), Int32(n),
+                    1, scores + (start - lo), Int32(width),
+                    values.pages[page] + offset * values.rowStride + g * hd, Int32(values.rowStride),
+                    firstSpan ? 0 : 1, o, Int32(lda))
+                firstSpan = false
+            }
         }
     }
 

@@ -105,21 +105,19 @@ extension QuantizedActivation: Sendable {}
 package final class LinearScratch {
     package let activation = QuantizedActivation(capacity: 4096)
     package let batchActivation = QuantizedActivation(capacity: 4096)
-    private var tile: UnsafeMutablePointer<Float>?
-    private var tileCapacity = 0
+    private var tiles: [(UnsafeMutablePointer<Float>, Int)] = []
 
     package init() {}
 
-    deinit { tile?.deallocate() }
+    deinit { for (t, _) in tiles { t.deallocate() } }
 
-    /// A buffer of at least `count` floats, valid until the next call.
-    package func tileBuffer(_ count: Int) -> UnsafeMutablePointer<Float> {
-        if let tile, tileCapacity >= count { return tile }
-        tile?.deallocate()
-        let fresh = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        tile = fresh
-        tileCapacity = count
-        return fresh
+    /// Buffer `worker` with at least `count` floats, valid until the next call.
+    package func workerTile(_ worker: Int, _ count: Int) -> UnsafeMutablePointer<Float> {
+        while tiles.count <= worker { tiles.append((.allocate(capacity: 1), 1)) }
+        if tiles[worker].1 >= count { return tiles[worker].0 }
+        tiles[worker].0.deallocate()
+        tiles[worker] = (.allocate(capacity: count), count)
+        return tiles[worker].0
     }
 }
 
@@ -203,6 +201,11 @@ package enum Linear {
         case sgemm
     }
 
+    /// The strategy used when callers do not choose: `LMCACHE_MATMUL=quantized` or `sgemm` (default,
+    /// measured faster for prefill).
+    package static let defaultStrategy: Strategy =
+        ProcessInfo.processInfo.environment["LMCACHE_MATMUL"] == "quantized" ? .quantized : .sgemm
+
     /// Y = X · Wᵀ for `count` tokens: X is `count × columns`, Y is `count × rows` (row-major, `ldy` apart).
     package static func matmul(
         _ w: WeightMatrix,
@@ -210,7 +213,7 @@ package enum Linear {
         count: Int,
         y: UnsafeMutablePointer<Float>,
         ldy: Int? = nil,
-        strategy: Strategy = .quantized,
+        strategy: Strategy = defaultStrategy,
         scratch: LinearScratch
     ) {
         let ldy = ldy ?? w.rows
@@ -257,24 +260,22 @@ package enum Linear {
         scratch: LinearScratch
     ) {
         _ = Parallel.configureBLAS
-        // Tiles of about 16 MiB of Float keep the sgemm shapes large while bounding memory.
-        let tileRows = min(w.rows, max(64, (4 << 20) / w.columns))
-        let tile = scratch.tileBuffer(tileRows * w.columns)
-        var r0 = 0
-        while r0 < w.rows {
+        // Jobs of `tileRows` weight rows: each worker dequantizes a tile into its own buffer and
+        // multiplies it with all tokens (single-threaded sgemm per worker).
+        let tileRows = min(w.rows, max(16, (1 << 18) / w.columns))
+        let jobs = (w.rows + tileRows - 1) / tileRows
+        let buffers = (0..<Parallel.threadCount).map { scratch.workerTile($0, tileRows * w.columns) }
+        Parallel.forEachJob(jobs) { job, worker in
+            let r0 = job * tileRows
             let n = min(tileRows, w.rows - r0)
-            let start = r0
-            Parallel.forRanges(n, minimumPerPart: 16) { range in
-                w.dequantizeRows(
-                    (start + range.lowerBound)..<(start + range.upperBound), into: tile + range.lowerBound * w.columns)
-            }
+            let tile = buffers[worker]
+            w.dequantizeRows(r0..<(r0 + n), into: tile)
             cblas_sgemm(
                 CblasRowMajor, CblasNoTrans, CblasTrans,
                 Int32(count), Int32(n), Int32(w.columns),
                 1, x, Int32(w.columns),
                 tile, Int32(w.columns),
                 0, y + r0, Int32(ldy))
-            r0 += n
         }
     }
 

@@ -1,6 +1,7 @@
 internal import COpenBLAS
 internal import Dispatch
 internal import Foundation
+internal import Synchronization
 
 /// Runs work on all cores: the kernels split rows, heads or tiles into one share per thread.
 package enum Parallel {
@@ -12,9 +13,11 @@ package enum Parallel {
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 
-    /// Sets OpenBLAS to the same thread count once, before the first BLAS call.
+    /// Makes OpenBLAS single-threaded, once, before the first BLAS call: the kernels split work over
+    /// their own threads and call sgemm from each, so OpenBLAS's own pool would only compete (its idle
+    /// workers spin).
     package static let configureBLAS: Void = {
-        openblas_set_num_threads(Int32(threadCount))
+        openblas_set_num_threads(1)
     }()
 
     /// Calls `body(part)` for `part` in `0..<parts`, spread over the threads; returns when all finished.
@@ -27,6 +30,24 @@ package enum Parallel {
         withoutActuallyEscaping(body) { body in
             let work = UncheckedSendable(body)
             DispatchQueue.concurrentPerform(iterations: parts) { work.value($0) }
+        }
+    }
+
+    /// Calls `body(job, worker)` for every job in `0..<jobs`; workers (`0..<threadCount`) take jobs in
+    /// order from a shared counter, so uneven jobs balance out. `worker` indexes per-thread scratch.
+    package static func forEachJob(_ jobs: Int, _ body: (_ job: Int, _ worker: Int) -> Void) {
+        let workers = min(threadCount, jobs)
+        if workers <= 1 {
+            for j in 0..<jobs { body(j, 0) }
+            return
+        }
+        let next = JobCounter()
+        run(workers) { worker in
+            while true {
+                let j = next.value.add(1, ordering: .relaxed).oldValue
+                if j >= jobs { break }
+                body(j, worker)
+            }
         }
     }
 
@@ -51,4 +72,9 @@ struct UncheckedSendable<Value>: @unchecked Sendable {
     // ranges, and only for the duration of one `Parallel.run` call.
     let value: Value
     init(_ value: Value) { self.value = value }
+}
+
+/// The shared job counter of `Parallel.forEachJob`.
+final class JobCounter: Sendable {
+    let value = Atomic<Int>(0)
 }
