@@ -61,7 +61,16 @@ let package = Package(
 
         // MARK: Engine
         .target(name: "GGUF", swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
-        .target(name: "Kernels", dependencies: ["GGUF"], swiftSettings: kernelSwiftSettings),
+        // BLAS for the batched (prefill) matrix products: Debian `libopenblas-dev`.
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // The innermost quantized dot products with AVX2 variants picked at run time (Swift has no
+        // per-function target attributes); optimized in debug builds too.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(
+            name: "Kernels",
+            dependencies: ["GGUF", "CKernels", "COpenBLAS"],
+            swiftSettings: kernelSwiftSettings
+        ),
         .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         .target(
             name: "Inference",
