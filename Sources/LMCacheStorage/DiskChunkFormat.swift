@@ -163,8 +163,10 @@ enum DiskChunkFormat {
         guard payloadLength == UInt64(layout.byteCount(tokens: tokenCount)),
             UInt64(headerLength) + payloadLength == UInt64(fileSize)
         else { return .failure("payload length \(payloadLength) does not match the layout or the file size") }
-        let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[fixedHeaderSize..<(fixedHeaderSize + nameBytes)]),
-            as: UTF8.self)
+        let name = String(
+            decoding: UnsafeRawBufferPointer(rebasing: bytes[fixedHeaderSize..<(fixedHeaderSize + nameBytes)]),
+            as: UTF8.self
+        )
         let tokens = (0..<tokenCount).map { read(Int32.self, at: fixedHeaderSize + nameBytes + 4 * $0) }
         let hash = ChunkHash(low: read(UInt64.self, at: 16), high: read(UInt64.self, at: 24))
         return .success(
@@ -175,7 +177,8 @@ enum DiskChunkFormat {
                 headerLength: headerLength,
                 payloadLength: Int(payloadLength),
                 payloadChecksum: read(UInt64.self, at: 64)
-            ))
+            )
+        )
     }
 }
 

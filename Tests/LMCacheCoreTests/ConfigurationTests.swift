@@ -169,8 +169,10 @@ struct ConfigurationTests {
             #expect(error.isFileError, "\(yaml.debugDescription): \(error)")
         }
         let empty = try Self.file("")
-        #expect(try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": empty]).configuration
-            == LMCacheConfiguration())
+        #expect(
+            try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": empty]).configuration
+                == LMCacheConfiguration()
+        )
     }
 
     @Test("null in a file resets an optional key; lists accept the environment's text forms")
