@@ -156,6 +156,11 @@ public final class LocalDiskTier: StorageTier {
         return storage.map { KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: $0) }
     }
 
+    /// The checksum the tier stores for a chunk's KV bytes (for benchmarks and tools).
+    package static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
+        DiskChunkFormat.payloadChecksum(payload)
+    }
+
     // MARK: Synchronous operations
 
     /// Whether the index holds `key`.

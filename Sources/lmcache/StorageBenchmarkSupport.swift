@@ -129,7 +129,7 @@ struct DiskBenchmark {
         var checksums: [Double] = []
         var sink: UInt64 = 0
         for _ in 0..<iterations {
-            checksums.append(BenchStorageCommand.seconds { sink &+= XXHash64.hash(buffers.source) })
+            checksums.append(BenchStorageCommand.seconds { sink &+= LocalDiskTier.payloadChecksum(buffers.source) })
         }
         precondition(sink != 1)
         let median = BenchStorageCommand.median
