@@ -109,8 +109,10 @@ package enum Ops {
     }
 
     /// gate[i] = gelu_tanh(gate[i]) · up[i] for `count` floats.
+    ///
+    /// Uses 0.5·(1 + tanh(u)) = 1 / (1 + e^(−2u)), one `expf` per value.
     package static func gegluTanh(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
-        let c: Float = 0.797_884_560_802_865_4  // sqrt(2/π)
+        let c: Float = 2 * 0.797_884_560_802_865_4  // 2·sqrt(2/π)
         for i in 0..<count {
             let x = gate[i]
             let g: Float
@@ -119,10 +121,21 @@ package enum Ops {
             } else if x < -10 {
                 g = 0
             } else {
-                g = 0.5 * x * (1 + tanhf(c * x * (1 + 0.044715 * x * x)))
+                g = x / (1 + expf(-c * x * (1 + 0.044715 * x * x)))
             }
             gate[i] = g * up[i]
         }
+    }
+
+    /// The index of the largest of `count` floats (the first on ties).
+    package static func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
+        var best = 0
+        var value = -Float.infinity
+        for i in 0..<count where x[i] > value {
+            value = x[i]
+            best = i
+        }
+        return best
     }
 
     /// gate[i] = silu(gate[i]) · up[i] for `count` floats.
