@@ -60,7 +60,7 @@ let package = Package(
         ),
 
         // MARK: Engine
-        .target(name: "GGUF", swiftSettings: commonSwiftSettings),
+        .target(name: "GGUF", swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         // BLAS for the batched (prefill) matrix products: Debian `libopenblas-dev`.
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         // The innermost quantized dot products with AVX2 variants picked at run time (Swift has no
@@ -71,7 +71,7 @@ let package = Package(
             dependencies: ["GGUF", "CKernels", "COpenBLAS"],
             swiftSettings: kernelSwiftSettings
         ),
-        .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
+        .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         .target(
             name: "Inference",
             dependencies: ["GGUF", "Kernels", "Tokenizers", "LMCacheCore"],

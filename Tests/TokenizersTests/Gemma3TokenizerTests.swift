@@ -22,7 +22,11 @@ struct Gemma3TokenizerTests {
     @Test("encodes like llama.cpp", arguments: TokenizerReference.gemma3)
     func encodes(_ reference: TokenizerCase) throws {
         let tokenizer = try Gemma3.require()
-        let ids = tokenizer.encode(reference.text, addSpecial: reference.addSpecial, parseSpecial: reference.parseSpecial)
+        let ids = tokenizer.encode(
+            reference.text,
+            addSpecial: reference.addSpecial,
+            parseSpecial: reference.parseSpecial
+        )
         #expect(ids == reference.ids)
         if let pieces = reference.pieces {
             #expect(reference.ids.map { tokenizer.piece($0) } == pieces)
@@ -45,6 +49,8 @@ struct Gemma3TokenizerTests {
         #expect(tokenizer.vocabularySize == 262_144)
         #expect(tokenizer.bosID == 2)
         #expect(tokenizer.eosID == 1)
+        #expect(tokenizer.paddingID == 0)
+        #expect(tokenizer.unknownID == 3)
         #expect(tokenizer.addsBOS)
         #expect(!tokenizer.addsEOS)
         #expect(tokenizer.isEndOfGeneration(1))
