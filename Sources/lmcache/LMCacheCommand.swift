@@ -5,7 +5,7 @@ struct LMCacheCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lmcache",
         abstract: "A KV-cache layer for LLM inference, with its own CPU engine for GGUF models.",
-        subcommands: [ConfigCommand.self, BenchCommand.self, InspectCommand.self]
+        subcommands: [ConfigCommand.self, BenchCommand.self, InspectCommand.self, ServerCommand.self]
     )
 }
 
