@@ -33,14 +33,21 @@ package final class LMReplyPayload: @unchecked Sendable {
     }
 
     fileprivate func append(_ buffer: inout ByteBuffer) -> Bool {
-        let wanted = min(buffer.readableBytes, memory.count - filled)
+        filled += receive(&buffer, at: filled)
+        return filled == memory.count
+    }
+
+    /// Copies as many bytes of `buffer` as fit after `offset`; returns how many.
+    /// Only the connection handler that owns this payload calls it, before handing it out.
+    func receive(_ buffer: inout ByteBuffer, at offset: Int) -> Int {
+        let wanted = min(buffer.readableBytes, memory.count - offset)
+        guard wanted > 0 else { return 0 }
         buffer.readWithUnsafeReadableBytes { source in
-            // `wanted` fits both the readable bytes and the room left after `filled`.
-            memory.baseAddress!.advanced(by: filled).copyMemory(from: source.baseAddress!, byteCount: wanted)
+            // `wanted` fits both the readable bytes and the room left after `offset`.
+            memory.baseAddress!.advanced(by: offset).copyMemory(from: source.baseAddress!, byteCount: wanted)
             return wanted
         }
-        filled += wanted
-        return filled == memory.count
+        return wanted
     }
 }
 

@@ -11,7 +11,9 @@ import Synchronization
 ///
 /// Chunks are stored as ``KVChunkFrame`` values under their key's text form
 /// (`model@1@0@hash@dtype`). The tier keeps a small pool of connections; requests from
-/// concurrent callers are pipelined on them, and replies are matched in order.
+/// concurrent callers are pipelined on them, and replies are matched in order. All requests for
+/// one key go over the same connection, so a `get` after a `put` of the same key sees it
+/// (the server answers each connection in order).
 ///
 /// **Failures are misses.** When the server is down, slow or answers nonsense, `get` returns
 /// `nil`, `contains` returns `false` and `put` returns `false`; nothing is thrown to the caller.
@@ -116,7 +118,7 @@ public final class LMServerTier: StorageTier {
     public func put(_ chunk: KVChunk) async throws -> Bool {
         let total = KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount
         guard total <= options.maximumValueBytes else { return false }
-        guard let channel = await channel() else { return false }
+        guard let channel = await channel(slot: slot(for: chunk.key.description)) else { return false }
         let allocator = channel.allocator
         var payload = KVChunkFrame.prefix(of: chunk, allocator: allocator)
         payload.reserveCapacity(minimumWritableBytes: chunk.byteCount)
@@ -161,13 +163,18 @@ public final class LMServerTier: StorageTier {
 
     /// Whether the server answers HEALTH with 200.
     public func isHealthy() async -> Bool {
-        guard let reply = try? await send(.health, key: "") else { return false }
+        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
+        guard let channel = await channel(slot: index) else { return false }
+        let reply = try? await send(.health, key: "", on: channel)
+        guard let reply else { return false }
         return reply.header.isSuccess
     }
 
     /// Stores opaque bytes under `key` (benchmarks and tools).
     package func putRaw(_ key: String, _ payload: ByteBuffer, format: Int32 = 1, dtype: Int32 = 2) async -> Bool {
-        guard payload.readableBytes <= options.maximumValueBytes, let channel = await channel() else { return false }
+        guard payload.readableBytes <= options.maximumValueBytes, let channel = await channel(slot: slot(for: key)) else {
+            return false
+        }
         let header = LMRequestHeader(command: .put, key: key, length: Int32(payload.readableBytes), format: format, dtype: dtype)
         do {
             try await channel.writeAndFlush(LMClientRequest(header: header, payload: payload, reply: nil))
@@ -185,15 +192,31 @@ public final class LMServerTier: StorageTier {
 
     // MARK: Connections
 
+    /// The pool slot for `key`: requests for one key always share a connection, so a GET sent
+    /// after a PUT of the same key is answered after that PUT was stored.
+    private func slot(for key: String) -> Int {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        return Int(hash % UInt64(slots.count))
+    }
+
     private func send(_ command: LMCommand, key: String) async throws -> LMClientReply {
-        guard let channel = await channel() else { throw LMClientError.backingOff }
+        guard let channel = await channel(slot: slot(for: key)) else { throw LMClientError.backingOff }
+        return try await send(command, key: key, on: channel)
+    }
+
+    private func send(_ command: LMCommand, key: String, on channel: any Channel) async throws -> LMClientReply {
         let promise = channel.eventLoop.makePromise(of: LMClientReply.self)
         let timeout = channel.eventLoop.scheduleTask(in: TimeAmount(options.requestTimeout)) {
             // A late reply would arrive out of step: drop the connection, failing what waits on it.
+            promise.fail(LMClientError.connectionClosed)
             channel.close(promise: nil)
         }
-        channel.writeAndFlush(LMClientRequest(header: LMRequestHeader(command: command, key: key), payload: ByteBuffer(),
-            reply: promise), promise: nil)
+        let request = LMClientRequest(header: LMRequestHeader(command: command, key: key), payload: ByteBuffer(),
+            reply: promise)
+        // A write on a closed channel never reaches the handler that would fail the reply.
+        // (Completing a promise twice is a no-op in NIO, so the handler and these may race.)
+        channel.writeAndFlush(request).whenFailure { promise.fail($0) }
         defer { timeout.cancel() }
         return try await promise.futureResult.get()
     }
@@ -218,8 +241,7 @@ public final class LMServerTier: StorageTier {
     }
 
     /// A connected channel, connecting if need be; `nil` while the server is unreachable.
-    private func channel() async -> (any Channel)? {
-        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
+    private func channel(slot index: Int) async -> (any Channel)? {
         let slot = slots[index]
         let now = NIODeadline.now()
         let action: SlotAction = slot.state.withLock { state in

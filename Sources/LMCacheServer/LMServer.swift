@@ -118,6 +118,18 @@ public final class LMServer: Service {
         finishListening(.success(port))
         defer { finishListening(.failure(LMServerError("the server has stopped"))) }
 
+        do {
+            try await serve(server)
+        } catch is CancellationError {
+            // Cancellation is a way to stop, like a graceful shutdown.
+        }
+        logger.info("lm:// server stopped")
+    }
+
+    /// Accepts connections until the listening channel closes, serving each in its own child task.
+    private func serve(_ server: NIOAsyncChannel<NIOAsyncChannel<LMRequest, ByteBuffer>, Never>) async throws {
+        let configuration = self.configuration
+        let logger = self.logger
         try await withGracefulShutdownHandler {
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
@@ -144,7 +156,6 @@ public final class LMServer: Service {
             logger.info("lm:// server shutting down")
             server.channel.close(promise: nil)
         }
-        logger.info("lm:// server stopped")
     }
 
     /// Answers the requests of one connection in order until it closes, breaks the protocol,

@@ -25,6 +25,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
 
     enum Tier: String, ExpressibleByArgument, CaseIterable {
         case cpu
+        /// An `lm://` server through the remote tier, against redis-server (BenchStorageCommand+LMServer.swift).
+        case lm
     }
 
     @Option(help: "The tier to measure: \(Tier.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -57,6 +59,7 @@ struct BenchStorageCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if tier == .lm { return try await runLMServer() }
         let logger = CommandLogging.bootstrap(label: "lmcache.bench")
         let config = try cache.load(logger: logger).configuration
         let parts = layout.split(separator: "x").compactMap { Int($0) }
@@ -94,6 +97,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
             // Room for every chunk: the benchmark measures copies, not eviction.
             let capacity = chunkCount * ((chunkBytes + 4095) / 4096 * 4096)
             storageTier = try LocalCPUTier(capacity: capacity, policy: config.cachePolicy, prefault: true)
+        case .lm:
+            preconditionFailure("measured by runLMServer()")
         }
 
         var baseline: [Double] = []

@@ -1,4 +1,5 @@
 import ArgumentParser
+import LMCacheCore
 import LMCacheServer
 import Logging
 import ServiceLifecycle

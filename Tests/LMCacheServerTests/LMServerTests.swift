@@ -190,9 +190,9 @@ struct LMServerTests {
 
     @Test("least recently used values are evicted first")
     func lruOrder() {
-        let store = LMValueStore(capacity: 3 * (1000 + LMValueStore.entryOverhead + 1) + 10)
+        let store = LMValueStore(capacity: 3 * (1024 + LMValueStore.entryOverhead + 1) + 10)
         func put(_ key: String) {
-            store.put(key, LMStoredValue(payload: ByteBuffer(repeating: 1, count: 1000), format: 1, dtype: 2, shape: .zero))
+            store.put(key, LMStoredValue(payload: ByteBuffer(repeating: 1, count: 1024), format: 1, dtype: 2, shape: .zero))
         }
         put("a")
         put("b")

@@ -150,7 +150,8 @@ struct LMServerTierTests {
 
     @Test("GETs in flight when the server stops are misses, never wrong data or errors")
     func stopDuringTransfer() async throws {
-        let big = Self.chunk(seed: 77, tokens: 256, layout: KVLayout(layers: 16, kvHeads: 8, headDim: 128, dtype: .float32))
+        // 4 MiB: large enough to be mid-transfer when the server stops, small enough for debug builds.
+        let big = Self.chunk(seed: 77, tokens: 256, layout: KVLayout(layers: 4, kvHeads: 8, headDim: 128, dtype: .float16))
         let server = LMServer(
             configuration: LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 512 << 20),
             logger: Logger(label: "test.server"))
@@ -159,11 +160,11 @@ struct LMServerTierTests {
         let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
         #expect(try await tier.put(big))
         #expect(try await tier.get(big.key)?.contentEquals(big) == true)
-        // Readers of a 32 MiB value keep going while the server stops underneath them.
-        let readers = (0..<4).map { _ in
+        // Readers keep going while the server stops underneath them.
+        let readers = (0..<2).map { _ in
             Task {
                 var misses = 0
-                for _ in 0..<30 {
+                for _ in 0..<20 {
                     if let chunk = try await tier.get(big.key) {
                         #expect(chunk.contentEquals(big))
                     } else {
@@ -173,7 +174,7 @@ struct LMServerTierTests {
                 return misses
             }
         }
-        try await Task.sleep(for: .milliseconds(100))
+        try await Task.sleep(for: .milliseconds(50))
         serverTask.cancel()
         _ = await serverTask.result
         var misses = 0
