@@ -7,7 +7,7 @@ struct LMCacheCommand: AsyncParsableCommand {
         abstract: "A KV-cache layer for LLM inference, with its own CPU engine for GGUF models.",
         subcommands: [
             ConfigCommand.self, BenchCommand.self, InspectCommand.self, GenerateCommand.self, PerplexityCommand.self,
-            DebugCommand.self,
+            ServerCommand.self, DebugCommand.self,
         ]
     )
 }
