@@ -247,11 +247,27 @@ private func linear(
     firstPosition: Int,
     _ ws: Workspace
 ) {
+    var blocks: [Range<Int>] = []
     var i = 0
     while i < count {
         let n = min(linearBlockTokens - (firstPosition + i) % linearBlockTokens, count - i)
-        Linear.matmul(w, x: x + i * w.columns, count: n, y: y + i * w.rows, scratch: ws.linear)
+        blocks.append(i..<(i + n))
         i += n
+    }
+    // A one-token block takes the decode kernels (as a lone token would).
+    for block in blocks where block.count == 1 {
+        Linear.matvec([(w, y + block.lowerBound * w.rows)], x: x + block.lowerBound * w.columns, scratch: ws.linear)
+    }
+    let batched = blocks.filter { $0.count > 1 }
+    guard !batched.isEmpty else { return }
+    if Linear.defaultStrategy == .sgemm || !w.usesQuantizedDot {
+        Linear.sgemmBlocks(w, x: x, blocks: batched, y: y, scratch: ws.linear)
+    } else {
+        for block in batched {
+            Linear.matmul(
+                w, x: x + block.lowerBound * w.columns, count: block.count, y: y + block.lowerBound * w.rows,
+                scratch: ws.linear)
+        }
     }
 }
 

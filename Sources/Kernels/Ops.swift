@@ -13,6 +13,16 @@ package enum Ops {
     /// With it on, every stored K/V value is exactly representable in half precision.
     package static let emulateHalfPrecision: Bool = ProcessInfo.processInfo.environment["LMCACHE_EMULATE_HALF"] != "0"
 
+    /// Converts `count` floats to half-precision bit patterns.
+    package static func convertToHalf(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, count: Int) {
+        lmc_convert_f32_to_f16(x, y, Int64(count))
+    }
+
+    /// Converts `count` half-precision bit patterns to floats.
+    package static func convertFromHalf(_ x: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        lmc_convert_f16_to_f32(x, y, Int64(count))
+    }
+
     /// Rounds `count` floats to half precision in place.
     @inline(__always)
     package static func roundToHalf(_ x: UnsafeMutablePointer<Float>, count: Int) {

@@ -66,6 +66,27 @@ struct SequenceKVTests {
         #expect(same, "largest logit difference \(maxDifference(got, expected))")
     }
 
+    @Test("float16 export → import continues with identical logits (K/V are rounded to half)")
+    func exportImportHalf() throws {
+        // Only exact while K/V are rounded to half precision (the default).
+        guard ProcessInfo.processInfo.environment["LMCACHE_EMULATE_HALF"] != "0" else { return }
+        let model = try TestModel.model()
+        let tokens = sampleTokens(280, seed: 9)
+        let source = model.makeSequence()
+        let workspace = Workspace()
+        _ = try model.forward(Array(tokens[..<256]), sequence: source, outputs: .none, workspace: workspace)
+        let half = try source.exportKV(0..<256, as: .float16)
+        #expect(half.count == model.kvLayout.byteCount(tokens: 256) / 2)
+        let copy = model.makeSequence()
+        try copy.importKV(half, tokens: Array(tokens[..<256]), at: 0, as: .float16)
+        let sameKV = try copy.exportKV(0..<256) == source.exportKV(0..<256)
+        #expect(sameKV, "half-precision round trip changed K/V (is LMCACHE_EMULATE_HALF=0 set?)")
+        let expected = try model.forward(Array(tokens[256...]), sequence: source, outputs: .last, workspace: workspace)
+        let got = try model.forward(Array(tokens[256...]), sequence: copy, outputs: .last, workspace: Workspace())
+        let same = got == expected
+        #expect(same)
+    }
+
     @Test("the export layout is layers × {K,V} × tokens × kv_heads × head_dim")
     func exportLayout() throws {
         let layout = KVLayout(layers: 2, kvHeads: 1, headDim: 4)

@@ -141,16 +141,18 @@ struct LinearTests {
 
 @Suite("Linear batching")
 struct LinearBatchingTests {
-    @Test("a token's quantized product is bit-identical alone, in a batch, and through matvec")
-    func batchIndependence() throws {
-        let rows = 96, columns = 512, tokens = 13
-        let bytes = randomWeights(.q4_K, rows: rows, columns: columns, seed: 21)
+    @Test(
+        "a token's quantized product is bit-identical alone, in a batch, and through matvec",
+        arguments: [GGMLType.q4_K, .q8_0, .q5_0, .q6_K])
+    func batchIndependence(type: GGMLType) throws {
+        let rows = 97, columns = 512, tokens = 13
+        let bytes = randomWeights(type, rows: rows, columns: columns, seed: 21)
         var rng = SplitMix(seed: 22)
         let x = (0..<(tokens * columns)).map { _ in rng.float() }
         var batched = [Float](repeating: 0, count: tokens * rows)
         var single = [Float](repeating: 0, count: rows)
         try bytes.withUnsafeBytes { raw in
-            let matrix = try WeightMatrix(type: .q4_K, rows: rows, columns: columns, base: raw.baseAddress!)
+            let matrix = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
             let scratch = LinearScratch()
             batched.withUnsafeMutableBufferPointer {
                 Linear.matmul(matrix, x: x, count: tokens, y: $0.baseAddress!, strategy: .quantized, scratch: scratch)

@@ -44,6 +44,12 @@ void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, flo
 /// Rounds `n` floats to the nearest half-precision value, in place.
 void lmc_round_f16(float *x, int64_t n);
 
+/// Converts `n` floats to IEEE half-precision bits (round to nearest even).
+void lmc_convert_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+
+/// Converts `n` half-precision values to floats.
+void lmc_convert_f16_to_f32(const uint16_t *x, float *y, int64_t n);
+
 /// `f` rounded to the nearest half-precision value.
 float lmc_round_f16_scalar(float f);
 
