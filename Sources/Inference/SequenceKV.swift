@@ -1,4 +1,5 @@
 package import Kernels
+public import LMCacheCore
 
 /// The engine's KV memory for one sequence, in pages of `pageSize` tokens.
 ///
@@ -45,6 +46,7 @@ public final class SequenceKV {
         for page in pages { page.deallocate() }
     }
 
+    /// Pages hold Float values whatever `layout.dtype` says (that is the export format).
     private var pageFloats: Int { layout.layers * 2 * pageSize * layout.rowElements }
 
     /// Makes sure pages exist for positions `0..<tokenCount`.
@@ -91,11 +93,14 @@ public final class SequenceKV {
     }
 
     /// The keys and values of `range`, as `layers × {K, V} × tokens × kvHeads × headDim` little-endian
-    /// values of `dtype` (float32 by default; float16 is exact while half-precision rounding is on).
+    /// values of `dtype` (default: `layout.dtype`, float16 while K/V are rounded to half precision, which
+    /// makes that export exact; float32 always is).
     ///
     /// - Throws: ``InferenceError`` when `range` is not within the stored tokens.
     /// - Complexity: O(range.count × layers × kvHeads × headDim).
-    public func exportKV(_ range: Range<Int>, as dtype: KVLayout.DType = .float32) throws(InferenceError) -> [UInt8] {
+    public func exportKV(_ range: Range<Int>, as dtype: KVDType? = nil) throws(InferenceError) -> [UInt8] {
+        let dtype = dtype ?? layout.dtype
+        guard dtype != .bfloat16 else { throw InferenceError.invalidKV("bfloat16 KV export is not supported") }
         guard range.lowerBound >= 0, range.upperBound <= count else {
             throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
         }
@@ -116,8 +121,10 @@ public final class SequenceKV {
         _ bytes: [UInt8],
         tokens newTokens: [Int32],
         at start: Int,
-        as dtype: KVLayout.DType = .float32
+        as dtype: KVDType? = nil
     ) throws(InferenceError) {
+        let dtype = dtype ?? layout.dtype
+        guard dtype != .bfloat16 else { throw InferenceError.invalidKV("bfloat16 KV import is not supported") }
         guard start >= 0, start <= count else {
             throw InferenceError.invalidKV("import at \(start) would leave a gap after \(count) stored tokens")
         }
@@ -140,7 +147,7 @@ public final class SequenceKV {
     }
 
     /// Copies rows of `range` between the pages and a buffer in the export layout.
-    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, dtype: KVLayout.DType, export: Bool) {
+    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, dtype: KVDType, export: Bool) {
         let row = layout.rowElements
         var offset = 0
         for layer in 0..<layout.layers {
@@ -160,6 +167,8 @@ public final class SequenceKV {
                         Ops.convertToHalf(pagePtr, (buffer + offset).assumingMemoryBound(to: UInt16.self), count: n * row)
                     case (.float16, false):
                         Ops.convertFromHalf((buffer + offset).assumingMemoryBound(to: UInt16.self), pagePtr, count: n * row)
+                    case (.bfloat16, _):
+                        preconditionFailure("bfloat16 is rejected before copying")
                     }
                     offset += n * row * dtype.size
                     t += n

@@ -40,6 +40,14 @@ package enum Ops {
         eps: Float,
         out: UnsafeMutablePointer<Float>
     ) {
+        if rows >= 32 && rows * count >= 32_768 {
+            // Large batches: rows in parallel.
+            Parallel.forRanges(rows) { range in
+                rmsNorm(x + range.lowerBound * count, weight: weight, count: count, rows: range.count, eps: eps,
+                        out: out + range.lowerBound * count)
+            }
+            return
+        }
         for r in 0..<rows {
             let xr = x + r * count, yr = out + r * count
             var sum = 0.0
@@ -136,6 +144,14 @@ package enum Ops {
     ///
     /// Uses 0.5·(1 + tanh(u)) = 1 / (1 + e^(−2u)), one `expf` per value.
     package static func gegluTanh(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+        if count >= 65_536 {
+            Parallel.forRanges(count / 8, minimumPerPart: 4096) { range in
+                let lo = range.lowerBound * 8
+                let hi = range.upperBound == count / 8 ? count : range.upperBound * 8
+                gegluTanh(gate: gate + lo, up: up + lo, count: hi - lo)
+            }
+            return
+        }
         let c: Float = 2 * 0.797_884_560_802_865_4  // 2·sqrt(2/π)
         // llama.cpp looks GELU up in a table indexed by the half-precision input and holding
         // half-precision outputs.
