@@ -18,7 +18,9 @@
 
 // MARK: - CPU dispatch
 
-static _Atomic int lmc_forced = -1;
+// Forcing is per thread, so a test that forces the portable kernels does not change what other
+// threads (other tests, the engine) compute.
+static _Thread_local int lmc_forced = -1;
 static _Atomic int lmc_detected = -1;
 
 int lmc_cpu_isa(void) {
@@ -38,12 +40,12 @@ int lmc_cpu_isa(void) {
 }
 
 int lmc_active_isa(void) {
-    int forced = atomic_load_explicit(&lmc_forced, memory_order_relaxed);
+    int forced = lmc_forced;
     int cpu = lmc_cpu_isa();
     return (forced >= 0 && forced <= cpu) ? forced : cpu;
 }
 
-void lmc_force_isa(int level) { atomic_store_explicit(&lmc_forced, level, memory_order_relaxed); }
+void lmc_force_isa(int level) { lmc_forced = level; }
 
 // MARK: - Scalars
 

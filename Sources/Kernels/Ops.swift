@@ -148,27 +148,13 @@ package enum Ops {
             Parallel.forRanges(count / 8, minimumPerPart: 4096) { range in
                 let lo = range.lowerBound * 8
                 let hi = range.upperBound == count / 8 ? count : range.upperBound * 8
-                gegluTanh(gate: gate + lo, up: up + lo, count: hi - lo)
+                lmc_geglu_tanh(gate + lo, up + lo, Int64(hi - lo), emulateHalfPrecision ? 1 : 0)
             }
             return
         }
-        let c: Float = 2 * 0.797_884_560_802_865_4  // 2·sqrt(2/π)
         // llama.cpp looks GELU up in a table indexed by the half-precision input and holding
-        // half-precision outputs.
-        let half = emulateHalfPrecision
-        if half { roundToHalf(gate, count: count) }
-        for i in 0..<count {
-            let x = gate[i]
-            let g: Float
-            if x > 10 {
-                g = x
-            } else if x < -10 {
-                g = 0
-            } else {
-                g = x / (1 + expf(-c * x * (1 + 0.044715 * x * x)))
-            }
-            gate[i] = half ? lmc_round_f16_scalar(g) * up[i] : g * up[i]
-        }
+        // half-precision outputs; with emulation on, input and output are rounded likewise.
+        lmc_geglu_tanh(gate, up, Int64(count), emulateHalfPrecision ? 1 : 0)
     }
 
     /// The index of the largest of `count` floats (the first on ties).
@@ -192,16 +178,7 @@ package enum Ops {
 
     /// x = softmax(x) over `count` floats; −∞ entries get probability 0.
     package static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        var m = -Float.infinity
-        for i in 0..<count where x[i] > m { m = x[i] }
-        var sum: Float = 0
-        for i in 0..<count {
-            let e = expf(x[i] - m)
-            x[i] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for i in 0..<count { x[i] *= inv }
+        lmc_softmax(x, Int64(count))
     }
 
     /// y[i] += x[i].

@@ -68,12 +68,16 @@ struct LinearTests {
         var y = [Float](repeating: .nan, count: rows)
         try bytes.withUnsafeBytes { raw in
             let matrix = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
+            // On this thread only (the ISA is forced per thread).
+            let act = scratch.activation(for: matrix)
+            if matrix.usesQuantizedDot {
+                act.quantize(x, count: columns, superBlocks: matrix.usesSuperBlockActivation)
+            }
             y.withUnsafeMutableBufferPointer { yp in
-                Linear.matvec([(matrix, yp.baseAddress!)], x: x, scratch: scratch)
+                Linear.rowDots(matrix, rows: 0..<rows, x: x, act: act, y: yp.baseAddress!)
             }
             if matrix.usesQuantizedDot {
                 // The kernels see x through its int8 quantization: compare with that exact input.
-                let act = scratch.activation(for: matrix)
                 for i in 0..<columns { x[i] = act.d[i / 32] * Float(act.qs[i]) }
             }
         }
