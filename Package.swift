@@ -194,7 +194,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers"],
+            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore"],
             resources: [.copy("Resources")],
             swiftSettings: commonSwiftSettings
         ),

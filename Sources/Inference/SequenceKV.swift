@@ -1,4 +1,5 @@
 package import Kernels
+public import LMCacheCore
 
 /// The engine's KV memory for one sequence, in pages of `pageSize` tokens.
 ///
@@ -45,6 +46,7 @@ public final class SequenceKV {
         for page in pages { page.deallocate() }
     }
 
+    /// Pages hold Float values whatever `layout.dtype` says (that is the export format).
     private var pageFloats: Int { layout.layers * 2 * pageSize * layout.rowElements }
 
     /// Makes sure pages exist for positions `0..<tokenCount`.
@@ -90,18 +92,22 @@ public final class SequenceKV {
         tokens.removeLast(count - newCount)
     }
 
-    /// The keys and values of `range`, as `layers × {K, V} × tokens × kvHeads × headDim` float32 bytes.
+    /// The keys and values of `range`, as `layers × {K, V} × tokens × kvHeads × headDim` little-endian
+    /// values of `dtype` (default: `layout.dtype`, float16 while K/V are rounded to half precision, which
+    /// makes that export exact; float32 always is).
     ///
     /// - Throws: ``InferenceError`` when `range` is not within the stored tokens.
     /// - Complexity: O(range.count × layers × kvHeads × headDim).
-    public func exportKV(_ range: Range<Int>) throws(InferenceError) -> [UInt8] {
+    public func exportKV(_ range: Range<Int>, as dtype: KVDType? = nil) throws(InferenceError) -> [UInt8] {
+        let dtype = dtype ?? layout.dtype
+        guard dtype != .bfloat16 else { throw InferenceError.invalidKV("bfloat16 KV export is not supported") }
         guard range.lowerBound >= 0, range.upperBound <= count else {
             throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
         }
-        let size = layout.byteCount(tokens: range.count)
+        let size = layout.byteCount(tokens: range.count, dtype: dtype)
         return [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
             // Safe: buffer holds `size` bytes, exactly what copyRows writes.
-            copyRows(range, buffer: UnsafeMutableRawPointer(buffer.baseAddress!), export: true)
+            copyRows(range, buffer: UnsafeMutableRawPointer(buffer.baseAddress!), dtype: dtype, export: true)
             initialized = size
         }
     }
@@ -111,14 +117,21 @@ public final class SequenceKV {
     ///
     /// - Throws: ``InferenceError`` when `start` is past the stored tokens, the byte count does not match
     ///   `tokens.count` in this layout, or the sequence would exceed its capacity.
-    public func importKV(_ bytes: [UInt8], tokens newTokens: [Int32], at start: Int) throws(InferenceError) {
+    public func importKV(
+        _ bytes: [UInt8],
+        tokens newTokens: [Int32],
+        at start: Int,
+        as dtype: KVDType? = nil
+    ) throws(InferenceError) {
+        let dtype = dtype ?? layout.dtype
+        guard dtype != .bfloat16 else { throw InferenceError.invalidKV("bfloat16 KV import is not supported") }
         guard start >= 0, start <= count else {
             throw InferenceError.invalidKV("import at \(start) would leave a gap after \(count) stored tokens")
         }
-        guard bytes.count == layout.byteCount(tokens: newTokens.count) else {
+        guard bytes.count == layout.byteCount(tokens: newTokens.count, dtype: dtype) else {
             throw InferenceError.invalidKV(
-                "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(layout) "
-                    + "(\(layout.byteCount(tokens: newTokens.count)) bytes)")
+                "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(layout) in \(dtype.rawValue) "
+                    + "(\(layout.byteCount(tokens: newTokens.count, dtype: dtype)) bytes)")
         }
         guard start + newTokens.count <= capacity else {
             throw InferenceError.invalidKV("import of \(newTokens.count) tokens at \(start) exceeds capacity \(capacity)")
@@ -127,14 +140,14 @@ public final class SequenceKV {
         reserve(range.upperBound)
         bytes.withUnsafeBytes { raw in
             // Safe: the byte count was checked against the layout above.
-            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: raw.baseAddress!), export: false)
+            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: raw.baseAddress!), dtype: dtype, export: false)
         }
         tokens.removeLast(count - start)
         tokens.append(contentsOf: newTokens)
     }
 
     /// Copies rows of `range` between the pages and a buffer in the export layout.
-    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, export: Bool) {
+    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, dtype: KVDType, export: Bool) {
         let row = layout.rowElements
         var offset = 0
         for layer in 0..<layout.layers {
@@ -144,13 +157,20 @@ public final class SequenceKV {
                 while t < range.upperBound {
                     let n = min(pageSize - t % pageSize, range.upperBound - t)
                     let pagePtr = self.row(layer: layer, kv: kv, position: t)
-                    let bufPtr = (buffer + offset).assumingMemoryBound(to: Float.self)
-                    if export {
-                        bufPtr.update(from: pagePtr, count: n * row)
-                    } else {
-                        pagePtr.update(from: bufPtr, count: n * row)
+                    // Safe: offset stays within layout.byteCount(tokens: range.count, dtype: dtype).
+                    switch (dtype, export) {
+                    case (.float32, true):
+                        (buffer + offset).assumingMemoryBound(to: Float.self).update(from: pagePtr, count: n * row)
+                    case (.float32, false):
+                        pagePtr.update(from: (buffer + offset).assumingMemoryBound(to: Float.self), count: n * row)
+                    case (.float16, true):
+                        Ops.convertToHalf(pagePtr, (buffer + offset).assumingMemoryBound(to: UInt16.self), count: n * row)
+                    case (.float16, false):
+                        Ops.convertFromHalf((buffer + offset).assumingMemoryBound(to: UInt16.self), pagePtr, count: n * row)
+                    case (.bfloat16, _):
+                        preconditionFailure("bfloat16 is rejected before copying")
                     }
-                    offset += n * row * 4
+                    offset += n * row * dtype.size
                     t += n
                 }
             }

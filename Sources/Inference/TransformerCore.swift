@@ -5,6 +5,7 @@
 internal import Foundation
 internal import GGUF
 internal import Kernels
+internal import LMCacheCore
 
 /// Reads tensors of a GGUF file as kernel operands; the file stays mapped while the model lives.
 struct TensorSource {
@@ -113,8 +114,11 @@ final class TransformerCore: Sendable {
         self.output = output
     }
 
+    /// float16 while K and V are rounded to half precision (then that export is lossless), else float32.
     var kvLayout: KVLayout {
-        KVLayout(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
+        KVLayout(
+            layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim,
+            dtype: Ops.emulateHalfPrecision ? .float16 : .float32)
     }
 
     func forward(
@@ -126,7 +130,7 @@ final class TransformerCore: Sendable {
         let c = spec.configuration
         let n = tokens.count
         guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
-        guard kv.layout == kvLayout else { throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)") }
+        guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else { throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)") }
         for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
             throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
         }
@@ -164,30 +168,33 @@ final class TransformerCore: Sendable {
                 linear(w.k, x: h, y: k, count: n, firstPosition: p0, ws)
                 linear(w.v, x: h, y: v, count: n, firstPosition: p0, ws)
             }
-            for i in 0..<n {
-                let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
-                if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
-                if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
-                if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
-                if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
-                if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
-                let position = p0 + i
-                switch spec.rope {
-                case .neox:
-                    Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                case .normal:
-                    Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            // Per token: biases, QK norms, RoPE, KV write (tokens in parallel for large batches).
+            Parallel.forRanges(n, minimumPerPart: 16) { tokens in
+                for i in tokens {
+                    let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
+                    if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
+                    if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
+                    if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
+                    if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
+                    if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
+                    let position = p0 + i
+                    switch spec.rope {
+                    case .neox:
+                        Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                        Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                    case .normal:
+                        Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                        Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                    }
+                    if Ops.emulateHalfPrecision {
+                        // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
+                        Ops.roundToHalf(qi, count: qWidth)
+                        Ops.roundToHalf(ki, count: kvWidth)
+                        Ops.roundToHalf(vi, count: kvWidth)
+                    }
+                    kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
+                    kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
                 }
-                if Ops.emulateHalfPrecision {
-                    // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
-                    Ops.roundToHalf(qi, count: qWidth)
-                    Ops.roundToHalf(ki, count: kvWidth)
-                    Ops.roundToHalf(vi, count: kvWidth)
-                }
-                kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
-                kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
             }
             let views = kv.views(layer: l)
             let shape = AttentionShape(
@@ -247,11 +254,27 @@ private func linear(
     firstPosition: Int,
     _ ws: Workspace
 ) {
+    var blocks: [Range<Int>] = []
     var i = 0
     while i < count {
         let n = min(linearBlockTokens - (firstPosition + i) % linearBlockTokens, count - i)
-        Linear.matmul(w, x: x + i * w.columns, count: n, y: y + i * w.rows, scratch: ws.linear)
+        blocks.append(i..<(i + n))
         i += n
+    }
+    // A one-token block takes the decode kernels (as a lone token would).
+    for block in blocks where block.count == 1 {
+        Linear.matvec([(w, y + block.lowerBound * w.rows)], x: x + block.lowerBound * w.columns, scratch: ws.linear)
+    }
+    let batched = blocks.filter { $0.count > 1 }
+    guard !batched.isEmpty else { return }
+    if Linear.defaultStrategy == .sgemm || !w.usesQuantizedDot {
+        Linear.sgemmBlocks(w, x: x, blocks: batched, y: y, scratch: ws.linear)
+    } else {
+        for block in batched {
+            Linear.matmul(
+                w, x: x + block.lowerBound * w.columns, count: block.count, y: y + block.lowerBound * w.rows,
+                scratch: ws.linear)
+        }
     }
 }
 
