@@ -25,8 +25,9 @@ public import NIOCore
 /// | 64 | 4 × tokens | token ids, `int32` |
 /// | … | KV byte count | the KV bytes, laid out as ``KVLayout`` says |
 ///
-/// The `lm://` header of such a PUT carries format ``wireFormat``, the dtype's code and the
-/// shape `[layers, 2, tokens, kvHeads × headDim]`. Decoding checks every field against the key
+/// The `lm://` header of such a PUT describes the value as LMCache describes opaque bytes:
+/// format ``wireFormat`` (LMCache's `BINARY`), dtype ``wireDType`` (`uint8`) and shape
+/// `[value length, 0, 0, 0]`, so LMCache's own server stores it like any other value. Decoding checks every field against the key
 /// asked for and the checksum against the bytes; a value that fails any check (another client's
 /// value, a truncated or corrupted one) decodes to `nil`, which the tier reports as a miss.
 public enum KVChunkFrame {
@@ -34,8 +35,11 @@ public enum KVChunkFrame {
     public static let headerSize = 64
     /// The frame's version.
     public static let version: UInt16 = 1
-    /// The `lm://` format code our frames are stored with (`"KV"`).
-    public static let wireFormat: Int32 = 0x4B56
+    /// The `lm://` format code our frames are stored with: LMCache's `MemoryFormat.BINARY`.
+    /// (LMCache's server rejects format codes it does not know.)
+    public static let wireFormat: Int32 = 4
+    /// The `lm://` dtype code our frames are stored with: `uint8`.
+    public static let wireDType: Int32 = 6
     /// The most tokens a frame may declare.
     public static let maximumTokens = 1 << 20
     private static let magic: UInt32 = 0x564B_4D4C  // "LMKV" read as a little-endian UInt32.
@@ -76,12 +80,6 @@ public enum KVChunkFrame {
         return buffer
     }
 
-    /// The shape the `lm://` header of a frame's PUT carries.
-    static func wireShape(of chunk: KVChunk) -> [Int32] {
-        let layout = chunk.layout
-        return [Int32(clamping: layout.layers), 2, Int32(clamping: chunk.tokens.count),
-            Int32(clamping: layout.kvHeads * layout.headDim)]
-    }
 
     /// Decodes the frame in `bytes` as the chunk stored under `key`.
     /// - Parameters:

@@ -79,6 +79,10 @@ public struct LMShape: Hashable, Sendable, CustomStringConvertible {
 public struct LMRequestHeader: Hashable, Sendable {
     /// Bytes on the wire.
     public static let size = 186
+    /// The key to send with requests that need none (HEALTH, LIST): LMCache's own server parses
+    /// the key of every request as `model@world_size@worker_id@hex_hash@dtype` (dtype one of
+    /// its names: `half`, `bfloat16`, `float`, …) and drops the connection when it cannot.
+    public static let placeholderKey = "lmcache@1@0@0@half"
     /// Bytes of the key field; longer keys cannot be sent.
     public static let keyFieldSize = 150
 

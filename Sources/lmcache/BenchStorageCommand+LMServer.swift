@@ -78,6 +78,10 @@ extension BenchStorageCommand {
             var redisClient: RESPClient?
             if let redis { redisClient = try await RESPClient.connect(host: "127.0.0.1", port: redis.port) }
 
+            // Keys LMCache's own server can parse (model@world_size@worker_id@hex_hash@dtype).
+            func rawKey(_ iteration: Int, _ index: Int) -> String {
+                "bench-raw@1@0@\(String(iteration << 32 | index, radix: 16))@half"
+            }
             func copyOut(_ index: Int, _ bytes: UnsafeRawBufferPointer) {
                 precondition(bytes.count == chunkBytes, "a value of \(bytes.count) bytes came back")
                 memcpy(destination.baseAddress! + index * chunkBytes, bytes.baseAddress!, chunkBytes)
@@ -111,13 +115,13 @@ extension BenchStorageCommand {
                 // Raw values over lm://.
                 rawPut.append(try await Self.seconds {
                     for (index, value) in values.enumerated() {
-                        guard await tier.putRaw("raw-\(iteration)-\(index)", value) else { throw CommandFailure("raw put failed") }
+                        guard await tier.putRaw(rawKey(iteration, index), value) else { throw CommandFailure("raw put failed") }
                     }
                     _ = await tier.isHealthy()
                 })
                 rawGet.append(try await Self.seconds {
                     for index in values.indices {
-                        guard let hit = await tier.getRaw("raw-\(iteration)-\(index)") else { throw CommandFailure("lm raw: miss") }
+                        guard let hit = await tier.getRaw(rawKey(iteration, index)) else { throw CommandFailure("lm raw: miss") }
                         hit.withUnsafeBytes { copyOut(index, $0) }
                     }
                 })
@@ -126,11 +130,11 @@ extension BenchStorageCommand {
                 // The same raw values on redis-server.
                 if let redisClient {
                     redisPut.append(try await Self.seconds {
-                        for (index, value) in values.enumerated() { try await redisClient.set("raw-\(iteration)-\(index)", value) }
+                        for (index, value) in values.enumerated() { try await redisClient.set(rawKey(iteration, index), value) }
                     })
                     redisGet.append(try await Self.seconds {
                         for index in values.indices {
-                            guard let hit = try await redisClient.get("raw-\(iteration)-\(index)") else {
+                            guard let hit = try await redisClient.get(rawKey(iteration, index)) else {
                                 throw CommandFailure("redis: miss")
                             }
                             hit.withUnsafeBytes { copyOut(index, $0) }
@@ -200,12 +204,23 @@ struct RedisProcess {
         }
         let port = try freePort()
         let arguments = [path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "warning", "--proto-max-bulk-len", "1gb",
+            "--protected-mode", "no", "--loglevel", "warning", "--logfile", "/dev/null", "--proto-max-bulk-len", "1gb",
             "--client-output-buffer-limit", "normal 0 0 0"]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
+        // The child starts with no blocked signals and default handlers, whatever this process set.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, path, nil, nil, &argv, environ)
+        let status = posix_spawn(&pid, path, nil, &attributes, &argv, environ)
         guard status == 0 else { throw CommandFailure("cannot start redis-server: error \(status)") }
         let process = RedisProcess(pid: pid, port: port)
         // Wait until it accepts connections.
@@ -217,9 +232,15 @@ struct RedisProcess {
         throw CommandFailure("redis-server did not start listening on port \(port)")
     }
 
+    /// Stops the server: SIGTERM, then SIGKILL if it is still there after two seconds.
     func stop() {
         kill(pid, SIGTERM)
         var status: Int32 = 0
+        for _ in 0..<200 {
+            if waitpid(pid, &status, WNOHANG) == pid { return }
+            usleep(10_000)
+        }
+        kill(pid, SIGKILL)
         waitpid(pid, &status, 0)
     }
 

@@ -27,8 +27,8 @@ struct LMServerTierTests {
     static func fastOptions() -> LMServerTier.Options {
         var options = LMServerTier.Options()
         options.connections = 2
-        options.connectTimeout = .milliseconds(300)
-        options.requestTimeout = .seconds(5)
+        options.connectTimeout = .seconds(2)
+        options.requestTimeout = .seconds(30)
         options.minimumBackoff = .milliseconds(20)
         options.maximumBackoff = .milliseconds(100)
         return options
@@ -73,21 +73,21 @@ struct LMServerTierTests {
             let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
             let chunk = Self.chunk(seed: 5)
             // Bytes another client stored.
-            #expect(await tier.putRaw(chunk.key.description, ByteBuffer(repeating: 0xAB, count: 5000)))
+            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), ByteBuffer(repeating: 0xAB, count: 5000)))
             #expect(try await tier.get(chunk.key) == nil)
             // A valid frame with one KV byte flipped.
             var frame = KVChunkFrame.encode(chunk)
             let last = frame.writerIndex - 1
             frame.setInteger(frame.getInteger(at: last, as: UInt8.self)! ^ 1, at: last)
-            #expect(await tier.putRaw(chunk.key.description, frame))
+            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), frame))
             #expect(try await tier.get(chunk.key) == nil)
             // A valid frame for another key.
             let other = Self.chunk(seed: 6)
-            #expect(await tier.putRaw(chunk.key.description, KVChunkFrame.encode(other)))
+            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), KVChunkFrame.encode(other)))
             #expect(try await tier.get(chunk.key) == nil)
             // Truncated frame.
             let whole = KVChunkFrame.encode(chunk)
-            #expect(await tier.putRaw(chunk.key.description, whole.getSlice(at: 0, length: whole.readableBytes - 1)!))
+            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), whole.getSlice(at: 0, length: whole.readableBytes - 1)!))
             #expect(try await tier.get(chunk.key) == nil)
             // The real thing.
             #expect(try await tier.put(chunk))
