@@ -121,7 +121,9 @@ public final class LMServer: Service {
         do {
             try await serve(server)
         } catch is CancellationError {
-            // Cancellation is a way to stop, like a graceful shutdown.
+            // Cancellation stops the server too, but prefer a graceful shutdown: a connection
+            // accepted and not yet handed to its task when the accept loop is cancelled is
+            // dropped unclosed, which swift-nio treats as a programming error.
         }
         logger.info("lm:// server stopped")
     }
@@ -140,7 +142,7 @@ public final class LMServer: Service {
                             self.activeConnections.subtract(1, ordering: .relaxed)
                             logger.info("too many connections; closing a new one",
                                 metadata: ["lmcache.connections": "\(count - 1)"])
-                            try? await connection.channel.close()
+                            try? await connection.executeThenClose { _, _ in }
                             continue
                         }
                         self.connectionsGauge.record(count)

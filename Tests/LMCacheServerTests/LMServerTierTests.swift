@@ -5,6 +5,7 @@ import LMCacheStorage
 import LMCacheWire
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Testing
 
 /// The remote tier against a real server on loopback.
@@ -155,7 +156,8 @@ struct LMServerTierTests {
         let server = LMServer(
             configuration: LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 512 << 20),
             logger: Logger(label: "test.server"))
-        let serverTask = Task { try await server.run() }
+        let services = ServiceGroup(services: [server], logger: Logger(label: "test.services"))
+        let serverTask = Task { try await services.run() }
         let port = try await server.listeningPort()
         let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
         #expect(try await tier.put(big))
@@ -175,7 +177,7 @@ struct LMServerTierTests {
             }
         }
         try await Task.sleep(for: .milliseconds(50))
-        serverTask.cancel()
+        await services.triggerGracefulShutdown()
         _ = await serverTask.result
         var misses = 0
         for reader in readers { misses += try await reader.value }
