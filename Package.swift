@@ -55,10 +55,13 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // CRC-32C with the SSE4.2 instruction (checked at run time): the disk tier's payload checksum.
+        .target(name: "CChecksum", cSettings: [.unsafeFlags(["-O3"])]),
         .target(
             name: "LMCacheStorage",
             dependencies: [
                 "LMCacheCore",
+                "CChecksum",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -101,9 +104,18 @@ let package = Package(
         ),
 
         // MARK: Engine
-        .target(name: "GGUF", swiftSettings: commonSwiftSettings),
-        .target(name: "Kernels", dependencies: ["GGUF"], swiftSettings: kernelSwiftSettings),
-        .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
+        .target(name: "GGUF", swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
+        // BLAS for the batched (prefill) matrix products: Debian `libopenblas-dev`.
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // The innermost quantized dot products with AVX2 variants picked at run time (Swift has no
+        // per-function target attributes); optimized in debug builds too.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(
+            name: "Kernels",
+            dependencies: ["GGUF", "CKernels", "COpenBLAS"],
+            swiftSettings: kernelSwiftSettings
+        ),
+        .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         .target(
             name: "Inference",
             dependencies: ["GGUF", "Kernels", "Tokenizers", "LMCacheCore"],
@@ -188,7 +200,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LMCacheCLITests",
-            dependencies: ["lmcache", "LMCacheCore"],
+            dependencies: ["lmcache", "LMCacheCore", "LMCacheStorage"],
             swiftSettings: commonSwiftSettings
         ),
     ]

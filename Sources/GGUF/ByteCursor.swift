@@ -2,21 +2,24 @@
 ///
 /// Every read checks the remaining length first and throws ``GGUFError/Code/truncated`` without
 /// moving the cursor when the bytes are not there.
-struct ByteCursor {
+@safe struct ByteCursor {
     let bytes: UnsafeRawBufferPointer
     /// The offset of the next byte to read; always `0 ... bytes.count`.
     private(set) var offset: Int
 
     init(_ bytes: UnsafeRawBufferPointer, offset: Int = 0) {
         precondition(offset >= 0 && offset <= bytes.count)
-        self.bytes = bytes
+        unsafe self.bytes = unsafe bytes
         self.offset = offset
     }
+
+    /// The number of bytes in the buffer.
+    var size: Int { unsafe bytes.count }
 
     /// The number of bytes left after ``offset``.
     var remaining: Int {
         // Cannot underflow: offset <= bytes.count is an invariant.
-        bytes.count - offset
+        unsafe bytes.count - offset
     }
 
     /// Checks that `count` more bytes are present.
@@ -24,7 +27,7 @@ struct ByteCursor {
         guard count >= 0, count <= remaining else {
             throw GGUFError(
                 .truncated,
-                "file ends while reading \(what()) (needs \(count) bytes, \(remaining) left of \(bytes.count))",
+                "file ends while reading \(what()) (needs \(count) bytes, \(remaining) left of \(size))",
                 offset: offset
             )
         }
@@ -38,7 +41,7 @@ struct ByteCursor {
     mutating func read<T: FixedWidthInteger>(_: T.Type, _ what: @autoclosure () -> String) throws(GGUFError) -> T {
         try require(MemoryLayout<T>.size, what())
         // Safe: the bytes are present (checked above); loadUnaligned has no alignment requirement.
-        let raw = bytes.loadUnaligned(fromByteOffset: offset, as: T.self)
+        let raw = unsafe bytes.loadUnaligned(fromByteOffset: offset, as: T.self)
         offset += MemoryLayout<T>.size
         return T(littleEndian: raw)
     }
@@ -79,8 +82,8 @@ struct ByteCursor {
             )
         }
         // Safe: readLength checked that `length` bytes follow `offset`.
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])
-        guard let string = String(validating: slice.assumingMemoryBound(to: UInt8.self), as: UTF8.self) else {
+        let slice = unsafe UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])
+        guard let string = unsafe String(validating: slice.assumingMemoryBound(to: UInt8.self), as: UTF8.self) else {
             offset = start
             throw GGUFError(.invalidUTF8, "\(what()) is not valid UTF-8", offset: start)
         }
@@ -90,7 +93,11 @@ struct ByteCursor {
 
     /// Reads `count` fixed-size little-endian values into an array (the caller checked that the
     /// bytes are present).
-    mutating func readArray<T: BitwiseCopyable>(of _: T.Type, count: Int, _ what: @autoclosure () -> String)
+    mutating func readArray<T: BitwiseCopyable>(
+        of _: T.Type,
+        count: Int,
+        _ what: @autoclosure () -> String
+    )
         throws(GGUFError) -> [T]
     {
         let (byteCount, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<T>.size)
@@ -101,14 +108,14 @@ struct ByteCursor {
         #if _endian(big)
         #error("GGUF files are little-endian; the bulk array reader assumes a little-endian host")
         #endif
-        let source = bytes.baseAddress
+        let source = unsafe bytes.baseAddress
         let start = offset
-        let array = [T](unsafeUninitializedCapacity: count) { buffer, initialized in
-            if byteCount > 0, let source, let destination = buffer.baseAddress {
+        let array = unsafe [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if byteCount > 0, let source = unsafe source, let destination = buffer.baseAddress {
                 // Safe: `byteCount` bytes are present at `start` (checked above), the destination
                 // has room for `count` values of T, and T is bitwise-copyable with the file's
                 // little-endian layout on this little-endian host.
-                UnsafeMutableRawPointer(destination).copyMemory(from: source + start, byteCount: byteCount)
+                unsafe UnsafeMutableRawPointer(destination).copyMemory(from: source + start, byteCount: byteCount)
             }
             initialized = count
         }

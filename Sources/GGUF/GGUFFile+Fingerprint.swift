@@ -13,17 +13,17 @@ extension GGUFFile {
     public var fingerprint: String {
         var hasher = Murmur3x64_128()
         var size = UInt64(fileSize).littleEndian
-        withUnsafeBytes(of: &size) { hasher.combine($0) }
-        withFileBytes { bytes in
+        unsafe withUnsafeBytes(of: &size) { unsafe hasher.combine($0) }
+        unsafe withFileBytes { bytes in
             // Safe: dataOffset <= fileSize whenever the file has tensors; clamp for tensor-less files.
             let headerEnd = min(dataOffset, bytes.count)
-            hasher.combine(UnsafeRawBufferPointer(rebasing: bytes[0..<headerEnd]))
+            unsafe hasher.combine(UnsafeRawBufferPointer(rebasing: bytes[0..<headerEnd]))
             for tensor in tensors {
                 let sample = min(64, tensor.byteCount)
                 // Safe: the reader checked offset + byteCount <= fileSize for every tensor.
                 let end = tensor.offset + tensor.byteCount
-                hasher.combine(UnsafeRawBufferPointer(rebasing: bytes[tensor.offset..<(tensor.offset + sample)]))
-                hasher.combine(UnsafeRawBufferPointer(rebasing: bytes[(end - sample)..<end]))
+                unsafe hasher.combine(UnsafeRawBufferPointer(rebasing: bytes[tensor.offset..<(tensor.offset + sample)]))
+                unsafe hasher.combine(UnsafeRawBufferPointer(rebasing: bytes[(end - sample)..<end]))
             }
         }
         let (h1, h2) = hasher.finalize()
@@ -89,12 +89,15 @@ package struct Murmur3x64_128 {
         var index = 0
         // Complete a pending partial block first.
         while !tail.isEmpty, tail.count < 16, index < bytes.count {
-            tail.append(bytes[index])
+            unsafe tail.append(bytes[index])
             index += 1
         }
         if tail.count == 16 {
-            let (k1, k2) = tail.withUnsafeBytes {
-                ($0.loadUnaligned(fromByteOffset: 0, as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            let (k1, k2) = unsafe tail.withUnsafeBytes {
+                unsafe (
+                    $0.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+                    $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                )
             }
             block(UInt64(littleEndian: k1), UInt64(littleEndian: k2))
             tail.removeAll(keepingCapacity: true)
@@ -102,13 +105,13 @@ package struct Murmur3x64_128 {
         // Whole blocks straight from the input.
         while bytes.count - index >= 16 {
             // Safe: 16 bytes are present at `index` (loop condition); loads are unaligned-tolerant.
-            let k1 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self))
-            let k2 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: index + 8, as: UInt64.self))
+            let k1 = unsafe UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self))
+            let k2 = unsafe UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: index + 8, as: UInt64.self))
             block(k1, k2)
             index += 16
         }
         while index < bytes.count {
-            tail.append(bytes[index])
+            unsafe tail.append(bytes[index])
             index += 1
         }
     }

@@ -49,7 +49,7 @@ public final class GGUFFile: Sendable {
     ///   data is not read.
     public init(contentsOf path: String) throws(GGUFError) {
         let mapping = try MappedFile(path: path)
-        let header = try Header(parsing: mapping.bytes)
+        let header = unsafe try Header(parsing: mapping.bytes)
         self.version = header.version
         self.metadata = header.metadata
         self.metadataKeys = header.metadataKeys
@@ -61,7 +61,7 @@ public final class GGUFFile: Sendable {
     }
 
     /// The size of the file in bytes.
-    public var fileSize: Int { mapping.bytes.count }
+    public var fileSize: Int { unsafe mapping.bytes.count }
 
     /// The description of the tensor called `name`, or `nil` when the file has none.
     /// - Complexity: O(1) on average.
@@ -82,19 +82,39 @@ public final class GGUFFile: Sendable {
         of tensor: GGUFTensorInfo,
         _ body: (UnsafeRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        let bytes = mapping.bytes
+        let bytes = unsafe mapping.bytes
         precondition(
             tensor.offset >= 0 && tensor.byteCount >= 0 && tensor.byteCount <= bytes.count
                 && tensor.offset <= bytes.count - tensor.byteCount,
             "tensor '\(tensor.name)' does not lie inside this GGUF file"
         )
         // Safe: the range was checked above to lie inside the mapping, which outlives this call.
-        return try body(UnsafeRawBufferPointer(rebasing: bytes[tensor.offset..<(tensor.offset + tensor.byteCount)]))
+        return unsafe try body(
+            UnsafeRawBufferPointer(rebasing: bytes[tensor.offset..<(tensor.offset + tensor.byteCount)])
+        )
+    }
+
+    /// Calls `body` with a tensor's data as a `RawSpan`: the safe, bounds-checked view of
+    /// ``withBytes(of:_:)``.
+    ///
+    /// ```swift
+    /// let first = file.withSpan(of: norm) { $0.unsafeLoad(as: Float.self) }
+    /// ```
+    /// - Precondition: `tensor` lies inside this file (it is one of this file's tensors).
+    public func withSpan<R, E: Error>(of tensor: GGUFTensorInfo, _ body: (RawSpan) throws(E) -> R) throws(E) -> R {
+        // Safe: the span borrows the mapping only for the duration of `body`.
+        try unsafe withBytes(of: tensor) { (bytes) throws(E) -> R in try body(unsafe bytes.bytes) }
+    }
+
+    /// Asks the operating system to start reading the whole file into memory in the background,
+    /// so that the first pass over the weights does not wait on page faults. Only a hint.
+    public func prefetch() {
+        mapping.adviseWillNeed()
     }
 
     /// Calls `body` with all bytes of the file (read-only, stable address for the life of the object).
     public func withFileBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        try body(mapping.bytes)
+        unsafe try body(mapping.bytes)
     }
 }
 
@@ -111,13 +131,17 @@ private struct Header {
     var dataOffset = 0
 
     init(parsing bytes: UnsafeRawBufferPointer) throws(GGUFError) {
-        var cursor = ByteCursor(bytes)
+        var cursor = unsafe ByteCursor(bytes)
 
         // Magic and version.
         try cursor.require(4, "the magic number")
         let magic = try cursor.read(UInt32.self, "the magic number")
         guard magic == 0x4655_4747 else {  // "GGUF" read as a little-endian UInt32
-            throw GGUFError(.badMagic, "file does not start with 'GGUF' (found 0x\(String(magic, radix: 16)))", offset: 0)
+            throw GGUFError(
+                .badMagic,
+                "file does not start with 'GGUF' (found 0x\(String(magic, radix: 16)))",
+                offset: 0
+            )
         }
         let version = try cursor.read(UInt32.self, "the format version")
         guard version == 2 || version == 3 else {
@@ -165,7 +189,11 @@ private struct Header {
             let typeOffset = cursor.offset
             let rawType = try cursor.read(UInt32.self, "the value type of '\(key)'")
             guard let type = GGUFValueType(rawValue: rawType) else {
-                throw GGUFError(.invalidValueType, "metadata '\(key)' has unknown value type \(rawType)", offset: typeOffset)
+                throw GGUFError(
+                    .invalidValueType,
+                    "metadata '\(key)' has unknown value type \(rawType)",
+                    offset: typeOffset
+                )
             }
             let value = try Self.readValue(of: type, key: key, depth: 0, cursor: &cursor)
             guard metadata.updateValue(value, forKey: key) == nil else {
@@ -229,7 +257,11 @@ private struct Header {
             let typeOffset = cursor.offset
             let rawType = try cursor.read(UInt32.self, "the type of tensor '\(name)'")
             guard let type = GGMLType(rawValue: rawType) else {
-                throw GGUFError(.unknownTensorType, "tensor '\(name)' has unknown type id \(rawType)", offset: typeOffset)
+                throw GGUFError(
+                    .unknownTensorType,
+                    "tensor '\(name)' has unknown type id \(rawType)",
+                    offset: typeOffset
+                )
             }
             let rowLength = shape.first ?? 1
             guard rowLength % type.blockSize == 0, let byteCount = type.byteCount(elements: elementCount) else {
@@ -287,7 +319,7 @@ private struct Header {
                 throw GGUFError(
                     .tensorOutOfBounds,
                     "data of tensor '\(name)' (\(entry.byteCount) bytes at data offset \(entry.offset)) extends past "
-                        + "the end of the file (data section has \(dataSize) bytes)",
+                        + "the end of the file (data section has \(dataSize) bytes; is the file truncated?)",
                     offset: entry.infoOffset
                 )
             }
@@ -317,7 +349,12 @@ private struct Header {
     }
 
     /// Reads one metadata value of type `type`, checking every length against the file.
-    static func readValue(of type: GGUFValueType, key: String, depth: Int, cursor: inout ByteCursor)
+    static func readValue(
+        of type: GGUFValueType,
+        key: String,
+        depth: Int,
+        cursor: inout ByteCursor
+    )
         throws(GGUFError) -> GGUFValue
     {
         switch type {
@@ -335,7 +372,11 @@ private struct Header {
             let offset = cursor.offset
             let raw = try cursor.read(UInt8.self, "the value of '\(key)'")
             guard raw <= 1 else {
-                throw GGUFError(.invalidValue, "boolean '\(key)' has byte value \(raw) (0 or 1 expected)", offset: offset)
+                throw GGUFError(
+                    .invalidValue,
+                    "boolean '\(key)' has byte value \(raw) (0 or 1 expected)",
+                    offset: offset
+                )
             }
             return .bool(raw == 1)
         case .string:

@@ -127,6 +127,14 @@ public enum KVChunkFrame {
     }
 }
 
+extension KVChunkFrame {
+    /// Decodes a frame held in `buffer` (a copy), for tests and tools.
+    package static func decodeForTesting(_ buffer: ByteBuffer, key: CacheKey) -> KVChunk? {
+        let storage = buffer.withUnsafeReadableBytes { HeapChunkStorage(copying: $0) }
+        return decode(storage.bytes, key: key, owner: storage)
+    }
+}
+
 /// The KV bytes of a decoded frame, inside the reply memory that `owner` keeps alive.
 ///
 /// `@unchecked Sendable`: `owner` is immutable once the reply is complete, and it lives as long

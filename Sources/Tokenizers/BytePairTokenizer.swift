@@ -31,27 +31,30 @@ public struct BytePairTokenizer: Tokenizer {
     /// - Throws: ``TokenizerError`` when the `tokenizer.ggml.*` keys are missing or malformed, or
     ///   `tokenizer.ggml.pre` names a pre-tokenizer that is not implemented.
     public init(file: GGUFFile) throws(TokenizerError) {
-        let vocabulary = try Vocabulary(
-            file: file,
-            defaults: .init(bos: 11, eos: 11, unknown: nil, padding: nil, addsBOS: false, addsEOS: false)
-        )
-        self.vocabulary = vocabulary
-        splitter = SpecialTokenSplitter(vocabulary: vocabulary)
-
+        // The pre-tokenizer, and whether BOS is added when the file does not say (llama.cpp's lists).
         let pre = file.string("tokenizer.ggml.pre") ?? "default"
+        let defaultAddsBOS: Bool
         switch pre {
-        case "llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral", "smollm", "lfm2":
+        case "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano":
             preTokenizer = .llama3
             ignoreMerges = true
-        case "qwen2", "deepseek-r1-qwen", "stablelm2", "hunyuan":
+            defaultAddsBOS = true
+        case "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan":
             preTokenizer = .qwen2
             ignoreMerges = false
+            defaultAddsBOS = false
         default:
             throw TokenizerError(
                 .unsupportedModel,
                 "pre-tokenizer '\(pre)' ('tokenizer.ggml.pre') is not supported (llama-bpe, qwen2 and relatives are)"
             )
         }
+        let vocabulary = try Vocabulary(
+            file: file,
+            defaults: .init(bos: 11, eos: 11, unknown: nil, padding: nil, addsBOS: defaultAddsBOS, addsEOS: false)
+        )
+        self.vocabulary = vocabulary
+        splitter = SpecialTokenSplitter(vocabulary: vocabulary)
 
         guard let mergeArray = file.array("tokenizer.ggml.merges") else {
             throw TokenizerError(.missingKey, "'tokenizer.ggml.merges' is missing")
@@ -89,7 +92,10 @@ public struct BytePairTokenizer: Tokenizer {
             let bytes = Array(merge.utf8)
             // The separator is the first space after the first byte (a part may itself start with one).
             guard bytes.count >= 3, let space = bytes.dropFirst().firstIndex(of: 0x20) else {
-                throw TokenizerError(.invalidMetadata, "merge \(index) ('\(merge)') is not two pieces separated by a space")
+                throw TokenizerError(
+                    .invalidMetadata,
+                    "merge \(index) ('\(merge)') is not two pieces separated by a space"
+                )
             }
             let left = Array(bytes[..<space])
             let right = Array(bytes[(space + 1)...])
@@ -137,6 +143,8 @@ public struct BytePairTokenizer: Tokenizer {
     public var vocabularySize: Int { vocabulary.count }
     public var bosID: Int32? { vocabulary.bosID }
     public var eosID: Int32? { vocabulary.eosID }
+    public var paddingID: Int32? { vocabulary.paddingID }
+    public var unknownID: Int32? { vocabulary.unknownID }
     public var endOfGenerationIDs: Set<Int32> { vocabulary.endOfGenerationIDs }
     public var addsBOS: Bool { vocabulary.addsBOS }
     public var addsEOS: Bool { vocabulary.addsEOS }
@@ -145,14 +153,15 @@ public struct BytePairTokenizer: Tokenizer {
         var output: [Int32] = []
         if addSpecial, addsBOS, let bos = bosID { output.append(bos) }
         let utf8 = Array(text.utf8)
-        utf8.withUnsafeBufferPointer { input in
+        unsafe utf8.withUnsafeBufferPointer { input in
             output.reserveCapacity(output.count + input.count / 3 + 2)
-            for fragment in splitter.split(input, parseSpecial: parseSpecial) {
+            for fragment in unsafe splitter.split(input, parseSpecial: parseSpecial) {
                 switch fragment {
                 case .token(let id):
                     output.append(id)
                 case .text(let range):
-                    encodeText(UnsafeBufferPointer(rebasing: input[range]), into: &output)
+                    // Safe: the splitter's ranges lie inside `input`, which lives for the closure.
+                    unsafe encodeText(UnsafeBufferPointer(rebasing: input[range]), into: &output)
                 }
             }
         }
@@ -162,7 +171,7 @@ public struct BytePairTokenizer: Tokenizer {
 
     private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, into output: inout [Int32]) {
         // Valid UTF-8 (the fragment came from a String and was cut at token boundaries).
-        let scalars = Array(String(decoding: bytes, as: UTF8.self).unicodeScalars)
+        let scalars = unsafe Array(String(decoding: bytes, as: UTF8.self).unicodeScalars)
         var encoded: [UInt8] = []
         var symbolPiece: [Int32] = []
         var symbolStart: [Int] = []
@@ -223,7 +232,8 @@ public struct BytePairTokenizer: Tokenizer {
                         var best = l
                         let r = l + 1
                         if r < queue.count,
-                            queue[r].rank < queue[l].rank || (queue[r].rank == queue[l].rank && queue[r].left < queue[l].left)
+                            queue[r].rank < queue[l].rank
+                                || (queue[r].rank == queue[l].rank && queue[r].left < queue[l].left)
                         {
                             best = r
                         }

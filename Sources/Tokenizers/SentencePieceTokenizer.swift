@@ -42,6 +42,8 @@ public struct SentencePieceTokenizer: Tokenizer {
     public var vocabularySize: Int { vocabulary.count }
     public var bosID: Int32? { vocabulary.bosID }
     public var eosID: Int32? { vocabulary.eosID }
+    public var paddingID: Int32? { vocabulary.paddingID }
+    public var unknownID: Int32? { vocabulary.unknownID }
     public var endOfGenerationIDs: Set<Int32> { vocabulary.endOfGenerationIDs }
     public var addsBOS: Bool { vocabulary.addsBOS }
     public var addsEOS: Bool { vocabulary.addsEOS }
@@ -49,19 +51,19 @@ public struct SentencePieceTokenizer: Tokenizer {
     public func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
         var output: [Int32] = []
         if addSpecial, addsBOS, let bos = bosID { output.append(bos) }
-        var utf8 = Array(text.utf8)
-        utf8.withUnsafeMutableBufferPointer { buffer in
-            let input = UnsafeBufferPointer(buffer)
+        let utf8 = Array(text.utf8)
+        unsafe utf8.withUnsafeBufferPointer { input in
             output.reserveCapacity(output.count + input.count / 3 + 2)
             var previousIsSpecial = true
             var session = MergeSession()
-            for fragment in splitter.split(input, parseSpecial: parseSpecial) {
+            for fragment in unsafe splitter.split(input, parseSpecial: parseSpecial) {
                 switch fragment {
                 case .token(let id):
                     output.append(id)
                     previousIsSpecial = true
                 case .text(let range):
-                    session.encode(
+                    // Safe: the splitter's ranges lie inside `input`, which lives for the closure.
+                    unsafe session.encode(
                         UnsafeBufferPointer(rebasing: input[range]),
                         spacePrefix: addSpacePrefix && previousIsSpecial,
                         tokenizer: self,
@@ -71,7 +73,6 @@ public struct SentencePieceTokenizer: Tokenizer {
                 }
             }
         }
-        utf8 = []
         if addSpecial, addsEOS, let eos = eosID { output.append(eos) }
         return output
     }
@@ -129,7 +130,8 @@ public struct SentencePieceTokenizer: Tokenizer {
             text.removeAll(keepingCapacity: true)
             text.reserveCapacity(fragment.count + fragment.count / 2 + 3)
             if spacePrefix { text.append(contentsOf: [0xE2, 0x96, 0x81]) }
-            for byte in fragment {
+            for index in 0..<fragment.count {
+                let byte = unsafe fragment[index]  // Safe: index < fragment.count.
                 if byte == 0x20 {
                     text.append(contentsOf: [0xE2, 0x96, 0x81])
                 } else {
@@ -155,13 +157,14 @@ public struct SentencePieceTokenizer: Tokenizer {
 
             let table = tokenizer.vocabulary.table
             let scores = tokenizer.vocabulary.scores
-            text.withUnsafeBufferPointer { bytes in
+            unsafe text.withUnsafeBufferPointer { bytes in
                 func tryAdd(_ left: Int32, _ right: Int32) {
                     guard left >= 0, right >= 0 else { return }
                     let start = Int(symbolStart[Int(left)])
                     let size = Int(symbolLength[Int(left)] + symbolLength[Int(right)])
+                    // Safe: the two symbols are adjacent pieces of `text`, so start + size <= bytes.count.
                     guard size <= table.maxLength,
-                        let id = table.id(of: UnsafeBufferPointer(rebasing: bytes[start..<(start + size)]))
+                        let id = unsafe table.id(of: UnsafeBufferPointer(rebasing: bytes[start..<(start + size)]))
                     else { return }
                     queue.push(Bigram(score: scores[Int(id)], left: left, right: right, size: Int32(size)))
                 }
@@ -188,11 +191,12 @@ public struct SentencePieceTokenizer: Tokenizer {
                 while i >= 0 {
                     let start = Int(symbolStart[Int(i)])
                     let length = Int(symbolLength[Int(i)])
-                    if let id = table.id(of: UnsafeBufferPointer(rebasing: bytes[start..<(start + length)])) {
+                    // Safe: the live symbols partition `text`; this one lies inside it.
+                    if let id = unsafe table.id(of: UnsafeBufferPointer(rebasing: bytes[start..<(start + length)])) {
                         output.append(id)
                     } else {
-                        for byte in bytes[start..<(start + length)] {
-                            output.append(tokenizer.byteTokens[Int(byte)])
+                        for index in start..<(start + length) {
+                            output.append(tokenizer.byteTokens[Int(unsafe bytes[index])])
                         }
                     }
                     i = next[Int(i)]

@@ -61,10 +61,11 @@ struct SpecialTokenSplitter: Sendable {
         guard !text.isEmpty else { return [] }
         // Every occurrence of an eligible special token, as (rank, start).
         var occurrences: [(rank: Int32, start: Int)] = []
-        for start in 0..<text.count where firstBytes[Int(text[start])] {
+        // Safe: `start` and `position` stay below text.count (loop bounds).
+        for start in 0..<text.count where unsafe firstBytes[Int(text[start])] {
             var node = 0
             var position = start
-            while position < text.count, let child = edges[node << 8 | Int(text[position])] {
+            while position < text.count, let child = unsafe edges[node << 8 | Int(text[position])] {
                 node = Int(child)
                 position += 1
                 if let rank = terminals[node].first(where: { parseSpecial || !needsParseSpecial[Int($0)] }) {

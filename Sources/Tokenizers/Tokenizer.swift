@@ -17,6 +17,10 @@ public protocol Tokenizer: Sendable {
     var bosID: Int32? { get }
     /// The end-of-sequence token, when the vocabulary has one.
     var eosID: Int32? { get }
+    /// The padding token, when the vocabulary has one (`tokenizer.ggml.padding_token_id`).
+    var paddingID: Int32? { get }
+    /// The token for unknown text, when the vocabulary has one (`tokenizer.ggml.unknown_token_id`).
+    var unknownID: Int32? { get }
     /// Every token that ends generation (EOS plus end-of-turn tokens such as Gemma's `<end_of_turn>`).
     var endOfGenerationIDs: Set<Int32> { get }
     /// Whether ``encode(_:addSpecial:parseSpecial:)`` with `addSpecial` puts BOS in front.

@@ -62,18 +62,22 @@ struct TokenTable: Sendable {
         while capacity < texts.count * 2 { capacity <<= 1 }
         var slots = [Int32](repeating: -1, count: capacity)
         let mask = capacity - 1
-        storage.withUnsafeBufferPointer { all in
+        // Safe: `starts` are the boundaries of the texts appended to `storage` just above, so every
+        // `starts[id]..<starts[id + 1]` lies inside `all`, which lives for the closure.
+        unsafe storage.withUnsafeBufferPointer { all in
             for id in texts.indices {
-                let text = UnsafeBufferPointer(rebasing: all[starts[id]..<starts[id + 1]])
-                var slot = Int(truncatingIfNeeded: Self.hash(text)) & mask
+                let text = unsafe UnsafeBufferPointer(rebasing: all[starts[id]..<starts[id + 1]])
+                var slot = unsafe Int(truncatingIfNeeded: Self.hash(text)) & mask
                 while true {
                     let existing = slots[slot]
                     if existing < 0 {
                         slots[slot] = Int32(id)
                         break
                     }
-                    let other = UnsafeBufferPointer(rebasing: all[starts[Int(existing)]..<starts[Int(existing) + 1]])
-                    if other.elementsEqual(text) {
+                    let other = unsafe UnsafeBufferPointer(
+                        rebasing: all[starts[Int(existing)]..<starts[Int(existing) + 1]]
+                    )
+                    if unsafe other.elementsEqual(text) {
                         slots[slot] = Int32(id)  // a later duplicate replaces the earlier one
                         break
                     }
@@ -93,17 +97,12 @@ struct TokenTable: Sendable {
     /// The byte length of token `id`'s text.
     func length(_ id: Int) -> Int { starts[id + 1] - starts[id] }
 
-    /// Calls `body` with token `id`'s text bytes.
-    func withText<R>(_ id: Int, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
-        storage.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[starts[id]..<starts[id + 1]])) }
-    }
-
     /// The id of the token whose text is exactly `bytes`, or `nil`.
     func id(of bytes: UnsafeBufferPointer<UInt8>) -> Int32? {
         guard bytes.count <= maxLength else { return nil }
         let mask = slots.count - 1
-        var slot = Int(truncatingIfNeeded: Self.hash(bytes)) & mask
-        return storage.withUnsafeBufferPointer { all -> Int32? in
+        var slot = unsafe Int(truncatingIfNeeded: Self.hash(bytes)) & mask
+        return unsafe storage.withUnsafeBufferPointer { all -> Int32? in
             while true {
                 let id = slots[slot]
                 if id < 0 { return nil }
@@ -113,7 +112,8 @@ struct TokenTable: Sendable {
                     var equal = true
                     var i = 0
                     while i < bytes.count {
-                        if all[start + i] != bytes[i] {
+                        // Safe: the lengths are equal, so start + i < end <= all.count, and i < bytes.count.
+                        if unsafe all[start + i] != bytes[i] {
                             equal = false
                             break
                         }
@@ -128,16 +128,16 @@ struct TokenTable: Sendable {
 
     /// The id of the token whose text is `bytes`, or `nil`.
     func id(of bytes: [UInt8]) -> Int32? {
-        bytes.withUnsafeBufferPointer { id(of: $0) }
+        unsafe bytes.withUnsafeBufferPointer { unsafe id(of: $0) }
     }
 
     /// FNV-1a, 64-bit, with a final mix so that the low bits (used for the slot) are well spread.
     @inline(__always)
     static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes {
-            // Wrapping multiplication is the hash's definition.
-            h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        for index in 0..<bytes.count {
+            // Wrapping multiplication is the hash's definition; index < bytes.count.
+            h = (h ^ UInt64(unsafe bytes[index])) &* 0x0000_0100_0000_01b3
         }
         h ^= h >> 29
         h &*= 0xbf58_476d_1ce4_e5b9

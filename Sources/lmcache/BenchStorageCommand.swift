@@ -16,15 +16,21 @@ struct BenchStorageCommand: AsyncParsableCommand {
         abstract: "Store and read back KV chunks through a tier; compare with memcpy measured in the same run.",
         discussion: """
             Chunks are 256 tokens of an 18-layer, 1-KV-head, 256-dim model in float16 (4.5 MiB) unless \
-            --layout/--dtype/--chunk-tokens say otherwise. put copies each chunk from a source buffer into \
-            the tier; get looks each chunk up and copies it out to a destination buffer, as an engine \
-            loading KV does. The baseline copies the same bytes between the same buffers with memcpy. \
+            --layout/--dtype/--chunk-tokens say otherwise. put stores each chunk from a source buffer; get \
+            looks each chunk up and copies it to a destination buffer, as an engine loading KV does. \
             Figures are medians over --iterations runs, in GB/s (10^9 bytes per second).
+
+            cpu: the baseline is memcpy of the same bytes between the same buffers.
+            disk (in local_disk when configured, else a temporary directory): the baseline is a plain \
+            file of the same bytes, written and read sequentially; get_gbps and baseline_gbps are cold \
+            reads (pages dropped from the page cache first), warm_get_gbps and warm_baseline_gbps \
+            warm ones.
             """
     )
 
     enum Tier: String, ExpressibleByArgument, CaseIterable {
         case cpu
+        case disk
         /// An `lm://` server through the remote tier, against redis-server (BenchStorageCommand+LMServer.swift).
         case lm
     }
@@ -87,51 +93,66 @@ struct BenchStorageCommand: AsyncParsableCommand {
 
         // Chunk keys of one long synthetic prompt.
         let tokens = (0..<(chunkCount * chunkTokens)).map { Int32(truncatingIfNeeded: $0 &* 2_654_435_761 % 262_144) }
-        let keyer = ChunkKeyer(model: ModelIdentity(name: "bench", fingerprint: "0"), layout: kvLayout,
-            chunkSize: chunkTokens)
+        let keyer = ChunkKeyer(
+            model: ModelIdentity(name: "bench", fingerprint: "0"),
+            layout: kvLayout,
+            chunkSize: chunkTokens
+        )
         let chunks = keyer.chunks(for: tokens)
 
-        let storageTier: LocalCPUTier
+        var report: [(String, String)] = []
+        let gb = Double(totalBytes) / 1e9
+        let buffers = Buffers(source: UnsafeRawBufferPointer(source), destination: destination, chunkBytes: chunkBytes)
         switch tier {
         case .cpu:
             // Room for every chunk: the benchmark measures copies, not eviction.
             let capacity = chunkCount * ((chunkBytes + 4095) / 4096 * 4096)
-            storageTier = try LocalCPUTier(capacity: capacity, policy: config.cachePolicy, prefault: true)
+            let storageTier = try LocalCPUTier(capacity: capacity, policy: config.cachePolicy, prefault: true)
+            var baseline: [Double] = []
+            var puts: [Double] = []
+            var gets: [Double] = []
+            for _ in 0..<iterations {
+                baseline.append(Self.seconds { buffers.copyAll() })
+                buffers.clearDestination()
+                storageTier.removeAll()
+                puts.append(
+                    Self.seconds {
+                        for (index, chunk) in chunks.enumerated() {
+                            storageTier.put(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: kvLayout) {
+                                $0.copyMemory(from: buffers.sourceChunk(index))
+                            }
+                        }
+                    }
+                )
+                gets.append(
+                    Self.seconds {
+                        for (index, chunk) in chunks.enumerated() {
+                            storageTier.get(chunk.key)?.withUnsafeBytes { buffers.copyOut($0, chunk: index) }
+                        }
+                    }
+                )
+                try buffers.verify()
+            }
+            report += [
+                ("put_gbps", Self.format(gb / Self.median(puts))),
+                ("get_gbps", Self.format(gb / Self.median(gets))),
+                ("baseline", "\"memcpy\""),
+                ("baseline_gbps", Self.format(gb / Self.median(baseline))),
+                ("put_vs_baseline", Self.format(Self.median(baseline) / Self.median(puts))),
+                ("get_vs_baseline", Self.format(Self.median(baseline) / Self.median(gets))),
+            ]
         case .lm:
             preconditionFailure("measured by runLMServer()")
-        }
-
-        var baseline: [Double] = []
-        var puts: [Double] = []
-        var gets: [Double] = []
-        for _ in 0..<iterations {
-            baseline.append(Self.seconds {
-                for index in 0..<chunkCount {
-                    memcpy(destination.baseAddress! + index * chunkBytes, source.baseAddress! + index * chunkBytes,
-                        chunkBytes)
-                }
-            })
-            memset(destination.baseAddress!, 0, totalBytes)
-            storageTier.removeAll()
-            puts.append(Self.seconds {
-                for (index, chunk) in chunks.enumerated() {
-                    let from = UnsafeRawBufferPointer(rebasing: source[(index * chunkBytes)..<((index + 1) * chunkBytes)])
-                    storageTier.put(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: kvLayout) {
-                        $0.copyMemory(from: from)
-                    }
-                }
-            })
-            gets.append(Self.seconds {
-                for (index, chunk) in chunks.enumerated() {
-                    guard let hit = storageTier.get(chunk.key) else { continue }
-                    hit.withUnsafeBytes { bytes in
-                        _ = memcpy(destination.baseAddress! + index * chunkBytes, bytes.baseAddress!, chunkBytes)
-                    }
-                }
-            })
-            guard memcmp(source.baseAddress!, destination.baseAddress!, totalBytes) == 0 else {
-                throw CommandFailure("bytes read back differ from bytes stored")
-            }
+        case .disk:
+            report += try DiskBenchmark(
+                directory: config.localDisk,
+                buffers: buffers,
+                chunks: chunks,
+                tokens: tokens,
+                layout: kvLayout,
+                iterations: iterations,
+                logger: logger
+            ).run()
         }
 
         // Hashing: chunk keys of a 32k-token prompt.
@@ -144,26 +165,18 @@ struct BenchStorageCommand: AsyncParsableCommand {
         }
         precondition(sink > 0)
 
-        let gb = Double(totalBytes) / 1e9
-        let baselineGBps = gb / Self.median(baseline)
-        let putGBps = gb / Self.median(puts)
-        let getGBps = gb / Self.median(gets)
         let hashNs = Self.median(hashRuns) * 1e9 / Double(hashTokens.count)
-        let report: [(String, String)] = [
-            ("tier", "\"\(tier.rawValue)\""),
-            ("bytes", "\(totalBytes)"),
-            ("chunk_bytes", "\(chunkBytes)"),
-            ("chunks", "\(chunkCount)"),
-            ("iterations", "\(iterations)"),
-            ("put_gbps", Self.format(putGBps)),
-            ("get_gbps", Self.format(getGBps)),
-            ("baseline", "\"memcpy\""),
-            ("baseline_gbps", Self.format(baselineGBps)),
-            ("put_vs_baseline", Self.format(putGBps / baselineGBps)),
-            ("get_vs_baseline", Self.format(getGBps / baselineGBps)),
-            ("hash_ns_per_token", Self.format(hashNs)),
-            ("hash_32k_tokens_us", Self.format(hashNs * 32_768 / 1000)),
-        ]
+        report =
+            [
+                ("tier", "\"\(tier.rawValue)\""),
+                ("bytes", "\(totalBytes)"),
+                ("chunk_bytes", "\(chunkBytes)"),
+                ("chunks", "\(chunkCount)"),
+                ("iterations", "\(iterations)"),
+            ] + report + [
+                ("hash_ns_per_token", Self.format(hashNs)),
+                ("hash_32k_tokens_us", Self.format(hashNs * 32_768 / 1000)),
+            ]
         if json {
             print("{" + report.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
         } else {
@@ -179,7 +192,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
 
     static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 
     static func format(_ value: Double) -> String {

@@ -5,7 +5,10 @@ struct LMCacheCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lmcache",
         abstract: "A KV-cache layer for LLM inference, with its own CPU engine for GGUF models.",
-        subcommands: [ConfigCommand.self, BenchCommand.self, InspectCommand.self, ServerCommand.self]
+        subcommands: [
+            ConfigCommand.self, BenchCommand.self, InspectCommand.self, GenerateCommand.self, PerplexityCommand.self,
+            ServerCommand.self, DebugCommand.self,
+        ]
     )
 }
 
@@ -14,7 +17,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the cache and the engine against baselines measured in the same run.",
-        subcommands: [BenchStorageCommand.self]
+        subcommands: [BenchStorageCommand.self, BenchEngineCommand.self]
     )
 }
 

@@ -52,6 +52,7 @@ struct RealModelTests {
         #expect(norm.type == .f32)
         #expect(norm.offset + norm.byteCount <= file.fileSize)
 
+        file.prefetch()
         // Every tensor's bytes are reachable and have the advertised size.
         for tensor in file.tensors {
             #expect(file.withBytes(of: tensor) { $0.count } == tensor.byteCount)
@@ -71,5 +72,43 @@ struct RealModelTests {
         let b = try GGUFFile(contentsOf: path).fingerprint
         #expect(a == b)
         #expect(a.count == 32)
+    }
+}
+
+@Suite("GGUF reader on truncated copies of the default model")
+struct TruncatedModelTests {
+    @Test("prefixes of the model's header and data are rejected with a precise error")
+    func truncatedModel() throws {
+        let path = try TestModel.requirePath()
+        let file = try GGUFFile(contentsOf: path)
+        let dataOffset = file.dataOffset
+        let prefixLength = dataOffset + 4096
+        let bytes: [UInt8] = file.withFileBytes { Array($0.prefix(prefixLength)) }
+        let dir = try TemporaryDirectory()
+        let lengths = [0, 3, 4, 7, 8, 15, 23, 24, 100, 1000, 65_536, 1_000_000, 3_000_000, dataOffset - 1]
+        for length in lengths {
+            let truncated = try dir.write(Array(bytes.prefix(length)))
+            do {
+                _ = try GGUFFile(contentsOf: truncated)
+                Issue.record("a \(length)-byte prefix was accepted")
+            } catch {
+                #expect(
+                    error.code == .truncated || error.code == .limitExceeded,
+                    "\(length)-byte prefix: \(error)"
+                )
+            }
+        }
+        // Cut at or inside the tensor data: the header parses, the tensors do not fit.
+        for length in [dataOffset, prefixLength] {
+            let cut = try dir.write(Array(bytes.prefix(length)))
+            do {
+                _ = try GGUFFile(contentsOf: cut)
+                Issue.record("a file cut at \(length) bytes, in the tensor data, was accepted")
+            } catch {
+                #expect(error.code == .tensorOutOfBounds)
+                #expect(error.message.contains("output_norm.weight") || error.message.contains("token_embd.weight"))
+                #expect(error.message.contains("truncated"))
+            }
+        }
     }
 }

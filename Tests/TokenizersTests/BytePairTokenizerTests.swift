@@ -27,7 +27,11 @@ struct BytePairTokenizerTests {
     @Test("Llama 3 pre-tokenizer: encodes like llama.cpp", arguments: TinyBPE.llama3Cases)
     func llama3(_ reference: TokenizerCase) throws {
         let tokenizer = try TinyBPE.tokenizer("tiny-bpe-llama3")
-        let ids = tokenizer.encode(reference.text, addSpecial: reference.addSpecial, parseSpecial: reference.parseSpecial)
+        let ids = tokenizer.encode(
+            reference.text,
+            addSpecial: reference.addSpecial,
+            parseSpecial: reference.parseSpecial
+        )
         #expect(ids == reference.ids)
         if let pieces = reference.pieces {
             #expect(reference.ids.map { tokenizer.piece($0) } == pieces)
@@ -42,7 +46,11 @@ struct BytePairTokenizerTests {
     @Test("Qwen2 pre-tokenizer: encodes like llama.cpp", arguments: TinyBPE.qwen2Cases)
     func qwen2(_ reference: TokenizerCase) throws {
         let tokenizer = try TinyBPE.tokenizer("tiny-bpe-qwen2")
-        let ids = tokenizer.encode(reference.text, addSpecial: reference.addSpecial, parseSpecial: reference.parseSpecial)
+        let ids = tokenizer.encode(
+            reference.text,
+            addSpecial: reference.addSpecial,
+            parseSpecial: reference.parseSpecial
+        )
         #expect(ids == reference.ids)
         if let pieces = reference.pieces {
             #expect(reference.ids.map { tokenizer.piece($0) } == pieces)
@@ -65,5 +73,19 @@ struct BytePairTokenizerTests {
         let qwen2 = try TinyBPE.tokenizer("tiny-bpe-qwen2")
         #expect(!qwen2.addsBOS)
         #expect(qwen2.encode("Hi", addSpecial: true, parseSpecial: false).first != qwen2.bosID)
+    }
+
+    @Test("streaming decoding joins characters split across byte tokens")
+    func streaming() throws {
+        let tokenizer = try TinyBPE.tokenizer("tiny-bpe-llama3")
+        let text = "日本語 🤖 naïve"
+        let ids = tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        #expect(ids.count > text.unicodeScalars.count)  // multi-byte characters are several tokens
+        var decoder = StreamingDecoder(tokenizer: tokenizer)
+        var pieces: [String] = []
+        for id in ids { pieces.append(decoder.append(id)) }
+        pieces.append(decoder.finish())
+        #expect(pieces.joined() == text)
+        #expect(!pieces.contains { $0.contains("\u{FFFD}") })
     }
 }

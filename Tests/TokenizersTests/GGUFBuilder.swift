@@ -75,7 +75,9 @@ struct GGUFBuilder {
         let dataOffset = out.count
         var data: [UInt8] = []
         for (offset, bytes) in placed where !bytes.isEmpty {
-            if data.count < offset + bytes.count { data += [UInt8](repeating: 0, count: offset + bytes.count - data.count) }
+            if data.count < offset + bytes.count {
+                data += [UInt8](repeating: 0, count: offset + bytes.count - data.count)
+            }
             data.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
         }
         while data.count % alignment != 0 { data.append(0) }

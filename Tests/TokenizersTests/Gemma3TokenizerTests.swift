@@ -22,7 +22,11 @@ struct Gemma3TokenizerTests {
     @Test("encodes like llama.cpp", arguments: TokenizerReference.gemma3)
     func encodes(_ reference: TokenizerCase) throws {
         let tokenizer = try Gemma3.require()
-        let ids = tokenizer.encode(reference.text, addSpecial: reference.addSpecial, parseSpecial: reference.parseSpecial)
+        let ids = tokenizer.encode(
+            reference.text,
+            addSpecial: reference.addSpecial,
+            parseSpecial: reference.parseSpecial
+        )
         #expect(ids == reference.ids)
         if let pieces = reference.pieces {
             #expect(reference.ids.map { tokenizer.piece($0) } == pieces)
@@ -45,6 +49,8 @@ struct Gemma3TokenizerTests {
         #expect(tokenizer.vocabularySize == 262_144)
         #expect(tokenizer.bosID == 2)
         #expect(tokenizer.eosID == 1)
+        #expect(tokenizer.paddingID == 0)
+        #expect(tokenizer.unknownID == 3)
         #expect(tokenizer.addsBOS)
         #expect(!tokenizer.addsEOS)
         #expect(tokenizer.isEndOfGeneration(1))
@@ -86,5 +92,29 @@ struct Gemma3TokenizerTests {
         // Generous bound for unoptimised test builds; release builds take a few tens of milliseconds.
         #expect(elapsed < .seconds(5), "encoding \(ids.count) tokens took \(elapsed)")
         print("encoded \(ids.count) tokens in \(elapsed)")
+    }
+
+    @Test("one tokenizer serves many tasks at once")
+    func concurrentUse() async throws {
+        let tokenizer = try Gemma3.require()
+        let cases = TokenizerReference.gemma3
+        let mismatches = await withTaskGroup(of: Int.self) { group in
+            for worker in 0..<4 {
+                group.addTask {
+                    var bad = 0
+                    for (index, reference) in cases.enumerated() where index % 4 == worker {
+                        let ids = tokenizer.encode(
+                            reference.text,
+                            addSpecial: reference.addSpecial,
+                            parseSpecial: reference.parseSpecial
+                        )
+                        if ids != reference.ids { bad += 1 }
+                    }
+                    return bad
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(mismatches == 0)
     }
 }

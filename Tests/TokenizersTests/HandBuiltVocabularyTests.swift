@@ -7,7 +7,11 @@ import Tokenizers
 @Suite("Tokenizers on hand-built vocabularies")
 struct HandBuiltVocabularyTests {
     /// A SentencePiece vocabulary: control tokens, byte tokens, then `pieces` with their scores.
-    private func spm(_ pieces: [(String, Float)], addSpacePrefix: Bool = false, in dir: TemporaryDirectory) throws
+    private func spm(
+        _ pieces: [(String, Float)],
+        addSpacePrefix: Bool = false,
+        in dir: TemporaryDirectory
+    ) throws
         -> any Tokenizer
     {
         var tokens = ["<unk>", "<s>", "</s>"]
@@ -174,5 +178,38 @@ struct HandBuiltVocabularyTests {
         #expect(t.encode("ab<|end|>", addSpecial: false, parseSpecial: true) == [3, 6])
         #expect(t.isEndOfGeneration(6))
         #expect(t.decode([5, 3]) == "abcab")
+    }
+
+    @Test("special token ids outside the vocabulary fall back to the defaults")
+    func outOfRangeSpecialIDs() throws {
+        let dir = try TemporaryDirectory()
+        var b = GGUFBuilder()
+        b.add("tokenizer.ggml.model", string: "llama")
+        b.add("tokenizer.ggml.tokens", strings: ["<unk>", "<s>", "</s>", "a"])
+        b.add("tokenizer.ggml.bos_token_id", uint32: 1_000_000)
+        b.add("tokenizer.ggml.eos_token_id", uint32: 3)
+        let t = try makeTokenizer(from: GGUFFile(contentsOf: dir.write(b.build().bytes)))
+        #expect(t.bosID == 1)  // the SentencePiece default
+        #expect(t.eosID == 3)
+        #expect(t.vocabularySize == 4)
+        #expect(t.decode([-5, 4, 1_000_000]).isEmpty)
+    }
+
+    @Test("without add_bos_token, Llama 3 vocabularies add BOS and Qwen2 ones do not (llama.cpp defaults)")
+    func bpeDefaultBOS() throws {
+        let dir = try TemporaryDirectory()
+        for (pre, addsBOS) in [("llama-bpe", true), ("qwen2", false)] {
+            var b = GGUFBuilder()
+            b.add("tokenizer.ggml.model", string: "gpt2")
+            b.add("tokenizer.ggml.pre", string: pre)
+            b.add("tokenizer.ggml.tokens", strings: ["a", "b", "<s>"])
+            b.add("tokenizer.ggml.token_type", int32s: [1, 1, 3])
+            b.add("tokenizer.ggml.merges", strings: [])
+            b.add("tokenizer.ggml.bos_token_id", uint32: 2)
+            let t = try makeTokenizer(from: GGUFFile(contentsOf: dir.write(b.build().bytes, name: "\(pre).gguf")))
+            #expect(t.addsBOS == addsBOS, "\(pre)")
+            let expected: [Int32] = addsBOS ? [2, 0, 1] : [0, 1]
+            #expect(t.encode("ab", addSpecial: true, parseSpecial: false) == expected, "\(pre)")
+        }
     }
 }

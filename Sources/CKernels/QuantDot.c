@@ -1,0 +1,640 @@
+// Quantized matrix-vector kernels: portable C and AVX2/FMA variants chosen at run time.
+//
+// Block layouts follow the GGUF/ggml formats (see Kernels/Dequantize.swift for the documented
+// element order of each). Weights stay in their file format; the activation vector is quantized to
+// int8 with one scale per 32 values, so the inner loops are integer multiply-adds.
+
+#include "CKernels.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LMC_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+// MARK: - CPU dispatch
+
+static _Atomic int lmc_forced = -1;
+static _Atomic int lmc_detected = -1;
+
+int lmc_cpu_isa(void) {
+    int cached = atomic_load_explicit(&lmc_detected, memory_order_relaxed);
+    if (cached >= 0) return cached;
+    int level = LMC_ISA_GENERIC;
+#ifdef LMC_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        // F16C comes with every AVX2 CPU in practice, but check CPUID leaf 1 ECX bit 29 anyway.
+        unsigned a, b, c, d;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29))) level = LMC_ISA_AVX2;
+    }
+#endif
+    atomic_store_explicit(&lmc_detected, level, memory_order_relaxed);
+    return level;
+}
+
+int lmc_active_isa(void) {
+    int forced = atomic_load_explicit(&lmc_forced, memory_order_relaxed);
+    int cpu = lmc_cpu_isa();
+    return (forced >= 0 && forced <= cpu) ? forced : cpu;
+}
+
+void lmc_force_isa(int level) { atomic_store_explicit(&lmc_forced, level, memory_order_relaxed); }
+
+// MARK: - Scalars
+
+float lmc_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {
+            // Subnormal half: value = man · 2^-24.
+            float v = (float)man * (1.0f / 16777216.0f);
+            memcpy(&bits, &v, 4);
+            bits |= sign;
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t load_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static inline float load_f16(const uint8_t *p) { return lmc_f16_to_f32(load_u16(p)); }
+
+// 6-bit scale and minimum of sub-block j (0..<8) from the 12 packed bytes of a Q4_K/Q5_K block.
+static inline void scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+// MARK: - Activation quantization
+
+void lmc_quantize_q8(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+        }
+        float scale = amax / 127.0f;
+        float inv = scale != 0 ? 1.0f / scale : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = (int)roundf(xb[i] * inv);
+            q = q > 127 ? 127 : (q < -127 ? -127 : q);
+            qs[b * 32 + i] = (int8_t)q;
+            sum += q;
+        }
+        d[b] = scale;
+        ds[b] = scale * (float)sum;
+    }
+}
+
+// Round to nearest, ties to even, as ggml's nearest_int does.
+static inline int nearest_int(float v) { return (int)lrintf(v); }
+
+float lmc_round_f16_scalar(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = x & 0x80000000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return f;           // inf or nan
+    if (ax >= 0x477ff000u) {                    // rounds to at least 65520: overflow to inf
+        uint32_t r = sign | 0x7f800000u;
+        memcpy(&f, &r, 4);
+        return f;
+    }
+    if (ax < 0x38800000u) {                     // below the smallest normal half: multiples of 2^-24
+        float a = fabsf(f);
+        float q = nearbyintf(a * 16777216.0f) / 16777216.0f;
+        return sign ? -q : q;
+    }
+    // Keep 10 mantissa bits, round to nearest even on the 13 dropped bits.
+    uint32_t lsb = (ax >> 13) & 1u;
+    ax += 0xfffu + lsb;
+    ax &= ~0x1fffu;
+    uint32_t r = sign | ax;
+    memcpy(&f, &r, 4);
+    return f;
+}
+
+void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+        }
+        float scale = amax / 127.0f;
+        float inv = scale != 0 ? 1.0f / scale : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = (int)roundf(xb[i] * inv);
+            qs[b * 32 + i] = (int8_t)q;
+            sum += q;
+        }
+        // The scale is stored in half precision, as a Q8_0 block does.
+        d[b] = lmc_round_f16_scalar(scale);
+        ds[b] = d[b] * (float)sum;
+    }
+}
+
+void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float *xb = x + b * 256;
+        float amax = 0, max = 0;
+        for (int i = 0; i < 256; i++) {
+            float a = fabsf(xb[i]);
+            if (a > amax) {
+                amax = a;
+                max = xb[i];
+            }
+        }
+        float scale = 0;
+        if (amax == 0) {
+            memset(qs + b * 256, 0, 256);
+        } else {
+            // One scale per 256 values; the extreme value maps to -127.
+            float iscale = -127.0f / max;
+            for (int i = 0; i < 256; i++) {
+                int q = nearest_int(iscale * xb[i]);
+                qs[b * 256 + i] = (int8_t)(q > 127 ? 127 : q);
+            }
+            scale = 1.0f / iscale;
+        }
+        for (int s = 0; s < 8; s++) {
+            int sum = 0;
+            for (int i = 0; i < 32; i++) sum += qs[b * 256 + s * 32 + i];
+            d[b * 8 + s] = scale;
+            ds[b * 8 + s] = scale * (float)sum;
+        }
+    }
+}
+
+#ifdef LMC_X86
+__attribute__((target("avx2,f16c"))) static void round_f16_avx2(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; i < n; i++) x[i] = lmc_round_f16_scalar(x[i]);
+}
+#endif
+
+void lmc_round_f16(float *x, int64_t n) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        round_f16_avx2(x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) x[i] = lmc_round_f16_scalar(x[i]);
+}
+
+// MARK: - Portable row dots
+
+static float dot_q8_0(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 34;
+        const int8_t *q = (const int8_t *)(blk + 2);
+        const int8_t *x = qs + b * 32;
+        int s = 0;
+        for (int i = 0; i < 32; i++) s += q[i] * x[i];
+        acc += load_f16(blk) * d[b] * (float)s;
+    }
+    return acc;
+}
+
+static float dot_q4_0(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 18;
+        const uint8_t *q = blk + 2;
+        const int8_t *x = qs + b * 32;
+        int s = 0;
+        for (int i = 0; i < 16; i++) {
+            s += ((q[i] & 0x0f) - 8) * x[i];
+            s += ((q[i] >> 4) - 8) * x[i + 16];
+        }
+        acc += load_f16(blk) * d[b] * (float)s;
+    }
+    return acc;
+}
+
+static float dot_q5_0(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 22;
+        uint32_t qh;
+        memcpy(&qh, blk + 2, 4);
+        const uint8_t *q = blk + 6;
+        const int8_t *x = qs + b * 32;
+        int s = 0;
+        for (int i = 0; i < 16; i++) {
+            int lo = (q[i] & 0x0f) | (int)(((qh >> i) & 1) << 4);
+            int hi = (q[i] >> 4) | (int)(((qh >> (i + 16)) & 1) << 4);
+            s += (lo - 16) * x[i] + (hi - 16) * x[i + 16];
+        }
+        acc += load_f16(blk) * d[b] * (float)s;
+    }
+    return acc;
+}
+
+static float dot_q4_k(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d, const float *ds) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 144;
+        float dd = load_f16(blk), dmin = load_f16(blk + 2);
+        const uint8_t *sc = blk + 4, *q = blk + 16;
+        for (int j = 0; j < 4; j++) {
+            int s1, m1, s2, m2;
+            scale_min_k4(2 * j, sc, &s1, &m1);
+            scale_min_k4(2 * j + 1, sc, &s2, &m2);
+            const int8_t *x1 = qs + (b * 8 + 2 * j) * 32, *x2 = x1 + 32;
+            int t1 = 0, t2 = 0;
+            for (int i = 0; i < 32; i++) {
+                t1 += (q[32 * j + i] & 0x0f) * x1[i];
+                t2 += (q[32 * j + i] >> 4) * x2[i];
+            }
+            int64_t k = b * 8 + 2 * j;
+            acc += dd * (float)s1 * d[k] * (float)t1 - dmin * (float)m1 * ds[k];
+            acc += dd * (float)s2 * d[k + 1] * (float)t2 - dmin * (float)m2 * ds[k + 1];
+        }
+    }
+    return acc;
+}
+
+static float dot_q5_k(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d, const float *ds) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 176;
+        float dd = load_f16(blk), dmin = load_f16(blk + 2);
+        const uint8_t *sc = blk + 4, *qh = blk + 16, *q = blk + 48;
+        for (int j = 0; j < 4; j++) {
+            int s1, m1, s2, m2;
+            scale_min_k4(2 * j, sc, &s1, &m1);
+            scale_min_k4(2 * j + 1, sc, &s2, &m2);
+            const int8_t *x1 = qs + (b * 8 + 2 * j) * 32, *x2 = x1 + 32;
+            int t1 = 0, t2 = 0;
+            for (int i = 0; i < 32; i++) {
+                int v1 = (q[32 * j + i] & 0x0f) | (((qh[i] >> (2 * j)) & 1) << 4);
+                int v2 = (q[32 * j + i] >> 4) | (((qh[i] >> (2 * j + 1)) & 1) << 4);
+                t1 += v1 * x1[i];
+                t2 += v2 * x2[i];
+            }
+            int64_t k = b * 8 + 2 * j;
+            acc += dd * (float)s1 * d[k] * (float)t1 - dmin * (float)m1 * ds[k];
+            acc += dd * (float)s2 * d[k + 1] * (float)t2 - dmin * (float)m2 * ds[k + 1];
+        }
+    }
+    return acc;
+}
+
+static float dot_q6_k(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 210;
+        const uint8_t *ql = blk, *qh = blk + 128;
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        float dd = load_f16(blk + 208);
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *l = ql + 64 * half, *h = qh + 32 * half;
+            const int8_t *s = sc + 8 * half;
+            for (int g = 0; g < 4; g++) {
+                const int8_t *x = qs + (b * 8 + half * 4 + g) * 32;
+                int ta = 0, tb = 0;
+                for (int i = 0; i < 32; i++) {
+                    int lo = (g & 1) ? l[32 + i] : l[i];
+                    int nib = (g < 2) ? (lo & 0x0f) : (lo >> 4);
+                    int v = (nib | (((h[i] >> (2 * g)) & 3) << 4)) - 32;
+                    if (i < 16) ta += v * x[i]; else tb += v * x[i];
+                }
+                acc += dd * d[b * 8 + half * 4 + g] * ((float)s[2 * g] * (float)ta + (float)s[2 * g + 1] * (float)tb);
+            }
+        }
+    }
+    return acc;
+}
+
+// MARK: - AVX2 row dots
+
+#ifdef LMC_X86
+#define LMC_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+LMC_AVX2 static inline float hsum_avx2(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+// A broadcast load writes the whole register, so the conversion does not depend on earlier values
+// (a scalar conversion compiles to an insert into a live register, which chained every block to the
+// accumulator and made the loops latency-bound).
+LMC_AVX2 static inline __m256 f16x8_avx2(const uint8_t *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)load_u16(p)));
+}
+
+LMC_AVX2 static inline float f16_avx2(const uint8_t *p) { return _mm256_cvtss_f32(f16x8_avx2(p)); }
+
+// 8 copies of (f16 at p) · d.
+LMC_AVX2 static inline __m256 scale_avx2(const uint8_t *p, const float *d) {
+    return _mm256_mul_ps(f16x8_avx2(p), _mm256_broadcast_ss(d));
+}
+
+// Products of signed bytes, summed in groups of four, as 8 floats (lane k covers bytes 4k..4k+3).
+LMC_AVX2 static inline __m256 dot_i8_avx2(__m256i w, __m256i x) {
+    __m256i aw = _mm256_sign_epi8(w, w);
+    __m256i sx = _mm256_sign_epi8(x, w);
+    __m256i p16 = _mm256_maddubs_epi16(aw, sx);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// Same with unsigned weights (0..63 here, so the 16-bit pair sums cannot saturate).
+LMC_AVX2 static inline __m256 dot_u8i8_avx2(__m256i w, __m256i x) {
+    __m256i p16 = _mm256_maddubs_epi16(w, x);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// 32 low nibbles then 32 high nibbles of 16 bytes, as one vector [lo(16) | hi(16)].
+LMC_AVX2 static inline __m256i nibbles16_avx2(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i m = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+    return _mm256_set_m128i(hi, lo);
+}
+
+// Byte i is 0xFF when bit i of the 32-bit little-endian word at p is set, else 0.
+LMC_AVX2 static inline __m256i bits32_avx2(const uint8_t *p) {
+    uint32_t bits;
+    memcpy(&bits, p, 4);
+    __m256i v = _mm256_set1_epi32((int)bits);
+    // Byte i takes byte i/8 of the word (the shuffle works per 128-bit lane; both lanes hold the word).
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    v = _mm256_shuffle_epi8(v, spread);
+    const __m256i pick = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, pick), pick);
+}
+
+LMC_AVX2 static float dot_q8_0_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    // Two accumulators hide the FMA latency.
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const uint8_t *b0 = w + b * 34, *b1 = b0 + 34;
+        __m256i q0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
+        __m256i q1 = _mm256_loadu_si256((const __m256i *)(b1 + 2));
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(qs + b * 32 + 32));
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q0, x0), scale_avx2(b0, d + b), acc0);
+        acc1 = _mm256_fmadd_ps(dot_i8_avx2(q1, x1), scale_avx2(b1, d + b + 1), acc1);
+    }
+    for (; b < nb; b++) {
+        const uint8_t *blk = w + b * 34;
+        __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q, x), scale_avx2(blk, d + b), acc0);
+    }
+    return hsum_avx2(_mm256_add_ps(acc0, acc1));
+}
+
+LMC_AVX2 static float dot_q4_0_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 18;
+        __m256i q = _mm256_sub_epi8(nibbles16_avx2(blk + 2), eight);
+        __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        acc = _mm256_fmadd_ps(dot_i8_avx2(q, x), scale_avx2(blk, d + b), acc);
+    }
+    return hsum_avx2(acc);
+}
+
+LMC_AVX2 static inline __m256i q5_0_values_avx2(const uint8_t *blk) {
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    __m256i hb = _mm256_and_si256(bits32_avx2(blk + 2), sixteen);
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles16_avx2(blk + 6), hb), sixteen);
+}
+
+LMC_AVX2 static float dot_q5_0_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const uint8_t *b0 = w + b * 22, *b1 = b0 + 22;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(qs + b * 32 + 32));
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(b0), x0), scale_avx2(b0, d + b), acc0);
+        acc1 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(b1), x1), scale_avx2(b1, d + b + 1), acc1);
+    }
+    for (; b < nb; b++) {
+        const uint8_t *blk = w + b * 22;
+        __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        acc0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(blk), x), scale_avx2(blk, d + b), acc0);
+    }
+    return hsum_avx2(_mm256_add_ps(acc0, acc1));
+}
+
+LMC_AVX2 static float dot_q4_k_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d,
+                                    const float *ds) {
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 144;
+        float dd = f16_avx2(blk), dmin = f16_avx2(blk + 2);
+        const uint8_t *sc = blk + 4, *q = blk + 16;
+        const int64_t k0 = b * 8;
+        for (int j = 0; j < 4; j++) {
+            int s1, m1, s2, m2;
+            scale_min_k4(2 * j, sc, &s1, &m1);
+            scale_min_k4(2 * j + 1, sc, &s2, &m2);
+            __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * j));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            const int8_t *x1 = qs + (k0 + 2 * j) * 32;
+            __m256 p1 = dot_u8i8_avx2(lo, _mm256_loadu_si256((const __m256i *)x1));
+            __m256 p2 = dot_u8i8_avx2(hi, _mm256_loadu_si256((const __m256i *)(x1 + 32)));
+            acc = _mm256_fmadd_ps(p1, _mm256_set1_ps(dd * (float)s1 * d[k0 + 2 * j]), acc);
+            acc = _mm256_fmadd_ps(p2, _mm256_set1_ps(dd * (float)s2 * d[k0 + 2 * j + 1]), acc);
+            mins += dmin * ((float)m1 * ds[k0 + 2 * j] + (float)m2 * ds[k0 + 2 * j + 1]);
+        }
+    }
+    return hsum_avx2(acc) - mins;
+}
+
+LMC_AVX2 static float dot_q5_k_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d,
+                                    const float *ds) {
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 176;
+        float dd = f16_avx2(blk), dmin = f16_avx2(blk + 2);
+        const uint8_t *sc = blk + 4, *q = blk + 48;
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        const int64_t k0 = b * 8;
+        for (int j = 0; j < 4; j++) {
+            int s1, m1, s2, m2;
+            scale_min_k4(2 * j, sc, &s1, &m1);
+            scale_min_k4(2 * j + 1, sc, &s2, &m2);
+            __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * j));
+            // Shifting 16-bit lanes by < 8 keeps each byte's own bit in bit 0 after the mask.
+            __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j)), one);
+            __m256i h2 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j + 1)), one);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_slli_epi16(h1, 4));
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_slli_epi16(h2, 4));
+            const int8_t *x1 = qs + (k0 + 2 * j) * 32;
+            __m256 p1 = dot_u8i8_avx2(lo, _mm256_loadu_si256((const __m256i *)x1));
+            __m256 p2 = dot_u8i8_avx2(hi, _mm256_loadu_si256((const __m256i *)(x1 + 32)));
+            acc = _mm256_fmadd_ps(p1, _mm256_set1_ps(dd * (float)s1 * d[k0 + 2 * j]), acc);
+            acc = _mm256_fmadd_ps(p2, _mm256_set1_ps(dd * (float)s2 * d[k0 + 2 * j + 1]), acc);
+            mins += dmin * ((float)m1 * ds[k0 + 2 * j] + (float)m2 * ds[k0 + 2 * j + 1]);
+        }
+    }
+    return hsum_avx2(acc) - mins;
+}
+
+LMC_AVX2 static float dot_q6_k_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * 210;
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        float dd = f16_avx2(blk + 208);
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *l = blk + 64 * half;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)l);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(l + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * half));
+            __m256i lows[4] = {
+                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+            };
+            const int8_t *s = sc + 8 * half;
+            for (int g = 0; g < 4; g++) {
+                __m256i hb = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * g)), m2);
+                __m256i v = _mm256_sub_epi8(_mm256_or_si256(lows[g], _mm256_slli_epi16(hb, 4)), off);
+                const int64_t k = b * 8 + half * 4 + g;
+                __m256 p = dot_i8_avx2(v, _mm256_loadu_si256((const __m256i *)(qs + k * 32)));
+                float f = dd * d[k];
+                __m256 scale = _mm256_setr_ps(f * s[2 * g], f * s[2 * g], f * s[2 * g], f * s[2 * g],
+                                              f * s[2 * g + 1], f * s[2 * g + 1], f * s[2 * g + 1], f * s[2 * g + 1]);
+                acc = _mm256_fmadd_ps(p, scale, acc);
+            }
+        }
+    }
+    return hsum_avx2(acc);
+}
+#endif
+
+// MARK: - Row loops
+
+typedef float (*lmc_dot_fn)(const uint8_t *w, int64_t n, const int8_t *qs, const float *d, const float *ds);
+
+#define LMC_WRAP(name, call) \
+    static float name(const uint8_t *w, int64_t n, const int8_t *qs, const float *d, const float *ds) { \
+        (void)ds; \
+        return call; \
+    }
+LMC_WRAP(w_q4_0, dot_q4_0(w, n / 32, qs, d))
+LMC_WRAP(w_q5_0, dot_q5_0(w, n / 32, qs, d))
+LMC_WRAP(w_q8_0, dot_q8_0(w, n / 32, qs, d))
+LMC_WRAP(w_q4_k, dot_q4_k(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q5_k, dot_q5_k(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q6_k, dot_q6_k(w, n / 256, qs, d))
+#ifdef LMC_X86
+LMC_WRAP(w_q4_0_avx2, dot_q4_0_avx2(w, n / 32, qs, d))
+LMC_WRAP(w_q5_0_avx2, dot_q5_0_avx2(w, n / 32, qs, d))
+LMC_WRAP(w_q8_0_avx2, dot_q8_0_avx2(w, n / 32, qs, d))
+LMC_WRAP(w_q4_k_avx2, dot_q4_k_avx2(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q5_k_avx2, dot_q5_k_avx2(w, n / 256, qs, d, ds))
+LMC_WRAP(w_q6_k_avx2, dot_q6_k_avx2(w, n / 256, qs, d))
+#endif
+
+static lmc_dot_fn dot_for(int32_t t) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        switch (t) {
+        case 2: return w_q4_0_avx2;
+        case 6: return w_q5_0_avx2;
+        case 8: return w_q8_0_avx2;
+        case 12: return w_q4_k_avx2;
+        case 13: return w_q5_k_avx2;
+        case 14: return w_q6_k_avx2;
+        default: return 0;
+        }
+    }
+#endif
+    switch (t) {
+    case 2: return w_q4_0;
+    case 6: return w_q5_0;
+    case 8: return w_q8_0;
+    case 12: return w_q4_k;
+    case 13: return w_q5_k;
+    case 14: return w_q6_k;
+    default: return 0;
+    }
+}
+
+void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
+                   int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y, int64_t ldy) {
+    lmc_dot_fn dot = dot_for(t);
+    if (!dot) return;
+    const uint8_t *base = (const uint8_t *)w;
+    const int64_t nb = n / 32;
+    // Blocks of tokens keep their activations in L2 while each weight row stays in L1.
+    const int64_t token_block = 64;
+    for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
+        int64_t j1 = j0 + token_block < tokens ? j0 + token_block : tokens;
+        for (int64_t r = row_begin; r < row_end; r++) {
+            const uint8_t *row = base + r * row_bytes;
+            for (int64_t j = j0; j < j1; j++) {
+                y[j * ldy + r] = dot(row, n, qs + j * n, d + j * nb, ds + j * nb);
+            }
+        }
+    }
+}
+
+int lmc_matvec_supports(int32_t t) {
+    switch (t) {
+    case 2: case 6: case 8: case 12: case 13: case 14: return 1;
+    default: return 0;
+    }
+}
+
+void lmc_matvec_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
+                   const int8_t *qs, const float *d, const float *ds, float *y) {
+    lmc_dot_fn dot = dot_for(t);
+    const uint8_t *base = (const uint8_t *)w;
+    for (int64_t r = row_begin; r < row_end; r++) {
+        y[r - row_begin] = dot ? dot(base + r * row_bytes, n, qs, d, ds) : NAN;
+    }
+}

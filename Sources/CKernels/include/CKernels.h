@@ -1,0 +1,75 @@
+// Quantized dot-product kernels for the Kernels module.
+//
+// Swift has no per-function target attributes, so the AVX2/FMA variants of the innermost loops
+// live here, next to portable versions, and are chosen at run time from CPUID. Everything else
+// (threading, dequantization, attention, norms) is Swift in the Kernels module.
+//
+// Activation format ("Q8 activations"): a row of n floats (n a multiple of 32) is stored as
+// n int8 values `qs`, one float scale `d` per 32 values (x ≈ d · q), and one float `ds` per 32
+// values equal to d · Σq (used by formats whose blocks carry a minimum).
+#ifndef LMCACHE_CKERNELS_H
+#define LMCACHE_CKERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Instruction-set levels the kernels know.
+enum {
+    LMC_ISA_GENERIC = 0,
+    LMC_ISA_AVX2 = 1,
+};
+
+/// The best level this CPU supports (CPUID), whatever is forced.
+int lmc_cpu_isa(void);
+
+/// The level the kernels use now.
+int lmc_active_isa(void);
+
+/// Forces a level (for tests); a level the CPU lacks, or a negative value, restores automatic choice.
+void lmc_force_isa(int level);
+
+/// Quantizes `n` floats (n % 32 == 0) to Q8 activations.
+void lmc_quantize_q8(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
+
+/// Quantizes like ggml's Q8_0 activations: one scale per 32 values, rounded to half precision.
+void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
+
+/// Quantizes like ggml's Q8_K activations (n % 256 == 0): one float scale per 256 values, written to
+/// all eight 32-value entries of `d`.
+void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
+
+/// Rounds `n` floats to the nearest half-precision value, in place.
+void lmc_round_f16(float *x, int64_t n);
+
+/// `f` rounded to the nearest half-precision value.
+float lmc_round_f16_scalar(float f);
+
+/// Whether `lmc_matvec_q8` supports a GGML type id (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K).
+int lmc_matvec_supports(int32_t ggml_type);
+
+/// y[r - row_begin] = dot(row r of w, x) for r in [row_begin, row_end).
+///
+/// `w` points at row 0 of a matrix whose rows are `row_bytes` apart; each row holds `n` elements of
+/// `ggml_type`. The activation (`qs`, `d`, `ds`) holds `n` elements in Q8 activation form.
+void lmc_matvec_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                   int64_t n, const int8_t *qs, const float *d, const float *ds, float *y);
+
+/// Y[j][r] = dot(row r of w, activation j) for rows [row_begin, row_end) and tokens 0..<tokens:
+/// the batched form of `lmc_matvec_q8`, with the same arithmetic per element (so a token's result does not
+/// depend on the batch it is in). Activation j starts at qs + j·n, d + j·n/32, ds + j·n/32; Y[j][r] is
+/// y[j·ldy + r].
+void lmc_matmul_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                   int64_t n, int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y,
+                   int64_t ldy);
+
+/// Converts IEEE half-precision bits to float.
+float lmc_f16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

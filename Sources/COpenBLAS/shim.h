@@ -1,0 +1,2 @@
+// The CBLAS interface of OpenBLAS (Debian package libopenblas-dev).
+#include <cblas.h>

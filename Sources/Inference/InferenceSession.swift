@@ -1,0 +1,105 @@
+internal import Foundation
+public import Tokenizers
+
+/// Why generation stopped.
+public enum FinishReason: String, Sendable, Hashable, Codable {
+    /// `maxTokens` were generated.
+    case length
+    /// The model produced an end-of-generation token.
+    case endOfSequence = "eos"
+    /// The text reached one of the stop strings.
+    case stopString = "stop"
+}
+
+/// The outcome of ``InferenceSession/generate(prompt:maxTokens:sampling:stopStrings:tokenizer:onToken:)``.
+public struct GenerationResult: Sendable, Hashable {
+    /// Generated token ids (the end-of-generation token, when one ended the run, is not included).
+    public var tokens: [Int32]
+    /// Their text, cut before a stop string when one matched.
+    public var text: String
+    /// Why generation stopped.
+    public var finishReason: FinishReason
+}
+
+/// One sequence being run on a model: its KV memory, scratch memory, and a generation loop.
+///
+/// A session is used by one task at a time. A cache connector fills ``sequence`` with
+/// ``SequenceKV/importKV(_:tokens:at:)`` before calling ``prefill(_:)`` with the tokens that were not cached.
+///
+/// ```swift
+/// let session = InferenceSession(model: model)
+/// let result = try session.generate(prompt: tokenizer.encode("Hello"), maxTokens: 16, tokenizer: tokenizer)
+/// ```
+public final class InferenceSession {
+    /// The model.
+    public let model: any LanguageModel
+    /// The KV memory of the sequence.
+    public let sequence: SequenceKV
+    /// Scratch memory.
+    public let workspace = Workspace()
+
+    /// A session with an empty sequence (pages of `pageSize` tokens).
+    public init(model: any LanguageModel, pageSize: Int = 256) {
+        self.model = model
+        self.sequence = model.makeSequence(pageSize: pageSize)
+    }
+
+    /// Runs `tokens` after what the sequence holds and returns the logits of the last one.
+    /// - Throws: ``InferenceError`` for invalid tokens or a full context.
+    public func prefill(_ tokens: [Int32]) throws(InferenceError) -> [Float] {
+        try model.forward(tokens, sequence: sequence, outputs: .last, workspace: workspace)
+    }
+
+    /// Generates up to `maxTokens` tokens after `prompt` (appended to what the sequence already holds).
+    ///
+    /// - Parameters:
+    ///   - prompt: tokens to run first (at least one: the tokens not already in the sequence).
+    ///   - maxTokens: most tokens to generate.
+    ///   - sampling: greedy by default.
+    ///   - stopStrings: stop when the generated text contains one of these (the text is cut before it).
+    ///   - tokenizer: turns tokens into text and says which tokens end generation; without one, only
+    ///     `maxTokens` stops the run and `text` is empty.
+    ///   - onToken: called with each generated token and its new text; return `false` to stop.
+    /// - Throws: ``InferenceError`` for invalid tokens or a full context.
+    public func generate(
+        prompt: [Int32],
+        maxTokens: Int,
+        sampling: SamplingParameters = .greedy,
+        stopStrings: [String] = [],
+        tokenizer: (any Tokenizer)? = nil,
+        onToken: (Int32, String) -> Bool = { _, _ in true }
+    ) throws(InferenceError) -> GenerationResult {
+        guard !prompt.isEmpty else { throw InferenceError.invalidInput("the prompt has no tokens") }
+        var sampler = Sampler(sampling)
+        var decoder = tokenizer.map { StreamingDecoder(tokenizer: $0) }
+        var logits = try prefill(prompt)
+        var tokens: [Int32] = []
+        var text = ""
+        var reason = FinishReason.length
+        while tokens.count < maxTokens {
+            let next = sampler.sample(logits)
+            if let tokenizer, tokenizer.isEndOfGeneration(next) {
+                reason = .endOfSequence
+                break
+            }
+            tokens.append(next)
+            let piece = decoder?.append(next) ?? ""
+            text += piece
+            if let stop = stopStrings.first(where: { !$0.isEmpty && text.contains($0) }) {
+                text = String(text[..<text.range(of: stop)!.lowerBound])
+                reason = .stopString
+                break
+            }
+            if !onToken(next, piece) { break }
+            if tokens.count == maxTokens { break }
+            logits = try model.forward([next], sequence: sequence, outputs: .last, workspace: workspace)
+        }
+        if reason != .stopString, var decoder {
+            text += decoder.finish()
+        }
+        return GenerationResult(tokens: tokens, text: text, finishReason: reason)
+    }
+}
+
+@available(*, unavailable)
+extension InferenceSession: Sendable {}

@@ -1,0 +1,89 @@
+public import GGUF
+
+/// Which positions of a forward pass produce logits.
+public enum LogitOutputs: Sendable, Hashable {
+    /// None (prefill of a prefix whose continuation comes later).
+    case none
+    /// The last token only (generation).
+    case last
+    /// Every token (teacher-forced evaluation).
+    case all
+}
+
+/// Hyperparameters of a decoder-only transformer, read from GGUF metadata.
+public struct ModelConfiguration: Sendable, Hashable {
+    /// The GGUF architecture name (`gemma3`, `llama`, `qwen2`).
+    public var architecture: String
+    /// Tokens in the vocabulary (rows of the embedding).
+    public var vocabularySize: Int
+    /// Width of the residual stream (`{arch}.embedding_length`).
+    public var hiddenSize: Int
+    /// Transformer blocks (`{arch}.block_count`).
+    public var layers: Int
+    /// Query heads (`{arch}.attention.head_count`).
+    public var heads: Int
+    /// Key/value heads (`{arch}.attention.head_count_kv`).
+    public var kvHeads: Int
+    /// Values per head (`{arch}.attention.key_length`).
+    public var headDim: Int
+    /// Inner width of the feed-forward block (`{arch}.feed_forward_length`).
+    public var feedForwardSize: Int
+    /// Longest context the model was trained for (`{arch}.context_length`).
+    public var contextLength: Int
+}
+
+/// A language model that runs forward passes over a sequence's KV memory.
+///
+/// Models are immutable after loading and can be shared across tasks; the per-sequence state lives
+/// in ``SequenceKV`` and the scratch memory in ``Workspace``, one of each per session.
+///
+/// ```swift
+/// let model = try loadModel(from: GGUFFile(contentsOf: path))
+/// let kv = model.makeSequence()
+/// let workspace = Workspace()
+/// let logits = try model.forward([2, 818, 5279], sequence: kv, outputs: .last, workspace: workspace)
+/// ```
+public protocol LanguageModel: AnyObject, Sendable {
+    /// Hyperparameters.
+    var configuration: ModelConfiguration { get }
+
+    /// The shape of this model's KV memory.
+    var kvLayout: KVLayout { get }
+
+    /// Identifies the weights (the GGUF file's fingerprint), for cache keys.
+    var identity: String { get }
+
+    /// Runs `tokens` at positions `sequence.count ..< sequence.count + tokens.count`, appending their keys and
+    /// values to `sequence`.
+    ///
+    /// - Returns: logits, `vocabularySize` floats per output position (`outputs`), row after row.
+    /// - Throws: ``InferenceError`` for an empty batch, a token id outside the vocabulary, or a full context.
+    func forward(
+        _ tokens: [Int32],
+        sequence: SequenceKV,
+        outputs: LogitOutputs,
+        workspace: Workspace
+    ) throws(InferenceError) -> [Float]
+}
+
+extension LanguageModel {
+    /// An empty KV memory for this model, in pages of `pageSize` tokens, up to the model's context length.
+    public func makeSequence(pageSize: Int = 256, capacity: Int? = nil) -> SequenceKV {
+        SequenceKV(layout: kvLayout, pageSize: pageSize, capacity: capacity ?? configuration.contextLength)
+    }
+}
+
+/// Loads the model in a GGUF file, choosing the implementation from `general.architecture`.
+///
+/// Weights stay in the memory-mapped file; loading reads only metadata and small norm vectors.
+/// - Throws: ``InferenceError`` when the architecture is not supported or tensors are missing or malformed.
+public func loadModel(from file: GGUFFile) throws(InferenceError) -> any LanguageModel {
+    switch file.architecture {
+    case "gemma3":
+        return try Gemma3Model(file: file)
+    case "llama", "qwen2":
+        return try LlamaModel(file: file)
+    case let other:
+        throw InferenceError.unsupportedModel("architecture '\(other ?? "(none)")' is not supported (gemma3, llama, qwen2)")
+    }
+}

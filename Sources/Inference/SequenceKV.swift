@@ -1,0 +1,162 @@
+package import Kernels
+
+/// The engine's KV memory for one sequence, in pages of `pageSize` tokens.
+///
+/// A page holds every layer's keys and values for its tokens: per layer, K as
+/// `pageSize × kvHeads × headDim` floats followed by V in the same shape. Pages are allocated as the
+/// sequence grows and are never moved, so attention reads them in place.
+///
+/// The cache layer moves whole chunks in and out with ``exportKV(_:)`` and ``importKV(_:tokens:at:)``,
+/// in the layout that ``KVLayout`` describes; a prefix loaded that way followed by a prefill of the
+/// rest gives the same logits as a prefill of everything.
+///
+/// ```swift
+/// let kv = model.makeSequence()
+/// _ = try model.forward([2, 818, 5279], sequence: kv, outputs: .last, workspace: workspace)
+/// let bytes = try kv.exportKV(0..<3)          // layers × {K,V} × 3 × kvHeads × headDim floats
+/// let copy = model.makeSequence()
+/// try copy.importKV(bytes, tokens: kv.tokens, at: 0)
+/// ```
+public final class SequenceKV {
+    /// The shape of the stored keys and values.
+    public let layout: KVLayout
+    /// Tokens per page.
+    public let pageSize: Int
+    /// The most tokens the sequence may hold (the model's context length).
+    public let capacity: Int
+    /// The tokens whose keys and values are stored, in order; `tokens.count` is the next position.
+    public private(set) var tokens: [Int32] = []
+
+    private var pages: [UnsafeMutablePointer<Float>] = []
+
+    /// Number of stored tokens.
+    public var count: Int { tokens.count }
+
+    /// An empty sequence.
+    /// - Precondition: `pageSize` and `capacity` are positive.
+    public init(layout: KVLayout, pageSize: Int = 256, capacity: Int) {
+        precondition(pageSize > 0 && capacity > 0, "page size and capacity must be positive")
+        self.layout = layout
+        self.pageSize = pageSize
+        self.capacity = capacity
+    }
+
+    deinit {
+        for page in pages { page.deallocate() }
+    }
+
+    private var pageFloats: Int { layout.layers * 2 * pageSize * layout.rowElements }
+
+    /// Makes sure pages exist for positions `0..<tokenCount`.
+    package func reserve(_ tokenCount: Int) {
+        while pages.count * pageSize < tokenCount {
+            let page = UnsafeMutablePointer<Float>.allocate(capacity: pageFloats)
+            page.initialize(repeating: 0, count: pageFloats)
+            pages.append(page)
+        }
+    }
+
+    /// Records that `newTokens` now have keys and values at positions `count...`.
+    package func append(_ newTokens: [Int32]) {
+        tokens.append(contentsOf: newTokens)
+    }
+
+    /// Pointer to K (`kv` = 0) or V (1) of layer `layer` in page `page`.
+    @inline(__always)
+    private func base(page: Int, layer: Int, kv: Int) -> UnsafeMutablePointer<Float> {
+        pages[page] + (layer * 2 + kv) * pageSize * layout.rowElements
+    }
+
+    /// The row of K (`kv` = 0) or V (1) for `position` in `layer`; pages must be reserved.
+    @inline(__always)
+    package func row(layer: Int, kv: Int, position: Int) -> UnsafeMutablePointer<Float> {
+        base(page: position / pageSize, layer: layer, kv: kv) + (position % pageSize) * layout.rowElements
+    }
+
+    /// Paged views of layer `layer`'s keys and values for the attention kernels.
+    package func views(layer: Int) -> (keys: KVPages, values: KVPages) {
+        let k = (0..<pages.count).map { base(page: $0, layer: layer, kv: 0) }
+        let v = (0..<pages.count).map { base(page: $0, layer: layer, kv: 1) }
+        return (
+            KVPages(pages: k, pageSize: pageSize, rowStride: layout.rowElements),
+            KVPages(pages: v, pageSize: pageSize, rowStride: layout.rowElements)
+        )
+    }
+
+    /// Forgets tokens from `newCount` on (their memory is reused by later tokens).
+    /// - Precondition: `newCount <= count`.
+    public func truncate(to newCount: Int) {
+        precondition(newCount >= 0 && newCount <= count, "cannot truncate to \(newCount) of \(count) tokens")
+        tokens.removeLast(count - newCount)
+    }
+
+    /// The keys and values of `range`, as `layers × {K, V} × tokens × kvHeads × headDim` float32 bytes.
+    ///
+    /// - Throws: ``InferenceError`` when `range` is not within the stored tokens.
+    /// - Complexity: O(range.count × layers × kvHeads × headDim).
+    public func exportKV(_ range: Range<Int>) throws(InferenceError) -> [UInt8] {
+        guard range.lowerBound >= 0, range.upperBound <= count else {
+            throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
+        }
+        let size = layout.byteCount(tokens: range.count)
+        return [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+            // Safe: buffer holds `size` bytes, exactly what copyRows writes.
+            copyRows(range, buffer: UnsafeMutableRawPointer(buffer.baseAddress!), export: true)
+            initialized = size
+        }
+    }
+
+    /// Stores keys and values for `tokens` at positions `start ..< start + tokens.count` from bytes in the
+    /// ``exportKV(_:)`` layout, replacing what was there and dropping any later tokens.
+    ///
+    /// - Throws: ``InferenceError`` when `start` is past the stored tokens, the byte count does not match
+    ///   `tokens.count` in this layout, or the sequence would exceed its capacity.
+    public func importKV(_ bytes: [UInt8], tokens newTokens: [Int32], at start: Int) throws(InferenceError) {
+        guard start >= 0, start <= count else {
+            throw InferenceError.invalidKV("import at \(start) would leave a gap after \(count) stored tokens")
+        }
+        guard bytes.count == layout.byteCount(tokens: newTokens.count) else {
+            throw InferenceError.invalidKV(
+                "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(layout) "
+                    + "(\(layout.byteCount(tokens: newTokens.count)) bytes)")
+        }
+        guard start + newTokens.count <= capacity else {
+            throw InferenceError.invalidKV("import of \(newTokens.count) tokens at \(start) exceeds capacity \(capacity)")
+        }
+        let range = start..<(start + newTokens.count)
+        reserve(range.upperBound)
+        bytes.withUnsafeBytes { raw in
+            // Safe: the byte count was checked against the layout above.
+            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: raw.baseAddress!), export: false)
+        }
+        tokens.removeLast(count - start)
+        tokens.append(contentsOf: newTokens)
+    }
+
+    /// Copies rows of `range` between the pages and a buffer in the export layout.
+    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, export: Bool) {
+        let row = layout.rowElements
+        var offset = 0
+        for layer in 0..<layout.layers {
+            for kv in 0..<2 {
+                var t = range.lowerBound
+                // Copy page runs at a time.
+                while t < range.upperBound {
+                    let n = min(pageSize - t % pageSize, range.upperBound - t)
+                    let pagePtr = self.row(layer: layer, kv: kv, position: t)
+                    let bufPtr = (buffer + offset).assumingMemoryBound(to: Float.self)
+                    if export {
+                        bufPtr.update(from: pagePtr, count: n * row)
+                    } else {
+                        pagePtr.update(from: bufPtr, count: n * row)
+                    }
+                    offset += n * row * 4
+                    t += n
+                }
+            }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension SequenceKV: Sendable {}

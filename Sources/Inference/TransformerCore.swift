@@ -1,0 +1,269 @@
+// The decoder-only transformer machinery that the architectures in Models/ configure: embedding,
+// pre-norm attention with RoPE and grouped-query heads, gated feed-forward, optional Gemma-style
+// extra norms, final norm and output head. All arithmetic goes through the Kernels module.
+
+internal import Foundation
+internal import GGUF
+internal import Kernels
+
+/// Reads tensors of a GGUF file as kernel operands; the file stays mapped while the model lives.
+struct TensorSource {
+    let file: GGUFFile
+
+    func info(_ name: String) throws(InferenceError) -> GGUFTensorInfo {
+        guard let info = file.tensor(named: name) else { throw InferenceError.missingTensor(name) }
+        return info
+    }
+
+    func has(_ name: String) -> Bool { file.tensor(named: name) != nil }
+
+    /// A weight matrix with `columns` inputs and `rows` outputs.
+    func matrix(_ name: String, columns: Int, rows: Int? = nil) throws(InferenceError) -> WeightMatrix {
+        let info = try info(name)
+        guard info.shape.count == 2, info.shape[0] == columns, rows == nil || info.shape[1] == rows else {
+            throw InferenceError.invalidModel(
+                "tensor '\(name)' has shape \(info.shape), expected [\(columns), \(rows.map(String.init) ?? "*")]")
+        }
+        // The mapping's address is stable for the life of `file`, which the model keeps; the pointer
+        // is only used while the model exists.
+        let base = file.withBytes(of: info) { $0.baseAddress! }
+        do {
+            return try WeightMatrix(type: info.type, rows: info.shape[1], columns: columns, base: base)
+        } catch {
+            throw InferenceError.unsupportedModel("tensor '\(name)': \(error.message)")
+        }
+    }
+
+    /// A vector of `count` values, dequantized to Float.
+    func vector(_ name: String, count: Int) throws(InferenceError) -> [Float] {
+        let info = try info(name)
+        guard info.elementCount == count else {
+            throw InferenceError.invalidModel("tensor '\(name)' has \(info.elementCount) values, expected \(count)")
+        }
+        guard Dequantization.supports(info.type) else {
+            throw InferenceError.unsupportedModel("tensor '\(name)' has unsupported type \(info.type)")
+        }
+        return file.withBytes(of: info) { raw in
+            [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                Dequantization.dequantize(info.type, from: raw.baseAddress!, count: count, into: out.baseAddress!)
+                initialized = count
+            }
+        }
+    }
+
+    func optionalVector(_ name: String, count: Int) throws(InferenceError) -> [Float]? {
+        has(name) ? try vector(name, count: count) : nil
+    }
+}
+
+/// How an architecture uses the shared machinery.
+struct TransformerSpec: Sendable {
+    enum Activation: Sendable { case geluTanh, silu }
+    enum RoPEStyle: Sendable { case neox, normal }
+
+    var configuration: ModelConfiguration
+    var rmsEpsilon: Float
+    /// Multiplier of the embedding rows (Gemma: √hidden).
+    var embeddingScale: Float?
+    /// Multiplier of q·k.
+    var attentionScale: Float
+    var activation: Activation
+    var rope: RoPEStyle
+    /// Per layer: RoPE angle factors and sliding window (0 = full attention).
+    var ropeFrequencies: [[Float]]
+    var windows: [Int]
+}
+
+/// One transformer block's weights.
+struct LayerWeights: @unchecked Sendable {
+    // @unchecked: immutable views into the mapped file (see WeightMatrix) plus Float arrays.
+    var attentionNorm: [Float]
+    var q: WeightMatrix, k: WeightMatrix, v: WeightMatrix, o: WeightMatrix
+    var qBias: [Float]?, kBias: [Float]?, vBias: [Float]?
+    var qNorm: [Float]?, kNorm: [Float]?
+    var postAttentionNorm: [Float]?
+    var ffnNorm: [Float]
+    var gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix
+    var postFFNNorm: [Float]?
+}
+
+/// Workspace slots.
+private enum Slot {
+    static let x = 0, h = 1, q = 2, k = 3, v = 4, attn = 5, o = 6, gate = 7, up = 8, logits = 9, last = 10
+}
+
+/// The shared forward pass.
+final class TransformerCore: Sendable {
+    let file: GGUFFile
+    let spec: TransformerSpec
+    let layers: [LayerWeights]
+    let embedding: WeightMatrix
+    let outputNorm: [Float]
+    let output: WeightMatrix
+
+    init(
+        file: GGUFFile, spec: TransformerSpec, layers: [LayerWeights], embedding: WeightMatrix, outputNorm: [Float],
+        output: WeightMatrix
+    ) {
+        self.file = file
+        self.spec = spec
+        self.layers = layers
+        self.embedding = embedding
+        self.outputNorm = outputNorm
+        self.output = output
+    }
+
+    var kvLayout: KVLayout {
+        KVLayout(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
+    }
+
+    func forward(
+        _ tokens: [Int32],
+        sequence kv: SequenceKV,
+        outputs: LogitOutputs,
+        workspace ws: Workspace
+    ) throws(InferenceError) -> [Float] {
+        let c = spec.configuration
+        let n = tokens.count
+        guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
+        guard kv.layout == kvLayout else { throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)") }
+        for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
+            throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
+        }
+        let p0 = kv.count
+        guard p0 + n <= kv.capacity else {
+            throw InferenceError.invalidInput("\(p0 + n) tokens exceed the context of \(kv.capacity)")
+        }
+        kv.reserve(p0 + n)
+
+        let d = c.hiddenSize, hd = c.headDim
+        let qWidth = c.heads * hd, kvWidth = c.kvHeads * hd, f = c.feedForwardSize
+        let x = ws.buffer(Slot.x, n * d)
+        let h = ws.buffer(Slot.h, n * d)
+        let q = ws.buffer(Slot.q, n * qWidth)
+        let k = ws.buffer(Slot.k, n * kvWidth)
+        let v = ws.buffer(Slot.v, n * kvWidth)
+        let attn = ws.buffer(Slot.attn, n * qWidth)
+        let o = ws.buffer(Slot.o, n * d)
+        let gate = ws.buffer(Slot.gate, n * f)
+        let up = ws.buffer(Slot.up, n * f)
+
+        // Embedding.
+        for (i, t) in tokens.enumerated() {
+            embedding.dequantizeRows(Int(t)..<(Int(t) + 1), into: x + i * d)
+        }
+        if let s = spec.embeddingScale { Ops.scale(x, by: s, count: n * d) }
+
+        for (l, w) in layers.enumerated() {
+            // Attention block.
+            Ops.rmsNorm(x, weight: w.attentionNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
+            if n == 1 {
+                Linear.matvec([(w.q, q), (w.k, k), (w.v, v)], x: h, scratch: ws.linear)
+            } else {
+                linear(w.q, x: h, y: q, count: n, firstPosition: p0, ws)
+                linear(w.k, x: h, y: k, count: n, firstPosition: p0, ws)
+                linear(w.v, x: h, y: v, count: n, firstPosition: p0, ws)
+            }
+            for i in 0..<n {
+                let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
+                if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
+                if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
+                if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
+                if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
+                if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
+                let position = p0 + i
+                switch spec.rope {
+                case .neox:
+                    Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                    Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                case .normal:
+                    Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                    Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                }
+                if Ops.emulateHalfPrecision {
+                    // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
+                    Ops.roundToHalf(qi, count: qWidth)
+                    Ops.roundToHalf(ki, count: kvWidth)
+                    Ops.roundToHalf(vi, count: kvWidth)
+                }
+                kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
+                kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+            }
+            let views = kv.views(layer: l)
+            let shape = AttentionShape(
+                heads: c.heads, kvHeads: c.kvHeads, headDim: hd, window: spec.windows[l], scale: spec.attentionScale)
+            Attention.prefill(
+                q: q, count: n, firstPosition: p0, keys: views.keys, values: views.values, shape: shape, out: attn,
+                scratch: ws.attention)
+            linear(w.o, x: attn, y: o, count: n, firstPosition: p0, ws)
+            if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+            Ops.add(x, o, count: n * d)
+
+            // Feed-forward block.
+            Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
+            if n == 1 {
+                Linear.matvec([(w.gate, gate), (w.up, up)], x: h, scratch: ws.linear)
+            } else {
+                linear(w.gate, x: h, y: gate, count: n, firstPosition: p0, ws)
+                linear(w.up, x: h, y: up, count: n, firstPosition: p0, ws)
+            }
+            switch spec.activation {
+            case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
+            case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
+            }
+            linear(w.down, x: gate, y: o, count: n, firstPosition: p0, ws)
+            if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+            Ops.add(x, o, count: n * d)
+        }
+        kv.append(tokens)
+
+        // Output head.
+        let first: Int
+        switch outputs {
+        case .none: return []
+        case .last: first = n - 1
+        case .all: first = 0
+        }
+        let rows = n - first
+        Ops.rmsNorm(x + first * d, weight: outputNorm, count: d, rows: rows, eps: spec.rmsEpsilon, out: h)
+        return [Float](unsafeUninitializedCapacity: rows * c.vocabularySize) { out, initialized in
+            linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: p0 + first, ws)
+            initialized = rows * c.vocabularySize
+        }
+    }
+}
+
+/// Tokens per block of the batched products. Blocks start at multiples of this absolute position, so
+/// a token is computed by the same calls whether its batch began at 0 or at a chunk boundary (the
+/// cache's 256-token chunks): prefix-from-cache + prefill(rest) is bit-identical to prefill(all).
+let linearBlockTokens = 256
+
+/// Y = X·Wᵀ for `count` tokens at positions `firstPosition…`, in position-aligned blocks.
+private func linear(
+    _ w: WeightMatrix,
+    x: UnsafePointer<Float>,
+    y: UnsafeMutablePointer<Float>,
+    count: Int,
+    firstPosition: Int,
+    _ ws: Workspace
+) {
+    var i = 0
+    while i < count {
+        let n = min(linearBlockTokens - (firstPosition + i) % linearBlockTokens, count - i)
+        Linear.matmul(w, x: x + i * w.columns, count: n, y: y + i * w.rows, scratch: ws.linear)
+        i += n
+    }
+}
+
+/// Metadata readers shared by the architectures.
+extension GGUFFile {
+    func hyperparameter(_ arch: String, _ key: String) -> Int? { int("\(arch).\(key)") }
+    func hyperparameterFloat(_ arch: String, _ key: String) -> Float? { float("\(arch).\(key)") }
+
+    func requireHyperparameter(_ arch: String, _ key: String) throws(InferenceError) -> Int {
+        guard let value = int("\(arch).\(key)"), value > 0 else {
+            throw InferenceError.invalidModel("metadata key '\(arch).\(key)' is missing or not a positive integer")
+        }
+        return value
+    }
+}

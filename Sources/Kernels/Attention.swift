@@ -1,0 +1,238 @@
+// Scaled dot-product attention over a paged KV memory, causal, with an optional sliding window,
+// and grouped-query heads (several query heads share one KV head).
+//
+// Mask semantics (as llama.cpp's standard sliding window): the query at position p sees keys at
+// positions k with k ≤ p and, when `window` > 0, p − k < window.
+
+internal import COpenBLAS
+internal import Foundation
+
+/// One layer's keys or values in pages of `pageSize` tokens; token t of the sequence is row
+/// `t % pageSize` of page `t / pageSize`, and each row holds `kvHeads × headDim` floats.
+package struct KVPages: @unchecked Sendable {
+    // @unchecked: a view of page memory owned by the sequence's KV store, which outlives the call.
+    package var pages: [UnsafeMutablePointer<Float>]
+    package var pageSize: Int
+    package var rowStride: Int
+
+    package init(pages: [UnsafeMutablePointer<Float>], pageSize: Int, rowStride: Int) {
+        self.pages = pages
+        self.pageSize = pageSize
+        self.rowStride = rowStride
+    }
+
+    /// The row of token `t`.
+    @inline(__always)
+    package func row(_ t: Int) -> UnsafeMutablePointer<Float> {
+        pages[t / pageSize] + (t % pageSize) * rowStride
+    }
+}
+
+/// Shapes shared by the attention calls of one layer.
+package struct AttentionShape: Sendable {
+    package var heads: Int
+    package var kvHeads: Int
+    package var headDim: Int
+    /// Sliding window in tokens; 0 for full causal attention.
+    package var window: Int
+    /// Multiplier of q·k.
+    package var scale: Float
+
+    package init(heads: Int, kvHeads: Int, headDim: Int, window: Int, scale: Float) {
+        precondition(heads % kvHeads == 0, "query heads must be a multiple of KV heads")
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.window = window
+        self.scale = scale
+    }
+
+    /// First key position visible to a query at `position`.
+    @inline(__always)
+    package func firstKey(for position: Int) -> Int {
+        window > 0 ? max(0, position - window + 1) : 0
+    }
+}
+
+/// Reusable buffers for attention, one per worker thread.
+package final class AttentionScratch {
+    private var buffers: [(UnsafeMutablePointer<Float>, Int)] = []
+
+    package init() {}
+
+    deinit { for (b, _) in buffers { b.deallocate() } }
+
+    /// Buffer `worker` with room for `count` floats (contents undefined).
+    package func floats(worker: Int = 0, _ count: Int) -> UnsafeMutablePointer<Float> {
+        while buffers.count <= worker { buffers.append((.allocate(capacity: 1), 1)) }
+        if buffers[worker].1 >= count { return buffers[worker].0 }
+        buffers[worker].0.deallocate()
+        buffers[worker] = (.allocate(capacity: count), count)
+        return buffers[worker].0
+    }
+}
+
+@available(*, unavailable)
+extension AttentionScratch: Sendable {}
+
+/// Attention kernels.
+package enum Attention {
+    /// Attention of one query token at `position` over keys `firstKey(position)...position`.
+    ///
+    /// - Parameters:
+    ///   - q: `heads × headDim` floats.
+    ///   - out: `heads × headDim` floats.
+    package static func decode(
+        q: UnsafePointer<Float>,
+        position: Int,
+        keys: KVPages,
+        values: KVPages,
+        shape: AttentionShape,
+        out: UnsafeMutablePointer<Float>,
+        scratch: AttentionScratch
+    ) {
+        let lo = shape.firstKey(for: position)
+        let n = position - lo + 1
+        let hd = shape.headDim
+        let group = shape.heads / shape.kvHeads
+        let scores = scratch.floats(n * shape.heads)
+        let body: (Int) -> Void = { h in
+            let g = h / group
+            let qh = q + h * hd
+            let s = scores + h * n
+            for t in 0..<n {
+                s[t] = Linear.dot(qh, keys.row(lo + t) + g * hd, hd) * shape.scale
+            }
+            Ops.softmax(s, count: n)
+            let o = out + h * hd
+            o.update(repeating: 0, count: hd)
+            for t in 0..<n {
+                axpy(s[t], values.row(lo + t) + g * hd, o, hd)
+            }
+        }
+        // Threads pay off only once the context is long enough.
+        if n * shape.heads >= 2048 {
+            Parallel.run(shape.heads, body)
+        } else {
+            for h in 0..<shape.heads { body(h) }
+        }
+    }
+
+    /// y += a·x over `count` floats.
+    @inline(__always)
+    static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int) {
+        let av = SIMD8<Float>(repeating: a)
+        var i = 0
+        // Safe: loads and stores stay within count floats.
+        while i + 8 <= count {
+            let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: yv + av * xv, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            y[i] += a * x[i]
+            i += 1
+        }
+    }
+
+    /// Attention of `count` query tokens at positions `firstPosition ..< firstPosition + count`, whose keys
+    /// and values are already in `keys`/`values`, over all visible keys.
+    ///
+    /// - Parameters:
+    ///   - q: `count × heads × headDim` floats.
+    ///   - out: `count × heads × headDim` floats.
+    package static func prefill(
+        q: UnsafePointer<Float>,
+        count: Int,
+        firstPosition: Int,
+        keys: KVPages,
+        values: KVPages,
+        shape: AttentionShape,
+        out: UnsafeMutablePointer<Float>,
+        scratch: AttentionScratch
+    ) {
+        _ = Parallel.configureBLAS
+        let hd = shape.headDim
+        let rowWidth = shape.heads * hd
+        let group = shape.heads / shape.kvHeads
+        // With one KV head, the heads of consecutive tokens form one matrix (rows `hd` apart).
+        let stacked = shape.kvHeads == 1
+        let rowsPerToken = stacked ? shape.heads : 1
+        // Query tiles are aligned to absolute positions (multiples of `tile`), so a token is computed
+        // with the same sgemm shapes whether its batch started at 0 or at a later tile boundary: a prefix
+        // loaded from the cache (whole chunks) followed by a prefill of the rest is bit-identical to a
+        // prefill of everything.
+        let tile = max(1, 256 / rowsPerToken)
+        var tiles: [(start: Int, count: Int)] = []
+        var i0 = 0
+        while i0 < count {
+            let absolute = firstPosition + i0
+            let nq = min(tile - absolute % tile, count - i0)
+            tiles.append((i0, nq))
+            i0 += nq
+        }
+        let headSteps = shape.heads / rowsPerToken
+        let roundProbabilities = Ops.emulateHalfPrecision
+        let maxWidth = tile + (shape.window > 0 ? shape.window : firstPosition + count)
+        let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, tile * rowsPerToken * maxWidth) }
+        // Jobs are (query tile, head or head stack); each worker uses its own score buffer and calls
+        // single-threaded sgemm.
+        Parallel.forEachJob(tiles.count * headSteps) { job, worker in
+            let (i0, nq) = tiles[job / headSteps]
+            let h = (job % headSteps) * rowsPerToken
+            let pFirst = firstPosition + i0, pLast = firstPosition + i0 + nq - 1
+            let lo = shape.firstKey(for: pFirst), hi = pLast + 1
+            let width = hi - lo
+            let m = nq * rowsPerToken
+            let scores = buffers[worker]
+            let g = h / group
+            let a = q + i0 * rowWidth + h * hd
+            let lda = stacked ? hd : rowWidth
+            let o = out + i0 * rowWidth + h * hd
+            // S = scale · Q Kᵀ, one sgemm per page the key range touches.
+            forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans,
+                    Int32(m), Int32(n), Int32(hd),
+                    shape.scale, a, Int32(lda),
+                    keys.pages[page] + offset * keys.rowStride + g * hd, Int32(keys.rowStride),
+                    0, scores + (start - lo), Int32(width))
+            }
+            // Mask and softmax each row.
+            for r in 0..<m {
+                let p = firstPosition + i0 + r / rowsPerToken
+                let first = shape.firstKey(for: p)
+                let s = scores + r * width
+                let visibleLo = first - lo, visibleHi = p - lo + 1
+                if visibleLo > 0 { s.update(repeating: 0, count: visibleLo) }
+                Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
+                if roundProbabilities { Ops.roundToHalf(s + visibleLo, count: visibleHi - visibleLo) }
+                if visibleHi < width { (s + visibleHi).update(repeating: 0, count: width - visibleHi) }
+            }
+            // O = P V.
+            var firstSpan = true
+            forEachPageSpan(lo..<hi, pageSize: values.pageSize) { page, offset, start, n in
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                    Int32(m), Int32(hd), Int32(n),
+                    1, scores + (start - lo), Int32(width),
+                    values.pages[page] + offset * values.rowStride + g * hd, Int32(values.rowStride),
+                    firstSpan ? 0 : 1, o, Int32(lda))
+                firstSpan = false
+            }
+        }
+    }
+
+    /// Calls `body(page, offsetInPage, firstToken, tokenCount)` for each page piece of `range`.
+    @inline(__always)
+    static func forEachPageSpan(_ range: Range<Int>, pageSize: Int, _ body: (Int, Int, Int, Int) -> Void) {
+        var t = range.lowerBound
+        while t < range.upperBound {
+            let page = t / pageSize, offset = t % pageSize
+            let n = min(pageSize - offset, range.upperBound - t)
+            body(page, offset, t, n)
+            t += n
+        }
+    }
+}

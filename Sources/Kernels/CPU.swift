@@ -1,0 +1,26 @@
+internal import CKernels
+
+/// The instruction sets the quantized kernels can use, detected at run time (CPUID).
+public enum KernelISA: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// Portable code (SSE2 on x86-64).
+    case generic = 0
+    /// AVX2 with FMA and F16C.
+    case avx2 = 1
+
+    /// The best level this CPU supports.
+    public static var best: KernelISA { KernelISA(rawValue: Int(lmc_cpu_isa())) ?? .generic }
+
+    /// The level the kernels use now.
+    public static var active: KernelISA { KernelISA(rawValue: Int(lmc_active_isa())) ?? .generic }
+
+    /// Restricts the kernels to `level` (for tests and comparisons); `nil` restores automatic choice.
+    /// A level above ``best`` is ignored.
+    package static func force(_ level: KernelISA?) { lmc_force_isa(Int32(level?.rawValue ?? -1)) }
+
+    public var description: String {
+        switch self {
+        case .generic: "generic"
+        case .avx2: "avx2"
+        }
+    }
+}

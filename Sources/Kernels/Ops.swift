@@ -1,0 +1,190 @@
+// Element-wise and row-wise operations of transformer layers: RMSNorm, RoPE, gated activations,
+// softmax. All work on Float rows in place or into caller-provided memory.
+
+internal import CKernels
+internal import Foundation
+
+/// Row operations used between the matrix products.
+package enum Ops {
+    /// Whether to round where llama.cpp's CPU backend works in half precision (K/V cache, q before q·k,
+    /// attention probabilities, GELU table). On by default: together with ggml-style activation
+    /// quantization it makes greedy decoding follow llama.cpp's through its near-ties (measured on the
+    /// recorded continuations). `LMCACHE_EMULATE_HALF=0` turns it off (Float everywhere).
+    /// With it on, every stored K/V value is exactly representable in half precision.
+    package static let emulateHalfPrecision: Bool = ProcessInfo.processInfo.environment["LMCACHE_EMULATE_HALF"] != "0"
+
+    /// Rounds `count` floats to half precision in place.
+    @inline(__always)
+    package static func roundToHalf(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        lmc_round_f16(x, Int64(count))
+    }
+
+    /// RMSNorm of `rows` rows of `count` floats: out = x / sqrt(mean(x²) + eps) · weight.
+    ///
+    /// `out` may equal `x`. The sum of squares is accumulated in Double, as ggml does.
+    package static func rmsNorm(
+        _ x: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>?,
+        count: Int,
+        rows: Int = 1,
+        eps: Float,
+        out: UnsafeMutablePointer<Float>
+    ) {
+        for r in 0..<rows {
+            let xr = x + r * count, yr = out + r * count
+            var sum = 0.0
+            for i in 0..<count { sum += Double(xr[i] * xr[i]) }
+            let scale = 1 / (Float(sum / Double(count)) + eps).squareRoot()
+            if let weight {
+                for i in 0..<count { yr[i] = xr[i] * scale * weight[i] }
+            } else {
+                for i in 0..<count { yr[i] = xr[i] * scale }
+            }
+        }
+    }
+
+    /// Angle factors θ_i = base^(−2i/dims) for i in 0..<dims/2, built by repeated multiplication as ggml does.
+    package static func ropeFrequencies(dimensions: Int, base: Float) -> [Float] {
+        let step = powf(base, -2 / Float(dimensions))
+        var result = [Float]()
+        result.reserveCapacity(dimensions / 2)
+        var f: Float = 1
+        for _ in 0..<(dimensions / 2) {
+            result.append(f)
+            f *= step
+        }
+        return result
+    }
+
+    /// Rotary position embedding, NEOX style: element i pairs with i + dims/2 within each head.
+    ///
+    /// - Parameters:
+    ///   - x: `heads × headDim` floats for one token, rotated in place.
+    ///   - position: the token's position.
+    ///   - frequencies: from ``ropeFrequencies(dimensions:base:)`` with `dims` ≤ headDim rotated values.
+    package static func ropeNeox(
+        _ x: UnsafeMutablePointer<Float>,
+        heads: Int,
+        headDim: Int,
+        position: Int,
+        frequencies: [Float]
+    ) {
+        let half = frequencies.count
+        frequencies.withUnsafeBufferPointer { freq in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { cs in
+                // Same angle for every head: compute cos/sin once per token.
+                let p = Float(position)
+                for i in 0..<half {
+                    let theta = p * freq[i]
+                    cs[i] = cosf(theta)
+                    cs[half + i] = sinf(theta)
+                }
+                for h in 0..<heads {
+                    let v = x + h * headDim
+                    for i in 0..<half {
+                        let a = v[i], b = v[i + half]
+                        let c = cs[i], s = cs[half + i]
+                        v[i] = a * c - b * s
+                        v[i + half] = a * s + b * c
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rotary position embedding, original (GPT-J / Llama) style: element 2i pairs with 2i + 1.
+    package static func ropeNormal(
+        _ x: UnsafeMutablePointer<Float>,
+        heads: Int,
+        headDim: Int,
+        position: Int,
+        frequencies: [Float]
+    ) {
+        let half = frequencies.count
+        frequencies.withUnsafeBufferPointer { freq in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { cs in
+                let p = Float(position)
+                for i in 0..<half {
+                    let theta = p * freq[i]
+                    cs[i] = cosf(theta)
+                    cs[half + i] = sinf(theta)
+                }
+                for h in 0..<heads {
+                    let v = x + h * headDim
+                    for i in 0..<half {
+                        let a = v[2 * i], b = v[2 * i + 1]
+                        let c = cs[i], s = cs[half + i]
+                        v[2 * i] = a * c - b * s
+                        v[2 * i + 1] = a * s + b * c
+                    }
+                }
+            }
+        }
+    }
+
+    /// gate[i] = gelu_tanh(gate[i]) · up[i] for `count` floats.
+    ///
+    /// Uses 0.5·(1 + tanh(u)) = 1 / (1 + e^(−2u)), one `expf` per value.
+    package static func gegluTanh(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+        let c: Float = 2 * 0.797_884_560_802_865_4  // 2·sqrt(2/π)
+        // llama.cpp looks GELU up in a table indexed by the half-precision input and holding
+        // half-precision outputs.
+        let half = emulateHalfPrecision
+        if half { roundToHalf(gate, count: count) }
+        for i in 0..<count {
+            let x = gate[i]
+            let g: Float
+            if x > 10 {
+                g = x
+            } else if x < -10 {
+                g = 0
+            } else {
+                g = x / (1 + expf(-c * x * (1 + 0.044715 * x * x)))
+            }
+            gate[i] = half ? lmc_round_f16_scalar(g) * up[i] : g * up[i]
+        }
+    }
+
+    /// The index of the largest of `count` floats (the first on ties).
+    package static func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
+        var best = 0
+        var value = -Float.infinity
+        for i in 0..<count where x[i] > value {
+            value = x[i]
+            best = i
+        }
+        return best
+    }
+
+    /// gate[i] = silu(gate[i]) · up[i] for `count` floats.
+    package static func swiglu(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let x = gate[i]
+            gate[i] = x / (1 + expf(-x)) * up[i]
+        }
+    }
+
+    /// x = softmax(x) over `count` floats; −∞ entries get probability 0.
+    package static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        var m = -Float.infinity
+        for i in 0..<count where x[i] > m { m = x[i] }
+        var sum: Float = 0
+        for i in 0..<count {
+            let e = expf(x[i] - m)
+            x[i] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for i in 0..<count { x[i] *= inv }
+    }
+
+    /// y[i] += x[i].
+    package static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
+    /// x[i] *= s.
+    package static func scale(_ x: UnsafeMutablePointer<Float>, by s: Float, count: Int) {
+        for i in 0..<count { x[i] *= s }
+    }
+}

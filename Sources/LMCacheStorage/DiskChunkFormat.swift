@@ -1,0 +1,215 @@
+import CChecksum
+import LMCacheCore
+
+/// The on-disk form of one chunk (format version 1): a self-checking header, then the KV bytes.
+///
+/// All integers little-endian. The payload starts at `headerLength`, a multiple of 4096, so that
+/// it can be read with O_DIRECT into page-aligned memory.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | magic `LMCKVDSK` |
+/// | 8 | 4 | format version (1) |
+/// | 12 | 4 | header length *H* (multiple of 4096) |
+/// | 16 | 16 | chunk hash (low, high) |
+/// | 32 | 4 | token count *n* |
+/// | 36 | 4 | layers |
+/// | 40 | 4 | KV heads |
+/// | 44 | 4 | head size |
+/// | 48 | 4 | dtype (the `lm://` dtype code) |
+/// | 52 | 4 | model-name length *m* |
+/// | 56 | 8 | payload length |
+/// | 64 | 8 | payload checksum (``payloadChecksum(_:)``) |
+/// | 72 | 8 | header checksum (XXH64 of bytes 0..<80+m+4n with this field zero) |
+/// | 80 | *m* | model name (UTF-8) |
+/// | 80+*m* | 4*n* | token ids (int32) |
+/// | … | | zero padding up to *H* |
+/// | *H* | payload length | KV bytes, laid out as ``KVLayout`` says |
+package enum DiskChunkFormat {
+    static let magic: UInt64 = 0x4B53_4456_4B43_4D4C  // "LMCKVDSK" read as a little-endian UInt64
+    static let version: UInt32 = 1
+    static let fixedHeaderSize = 80
+    static let alignment = 4096
+    /// Longest token run and name a header may declare; anything larger is corrupt.
+    static let maxTokens = 1 << 20
+    static let maxNameBytes = 4096
+    static let fileExtension = ".lmkv"
+    static let temporaryPrefix = ".tmp-"
+
+    /// Bytes per checksum block: small enough that a block just read is still in the L2 cache
+    /// when it is hashed.
+    static let checksumBlock = 256 << 10
+
+    /// The payload checksum: XXH64 over the block hashes of each 256 KiB block. A block's hash
+    /// folds an eight-lane multiply-add accumulator over its 64-byte stripes (AVX2, tens of GB/s;
+    /// see `lmcache_stripe_accumulate`) into XXH64. Blockwise so that a reader can check each block
+    /// right after reading it, while it is still in cache, and so that blocks can be checked in
+    /// parallel.
+    package struct PayloadChecksum {
+        private var blockHashes: [UInt64] = []
+
+        /// Adds the next block (``checksumBlock`` bytes, or fewer for the last).
+        mutating func add(_ block: UnsafeRawBufferPointer) {
+            blockHashes.append(Self.hash(block, index: blockHashes.count))
+        }
+
+        /// The hash of block `index`, for readers that hash blocks out of order: XXH64 (seed
+        /// *index*) over the block's eight stripe-accumulator lanes (``stripeLanes(_:)``), the
+        /// bytes after the last whole 64-byte stripe, and the block's length.
+        static func hash(_ block: UnsafeRawBufferPointer, index: Int) -> UInt64 {
+            let whole = block.count / 64 * 64
+            var input = [UInt64](repeating: 0, count: 9)
+            let lanes = stripeLanes(UnsafeRawBufferPointer(rebasing: block[0..<whole]))
+            for i in 0..<8 { input[i] = lanes[i].littleEndian }
+            input[8] = UInt64(block.count).littleEndian
+            var bytes = input.withUnsafeBytes { [UInt8]($0) }
+            bytes.append(contentsOf: block[whole...])
+            return bytes.withUnsafeBytes { XXHash64.hash($0, seed: UInt64(index)) }
+        }
+
+        /// The eight lanes of the stripe accumulator over `bytes` (a multiple of 64 bytes), from zero.
+        package static func stripeLanes(_ bytes: UnsafeRawBufferPointer, portable: Bool = false) -> [UInt64] {
+            var lanes = [UInt64](repeating: 0, count: 8)
+            lanes.withUnsafeMutableBufferPointer { out in
+                if portable {
+                    lmcache_stripe_accumulate_portable(out.baseAddress!, bytes.baseAddress, bytes.count)
+                } else {
+                    lmcache_stripe_accumulate(out.baseAddress!, bytes.baseAddress, bytes.count)
+                }
+            }
+            return lanes
+        }
+
+        /// The checksum of a payload from all its block hashes, in order.
+        static func combine(_ blockHashes: [UInt64]) -> UInt64 {
+            blockHashes.withUnsafeBytes { XXHash64.hash($0) }
+        }
+
+        func finalize() -> UInt64 { Self.combine(blockHashes) }
+    }
+
+    /// Number of checksum blocks of a payload of `count` bytes (at least one).
+    static func checksumBlocks(_ count: Int) -> Int { max(1, (count + checksumBlock - 1) / checksumBlock) }
+
+    /// The checksum of a whole payload in memory.
+    package static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
+        var checksum = PayloadChecksum()
+        var offset = 0
+        repeat {
+            let end = min(offset + checksumBlock, payload.count)
+            checksum.add(UnsafeRawBufferPointer(rebasing: payload[offset..<end]))
+            offset = end
+        } while offset < payload.count
+        return checksum.finalize()
+    }
+
+    /// The file name of a chunk: `<hash>-<tokens>.lmkv`.
+    static func fileName(for key: CacheKey) -> String { "\(key.hash)-\(key.tokenCount)\(fileExtension)" }
+
+    static func headerLength(tokens: Int, nameBytes: Int) -> Int {
+        let used = fixedHeaderSize + nameBytes + 4 * tokens
+        return (used + alignment - 1) / alignment * alignment
+    }
+
+    /// Writes the header of `chunk` into `buffer` (which has `headerLength` bytes, zeroed).
+    static func writeHeader(
+        key: CacheKey,
+        tokens: [Int32],
+        layout: KVLayout,
+        payloadChecksum: UInt64,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) {
+        let name = Array(key.modelName.utf8)
+        let used = fixedHeaderSize + name.count + 4 * tokens.count
+        precondition(buffer.count >= used)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            buffer.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+        }
+        put(magic, at: 0)
+        put(version, at: 8)
+        put(UInt32(buffer.count), at: 12)
+        put(key.hash.low, at: 16)
+        put(key.hash.high, at: 24)
+        put(UInt32(tokens.count), at: 32)
+        put(UInt32(layout.layers), at: 36)
+        put(UInt32(layout.kvHeads), at: 40)
+        put(UInt32(layout.headDim), at: 44)
+        put(UInt32(bitPattern: layout.dtype.wireCode), at: 48)
+        put(UInt32(name.count), at: 52)
+        put(UInt64(layout.byteCount(tokens: tokens.count)), at: 56)
+        put(payloadChecksum, at: 64)
+        for (i, byte) in name.enumerated() { buffer[fixedHeaderSize + i] = byte }
+        for (i, token) in tokens.enumerated() { put(token, at: fixedHeaderSize + name.count + 4 * i) }
+        let checksum = XXHash64.hash(UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
+        put(checksum, at: 72)
+    }
+
+    /// What a valid header says.
+    struct Header {
+        var key: CacheKey
+        var tokens: [Int32]
+        var layout: KVLayout
+        var headerLength: Int
+        var payloadLength: Int
+        var payloadChecksum: UInt64
+    }
+
+    /// Parses and checks a header; `nil` with a reason when it is not a valid version-1 header.
+    /// `bytes` must hold at least the whole header (the first `headerLength` bytes of the file).
+    static func parseHeader(_ bytes: UnsafeRawBufferPointer, fileSize: Int) -> Result<Header, DiskFormatError> {
+        func read<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+            T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
+        }
+        guard bytes.count >= fixedHeaderSize else { return .failure("file shorter than a header") }
+        guard read(UInt64.self, at: 0) == magic else { return .failure("not a chunk file (bad magic)") }
+        let fileVersion = read(UInt32.self, at: 8)
+        guard fileVersion == version else { return .failure("unsupported format version \(fileVersion)") }
+        let headerLength = Int(read(UInt32.self, at: 12))
+        let tokenCount = Int(read(UInt32.self, at: 32))
+        let nameBytes = Int(read(UInt32.self, at: 52))
+        guard tokenCount > 0, tokenCount <= maxTokens, nameBytes <= maxNameBytes else {
+            return .failure("absurd token count \(tokenCount) or name length \(nameBytes)")
+        }
+        guard headerLength == Self.headerLength(tokens: tokenCount, nameBytes: nameBytes), headerLength <= bytes.count
+        else { return .failure("header length \(headerLength) inconsistent") }
+        let used = fixedHeaderSize + nameBytes + 4 * tokenCount
+        var copy = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[0..<used]))
+        for i in 72..<80 { copy[i] = 0 }
+        let checksum = copy.withUnsafeBytes { XXHash64.hash($0) }
+        guard checksum == read(UInt64.self, at: 72) else { return .failure("header checksum mismatch") }
+        let layers = Int(read(UInt32.self, at: 36))
+        let kvHeads = Int(read(UInt32.self, at: 40))
+        let headDim = Int(read(UInt32.self, at: 44))
+        guard layers > 0, kvHeads > 0, headDim > 0, layers <= 1 << 12, kvHeads <= 1 << 12, headDim <= 1 << 16,
+            let dtype = KVDType(wireCode: Int32(bitPattern: read(UInt32.self, at: 48)))
+        else { return .failure("invalid KV layout") }
+        let layout = KVLayout(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: dtype)
+        let payloadLength = read(UInt64.self, at: 56)
+        guard payloadLength == UInt64(layout.byteCount(tokens: tokenCount)),
+            UInt64(headerLength) + payloadLength == UInt64(fileSize)
+        else { return .failure("payload length \(payloadLength) does not match the layout or the file size") }
+        let name = String(
+            decoding: UnsafeRawBufferPointer(rebasing: bytes[fixedHeaderSize..<(fixedHeaderSize + nameBytes)]),
+            as: UTF8.self
+        )
+        let tokens = (0..<tokenCount).map { read(Int32.self, at: fixedHeaderSize + nameBytes + 4 * $0) }
+        let hash = ChunkHash(low: read(UInt64.self, at: 16), high: read(UInt64.self, at: 24))
+        return .success(
+            Header(
+                key: CacheKey(hash: hash, tokenCount: tokenCount, modelName: name, dtype: dtype),
+                tokens: tokens,
+                layout: layout,
+                headerLength: headerLength,
+                payloadLength: Int(payloadLength),
+                payloadChecksum: read(UInt64.self, at: 64)
+            )
+        )
+    }
+}
+
+/// Why a chunk file was rejected.
+struct DiskFormatError: Error, ExpressibleByStringInterpolation, CustomStringConvertible {
+    var description: String
+    init(stringLiteral value: String) { description = value }
+    init(_ value: String) { description = value }
+}

@@ -1,0 +1,630 @@
+import Dispatch
+public import LMCacheCore
+public import Logging
+import Metrics
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The local-disk tier (`local_disk`, `max_local_disk_size`): one file per chunk, crash-safe.
+///
+/// Each chunk is written to a temporary name, optionally fsynced, then renamed into place, so a
+/// file with the final name is always complete; its header (``DiskChunkFormat``) carries the key,
+/// the token ids, the layout and checksums of itself and of the KV bytes. On start the index is
+/// rebuilt from the directory: complete chunks are served again; temporary files left by a crash
+/// are deleted; files with a chunk name that fail their checks are deleted with a log line; other
+/// files are left alone. Every read checks the payload checksum, so a corrupted file is a miss
+/// (and is deleted), never wrong data.
+///
+/// A byte budget (the files' sizes) is kept with the same policies as the CPU tier. A full disk or
+/// a permission error switches the tier off with one error log line; requests go on without it.
+///
+/// The synchronous methods block on I/O; the ``StorageTier`` methods run them on a dispatch queue
+/// so that they never block Swift's cooperative threads.
+public final class LocalDiskTier: StorageTier {
+    public let name = "disk"
+    /// The directory holding the chunk files.
+    public let directory: String
+    private let capacity: Int
+    private let policy: CachePolicy
+    private let fsync: Bool
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let io = DispatchQueue(label: "lmcache.storage.disk", attributes: .concurrent)
+    private let temporaryCounter = Atomic<Int>(0)
+    private let metrics: TierMetrics
+
+    /// Opens (creating if needed) the tier in `directory` and rebuilds its index from the files there.
+    /// - Parameters:
+    ///   - directory: Where chunk files live.
+    ///   - capacity: The byte budget for all chunk files.
+    ///   - policy: Eviction order.
+    ///   - fsync: Flush each file (and the directory) before it becomes visible: survives power
+    ///     loss, not just process crashes. Off by default: rename alone is atomic for crashes.
+    ///   - logger: Where the tier logs.
+    /// - Throws: ``StorageError`` when the directory cannot be created or read.
+    public init(
+        directory: String,
+        capacity: Int,
+        policy: CachePolicy = .lru,
+        fsync: Bool = false,
+        logger: Logger = Logger(label: "lmcache.storage.disk")
+    ) throws(StorageError) {
+        guard capacity > 0 else { throw StorageError(.invalidArgument, "disk tier capacity must be positive") }
+        var path = directory
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        self.directory = path
+        self.capacity = capacity
+        self.policy = policy
+        self.fsync = fsync
+        self.logger = logger
+        self.metrics = TierMetrics(tier: "disk")
+        if mkdir(path, 0o755) != 0 && errno != EEXIST {
+            throw StorageError(.io, "cannot create disk tier directory \(path): \(Self.describeErrno())")
+        }
+        self.state = Mutex(State(policy: policy))
+        try rebuildIndex()
+    }
+
+    /// Opens the tier that `configuration` describes; `nil` when `local_disk` is unset or its size is 0.
+    public convenience init?(
+        configuration: LMCacheConfiguration,
+        logger: Logger = Logger(label: "lmcache.storage.disk")
+    ) throws(StorageError) {
+        guard let directory = configuration.localDisk, configuration.maxLocalDiskBytes > 0 else { return nil }
+        try self.init(
+            directory: directory,
+            capacity: configuration.maxLocalDiskBytes,
+            policy: configuration.cachePolicy,
+            logger: logger
+        )
+    }
+
+    /// Counters and gauges of the tier.
+    public struct Statistics: Hashable, Sendable {
+        /// Whether the tier is on (a full disk or a permission error turns it off).
+        public var enabled: Bool
+        /// Bytes of chunk files indexed.
+        public var usedBytes: Int
+        /// Chunks indexed.
+        public var count: Int
+        public var hits: Int
+        public var misses: Int
+        public var stored: Int
+        public var evicted: Int
+        /// Files found corrupt (at start or on read) and deleted.
+        public var corrupt: Int
+        /// Writes declined (no room, already present, tier off) or failed.
+        public var rejected: Int
+    }
+
+    /// The tier's current statistics.
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    // MARK: StorageTier (off the cooperative pool)
+
+    public func contains(_ key: CacheKey) async -> Bool { containsNow(key) }
+
+    public func get(_ key: CacheKey) async throws -> KVChunk? {
+        await withCheckedContinuation { continuation in
+            io.async { continuation.resume(returning: self.read(key)) }
+        }
+    }
+
+    @discardableResult
+    public func put(_ chunk: KVChunk) async throws -> Bool {
+        await withCheckedContinuation { continuation in
+            io.async { continuation.resume(returning: self.write(chunk)) }
+        }
+    }
+
+    @discardableResult
+    public func remove(_ key: CacheKey) async -> Bool { removeNow(key) }
+
+    /// Loads the chunk under `key`, if it holds exactly `tokens`, straight into the CPU tier's pool
+    /// (no intermediate copy) and returns it from there; falls back to a heap copy when the CPU
+    /// tier has no room. Runs off the cooperative pool.
+    public func promote(_ key: CacheKey, verifying tokens: [Int32], into cpu: LocalCPUTier) async -> KVChunk? {
+        await withCheckedContinuation { continuation in
+            io.async { continuation.resume(returning: self.promoteNow(key, verifying: tokens, into: cpu)) }
+        }
+    }
+
+    private func promoteNow(_ key: CacheKey, verifying tokens: [Int32], into cpu: LocalCPUTier) -> KVChunk? {
+        guard let reader = open(key) else { return nil }
+        guard reader.tokens == tokens else {
+            removeNow(key)
+            return nil
+        }
+        do {
+            let stored = try cpu.put(key: key, tokens: reader.tokens, layout: reader.layout) {
+                (destination) throws(StorageError) in
+                guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+            }
+            if stored, let chunk = cpu.get(key) { return chunk }
+        } catch {
+            return nil
+        }
+        // No room in the CPU tier (or a racing writer got there first): read into the heap.
+        let storage = try? HeapChunkStorage(count: reader.byteCount) { (destination) throws(StorageError) in
+            guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+        }
+        return storage.map { KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: $0) }
+    }
+
+    /// The checksum the tier stores for a chunk's KV bytes (for benchmarks and tools).
+    package static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
+        DiskChunkFormat.payloadChecksum(payload)
+    }
+
+    // MARK: Synchronous operations
+
+    /// Whether the index holds `key`.
+    public func containsNow(_ key: CacheKey) -> Bool { state.withLock { $0.enabled && $0.entries[key] != nil } }
+
+    /// Reads and checks the chunk under `key` (blocking); `nil` on a miss or a failed check.
+    public func read(_ key: CacheKey) -> KVChunk? {
+        guard let reader = open(key) else { return nil }
+        let storage = try? HeapChunkStorage(count: reader.byteCount) { (destination) throws(StorageError) in
+            guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+        }
+        guard let storage else { return nil }
+        return KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: storage)
+    }
+
+    /// Opens the chunk file of `key` and checks its header (blocking); `nil` on a miss or a bad
+    /// header. Read the KV bytes with ``DiskChunkReader/read(into:)`` straight into memory of the
+    /// caller's choosing (a CPU-tier extent, an engine's KV pages): no intermediate copy.
+    public func open(_ key: CacheKey) -> DiskChunkReader? {
+        guard let fileName = state.withLock({ $0.use(key) }) else {
+            metrics.misses.increment()
+            return nil
+        }
+        let path = directory + "/" + fileName
+        switch Self.openFile(path: path) {
+        case .success(let (fd, header)) where header.key == key:
+            return DiskChunkReader(tier: self, path: path, fd: fd, header: header)
+        case .success(let (fd, _)):
+            close(fd)
+            quarantine(key: key, path: path, reason: "file holds another chunk")
+        case .failure(let error) where error.isMissing:
+            // Evicted or removed between the index lookup and the open.
+            state.withLock { $0.forget(key) }
+        case .failure(let error):
+            quarantine(key: key, path: path, reason: error.description)
+        }
+        countFailedRead()
+        return nil
+    }
+
+    fileprivate func countFailedRead() {
+        state.withLock {
+            $0.counters.hits -= 1
+            $0.counters.misses += 1
+        }
+        metrics.misses.increment()
+    }
+
+    fileprivate func countRead(bytes: Int) {
+        metrics.hits.increment()
+        metrics.readBytes.increment(by: bytes)
+    }
+
+    /// Writes `chunk` crash-safely (blocking); `false` when declined or failed.
+    @discardableResult
+    public func write(_ chunk: KVChunk) -> Bool {
+        let nameBytes = chunk.key.modelName.utf8.count
+        let headerLength = DiskChunkFormat.headerLength(tokens: chunk.tokens.count, nameBytes: nameBytes)
+        let fileSize = headerLength + chunk.byteCount
+        let reservation = state.withLock { $0.reserve(chunk.key, size: fileSize, capacity: capacity) }
+        guard case .reserved(let victims) = reservation else {
+            if case .tooLarge = reservation {
+                logger.debug("chunk larger than the disk tier", metadata: ["lmcache.chunk.bytes": "\(fileSize)"])
+            }
+            return false
+        }
+        for victim in victims { unlink(directory + "/" + victim) }
+        metrics.evictions.increment(by: victims.count)
+
+        let fileName = DiskChunkFormat.fileName(for: chunk.key)
+        let finalPath = directory + "/" + fileName
+        let temporaryPath =
+            directory + "/" + DiskChunkFormat.temporaryPrefix
+            + "\(getpid())-\(temporaryCounter.add(1, ordering: .relaxed).newValue)-" + fileName
+        let outcome = writeFile(chunk, headerLength: headerLength, temporaryPath: temporaryPath, finalPath: finalPath)
+        switch outcome {
+        case .success:
+            state.withLock { $0.commit(chunk.key, fileName: fileName, size: fileSize) }
+            metrics.stores.increment()
+            metrics.writtenBytes.increment(by: fileSize)
+            return true
+        case .failure(let error):
+            unlink(temporaryPath)
+            state.withLock { $0.abandon(chunk.key, size: fileSize) }
+            metrics.rejections.increment()
+            if error.disablesTier {
+                disable(reason: error.description)
+            } else {
+                logger.warning(
+                    "disk tier write failed",
+                    metadata: ["lmcache.error": "\(error)", "lmcache.path": "\(finalPath)"]
+                )
+            }
+            return false
+        }
+    }
+
+    /// Removes `key` and its file.
+    @discardableResult
+    public func removeNow(_ key: CacheKey) -> Bool {
+        guard let fileName = state.withLock({ $0.remove(key) }) else { return false }
+        unlink(directory + "/" + fileName)
+        return true
+    }
+
+    /// Removes every chunk file the index holds.
+    public func removeAll() {
+        let names = state.withLock { $0.removeAll() }
+        for name in names { unlink(directory + "/" + name) }
+    }
+
+    // MARK: - Files
+
+    private struct IOError: Error, CustomStringConvertible {
+        var code: Int32
+        var operation: String
+        var description: String { "\(operation): \(String(cString: strerror(code)))" }
+        var isMissing: Bool { code == ENOENT }
+        /// Conditions that will not go away by retrying: the tier switches itself off.
+        var disablesTier: Bool { [ENOSPC, EDQUOT, EACCES, EPERM, EROFS].contains(code) }
+    }
+
+    private enum ReadError: Error, CustomStringConvertible {
+        case io(IOError)
+        case format(DiskFormatError)
+        var isMissing: Bool { if case .io(let error) = self { error.isMissing } else { false } }
+        var description: String {
+            switch self {
+            case .io(let error): "\(error)"
+            case .format(let error): "\(error)"
+            }
+        }
+    }
+
+    private static func openFile(path: String) -> Result<(Int32, DiskChunkFormat.Header), ReadError> {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(.io(IOError(code: errno, operation: "open"))) }
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return .failure(.io(IOError(code: errno, operation: "fstat"))) }
+        let fileSize = Int(info.st_size)
+        // The header is usually one page; read what it declares, within the format's caps.
+        var header = [UInt8](repeating: 0, count: min(fileSize, 2 * DiskChunkFormat.alignment))
+        guard fileSize >= DiskChunkFormat.fixedHeaderSize, readFully(fd, into: &header, at: 0) else {
+            return .failure(.format("file shorter than a header"))
+        }
+        let declared = header.withUnsafeBytes {
+            Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        }
+        let maxHeader = DiskChunkFormat.headerLength(
+            tokens: DiskChunkFormat.maxTokens,
+            nameBytes: DiskChunkFormat.maxNameBytes
+        )
+        if declared > header.count {
+            guard declared <= min(fileSize, maxHeader) else {
+                return .failure(.format("header length \(declared) impossible"))
+            }
+            header = [UInt8](repeating: 0, count: declared)
+            guard readFully(fd, into: &header, at: 0) else { return .failure(.format("file shorter than its header")) }
+        }
+        switch header.withUnsafeBytes({ DiskChunkFormat.parseHeader($0, fileSize: fileSize) }) {
+        case .success(let parsed):
+            _ = posix_fadvise(fd, off_t(parsed.headerLength), off_t(parsed.payloadLength), Int32(POSIX_FADV_SEQUENTIAL))
+            keepOpen = true
+            return .success((fd, parsed))
+        case .failure(let error):
+            return .failure(.format(error))
+        }
+    }
+
+    fileprivate static func readFully(_ fd: Int32, into buffer: inout [UInt8], at offset: Int) -> Bool {
+        buffer.withUnsafeMutableBytes { readFully(fd, into: $0, at: offset) }
+    }
+
+    fileprivate static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Bool {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            done += n
+        }
+        return true
+    }
+
+    private func writeFile(
+        _ chunk: KVChunk,
+        headerLength: Int,
+        temporaryPath: String,
+        finalPath: String
+    ) -> Result<Void, IOError> {
+        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: 64)
+        defer { header.deallocate() }
+        header.initializeMemory(as: UInt8.self, repeating: 0)
+        let checksum = chunk.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) }
+        DiskChunkFormat.writeHeader(
+            key: chunk.key,
+            tokens: chunk.tokens,
+            layout: chunk.layout,
+            payloadChecksum: checksum,
+            into: header
+        )
+        let fd = Glibc.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return .failure(IOError(code: errno, operation: "create")) }
+        var closed = false
+        defer { if !closed { close(fd) } }
+        let wrote = chunk.withUnsafeBytes { payload -> Result<Void, IOError> in
+            var vectors = [
+                iovec(iov_base: header.baseAddress, iov_len: headerLength),
+                iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count),
+            ]
+            var remaining = headerLength + payload.count
+            var first = 0
+            while remaining > 0 {
+                let n = vectors[first...].withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32($0.count)) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return .failure(IOError(code: n == 0 ? EIO : errno, operation: "write")) }
+                remaining -= n
+                var advanced = n
+                while advanced > 0 && first < vectors.count {
+                    if advanced >= vectors[first].iov_len {
+                        advanced -= vectors[first].iov_len
+                        first += 1
+                    } else {
+                        vectors[first].iov_base = vectors[first].iov_base! + advanced
+                        vectors[first].iov_len -= advanced
+                        advanced = 0
+                    }
+                }
+            }
+            return .success(())
+        }
+        if case .failure = wrote { return wrote }
+        if fsync && Glibc.fsync(fd) != 0 { return .failure(IOError(code: errno, operation: "fsync")) }
+        closed = true
+        guard close(fd) == 0 else { return .failure(IOError(code: errno, operation: "close")) }
+        guard rename(temporaryPath, finalPath) == 0 else { return .failure(IOError(code: errno, operation: "rename")) }
+        if fsync {
+            let dirfd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dirfd >= 0 {
+                _ = Glibc.fsync(dirfd)
+                close(dirfd)
+            }
+        }
+        return .success(())
+    }
+
+    /// Deletes a file that failed its checks and forgets its key.
+    fileprivate func quarantine(key: CacheKey, path: String, reason: String) {
+        logger.warning(
+            "corrupt chunk file deleted",
+            metadata: ["lmcache.path": "\(path)", "lmcache.reason": "\(reason)"]
+        )
+        state.withLock {
+            $0.forget(key)
+            $0.counters.corrupt += 1
+        }
+        unlink(path)
+    }
+
+    private func disable(reason: String) {
+        let wasEnabled = state.withLock { state -> Bool in
+            defer { state.enabled = false }
+            return state.enabled
+        }
+        if wasEnabled {
+            logger.error(
+                "disk tier switched off; serving continues without it",
+                metadata: ["lmcache.path": "\(directory)", "lmcache.reason": "\(reason)"]
+            )
+        }
+    }
+
+    /// Scans the directory: indexes complete chunk files, deletes temporary and corrupt ones.
+    private func rebuildIndex() throws(StorageError) {
+        guard let dir = opendir(directory) else {
+            throw StorageError(.io, "cannot read disk tier directory \(directory): \(Self.describeErrno())")
+        }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        closedir(dir)
+
+        var found: [(key: CacheKey, name: String, size: Int, modified: Int)] = []
+        var removedTemporary = 0
+        var corrupt = 0
+        var foreign = 0
+        for name in names {
+            let path = directory + "/" + name
+            if name.hasPrefix(DiskChunkFormat.temporaryPrefix) {
+                unlink(path)
+                removedTemporary += 1
+                continue
+            }
+            guard name.hasSuffix(DiskChunkFormat.fileExtension) else {
+                foreign += 1
+                continue
+            }
+            switch Self.readHeader(path: path) {
+            case .success(let (header, size, modified)) where DiskChunkFormat.fileName(for: header.key) == name:
+                found.append((header.key, name, size, modified))
+            case .success:
+                logger.warning("chunk file under a wrong name deleted", metadata: ["lmcache.path": "\(path)"])
+                unlink(path)
+                corrupt += 1
+            case .failure(let reason):
+                logger.warning(
+                    "corrupt chunk file deleted",
+                    metadata: ["lmcache.path": "\(path)", "lmcache.reason": "\(reason)"]
+                )
+                unlink(path)
+                corrupt += 1
+            }
+        }
+        // Oldest first, so that recency order survives a restart approximately.
+        found.sort { $0.modified < $1.modified }
+        let overflow = state.withLock { state -> [String] in
+            for file in found { state.commit(file.key, fileName: file.name, size: file.size, fresh: false) }
+            state.counters.corrupt = corrupt
+            return state.shrink(to: capacity)
+        }
+        for name in overflow { unlink(directory + "/" + name) }
+        logger.info(
+            "disk tier ready",
+            metadata: [
+                "lmcache.path": "\(directory)", "lmcache.chunks": "\(found.count - overflow.count)",
+                "lmcache.removed.temporary": "\(removedTemporary)", "lmcache.removed.corrupt": "\(corrupt)",
+                "lmcache.evicted.over_budget": "\(overflow.count)", "lmcache.ignored.foreign": "\(foreign)",
+            ]
+        )
+    }
+
+    private static func readHeader(path: String) -> Result<(DiskChunkFormat.Header, Int, Int), DiskFormatError> {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure("cannot open: \(describeErrno())") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return .failure("cannot stat: \(describeErrno())") }
+        let size = Int(info.st_size)
+        // The fixed part first, then as much as the header declares (bounded by the format's caps).
+        var fixed = [UInt8](repeating: 0, count: DiskChunkFormat.fixedHeaderSize)
+        guard pread(fd, &fixed, fixed.count, 0) == fixed.count else { return .failure("shorter than a header") }
+        let declared = fixed.withUnsafeBytes {
+            Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        }
+        let maxHeader = DiskChunkFormat.headerLength(
+            tokens: DiskChunkFormat.maxTokens,
+            nameBytes: DiskChunkFormat.maxNameBytes
+        )
+        guard declared >= DiskChunkFormat.fixedHeaderSize, declared <= min(size, maxHeader) else {
+            return .failure("header length \(declared) impossible for a file of \(size) bytes")
+        }
+        var header = [UInt8](repeating: 0, count: declared)
+        guard pread(fd, &header, declared, 0) == declared else { return .failure("shorter than its header") }
+        let parsed = header.withUnsafeBytes { DiskChunkFormat.parseHeader($0, fileSize: size) }
+        return parsed.map { ($0, size, Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec)) }
+    }
+
+    private static func describeErrno() -> String { String(cString: strerror(errno)) }
+}
+
+/// An open chunk file whose header passed its checks; reads the KV bytes into caller memory.
+///
+/// Closes the file when released. Use it from one thread at a time.
+public final class DiskChunkReader {
+    /// The chunk's key, tokens and layout, from the checked header.
+    public let key: CacheKey
+    public let tokens: [Int32]
+    public let layout: KVLayout
+    private let tier: LocalDiskTier
+    private let path: String
+    private let fd: Int32
+    private let payloadOffset: Int
+    private let checksum: UInt64
+
+    fileprivate init(tier: LocalDiskTier, path: String, fd: Int32, header: DiskChunkFormat.Header) {
+        self.tier = tier
+        self.path = path
+        self.fd = fd
+        self.key = header.key
+        self.tokens = header.tokens
+        self.layout = header.layout
+        self.payloadOffset = header.headerLength
+        self.checksum = header.payloadChecksum
+    }
+
+    deinit { close(fd) }
+
+    /// Bytes of KV the chunk holds.
+    public var byteCount: Int { layout.byteCount(tokens: tokens.count) }
+
+    /// Reads the KV bytes into `destination` (exactly ``byteCount`` bytes) and checks them.
+    /// - Returns: `false` when the read fails or the bytes fail their checksum; the chunk is then
+    ///   removed from the tier (and `destination` holds garbage).
+    public func read(into destination: UnsafeMutableRawBufferPointer) -> Bool {
+        precondition(destination.count == byteCount, "read(into:) needs exactly \(byteCount) bytes")
+        // Each block is hashed right after it is read, while it is still in cache; the blocks are
+        // split between two threads, each reading and hashing its own, so that the kernel's copy
+        // and the checksum run on both cores.
+        let blocks = DiskChunkFormat.checksumBlocks(destination.count)
+        let hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: blocks)
+        defer { hashes.deallocate() }
+        let failed = Atomic<Bool>(false)
+        let workers = blocks >= 4 ? 2 : 1
+        let base = UInt(bitPattern: destination.baseAddress)
+        let count = destination.count
+        let fd = self.fd
+        let payloadOffset = self.payloadOffset
+        let hashBase = UInt(bitPattern: hashes.baseAddress)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            // Worker w takes blocks w, w + workers, …: disjoint parts of `destination` and `hashes`.
+            for index in stride(from: worker, to: blocks, by: workers) {
+                let start = index * DiskChunkFormat.checksumBlock
+                let end = min(start + DiskChunkFormat.checksumBlock, count)
+                let block = UnsafeMutableRawBufferPointer(
+                    start: UnsafeMutableRawPointer(bitPattern: base)! + start,
+                    count: end - start
+                )
+                guard LocalDiskTier.readFully(fd, into: block, at: payloadOffset + start) else {
+                    failed.store(true, ordering: .relaxed)
+                    return
+                }
+                UnsafeMutablePointer<UInt64>(bitPattern: hashBase)![index] =
+                    DiskChunkFormat.PayloadChecksum.hash(UnsafeRawBufferPointer(block), index: index)
+            }
+        }
+        guard !failed.load(ordering: .relaxed) else {
+            tier.quarantine(key: key, path: path, reason: "payload shorter than its header says")
+            tier.countFailedRead()
+            return false
+        }
+        guard DiskChunkFormat.PayloadChecksum.combine(Array(hashes)) == checksum else {
+            tier.quarantine(key: key, path: path, reason: "payload checksum mismatch")
+            tier.countFailedRead()
+            return false
+        }
+        tier.countRead(bytes: destination.count)
+        return true
+    }
+}
+
+/// The swift-metrics instruments of one tier, created once.
+struct TierMetrics: Sendable {
+    let hits: Counter
+    let misses: Counter
+    let stores: Counter
+    let evictions: Counter
+    let rejections: Counter
+    let readBytes: Counter
+    let writtenBytes: Counter
+
+    init(tier: String) {
+        let dimensions = [("tier", tier)]
+        hits = Counter(label: "lmcache.storage.hits", dimensions: dimensions)
+        misses = Counter(label: "lmcache.storage.misses", dimensions: dimensions)
+        stores = Counter(label: "lmcache.storage.stores", dimensions: dimensions)
+        evictions = Counter(label: "lmcache.storage.evictions", dimensions: dimensions)
+        rejections = Counter(label: "lmcache.storage.rejections", dimensions: dimensions)
+        readBytes = Counter(label: "lmcache.storage.read_bytes", dimensions: dimensions)
+        writtenBytes = Counter(label: "lmcache.storage.written_bytes", dimensions: dimensions)
+    }
+}

@@ -1,0 +1,334 @@
+public import LMCacheCore
+public import Logging
+import Metrics
+import Synchronization
+
+/// All tiers acting as one cache: the CPU tier first, then slower tiers (disk, remote) in order.
+///
+/// - **Lookup** returns how many leading chunks are available anywhere (prefix mode), asking
+///   each slower tier once, in a batch, for the keys the faster ones lack.
+/// - **Retrieve** returns those chunks, checking each chunk's token ids; a hit in a slower tier is
+///   promoted into the CPU tier.
+/// - **Store** writes the CPU tier synchronously and queues the chunk for the slower tiers
+///   (write-behind). The queue is bounded: when it is full the write is dropped and counted;
+///   `store` never waits.
+/// - **Prefetch** queues loads from slower tiers into the CPU tier ahead of use.
+///
+/// Queued work runs in ``run()``, which the owner runs for the manager's lifetime (as a service in
+/// a service group, or a child task); ``flush()`` waits for the queue to drain.
+///
+/// ```swift
+/// let manager = try StorageManager(configuration: config)
+/// try await withThrowingDiscardingTaskGroup { group in
+///     group.addTask { await manager.run() }
+///     manager.store(chunk)
+///     let cached = await manager.lookup(keys)
+///     group.cancelAll()
+/// }
+/// ```
+public final class StorageManager: Sendable {
+    /// The CPU tier, when `local_cpu` is on.
+    public let cpu: LocalCPUTier?
+    /// The slower tiers, in lookup order.
+    public let slowerTiers: [any StorageTier]
+    private let logger: Logger
+    private let jobs: AsyncStream<Job>
+    private let queue: AsyncStream<Job>.Continuation
+    private let state = Mutex(State())
+    private let queueCapacity: Int
+    private let droppedWrites = Counter(label: "lmcache.storage.write_behind.dropped")
+    private let promotions = Counter(label: "lmcache.storage.promotions")
+    private let tierHits: [Counter]
+    private let tierLatency: [Timer]
+
+    enum Job: Sendable {
+        case write(KVChunk)
+        case prefetch([CacheKey])
+    }
+
+    struct State: Sendable {
+        var pending = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var statistics = Statistics()
+    }
+
+    /// What the manager has done.
+    public struct Statistics: Hashable, Sendable {
+        /// Chunks queued for the slower tiers.
+        public var writesQueued = 0
+        /// Chunks not queued because the queue was full.
+        public var writesDropped = 0
+        /// Chunk writes to slower tiers that completed / that a tier declined or failed.
+        public var writesCompleted = 0
+        public var writesFailed = 0
+        /// Chunks served from a slower tier and copied into the CPU tier.
+        public var promotions = 0
+        /// Chunks loaded into the CPU tier by prefetch.
+        public var prefetched = 0
+        /// Hits per tier name (`cpu`, `disk`, …) and misses (no tier had it).
+        public var hits: [String: Int] = [:]
+        public var misses = 0
+    }
+
+    /// Creates a manager over the given tiers.
+    /// - Parameters:
+    ///   - cpu: The CPU tier, or `nil` when it is off.
+    ///   - slowerTiers: Disk and remote tiers, fastest first.
+    ///   - writeQueueCapacity: Jobs the write-behind queue holds before dropping writes.
+    public init(
+        cpu: LocalCPUTier?,
+        slowerTiers: [any StorageTier],
+        writeQueueCapacity: Int = 256,
+        logger: Logger = Logger(label: "lmcache.storage")
+    ) {
+        precondition(writeQueueCapacity > 0, "writeQueueCapacity must be positive")
+        self.cpu = cpu
+        self.slowerTiers = slowerTiers
+        self.logger = logger
+        self.queueCapacity = writeQueueCapacity
+        (jobs, queue) = AsyncStream.makeStream(of: Job.self, bufferingPolicy: .bufferingOldest(writeQueueCapacity))
+        let names = (cpu.map { [$0.name] } ?? []) + slowerTiers.map(\.name)
+        tierHits = names.map { Counter(label: "lmcache.storage.manager.hits", dimensions: [("tier", $0)]) }
+        tierLatency = names.map { Timer(label: "lmcache.storage.manager.get.duration", dimensions: [("tier", $0)]) }
+    }
+
+    /// Builds the tiers `configuration` describes: CPU (`local_cpu`, `max_local_cpu_size`), disk
+    /// (`local_disk`, `max_local_disk_size`), and a remote tier (`remote_url`) made by `remoteTier`.
+    /// - Throws: ``StorageError`` when a tier cannot be created.
+    public convenience init(
+        configuration: LMCacheConfiguration,
+        prefault: Bool = true,
+        remoteTier: ((RemoteURL) throws -> any StorageTier)? = nil,
+        logger: Logger = Logger(label: "lmcache.storage")
+    ) throws {
+        let cpu =
+            configuration.localCPU && configuration.maxLocalCPUBytes > 0
+            ? try LocalCPUTier(configuration: configuration, prefault: prefault, logger: logger) : nil
+        var slower: [any StorageTier] = []
+        if let disk = try LocalDiskTier(configuration: configuration, logger: logger) { slower.append(disk) }
+        if let url = configuration.remoteURL {
+            guard let remoteTier else {
+                throw StorageError(.unavailable, "remote_url \(url) is set but this program has no remote tiers")
+            }
+            slower.append(try remoteTier(url))
+        }
+        self.init(cpu: cpu, slowerTiers: slower, logger: logger)
+    }
+
+    /// The manager's statistics.
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    // MARK: Lookup and retrieval
+
+    /// The number of leading keys available in some tier: the cached prefix, in chunks.
+    ///
+    /// - Complexity: one CPU-tier lookup per key, then one batched `contains` per slower tier over
+    ///   the keys the tiers before it lacked.
+    public func lookup(_ keys: [CacheKey]) async -> Int {
+        var count = 0
+        if let cpu {
+            while count < keys.count && cpu.contains(keys[count]) { count += 1 }
+        }
+        guard count < keys.count, !slowerTiers.isEmpty else { return count }
+        var found = [Bool](repeating: false, count: keys.count - count)
+        var remaining = Array(keys[count...])
+        var positions = Array(0..<remaining.count)
+        for tier in slowerTiers where !remaining.isEmpty {
+            let answers = await tier.contains(remaining)
+            var stillMissing: [CacheKey] = []
+            var stillPositions: [Int] = []
+            for (index, hit) in answers.enumerated() {
+                if hit {
+                    found[positions[index]] = true
+                } else {
+                    stillMissing.append(remaining[index])
+                    stillPositions.append(positions[index])
+                }
+            }
+            // Only keys before the first gap matter for a prefix.
+            if let gap = found.firstIndex(of: false) {
+                let cut = stillPositions.firstIndex { $0 > gap } ?? stillPositions.count
+                remaining = Array(stillMissing[..<cut])
+                positions = Array(stillPositions[..<cut])
+            } else {
+                remaining = []
+            }
+        }
+        return count + (found.firstIndex(of: false) ?? found.count)
+    }
+
+    /// The chunk under `key` holding exactly `tokens`, from the fastest tier that has it; a hit in a
+    /// slower tier is promoted into the CPU tier. `nil` when no tier has it.
+    public func get(_ key: CacheKey, tokens: some Collection<Int32>) async -> KVChunk? {
+        var tierIndex = 0
+        if let cpu {
+            let start = ContinuousClock.now
+            if let chunk = try? await cpu.get(key, verifying: tokens) {
+                record(hit: 0, since: start)
+                return chunk
+            }
+            tierIndex = 1
+        }
+        for tier in slowerTiers {
+            defer { tierIndex += 1 }
+            let start = ContinuousClock.now
+            if let disk = tier as? LocalDiskTier, let cpu {
+                // Disk to CPU pool directly, without an intermediate copy.
+                guard let chunk = await disk.promote(key, verifying: Array(tokens), into: cpu) else { continue }
+                record(hit: tierIndex, since: start)
+                if cpu.contains(key) { countPromotion() }
+                return chunk
+            }
+            let chunk: KVChunk?
+            do {
+                chunk = try await tier.get(key, verifying: tokens)
+            } catch {
+                logger.debug(
+                    "tier get failed",
+                    metadata: ["lmcache.tier": "\(tier.name)", "lmcache.error": "\(error)"]
+                )
+                continue
+            }
+            guard let chunk else { continue }
+            record(hit: tierIndex, since: start)
+            if let cpu, cpu.put(chunk) { countPromotion() }
+            return chunk
+        }
+        state.withLock { $0.statistics.misses += 1 }
+        return nil
+    }
+
+    /// The leading run of `chunks` available in the tiers, each checked against its tokens in
+    /// `tokens`; stops at the first chunk no tier has.
+    public func retrieve(_ chunks: [TokenChunk], tokens: [Int32]) async -> [KVChunk] {
+        var result: [KVChunk] = []
+        result.reserveCapacity(chunks.count)
+        for chunk in chunks {
+            guard let hit = await get(chunk.key, tokens: tokens[chunk.range]) else { break }
+            result.append(hit)
+        }
+        return result
+    }
+
+    private func countPromotion() {
+        promotions.increment()
+        state.withLock { $0.statistics.promotions += 1 }
+    }
+
+    private func record(hit tierIndex: Int, since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        tierHits[tierIndex].increment()
+        tierLatency[tierIndex].recordNanoseconds(
+            elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+        )
+        let name = tierIndex == 0 && cpu != nil ? "cpu" : slowerTiers[tierIndex - (cpu == nil ? 0 : 1)].name
+        state.withLock { $0.statistics.hits[name, default: 0] += 1 }
+    }
+
+    // MARK: Store and prefetch
+
+    /// Stores `chunk` in the CPU tier now and queues it for the slower tiers. Never waits: when the
+    /// queue is full, the slower tiers miss this chunk and the drop is counted.
+    public func store(_ chunk: KVChunk) {
+        cpu?.put(chunk)
+        guard !slowerTiers.isEmpty else { return }
+        enqueue(.write(chunk))
+    }
+
+    /// Queues loading `keys` from slower tiers into the CPU tier.
+    public func prefetch(_ keys: [CacheKey]) {
+        guard cpu != nil, !slowerTiers.isEmpty, !keys.isEmpty else { return }
+        enqueue(.prefetch(keys))
+    }
+
+    private func enqueue(_ job: Job) {
+        state.withLock { $0.pending += 1 }
+        switch queue.yield(job) {
+        case .enqueued:
+            if case .write = job { state.withLock { $0.statistics.writesQueued += 1 } }
+        case .dropped, .terminated:
+            if case .write = job { droppedWrites.increment() }
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                if case .write = job { state.statistics.writesDropped += 1 }
+                return state.finishOne()
+            }
+            for waiter in waiters { waiter.resume() }
+        @unknown default:
+            break
+        }
+    }
+
+    /// Runs queued writes and prefetches until the task is cancelled.
+    public func run() async {
+        await withTaskCancellationHandler {
+            for await job in jobs {
+                switch job {
+                case .write(let chunk): await writeBehind(chunk)
+                case .prefetch(let keys): await load(keys)
+                }
+                let waiters = state.withLock { $0.finishOne() }
+                for waiter in waiters { waiter.resume() }
+            }
+        } onCancel: {
+            queue.finish()
+        }
+        // Jobs left unprocessed are dropped: release anyone waiting for them.
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.pending = 0
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits until every job queued so far has run (or `run()` has stopped).
+    public func flush() async {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Bool in
+                if state.pending == 0 { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    private func writeBehind(_ chunk: KVChunk) async {
+        for tier in slowerTiers {
+            let stored: Bool
+            do {
+                stored = try await tier.put(chunk)
+            } catch {
+                logger.debug(
+                    "write-behind failed",
+                    metadata: ["lmcache.tier": "\(tier.name)", "lmcache.error": "\(error)"]
+                )
+                stored = false
+            }
+            state.withLock {
+                if stored { $0.statistics.writesCompleted += 1 } else { $0.statistics.writesFailed += 1 }
+            }
+        }
+    }
+
+    private func load(_ keys: [CacheKey]) async {
+        guard let cpu else { return }
+        for key in keys where !cpu.contains(key) {
+            for tier in slowerTiers {
+                guard let chunk = try? await tier.get(key) else { continue }
+                if cpu.put(chunk) { state.withLock { $0.statistics.prefetched += 1 } }
+                break
+            }
+        }
+    }
+}
+
+extension StorageManager.State {
+    /// Marks one job done; returns the waiters to resume when none is left.
+    mutating func finishOne() -> [CheckedContinuation<Void, Never>] {
+        pending -= 1
+        guard pending == 0 else { return [] }
+        defer { waiters = [] }
+        return waiters
+    }
+}

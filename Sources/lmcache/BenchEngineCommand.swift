@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import Inference
+
+/// `lmcache bench engine`: prefill and decode speed of the built-in engine.
+struct BenchEngineCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "Prefill and decode speed of the built-in CPU engine on a model file.",
+        discussion: """
+            Prefill runs --prompt-tokens tokens into an empty sequence; decode then generates \
+            --decode-tokens tokens one at a time at that depth. Figures are medians over --runs runs. \
+            The prompt is a fixed pseudo-random token sequence (speed does not depend on the text). \
+            LMCACHE_THREADS sets the thread count (default: all cores).
+            """
+    )
+
+    @OptionGroup var modelArguments: ModelArguments
+
+    @Option(help: "Prompt length in tokens (the decode depth).")
+    var promptTokens = 512
+
+    @Option(help: "Tokens to decode per run.")
+    var decodeTokens = 32
+
+    @Option(help: "Runs to take the median of.")
+    var runs = 3
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard promptTokens > 0 else { throw ValidationError("--prompt-tokens must be positive") }
+        guard decodeTokens > 0 else { throw ValidationError("--decode-tokens must be positive") }
+        guard runs > 0 else { throw ValidationError("--runs must be positive") }
+    }
+
+    func run() async throws {
+        let (_, model, loadSeconds) = try modelArguments.load()
+        guard promptTokens + decodeTokens <= model.configuration.contextLength else {
+            throw ValidationError("--prompt-tokens + --decode-tokens exceed the context of \(model.configuration.contextLength)")
+        }
+        var state: UInt64 = 12345
+        let prompt: [Int32] = [2] + (1..<promptTokens).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int32((state >> 33) % 20_000) + 100
+        }
+        let workspace = Workspace()
+        var prefill: [Double] = []
+        var decode: [Double] = []
+        for _ in 0..<runs {
+            let sequence = model.makeSequence()
+            let t0 = monotonicSeconds()
+            var logits = try model.forward(prompt, sequence: sequence, outputs: .last, workspace: workspace)
+            let t1 = monotonicSeconds()
+            for _ in 0..<decodeTokens {
+                logits = try model.forward([Sampler.argmax(logits)], sequence: sequence, outputs: .last, workspace: workspace)
+            }
+            let t2 = monotonicSeconds()
+            prefill.append(Double(promptTokens) / (t1 - t0))
+            decode.append(Double(decodeTokens) / (t2 - t1))
+        }
+        func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+        let threads = Int(ProcessInfo.processInfo.environment["LMCACHE_THREADS"] ?? "")
+            ?? ProcessInfo.processInfo.activeProcessorCount
+        if json {
+            try printJSON([
+                "prefill_tok_s": median(prefill),
+                "decode_tok_s": median(decode),
+                "prompt_tokens": promptTokens,
+                "decode_tokens": decodeTokens,
+                "threads": threads,
+                "runs": runs,
+                "load_ms": loadSeconds * 1000,
+                "model": modelArguments.model,
+            ])
+        } else {
+            print(String(format: "prefill %.1f tok/s (%d tokens), decode %.1f tok/s at depth %d, %d threads, load %.0f ms",
+                         median(prefill), promptTokens, median(decode), promptTokens, threads, loadSeconds * 1000))
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import GGUF
+import Inference
+import Testing
+
+/// Tokens of ordinary text (ids from the model's vocabulary, deterministic).
+func sampleTokens(_ count: Int, seed: UInt64 = 1) -> [Int32] {
+    var state = seed
+    var tokens: [Int32] = [2]
+    while tokens.count < count {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        tokens.append(Int32(truncatingIfNeeded: (state >> 33) % 20_000) + 100)
+    }
+    return tokens
+}
+
+/// The largest absolute difference between two equally long arrays.
+func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
+    zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+}
+
+@Suite("Sequence KV memory")
+struct SequenceKVTests {
+    /// Splits at chunk boundaries (multiples of 256 tokens) must be bit-exact; other splits agree within
+    /// float rounding.
+    @Test(
+        "prefill(prefix) + prefill(rest) gives the logits and KV of prefill(all): bit-identical at chunk boundaries",
+        arguments: [(600, 256), (600, 512), (257, 256), (300, 64), (300, 299), (40, 17), (530, 1)])
+    func splitPrefill(total: Int, prefix: Int) throws {
+        let model = try TestModel.model()
+        let tokens = sampleTokens(total)
+        let whole = model.makeSequence()
+        let expected = try model.forward(tokens, sequence: whole, outputs: .last, workspace: Workspace())
+        let split = model.makeSequence()
+        let workspace = Workspace()
+        _ = try model.forward(Array(tokens[..<prefix]), sequence: split, outputs: .none, workspace: workspace)
+        let got = try model.forward(Array(tokens[prefix...]), sequence: split, outputs: .last, workspace: workspace)
+        // Compare as Bool: Swift Testing would diff the huge arrays element by element.
+        if prefix % 256 == 0 {
+            let sameLogits = got == expected
+            #expect(sameLogits, "largest logit difference \(maxDifference(got, expected))")
+            let sameKV = try split.exportKV(0..<total) == whole.exportKV(0..<total)
+            #expect(sameKV)
+        } else {
+            // The single-token tail runs the int8 decode kernels instead of Float sgemm.
+            #expect(maxDifference(got, expected) < 1.5)
+        }
+    }
+
+    @Test("export → import into a fresh sequence, then continuing, gives identical logits")
+    func exportImport() throws {
+        let model = try TestModel.model()
+        let tokens = sampleTokens(300, seed: 7)
+        let source = model.makeSequence()
+        let workspace = Workspace()
+        _ = try model.forward(Array(tokens[..<256]), sequence: source, outputs: .none, workspace: workspace)
+        let bytes = try source.exportKV(0..<256)
+        #expect(bytes.count == model.kvLayout.byteCount(tokens: 256))
+        let expected = try model.forward(Array(tokens[256...]), sequence: source, outputs: .all, workspace: workspace)
+
+        let copy = model.makeSequence()
+        try copy.importKV(bytes, tokens: Array(tokens[..<256]), at: 0)
+        #expect(copy.tokens == Array(tokens[..<256]))
+        let got = try model.forward(Array(tokens[256...]), sequence: copy, outputs: .all, workspace: Workspace())
+        let same = got == expected
+        #expect(same, "largest logit difference \(maxDifference(got, expected))")
+    }
+
+    @Test("the export layout is layers × {K,V} × tokens × kv_heads × head_dim")
+    func exportLayout() throws {
+        let layout = KVLayout(layers: 2, kvHeads: 1, headDim: 4)
+        let kv = SequenceKV(layout: layout, pageSize: 2, capacity: 8)
+        // Fill three tokens through import with recognisable values: value = layer·1000 + kv·100 + token·10 + i.
+        var floats: [Float] = []
+        for layer in 0..<2 {
+            for part in 0..<2 {
+                for token in 0..<3 {
+                    for i in 0..<4 { floats.append(Float(layer * 1000 + part * 100 + token * 10 + i)) }
+                }
+            }
+        }
+        let bytes = floats.withUnsafeBytes { Array($0) }
+        try kv.importKV(bytes, tokens: [5, 6, 7], at: 0)
+        // A sub-range comes back in the same layout.
+        let sub = try kv.exportKV(1..<3).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        var expected: [Float] = []
+        for layer in 0..<2 {
+            for part in 0..<2 {
+                for token in 1..<3 {
+                    for i in 0..<4 { expected.append(Float(layer * 1000 + part * 100 + token * 10 + i)) }
+                }
+            }
+        }
+        #expect(sub == expected)
+    }
+
+    @Test("bad ranges and byte counts throw")
+    func rejectsBadInput() throws {
+        let kv = SequenceKV(layout: KVLayout(layers: 1, kvHeads: 1, headDim: 2), pageSize: 4, capacity: 8)
+        #expect(throws: InferenceError.self) { try kv.exportKV(0..<1) }
+        #expect(throws: InferenceError.self) { try kv.importKV([0, 0, 0], tokens: [1], at: 0) }
+        #expect(throws: InferenceError.self) { try kv.importKV([UInt8](repeating: 0, count: 16), tokens: [1], at: 1) }
+        #expect(throws: InferenceError.self) {
+            try kv.importKV([UInt8](repeating: 0, count: 16 * 9), tokens: Array(repeating: 1, count: 9), at: 0)
+        }
+    }
+
+    @Test("token ids outside the vocabulary and empty batches throw")
+    func rejectsBadTokens() throws {
+        let model = try TestModel.model()
+        let kv = model.makeSequence()
+        #expect(throws: InferenceError.self) { try model.forward([], sequence: kv, outputs: .last, workspace: Workspace()) }
+        #expect(throws: InferenceError.self) {
+            try model.forward([Int32(model.configuration.vocabularySize)], sequence: kv, outputs: .last, workspace: Workspace())
+        }
+        #expect(kv.count == 0)
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import GGUF
+import Inference
+import Testing
+
+/// Directory of this test target's data files.
+let resourcesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Resources")
+
+/// The default model: `LMCACHE_TEST_MODEL`, else `~/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf`.
+/// Tests that need it fail (never skip) when it is missing.
+enum TestModel {
+    static var path: String {
+        if let path = ProcessInfo.processInfo.environment["LMCACHE_TEST_MODEL"], !path.isEmpty { return path }
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+        return home + "/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf"
+    }
+
+    struct Missing: Error, CustomStringConvertible {
+        let path: String
+        var description: String { "test model not found at \(path): run scripts/fetch-model (or set LMCACHE_TEST_MODEL)" }
+    }
+
+    /// The loaded model, shared by all tests of the process (loading maps the file).
+    static let shared: Result<any LanguageModel, any Error> = Result {
+        guard FileManager.default.fileExists(atPath: path) else { throw Missing(path: path) }
+        return try loadModel(from: GGUFFile(contentsOf: path))
+    }
+
+    static func model() throws -> any LanguageModel { try shared.get() }
+}
+
+/// The index of the largest value.
+func argmax(_ values: ArraySlice<Float>) -> Int {
+    var best = values.startIndex
+    for i in values.indices where values[i] > values[best] { best = i }
+    return best - values.startIndex
+}
+
+/// llama.cpp's greedy outputs with top-5 logits (shared reference data).
+struct GreedyReference: Decodable, Sendable, CustomStringConvertible {
+    var prompt: String
+    var prompt_ids: [Int32]
+    var greedy_ids: [Int32]
+    var top5_per_step: [[[Double]]]
+    var description: String { prompt }
+
+    static let all: [GreedyReference] = {
+        struct File: Decodable { var greedy: [GreedyReference] }
+        let url = resourcesDirectory.appendingPathComponent("llamacpp-gemma3-270m-vectors.json")
+        guard let data = try? Data(contentsOf: url), let file = try? JSONDecoder().decode(File.self, from: data) else {
+            return []
+        }
+        return file.greedy
+    }()
+}

@@ -1,0 +1,166 @@
+import LMCacheCore
+import LMCacheStorage
+import Synchronization
+import Testing
+
+/// A real disk tier behind a gate: its writes wait until the test opens the gate. Stands for a
+/// slow or stalled disk without sleeping.
+final class GatedTier: StorageTier {
+    let name = "gated"
+    let inner: LocalDiskTier
+    private let gate = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    init(_ inner: LocalDiskTier) { self.inner = inner }
+
+    func open() {
+        let waiters = gate.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private func pass() async {
+        await withCheckedContinuation { continuation in
+            let open = gate.withLock { state -> Bool in
+                if !state.open { state.waiters.append(continuation) }
+                return state.open
+            }
+            if open { continuation.resume() }
+        }
+    }
+
+    func contains(_ key: CacheKey) async -> Bool { await inner.contains(key) }
+    func get(_ key: CacheKey) async throws -> KVChunk? { try await inner.get(key) }
+    func put(_ chunk: KVChunk) async throws -> Bool {
+        await pass()
+        return try await inner.put(chunk)
+    }
+    func remove(_ key: CacheKey) async -> Bool { await inner.remove(key) }
+}
+
+@Suite("Storage manager")
+struct StorageManagerTests {
+    /// Runs `body` with `manager.run()` going in a child task.
+    static func running(_ manager: StorageManager, _ body: () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await manager.run() }
+            try await body()
+            group.cancelAll()
+        }
+    }
+
+    @Test("a chunk evicted from CPU is served from disk and promoted back")
+    func tiering() async throws {
+        let directory = try TemporaryDirectory("lmcache-manager")
+        defer { directory.remove() }
+        let cpu = try LocalCPUTier(capacity: 2 * 4096, prefault: false)
+        let disk = try LocalDiskTier(directory: directory.path, capacity: 1 << 20)
+        let manager = StorageManager(cpu: cpu, slowerTiers: [disk])
+        let chunks = (0..<5).map { Fixtures.chunk($0) }
+        try await Self.running(manager) {
+            for chunk in chunks { manager.store(chunk) }
+            await manager.flush()
+            #expect(disk.statistics.count == 5)
+            #expect(!cpu.contains(chunks[0].key), "the CPU tier holds only the last two")
+            let hit = try #require(await manager.get(chunks[0].key, tokens: chunks[0].tokens))
+            #expect(hit.contentEquals(chunks[0]))
+            #expect(cpu.contains(chunks[0].key), "promoted")
+            #expect(manager.statistics.promotions == 1)
+            #expect(manager.statistics.hits["disk"] == 1)
+            #expect(await manager.get(chunks[4].key, tokens: chunks[4].tokens) != nil)
+            #expect(manager.statistics.hits["cpu"] == 1)
+        }
+    }
+
+    @Test("lookup counts the leading run of chunks found in any tier")
+    func prefixLookup() async throws {
+        let directory = try TemporaryDirectory("lmcache-manager-lookup")
+        defer { directory.remove() }
+        let cpu = try LocalCPUTier(capacity: 16 * 4096, prefault: false)
+        let disk = try LocalDiskTier(directory: directory.path, capacity: 1 << 20)
+        let manager = StorageManager(cpu: cpu, slowerTiers: [disk])
+        let tokens = (0..<(16 * 6)).map { Int32($0) }
+        let keyer = ChunkKeyer(model: Fixtures.model, layout: Fixtures.layout, chunkSize: 16)
+        let chunks = keyer.chunks(for: tokens).map { piece in
+            KVChunk(
+                key: piece.key,
+                tokens: Array(tokens[piece.range]),
+                layout: Fixtures.layout,
+                storage: HeapChunkStorage(count: Fixtures.layout.byteCount(tokens: 16)) {
+                    $0.initializeMemory(as: UInt8.self, repeating: UInt8(piece.range.lowerBound / 16))
+                }
+            )
+        }
+        // Chunks 0, 1 in CPU; 2, 3 only on disk; 4 nowhere; 5 in CPU.
+        cpu.put(chunks[0])
+        cpu.put(chunks[1])
+        disk.write(chunks[2])
+        disk.write(chunks[3])
+        cpu.put(chunks[5])
+        let keys = chunks.map(\.key)
+        #expect(await manager.lookup(keys) == 4)
+        #expect(await manager.lookup(Array(keys.prefix(2))) == 2)
+        #expect(await manager.lookup([keys[4]] + keys) == 0)
+        let retrieved = await manager.retrieve(keyer.chunks(for: tokens), tokens: tokens)
+        #expect(retrieved.count == 4)
+        for (index, chunk) in retrieved.enumerated() { #expect(chunk.contentEquals(chunks[index])) }
+    }
+
+    @Test("store never waits for a stalled slower tier; a full queue drops writes and counts them")
+    func writeBehindNeverBlocks() async throws {
+        let directory = try TemporaryDirectory("lmcache-manager-stall")
+        defer { directory.remove() }
+        let cpu = try LocalCPUTier(capacity: 256 * 4096, prefault: false)
+        let gated = GatedTier(try LocalDiskTier(directory: directory.path, capacity: 1 << 22))
+        let manager = StorageManager(cpu: cpu, slowerTiers: [gated], writeQueueCapacity: 4)
+        let chunks = (0..<100).map { Fixtures.chunk($0) }
+        try await Self.running(manager) {
+            // The gate is shut: if store waited for the tier, this loop would never finish.
+            for chunk in chunks { manager.store(chunk) }
+            let stats = manager.statistics
+            #expect(stats.writesQueued + stats.writesDropped == 100)
+            #expect(stats.writesDropped >= 95, "queue of 4 (+1 in flight) while the tier is stalled")
+            for chunk in chunks { #expect(cpu.contains(chunk.key), "the CPU tier stored every chunk at once") }
+            gated.open()
+            await manager.flush()
+            #expect(gated.inner.statistics.count == stats.writesQueued)
+        }
+    }
+
+    @Test("prefetch loads chunks from disk into the CPU tier ahead of use")
+    func prefetch() async throws {
+        let directory = try TemporaryDirectory("lmcache-manager-prefetch")
+        defer { directory.remove() }
+        let cpu = try LocalCPUTier(capacity: 16 * 4096, prefault: false)
+        let disk = try LocalDiskTier(directory: directory.path, capacity: 1 << 20)
+        let manager = StorageManager(cpu: cpu, slowerTiers: [disk])
+        let chunks = (0..<3).map { Fixtures.chunk($0) }
+        for chunk in chunks { disk.write(chunk) }
+        try await Self.running(manager) {
+            manager.prefetch(chunks.map(\.key))
+            await manager.flush()
+            for chunk in chunks { #expect(cpu.get(chunk.key)?.contentEquals(chunk) == true) }
+            #expect(manager.statistics.prefetched == 3)
+        }
+    }
+
+    @Test("the configuration builds CPU and disk tiers; a remote URL without a remote factory is an error")
+    func fromConfiguration() throws {
+        let directory = try TemporaryDirectory("lmcache-manager-config")
+        defer { directory.remove() }
+        var config = LMCacheConfiguration()
+        config.maxLocalCPUSize = 0.001
+        config.localDisk = directory.path
+        config.maxLocalDiskSize = 0.01
+        let manager = try StorageManager(configuration: config, prefault: false)
+        #expect(manager.cpu != nil)
+        #expect(manager.slowerTiers.map(\.name) == ["disk"])
+        config.localCPU = false
+        config.maxLocalDiskSize = 0
+        #expect(try StorageManager(configuration: config, prefault: false).cpu == nil)
+        config.remoteURL = try RemoteURL(parsing: "lm://localhost:65432")
+        #expect(throws: StorageError.self) { try StorageManager(configuration: config, prefault: false) }
+    }
+}
