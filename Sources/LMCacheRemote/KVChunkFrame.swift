@@ -27,8 +27,8 @@ public import NIOCore
 ///
 /// The `lm://` header of such a PUT describes the value as LMCache describes opaque bytes:
 /// format ``wireFormat`` (LMCache's `BINARY`), dtype ``wireDType`` (`uint8`) and shape
-/// `[value length, 0, 0, 0]`, so LMCache's own server stores it like any other value. Decoding checks every field against the key
-/// asked for and the checksum against the bytes; a value that fails any check (another client's
+/// `[value length, 0, 0, 0]`, so LMCache's own server stores it like any other value. Decoding
+/// checks every field against the key asked for and the checksum against the bytes; a value that fails any check (another client's
 /// value, a truncated or corrupted one) decodes to `nil`, which the tier reports as a miss.
 public enum KVChunkFrame {
     /// Bytes before the tokens.
@@ -80,7 +80,6 @@ public enum KVChunkFrame {
         return buffer
     }
 
-
     /// Decodes the frame in `bytes` as the chunk stored under `key`.
     /// - Parameters:
     ///   - bytes: The value, valid while `owner` lives.
@@ -93,7 +92,9 @@ public enum KVChunkFrame {
             bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self).littleEndian == version,
             Int(bytes.loadUnaligned(fromByteOffset: 6, as: UInt16.self).littleEndian) == headerSize
         else { return nil }
-        func u32(_ offset: Int) -> Int { Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian) }
+        func u32(_ offset: Int) -> Int {
+            Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
+        }
         let tokenCount = u32(8)
         let layers = u32(12)
         let kvHeads = u32(16)
@@ -123,7 +124,12 @@ public enum KVChunkFrame {
         for i in 0..<tokenCount {
             tokens.append(Int32(littleEndian: tokenBytes.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
         }
-        return KVChunk(key: key, tokens: tokens, layout: layout, storage: FramedChunkStorage(owner: owner, bytes: kvBytes))
+        return KVChunk(
+            key: key,
+            tokens: tokens,
+            layout: layout,
+            storage: FramedChunkStorage(owner: owner, bytes: kvBytes)
+        )
     }
 }
 
@@ -162,8 +168,14 @@ enum FrameChecksum {
     }
 
     private static func lanes(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var a0: UInt64 = 1, a1: UInt64 = 2, a2: UInt64 = 3, a3: UInt64 = 4
-        var b0: UInt64 = 0, b1: UInt64 = 0, b2: UInt64 = 0, b3: UInt64 = 0
+        var a0: UInt64 = 1
+        var a1: UInt64 = 2
+        var a2: UInt64 = 3
+        var a3: UInt64 = 4
+        var b0: UInt64 = 0
+        var b1: UInt64 = 0
+        var b2: UInt64 = 0
+        var b3: UInt64 = 0
         let blocks = bytes.count / 32
         if blocks > 0 {
             let base = bytes.baseAddress!
@@ -184,7 +196,8 @@ enum FrameChecksum {
         for (i, byte) in bytes[(blocks * 32)...].enumerated() {
             tail = tail &* 0x100_0000_01B3 ^ UInt64(byte) &+ UInt64(i)
         }
-        return mix(a0 ^ mix(b0)) &+ mix(a1 ^ mix(b1)) &* 3 &+ mix(a2 ^ mix(b2)) &* 5 &+ mix(a3 ^ mix(b3)) &* 7 &+ mix(tail)
+        return mix(a0 ^ mix(b0)) &+ mix(a1 ^ mix(b1)) &* 3 &+ mix(a2 ^ mix(b2)) &* 5 &+ mix(a3 ^ mix(b3)) &* 7
+            &+ mix(tail)
     }
 
     /// SplitMix64's finalizer.

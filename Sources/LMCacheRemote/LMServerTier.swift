@@ -104,8 +104,10 @@ public final class LMServerTier: StorageTier {
         guard let chunk = KVChunkFrame.decode(payload.bytes, key: key, owner: payload) else {
             metrics.corrupt.increment()
             metrics.misses.increment()
-            logger.debug("a value that is not a valid chunk frame for its key; treated as a miss",
-                metadata: ["lmcache.chunk.key": "\(key)", "lmcache.bytes": "\(payload.count)"])
+            logger.debug(
+                "a value that is not a valid chunk frame for its key; treated as a miss",
+                metadata: ["lmcache.chunk.key": "\(key)", "lmcache.bytes": "\(payload.count)"]
+            )
             return nil
         }
         metrics.hits.increment()
@@ -124,8 +126,13 @@ public final class LMServerTier: StorageTier {
         payload.reserveCapacity(minimumWritableBytes: chunk.byteCount)
         _ = chunk.withUnsafeBytes { payload.writeBytes($0) }
         let header = LMRequestHeader(
-            command: .put, key: Self.wireKey(chunk.key), length: Int32(total), format: KVChunkFrame.wireFormat,
-            dtype: KVChunkFrame.wireDType, shape: LMShape([Int32(total)]))
+            command: .put,
+            key: Self.wireKey(chunk.key),
+            length: Int32(total),
+            format: KVChunkFrame.wireFormat,
+            dtype: KVChunkFrame.wireDType,
+            shape: LMShape([Int32(total)])
+        )
         do {
             try await channel.writeAndFlush(LMClientRequest(header: header, payload: payload, reply: nil))
             metrics.stores.increment()
@@ -186,13 +193,19 @@ public final class LMServerTier: StorageTier {
     /// Stores opaque bytes under `key` (benchmarks and tools), described as LMCache describes
     /// binary values (format `BINARY`, dtype `uint8`, shape `[length, 0, 0, 0]`).
     package func putRaw(_ key: String, _ payload: ByteBuffer) async -> Bool {
-        guard payload.readableBytes <= options.maximumValueBytes, let channel = await channel(slot: slot(for: key)) else {
+        guard payload.readableBytes <= options.maximumValueBytes, let channel = await channel(slot: slot(for: key))
+        else {
             return false
         }
         let length = Int32(payload.readableBytes)
         let header = LMRequestHeader(
-            command: .put, key: key, length: length, format: KVChunkFrame.wireFormat, dtype: KVChunkFrame.wireDType,
-            shape: LMShape([length]))
+            command: .put,
+            key: key,
+            length: length,
+            format: KVChunkFrame.wireFormat,
+            dtype: KVChunkFrame.wireDType,
+            shape: LMShape([length])
+        )
         do {
             try await channel.writeAndFlush(LMClientRequest(header: header, payload: payload, reply: nil))
             return true
@@ -229,8 +242,11 @@ public final class LMServerTier: StorageTier {
             promise.fail(LMClientError.connectionClosed)
             channel.close(promise: nil)
         }
-        let request = LMClientRequest(header: LMRequestHeader(command: command, key: key), payload: ByteBuffer(),
-            reply: promise)
+        let request = LMClientRequest(
+            header: LMRequestHeader(command: command, key: key),
+            payload: ByteBuffer(),
+            reply: promise
+        )
         // A write on a closed channel never reaches the handler that would fail the reply.
         // (Completing a promise twice is a no-op in NIO, so the handler and these may race.)
         channel.writeAndFlush(request).whenFailure { promise.fail($0) }
@@ -306,8 +322,10 @@ public final class LMServerTier: StorageTier {
                 slot.state.withLock { $0 = .backingOff(until: .now() + backoff, failures: failures + 1) }
                 metrics.connectFailures.increment()
                 if failures == 0 {
-                    logger.info("lm:// server unreachable; answering misses until it is back",
-                        metadata: ["lmcache.remote": "\(host):\(port)", "lmcache.error": "\(error)"])
+                    logger.info(
+                        "lm:// server unreachable; answering misses until it is back",
+                        metadata: ["lmcache.remote": "\(host):\(port)", "lmcache.error": "\(error)"]
+                    )
                 }
                 return nil
             }
@@ -326,7 +344,10 @@ public final class LMServerTier: StorageTier {
         return ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(TimeAmount(options.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
+            .channelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20)
+            )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(LMClientHandler(maximumReplyBytes: maximumReply))

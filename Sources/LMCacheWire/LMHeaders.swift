@@ -102,8 +102,13 @@ public struct LMRequestHeader: Hashable, Sendable {
     /// Creates a header.
     /// - Precondition: `key` is at most ``keyFieldSize`` UTF-8 bytes.
     public init(
-        command: LMCommand, key: String, length: Int32 = 0, format: Int32 = 1, dtype: Int32 = 2,
-        location: Int32 = 0, shape: LMShape = .zero
+        command: LMCommand,
+        key: String,
+        length: Int32 = 0,
+        format: Int32 = 1,
+        dtype: Int32 = 2,
+        location: Int32 = 0,
+        shape: LMShape = .zero
     ) {
         precondition(key.utf8.count <= Self.keyFieldSize, "lm:// keys are at most 150 UTF-8 bytes")
         self.command = command
@@ -151,8 +156,14 @@ public struct LMRequestHeader: Hashable, Sendable {
             return text
         }
         return LMRequestHeader(
-            command: command, key: key, length: length, format: format, dtype: dtype, location: location,
-            shape: shape)
+            command: command,
+            key: key,
+            length: length,
+            format: format,
+            dtype: dtype,
+            location: location,
+            shape: shape
+        )
     }
 }
 
@@ -177,9 +188,14 @@ public struct LMReplyHeader: Hashable, Sendable {
     public var location: Int32
 
     /// Creates a reply header.
-    public init(code: Int32, length: Int32 = 0, format: Int32 = 1, dtype: Int32 = 2, shape: LMShape = .zero,
-        location: Int32 = 0)
-    {
+    public init(
+        code: Int32,
+        length: Int32 = 0,
+        format: Int32 = 1,
+        dtype: Int32 = 2,
+        shape: LMShape = .zero,
+        location: Int32 = 0
+    ) {
         self.code = code
         self.length = length
         self.format = format
@@ -222,7 +238,8 @@ public struct LMReplyHeader: Hashable, Sendable {
             format: buffer.getInteger(at: base + 8, endianness: .little, as: Int32.self)!,
             dtype: buffer.getInteger(at: base + 12, endianness: .little, as: Int32.self)!,
             shape: shape,
-            location: buffer.getInteger(at: base + 32, endianness: .little, as: Int32.self)!)
+            location: buffer.getInteger(at: base + 32, endianness: .little, as: Int32.self)!
+        )
         buffer.moveReaderIndex(forwardBy: size)
         return header
     }

@@ -56,7 +56,9 @@ public struct LMRequestDecoder: ByteToMessageDecoder {
         }
         guard length <= maximumPayloadBytes else {
             throw LMProtocolError(
-                .payloadTooLarge, "PUT of \(length) bytes; the limit is \(maximumPayloadBytes)")
+                .payloadTooLarge,
+                "PUT of \(length) bytes; the limit is \(maximumPayloadBytes)"
+            )
         }
         // Both terms are at most Int32.max, so the sum cannot overflow Int.
         let needed = LMRequestHeader.size + length
@@ -81,7 +83,11 @@ public struct LMRequestDecoder: ByteToMessageDecoder {
         return .continue
     }
 
-    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws
+    public mutating func decodeLast(
+        context: ChannelHandlerContext,
+        buffer: inout ByteBuffer,
+        seenEOF: Bool
+    ) throws
         -> DecodingState
     {
         try decode(context: context, buffer: &buffer)
@@ -92,7 +98,10 @@ public struct LMRequestDecoder: ByteToMessageDecoder {
 public enum LMRequestEncoder {
     /// The header of `request` followed by a copy of its payload, in one buffer (for tests and
     /// small values; clients that care about copies write the payload buffer separately).
-    public static func encode(_ request: LMRequest, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+    public static func encode(
+        _ request: LMRequest,
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: LMRequestHeader.size + request.payload.readableBytes)
         request.header.write(to: &buffer)
         var payload = request.payload

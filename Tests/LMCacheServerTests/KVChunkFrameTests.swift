@@ -6,7 +6,11 @@ import Testing
 /// The remote tier's payload framing, with no network.
 struct KVChunkFrameTests {
     static func smallChunk() -> KVChunk {
-        LMServerTierTests.chunk(seed: 3, tokens: 4, layout: KVLayout(layers: 1, kvHeads: 1, headDim: 2, dtype: .float16))
+        LMServerTierTests.chunk(
+            seed: 3,
+            tokens: 4,
+            layout: KVLayout(layers: 1, kvHeads: 1, headDim: 2, dtype: .float16)
+        )
     }
 
     @Test("a frame decodes to the same chunk")

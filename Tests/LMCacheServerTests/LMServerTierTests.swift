@@ -10,19 +10,32 @@ import Testing
 
 /// The remote tier against a real server on loopback.
 struct LMServerTierTests {
-    static func chunk(seed: UInt64, tokens count: Int = 16, layout: KVLayout = KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .float16))
+    static func chunk(
+        seed: UInt64,
+        tokens count: Int = 16,
+        layout: KVLayout = KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .float16)
+    )
         -> KVChunk
     {
         let tokens = (0..<count).map { Int32(truncatingIfNeeded: seed &* 7919 &+ UInt64($0)) }
-        let key = CacheKey(hash: ChunkHash(low: seed &* 0x9E37_79B9, high: ~seed), tokenCount: count,
-            modelName: "test/model", dtype: layout.dtype)
+        let key = CacheKey(
+            hash: ChunkHash(low: seed &* 0x9E37_79B9, high: ~seed),
+            tokenCount: count,
+            modelName: "test/model",
+            dtype: layout.dtype
+        )
         var state = seed | 1
-        return KVChunk(key: key, tokens: tokens, layout: layout, storage: HeapChunkStorage(count: layout.byteCount(tokens: count)) { bytes in
-            for i in 0..<bytes.count {
-                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                bytes[i] = UInt8(truncatingIfNeeded: state >> 56)
+        return KVChunk(
+            key: key,
+            tokens: tokens,
+            layout: layout,
+            storage: HeapChunkStorage(count: layout.byteCount(tokens: count)) { bytes in
+                for i in 0..<bytes.count {
+                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    bytes[i] = UInt8(truncatingIfNeeded: state >> 56)
+                }
             }
-        })
+        )
     }
 
     static func fastOptions() -> LMServerTier.Options {
@@ -88,7 +101,12 @@ struct LMServerTierTests {
             #expect(try await tier.get(chunk.key) == nil)
             // Truncated frame.
             let whole = KVChunkFrame.encode(chunk)
-            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), whole.getSlice(at: 0, length: whole.readableBytes - 1)!))
+            #expect(
+                await tier.putRaw(
+                    LMServerTier.wireKey(chunk.key),
+                    whole.getSlice(at: 0, length: whole.readableBytes - 1)!
+                )
+            )
             #expect(try await tier.get(chunk.key) == nil)
             // The real thing.
             #expect(try await tier.put(chunk))
@@ -114,7 +132,13 @@ struct LMServerTierTests {
 
     @Test("the server stopping mid-stream turns requests into misses; a restart brings hits back")
     func killAndRestart() async throws {
-        let chunks = (0..<8).map { Self.chunk(seed: UInt64($0), tokens: 256, layout: KVLayout(layers: 8, kvHeads: 2, headDim: 64, dtype: .float16)) }
+        let chunks = (0..<8).map {
+            Self.chunk(
+                seed: UInt64($0),
+                tokens: 256,
+                layout: KVLayout(layers: 8, kvHeads: 2, headDim: 64, dtype: .float16)
+            )
+        }
         let port = try await withServer { (_, port) async throws in
             let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
             for chunk in chunks { #expect(try await tier.put(chunk)) }
@@ -152,10 +176,15 @@ struct LMServerTierTests {
     @Test("GETs in flight when the server stops are misses, never wrong data or errors")
     func stopDuringTransfer() async throws {
         // 4 MiB: large enough to be mid-transfer when the server stops, small enough for debug builds.
-        let big = Self.chunk(seed: 77, tokens: 256, layout: KVLayout(layers: 4, kvHeads: 8, headDim: 128, dtype: .float16))
+        let big = Self.chunk(
+            seed: 77,
+            tokens: 256,
+            layout: KVLayout(layers: 4, kvHeads: 8, headDim: 128, dtype: .float16)
+        )
         let server = LMServer(
             configuration: LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 512 << 20),
-            logger: Logger(label: "test.server"))
+            logger: Logger(label: "test.server")
+        )
         let services = ServiceGroup(services: [server], logger: Logger(label: "test.services"))
         let serverTask = Task { try await services.run() }
         let port = try await server.listeningPort()
