@@ -25,17 +25,21 @@ public import NIOCore
 /// | 64 | 4 × tokens | token ids, `int32` |
 /// | … | KV byte count | the KV bytes, laid out as ``KVLayout`` says |
 ///
-/// The `lm://` header of such a PUT carries format ``wireFormat``, the dtype's code and the
-/// shape `[layers, 2, tokens, kvHeads × headDim]`. Decoding checks every field against the key
-/// asked for and the checksum against the bytes; a value that fails any check (another client's
+/// The `lm://` header of such a PUT describes the value as LMCache describes opaque bytes:
+/// format ``wireFormat`` (LMCache's `BINARY`), dtype ``wireDType`` (`uint8`) and shape
+/// `[value length, 0, 0, 0]`, so LMCache's own server stores it like any other value. Decoding
+/// checks every field against the key asked for and the checksum against the bytes; a value that fails any check (another client's
 /// value, a truncated or corrupted one) decodes to `nil`, which the tier reports as a miss.
 public enum KVChunkFrame {
     /// Bytes before the tokens.
     public static let headerSize = 64
     /// The frame's version.
     public static let version: UInt16 = 1
-    /// The `lm://` format code our frames are stored with (`"KV"`).
-    public static let wireFormat: Int32 = 0x4B56
+    /// The `lm://` format code our frames are stored with: LMCache's `MemoryFormat.BINARY`.
+    /// (LMCache's server rejects format codes it does not know.)
+    public static let wireFormat: Int32 = 4
+    /// The `lm://` dtype code our frames are stored with: `uint8`.
+    public static let wireDType: Int32 = 6
     /// The most tokens a frame may declare.
     public static let maximumTokens = 1 << 20
     private static let magic: UInt32 = 0x564B_4D4C  // "LMKV" read as a little-endian UInt32.
@@ -76,13 +80,6 @@ public enum KVChunkFrame {
         return buffer
     }
 
-    /// The shape the `lm://` header of a frame's PUT carries.
-    static func wireShape(of chunk: KVChunk) -> [Int32] {
-        let layout = chunk.layout
-        return [Int32(clamping: layout.layers), 2, Int32(clamping: chunk.tokens.count),
-            Int32(clamping: layout.kvHeads * layout.headDim)]
-    }
-
     /// Decodes the frame in `bytes` as the chunk stored under `key`.
     /// - Parameters:
     ///   - bytes: The value, valid while `owner` lives.
@@ -95,7 +92,9 @@ public enum KVChunkFrame {
             bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self).littleEndian == version,
             Int(bytes.loadUnaligned(fromByteOffset: 6, as: UInt16.self).littleEndian) == headerSize
         else { return nil }
-        func u32(_ offset: Int) -> Int { Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian) }
+        func u32(_ offset: Int) -> Int {
+            Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
+        }
         let tokenCount = u32(8)
         let layers = u32(12)
         let kvHeads = u32(16)
@@ -125,7 +124,20 @@ public enum KVChunkFrame {
         for i in 0..<tokenCount {
             tokens.append(Int32(littleEndian: tokenBytes.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
         }
-        return KVChunk(key: key, tokens: tokens, layout: layout, storage: FramedChunkStorage(owner: owner, bytes: kvBytes))
+        return KVChunk(
+            key: key,
+            tokens: tokens,
+            layout: layout,
+            storage: FramedChunkStorage(owner: owner, bytes: kvBytes)
+        )
+    }
+}
+
+extension KVChunkFrame {
+    /// Decodes a frame held in `buffer` (a copy), for tests and tools.
+    package static func decodeForTesting(_ buffer: ByteBuffer, key: CacheKey) -> KVChunk? {
+        let storage = buffer.withUnsafeReadableBytes { HeapChunkStorage(copying: $0) }
+        return decode(storage.bytes, key: key, owner: storage)
     }
 }
 
@@ -156,8 +168,14 @@ enum FrameChecksum {
     }
 
     private static func lanes(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var a0: UInt64 = 1, a1: UInt64 = 2, a2: UInt64 = 3, a3: UInt64 = 4
-        var b0: UInt64 = 0, b1: UInt64 = 0, b2: UInt64 = 0, b3: UInt64 = 0
+        var a0: UInt64 = 1
+        var a1: UInt64 = 2
+        var a2: UInt64 = 3
+        var a3: UInt64 = 4
+        var b0: UInt64 = 0
+        var b1: UInt64 = 0
+        var b2: UInt64 = 0
+        var b3: UInt64 = 0
         let blocks = bytes.count / 32
         if blocks > 0 {
             let base = bytes.baseAddress!
@@ -178,7 +196,8 @@ enum FrameChecksum {
         for (i, byte) in bytes[(blocks * 32)...].enumerated() {
             tail = tail &* 0x100_0000_01B3 ^ UInt64(byte) &+ UInt64(i)
         }
-        return mix(a0 ^ mix(b0)) &+ mix(a1 ^ mix(b1)) &* 3 &+ mix(a2 ^ mix(b2)) &* 5 &+ mix(a3 ^ mix(b3)) &* 7 &+ mix(tail)
+        return mix(a0 ^ mix(b0)) &+ mix(a1 ^ mix(b1)) &* 3 &+ mix(a2 ^ mix(b2)) &* 5 &+ mix(a3 ^ mix(b3)) &* 7
+            &+ mix(tail)
     }
 
     /// SplitMix64's finalizer.

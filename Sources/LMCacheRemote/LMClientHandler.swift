@@ -152,7 +152,9 @@ final class LMClientHandler: ChannelDuplexHandler {
         if first.command == .get, header.isSuccess, header.length > 0 {
             guard Int(header.length) <= maximumReplyBytes else {
                 throw LMProtocolError(
-                    .malformedReply, "a reply of \(header.length) bytes; the limit is \(maximumReplyBytes)")
+                    .malformedReply,
+                    "a reply of \(header.length) bytes; the limit is \(maximumReplyBytes)"
+                )
             }
             payload = (header, LMReplyPayload(count: Int(header.length)))
         } else {

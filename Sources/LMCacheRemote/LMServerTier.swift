@@ -83,7 +83,7 @@ public final class LMServerTier: StorageTier {
 
     /// Whether the server holds `key`; `false` when it cannot be asked.
     public func contains(_ key: CacheKey) async -> Bool {
-        guard let reply = try? await send(.exist, key: key.description) else { return false }
+        guard let reply = try? await send(.exist, key: Self.wireKey(key)) else { return false }
         return reply.header.isSuccess
     }
 
@@ -92,7 +92,7 @@ public final class LMServerTier: StorageTier {
     public func get(_ key: CacheKey) async throws -> KVChunk? {
         let reply: LMClientReply
         do {
-            reply = try await send(.get, key: key.description)
+            reply = try await send(.get, key: Self.wireKey(key))
         } catch {
             metrics.misses.increment()
             return nil
@@ -104,8 +104,10 @@ public final class LMServerTier: StorageTier {
         guard let chunk = KVChunkFrame.decode(payload.bytes, key: key, owner: payload) else {
             metrics.corrupt.increment()
             metrics.misses.increment()
-            logger.debug("a value that is not a valid chunk frame for its key; treated as a miss",
-                metadata: ["lmcache.chunk.key": "\(key)", "lmcache.bytes": "\(payload.count)"])
+            logger.debug(
+                "a value that is not a valid chunk frame for its key; treated as a miss",
+                metadata: ["lmcache.chunk.key": "\(key)", "lmcache.bytes": "\(payload.count)"]
+            )
             return nil
         }
         metrics.hits.increment()
@@ -118,14 +120,19 @@ public final class LMServerTier: StorageTier {
     public func put(_ chunk: KVChunk) async throws -> Bool {
         let total = KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount
         guard total <= options.maximumValueBytes else { return false }
-        guard let channel = await channel(slot: slot(for: chunk.key.description)) else { return false }
+        guard let channel = await channel(slot: slot(for: Self.wireKey(chunk.key))) else { return false }
         let allocator = channel.allocator
         var payload = KVChunkFrame.prefix(of: chunk, allocator: allocator)
         payload.reserveCapacity(minimumWritableBytes: chunk.byteCount)
         _ = chunk.withUnsafeBytes { payload.writeBytes($0) }
         let header = LMRequestHeader(
-            command: .put, key: chunk.key.description, length: Int32(total), format: KVChunkFrame.wireFormat,
-            dtype: chunk.layout.dtype.wireCode, shape: LMShape(KVChunkFrame.wireShape(of: chunk)))
+            command: .put,
+            key: Self.wireKey(chunk.key),
+            length: Int32(total),
+            format: KVChunkFrame.wireFormat,
+            dtype: KVChunkFrame.wireDType,
+            shape: LMShape([Int32(total)])
+        )
         do {
             try await channel.writeAndFlush(LMClientRequest(header: header, payload: payload, reply: nil))
             metrics.stores.increment()
@@ -133,6 +140,19 @@ public final class LMServerTier: StorageTier {
         } catch {
             return false
         }
+    }
+
+    /// The key string stored on the server: `model@1@0@hash@dtype`, with the dtype named as
+    /// LMCache names it (`half`, `bfloat16`, `float`), so that LMCache's own server, which parses
+    /// every key, accepts it.
+    public static func wireKey(_ key: CacheKey) -> String {
+        let dtype: String
+        switch key.dtype {
+        case .float16: dtype = "half"
+        case .bfloat16: dtype = "bfloat16"
+        case .float32: dtype = "float"
+        }
+        return "\(key.modelName)@1@0@\(key.hash)@\(dtype)"
     }
 
     /// Does nothing: the `lm://` protocol has no delete. Returns `false`.
@@ -165,17 +185,27 @@ public final class LMServerTier: StorageTier {
     public func isHealthy() async -> Bool {
         let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
         guard let channel = await channel(slot: index) else { return false }
-        let reply = try? await send(.health, key: "", on: channel)
+        let reply = try? await send(.health, key: LMRequestHeader.placeholderKey, on: channel)
         guard let reply else { return false }
         return reply.header.isSuccess
     }
 
-    /// Stores opaque bytes under `key` (benchmarks and tools).
-    package func putRaw(_ key: String, _ payload: ByteBuffer, format: Int32 = 1, dtype: Int32 = 2) async -> Bool {
-        guard payload.readableBytes <= options.maximumValueBytes, let channel = await channel(slot: slot(for: key)) else {
+    /// Stores opaque bytes under `key` (benchmarks and tools), described as LMCache describes
+    /// binary values (format `BINARY`, dtype `uint8`, shape `[length, 0, 0, 0]`).
+    package func putRaw(_ key: String, _ payload: ByteBuffer) async -> Bool {
+        guard payload.readableBytes <= options.maximumValueBytes, let channel = await channel(slot: slot(for: key))
+        else {
             return false
         }
-        let header = LMRequestHeader(command: .put, key: key, length: Int32(payload.readableBytes), format: format, dtype: dtype)
+        let length = Int32(payload.readableBytes)
+        let header = LMRequestHeader(
+            command: .put,
+            key: key,
+            length: length,
+            format: KVChunkFrame.wireFormat,
+            dtype: KVChunkFrame.wireDType,
+            shape: LMShape([length])
+        )
         do {
             try await channel.writeAndFlush(LMClientRequest(header: header, payload: payload, reply: nil))
             return true
@@ -212,8 +242,11 @@ public final class LMServerTier: StorageTier {
             promise.fail(LMClientError.connectionClosed)
             channel.close(promise: nil)
         }
-        let request = LMClientRequest(header: LMRequestHeader(command: command, key: key), payload: ByteBuffer(),
-            reply: promise)
+        let request = LMClientRequest(
+            header: LMRequestHeader(command: command, key: key),
+            payload: ByteBuffer(),
+            reply: promise
+        )
         // A write on a closed channel never reaches the handler that would fail the reply.
         // (Completing a promise twice is a no-op in NIO, so the handler and these may race.)
         channel.writeAndFlush(request).whenFailure { promise.fail($0) }
@@ -289,8 +322,10 @@ public final class LMServerTier: StorageTier {
                 slot.state.withLock { $0 = .backingOff(until: .now() + backoff, failures: failures + 1) }
                 metrics.connectFailures.increment()
                 if failures == 0 {
-                    logger.info("lm:// server unreachable; answering misses until it is back",
-                        metadata: ["lmcache.remote": "\(host):\(port)", "lmcache.error": "\(error)"])
+                    logger.info(
+                        "lm:// server unreachable; answering misses until it is back",
+                        metadata: ["lmcache.remote": "\(host):\(port)", "lmcache.error": "\(error)"]
+                    )
                 }
                 return nil
             }
@@ -309,7 +344,10 @@ public final class LMServerTier: StorageTier {
         return ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(TimeAmount(options.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
+            .channelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20)
+            )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(LMClientHandler(maximumReplyBytes: maximumReply))

@@ -22,15 +22,23 @@ package final class RESPClient: Sendable {
 
     /// Connects to `host:port`.
     package static func connect(
-        host: String, port: Int, maximumValueBytes: Int = 1 << 30, eventLoopGroup: (any EventLoopGroup)? = nil
+        host: String,
+        port: Int,
+        maximumValueBytes: Int = 1 << 30,
+        eventLoopGroup: (any EventLoopGroup)? = nil
     ) async throws -> RESPClient {
         let channel = try await ClientBootstrap(group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(2))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
+            .channelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20)
+            )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RESPClientHandler(maximumBulkBytes: maximumValueBytes))
+                    try channel.pipeline.syncOperations.addHandler(
+                        RESPClientHandler(maximumBulkBytes: maximumValueBytes)
+                    )
                 }
             }
             .connect(host: host, port: port)

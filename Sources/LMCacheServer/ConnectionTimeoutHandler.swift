@@ -1,5 +1,5 @@
-import Logging
 import LMCacheWire
+import Logging
 import NIOCore
 
 /// What one connection has sent and what of it the decoder has turned into requests; shared by
@@ -38,7 +38,8 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         let tick = TimeAmount.nanoseconds(
-            max(TimeAmount.milliseconds(20).nanoseconds, min(idleTimeout, stallTimeout).nanoseconds / 4))
+            max(TimeAmount.milliseconds(20).nanoseconds, min(idleTimeout, stallTimeout).nanoseconds / 4)
+        )
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
@@ -68,14 +69,18 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler {
         if progress.hasPartialFrame, quiet >= stallTimeout {
             logger.info(
                 "closing a connection that stalled in the middle of a request",
-                metadata: ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
-                    "lmcache.buffered_bytes": "\(progress.received - progress.consumed)"])
+                metadata: [
+                    "lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+                    "lmcache.buffered_bytes": "\(progress.received - progress.consumed)",
+                ]
+            )
             timer?.cancel()
             context.close(promise: nil)
         } else if !progress.hasPartialFrame, quiet >= idleTimeout {
             logger.debug(
                 "closing an idle connection",
-                metadata: ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+                metadata: ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"]
+            )
             timer?.cancel()
             context.close(promise: nil)
         }

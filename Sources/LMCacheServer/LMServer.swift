@@ -1,5 +1,5 @@
-public import Logging
 import LMCacheWire
+public import Logging
 import Metrics
 public import NIOCore
 import NIOPosix
@@ -98,30 +98,42 @@ public final class LMServer: Service {
                         let operations = channel.pipeline.syncOperations
                         try operations.addHandler(
                             ConnectionTimeoutHandler(
-                                progress: progress, idleTimeout: configuration.idleTimeout,
-                                stallTimeout: configuration.stallTimeout, logger: logger))
+                                progress: progress,
+                                idleTimeout: configuration.idleTimeout,
+                                stallTimeout: configuration.stallTimeout,
+                                logger: logger
+                            )
+                        )
                         try operations.addHandler(
-                            ByteToMessageHandler(LMRequestDecoder(maximumPayloadBytes: maximumValue)))
+                            ByteToMessageHandler(LMRequestDecoder(maximumPayloadBytes: maximumValue))
+                        )
                         try operations.addHandler(RequestProgressHandler(progress: progress))
                         return try NIOAsyncChannel<LMRequest, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
-            finishListening(.failure(LMServerError("cannot listen on \(configuration.host):\(configuration.port)", cause: error)))
+            finishListening(
+                .failure(LMServerError("cannot listen on \(configuration.host):\(configuration.port)", cause: error))
+            )
             throw LMServerError("cannot listen on \(configuration.host):\(configuration.port)", cause: error)
         }
         let port = server.channel.localAddress?.port ?? configuration.port
         logger.info(
             "lm:// server listening",
-            metadata: ["lmcache.address": "\(configuration.host):\(port)",
-                "lmcache.capacity_bytes": "\(configuration.capacityBytes)"])
+            metadata: [
+                "lmcache.address": "\(configuration.host):\(port)",
+                "lmcache.capacity_bytes": "\(configuration.capacityBytes)",
+            ]
+        )
         finishListening(.success(port))
         defer { finishListening(.failure(LMServerError("the server has stopped"))) }
 
         do {
             try await serve(server)
         } catch is CancellationError {
-            // Cancellation is a way to stop, like a graceful shutdown.
+            // Cancellation stops the server too, but prefer a graceful shutdown: a connection
+            // accepted and not yet handed to its task when the accept loop is cancelled is
+            // dropped unclosed, which swift-nio treats as a programming error.
         }
         logger.info("lm:// server stopped")
     }
@@ -138,9 +150,11 @@ public final class LMServer: Service {
                         let count = self.activeConnections.add(1, ordering: .relaxed).newValue
                         guard count <= configuration.maximumConnections else {
                             self.activeConnections.subtract(1, ordering: .relaxed)
-                            logger.info("too many connections; closing a new one",
-                                metadata: ["lmcache.connections": "\(count - 1)"])
-                            try? await connection.channel.close()
+                            logger.info(
+                                "too many connections; closing a new one",
+                                metadata: ["lmcache.connections": "\(count - 1)"]
+                            )
+                            try? await connection.executeThenClose { _, _ in }
                             continue
                         }
                         self.connectionsGauge.record(count)
@@ -172,11 +186,17 @@ public final class LMServer: Service {
                         let outcome = store.put(
                             header.key,
                             LMStoredValue(
-                                payload: request.payload, format: header.format, dtype: header.dtype,
-                                shape: header.shape))
+                                payload: request.payload,
+                                format: header.format,
+                                dtype: header.dtype,
+                                shape: header.shape
+                            )
+                        )
                         if outcome == .tooLarge {
-                            logger.debug("declined a value larger than the budget",
-                                metadata: ["lmcache.key": "\(header.key)", "lmcache.bytes": "\(header.length)"])
+                            logger.debug(
+                                "declined a value larger than the budget",
+                                metadata: ["lmcache.key": "\(header.key)", "lmcache.bytes": "\(header.length)"]
+                            )
                         }
                     case .get:
                         if let value = store.get(header.key) {
@@ -196,16 +216,20 @@ public final class LMServer: Service {
                     case .health:
                         try await outbound.write(Self.replyBuffer(.ok, allocator: allocator))
                     case .list:
-                        logger.info("LIST is not supported (LMCache's server never answers it); closing the connection",
-                            metadata: ["lmcache.peer": "\(peer)"])
+                        logger.info(
+                            "LIST is not supported (LMCache's server never answers it); closing the connection",
+                            metadata: ["lmcache.peer": "\(peer)"]
+                        )
                         return
                     }
                 }
             }
         } catch let error as LMProtocolError {
             protocolErrors.increment()
-            logger.info("closing a connection that broke the lm:// protocol",
-                metadata: ["lmcache.peer": "\(peer)", "lmcache.error": "\(error)"])
+            logger.info(
+                "closing a connection that broke the lm:// protocol",
+                metadata: ["lmcache.peer": "\(peer)", "lmcache.error": "\(error)"]
+            )
         } catch {
             logger.debug("connection ended", metadata: ["lmcache.peer": "\(peer)", "lmcache.error": "\(error)"])
         }

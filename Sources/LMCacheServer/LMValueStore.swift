@@ -29,8 +29,12 @@ public struct LMStoredValue: Sendable {
     /// The reply header of a GET hit on this value.
     public var replyHeader: LMReplyHeader {
         LMReplyHeader(
-            code: LMReplyHeader.success, length: Int32(payload.readableBytes), format: format, dtype: dtype,
-            shape: shape)
+            code: LMReplyHeader.success,
+            length: Int32(payload.readableBytes),
+            format: format,
+            dtype: dtype,
+            shape: shape
+        )
     }
 }
 
@@ -191,8 +195,14 @@ extension LMValueStore {
 
         var statistics: Statistics {
             Statistics(
-                capacity: capacity, usedBytes: usedBytes, count: index.count, hits: hits, misses: misses,
-                evictions: evictions, rejected: rejected)
+                capacity: capacity,
+                usedBytes: usedBytes,
+                count: index.count,
+                hits: hits,
+                misses: misses,
+                evictions: evictions,
+                rejected: rejected
+            )
         }
 
         func contains(_ key: String) -> Bool { index[key] != nil }

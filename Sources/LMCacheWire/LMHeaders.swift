@@ -79,6 +79,10 @@ public struct LMShape: Hashable, Sendable, CustomStringConvertible {
 public struct LMRequestHeader: Hashable, Sendable {
     /// Bytes on the wire.
     public static let size = 186
+    /// The key to send with requests that need none (HEALTH, LIST): LMCache's own server parses
+    /// the key of every request as `model@world_size@worker_id@hex_hash@dtype` (dtype one of
+    /// its names: `half`, `bfloat16`, `float`, …) and drops the connection when it cannot.
+    public static let placeholderKey = "lmcache@1@0@0@half"
     /// Bytes of the key field; longer keys cannot be sent.
     public static let keyFieldSize = 150
 
@@ -98,8 +102,13 @@ public struct LMRequestHeader: Hashable, Sendable {
     /// Creates a header.
     /// - Precondition: `key` is at most ``keyFieldSize`` UTF-8 bytes.
     public init(
-        command: LMCommand, key: String, length: Int32 = 0, format: Int32 = 1, dtype: Int32 = 2,
-        location: Int32 = 0, shape: LMShape = .zero
+        command: LMCommand,
+        key: String,
+        length: Int32 = 0,
+        format: Int32 = 1,
+        dtype: Int32 = 2,
+        location: Int32 = 0,
+        shape: LMShape = .zero
     ) {
         precondition(key.utf8.count <= Self.keyFieldSize, "lm:// keys are at most 150 UTF-8 bytes")
         self.command = command
@@ -147,8 +156,14 @@ public struct LMRequestHeader: Hashable, Sendable {
             return text
         }
         return LMRequestHeader(
-            command: command, key: key, length: length, format: format, dtype: dtype, location: location,
-            shape: shape)
+            command: command,
+            key: key,
+            length: length,
+            format: format,
+            dtype: dtype,
+            location: location,
+            shape: shape
+        )
     }
 }
 
@@ -173,9 +188,14 @@ public struct LMReplyHeader: Hashable, Sendable {
     public var location: Int32
 
     /// Creates a reply header.
-    public init(code: Int32, length: Int32 = 0, format: Int32 = 1, dtype: Int32 = 2, shape: LMShape = .zero,
-        location: Int32 = 0)
-    {
+    public init(
+        code: Int32,
+        length: Int32 = 0,
+        format: Int32 = 1,
+        dtype: Int32 = 2,
+        shape: LMShape = .zero,
+        location: Int32 = 0
+    ) {
         self.code = code
         self.length = length
         self.format = format
@@ -218,7 +238,8 @@ public struct LMReplyHeader: Hashable, Sendable {
             format: buffer.getInteger(at: base + 8, endianness: .little, as: Int32.self)!,
             dtype: buffer.getInteger(at: base + 12, endianness: .little, as: Int32.self)!,
             shape: shape,
-            location: buffer.getInteger(at: base + 32, endianness: .little, as: Int32.self)!)
+            location: buffer.getInteger(at: base + 32, endianness: .little, as: Int32.self)!
+        )
         buffer.moveReaderIndex(forwardBy: size)
         return header
     }

@@ -33,6 +33,9 @@ public struct LMRequestDecoder: ByteToMessageDecoder {
     /// The largest PUT payload accepted.
     public let maximumPayloadBytes: Int
 
+    /// The most receive-buffer room reserved ahead of a payload's bytes.
+    static let reservationLimit = 64 << 20
+
     /// Creates a decoder.
     /// - Parameter maximumPayloadBytes: The largest PUT payload; at most `Int32.max`.
     public init(maximumPayloadBytes: Int) {
@@ -53,10 +56,22 @@ public struct LMRequestDecoder: ByteToMessageDecoder {
         }
         guard length <= maximumPayloadBytes else {
             throw LMProtocolError(
-                .payloadTooLarge, "PUT of \(length) bytes; the limit is \(maximumPayloadBytes)")
+                .payloadTooLarge,
+                "PUT of \(length) bytes; the limit is \(maximumPayloadBytes)"
+            )
         }
         // Both terms are at most Int32.max, so the sum cannot overflow Int.
-        guard buffer.readableBytes >= LMRequestHeader.size + length else { return nil }
+        let needed = LMRequestHeader.size + length
+        guard buffer.readableBytes >= needed else {
+            // Make room for the rest of a large payload once, instead of growing the receive buffer
+            // step by step (a copy each time). Bounded, so an announced length alone cannot make
+            // the server allocate much; beyond the bound the buffer grows as bytes arrive.
+            let missing = min(needed - buffer.readableBytes, Self.reservationLimit)
+            if length >= 65536, buffer.writableBytes < missing {
+                buffer.reserveCapacity(minimumWritableBytes: missing)
+            }
+            return nil
+        }
         buffer.moveReaderIndex(forwardBy: LMRequestHeader.size)
         let payload = length == 0 ? ByteBuffer() : buffer.readSlice(length: length)!
         return LMRequest(header: header, payload: payload)
@@ -68,7 +83,11 @@ public struct LMRequestDecoder: ByteToMessageDecoder {
         return .continue
     }
 
-    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws
+    public mutating func decodeLast(
+        context: ChannelHandlerContext,
+        buffer: inout ByteBuffer,
+        seenEOF: Bool
+    ) throws
         -> DecodingState
     {
         try decode(context: context, buffer: &buffer)
@@ -79,7 +98,10 @@ public struct LMRequestDecoder: ByteToMessageDecoder {
 public enum LMRequestEncoder {
     /// The header of `request` followed by a copy of its payload, in one buffer (for tests and
     /// small values; clients that care about copies write the payload buffer separately).
-    public static func encode(_ request: LMRequest, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+    public static func encode(
+        _ request: LMRequest,
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: LMRequestHeader.size + request.payload.readableBytes)
         request.header.write(to: &buffer)
         var payload = request.payload

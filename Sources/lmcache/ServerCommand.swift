@@ -46,9 +46,14 @@ struct ServerCommand: AsyncParsableCommand {
         let capacity = maxSize.map { Int($0 * Double(1 << 30)) } ?? config.maxLocalCPUBytes
         let server = LMServer(
             configuration: LMServerConfiguration(
-                host: host, port: port, capacityBytes: max(capacity, 1 << 20),
-                maximumValueBytes: Int(maxValueSize * Double(1 << 20)), idleTimeout: .seconds(idleTimeout)),
-            logger: logger)
+                host: host,
+                port: port,
+                capacityBytes: max(capacity, 1 << 20),
+                maximumValueBytes: Int(maxValueSize * Double(1 << 20)),
+                idleTimeout: .seconds(idleTimeout)
+            ),
+            logger: logger
+        )
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }

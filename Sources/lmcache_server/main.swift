@@ -42,7 +42,8 @@ LoggingSystem.bootstrap { label in
 let logger = Logger(label: "lmcache.server")
 let server = LMServer(
     configuration: LMServerConfiguration(host: arguments[1], port: port, capacityBytes: capacity),
-    logger: logger)
+    logger: logger
+)
 let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
 do {
     try await group.run()

@@ -13,17 +13,30 @@ struct LMServerTests {
             try await withRawConnection(port: port) { connection in
                 let payload: [UInt8] = Array(0..<200).map { UInt8($0) }
                 try await connection.send(
-                    LMRequestHeader(command: .put, key: "a key", length: 200, format: 3, dtype: 4, location: 9,
-                        shape: LMShape([5, 6, 7, 8])), payload: payload)
+                    LMRequestHeader(
+                        command: .put,
+                        key: "a key",
+                        length: 200,
+                        format: 3,
+                        dtype: 4,
+                        location: 9,
+                        shape: LMShape([5, 6, 7, 8])
+                    ),
+                    payload: payload
+                )
                 try await connection.send(LMRequestHeader(command: .get, key: "a key"))
                 let (hit, bytes) = try #require(try await connection.readReply())
-                #expect(hit == LMReplyHeader(code: 200, length: 200, format: 3, dtype: 4, shape: LMShape([5, 6, 7, 8])))
+                #expect(
+                    hit == LMReplyHeader(code: 200, length: 200, format: 3, dtype: 4, shape: LMShape([5, 6, 7, 8]))
+                )
                 #expect(bytes == payload)
 
                 try await connection.send(LMRequestHeader(command: .get, key: "absent"))
                 var raw = try #require(try await connection.read(36))
-                #expect(Array(raw.readableBytesView) == [0x90, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]
-                    + [UInt8](repeating: 0, count: 20))
+                #expect(
+                    Array(raw.readableBytesView) == [0x90, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]
+                        + [UInt8](repeating: 0, count: 20)
+                )
                 #expect(LMReplyHeader.read(from: &raw) == .miss)
 
                 try await connection.send(LMRequestHeader(command: .exist, key: "a key"))
@@ -81,11 +94,18 @@ struct LMServerTests {
                     group.addTask {
                         try await withRawConnection(port: port) { connection in
                             for round in 0..<20 {
-                                let payload = [UInt8](repeating: UInt8(truncatingIfNeeded: client &* 31 &+ round),
-                                    count: 1000 + client * 10 + round)
+                                let payload = [UInt8](
+                                    repeating: UInt8(truncatingIfNeeded: client &* 31 &+ round),
+                                    count: 1000 + client * 10 + round
+                                )
                                 try await connection.send(
-                                    LMRequestHeader(command: .put, key: "c\(client)-\(round)", length: Int32(payload.count)),
-                                    payload: payload)
+                                    LMRequestHeader(
+                                        command: .put,
+                                        key: "c\(client)-\(round)",
+                                        length: Int32(payload.count)
+                                    ),
+                                    payload: payload
+                                )
                                 try await connection.send(LMRequestHeader(command: .get, key: "c\(client)-\(round)"))
                                 #expect(try await connection.readReply()?.1 == payload)
                             }
@@ -116,7 +136,10 @@ struct LMServerTests {
             ("non-UTF-8 key", badKey),
             ("negative length", negative),
             ("oversized length", header(LMRequestHeader(command: .put, key: "k", length: Int32.max))),
-            ("GET with a payload", header(LMRequestHeader(command: .get, key: "k", length: 10)) + [UInt8](repeating: 0, count: 10)),
+            (
+                "GET with a payload",
+                header(LMRequestHeader(command: .get, key: "k", length: 10)) + [UInt8](repeating: 0, count: 10)
+            ),
             ("random bytes", garbage),
         ]
     }()
@@ -165,7 +188,8 @@ struct LMServerTests {
                                 let size = 8192 + (writer * 977 + i * 131) % 40000
                                 try await connection.send(
                                     LMRequestHeader(command: .put, key: "w\(writer)-\(i)", length: Int32(size)),
-                                    payload: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: size))
+                                    payload: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: size)
+                                )
                             }
                             // A reply proves every PUT before it was handled.
                             try await connection.send(LMRequestHeader(command: .health, key: ""))
@@ -192,7 +216,10 @@ struct LMServerTests {
     func lruOrder() {
         let store = LMValueStore(capacity: 3 * (1024 + LMValueStore.entryOverhead + 1) + 10)
         func put(_ key: String) {
-            store.put(key, LMStoredValue(payload: ByteBuffer(repeating: 1, count: 1024), format: 1, dtype: 2, shape: .zero))
+            store.put(
+                key,
+                LMStoredValue(payload: ByteBuffer(repeating: 1, count: 1024), format: 1, dtype: 2, shape: .zero)
+            )
         }
         put("a")
         put("b")
@@ -201,13 +228,22 @@ struct LMServerTests {
         put("d")
         #expect(store.contains("a") && !store.contains("b") && store.contains("c") && store.contains("d"))
         #expect(store.statistics.evictions == 1)
-        #expect(store.put("huge", LMStoredValue(payload: ByteBuffer(repeating: 1, count: 5000), format: 1, dtype: 2, shape: .zero)) == .tooLarge)
+        #expect(
+            store.put(
+                "huge",
+                LMStoredValue(payload: ByteBuffer(repeating: 1, count: 5000), format: 1, dtype: 2, shape: .zero)
+            ) == .tooLarge
+        )
     }
 
     @Test("idle connections and connections stalled mid-frame time out")
     func timeouts() async throws {
         let configuration = LMServerConfiguration(
-            port: 0, capacityBytes: 1 << 20, idleTimeout: .milliseconds(400), stallTimeout: .milliseconds(200))
+            port: 0,
+            capacityBytes: 1 << 20,
+            idleTimeout: .milliseconds(400),
+            stallTimeout: .milliseconds(200)
+        )
         try await withServer(configuration) { server, port in
             let start = ContinuousClock.now
             try await withRawConnection(port: port) { idle in
@@ -236,7 +272,8 @@ struct LMServerTests {
     func gracefulShutdown() async throws {
         let server = LMServer(
             configuration: LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 1 << 20),
-            logger: Logger(label: "test.server"))
+            logger: Logger(label: "test.server")
+        )
         let group = ServiceGroup(services: [server], logger: Logger(label: "test.group"))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }

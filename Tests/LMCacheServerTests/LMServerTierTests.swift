@@ -5,30 +5,44 @@ import LMCacheStorage
 import LMCacheWire
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Testing
 
 /// The remote tier against a real server on loopback.
 struct LMServerTierTests {
-    static func chunk(seed: UInt64, tokens count: Int = 16, layout: KVLayout = KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .float16))
+    static func chunk(
+        seed: UInt64,
+        tokens count: Int = 16,
+        layout: KVLayout = KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .float16)
+    )
         -> KVChunk
     {
         let tokens = (0..<count).map { Int32(truncatingIfNeeded: seed &* 7919 &+ UInt64($0)) }
-        let key = CacheKey(hash: ChunkHash(low: seed &* 0x9E37_79B9, high: ~seed), tokenCount: count,
-            modelName: "test/model", dtype: layout.dtype)
+        let key = CacheKey(
+            hash: ChunkHash(low: seed &* 0x9E37_79B9, high: ~seed),
+            tokenCount: count,
+            modelName: "test/model",
+            dtype: layout.dtype
+        )
         var state = seed | 1
-        return KVChunk(key: key, tokens: tokens, layout: layout, storage: HeapChunkStorage(count: layout.byteCount(tokens: count)) { bytes in
-            for i in 0..<bytes.count {
-                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                bytes[i] = UInt8(truncatingIfNeeded: state >> 56)
+        return KVChunk(
+            key: key,
+            tokens: tokens,
+            layout: layout,
+            storage: HeapChunkStorage(count: layout.byteCount(tokens: count)) { bytes in
+                for i in 0..<bytes.count {
+                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    bytes[i] = UInt8(truncatingIfNeeded: state >> 56)
+                }
             }
-        })
+        )
     }
 
     static func fastOptions() -> LMServerTier.Options {
         var options = LMServerTier.Options()
         options.connections = 2
-        options.connectTimeout = .milliseconds(300)
-        options.requestTimeout = .seconds(5)
+        options.connectTimeout = .seconds(2)
+        options.requestTimeout = .seconds(30)
         options.minimumBackoff = .milliseconds(20)
         options.maximumBackoff = .milliseconds(100)
         return options
@@ -73,21 +87,26 @@ struct LMServerTierTests {
             let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
             let chunk = Self.chunk(seed: 5)
             // Bytes another client stored.
-            #expect(await tier.putRaw(chunk.key.description, ByteBuffer(repeating: 0xAB, count: 5000)))
+            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), ByteBuffer(repeating: 0xAB, count: 5000)))
             #expect(try await tier.get(chunk.key) == nil)
             // A valid frame with one KV byte flipped.
             var frame = KVChunkFrame.encode(chunk)
             let last = frame.writerIndex - 1
             frame.setInteger(frame.getInteger(at: last, as: UInt8.self)! ^ 1, at: last)
-            #expect(await tier.putRaw(chunk.key.description, frame))
+            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), frame))
             #expect(try await tier.get(chunk.key) == nil)
             // A valid frame for another key.
             let other = Self.chunk(seed: 6)
-            #expect(await tier.putRaw(chunk.key.description, KVChunkFrame.encode(other)))
+            #expect(await tier.putRaw(LMServerTier.wireKey(chunk.key), KVChunkFrame.encode(other)))
             #expect(try await tier.get(chunk.key) == nil)
             // Truncated frame.
             let whole = KVChunkFrame.encode(chunk)
-            #expect(await tier.putRaw(chunk.key.description, whole.getSlice(at: 0, length: whole.readableBytes - 1)!))
+            #expect(
+                await tier.putRaw(
+                    LMServerTier.wireKey(chunk.key),
+                    whole.getSlice(at: 0, length: whole.readableBytes - 1)!
+                )
+            )
             #expect(try await tier.get(chunk.key) == nil)
             // The real thing.
             #expect(try await tier.put(chunk))
@@ -113,7 +132,13 @@ struct LMServerTierTests {
 
     @Test("the server stopping mid-stream turns requests into misses; a restart brings hits back")
     func killAndRestart() async throws {
-        let chunks = (0..<8).map { Self.chunk(seed: UInt64($0), tokens: 256, layout: KVLayout(layers: 8, kvHeads: 2, headDim: 64, dtype: .float16)) }
+        let chunks = (0..<8).map {
+            Self.chunk(
+                seed: UInt64($0),
+                tokens: 256,
+                layout: KVLayout(layers: 8, kvHeads: 2, headDim: 64, dtype: .float16)
+            )
+        }
         let port = try await withServer { (_, port) async throws in
             let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
             for chunk in chunks { #expect(try await tier.put(chunk)) }
@@ -151,11 +176,17 @@ struct LMServerTierTests {
     @Test("GETs in flight when the server stops are misses, never wrong data or errors")
     func stopDuringTransfer() async throws {
         // 4 MiB: large enough to be mid-transfer when the server stops, small enough for debug builds.
-        let big = Self.chunk(seed: 77, tokens: 256, layout: KVLayout(layers: 4, kvHeads: 8, headDim: 128, dtype: .float16))
+        let big = Self.chunk(
+            seed: 77,
+            tokens: 256,
+            layout: KVLayout(layers: 4, kvHeads: 8, headDim: 128, dtype: .float16)
+        )
         let server = LMServer(
             configuration: LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 512 << 20),
-            logger: Logger(label: "test.server"))
-        let serverTask = Task { try await server.run() }
+            logger: Logger(label: "test.server")
+        )
+        let services = ServiceGroup(services: [server], logger: Logger(label: "test.services"))
+        let serverTask = Task { try await services.run() }
         let port = try await server.listeningPort()
         let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
         #expect(try await tier.put(big))
@@ -175,7 +206,7 @@ struct LMServerTierTests {
             }
         }
         try await Task.sleep(for: .milliseconds(50))
-        serverTask.cancel()
+        await services.triggerGracefulShutdown()
         _ = await serverTask.result
         var misses = 0
         for reader in readers { misses += try await reader.value }

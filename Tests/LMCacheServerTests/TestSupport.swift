@@ -13,14 +13,22 @@ func withServer<R: Sendable>(
     var configuration = configuration
     configuration.host = "127.0.0.1"
     let server = LMServer(configuration: configuration, logger: Logger(label: "test.server"))
+    // Stopped by a graceful shutdown, as the executables stop it on SIGTERM.
+    let services = ServiceGroup(services: [server], logger: Logger(label: "test.services"))
     return try await withThrowingTaskGroup(of: R?.self) { group in
         group.addTask {
-            try await server.run()
+            try await services.run()
             return nil
         }
         let port = try await server.listeningPort()
-        let result = try await body(server, port)
-        group.cancelAll()
+        let result: R
+        do {
+            result = try await body(server, port)
+        } catch {
+            await services.triggerGracefulShutdown()
+            throw error
+        }
+        await services.triggerGracefulShutdown()
         while try await group.next() != nil {}
         return result
     }
@@ -87,7 +95,7 @@ func withRawConnection<R: Sendable>(port: Int, _ body: (inout RawConnection) asy
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) async -> Bool {
+func eventually(timeout: Duration = .seconds(15), _ condition: () async -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if await condition() { return true }

@@ -23,16 +23,25 @@ struct LMCodecTests {
     /// One request of each command, with a small payload on the PUT.
     static let sampleRequests: [LMRequest] = [
         LMRequest(
-            header: LMRequestHeader(command: .put, key: "m@1@0@00ff@float16", length: 5, format: 1, dtype: 2,
-                location: 7, shape: LMShape([1, 2, 3, 4])),
-            payload: ByteBuffer(bytes: [1, 2, 3, 4, 5])),
+            header: LMRequestHeader(
+                command: .put,
+                key: "m@1@0@00ff@float16",
+                length: 5,
+                format: 1,
+                dtype: 2,
+                location: 7,
+                shape: LMShape([1, 2, 3, 4])
+            ),
+            payload: ByteBuffer(bytes: [1, 2, 3, 4, 5])
+        ),
         LMRequest(header: LMRequestHeader(command: .get, key: "m@1@0@00ff@float16")),
         LMRequest(header: LMRequestHeader(command: .exist, key: "ключ-ü")),
         LMRequest(header: LMRequestHeader(command: .health, key: "")),
         LMRequest(header: LMRequestHeader(command: .list, key: "")),
         LMRequest(
             header: LMRequestHeader(command: .put, key: String(repeating: "k", count: 150), length: 0),
-            payload: ByteBuffer()),
+            payload: ByteBuffer()
+        ),
     ]
 
     static func wire(_ requests: [LMRequest]) -> ByteBuffer {
@@ -48,14 +57,23 @@ struct LMCodecTests {
     @Test("the PUT header of LM_PROTOCOL.md's example encodes to its bytes")
     func exampleRequestBytes() throws {
         let header = LMRequestHeader(
-            command: .put, key: Self.exampleKey, length: 37_748_736, format: 1, dtype: 3, location: 0,
-            shape: LMShape([2, 36, 256, 1024]))
+            command: .put,
+            key: Self.exampleKey,
+            length: 37_748_736,
+            format: 1,
+            dtype: 3,
+            location: 0,
+            shape: LMShape([2, 36, 256, 1024])
+        )
         let buffer = Self.encode(header)
         #expect(buffer.readableBytes == 186)
-        let expected = Self.bytes("""
-            01 00 00 00  00 00 40 02  01 00 00 00  03 00 00 00  00 00 00 00
-            02 00 00 00  24 00 00 00  00 01 00 00  00 04 00 00
-            """) + Array(Self.exampleKey.utf8) + [UInt8](repeating: 0x20, count: 107)
+        let expected =
+            Self.bytes(
+                """
+                01 00 00 00  00 00 40 02  01 00 00 00  03 00 00 00  00 00 00 00
+                02 00 00 00  24 00 00 00  00 01 00 00  00 04 00 00
+                """
+            ) + Array(Self.exampleKey.utf8) + [UInt8](repeating: 0x20, count: 107)
         #expect(Array(buffer.readableBytesView) == expected)
         #expect(try LMRequestHeader.peek(buffer) == header)
     }
@@ -64,7 +82,8 @@ struct LMCodecTests {
     func exampleMissReply() {
         var buffer = ByteBuffer()
         LMReplyHeader.miss.write(to: &buffer)
-        let expected = Self.bytes("90 01 00 00 | 00 00 00 00 | 01 00 00 00 | 02 00 00 00")
+        let expected =
+            Self.bytes("90 01 00 00 | 00 00 00 00 | 01 00 00 00 | 02 00 00 00")
             + [UInt8](repeating: 0, count: 16) + [0, 0, 0, 0]
         #expect(Array(buffer.readableBytesView) == expected)
         #expect(LMReplyHeader.read(from: &buffer) == .miss)
@@ -73,7 +92,14 @@ struct LMCodecTests {
 
     @Test("reply headers round-trip, and a short one is left unread")
     func replyRoundTrip() {
-        let header = LMReplyHeader(code: 200, length: 99, format: 3, dtype: 4, shape: LMShape([9, 8, 7, 6]), location: 5)
+        let header = LMReplyHeader(
+            code: 200,
+            length: 99,
+            format: 3,
+            dtype: 4,
+            shape: LMShape([9, 8, 7, 6]),
+            location: 5
+        )
         var buffer = ByteBuffer()
         header.write(to: &buffer)
         var short = buffer.getSlice(at: 0, length: 35)!
@@ -169,7 +195,11 @@ struct LMCodecTests {
         Self.expectError(.negativeLength, negative)
         // Only the header is here: the cap is enforced before any payload is buffered.
         Self.expectError(.payloadTooLarge, Self.encode(LMRequestHeader(command: .put, key: "k", length: Int32.max)))
-        Self.expectError(.payloadTooLarge, Self.encode(LMRequestHeader(command: .put, key: "k", length: 1025)), cap: 1024)
+        Self.expectError(
+            .payloadTooLarge,
+            Self.encode(LMRequestHeader(command: .put, key: "k", length: 1025)),
+            cap: 1024
+        )
         Self.expectError(.unexpectedPayload, Self.encode(LMRequestHeader(command: .get, key: "k", length: 3)))
     }
 
