@@ -173,6 +173,7 @@ let package = Package(
             name: "LMCacheServerTests",
             dependencies: [
                 "LMCacheServer",
+                "lmcache_server",
                 "LMCacheRemote",
                 "LMCacheWire",
                 "LMCacheCore",
