@@ -74,7 +74,10 @@ let package = Package(
         .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         .target(
             name: "Inference",
-            dependencies: ["GGUF", "Kernels", "Tokenizers", "LMCacheCore"],
+            dependencies: [
+                "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: commonSwiftSettings
         ),
 
@@ -108,7 +111,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers"],
+            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage"],
             resources: [.copy("Resources")],
             swiftSettings: commonSwiftSettings
         ),

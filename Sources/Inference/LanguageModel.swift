@@ -1,4 +1,5 @@
 public import GGUF
+public import LMCacheCore
 
 /// Which positions of a forward pass produce logits.
 public enum LogitOutputs: Sendable, Hashable {

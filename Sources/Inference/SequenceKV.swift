@@ -1,4 +1,5 @@
 package import Kernels
+public import LMCacheCore
 
 /// The engine's KV memory for one sequence, in pages of `pageSize` tokens.
 ///
@@ -36,6 +37,7 @@ public final class SequenceKV {
     /// - Precondition: `pageSize` and `capacity` are positive.
     public init(layout: KVLayout, pageSize: Int = 256, capacity: Int) {
         precondition(pageSize > 0 && capacity > 0, "page size and capacity must be positive")
+        precondition(layout.dtype == .float32, "the engine keeps keys and values as float32")
         self.layout = layout
         self.pageSize = pageSize
         self.capacity = capacity
@@ -95,15 +97,35 @@ public final class SequenceKV {
     /// - Throws: ``InferenceError`` when `range` is not within the stored tokens.
     /// - Complexity: O(range.count × layers × kvHeads × headDim).
     public func exportKV(_ range: Range<Int>) throws(InferenceError) -> [UInt8] {
+        let size = layout.byteCount(tokens: range.count)
+        var error: InferenceError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+            do throws(InferenceError) {
+                try exportKV(range, into: UnsafeMutableRawBufferPointer(buffer))
+            } catch let caught {
+                error = caught
+                buffer.initialize(repeating: 0)
+            }
+            initialized = size
+        }
+        if let error { throw error }
+        return bytes
+    }
+
+    /// Writes the keys and values of `range` into `buffer`, in the layout of ``exportKV(_:)``.
+    ///
+    /// - Throws: ``InferenceError`` when `range` is not within the stored tokens or `buffer` is not
+    ///   exactly `layout.byteCount(tokens: range.count)` bytes.
+    /// - Complexity: O(range.count × layers × kvHeads × headDim).
+    public func exportKV(_ range: Range<Int>, into buffer: UnsafeMutableRawBufferPointer) throws(InferenceError) {
         guard range.lowerBound >= 0, range.upperBound <= count else {
             throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
         }
-        let size = layout.byteCount(tokens: range.count)
-        return [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
-            // Safe: buffer holds `size` bytes, exactly what copyRows writes.
-            copyRows(range, buffer: UnsafeMutableRawPointer(buffer.baseAddress!), export: true)
-            initialized = size
+        guard buffer.count == layout.byteCount(tokens: range.count) else {
+            throw InferenceError.invalidKV("\(buffer.count) bytes cannot hold \(range.count) tokens of \(layout)")
         }
+        guard !range.isEmpty, let base = buffer.baseAddress else { return }
+        copyRows(range, buffer: base, export: true)
     }
 
     /// Stores keys and values for `tokens` at positions `start ..< start + tokens.count` from bytes in the
@@ -112,6 +134,29 @@ public final class SequenceKV {
     /// - Throws: ``InferenceError`` when `start` is past the stored tokens, the byte count does not match
     ///   `tokens.count` in this layout, or the sequence would exceed its capacity.
     public func importKV(_ bytes: [UInt8], tokens newTokens: [Int32], at start: Int) throws(InferenceError) {
+        let failure: InferenceError? = bytes.withUnsafeBytes { raw in
+            do throws(InferenceError) {
+                try importKV(raw, tokens: newTokens, at: start)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Stores keys and values for `tokens` at positions `start ..< start + tokens.count` from `bytes` in the
+    /// ``exportKV(_:)`` layout (for example a cached chunk's bytes), replacing what was there and dropping
+    /// any later tokens.
+    ///
+    /// - Throws: ``InferenceError`` when `start` is past the stored tokens, the byte count does not match
+    ///   `tokens.count` in this layout, or the sequence would exceed its capacity.
+    /// - Complexity: O(tokens.count × layers × kvHeads × headDim).
+    public func importKV(
+        _ bytes: UnsafeRawBufferPointer,
+        tokens newTokens: some Collection<Int32>,
+        at start: Int
+    ) throws(InferenceError) {
         guard start >= 0, start <= count else {
             throw InferenceError.invalidKV("import at \(start) would leave a gap after \(count) stored tokens")
         }
@@ -125,9 +170,9 @@ public final class SequenceKV {
         }
         let range = start..<(start + newTokens.count)
         reserve(range.upperBound)
-        bytes.withUnsafeBytes { raw in
-            // Safe: the byte count was checked against the layout above.
-            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: raw.baseAddress!), export: false)
+        if let base = bytes.baseAddress, !range.isEmpty {
+            // Safe: the byte count was checked against the layout above; import only reads through the pointer.
+            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false)
         }
         tokens.removeLast(count - start)
         tokens.append(contentsOf: newTokens)

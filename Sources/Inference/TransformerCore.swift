@@ -5,6 +5,7 @@
 internal import Foundation
 internal import GGUF
 internal import Kernels
+internal import LMCacheCore
 
 /// Reads tensors of a GGUF file as kernel operands; the file stays mapped while the model lives.
 struct TensorSource {
@@ -114,7 +115,7 @@ final class TransformerCore: Sendable {
     }
 
     var kvLayout: KVLayout {
-        KVLayout(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
+        KVLayout.engine(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
     }
 
     func forward(

@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import Inference
+import LMCacheCore
 import Testing
 
 /// Tokens of ordinary text (ids from the model's vocabulary, deterministic).
@@ -67,7 +68,7 @@ struct SequenceKVTests {
 
     @Test("the export layout is layers × {K,V} × tokens × kv_heads × head_dim")
     func exportLayout() throws {
-        let layout = KVLayout(layers: 2, kvHeads: 1, headDim: 4)
+        let layout = KVLayout.engine(layers: 2, kvHeads: 1, headDim: 4)
         let kv = SequenceKV(layout: layout, pageSize: 2, capacity: 8)
         // Fill three tokens through import with recognisable values: value = layer·1000 + kv·100 + token·10 + i.
         var floats: [Float] = []
@@ -95,7 +96,7 @@ struct SequenceKVTests {
 
     @Test("bad ranges and byte counts throw")
     func rejectsBadInput() throws {
-        let kv = SequenceKV(layout: KVLayout(layers: 1, kvHeads: 1, headDim: 2), pageSize: 4, capacity: 8)
+        let kv = SequenceKV(layout: KVLayout.engine(layers: 1, kvHeads: 1, headDim: 2), pageSize: 4, capacity: 8)
         #expect(throws: InferenceError.self) { try kv.exportKV(0..<1) }
         #expect(throws: InferenceError.self) { try kv.importKV([0, 0, 0], tokens: [1], at: 0) }
         #expect(throws: InferenceError.self) { try kv.importKV([UInt8](repeating: 0, count: 16), tokens: [1], at: 1) }

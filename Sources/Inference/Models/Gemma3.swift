@@ -9,6 +9,7 @@
 //   `gemma3.rope.freq_base`, 1 000 000 by default), repeating.
 
 public import GGUF
+public import LMCacheCore
 internal import Kernels
 
 /// Gemma 3 text model.

@@ -8,6 +8,7 @@
 // - output head `output.weight`, or the embedding when the file ties them.
 
 public import GGUF
+public import LMCacheCore
 internal import Kernels
 
 /// Llama 3 / Qwen2 family text model.
