@@ -31,6 +31,7 @@ let package = Package(
         .library(name: "Kernels", targets: ["Kernels"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "Inference", targets: ["Inference"]),
+        .library(name: "OpenAIServer", targets: ["OpenAIServer"]),
         .executable(name: "lmcache", targets: ["lmcache"]),
     ],
     dependencies: [
@@ -38,6 +39,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // The OpenAI-compatible server; no traits (swift-configuration and full Foundation are not needed).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // MARK: Cache
@@ -81,6 +85,18 @@ let package = Package(
             swiftSettings: commonSwiftSettings
         ),
 
+        // MARK: Serving
+        .target(
+            name: "OpenAIServer",
+            dependencies: [
+                "Inference", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+
         // MARK: Executables
         .executableTarget(
             name: "lmcache",
@@ -88,6 +104,9 @@ let package = Package(
                 "LMCacheCore",
                 "LMCacheStorage",
                 "Inference",
+                "OpenAIServer",
+                "GGUF",
+                "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -113,6 +132,14 @@ let package = Package(
             name: "InferenceTests",
             dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage"],
             resources: [.copy("Resources")],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(
+            name: "OpenAIServerTests",
+            dependencies: [
+                "OpenAIServer", "Inference", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(
