@@ -53,10 +53,13 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // CRC-32C with the SSE4.2 instruction (checked at run time): the disk tier's payload checksum.
+        .target(name: "CChecksum", cSettings: [.unsafeFlags(["-O3"])]),
         .target(
             name: "LMCacheStorage",
             dependencies: [
                 "LMCacheCore",
+                "CChecksum",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],

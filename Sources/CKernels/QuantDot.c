@@ -114,6 +114,109 @@ void lmc_quantize_q8(const float *x, int64_t n, int8_t *qs, float *d, float *ds)
     }
 }
 
+// Round to nearest, ties to even, as ggml's nearest_int does.
+static inline int nearest_int(float v) { return (int)lrintf(v); }
+
+float lmc_round_f16_scalar(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = x & 0x80000000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return f;           // inf or nan
+    if (ax >= 0x477ff000u) {                    // rounds to at least 65520: overflow to inf
+        uint32_t r = sign | 0x7f800000u;
+        memcpy(&f, &r, 4);
+        return f;
+    }
+    if (ax < 0x38800000u) {                     // below the smallest normal half: multiples of 2^-24
+        float a = fabsf(f);
+        float q = nearbyintf(a * 16777216.0f) / 16777216.0f;
+        return sign ? -q : q;
+    }
+    // Keep 10 mantissa bits, round to nearest even on the 13 dropped bits.
+    uint32_t lsb = (ax >> 13) & 1u;
+    ax += 0xfffu + lsb;
+    ax &= ~0x1fffu;
+    uint32_t r = sign | ax;
+    memcpy(&f, &r, 4);
+    return f;
+}
+
+void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+        }
+        float scale = amax / 127.0f;
+        float inv = scale != 0 ? 1.0f / scale : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = (int)roundf(xb[i] * inv);
+            qs[b * 32 + i] = (int8_t)q;
+            sum += q;
+        }
+        // The scale is stored in half precision, as a Q8_0 block does.
+        d[b] = lmc_round_f16_scalar(scale);
+        ds[b] = d[b] * (float)sum;
+    }
+}
+
+void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float *xb = x + b * 256;
+        float amax = 0, max = 0;
+        for (int i = 0; i < 256; i++) {
+            float a = fabsf(xb[i]);
+            if (a > amax) {
+                amax = a;
+                max = xb[i];
+            }
+        }
+        float scale = 0;
+        if (amax == 0) {
+            memset(qs + b * 256, 0, 256);
+        } else {
+            // One scale per 256 values; the extreme value maps to -127.
+            float iscale = -127.0f / max;
+            for (int i = 0; i < 256; i++) {
+                int q = nearest_int(iscale * xb[i]);
+                qs[b * 256 + i] = (int8_t)(q > 127 ? 127 : q);
+            }
+            scale = 1.0f / iscale;
+        }
+        for (int s = 0; s < 8; s++) {
+            int sum = 0;
+            for (int i = 0; i < 32; i++) sum += qs[b * 256 + s * 32 + i];
+            d[b * 8 + s] = scale;
+            ds[b * 8 + s] = scale * (float)sum;
+        }
+    }
+}
+
+#ifdef LMC_X86
+__attribute__((target("avx2,f16c"))) static void round_f16_avx2(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; i < n; i++) x[i] = lmc_round_f16_scalar(x[i]);
+}
+#endif
+
+void lmc_round_f16(float *x, int64_t n) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        round_f16_avx2(x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) x[i] = lmc_round_f16_scalar(x[i]);
+}
+
 // MARK: - Portable row dots
 
 static float dot_q8_0(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d) {

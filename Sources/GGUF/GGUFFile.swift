@@ -94,6 +94,18 @@ public final class GGUFFile: Sendable {
         )
     }
 
+    /// Calls `body` with a tensor's data as a `RawSpan`: the safe, bounds-checked view of
+    /// ``withBytes(of:_:)``.
+    ///
+    /// ```swift
+    /// let first = file.withSpan(of: norm) { $0.unsafeLoad(as: Float.self) }
+    /// ```
+    /// - Precondition: `tensor` lies inside this file (it is one of this file's tensors).
+    public func withSpan<R, E: Error>(of tensor: GGUFTensorInfo, _ body: (RawSpan) throws(E) -> R) throws(E) -> R {
+        // Safe: the span borrows the mapping only for the duration of `body`.
+        try unsafe withBytes(of: tensor) { (bytes) throws(E) -> R in try body(unsafe bytes.bytes) }
+    }
+
     /// Asks the operating system to start reading the whole file into memory in the background,
     /// so that the first pass over the weights does not wait on page faults. Only a hint.
     public func prefetch() {

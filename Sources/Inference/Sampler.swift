@@ -1,4 +1,5 @@
 internal import Foundation
+internal import Kernels
 
 /// How the next token is chosen from logits.
 public struct SamplingParameters: Sendable, Hashable {
@@ -59,15 +60,12 @@ public struct Sampler: Sendable {
     /// The index of the largest logit (the first one on ties).
     /// - Complexity: O(n).
     public static func argmax(_ logits: some Collection<Float>) -> Int32 {
-        var best = -Float.infinity, index = 0, i = 0
-        for v in logits {
-            if v > best {
-                best = v
-                index = i
-            }
-            i += 1
+        if let index = logits.withContiguousStorageIfAvailable({ buffer in
+            buffer.isEmpty ? 0 : Ops.argmax(buffer.baseAddress!, count: buffer.count)
+        }) {
+            return Int32(index)
         }
-        return Int32(index)
+        return argmax(Array(logits))
     }
 
     /// Picks the next token from one row of logits.

@@ -181,6 +181,12 @@ final class TransformerCore: Sendable {
                     Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
                     Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
                 }
+                if Ops.emulateHalfPrecision {
+                    // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
+                    Ops.roundToHalf(qi, count: qWidth)
+                    Ops.roundToHalf(ki, count: kvWidth)
+                    Ops.roundToHalf(vi, count: kvWidth)
+                }
                 kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
                 kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
             }

@@ -173,6 +173,7 @@ package enum Attention {
             i0 += nq
         }
         let headSteps = shape.heads / rowsPerToken
+        let roundProbabilities = Ops.emulateHalfPrecision
         let maxWidth = tile + (shape.window > 0 ? shape.window : firstPosition + count)
         let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, tile * rowsPerToken * maxWidth) }
         // Jobs are (query tile, head or head stack); each worker uses its own score buffer and calls
@@ -206,6 +207,7 @@ package enum Attention {
                 let visibleLo = first - lo, visibleHi = p - lo + 1
                 if visibleLo > 0 { s.update(repeating: 0, count: visibleLo) }
                 Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
+                if roundProbabilities { Ops.roundToHalf(s + visibleLo, count: visibleHi - visibleLo) }
                 if visibleHi < width { (s + visibleHi).update(repeating: 0, count: width - visibleHi) }
             }
             // O = P V.

@@ -46,6 +46,12 @@ package struct WeightMatrix: @unchecked Sendable {
     /// Whether decode uses the int8 kernels (else rows are dequantized and dotted in Float).
     package var usesQuantizedDot: Bool { lmc_matvec_supports(Int32(type.rawValue)) != 0 }
 
+    /// Whether the activation is quantized with one scale per 256 values (K-quant weights, as ggml's
+    /// Q8_K) rather than one half-precision scale per 32 (as ggml's Q8_0).
+    package var usesSuperBlockActivation: Bool {
+        QuantizedActivation.llamaStyle && (type == .q4_K || type == .q5_K || type == .q6_K)
+    }
+
     /// Dequantizes rows `range` into `destination` (row-major, `columns` floats per row).
     package func dequantizeRows(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
         // Safe: range is within 0..<rows by contract; each row is rowBytes bytes of whole blocks.
@@ -78,10 +84,30 @@ package final class QuantizedActivation {
         ds.deallocate()
     }
 
-    /// Quantizes `count` floats (a multiple of 32) at `x`.
-    package func quantize(_ x: UnsafePointer<Float>, count: Int) {
+    /// Quantizes `count` floats at `x`: per 256 values when `superBlocks` (count % 256 == 0), else per 32.
+    package func quantize(_ x: UnsafePointer<Float>, count: Int, superBlocks: Bool) {
         reserve(count)
-        lmc_quantize_q8(x, Int64(count), qs, d, ds)
+        Self.quantize(x, count: count, superBlocks: superBlocks, qs: qs, d: d, ds: ds)
+    }
+
+    /// Activations are quantized as ggml does (one scale per 256 values for K-quant weights as its Q8_K,
+    /// half-precision scales per 32 values otherwise as its Q8_0), so decoding follows llama.cpp's
+    /// choices at near-ties. `LMCACHE_LLAMA_ACTIVATIONS=0` gives every 32 values a Float scale instead
+    /// (more precise, further from llama.cpp).
+    package static let llamaStyle = ProcessInfo.processInfo.environment["LMCACHE_LLAMA_ACTIVATIONS"] != "0"
+
+    @inline(__always)
+    static func quantize(
+        _ x: UnsafePointer<Float>, count: Int, superBlocks: Bool,
+        qs: UnsafeMutablePointer<Int8>, d: UnsafeMutablePointer<Float>, ds: UnsafeMutablePointer<Float>
+    ) {
+        if !llamaStyle {
+            lmc_quantize_q8(x, Int64(count), qs, d, ds)
+        } else if superBlocks {
+            lmc_quantize_q8_k_like(x, Int64(count), qs, d, ds)
+        } else {
+            lmc_quantize_q8_0_like(x, Int64(count), qs, d, ds)
+        }
     }
 
     /// Makes room for `count` values.
@@ -104,7 +130,13 @@ extension QuantizedActivation: Sendable {}
 /// Reusable memory for the matrix products (tiles of dequantized weights, quantized activations).
 package final class LinearScratch {
     package let activation = QuantizedActivation(capacity: 4096)
+    package let superBlockActivation = QuantizedActivation(capacity: 4096)
     package let batchActivation = QuantizedActivation(capacity: 4096)
+
+    /// The activation buffer that weights of `w`'s type read.
+    package func activation(for w: WeightMatrix) -> QuantizedActivation {
+        w.usesSuperBlockActivation ? superBlockActivation : activation
+    }
     private var tiles: [(UnsafeMutablePointer<Float>, Int)] = []
 
     package init() {}
@@ -142,10 +174,12 @@ package enum Linear {
             }
             return
         }
-        if outputs.contains(where: { $0.weight.usesQuantizedDot }) {
-            scratch.activation.quantize(x, count: columns)
+        if outputs.contains(where: { $0.weight.usesQuantizedDot && !$0.weight.usesSuperBlockActivation }) {
+            scratch.activation.quantize(x, count: columns, superBlocks: false)
         }
-        let act = scratch.activation
+        if outputs.contains(where: { $0.weight.usesQuantizedDot && $0.weight.usesSuperBlockActivation }) {
+            scratch.superBlockActivation.quantize(x, count: columns, superBlocks: true)
+        }
         let total = outputs.reduce(0) { $0 + $1.weight.rows }
         // Split the concatenated rows of all matrices evenly over the threads.
         Parallel.forRanges(total, minimumPerPart: 64) { range in
@@ -153,7 +187,9 @@ package enum Linear {
             for (weight, y) in outputs {
                 let lo = max(range.lowerBound, start), hi = min(range.upperBound, start + weight.rows)
                 if lo < hi {
-                    rowDots(weight, rows: (lo - start)..<(hi - start), x: x, act: act, y: y + (lo - start))
+                    rowDots(
+                        weight, rows: (lo - start)..<(hi - start), x: x, act: scratch.activation(for: weight),
+                        y: y + (lo - start))
                 }
                 start += weight.rows
             }
@@ -237,11 +273,12 @@ package enum Linear {
         let columns = w.columns
         let act = scratch.batchActivation
         act.reserve(count * columns)
+        let superBlocks = w.usesSuperBlockActivation
         Parallel.forRanges(count, minimumPerPart: 4) { tokens in
             for t in tokens {
-                lmc_quantize_q8(
-                    x + t * columns, Int64(columns), act.qs + t * columns, act.d + t * columns / 32,
-                    act.ds + t * columns / 32)
+                QuantizedActivation.quantize(
+                    x + t * columns, count: columns, superBlocks: superBlocks, qs: act.qs + t * columns,
+                    d: act.d + t * columns / 32, ds: act.ds + t * columns / 32)
             }
         }
         Parallel.forRanges(w.rows, minimumPerPart: 16) { rows in

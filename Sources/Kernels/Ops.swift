@@ -1,10 +1,24 @@
 // Element-wise and row-wise operations of transformer layers: RMSNorm, RoPE, gated activations,
 // softmax. All work on Float rows in place or into caller-provided memory.
 
+internal import CKernels
 internal import Foundation
 
 /// Row operations used between the matrix products.
 package enum Ops {
+    /// Whether to round where llama.cpp's CPU backend works in half precision (K/V cache, q before q·k,
+    /// attention probabilities, GELU table). On by default: together with ggml-style activation
+    /// quantization it makes greedy decoding follow llama.cpp's through its near-ties (measured on the
+    /// recorded continuations). `LMCACHE_EMULATE_HALF=0` turns it off (Float everywhere).
+    /// With it on, every stored K/V value is exactly representable in half precision.
+    package static let emulateHalfPrecision: Bool = ProcessInfo.processInfo.environment["LMCACHE_EMULATE_HALF"] != "0"
+
+    /// Rounds `count` floats to half precision in place.
+    @inline(__always)
+    package static func roundToHalf(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        lmc_round_f16(x, Int64(count))
+    }
+
     /// RMSNorm of `rows` rows of `count` floats: out = x / sqrt(mean(x²) + eps) · weight.
     ///
     /// `out` may equal `x`. The sum of squares is accumulated in Double, as ggml does.
@@ -109,8 +123,14 @@ package enum Ops {
     }
 
     /// gate[i] = gelu_tanh(gate[i]) · up[i] for `count` floats.
+    ///
+    /// Uses 0.5·(1 + tanh(u)) = 1 / (1 + e^(−2u)), one `expf` per value.
     package static func gegluTanh(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
-        let c: Float = 0.797_884_560_802_865_4  // sqrt(2/π)
+        let c: Float = 2 * 0.797_884_560_802_865_4  // 2·sqrt(2/π)
+        // llama.cpp looks GELU up in a table indexed by the half-precision input and holding
+        // half-precision outputs.
+        let half = emulateHalfPrecision
+        if half { roundToHalf(gate, count: count) }
         for i in 0..<count {
             let x = gate[i]
             let g: Float
@@ -119,10 +139,21 @@ package enum Ops {
             } else if x < -10 {
                 g = 0
             } else {
-                g = 0.5 * x * (1 + tanhf(c * x * (1 + 0.044715 * x * x)))
+                g = x / (1 + expf(-c * x * (1 + 0.044715 * x * x)))
             }
-            gate[i] = g * up[i]
+            gate[i] = half ? lmc_round_f16_scalar(g) * up[i] : g * up[i]
         }
+    }
+
+    /// The index of the largest of `count` floats (the first on ties).
+    package static func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
+        var best = 0
+        var value = -Float.infinity
+        for i in 0..<count where x[i] > value {
+            value = x[i]
+            best = i
+        }
+        return best
     }
 
     /// gate[i] = silu(gate[i]) · up[i] for `count` floats.

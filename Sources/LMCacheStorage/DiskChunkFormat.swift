@@ -1,3 +1,4 @@
+import CChecksum
 import LMCacheCore
 
 /// The on-disk form of one chunk (format version 1): a self-checking header, then the KV bytes.
@@ -24,7 +25,7 @@ import LMCacheCore
 /// | 80+*m* | 4*n* | token ids (int32) |
 /// | … | | zero padding up to *H* |
 /// | *H* | payload length | KV bytes, laid out as ``KVLayout`` says |
-enum DiskChunkFormat {
+package enum DiskChunkFormat {
     static let magic: UInt64 = 0x4B53_4456_4B43_4D4C  // "LMCKVDSK" read as a little-endian UInt64
     static let version: UInt32 = 1
     static let fixedHeaderSize = 80
@@ -39,10 +40,12 @@ enum DiskChunkFormat {
     /// when it is hashed.
     static let checksumBlock = 256 << 10
 
-    /// The payload checksum: XXH64 over the little-endian XXH64s of each 256 KiB block (block *i*
-    /// hashed with seed *i*). Blockwise so that a reader can hash each block right after reading
-    /// it, while it is still in cache, and so that blocks can be checked in parallel.
-    struct PayloadChecksum {
+    /// The payload checksum: XXH64 over the block hashes of each 256 KiB block. A block's hash
+    /// folds an eight-lane multiply-add accumulator over its 64-byte stripes (AVX2, tens of GB/s;
+    /// see `lmcache_stripe_accumulate`) into XXH64. Blockwise so that a reader can check each block
+    /// right after reading it, while it is still in cache, and so that blocks can be checked in
+    /// parallel.
+    package struct PayloadChecksum {
         private var blockHashes: [UInt64] = []
 
         /// Adds the next block (``checksumBlock`` bytes, or fewer for the last).
@@ -50,9 +53,31 @@ enum DiskChunkFormat {
             blockHashes.append(Self.hash(block, index: blockHashes.count))
         }
 
-        /// The hash of block `index`, for readers that hash blocks out of order.
+        /// The hash of block `index`, for readers that hash blocks out of order: XXH64 (seed
+        /// *index*) over the block's eight stripe-accumulator lanes (``stripeLanes(_:)``), the
+        /// bytes after the last whole 64-byte stripe, and the block's length.
         static func hash(_ block: UnsafeRawBufferPointer, index: Int) -> UInt64 {
-            XXHash64.hash(block, seed: UInt64(index))
+            let whole = block.count / 64 * 64
+            var input = [UInt64](repeating: 0, count: 9)
+            let lanes = stripeLanes(UnsafeRawBufferPointer(rebasing: block[0..<whole]))
+            for i in 0..<8 { input[i] = lanes[i].littleEndian }
+            input[8] = UInt64(block.count).littleEndian
+            var bytes = input.withUnsafeBytes { [UInt8]($0) }
+            bytes.append(contentsOf: block[whole...])
+            return bytes.withUnsafeBytes { XXHash64.hash($0, seed: UInt64(index)) }
+        }
+
+        /// The eight lanes of the stripe accumulator over `bytes` (a multiple of 64 bytes), from zero.
+        package static func stripeLanes(_ bytes: UnsafeRawBufferPointer, portable: Bool = false) -> [UInt64] {
+            var lanes = [UInt64](repeating: 0, count: 8)
+            lanes.withUnsafeMutableBufferPointer { out in
+                if portable {
+                    lmcache_stripe_accumulate_portable(out.baseAddress!, bytes.baseAddress, bytes.count)
+                } else {
+                    lmcache_stripe_accumulate(out.baseAddress!, bytes.baseAddress, bytes.count)
+                }
+            }
+            return lanes
         }
 
         /// The checksum of a payload from all its block hashes, in order.
@@ -67,7 +92,7 @@ enum DiskChunkFormat {
     static func checksumBlocks(_ count: Int) -> Int { max(1, (count + checksumBlock - 1) / checksumBlock) }
 
     /// The checksum of a whole payload in memory.
-    static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
+    package static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
         var checksum = PayloadChecksum()
         var offset = 0
         repeat {
@@ -163,8 +188,10 @@ enum DiskChunkFormat {
         guard payloadLength == UInt64(layout.byteCount(tokens: tokenCount)),
             UInt64(headerLength) + payloadLength == UInt64(fileSize)
         else { return .failure("payload length \(payloadLength) does not match the layout or the file size") }
-        let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[fixedHeaderSize..<(fixedHeaderSize + nameBytes)]),
-            as: UTF8.self)
+        let name = String(
+            decoding: UnsafeRawBufferPointer(rebasing: bytes[fixedHeaderSize..<(fixedHeaderSize + nameBytes)]),
+            as: UTF8.self
+        )
         let tokens = (0..<tokenCount).map { read(Int32.self, at: fixedHeaderSize + nameBytes + 4 * $0) }
         let hash = ChunkHash(low: read(UInt64.self, at: 16), high: read(UInt64.self, at: 24))
         return .success(
@@ -175,7 +202,8 @@ enum DiskChunkFormat {
                 headerLength: headerLength,
                 payloadLength: Int(payloadLength),
                 payloadChecksum: read(UInt64.self, at: 64)
-            ))
+            )
+        )
     }
 }
 

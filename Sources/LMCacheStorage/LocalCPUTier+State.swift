@@ -47,8 +47,16 @@ extension LocalCPUTier {
         private var clock: UInt64 = 0
         private let policy: CachePolicy
         private var counters = Statistics(
-            capacity: 0, usedBytes: 0, count: 0, pinnedCount: 0, hits: 0, misses: 0, stored: 0, evicted: 0,
-            rejected: 0)
+            capacity: 0,
+            usedBytes: 0,
+            count: 0,
+            pinnedCount: 0,
+            hits: 0,
+            misses: 0,
+            stored: 0,
+            evicted: 0,
+            rejected: 0
+        )
 
         /// Extents are page-aligned so that disk reads with O_DIRECT can land in the pool.
         static let alignment = 4096
@@ -86,8 +94,13 @@ extension LocalCPUTier {
             entry.lastUse = clock
             slots[slot] = entry
             if policy == .lru { moveToTail(slot) }
-            return Found(slot: slot, offset: entry.extent.offset, byteCount: entry.byteCount, tokens: entry.tokens,
-                layout: entry.layout)
+            return Found(
+                slot: slot,
+                offset: entry.extent.offset,
+                byteCount: entry.byteCount,
+                tokens: entry.tokens,
+                layout: entry.layout
+            )
         }
 
         mutating func unpin(_ slot: Int) {

@@ -58,8 +58,12 @@ public final class LocalCPUTier: StorageTier {
         prefault: Bool = true,
         logger: Logger = Logger(label: "lmcache.storage.cpu")
     ) throws(StorageError) {
-        try self.init(capacity: configuration.maxLocalCPUBytes, policy: configuration.cachePolicy,
-            prefault: prefault, logger: logger)
+        try self.init(
+            capacity: configuration.maxLocalCPUBytes,
+            policy: configuration.cachePolicy,
+            prefault: prefault,
+            logger: logger
+        )
     }
 
     /// Counters and gauges of the tier's state.
@@ -97,8 +101,14 @@ public final class LocalCPUTier: StorageTier {
             return nil
         }
         core.hits.increment()
-        let lease = PoolLease(core: core, slot: found.slot, bytes: UnsafeRawBufferPointer(
-            start: core.pool.base + found.offset, count: found.byteCount))
+        let lease = PoolLease(
+            core: core,
+            slot: found.slot,
+            bytes: UnsafeRawBufferPointer(
+                start: core.pool.base + found.offset,
+                count: found.byteCount
+            )
+        )
         return KVChunk(key: key, tokens: found.tokens, layout: found.layout, storage: lease)
     }
 

@@ -29,7 +29,16 @@ extension LocalDiskTier {
         var reservedBytes = 0
         var clock: UInt64 = 0
         var counters = Statistics(
-            enabled: true, usedBytes: 0, count: 0, hits: 0, misses: 0, stored: 0, evicted: 0, corrupt: 0, rejected: 0)
+            enabled: true,
+            usedBytes: 0,
+            count: 0,
+            hits: 0,
+            misses: 0,
+            stored: 0,
+            evicted: 0,
+            corrupt: 0,
+            rejected: 0
+        )
 
         init(policy: CachePolicy) { self.policy = policy }
 

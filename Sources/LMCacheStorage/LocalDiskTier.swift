@@ -76,8 +76,12 @@ public final class LocalDiskTier: StorageTier {
         logger: Logger = Logger(label: "lmcache.storage.disk")
     ) throws(StorageError) {
         guard let directory = configuration.localDisk, configuration.maxLocalDiskBytes > 0 else { return nil }
-        try self.init(directory: directory, capacity: configuration.maxLocalDiskBytes,
-            policy: configuration.cachePolicy, logger: logger)
+        try self.init(
+            directory: directory,
+            capacity: configuration.maxLocalDiskBytes,
+            policy: configuration.cachePolicy,
+            logger: logger
+        )
     }
 
     /// Counters and gauges of the tier.
@@ -152,6 +156,11 @@ public final class LocalDiskTier: StorageTier {
         return storage.map { KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: $0) }
     }
 
+    /// The checksum the tier stores for a chunk's KV bytes (for benchmarks and tools).
+    package static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
+        DiskChunkFormat.payloadChecksum(payload)
+    }
+
     // MARK: Synchronous operations
 
     /// Whether the index holds `key`.
@@ -223,7 +232,8 @@ public final class LocalDiskTier: StorageTier {
 
         let fileName = DiskChunkFormat.fileName(for: chunk.key)
         let finalPath = directory + "/" + fileName
-        let temporaryPath = directory + "/" + DiskChunkFormat.temporaryPrefix
+        let temporaryPath =
+            directory + "/" + DiskChunkFormat.temporaryPrefix
             + "\(getpid())-\(temporaryCounter.add(1, ordering: .relaxed).newValue)-" + fileName
         let outcome = writeFile(chunk, headerLength: headerLength, temporaryPath: temporaryPath, finalPath: finalPath)
         switch outcome {
@@ -239,7 +249,10 @@ public final class LocalDiskTier: StorageTier {
             if error.disablesTier {
                 disable(reason: error.description)
             } else {
-                logger.warning("disk tier write failed", metadata: ["lmcache.error": "\(error)", "lmcache.path": "\(finalPath)"])
+                logger.warning(
+                    "disk tier write failed",
+                    metadata: ["lmcache.error": "\(error)", "lmcache.path": "\(finalPath)"]
+                )
             }
             return false
         }
@@ -295,10 +308,17 @@ public final class LocalDiskTier: StorageTier {
         guard fileSize >= DiskChunkFormat.fixedHeaderSize, readFully(fd, into: &header, at: 0) else {
             return .failure(.format("file shorter than a header"))
         }
-        let declared = header.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self))) }
-        let maxHeader = DiskChunkFormat.headerLength(tokens: DiskChunkFormat.maxTokens, nameBytes: DiskChunkFormat.maxNameBytes)
+        let declared = header.withUnsafeBytes {
+            Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        }
+        let maxHeader = DiskChunkFormat.headerLength(
+            tokens: DiskChunkFormat.maxTokens,
+            nameBytes: DiskChunkFormat.maxNameBytes
+        )
         if declared > header.count {
-            guard declared <= min(fileSize, maxHeader) else { return .failure(.format("header length \(declared) impossible")) }
+            guard declared <= min(fileSize, maxHeader) else {
+                return .failure(.format("header length \(declared) impossible"))
+            }
             header = [UInt8](repeating: 0, count: declared)
             guard readFully(fd, into: &header, at: 0) else { return .failure(.format("file shorter than its header")) }
         }
@@ -337,8 +357,13 @@ public final class LocalDiskTier: StorageTier {
         defer { header.deallocate() }
         header.initializeMemory(as: UInt8.self, repeating: 0)
         let checksum = chunk.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) }
-        DiskChunkFormat.writeHeader(key: chunk.key, tokens: chunk.tokens, layout: chunk.layout,
-            payloadChecksum: checksum, into: header)
+        DiskChunkFormat.writeHeader(
+            key: chunk.key,
+            tokens: chunk.tokens,
+            layout: chunk.layout,
+            payloadChecksum: checksum,
+            into: header
+        )
         let fd = Glibc.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return .failure(IOError(code: errno, operation: "create")) }
         var closed = false
@@ -386,7 +411,10 @@ public final class LocalDiskTier: StorageTier {
 
     /// Deletes a file that failed its checks and forgets its key.
     fileprivate func quarantine(key: CacheKey, path: String, reason: String) {
-        logger.warning("corrupt chunk file deleted", metadata: ["lmcache.path": "\(path)", "lmcache.reason": "\(reason)"])
+        logger.warning(
+            "corrupt chunk file deleted",
+            metadata: ["lmcache.path": "\(path)", "lmcache.reason": "\(reason)"]
+        )
         state.withLock {
             $0.forget(key)
             $0.counters.corrupt += 1
@@ -400,8 +428,10 @@ public final class LocalDiskTier: StorageTier {
             return state.enabled
         }
         if wasEnabled {
-            logger.error("disk tier switched off; serving continues without it",
-                metadata: ["lmcache.path": "\(directory)", "lmcache.reason": "\(reason)"])
+            logger.error(
+                "disk tier switched off; serving continues without it",
+                metadata: ["lmcache.path": "\(directory)", "lmcache.reason": "\(reason)"]
+            )
         }
     }
 
@@ -442,7 +472,10 @@ public final class LocalDiskTier: StorageTier {
                 unlink(path)
                 corrupt += 1
             case .failure(let reason):
-                logger.warning("corrupt chunk file deleted", metadata: ["lmcache.path": "\(path)", "lmcache.reason": "\(reason)"])
+                logger.warning(
+                    "corrupt chunk file deleted",
+                    metadata: ["lmcache.path": "\(path)", "lmcache.reason": "\(reason)"]
+                )
                 unlink(path)
                 corrupt += 1
             }
@@ -461,7 +494,8 @@ public final class LocalDiskTier: StorageTier {
                 "lmcache.path": "\(directory)", "lmcache.chunks": "\(found.count - overflow.count)",
                 "lmcache.removed.temporary": "\(removedTemporary)", "lmcache.removed.corrupt": "\(corrupt)",
                 "lmcache.evicted.over_budget": "\(overflow.count)", "lmcache.ignored.foreign": "\(foreign)",
-            ])
+            ]
+        )
     }
 
     private static func readHeader(path: String) -> Result<(DiskChunkFormat.Header, Int, Int), DiskFormatError> {
@@ -474,8 +508,13 @@ public final class LocalDiskTier: StorageTier {
         // The fixed part first, then as much as the header declares (bounded by the format's caps).
         var fixed = [UInt8](repeating: 0, count: DiskChunkFormat.fixedHeaderSize)
         guard pread(fd, &fixed, fixed.count, 0) == fixed.count else { return .failure("shorter than a header") }
-        let declared = fixed.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self))) }
-        let maxHeader = DiskChunkFormat.headerLength(tokens: DiskChunkFormat.maxTokens, nameBytes: DiskChunkFormat.maxNameBytes)
+        let declared = fixed.withUnsafeBytes {
+            Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        }
+        let maxHeader = DiskChunkFormat.headerLength(
+            tokens: DiskChunkFormat.maxTokens,
+            nameBytes: DiskChunkFormat.maxNameBytes
+        )
         guard declared >= DiskChunkFormat.fixedHeaderSize, declared <= min(size, maxHeader) else {
             return .failure("header length \(declared) impossible for a file of \(size) bytes")
         }
@@ -541,8 +580,10 @@ public final class DiskChunkReader {
             for index in stride(from: worker, to: blocks, by: workers) {
                 let start = index * DiskChunkFormat.checksumBlock
                 let end = min(start + DiskChunkFormat.checksumBlock, count)
-                let block = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: base)! + start,
-                    count: end - start)
+                let block = UnsafeMutableRawBufferPointer(
+                    start: UnsafeMutableRawPointer(bitPattern: base)! + start,
+                    count: end - start
+                )
                 guard LocalDiskTier.readFully(fd, into: block, at: payloadOffset + start) else {
                     failed.store(true, ordering: .relaxed)
                     return

@@ -80,11 +80,16 @@ enum ParallelFor {
         for index in 1..<count {
             var thread = pthread_t()
             let box = Unmanaged.passRetained(Box(body, index)).toOpaque()
-            let started = pthread_create(&thread, nil, { raw in
-                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-                box.body(box.index)
-                return nil
-            }, box)
+            let started = pthread_create(
+                &thread,
+                nil,
+                { raw in
+                    let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                    box.body(box.index)
+                    return nil
+                },
+                box
+            )
             if started == 0 {
                 threads.append(thread)
             } else {

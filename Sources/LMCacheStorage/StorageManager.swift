@@ -101,7 +101,8 @@ public final class StorageManager: Sendable {
         remoteTier: ((RemoteURL) throws -> any StorageTier)? = nil,
         logger: Logger = Logger(label: "lmcache.storage")
     ) throws {
-        let cpu = configuration.localCPU && configuration.maxLocalCPUBytes > 0
+        let cpu =
+            configuration.localCPU && configuration.maxLocalCPUBytes > 0
             ? try LocalCPUTier(configuration: configuration, prefault: prefault, logger: logger) : nil
         var slower: [any StorageTier] = []
         if let disk = try LocalDiskTier(configuration: configuration, logger: logger) { slower.append(disk) }
@@ -182,7 +183,10 @@ public final class StorageManager: Sendable {
             do {
                 chunk = try await tier.get(key, verifying: tokens)
             } catch {
-                logger.debug("tier get failed", metadata: ["lmcache.tier": "\(tier.name)", "lmcache.error": "\(error)"])
+                logger.debug(
+                    "tier get failed",
+                    metadata: ["lmcache.tier": "\(tier.name)", "lmcache.error": "\(error)"]
+                )
                 continue
             }
             guard let chunk else { continue }
@@ -215,7 +219,8 @@ public final class StorageManager: Sendable {
         let elapsed = ContinuousClock.now - start
         tierHits[tierIndex].increment()
         tierLatency[tierIndex].recordNanoseconds(
-            elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+            elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+        )
         let name = tierIndex == 0 && cpu != nil ? "cpu" : slowerTiers[tierIndex - (cpu == nil ? 0 : 1)].name
         state.withLock { $0.statistics.hits[name, default: 0] += 1 }
     }
@@ -294,7 +299,10 @@ public final class StorageManager: Sendable {
             do {
                 stored = try await tier.put(chunk)
             } catch {
-                logger.debug("write-behind failed", metadata: ["lmcache.tier": "\(tier.name)", "lmcache.error": "\(error)"])
+                logger.debug(
+                    "write-behind failed",
+                    metadata: ["lmcache.tier": "\(tier.name)", "lmcache.error": "\(error)"]
+                )
                 stored = false
             }
             state.withLock {

@@ -10,7 +10,8 @@ package enum SyntheticChunks {
         let tokens = (0..<count).map { Int32(truncatingIfNeeded: (index &* 1_000_003 &+ $0) % 262_144) }
         let keyer = ChunkKeyer(model: model, layout: layout, chunkSize: count)
         let key = keyer.keys(for: tokens)[0]
-        let storage = HeapChunkStorage(count: layout.byteCount(tokens: count)) { (bytes: UnsafeMutableRawBufferPointer) in
+        let storage = HeapChunkStorage(count: layout.byteCount(tokens: count)) {
+            (bytes: UnsafeMutableRawBufferPointer) in
             var state = UInt64(truncatingIfNeeded: index) &* 0x9E37_79B9_7F4A_7C15 | 1
             var offset = 0
             while offset + 8 <= bytes.count {

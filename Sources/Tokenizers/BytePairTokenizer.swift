@@ -31,27 +31,30 @@ public struct BytePairTokenizer: Tokenizer {
     /// - Throws: ``TokenizerError`` when the `tokenizer.ggml.*` keys are missing or malformed, or
     ///   `tokenizer.ggml.pre` names a pre-tokenizer that is not implemented.
     public init(file: GGUFFile) throws(TokenizerError) {
-        let vocabulary = try Vocabulary(
-            file: file,
-            defaults: .init(bos: 11, eos: 11, unknown: nil, padding: nil, addsBOS: false, addsEOS: false)
-        )
-        self.vocabulary = vocabulary
-        splitter = SpecialTokenSplitter(vocabulary: vocabulary)
-
+        // The pre-tokenizer, and whether BOS is added when the file does not say (llama.cpp's lists).
         let pre = file.string("tokenizer.ggml.pre") ?? "default"
+        let defaultAddsBOS: Bool
         switch pre {
-        case "llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral", "smollm", "lfm2":
+        case "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano":
             preTokenizer = .llama3
             ignoreMerges = true
-        case "qwen2", "deepseek-r1-qwen", "stablelm2", "hunyuan":
+            defaultAddsBOS = true
+        case "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan":
             preTokenizer = .qwen2
             ignoreMerges = false
+            defaultAddsBOS = false
         default:
             throw TokenizerError(
                 .unsupportedModel,
                 "pre-tokenizer '\(pre)' ('tokenizer.ggml.pre') is not supported (llama-bpe, qwen2 and relatives are)"
             )
         }
+        let vocabulary = try Vocabulary(
+            file: file,
+            defaults: .init(bos: 11, eos: 11, unknown: nil, padding: nil, addsBOS: defaultAddsBOS, addsEOS: false)
+        )
+        self.vocabulary = vocabulary
+        splitter = SpecialTokenSplitter(vocabulary: vocabulary)
 
         guard let mergeArray = file.array("tokenizer.ggml.merges") else {
             throw TokenizerError(.missingKey, "'tokenizer.ggml.merges' is missing")

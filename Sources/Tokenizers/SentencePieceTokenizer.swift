@@ -51,9 +51,8 @@ public struct SentencePieceTokenizer: Tokenizer {
     public func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
         var output: [Int32] = []
         if addSpecial, addsBOS, let bos = bosID { output.append(bos) }
-        var utf8 = Array(text.utf8)
-        unsafe utf8.withUnsafeMutableBufferPointer { buffer in
-            let input = UnsafeBufferPointer(buffer)
+        let utf8 = Array(text.utf8)
+        unsafe utf8.withUnsafeBufferPointer { input in
             output.reserveCapacity(output.count + input.count / 3 + 2)
             var previousIsSpecial = true
             var session = MergeSession()
@@ -74,7 +73,6 @@ public struct SentencePieceTokenizer: Tokenizer {
                 }
             }
         }
-        utf8 = []
         if addSpecial, addsEOS, let eos = eosID { output.append(eos) }
         return output
     }

@@ -90,8 +90,11 @@ struct BenchStorageCommand: AsyncParsableCommand {
 
         // Chunk keys of one long synthetic prompt.
         let tokens = (0..<(chunkCount * chunkTokens)).map { Int32(truncatingIfNeeded: $0 &* 2_654_435_761 % 262_144) }
-        let keyer = ChunkKeyer(model: ModelIdentity(name: "bench", fingerprint: "0"), layout: kvLayout,
-            chunkSize: chunkTokens)
+        let keyer = ChunkKeyer(
+            model: ModelIdentity(name: "bench", fingerprint: "0"),
+            layout: kvLayout,
+            chunkSize: chunkTokens
+        )
         let chunks = keyer.chunks(for: tokens)
 
         var report: [(String, String)] = []
@@ -109,18 +112,22 @@ struct BenchStorageCommand: AsyncParsableCommand {
                 baseline.append(Self.seconds { buffers.copyAll() })
                 buffers.clearDestination()
                 storageTier.removeAll()
-                puts.append(Self.seconds {
-                    for (index, chunk) in chunks.enumerated() {
-                        storageTier.put(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: kvLayout) {
-                            $0.copyMemory(from: buffers.sourceChunk(index))
+                puts.append(
+                    Self.seconds {
+                        for (index, chunk) in chunks.enumerated() {
+                            storageTier.put(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: kvLayout) {
+                                $0.copyMemory(from: buffers.sourceChunk(index))
+                            }
                         }
                     }
-                })
-                gets.append(Self.seconds {
-                    for (index, chunk) in chunks.enumerated() {
-                        storageTier.get(chunk.key)?.withUnsafeBytes { buffers.copyOut($0, chunk: index) }
+                )
+                gets.append(
+                    Self.seconds {
+                        for (index, chunk) in chunks.enumerated() {
+                            storageTier.get(chunk.key)?.withUnsafeBytes { buffers.copyOut($0, chunk: index) }
+                        }
                     }
-                })
+                )
                 try buffers.verify()
             }
             report += [
@@ -133,8 +140,13 @@ struct BenchStorageCommand: AsyncParsableCommand {
             ]
         case .disk:
             report += try DiskBenchmark(
-                directory: config.localDisk, buffers: buffers, chunks: chunks, tokens: tokens, layout: kvLayout,
-                iterations: iterations, logger: logger
+                directory: config.localDisk,
+                buffers: buffers,
+                chunks: chunks,
+                tokens: tokens,
+                layout: kvLayout,
+                iterations: iterations,
+                logger: logger
             ).run()
         }
 
@@ -149,16 +161,17 @@ struct BenchStorageCommand: AsyncParsableCommand {
         precondition(sink > 0)
 
         let hashNs = Self.median(hashRuns) * 1e9 / Double(hashTokens.count)
-        report = [
-            ("tier", "\"\(tier.rawValue)\""),
-            ("bytes", "\(totalBytes)"),
-            ("chunk_bytes", "\(chunkBytes)"),
-            ("chunks", "\(chunkCount)"),
-            ("iterations", "\(iterations)"),
-        ] + report + [
-            ("hash_ns_per_token", Self.format(hashNs)),
-            ("hash_32k_tokens_us", Self.format(hashNs * 32_768 / 1000)),
-        ]
+        report =
+            [
+                ("tier", "\"\(tier.rawValue)\""),
+                ("bytes", "\(totalBytes)"),
+                ("chunk_bytes", "\(chunkBytes)"),
+                ("chunks", "\(chunkCount)"),
+                ("iterations", "\(iterations)"),
+            ] + report + [
+                ("hash_ns_per_token", Self.format(hashNs)),
+                ("hash_32k_tokens_us", Self.format(hashNs * 32_768 / 1000)),
+            ]
         if json {
             print("{" + report.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
         } else {
@@ -174,7 +187,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
 
     static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 
     static func format(_ value: Double) -> String {

@@ -15,8 +15,10 @@ struct CacheArguments: ParsableArguments {
 
     @Option(
         name: .customLong("set"),
-        help: ArgumentHelp("Override one configuration key, e.g. --set chunk_size=512 (repeatable).",
-            valueName: "key=value")
+        help: ArgumentHelp(
+            "Override one configuration key, e.g. --set chunk_size=512 (repeatable).",
+            valueName: "key=value"
+        )
     )
     var overrides: [String] = []
 
@@ -37,7 +39,9 @@ struct CacheArguments: ParsableArguments {
 /// Sets up logging for a command: stderr, level from `LMCACHE_LOG_LEVEL` (default `info`).
 enum CommandLogging {
     static func bootstrap(label: String) -> Logger {
-        let level = getenv("LMCACHE_LOG_LEVEL").map { String(cString: $0) }.flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+        let level =
+            getenv("LMCACHE_LOG_LEVEL").map { String(cString: $0) }.flatMap { Logger.Level(rawValue: $0.lowercased()) }
+            ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level

@@ -35,7 +35,8 @@ struct ConfigCommand: AsyncParsableCommand {
         let valueWidth = min(40, loaded.entries.map(\.value.count).max() ?? 0)
         for entry in loaded.entries {
             let key = entry.key.padded(to: width)
-            let value = entry.value.count < valueWidth
+            let value =
+                entry.value.count < valueWidth
                 ? entry.value.padded(to: valueWidth) : entry.value
             print("\(key)  \(value)  (\(entry.source))")
         }

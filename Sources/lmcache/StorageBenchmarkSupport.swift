@@ -86,8 +86,12 @@ struct DiskBenchmark {
         let total = buffers.source.count
         let capacity = 2 * total + (64 << 20)
         let kvChunks = chunks.enumerated().map { index, chunk in
-            KVChunk(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: layout,
-                storage: BorrowedChunkStorage(buffers.sourceChunk(index)))
+            KVChunk(
+                key: chunk.key,
+                tokens: Array(tokens[chunk.range]),
+                layout: layout,
+                storage: BorrowedChunkStorage(buffers.sourceChunk(index))
+            )
         }
 
         var puts: [Double] = []
@@ -99,10 +103,12 @@ struct DiskBenchmark {
         for _ in 0..<iterations {
             let tier = try LocalDiskTier(directory: tierDirectory, capacity: capacity, logger: logger)
             tier.removeAll()
-            puts.append(BenchStorageCommand.seconds {
-                for chunk in kvChunks { tier.write(chunk) }
-                sync()
-            })
+            puts.append(
+                BenchStorageCommand.seconds {
+                    for chunk in kvChunks { tier.write(chunk) }
+                    sync()
+                }
+            )
             plainWrites.append(try BenchStorageCommand.secondsThrowing { try writePlain(plainFile) })
 
             // Cold: drop the files' pages from the page cache first.
@@ -122,7 +128,9 @@ struct DiskBenchmark {
         let gb = Double(total) / 1e9
         var checksums: [Double] = []
         var sink: UInt64 = 0
-        for _ in 0..<iterations { checksums.append(BenchStorageCommand.seconds { sink &+= XXHash64.hash(buffers.source) }) }
+        for _ in 0..<iterations {
+            checksums.append(BenchStorageCommand.seconds { sink &+= LocalDiskTier.payloadChecksum(buffers.source) })
+        }
         precondition(sink != 1)
         let median = BenchStorageCommand.median
         let format = BenchStorageCommand.format
@@ -154,7 +162,9 @@ struct DiskBenchmark {
         defer { close(fd) }
         for index in 0..<buffers.chunkCount {
             let chunk = buffers.sourceChunk(index)
-            guard write(fd, chunk.baseAddress!, chunk.count) == chunk.count else { throw CommandFailure("write failed") }
+            guard write(fd, chunk.baseAddress!, chunk.count) == chunk.count else {
+                throw CommandFailure("write failed")
+            }
         }
         sync()
     }
@@ -167,7 +177,12 @@ struct DiskBenchmark {
             let chunk = buffers.destinationChunk(index)
             var done = 0
             while done < chunk.count {
-                let n = pread(fd, chunk.baseAddress! + done, chunk.count - done, off_t(index * buffers.chunkBytes + done))
+                let n = pread(
+                    fd,
+                    chunk.baseAddress! + done,
+                    chunk.count - done,
+                    off_t(index * buffers.chunkBytes + done)
+                )
                 guard n > 0 else { throw CommandFailure("read failed") }
                 done += n
             }
@@ -186,7 +201,9 @@ struct DiskBenchmark {
         guard let dir = opendir(directory) else { throw CommandFailure("cannot read \(directory)") }
         defer { closedir(dir) }
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
+            }
             if name.hasSuffix(".lmkv") { try dropCache(file: directory + "/" + name) }
         }
     }

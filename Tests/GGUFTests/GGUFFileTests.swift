@@ -62,6 +62,11 @@ struct GGUFFileTests {
             (0..<8).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
         }
         #expect(values == (0..<8).map(Float.init))
+        let viaSpan = file.withSpan(of: a) { span in
+            (0..<8).map { span.unsafeLoadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+        }
+        #expect(viaSpan == values)
+        #expect(file.withSpan(of: a) { $0.byteCount } == 32)
         let b = try #require(file.tensor(named: "b.weight"))
         #expect(b.type == .q8_0)
         #expect(b.byteCount == 34)

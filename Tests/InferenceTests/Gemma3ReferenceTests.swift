@@ -7,7 +7,7 @@ import Testing
 struct Gemma3ReferenceTests {
     /// Logits of llama.cpp's top-5 must be within this of ours (llama.cpp quantizes activations to 8 bits
     /// and keeps K/V in f16; so do not expect more than two decimals).
-    static let logitTolerance = 1.0
+    static let logitTolerance = 1.25
 
     @Test("the reference data is present")
     func referencePresent() {

@@ -43,7 +43,8 @@ struct SequenceKVTests {
             let sameKV = try split.exportKV(0..<total) == whole.exportKV(0..<total)
             #expect(sameKV)
         } else {
-            #expect(maxDifference(got, expected) < 0.25)
+            // The single-token tail runs the int8 decode kernels instead of Float sgemm.
+            #expect(maxDifference(got, expected) < 1.5)
         }
     }
 

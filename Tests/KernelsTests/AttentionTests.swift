@@ -97,7 +97,8 @@ struct AttentionTests {
                 for i in 0..<hd { worst = max(worst, abs(Double(out[base + i]) - ref[i])) }
             }
         }
-        #expect(worst < 1e-4)
+        // Probabilities are rounded to half precision (as llama.cpp does) unless LMCACHE_EMULATE_HALF=0.
+        #expect(worst < (Ops.emulateHalfPrecision ? 2e-3 : 1e-4))
     }
 
     @Test("decode attention equals the naive reference and sees exactly the window", arguments: configs)
@@ -148,7 +149,9 @@ struct OpsTests {
         for i in 0..<6 {
             let v = Double(g0[i])
             let gelu = 0.5 * v * (1 + tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)))
-            #expect(abs(Double(gate[i]) - gelu * Double(up[i])) < 1e-5)
+            // Input and output are rounded to half precision (llama.cpp's table) unless LMCACHE_EMULATE_HALF=0.
+            let tolerance = Ops.emulateHalfPrecision ? 2e-3 * max(1, abs(gelu * Double(up[i]))) : 1e-5
+            #expect(abs(Double(gate[i]) - gelu * Double(up[i])) < tolerance)
         }
         var s = g0
         Ops.swiglu(gate: &s, up: up, count: 6)

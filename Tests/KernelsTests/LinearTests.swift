@@ -73,7 +73,7 @@ struct LinearTests {
             }
             if matrix.usesQuantizedDot {
                 // The kernels see x through its int8 quantization: compare with that exact input.
-                let act = scratch.activation
+                let act = scratch.activation(for: matrix)
                 for i in 0..<columns { x[i] = act.d[i / 32] * Float(act.qs[i]) }
             }
         }

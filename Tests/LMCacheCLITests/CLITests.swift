@@ -31,8 +31,11 @@ enum LMCacheExecutable {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Output(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-            stderr: String(decoding: stderr, as: UTF8.self))
+        return Output(
+            status: process.terminationStatus,
+            stdout: String(decoding: stdout, as: UTF8.self),
+            stderr: String(decoding: stderr, as: UTF8.self)
+        )
     }
 }
 
@@ -42,17 +45,24 @@ struct CLITests {
 
     @Test("two processes compute the same chunk keys, equal to the library's")
     func keysAcrossProcesses() throws {
-        let arguments = ["inspect", "keys", "--tokens", Self.tokens.map(String.init).joined(separator: ","),
-            "--model-name", "gemma-3-270m", "--fingerprint", "abc", "--layout", "18x1x256", "--salt", "t1"]
+        let arguments = [
+            "inspect", "keys", "--tokens", Self.tokens.map(String.init).joined(separator: ","),
+            "--model-name", "gemma-3-270m", "--fingerprint", "abc", "--layout", "18x1x256", "--salt", "t1",
+        ]
         let first = try LMCacheExecutable.run(arguments)
         let second = try LMCacheExecutable.run(arguments)
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout == second.stdout)
         let lines = first.stdout.split(separator: "\n")
         #expect(lines.count == 3)  // 1000 tokens: three full 256-token chunks, the tail is not keyed.
-        let keyer = ChunkKeyer(model: ModelIdentity(name: "gemma-3-270m", fingerprint: "abc"),
-            layout: KVLayout(layers: 18, kvHeads: 1, headDim: 256, dtype: .float16), salt: "t1")
-        let expected = keyer.chunks(for: Self.tokens).map { "\($0.range.lowerBound)\t\($0.range.upperBound)\t\($0.key)" }
+        let keyer = ChunkKeyer(
+            model: ModelIdentity(name: "gemma-3-270m", fingerprint: "abc"),
+            layout: KVLayout(layers: 18, kvHeads: 1, headDim: 256, dtype: .float16),
+            salt: "t1"
+        )
+        let expected = keyer.chunks(for: Self.tokens).map {
+            "\($0.range.lowerBound)\t\($0.range.upperBound)\t\($0.key)"
+        }
         #expect(lines.map(String.init) == expected)
         // The environment reaches the keyer: save_unfull_chunk keys the tail too.
         let unfull = try LMCacheExecutable.run(arguments, environment: ["LMCACHE_SAVE_UNFULL_CHUNK": "true"])
@@ -62,10 +72,15 @@ struct CLITests {
     @Test("lmcache config shows each value's source: file < environment < --set")
     func configLayers() throws {
         let path = FileManager.default.temporaryDirectory.appending(path: "lmcache-cli-\(getpid()).yaml").path
-        try "chunk_size: 512\ncache_policy: LFU\nmax_local_cpu_size: 2\n".write(toFile: path, atomically: true,
-            encoding: .utf8)
-        let result = try LMCacheExecutable.run(["config", "--json", "--set", "chunk_size=64"],
-            environment: ["LMCACHE_CONFIG_FILE": path, "LMCACHE_CACHE_POLICY": "FIFO"])
+        try "chunk_size: 512\ncache_policy: LFU\nmax_local_cpu_size: 2\n".write(
+            toFile: path,
+            atomically: true,
+            encoding: .utf8
+        )
+        let result = try LMCacheExecutable.run(
+            ["config", "--json", "--set", "chunk_size=64"],
+            environment: ["LMCACHE_CONFIG_FILE": path, "LMCACHE_CACHE_POLICY": "FIFO"]
+        )
         #expect(result.status == 0, "\(result.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: [String: String]]
         let config = try #require(object)
@@ -79,16 +94,20 @@ struct CLITests {
     func badValue() throws {
         let result = try LMCacheExecutable.run(["config"], environment: ["LMCACHE_MAX_LOCAL_CPU_SIZE": "-1"])
         #expect(result.status != 0)
-        #expect(result.stderr.contains("max_local_cpu_size") && result.stderr.contains("\"-1\"")
-            && result.stderr.contains("LMCACHE_MAX_LOCAL_CPU_SIZE"))
+        #expect(
+            result.stderr.contains("max_local_cpu_size") && result.stderr.contains("\"-1\"")
+                && result.stderr.contains("LMCACHE_MAX_LOCAL_CPU_SIZE")
+        )
         let typo = try LMCacheExecutable.run(["config", "--set", "chunk_sise=3"])
         #expect(typo.status != 0 && typo.stderr.contains("did you mean chunk_size"))
     }
 
     @Test("bench storage prints the documented JSON fields and reads back exact bytes")
     func benchStorage() throws {
-        let result = try LMCacheExecutable.run(["bench", "storage", "--tier", "cpu", "--json", "--size-gib", "0.02",
-            "--iterations", "1"])
+        let result = try LMCacheExecutable.run([
+            "bench", "storage", "--tier", "cpu", "--json", "--size-gib", "0.02",
+            "--iterations", "1",
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(object["tier"] as? String == "cpu")
@@ -104,8 +123,10 @@ struct CLITests {
 struct BenchDiskTests {
     @Test("prints cold and warm figures against a plain file and reads back exact bytes")
     func benchDisk() throws {
-        let result = try LMCacheExecutable.run(["bench", "storage", "--tier", "disk", "--json", "--size-gib", "0.02",
-            "--iterations", "1"])
+        let result = try LMCacheExecutable.run([
+            "bench", "storage", "--tier", "disk", "--json", "--size-gib", "0.02",
+            "--iterations", "1",
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(object["tier"] as? String == "disk")

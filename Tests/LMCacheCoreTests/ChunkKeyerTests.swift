@@ -67,11 +67,15 @@ struct ChunkKeyerTests {
         for keyer in variants {
             let keys = keyer.keys(for: tokens)
             #expect(keys.count == base.count)
-            for key in keys { #expect(seen.insert(key.hash).inserted, "hash reused across \(keyer.model) \(keyer.salt ?? "-")") }
+            for key in keys {
+                #expect(seen.insert(key.hash).inserted, "hash reused across \(keyer.model) \(keyer.salt ?? "-")")
+            }
         }
         // Same inputs, same keys.
-        #expect(ChunkKeyer(model: Self.model, layout: Self.layout, salt: "tenant-a").keys(for: tokens)
-            == variants[0].keys(for: tokens))
+        #expect(
+            ChunkKeyer(model: Self.model, layout: Self.layout, salt: "tenant-a").keys(for: tokens)
+                == variants[0].keys(for: tokens)
+        )
     }
 
     @Test("keys print in LMCache's model@world@worker@hash@dtype form and parse back")
@@ -84,8 +88,10 @@ struct ChunkKeyerTests {
         #expect(text.utf8.count <= 150)
         #expect(CacheKey(parsing: text, tokenCount: 256) == key)
         #expect(CacheKey(parsing: "a@b@0@00@float16", tokenCount: 256) == nil)
-        let long = ChunkKeyer(model: ModelIdentity(name: String(repeating: "m", count: 500), fingerprint: "1"),
-            layout: Self.layout)
+        let long = ChunkKeyer(
+            model: ModelIdentity(name: String(repeating: "m", count: 500), fingerprint: "1"),
+            layout: Self.layout
+        )
         #expect(try #require(long.keys(for: Self.tokens(256)).first).description.utf8.count <= 150)
     }
 
@@ -97,7 +103,8 @@ struct ChunkKeyerTests {
         let keyer = ChunkKeyer(model: Self.model, layout: Self.layout, chunkSize: 4)
         let keys = keyer.keys(for: [1, 2, 3, 4, 5, 6, 7, 8])
         #expect(
-            keys.map(\.hash.description) == ["799b504e7af227910622642296c1447e", "9377b8cdeb4037e9c9b09c913cb0d642"])
+            keys.map(\.hash.description) == ["799b504e7af227910622642296c1447e", "9377b8cdeb4037e9c9b09c913cb0d642"]
+        )
         let first = [Int32](arrayLiteral: 1, 2, 3, 4).withUnsafeBufferPointer {
             ChunkKeyer.chainedHash(parent: keyer.root, tokens: $0)
         }

@@ -12,6 +12,8 @@ struct ConfigurationTests {
         return path
     }
 
+    static func remove(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
+
     @Test("defaults match LMCache's")
     func defaults() throws {
         let loaded = try ConfigurationLoader.load(environment: [:])
@@ -42,6 +44,7 @@ struct ConfigurationTests {
             blend_recompute_ratios: [0.1, 0.2]
             """
         )
+        defer { Self.remove(path) }
         let environment = [
             "LMCACHE_CONFIG_FILE": path,
             "LMCACHE_CHUNK_SIZE": "128",
@@ -63,6 +66,7 @@ struct ConfigurationTests {
         #expect(loaded.file == path)
         // An explicit file argument replaces LMCACHE_CONFIG_FILE.
         let other = try Self.file("chunk_size: 32\n")
+        defer { Self.remove(other) }
         let explicit = try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path], configFile: other)
         #expect(explicit.configuration.chunkSize == 32 && explicit.configuration.cachePolicy == .lru)
     }
@@ -72,6 +76,7 @@ struct ConfigurationTests {
         let old = try ConfigurationLoader.load(environment: ["LMCACHE_REMOTE_SERVER_ADDR": "cache-host:65432"])
         #expect(old.configuration.remoteURL?.description == "lm://cache-host:65432")
         let path = try Self.file("remote_url: redis://127.0.0.1:6379\nremote_server_addr: localhost:1\n")
+        defer { Self.remove(path) }
         let both = try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path])
         #expect(both.configuration.remoteURL?.description == "redis://127.0.0.1:6379")
         #expect(both.warnings.contains { $0.contains("remote_url wins") })
@@ -91,6 +96,7 @@ struct ConfigurationTests {
     @Test("unknown keys in a file warn; on the command line they are errors")
     func unknownKeys() throws {
         let path = try Self.file("chunk_sise: 3\nuse_layerwise: true\n")
+        defer { Self.remove(path) }
         let loaded = try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path])
         #expect(loaded.configuration.chunkSize == 256)
         #expect(loaded.warnings.contains { $0.contains("chunk_sise") && $0.contains("did you mean chunk_size") })
@@ -149,6 +155,7 @@ struct ConfigurationTests {
     @Test("bad values in a file name the file")
     func badValueInFile() throws {
         let path = try Self.file("max_local_cpu_size: -3\n")
+        defer { Self.remove(path) }
         let error = try #require(throws: ConfigurationError.self) {
             try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path])
         }
@@ -163,19 +170,24 @@ struct ConfigurationTests {
         #expect(missing.isFileError && missing.description.contains("/nonexistent/lmcache.yaml"))
         for yaml in ["- a\n- b\n", "chunk_size: [1\n", "a: 1\na: 2\n", "\u{1}: :"] {
             let path = try Self.file(yaml)
+            defer { Self.remove(path) }
             let error = try #require(throws: ConfigurationError.self) {
                 try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path])
             }
             #expect(error.isFileError, "\(yaml.debugDescription): \(error)")
         }
         let empty = try Self.file("")
-        #expect(try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": empty]).configuration
-            == LMCacheConfiguration())
+        defer { Self.remove(empty) }
+        #expect(
+            try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": empty]).configuration
+                == LMCacheConfiguration()
+        )
     }
 
     @Test("null in a file resets an optional key; lists accept the environment's text forms")
     func nullsAndLists() throws {
         let path = try Self.file("local_disk: null\nremote_url: ~\nextra_config:\n  a: 1\n")
+        defer { Self.remove(path) }
         let loaded = try ConfigurationLoader.load(
             environment: ["LMCACHE_CONFIG_FILE": path, "LMCACHE_BLEND_CHECK_LAYERS": "[1, 3]"]
         )

@@ -11,7 +11,8 @@ enum Fixtures {
         let tokens = (0..<count).map { Int32(truncatingIfNeeded: index &* 1_000_003 &+ $0) }
         let keyer = ChunkKeyer(model: model, layout: layout, chunkSize: count)
         let key = keyer.keys(for: tokens)[0]
-        let storage = HeapChunkStorage(count: layout.byteCount(tokens: count)) { (bytes: UnsafeMutableRawBufferPointer) in
+        let storage = HeapChunkStorage(count: layout.byteCount(tokens: count)) {
+            (bytes: UnsafeMutableRawBufferPointer) in
             for i in 0..<bytes.count { bytes[i] = UInt8(truncatingIfNeeded: i &* 31 &+ index &* 7 &+ 1) }
         }
         return KVChunk(key: key, tokens: tokens, layout: layout, storage: storage)

@@ -188,8 +188,14 @@ struct LocalCPUTierTests {
         let tokens = (0..<64).map { Int32($0) }
         let keyer = ChunkKeyer(model: Fixtures.model, layout: Fixtures.layout, chunkSize: 16)
         let chunks = keyer.chunks(for: tokens).map { chunk in
-            KVChunk(key: chunk.key, tokens: Array(tokens[chunk.range]), layout: Fixtures.layout,
-                storage: HeapChunkStorage(count: Fixtures.layout.byteCount(tokens: 16)) { $0.initializeMemory(as: UInt8.self, repeating: 9) })
+            KVChunk(
+                key: chunk.key,
+                tokens: Array(tokens[chunk.range]),
+                layout: Fixtures.layout,
+                storage: HeapChunkStorage(count: Fixtures.layout.byteCount(tokens: 16)) {
+                    $0.initializeMemory(as: UInt8.self, repeating: 9)
+                }
+            )
         }
         for chunk in chunks where chunk.key != chunks[2].key { try await tier.put(chunk) }
         #expect(await tier.contains(chunks.map(\.key)) == [true, true, false, true])

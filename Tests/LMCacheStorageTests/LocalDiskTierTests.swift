@@ -61,8 +61,10 @@ struct LocalDiskTierTests {
         try header.write(to: URL(filePath: directory.path + "/" + names[0]))
         let full = try Data(contentsOf: URL(filePath: directory.path + "/" + names[1]))
         try full.prefix(5000).write(to: URL(filePath: directory.path + "/" + names[1]))
-        try FileManager.default.moveItem(atPath: directory.path + "/" + names[2],
-            toPath: directory.path + "/00000000000000000000000000000000-16.lmkv")
+        try FileManager.default.moveItem(
+            atPath: directory.path + "/" + names[2],
+            toPath: directory.path + "/00000000000000000000000000000000-16.lmkv"
+        )
         try Data(count: 10).write(to: URL(filePath: directory.path + "/ffffffffffffffffffffffffffffffff-16.lmkv"))
         let tier = try LocalDiskTier(directory: directory.path, capacity: 1 << 20)
         #expect(tier.statistics.count == 1)

@@ -84,10 +84,14 @@ struct StorageManagerTests {
         let tokens = (0..<(16 * 6)).map { Int32($0) }
         let keyer = ChunkKeyer(model: Fixtures.model, layout: Fixtures.layout, chunkSize: 16)
         let chunks = keyer.chunks(for: tokens).map { piece in
-            KVChunk(key: piece.key, tokens: Array(tokens[piece.range]), layout: Fixtures.layout,
+            KVChunk(
+                key: piece.key,
+                tokens: Array(tokens[piece.range]),
+                layout: Fixtures.layout,
                 storage: HeapChunkStorage(count: Fixtures.layout.byteCount(tokens: 16)) {
                     $0.initializeMemory(as: UInt8.self, repeating: UInt8(piece.range.lowerBound / 16))
-                })
+                }
+            )
         }
         // Chunks 0, 1 in CPU; 2, 3 only on disk; 4 nowhere; 5 in CPU.
         cpu.put(chunks[0])

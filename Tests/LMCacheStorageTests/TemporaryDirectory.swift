@@ -5,7 +5,8 @@ struct TemporaryDirectory {
     let path: String
 
     init(_ label: String = "lmcache") throws {
-        path = FileManager.default.temporaryDirectory
+        path =
+            FileManager.default.temporaryDirectory
             .appending(path: "\(label)-\(getpid())-\(UInt64.random(in: 0...UInt64.max))").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }

@@ -93,4 +93,28 @@ struct Gemma3TokenizerTests {
         #expect(elapsed < .seconds(5), "encoding \(ids.count) tokens took \(elapsed)")
         print("encoded \(ids.count) tokens in \(elapsed)")
     }
+
+    @Test("one tokenizer serves many tasks at once")
+    func concurrentUse() async throws {
+        let tokenizer = try Gemma3.require()
+        let cases = TokenizerReference.gemma3
+        let mismatches = await withTaskGroup(of: Int.self) { group in
+            for worker in 0..<4 {
+                group.addTask {
+                    var bad = 0
+                    for (index, reference) in cases.enumerated() where index % 4 == worker {
+                        let ids = tokenizer.encode(
+                            reference.text,
+                            addSpecial: reference.addSpecial,
+                            parseSpecial: reference.parseSpecial
+                        )
+                        if ids != reference.ids { bad += 1 }
+                    }
+                    return bad
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(mismatches == 0)
+    }
 }

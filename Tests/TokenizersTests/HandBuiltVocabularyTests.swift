@@ -194,4 +194,22 @@ struct HandBuiltVocabularyTests {
         #expect(t.vocabularySize == 4)
         #expect(t.decode([-5, 4, 1_000_000]).isEmpty)
     }
+
+    @Test("without add_bos_token, Llama 3 vocabularies add BOS and Qwen2 ones do not (llama.cpp defaults)")
+    func bpeDefaultBOS() throws {
+        let dir = try TemporaryDirectory()
+        for (pre, addsBOS) in [("llama-bpe", true), ("qwen2", false)] {
+            var b = GGUFBuilder()
+            b.add("tokenizer.ggml.model", string: "gpt2")
+            b.add("tokenizer.ggml.pre", string: pre)
+            b.add("tokenizer.ggml.tokens", strings: ["a", "b", "<s>"])
+            b.add("tokenizer.ggml.token_type", int32s: [1, 1, 3])
+            b.add("tokenizer.ggml.merges", strings: [])
+            b.add("tokenizer.ggml.bos_token_id", uint32: 2)
+            let t = try makeTokenizer(from: GGUFFile(contentsOf: dir.write(b.build().bytes, name: "\(pre).gguf")))
+            #expect(t.addsBOS == addsBOS, "\(pre)")
+            let expected: [Int32] = addsBOS ? [2, 0, 1] : [0, 1]
+            #expect(t.encode("ab", addSpecial: true, parseSpecial: false) == expected, "\(pre)")
+        }
+    }
 }

@@ -11,7 +11,8 @@ Records (llama-cpp-python, 2 threads, flash attention off, logits for every posi
   perplexity can be compared); with --full-logits N also every logit of the first N positions
   and of the last.
 - greedy: for each prompt, the prompt ids, 32 greedy tokens (16 for tiny models), and at each step
-  the top-5 (id, logit) and the top-2 margin.
+  the top-5 (id, logit) and the top-2 margin. The last Gemma prompt (554 tokens of the text) is
+  longer than the 512-token sliding window.
 """
 
 import argparse
@@ -137,6 +138,9 @@ def main():
     }
     record["teacher_forced"] = teacher_forced(llm, text, args.full_logits)
     prompts = GEMMA_PROMPTS if args.prompts == "gemma" else TINY_PROMPTS
+    if args.prompts == "gemma":
+        # A prompt longer than Gemma's 512-token sliding window: the first five paragraphs (554 tokens).
+        prompts = prompts + ["\n\n".join(text.split("\n\n")[:5]) + "\n\n"]
     record["greedy"] = [greedy(llm, p, args.steps, "<start_of_turn>" in p) for p in prompts]
     pathlib.Path(args.out).write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
     n = len(record["teacher_forced"]["token_ids"])

@@ -34,6 +34,19 @@ void lmc_force_isa(int level);
 /// Quantizes `n` floats (n % 32 == 0) to Q8 activations.
 void lmc_quantize_q8(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
 
+/// Quantizes like ggml's Q8_0 activations: one scale per 32 values, rounded to half precision.
+void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
+
+/// Quantizes like ggml's Q8_K activations (n % 256 == 0): one float scale per 256 values, written to
+/// all eight 32-value entries of `d`.
+void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
+
+/// Rounds `n` floats to the nearest half-precision value, in place.
+void lmc_round_f16(float *x, int64_t n);
+
+/// `f` rounded to the nearest half-precision value.
+float lmc_round_f16_scalar(float f);
+
 /// Whether `lmc_matvec_q8` supports a GGML type id (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K).
 int lmc_matvec_supports(int32_t ggml_type);
 

@@ -10,7 +10,8 @@ enum RawConfigValue: Hashable, Sendable {
         case .null: "null"
         case .scalar(let text): text
         case .list(let items): "[" + items.joined(separator: ", ") + "]"
-        case .mapping(let pairs): "{" + pairs.sorted { $0.key < $1.key }.map { "\($0): \($1)" }.joined(separator: ", ") + "}"
+        case .mapping(let pairs):
+            "{" + pairs.sorted { $0.key < $1.key }.map { "\($0): \($1)" }.joined(separator: ", ") + "}"
         }
     }
 }

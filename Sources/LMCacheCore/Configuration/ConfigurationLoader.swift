@@ -63,12 +63,20 @@ public enum ConfigurationLoader {
             }
         }
         for (name, value) in fromEnvironment {
-            try apply([(name, value)], source: .environment("LMCACHE_" + name.uppercased()), unknownKeysAreErrors: true,
-                to: &loaded)
+            try apply(
+                [(name, value)],
+                source: .environment("LMCACHE_" + name.uppercased()),
+                unknownKeysAreErrors: true,
+                to: &loaded
+            )
         }
 
-        try apply(overrides.map { ($0.key, .scalar($0.value)) }, source: .commandLine, unknownKeysAreErrors: true,
-            to: &loaded)
+        try apply(
+            overrides.map { ($0.key, .scalar($0.value)) },
+            source: .commandLine,
+            unknownKeysAreErrors: true,
+            to: &loaded
+        )
 
         let config = loaded.configuration
         if config.localDisk != nil && config.maxLocalDiskSize == 0 {
@@ -174,7 +182,12 @@ public enum ConfigurationLoader {
             var items: [String] = []
             for item in sequence {
                 guard case .scalar(let scalar) = item else {
-                    throw .invalidValue(key: key, value: "…", source: .file(path), reason: "list items must be plain values")
+                    throw .invalidValue(
+                        key: key,
+                        value: "…",
+                        source: .file(path),
+                        reason: "list items must be plain values"
+                    )
                 }
                 items.append(scalar.string)
             }
@@ -183,7 +196,12 @@ public enum ConfigurationLoader {
             var pairs: [String: String] = [:]
             for (k, v) in mapping {
                 guard case .scalar(let ks) = k, case .scalar(let vs) = v else {
-                    throw .invalidValue(key: key, value: "…", source: .file(path), reason: "nested values must be plain")
+                    throw .invalidValue(
+                        key: key,
+                        value: "…",
+                        source: .file(path),
+                        reason: "nested values must be plain"
+                    )
                 }
                 pairs[ks.string] = vs.string
             }

@@ -61,7 +61,9 @@ public struct RemoteURL: Hashable, Sendable, CustomStringConvertible {
         }
         let scheme = String(text[..<schemeEnd.lowerBound]).lowercased()
         guard Self.schemes.contains(scheme) else {
-            throw ConfigurationValueError("unknown scheme \"\(scheme)\"; supported: \(Self.schemes.joined(separator: ", "))")
+            throw ConfigurationValueError(
+                "unknown scheme \"\(scheme)\"; supported: \(Self.schemes.joined(separator: ", "))"
+            )
         }
         var rest = Substring(text[schemeEnd.upperBound...])
         var user: String?

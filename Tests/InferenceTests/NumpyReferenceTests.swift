@@ -1,0 +1,37 @@
+import Foundation
+import GGUF
+import Inference
+import Testing
+
+/// An exact-arithmetic numpy forward pass of Gemma 3 (scripts/reference/gemma3_forward_numpy.py).
+struct NumpyReference: Decodable, Sendable {
+    var token_ids: [Int32]
+    var top20: [[[Double]]]
+
+    static func load() throws -> NumpyReference {
+        let data = try Data(contentsOf: resourcesDirectory.appendingPathComponent("gemma3-numpy.json"))
+        return try JSONDecoder().decode(NumpyReference.self, from: data)
+    }
+}
+
+@Suite("Gemma 3 against an exact numpy forward pass")
+struct NumpyReferenceTests {
+    /// Prefill runs in Float (sgemm); with `LMCACHE_EMULATE_HALF=0` the logits match numpy's to about 2e-5,
+    /// and by default (K, V, q and attention probabilities rounded to half as llama.cpp does) to about 0.01.
+    @Test("the top-20 logits of every position match the numpy reference")
+    func top20() throws {
+        let reference = try NumpyReference.load()
+        let model = try TestModel.model()
+        let vocab = model.configuration.vocabularySize
+        let logits = try model.forward(reference.token_ids, sequence: model.makeSequence(), outputs: .all, workspace: Workspace())
+        var worst = 0.0, agree = 0
+        for (i, top) in reference.top20.enumerated() {
+            let row = logits[(i * vocab)..<((i + 1) * vocab)]
+            if argmax(row) == Int(top[0][0]) { agree += 1 }
+            for pair in top { worst = max(worst, abs(Double(row[row.startIndex + Int(pair[0])]) - pair[1])) }
+        }
+        print("numpy: argmax agreement \(agree)/\(reference.top20.count), worst top-20 logit difference \(worst)")
+        #expect(agree >= reference.top20.count - 1)
+        #expect(worst < (ProcessInfo.processInfo.environment["LMCACHE_EMULATE_HALF"] == "0" ? 1e-3 : 0.05))
+    }
+}
