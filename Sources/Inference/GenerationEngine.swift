@@ -1,5 +1,5 @@
 internal import Dispatch
-public import LMCacheCore
+internal import LMCacheCore
 internal import Synchronization
 public import Tokenizers
 

@@ -13,25 +13,35 @@ func makeConnector(model: any LanguageModel, chunkSize: Int = 256) throws -> KVC
     return KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
 }
 
-/// Greedy generation without the cache, and the logits after the prompt.
-func uncachedRun(_ model: any LanguageModel, _ prompt: [Int32], maxTokens: Int = 6) throws -> (logits: [Float], tokens: [Int32]) {
-    let logits = try InferenceSession(model: model).prefill(prompt)
-    let tokens = try InferenceSession(model: model).generate(prompt: prompt, maxTokens: maxTokens).tokens
-    return (logits, tokens)
+/// Greedy continuation of `count` tokens from the logits of the last token in `session`.
+func greedyContinuation(_ session: InferenceSession, logits first: [Float], count: Int) throws -> [Int32] {
+    var logits = first
+    var tokens: [Int32] = []
+    while tokens.count < count {
+        let next = Sampler.argmax(logits)
+        tokens.append(next)
+        if tokens.count == count { break }
+        logits = try session.model.forward([next], sequence: session.sequence, outputs: .last, workspace: session.workspace)
+    }
+    return tokens
 }
 
-/// The same through the connector; returns the tokens loaded too.
+/// Greedy generation without the cache, and the logits after the prompt.
+func uncachedRun(_ model: any LanguageModel, _ prompt: [Int32], maxTokens: Int = 6) throws -> (logits: [Float], tokens: [Int32]) {
+    let session = InferenceSession(model: model)
+    let logits = try session.prefill(prompt)
+    return (logits, try greedyContinuation(session, logits: logits, count: maxTokens))
+}
+
+/// The same through the connector (load, prefill the rest, save); returns the tokens loaded too.
 func cachedRun(
     _ connector: KVConnector, _ model: any LanguageModel, _ prompt: [Int32], salt: String? = nil, maxTokens: Int = 6
 ) async throws -> (logits: [Float], tokens: [Int32], loaded: Int) {
     let lookup = await connector.lookup(prompt, salt: salt)
-    let (logits, loaded) = try InferenceSession(model: model).prefill(
-        prompt, cache: PromptCache(connector: connector, lookup: lookup))
-    let result = try InferenceSession(model: model).generate(
-        prompt: prompt, maxTokens: maxTokens, cache: PromptCache(connector: connector, lookup: lookup))
-    #expect(result.cachedTokens == loaded)
-    #expect(result.promptTokens == prompt.count)
-    return (logits, result.tokens, loaded)
+    let session = InferenceSession(model: model)
+    let (logits, loaded) = try session.prefill(prompt, cache: PromptCache(connector: connector, lookup: lookup))
+    connector.save(lookup, from: session.sequence)
+    return (logits, try greedyContinuation(session, logits: logits, count: maxTokens), loaded)
 }
 
 @Suite("KV connector on the real model")
@@ -54,6 +64,13 @@ struct KVConnectorTests {
         #expect(warm.tokens == reference.tokens)
         let warmLogitsEqual = warm.logits == reference.logits
         #expect(warmLogitsEqual, "largest logit difference \(maxDifference(warm.logits, reference.logits))")
+
+        // The session's generation loop with the cache: same tokens, and it reports what it loaded.
+        let result = try InferenceSession(model: model).generate(
+            prompt: prompt, maxTokens: 6, cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt)))
+        #expect(result.tokens == reference.tokens)
+        #expect(result.cachedTokens == 512)
+        #expect(result.promptTokens == 600)
     }
 
     @Test("a prompt sharing only a prefix loads the shared full chunks and stays exact")
@@ -71,11 +88,11 @@ struct KVConnectorTests {
         #expect(same)
     }
 
-    @Test("a token changed in chunk k reuses only the chunks before k", arguments: [0, 1, 2])
+    @Test("a token changed in chunk k reuses only the chunks before k", arguments: [0, 1])
     func changedToken(chunk: Int) async throws {
         let model = try TestModel.model()
         let connector = try makeConnector(model: model)
-        let original = sampleTokens(800, seed: 14)
+        let original = sampleTokens(600, seed: 14)
         _ = try await cachedRun(connector, model, original, maxTokens: 1)
         var edited = original
         edited[chunk * 256 + 100] = edited[chunk * 256 + 100] == 500 ? 501 : 500
