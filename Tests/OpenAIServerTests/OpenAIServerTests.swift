@@ -180,3 +180,37 @@ struct OpenAIServerTests {
         }
     }
 }
+
+@Suite("The official openai Python package against the server")
+struct OpenAIPythonClientTests {
+    @Test("completions, chat, streaming and errors through openai.OpenAI")
+    func officialClient() async throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Resources/openai_client.py").path
+        let (status, output) = try await withLiveServer { client in
+            try await runProcess("/usr/bin/env", ["python3", script, client.base.appendingPathComponent("v1").absoluteString])
+        }
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("all passed"), "\(output)")
+    }
+}
+
+/// Runs a program to its end; returns its exit status and its output (stdout and stderr).
+func runProcess(_ path: String, _ arguments: [String]) async throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    // Read on a thread of its own: the pipe must be drained while the program runs.
+    let output = await withCheckedContinuation { continuation in
+        Thread.detachNewThread {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            continuation.resume(returning: String(decoding: data, as: UTF8.self))
+        }
+    }
+    return (process.terminationStatus, output)
+}
