@@ -42,6 +42,7 @@ let package = Package(
         // The OpenAI-compatible server; no traits (swift-configuration and full Foundation are not needed).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: Cache
@@ -142,6 +143,8 @@ let package = Package(
             dependencies: [
                 "OpenAIServer", "Inference", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: commonSwiftSettings
         ),

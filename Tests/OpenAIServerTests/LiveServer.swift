@@ -4,7 +4,9 @@ import Hummingbird
 import Inference
 import LMCacheCore
 import LMCacheStorage
+import Logging
 import OpenAIServer
+import ServiceLifecycle
 import Testing
 import Tokenizers
 
@@ -57,12 +59,19 @@ func withLiveServer<T: Sendable>(
     )
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let application = server.makeApplication { portContinuation.yield($0) }
+    let services = ServiceGroup(services: [application], logger: Logger(label: "lmcache.test"))
     return try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await application.run() }
+        group.addTask { try await services.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw HTTPClient.Failure(message: "server did not start") }
-        defer { group.cancelAll() }
-        return try await body(HTTPClient(base: URL(string: "http://127.0.0.1:\(port)")!))
+        do {
+            let result = try await body(HTTPClient(base: URL(string: "http://127.0.0.1:\(port)")!))
+            await services.triggerGracefulShutdown()
+            return result
+        } catch {
+            await services.triggerGracefulShutdown()
+            throw error
+        }
     }
 }
 
