@@ -344,8 +344,11 @@ public struct OpenAIServer: Sendable {
                         if !text.isEmpty { try await writer.write(Self.events(format(.text(text)))) }
                     }
                 } catch {
-                    // The client went away: stop generating, free the sequence.
+                    // The client went away: stop generating (the engine checks between tokens), count
+                    // what was done, and free the sequence for the next request.
                     stopped.set()
+                    if let partial = try? await group.next() { _ = server.record(partial) }
+                    metrics.countDisconnect()
                     throw error
                 }
                 guard let result = try await group.next() else { return }

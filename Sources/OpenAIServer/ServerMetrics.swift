@@ -18,6 +18,7 @@ final class ServerMetrics: Sendable {
         var promptTokensLoaded = 0
         var generatedTokens = 0
         var running = 0
+        var disconnects = 0
     }
 
     private let state = Mutex(State())
@@ -45,6 +46,9 @@ final class ServerMetrics: Sendable {
         }
     }
 
+    /// Counts a streamed generation stopped because its client went away.
+    func countDisconnect() { state.withLock { $0.disconnects += 1 } }
+
     /// Marks a generation as running (`+1`) or done (`-1`).
     func adjustRunning(_ delta: Int) { state.withLock { $0.running += delta } }
 
@@ -61,6 +65,8 @@ final class ServerMetrics: Sendable {
         }
         family("lmcache_requests_running", "gauge", "Generations in progress or queued.")
         out += "lmcache_requests_running \(s.running)\n"
+        family("lmcache_client_disconnects_total", "counter", "Streamed generations stopped because the client went away.")
+        out += "lmcache_client_disconnects_total \(s.disconnects)\n"
         family("lmcache_time_to_first_token_seconds", "histogram", "Time from request to first generated token.")
         for (index, bound) in Self.ttftBuckets.enumerated() {
             out += "lmcache_time_to_first_token_seconds_bucket{le=\"\(bound)\"} \(s.ttftCounts[index])\n"
