@@ -1,4 +1,4 @@
-public import GGUF
+internal import GGUF
 public import LMCacheCore
 public import LMCacheStorage
 internal import Tokenizers

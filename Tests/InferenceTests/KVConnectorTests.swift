@@ -65,6 +65,11 @@ struct KVConnectorTests {
         let warmLogitsEqual = warm.logits == reference.logits
         #expect(warmLogitsEqual, "largest logit difference \(maxDifference(warm.logits, reference.logits))")
 
+        // Chunks are stored at half precision (the engine's K/V are half-rounded), which is exact.
+        #expect(connector.layout.dtype == .float16)
+        let stored = await connector.lookup(prompt)
+        #expect(stored.hitBytes == model.kvLayout.byteCount(tokens: 512) / 2)
+
         // The session's generation loop with the cache: same tokens, and it reports what it loaded.
         let result = try InferenceSession(model: model).generate(
             prompt: prompt, maxTokens: 6, cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt)))

@@ -1,3 +1,4 @@
+internal import Kernels
 public import LMCacheCore
 public import LMCacheStorage
 
@@ -14,8 +15,9 @@ public import LMCacheStorage
 ///    sequence and handed to ``StorageManager/store(_:)``, which writes the CPU tier at once and the
 ///    slower tiers behind.
 ///
-/// The engine keeps keys and values as float32 and the cache stores them as float32, so loading is
-/// lossless: a run with a cache hit computes exactly the logits and tokens of a run without one. The
+/// Chunks are stored losslessly: as float16 when the engine rounds every stored key and value to half
+/// precision (its default, following llama.cpp; half the bytes of float32), as float32 otherwise. So a
+/// run with a cache hit computes exactly the logits and tokens of a run without one. The
 /// engine computes its matrix products in blocks that start at multiples of 256 absolute positions, so
 /// a load always ends on such a boundary (whole chunks when `chunk_size` is a multiple of 256, the
 /// default) and at least one prompt token is always computed, to produce the logits.
@@ -31,8 +33,10 @@ public final class KVConnector: Sendable {
     public let storage: StorageManager
     /// The model whose KV this connector moves; part of every key.
     public let model: ModelIdentity
-    /// The engine's KV layout (float32); part of every key.
+    /// The layout of stored chunks (float16 or float32, see above); part of every key.
     public let layout: KVLayout
+    /// The engine's KV layout (float32).
+    public let engineLayout: KVLayout
     /// Tokens per chunk (`chunk_size`).
     public let chunkSize: Int
     /// Whether a prompt's trailing partial chunk is stored too (`save_unfull_chunk`).
@@ -42,7 +46,10 @@ public final class KVConnector: Sendable {
     /// prefill of the whole prompt.
     package static var loadAlignment: Int { linearBlockTokens }
 
-    /// A connector over `storage` for a model with identity `model` and KV layout `layout`.
+    /// The lossless dtype for stored chunks: float16 when the engine keeps K/V at half precision.
+    public static var losslessDType: KVDType { Ops.emulateHalfPrecision ? .float16 : .float32 }
+
+    /// A connector over `storage` for a model with identity `model` and engine KV layout `layout`.
     /// - Precondition: `layout.dtype` is float32 (the engine's) and `chunkSize > 0`.
     public init(
         storage: StorageManager,
@@ -55,7 +62,9 @@ public final class KVConnector: Sendable {
         precondition(chunkSize > 0, "chunkSize must be positive")
         self.storage = storage
         self.model = model
-        self.layout = layout
+        self.engineLayout = layout
+        self.layout = KVLayout(
+            layers: layout.layers, kvHeads: layout.kvHeads, headDim: layout.headDim, dtype: Self.losslessDType)
         self.chunkSize = chunkSize
         self.saveUnfullChunk = saveUnfullChunk
     }
@@ -112,12 +121,24 @@ public final class KVConnector: Sendable {
         }
         let target = loadableTokens(lookup)
         guard target > 0 else { return 0 }
+        guard sequence.layout == engineLayout else {
+            throw InferenceError.invalidKV("sequence layout \(sequence.layout) is not the model's \(engineLayout)")
+        }
         for (chunk, hit) in zip(lookup.chunks, lookup.hits) where chunk.range.lowerBound < target {
-            guard hit.layout == sequence.layout else {
-                throw InferenceError.invalidKV("cached chunk layout \(hit.layout) is not the sequence's \(sequence.layout)")
+            guard hit.layout == layout else {
+                throw InferenceError.invalidKV("cached chunk layout \(hit.layout) is not the connector's \(layout)")
             }
             try hit.withUnsafeBytes { bytes throws(InferenceError) in
-                try sequence.importKV(bytes, tokens: hit.tokens, at: chunk.range.lowerBound)
+                if layout.dtype == .float32 {
+                    try sequence.importKV(bytes, tokens: hit.tokens, at: chunk.range.lowerBound)
+                    return
+                }
+                let count = bytes.count / layout.dtype.size
+                try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
+                    // Safe: `bytes` holds `count` half-precision values, `floats` room for `count` floats.
+                    Ops.convertFromHalf(bytes.baseAddress!, floats.baseAddress!, count: count)
+                    try sequence.importKV(UnsafeRawBufferPointer(floats), tokens: hit.tokens, at: chunk.range.lowerBound)
+                }
             }
         }
         sequence.truncate(to: target)
@@ -142,7 +163,17 @@ public final class KVConnector: Sendable {
             let storageObject: HeapChunkStorage
             do {
                 storageObject = try HeapChunkStorage(count: layout.byteCount(tokens: tokens.count)) {
-                    buffer throws(InferenceError) in try sequence.exportKV(chunk.range, into: buffer)
+                    buffer throws(InferenceError) in
+                    if layout.dtype == .float32 {
+                        try sequence.exportKV(chunk.range, into: buffer)
+                        return
+                    }
+                    let count = buffer.count / layout.dtype.size
+                    try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
+                        try sequence.exportKV(chunk.range, into: UnsafeMutableRawBufferPointer(floats))
+                        // Safe: `floats` holds `count` floats, `buffer` room for `count` half-precision values.
+                        Ops.convertToHalf(floats.baseAddress!, buffer.baseAddress!, count: count)
+                    }
                 }
             } catch {
                 break
