@@ -34,6 +34,7 @@ let package = Package(
         .library(name: "LMCacheWire", targets: ["LMCacheWire"]),
         .library(name: "LMCacheRemote", targets: ["LMCacheRemote"]),
         .library(name: "LMCacheServer", targets: ["LMCacheServer"]),
+        .library(name: "OpenAIServer", targets: ["OpenAIServer"]),
         .executable(name: "lmcache", targets: ["lmcache"]),
         .executable(name: "lmcache_server", targets: ["lmcache_server"]),
     ],
@@ -43,6 +44,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // The OpenAI-compatible server; no traits (swift-configuration and full Foundation are not needed).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
@@ -118,7 +122,22 @@ let package = Package(
         .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
         .target(
             name: "Inference",
-            dependencies: ["GGUF", "Kernels", "Tokenizers", "LMCacheCore"],
+            dependencies: [
+                "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+
+        // MARK: Serving
+        .target(
+            name: "OpenAIServer",
+            dependencies: [
+                "Inference", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: commonSwiftSettings
         ),
 
@@ -134,6 +153,9 @@ let package = Package(
                 "LMCacheWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                "OpenAIServer",
+                "GGUF",
+                "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -195,8 +217,19 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore"],
+            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage"],
             resources: [.copy("Resources")],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(
+            name: "OpenAIServerTests",
+            dependencies: [
+                "OpenAIServer", "Inference", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["Resources"],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(

@@ -19,6 +19,24 @@ public struct GenerationResult: Sendable, Hashable {
     public var text: String
     /// Why generation stopped.
     public var finishReason: FinishReason
+    /// Tokens of the prompt.
+    public var promptTokens: Int = 0
+    /// Prompt tokens whose keys and values were loaded from the cache instead of computed.
+    public var cachedTokens: Int = 0
+}
+
+/// A prompt's cache for one generation: the connector, and what its lookup found.
+public struct PromptCache: Sendable {
+    /// The connector that loads and saves.
+    public var connector: KVConnector
+    /// The lookup of the prompt.
+    public var lookup: CacheLookup
+
+    /// Pairs a connector with a lookup of the prompt about to be generated from.
+    public init(connector: KVConnector, lookup: CacheLookup) {
+        self.connector = connector
+        self.lookup = lookup
+    }
 }
 
 /// One sequence being run on a model: its KV memory, scratch memory, and a generation loop.
@@ -50,6 +68,20 @@ public final class InferenceSession {
         try model.forward(tokens, sequence: sequence, outputs: .last, workspace: workspace)
     }
 
+    /// Prefills `prompt` into the (empty) sequence through the cache: loads what `cache` found, computes the
+    /// rest, and returns the logits of the last prompt token with the number of tokens loaded.
+    ///
+    /// New chunks are not saved here; call ``KVConnector/save(_:from:)`` when convenient (``generate``
+    /// saves them right after the first token).
+    /// - Throws: ``InferenceError`` when the sequence is not empty, for invalid tokens or a full context.
+    public func prefill(_ prompt: [Int32], cache: PromptCache) throws(InferenceError) -> (logits: [Float], loaded: Int) {
+        guard cache.lookup.tokens == prompt else {
+            throw InferenceError.invalidInput("the cache lookup is of another prompt")
+        }
+        let loaded = try cache.connector.load(cache.lookup, into: sequence)
+        return (try prefill(Array(prompt[loaded...])), loaded)
+    }
+
     /// Generates up to `maxTokens` tokens after `prompt` (appended to what the sequence already holds).
     ///
     /// - Parameters:
@@ -59,6 +91,8 @@ public final class InferenceSession {
     ///   - stopStrings: stop when the generated text contains one of these (the text is cut before it).
     ///   - tokenizer: turns tokens into text and says which tokens end generation; without one, only
     ///     `maxTokens` stops the run and `text` is empty.
+    ///   - cache: the prompt's cache: its hit is loaded instead of computed (the sequence must then be
+    ///     empty), and its new chunks are saved right after the first token is produced.
     ///   - onToken: called with each generated token and its new text; return `false` to stop.
     /// - Throws: ``InferenceError`` for invalid tokens or a full context.
     public func generate(
@@ -67,12 +101,22 @@ public final class InferenceSession {
         sampling: SamplingParameters = .greedy,
         stopStrings: [String] = [],
         tokenizer: (any Tokenizer)? = nil,
+        cache: PromptCache? = nil,
         onToken: (Int32, String) -> Bool = { _, _ in true }
     ) throws(InferenceError) -> GenerationResult {
         guard !prompt.isEmpty else { throw InferenceError.invalidInput("the prompt has no tokens") }
         var sampler = Sampler(sampling)
         var decoder = tokenizer.map { StreamingDecoder(tokenizer: $0) }
-        var logits = try prefill(prompt)
+        var logits: [Float]
+        var loaded = 0
+        if let cache {
+            (logits, loaded) = try prefill(prompt, cache: cache)
+        } else {
+            logits = try prefill(prompt)
+        }
+        // Saved after the first token, so that storing never delays it.
+        var pendingSave = cache
+        defer { pendingSave.map { _ = $0.connector.save($0.lookup, from: sequence) } }
         var tokens: [Int32] = []
         var text = ""
         var reason = FinishReason.length
@@ -90,14 +134,20 @@ public final class InferenceSession {
                 reason = .stopString
                 break
             }
-            if !onToken(next, piece) { break }
+            let keepGoing = onToken(next, piece)
+            if let save = pendingSave {
+                save.connector.save(save.lookup, from: sequence)
+                pendingSave = nil
+            }
+            if !keepGoing { break }
             if tokens.count == maxTokens { break }
             logits = try model.forward([next], sequence: sequence, outputs: .last, workspace: workspace)
         }
         if reason != .stopString, var decoder {
             text += decoder.finish()
         }
-        return GenerationResult(tokens: tokens, text: text, finishReason: reason)
+        return GenerationResult(
+            tokens: tokens, text: text, finishReason: reason, promptTokens: prompt.count, cachedTokens: loaded)
     }
 }
 

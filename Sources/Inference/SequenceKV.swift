@@ -37,6 +37,7 @@ public final class SequenceKV {
     /// - Precondition: `pageSize` and `capacity` are positive.
     public init(layout: KVLayout, pageSize: Int = 256, capacity: Int) {
         precondition(pageSize > 0 && capacity > 0, "page size and capacity must be positive")
+        precondition(layout.dtype == .float32, "the engine keeps keys and values as float32")
         self.layout = layout
         self.pageSize = pageSize
         self.capacity = capacity
@@ -46,7 +47,6 @@ public final class SequenceKV {
         for page in pages { page.deallocate() }
     }
 
-    /// Pages hold Float values whatever `layout.dtype` says (that is the export format).
     private var pageFloats: Int { layout.layers * 2 * pageSize * layout.rowElements }
 
     /// Makes sure pages exist for positions `0..<tokenCount`.
@@ -92,24 +92,40 @@ public final class SequenceKV {
         tokens.removeLast(count - newCount)
     }
 
-    /// The keys and values of `range`, as `layers × {K, V} × tokens × kvHeads × headDim` little-endian
-    /// values of `dtype` (default: `layout.dtype`, float16 while K/V are rounded to half precision, which
-    /// makes that export exact; float32 always is).
+    /// The keys and values of `range`, as `layers × {K, V} × tokens × kvHeads × headDim` float32 bytes.
     ///
     /// - Throws: ``InferenceError`` when `range` is not within the stored tokens.
     /// - Complexity: O(range.count × layers × kvHeads × headDim).
-    public func exportKV(_ range: Range<Int>, as dtype: KVDType? = nil) throws(InferenceError) -> [UInt8] {
-        let dtype = dtype ?? layout.dtype
-        guard dtype != .bfloat16 else { throw InferenceError.invalidKV("bfloat16 KV export is not supported") }
+    public func exportKV(_ range: Range<Int>) throws(InferenceError) -> [UInt8] {
+        let size = layout.byteCount(tokens: range.count)
+        var error: InferenceError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+            do throws(InferenceError) {
+                try exportKV(range, into: UnsafeMutableRawBufferPointer(buffer))
+            } catch let caught {
+                error = caught
+                buffer.initialize(repeating: 0)
+            }
+            initialized = size
+        }
+        if let error { throw error }
+        return bytes
+    }
+
+    /// Writes the keys and values of `range` into `buffer`, in the layout of ``exportKV(_:)``.
+    ///
+    /// - Throws: ``InferenceError`` when `range` is not within the stored tokens or `buffer` is not
+    ///   exactly `layout.byteCount(tokens: range.count)` bytes.
+    /// - Complexity: O(range.count × layers × kvHeads × headDim).
+    public func exportKV(_ range: Range<Int>, into buffer: UnsafeMutableRawBufferPointer) throws(InferenceError) {
         guard range.lowerBound >= 0, range.upperBound <= count else {
             throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
         }
-        let size = layout.byteCount(tokens: range.count, dtype: dtype)
-        return [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
-            // Safe: buffer holds `size` bytes, exactly what copyRows writes.
-            copyRows(range, buffer: UnsafeMutableRawPointer(buffer.baseAddress!), dtype: dtype, export: true)
-            initialized = size
+        guard buffer.count == layout.byteCount(tokens: range.count) else {
+            throw InferenceError.invalidKV("\(buffer.count) bytes cannot hold \(range.count) tokens of \(layout)")
         }
+        guard !range.isEmpty, let base = buffer.baseAddress else { return }
+        copyRows(range, buffer: base, export: true)
     }
 
     /// Stores keys and values for `tokens` at positions `start ..< start + tokens.count` from bytes in the
@@ -117,37 +133,53 @@ public final class SequenceKV {
     ///
     /// - Throws: ``InferenceError`` when `start` is past the stored tokens, the byte count does not match
     ///   `tokens.count` in this layout, or the sequence would exceed its capacity.
+    public func importKV(_ bytes: [UInt8], tokens newTokens: [Int32], at start: Int) throws(InferenceError) {
+        let failure: InferenceError? = bytes.withUnsafeBytes { raw in
+            do throws(InferenceError) {
+                try importKV(raw, tokens: newTokens, at: start)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Stores keys and values for `tokens` at positions `start ..< start + tokens.count` from `bytes` in the
+    /// ``exportKV(_:)`` layout (for example a cached chunk's bytes), replacing what was there and dropping
+    /// any later tokens.
+    ///
+    /// - Throws: ``InferenceError`` when `start` is past the stored tokens, the byte count does not match
+    ///   `tokens.count` in this layout, or the sequence would exceed its capacity.
+    /// - Complexity: O(tokens.count × layers × kvHeads × headDim).
     public func importKV(
-        _ bytes: [UInt8],
-        tokens newTokens: [Int32],
-        at start: Int,
-        as dtype: KVDType? = nil
+        _ bytes: UnsafeRawBufferPointer,
+        tokens newTokens: some Collection<Int32>,
+        at start: Int
     ) throws(InferenceError) {
-        let dtype = dtype ?? layout.dtype
-        guard dtype != .bfloat16 else { throw InferenceError.invalidKV("bfloat16 KV import is not supported") }
         guard start >= 0, start <= count else {
             throw InferenceError.invalidKV("import at \(start) would leave a gap after \(count) stored tokens")
         }
-        guard bytes.count == layout.byteCount(tokens: newTokens.count, dtype: dtype) else {
+        guard bytes.count == layout.byteCount(tokens: newTokens.count) else {
             throw InferenceError.invalidKV(
-                "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(layout) in \(dtype.rawValue) "
-                    + "(\(layout.byteCount(tokens: newTokens.count, dtype: dtype)) bytes)")
+                "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(layout) "
+                    + "(\(layout.byteCount(tokens: newTokens.count)) bytes)")
         }
         guard start + newTokens.count <= capacity else {
             throw InferenceError.invalidKV("import of \(newTokens.count) tokens at \(start) exceeds capacity \(capacity)")
         }
         let range = start..<(start + newTokens.count)
         reserve(range.upperBound)
-        bytes.withUnsafeBytes { raw in
-            // Safe: the byte count was checked against the layout above.
-            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: raw.baseAddress!), dtype: dtype, export: false)
+        if let base = bytes.baseAddress, !range.isEmpty {
+            // Safe: the byte count was checked against the layout above; import only reads through the pointer.
+            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false)
         }
         tokens.removeLast(count - start)
         tokens.append(contentsOf: newTokens)
     }
 
     /// Copies rows of `range` between the pages and a buffer in the export layout.
-    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, dtype: KVDType, export: Bool) {
+    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, export: Bool) {
         let row = layout.rowElements
         var offset = 0
         for layer in 0..<layout.layers {
@@ -157,20 +189,13 @@ public final class SequenceKV {
                 while t < range.upperBound {
                     let n = min(pageSize - t % pageSize, range.upperBound - t)
                     let pagePtr = self.row(layer: layer, kv: kv, position: t)
-                    // Safe: offset stays within layout.byteCount(tokens: range.count, dtype: dtype).
-                    switch (dtype, export) {
-                    case (.float32, true):
-                        (buffer + offset).assumingMemoryBound(to: Float.self).update(from: pagePtr, count: n * row)
-                    case (.float32, false):
-                        pagePtr.update(from: (buffer + offset).assumingMemoryBound(to: Float.self), count: n * row)
-                    case (.float16, true):
-                        Ops.convertToHalf(pagePtr, (buffer + offset).assumingMemoryBound(to: UInt16.self), count: n * row)
-                    case (.float16, false):
-                        Ops.convertFromHalf((buffer + offset).assumingMemoryBound(to: UInt16.self), pagePtr, count: n * row)
-                    case (.bfloat16, _):
-                        preconditionFailure("bfloat16 is rejected before copying")
+                    let bufPtr = (buffer + offset).assumingMemoryBound(to: Float.self)
+                    if export {
+                        bufPtr.update(from: pagePtr, count: n * row)
+                    } else {
+                        pagePtr.update(from: bufPtr, count: n * row)
                     }
-                    offset += n * row * dtype.size
+                    offset += n * row * 4
                     t += n
                 }
             }

@@ -114,11 +114,9 @@ final class TransformerCore: Sendable {
         self.output = output
     }
 
-    /// float16 while K and V are rounded to half precision (then that export is lossless), else float32.
+    /// The engine's KV layout: float32 pages (the KV connector stores them as float16 when that is exact).
     var kvLayout: KVLayout {
-        KVLayout(
-            layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim,
-            dtype: Ops.emulateHalfPrecision ? .float16 : .float32)
+        KVLayout.engine(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
     }
 
     func forward(

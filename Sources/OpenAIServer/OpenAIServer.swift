@@ -1,0 +1,518 @@
+internal import Foundation
+internal import HTTPTypes
+public import Hummingbird
+public import Inference
+public import LMCacheStorage
+public import Logging
+internal import Synchronization
+internal import Tokenizers
+
+/// An OpenAI-compatible HTTP API over a ``GenerationEngine`` with the KV cache plugged in.
+///
+/// Routes:
+/// - `POST /v1/completions` and `POST /v1/chat/completions`: `max_tokens`, `temperature`, `top_p`,
+///   `top_k`, `seed`, `stop`, `stream` (server-sent events, each token sent as soon as it exists),
+///   `stream_options.include_usage`, `n` = 1. `usage.prompt_tokens_details.cached_tokens` tells how
+///   many prompt tokens were loaded from the cache.
+/// - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
+///
+/// **Tenants.** A request's `cache_salt` field, or else its `X-Tenant-Id` header, salts its cache
+/// keys: requests of different tenants never share cached KV; requests with neither share the
+/// unsalted namespace.
+///
+/// Errors are OpenAI-style JSON bodies (`{"error": {"message", "type", "param", "code"}}`): 400 for
+/// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body.
+///
+/// ```swift
+/// let server = OpenAIServer(engine: engine, storage: manager, configuration: .init(modelName: "gemma-3-270m"))
+/// try await server.run()   // until SIGINT or SIGTERM
+/// ```
+public struct OpenAIServer: Sendable {
+    /// Where and how to serve.
+    public struct Configuration: Sendable, Hashable {
+        /// Address to bind.
+        public var host: String
+        /// Port to bind (0: any free port).
+        public var port: Int
+        /// The model's name in `/v1/models` and responses.
+        public var modelName: String
+        /// The longest prompt plus completion, in tokens (`nil`: the model's context length).
+        public var maxModelLength: Int?
+        /// The largest request body accepted, bytes.
+        public var maxRequestBytes: Int
+
+        /// A configuration; defaults to `127.0.0.1:8000`.
+        public init(
+            host: String = "127.0.0.1",
+            port: Int = 8000,
+            modelName: String,
+            maxModelLength: Int? = nil,
+            maxRequestBytes: Int = 16 << 20
+        ) {
+            self.host = host
+            self.port = port
+            self.modelName = modelName
+            self.maxModelLength = maxModelLength
+            self.maxRequestBytes = maxRequestBytes
+        }
+    }
+
+    /// The header that names a request's tenant when the body has no `cache_salt`.
+    public static let tenantHeader = "X-Tenant-Id"
+
+    /// The engine requests run on.
+    public let engine: GenerationEngine
+    /// The cache's storage, run alongside the server (write-behind) and reported in `/metrics`.
+    public let storage: StorageManager?
+    /// Settings.
+    public let configuration: Configuration
+    let logger: Logger
+    let metrics = ServerMetrics()
+    let template: ChatTemplate
+    let created = Int(Date().timeIntervalSince1970)
+
+    /// A server over `engine`; `storage` is the manager behind `engine.connector`, if any.
+    public init(
+        engine: GenerationEngine,
+        storage: StorageManager? = nil,
+        configuration: Configuration,
+        logger: Logger = Logger(label: "lmcache.serve")
+    ) {
+        self.engine = engine
+        self.storage = storage
+        self.configuration = configuration
+        self.logger = logger
+        self.template = ChatTemplate(architecture: engine.model.configuration.architecture)
+    }
+
+    /// The longest prompt plus completion, in tokens.
+    public var maxModelLength: Int { min(configuration.maxModelLength ?? engine.contextLength, engine.contextLength) }
+
+    /// The Hummingbird application; `onServerRunning` is called with the bound port.
+    public func makeApplication(
+        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/health") { _, _ in Self.json(["status": "ok"]) }
+        router.get("/v1/models") { _, _ in
+            Self.json(
+                ModelList(data: [
+                    .init(id: configuration.modelName, created: created, maxModelLength: maxModelLength)
+                ]))
+        }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render(storage: storage)))
+            )
+        }
+        router.post("/v1/completions") { request, _ in
+            await respond(endpoint: "completions") { try await completions(request) }
+        }
+        router.post("/v1/chat/completions") { request, _ in
+            await respond(endpoint: "chat_completions") { try await chatCompletions(request) }
+        }
+        return Application(
+            router: router,
+            configuration: ApplicationConfiguration(
+                address: .hostname(configuration.host, port: configuration.port),
+                serverName: "lmcache"
+            ),
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
+            logger: logger
+        )
+    }
+
+    /// Serves until SIGINT or SIGTERM, running the storage manager's write-behind alongside.
+    public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let application = makeApplication(onServerRunning: onServerRunning)
+        try await withThrowingDiscardingTaskGroup { group in
+            if let storage {
+                group.addTask { await storage.run() }
+            }
+            try await application.runService()
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Endpoints
+
+    /// Runs `body`, turning ``APIError`` into OpenAI-style error responses and counting the outcome.
+    private func respond(endpoint: String, _ body: () async throws -> Response) async -> Response {
+        let response: Response
+        do {
+            response = try await body()
+        } catch let error as APIError {
+            response = Self.errorResponse(error)
+        } catch let error as InferenceError {
+            response = Self.errorResponse(APIError(message: error.message))
+        } catch {
+            logger.error("request failed", metadata: ["lmcache.error": "\(error)"])
+            response = Self.errorResponse(APIError(status: .internalServerError, message: "\(error)", type: "server_error"))
+        }
+        metrics.countRequest(endpoint: endpoint, status: response.status.code)
+        return response
+    }
+
+    private func completions(_ request: Request) async throws -> Response {
+        var request = request
+        let body = try await decode(CompletionRequest.self, from: &request)
+        guard body.prompt.values.count == 1 else {
+            throw APIError(message: "exactly one prompt string is supported", param: "prompt")
+        }
+        let tokens = engine.tokenizer.encode(body.prompt.values[0], addSpecial: true, parseSpecial: true)
+        let generation = try makeGeneration(body, prompt: tokens, defaultMaxTokens: 16, request: request)
+        let id = "cmpl-" + Self.randomID()
+        let model = configuration.modelName
+        let created = Int(Date().timeIntervalSince1970)
+        if body.stream == true {
+            let includeUsage = body.streamOptions?.includeUsage == true
+            return stream(generation) { (event) -> [CompletionResponse] in
+                switch event {
+                case .start:
+                    return []
+                case .text(let text):
+                    return [CompletionResponse(id: id, created: created, model: model, choices: [.init(text: text)])]
+                case .finish(let reason, let usage):
+                    var chunks = [
+                        CompletionResponse(
+                            id: id, created: created, model: model, choices: [.init(text: "", finishReason: reason)])
+                    ]
+                    if includeUsage {
+                        chunks.append(CompletionResponse(id: id, created: created, model: model, choices: [], usage: usage))
+                    }
+                    return chunks
+                }
+            }
+        }
+        let (result, usage) = try await run(generation)
+        return Self.json(
+            CompletionResponse(
+                id: id, created: created, model: model,
+                choices: [.init(text: result.text, finishReason: Self.finishReason(result.finishReason))],
+                usage: usage
+            ))
+    }
+
+    private func chatCompletions(_ request: Request) async throws -> Response {
+        var request = request
+        let body = try await decode(ChatCompletionRequest.self, from: &request)
+        guard !body.messages.isEmpty else { throw APIError(message: "messages must not be empty", param: "messages") }
+        let text = template.render(body.messages)
+        let tokens = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
+        let maxTokens = body.maxCompletionTokens ?? body.maxTokens
+        var fields = body
+        fields.maxTokens = maxTokens
+        let generation = try makeGeneration(fields, prompt: tokens, defaultMaxTokens: nil, request: request)
+        let id = "chatcmpl-" + Self.randomID()
+        let model = configuration.modelName
+        let created = Int(Date().timeIntervalSince1970)
+        if body.stream == true {
+            let includeUsage = body.streamOptions?.includeUsage == true
+            @Sendable func chunk(_ delta: ChatDelta, _ reason: String? = nil) -> ChatCompletionResponse {
+                ChatCompletionResponse(
+                    id: id, object: "chat.completion.chunk", created: created, model: model,
+                    choices: [ChatChoice(delta: delta, finishReason: reason)])
+            }
+            return stream(generation) { event in
+                switch event {
+                case .start:
+                    return [chunk(ChatDelta(role: "assistant", content: ""))]
+                case .text(let text):
+                    return [chunk(ChatDelta(content: text))]
+                case .finish(let reason, let usage):
+                    var chunks = [chunk(ChatDelta(), reason)]
+                    if includeUsage {
+                        chunks.append(
+                            ChatCompletionResponse(
+                                id: id, object: "chat.completion.chunk", created: created, model: model, choices: [],
+                                usage: usage))
+                    }
+                    return chunks
+                }
+            }
+        }
+        let (result, usage) = try await run(generation)
+        return Self.json(
+            ChatCompletionResponse(
+                id: id, object: "chat.completion", created: created, model: model,
+                choices: [
+                    ChatChoice(
+                        message: ChatDelta(role: "assistant", content: result.text),
+                        finishReason: Self.finishReason(result.finishReason))
+                ],
+                usage: usage
+            ))
+    }
+
+    // MARK: Generation
+
+    /// Checks the sampling fields and the prompt's length, and builds the engine request.
+    private func makeGeneration(
+        _ body: some GenerationFields,
+        prompt: [Int32],
+        defaultMaxTokens: Int?,
+        request: Request
+    ) throws -> GenerationRequest {
+        if let n = body.n, n != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
+        if let t = body.temperature, !(t >= 0 && t <= 2) {
+            throw APIError(message: "temperature must be between 0 and 2", param: "temperature")
+        }
+        if let p = body.topP, !(p > 0 && p <= 1) { throw APIError(message: "top_p must be in (0, 1]", param: "top_p") }
+        if let k = body.topK, k < -1 { throw APIError(message: "top_k must be -1, 0 or positive", param: "top_k") }
+        if let m = body.maxTokens, m < 0 {
+            throw APIError(message: "max_tokens must not be negative", param: "max_tokens")
+        }
+        let limit = maxModelLength
+        guard prompt.count < limit else {
+            throw APIError(
+                message: "This model's maximum context length is \(limit) tokens. However, your prompt has "
+                    + "\(prompt.count) tokens. Please reduce the length of the prompt.",
+                param: "prompt", code: "context_length_exceeded")
+        }
+        let room = limit - prompt.count
+        let maxTokens = min(body.maxTokens ?? defaultMaxTokens ?? room, room)
+        let sampling = SamplingParameters(
+            temperature: body.temperature ?? 1,
+            topK: max(0, body.topK ?? 0),
+            topP: body.topP ?? 1,
+            seed: body.seed ?? UInt64.random(in: 0...UInt64.max)
+        )
+        let headerSalt = HTTPField.Name(Self.tenantHeader).flatMap { request.headers[$0] }
+        let salt = body.cacheSalt ?? headerSalt
+        return GenerationRequest(
+            prompt: prompt, maxTokens: maxTokens, sampling: sampling,
+            stop: body.stop?.values.filter { !$0.isEmpty } ?? [], salt: salt.flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    /// Runs a generation to the end and returns it with its usage.
+    private func run(_ generation: GenerationRequest) async throws -> (GenerationResult, Usage) {
+        let clock = FirstTokenClock(metrics: metrics)
+        metrics.adjustRunning(1)
+        defer { metrics.adjustRunning(-1) }
+        let result = try await engine.generate(generation) { _, _ in
+            clock.mark()
+            return true
+        }
+        return (result, record(result))
+    }
+
+    private func record(_ result: GenerationResult) -> Usage {
+        metrics.recordGeneration(
+            promptTokens: result.promptTokens, cachedTokens: result.cachedTokens, generatedTokens: result.tokens.count)
+        return Usage(
+            promptTokens: result.promptTokens, completionTokens: result.tokens.count, cachedTokens: result.cachedTokens)
+    }
+
+    /// What a streamed response sends, before formatting.
+    enum StreamEvent {
+        case start
+        case text(String)
+        case finish(reason: String, usage: Usage)
+    }
+
+    /// A server-sent-events response: `data: {json}` per chunk that `format` makes, then `data: [DONE]`.
+    /// Text is sent as each token arrives, except a tail that could be the start of a stop string.
+    private func stream<Chunk: Encodable & Sendable>(
+        _ generation: GenerationRequest,
+        format: @escaping @Sendable (StreamEvent) -> [Chunk]
+    ) -> Response {
+        let engine = self.engine
+        let metrics = self.metrics
+        let server = self
+        let body = ResponseBody { writer in
+            let (pieces, continuation) = AsyncStream.makeStream(of: String.self)
+            let stopped = StopFlag()
+            let clock = FirstTokenClock(metrics: metrics)
+            metrics.adjustRunning(1)
+            defer { metrics.adjustRunning(-1) }
+            try await withThrowingTaskGroup(of: GenerationResult.self) { group in
+                group.addTask {
+                    defer { continuation.finish() }
+                    return try await engine.generate(generation) { _, piece in
+                        clock.mark()
+                        if !piece.isEmpty { continuation.yield(piece) }
+                        return !stopped.isSet
+                    }
+                }
+                var filter = StopStringFilter(stops: generation.stop)
+                do {
+                    try await writer.write(Self.events(format(.start)))
+                    for await piece in pieces {
+                        let text = filter.push(piece)
+                        if !text.isEmpty { try await writer.write(Self.events(format(.text(text)))) }
+                    }
+                } catch {
+                    // The client went away: stop generating (the engine checks between tokens), count
+                    // what was done, and free the sequence for the next request.
+                    stopped.set()
+                    if let partial = try? await group.next() { _ = server.record(partial) }
+                    metrics.countDisconnect()
+                    throw error
+                }
+                guard let result = try await group.next() else { return }
+                let rest = filter.finish(result.text)
+                var out = ByteBuffer()
+                if !rest.isEmpty { out.writeImmutableBuffer(Self.events(format(.text(rest)))) }
+                let usage = server.record(result)
+                out.writeImmutableBuffer(
+                    Self.events(format(.finish(reason: Self.finishReason(result.finishReason), usage: usage))))
+                out.writeString("data: [DONE]\n\n")
+                try await writer.write(out)
+            }
+            try await writer.finish(nil)
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+            body: body
+        )
+    }
+
+    // MARK: Helpers
+
+    private func decode<T: Decodable>(_ type: T.Type, from request: inout Request) async throws -> T {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: configuration.maxRequestBytes)
+        } catch {
+            throw APIError(
+                status: .contentTooLarge, message: "the request body exceeds \(configuration.maxRequestBytes) bytes")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+        } catch let error as DecodingError {
+            throw APIError(message: "invalid request body: \(Self.describe(error))")
+        } catch {
+            throw APIError(message: "invalid request body: \(error)")
+        }
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            context.codingPath.map(\.stringValue).joined(separator: ".")
+        }
+        switch error {
+        case .dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "malformed JSON" : "\(path(context)): \(context.debugDescription)"
+        case .keyNotFound(let key, _):
+            return "missing field '\(key.stringValue)'"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return "field '\(path(context))' has the wrong type"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+
+    static func finishReason(_ reason: FinishReason) -> String {
+        reason == .length ? "length" : "stop"
+    }
+
+    static func randomID() -> String {
+        String(UInt64.random(in: 0...UInt64.max), radix: 16) + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return encoder
+    }()
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data))
+        )
+    }
+
+    static func events(_ chunks: [some Encodable]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for chunk in chunks {
+            buffer.writeString("data: ")
+            buffer.writeBytes((try? encoder.encode(chunk)) ?? Data("{}".utf8))
+            buffer.writeString("\n\n")
+        }
+        return buffer
+    }
+
+    static func errorResponse(_ error: APIError) -> Response {
+        json(
+            ErrorBody(error: ErrorBody.Detail(message: error.message, type: error.type, param: error.param, code: error.code)),
+            status: error.status)
+    }
+}
+
+/// A client's mistake (or a server failure), sent as an OpenAI-style error body.
+struct APIError: Error {
+    var status: HTTPResponse.Status = .badRequest
+    var message: String
+    var type = "invalid_request_error"
+    var param: String?
+    var code: String?
+}
+
+/// A flag set once (a client went away), read on the engine's thread.
+final class StopFlag: Sendable {
+    private let value = Atomic(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
+}
+
+/// Records the time from its creation to the first `mark()` as a TTFT.
+final class FirstTokenClock: Sendable {
+    private let start = ContinuousClock.now
+    private let marked = Atomic(false)
+    private let metrics: ServerMetrics
+
+    init(metrics: ServerMetrics) { self.metrics = metrics }
+
+    func mark() {
+        guard !marked.exchange(true, ordering: .relaxed) else { return }
+        let elapsed = ContinuousClock.now - start
+        metrics.recordTTFT(
+            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+}
+
+/// Holds back streamed text that could be the start of a stop string, so that a stop string is never
+/// partly sent.
+struct StopStringFilter {
+    let stops: [[Unicode.Scalar]]
+    private var text: [Unicode.Scalar] = []
+    private var emitted = 0
+
+    init(stops: [String]) { self.stops = stops.map { Array($0.unicodeScalars) } }
+
+    /// Adds a piece; returns the text that can be sent now.
+    mutating func push(_ piece: String) -> String {
+        text.append(contentsOf: piece.unicodeScalars)
+        var hold = 0
+        for stop in stops {
+            for length in stride(from: min(stop.count - 1, text.count), to: hold, by: -1)
+            where text[(text.count - length)...].elementsEqual(stop[..<length]) {
+                hold = length
+                break
+            }
+        }
+        let end = max(emitted, text.count - hold)
+        defer { emitted = end }
+        return Self.string(text[emitted..<end])
+    }
+
+    /// The rest of `final` (the generation's text, cut before any stop string) not sent yet.
+    mutating func finish(_ final: String) -> String {
+        let scalars = Array(final.unicodeScalars)
+        guard scalars.count > emitted else { return "" }
+        defer { emitted = scalars.count }
+        return Self.string(scalars[emitted...])
+    }
+
+    private static func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
+        var result = String.UnicodeScalarView()
+        result.append(contentsOf: scalars)
+        return String(result)
+    }
+}

@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import GGUF
+import Inference
+import LMCacheCore
+import LMCacheStorage
+import Logging
+import OpenAIServer
+import Tokenizers
+
+/// `lmcache serve [MODEL]`: the OpenAI-compatible server on the built-in engine, with the KV cache on.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a GGUF model through an OpenAI-compatible HTTP API, with the KV cache on.",
+        discussion: """
+            Routes: POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events), \
+            GET /v1/models, GET /health, GET /metrics. A request's cache_salt field, or its X-Tenant-Id \
+            header, keeps its cached KV apart from other tenants'. The cache is configured as for every \
+            command (--config FILE, LMCACHE_* variables, --set key=value). Requests are served one at a time.
+            """
+    )
+
+    @Argument(help: "GGUF model file (default: the Gemma 3 270M file that scripts/fetch-model installs).")
+    var model: String?
+
+    @Option(help: "Address to bind.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to bind (0: any free port).")
+    var port = 8000
+
+    @OptionGroup var cacheArguments: CacheArguments
+
+    @Option(help: "The model's name in the API (default: the file name without .gguf).")
+    var servedModelName: String?
+
+    @Option(name: .customLong("max-model-len"), help: "Longest prompt plus completion, tokens (default: the model's context).")
+    var maxModelLength: Int?
+
+    @Flag(help: "Serve without the KV cache (every prompt is computed).")
+    var noCache = false
+
+    func validate() throws {
+        guard (0...65_535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
+        if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
+    }
+
+    func run() async throws {
+        let logger = CommandLogging.bootstrap(label: "lmcache.serve")
+        let path = model ?? ModelArguments.defaultModelPath
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CommandFailure(
+                model == nil
+                    ? "the default model is not installed at \(path): run scripts/fetch-model (it installs it from PyPI), or pass a GGUF file"
+                    : "model file \(path) does not exist")
+        }
+        let loaded = try cacheArguments.load(logger: logger)
+        let file = try GGUFFile(contentsOf: path)
+        let languageModel = try loadModel(from: file)
+        let tokenizer = try makeTokenizer(from: file)
+        let name = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        var storage: StorageManager?
+        var connector: KVConnector?
+        if !noCache {
+            let manager = try StorageManager(configuration: loaded.configuration, logger: logger)
+            storage = manager
+            connector = KVConnector(storage: manager, model: languageModel, name: name, configuration: loaded.configuration)
+        }
+        let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: connector)
+        let server = OpenAIServer(
+            engine: engine, storage: storage,
+            configuration: .init(host: host, port: port, modelName: name, maxModelLength: maxModelLength),
+            logger: logger
+        )
+        let host = self.host
+        let cache = noCache ? "off" : "on (chunk_size \(loaded.configuration.chunkSize))"
+        try await server.run { port in
+            logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache)")
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import Inference
+import LMCacheCore
+import LMCacheStorage
+import Testing
+
+/// A connector over a fresh CPU-only cache (64 MiB, not pre-faulted).
+func makeConnector(model: any LanguageModel, chunkSize: Int = 256) throws -> KVConnector {
+    var configuration = LMCacheConfiguration()
+    configuration.chunkSize = chunkSize
+    configuration.maxLocalCPUSize = 0.0625
+    let storage = try StorageManager(configuration: configuration, prefault: false)
+    return KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
+}
+
+/// Greedy continuation of `count` tokens from the logits of the last token in `session`.
+func greedyContinuation(_ session: InferenceSession, logits first: [Float], count: Int) throws -> [Int32] {
+    var logits = first
+    var tokens: [Int32] = []
+    while tokens.count < count {
+        let next = Sampler.argmax(logits)
+        tokens.append(next)
+        if tokens.count == count { break }
+        logits = try session.model.forward([next], sequence: session.sequence, outputs: .last, workspace: session.workspace)
+    }
+    return tokens
+}
+
+/// Greedy generation without the cache, and the logits after the prompt.
+func uncachedRun(_ model: any LanguageModel, _ prompt: [Int32], maxTokens: Int = 6) throws -> (logits: [Float], tokens: [Int32]) {
+    let session = InferenceSession(model: model)
+    let logits = try session.prefill(prompt)
+    return (logits, try greedyContinuation(session, logits: logits, count: maxTokens))
+}
+
+/// The same through the connector (load, prefill the rest, save); returns the tokens loaded too.
+func cachedRun(
+    _ connector: KVConnector, _ model: any LanguageModel, _ prompt: [Int32], salt: String? = nil, maxTokens: Int = 6
+) async throws -> (logits: [Float], tokens: [Int32], loaded: Int) {
+    let lookup = await connector.lookup(prompt, salt: salt)
+    let session = InferenceSession(model: model)
+    let (logits, loaded) = try session.prefill(prompt, cache: PromptCache(connector: connector, lookup: lookup))
+    connector.save(lookup, from: session.sequence)
+    return (logits, try greedyContinuation(session, logits: logits, count: maxTokens), loaded)
+}
+
+@Suite("KV connector on the real model")
+struct KVConnectorTests {
+    @Test("a cache hit gives exactly the logits and greedy tokens of an uncached run")
+    func hitIsExact() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let prompt = sampleTokens(600, seed: 11)
+        let reference = try uncachedRun(model, prompt)
+
+        let cold = try await cachedRun(connector, model, prompt)
+        #expect(cold.loaded == 0)
+        #expect(cold.tokens == reference.tokens)
+        let coldLogitsEqual = cold.logits == reference.logits
+        #expect(coldLogitsEqual)
+
+        let warm = try await cachedRun(connector, model, prompt)
+        #expect(warm.loaded == 512)
+        #expect(warm.tokens == reference.tokens)
+        let warmLogitsEqual = warm.logits == reference.logits
+        #expect(warmLogitsEqual, "largest logit difference \(maxDifference(warm.logits, reference.logits))")
+
+        // Chunks are stored at half precision (the engine's K/V are half-rounded), which is exact.
+        #expect(connector.layout.dtype == .float16)
+        let stored = await connector.lookup(prompt)
+        #expect(stored.hitBytes == model.kvLayout.byteCount(tokens: 512) / 2)
+
+        // The session's generation loop with the cache: same tokens, and it reports what it loaded.
+        let result = try InferenceSession(model: model).generate(
+            prompt: prompt, maxTokens: 6, cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt)))
+        #expect(result.tokens == reference.tokens)
+        #expect(result.cachedTokens == 512)
+        #expect(result.promptTokens == 600)
+    }
+
+    @Test("a prompt sharing only a prefix loads the shared full chunks and stays exact")
+    func partialHit() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let first = sampleTokens(600, seed: 12)
+        _ = try await cachedRun(connector, model, first, maxTokens: 1)
+        let second = Array(first[..<530]) + sampleTokens(80, seed: 13).dropFirst()
+        let reference = try uncachedRun(model, second)
+        let warm = try await cachedRun(connector, model, second)
+        #expect(warm.loaded == 512)
+        #expect(warm.tokens == reference.tokens)
+        let same = warm.logits == reference.logits
+        #expect(same)
+    }
+
+    @Test("a token changed in chunk k reuses only the chunks before k", arguments: [0, 1])
+    func changedToken(chunk: Int) async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let original = sampleTokens(600, seed: 14)
+        _ = try await cachedRun(connector, model, original, maxTokens: 1)
+        var edited = original
+        edited[chunk * 256 + 100] = edited[chunk * 256 + 100] == 500 ? 501 : 500
+        let lookup = await connector.lookup(edited)
+        #expect(lookup.hits.count == chunk)
+        let reference = try uncachedRun(model, edited, maxTokens: 3)
+        let warm = try await cachedRun(connector, model, edited, maxTokens: 3)
+        #expect(warm.loaded == chunk * 256)
+        #expect(warm.tokens == reference.tokens)
+        let same = warm.logits == reference.logits
+        #expect(same)
+    }
+
+    @Test("a fully cached prompt still computes its last chunk, exactly")
+    func fullyCached() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let prompt = sampleTokens(512, seed: 15)
+        let reference = try uncachedRun(model, prompt)
+        _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
+        let lookup = await connector.lookup(prompt)
+        #expect(lookup.hitTokens == 512)
+        let warm = try await cachedRun(connector, model, prompt)
+        #expect(warm.loaded == 256)
+        #expect(warm.tokens == reference.tokens)
+        let same = warm.logits == reference.logits
+        #expect(same)
+    }
+
+    @Test("tenant salts never share chunks")
+    func tenants() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let prompt = sampleTokens(300, seed: 16)
+        _ = try await cachedRun(connector, model, prompt, salt: "alice", maxTokens: 1)
+        #expect(await connector.lookup(prompt, salt: "alice").hits.count == 1)
+        #expect(await connector.lookup(prompt, salt: "bob").hits.isEmpty)
+        #expect(await connector.lookup(prompt).hits.isEmpty)
+    }
+
+    @Test("short prompts and a cache miss load nothing")
+    func nothingToLoad() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let prompt = sampleTokens(40, seed: 17)
+        let run = try await cachedRun(connector, model, prompt, maxTokens: 2)
+        #expect(run.loaded == 0)
+        #expect(connector.save(await connector.lookup(prompt), from: InferenceSession(model: model).sequence) == 0)
+    }
+}
