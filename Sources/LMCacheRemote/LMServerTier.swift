@@ -145,15 +145,7 @@ public final class LMServerTier: StorageTier {
     /// The key string stored on the server: `model@1@0@hash@dtype`, with the dtype named as
     /// LMCache names it (`half`, `bfloat16`, `float`), so that LMCache's own server, which parses
     /// every key, accepts it.
-    public static func wireKey(_ key: CacheKey) -> String {
-        let dtype: String
-        switch key.dtype {
-        case .float16: dtype = "half"
-        case .bfloat16: dtype = "bfloat16"
-        case .float32: dtype = "float"
-        }
-        return "\(key.modelName)@1@0@\(key.hash)@\(dtype)"
-    }
+    public static func wireKey(_ key: CacheKey) -> String { key.description }
 
     /// Does nothing: the `lm://` protocol has no delete. Returns `false`.
     @discardableResult
