@@ -75,8 +75,13 @@ extension BenchStorageCommand {
             options.requestTimeout = .seconds(60)
             let tier = LMServerTier(host: host, port: port, options: options, logger: logger)
             guard await tier.isHealthy() else { throw CommandFailure("no lm:// server answers at \(host):\(port)") }
-            var redisClient: RESPClient?
-            if let redis { redisClient = try await RESPClient.connect(host: "127.0.0.1", port: redis.port) }
+            var redisClient: RedisClient?
+            if let redis {
+                var options = RedisClient.Options()
+                options.connections = 1
+                options.requestTimeout = .seconds(60)
+                redisClient = RedisClient(host: "127.0.0.1", port: redis.port, options: options, logger: logger)
+            }
 
             func copyOut(_ index: Int, _ bytes: UnsafeRawBufferPointer) {
                 precondition(bytes.count == chunkBytes, "a value of \(bytes.count) bytes came back")
@@ -126,18 +131,21 @@ extension BenchStorageCommand {
                 // The same raw values on redis-server.
                 if let redisClient {
                     redisPut.append(try await Self.seconds {
-                        for (index, value) in values.enumerated() { try await redisClient.set("raw-\(iteration)-\(index)", value) }
+                        for (index, value) in values.enumerated() {
+                            let command = RESPCommand([ByteBuffer(string: "SET"), ByteBuffer(string: "raw-\(iteration)-\(index)"), value])
+                            guard try await redisClient.send(command) == .simpleString("OK") else { throw CommandFailure("redis: SET failed") }
+                        }
                     })
                     redisGet.append(try await Self.seconds {
                         for index in values.indices {
-                            guard let hit = try await redisClient.get("raw-\(iteration)-\(index)") else {
+                            guard case .bulkString(let hit?) = try await redisClient.send(RESPCommand("GET", "raw-\(iteration)-\(index)")) else {
                                 throw CommandFailure("redis: miss")
                             }
-                            hit.withUnsafeBytes { copyOut(index, $0) }
+                            hit.withUnsafeReadableBytes { copyOut(index, $0) }
                         }
                     })
                     try verify("redis")
-                    _ = try await redisClient.send(["FLUSHALL"])
+                    _ = try await redisClient.send(RESPCommand("FLUSHALL"))
                 }
             }
             await redisClient?.close()
