@@ -3,6 +3,7 @@ import FoundationEssentials
 import LMCacheCore
 import LMCacheRemote
 import LMCacheServer
+import LMCacheWire
 import Logging
 import NIOCore
 import NIOPosix

@@ -73,6 +73,21 @@ final class RedisClusterProcess: @unchecked Sendable {
         return nil
     }
 
+    /// How many slots the master on `port` serves.
+    func slotCount(ofPort port: Int) throws -> Int {
+        guard let node = nodes.first(where: \.isRunning) else { return 0 }
+        var count = 0
+        for line in try node.cli(["CLUSTER", "NODES"]).split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            guard fields.count >= 9, fields[1].hasPrefix("127.0.0.1:\(port)@") else { continue }
+            for range in fields[8...] where !range.hasPrefix("[") {
+                let bounds = range.split(separator: "-").compactMap { Int($0) }
+                if let low = bounds.first, let high = bounds.last { count += high - low + 1 }
+            }
+        }
+        return count
+    }
+
     func node(port: Int) -> RedisServerProcess? { nodes.first { $0.port == port } }
 
     func stop() {

