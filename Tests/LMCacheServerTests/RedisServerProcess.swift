@@ -32,7 +32,7 @@ final class RedisServerProcess: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
-        for _ in 0..<200 {
+        for _ in 0..<500 {
             if Self.canConnect(port: port) { return }
             try await Task.sleep(for: .milliseconds(20))
         }
