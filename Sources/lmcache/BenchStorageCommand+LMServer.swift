@@ -227,7 +227,9 @@ struct RedisProcess {
     }
 
     func stop() {
-        kill(pid, SIGTERM)
+        // SIGKILL: the server keeps nothing, and a child spawned from a thread that blocks SIGTERM
+        // (the signal mask is inherited) would never see a SIGTERM, leaving waitpid waiting.
+        kill(pid, SIGKILL)
         var status: Int32 = 0
         waitpid(pid, &status, 0)
     }
