@@ -15,8 +15,9 @@ final class RedisClusterProcess: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var ports: [Int] = []
         while ports.count < 6 {
-            // The cluster bus listens on port + 10000.
-            let port = Int.random(in: 20000...45000)
+            // The cluster bus listens on port + 10000. Both stay below Linux's ephemeral range
+            // (32768 and up), where the tests' own client connections could hold the port.
+            let port = Int.random(in: 10000...22000)
             if !ports.contains(port), !RedisServerProcess.canConnect(port: port),
                 !RedisServerProcess.canConnect(port: port + 10000)
             {
