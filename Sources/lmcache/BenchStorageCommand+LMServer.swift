@@ -3,6 +3,7 @@ import FoundationEssentials
 import LMCacheCore
 import LMCacheRemote
 import LMCacheServer
+import LMCacheWire
 import Logging
 import NIOCore
 import NIOPosix
@@ -35,11 +36,8 @@ extension BenchStorageCommand {
         let totalBytes = chunkCount * chunkBytes
 
         let tokens = (0..<(chunkCount * chunkTokens)).map { Int32(truncatingIfNeeded: $0 &* 2_654_435_761 % 262_144) }
-        let keyer = ChunkKeyer(
-            model: ModelIdentity(name: "bench", fingerprint: "0"),
-            layout: kvLayout,
-            chunkSize: chunkTokens
-        )
+        let keyer = ChunkKeyer(model: ModelIdentity(name: "bench", fingerprint: "0"), layout: kvLayout,
+            chunkSize: chunkTokens)
         var seed: UInt64 = 0x9e37_79b9_7f4a_7c15
         let chunks: [KVChunk] = keyer.chunks(for: tokens).map { keyed in
             let storage = HeapChunkStorage(count: chunkBytes) { bytes in
@@ -59,17 +57,12 @@ extension BenchStorageCommand {
         defer { redis?.stop() }
 
         let endpoint = config.remoteURL.flatMap { $0.scheme == "lm" ? $0.endpoints.first : nil }
-        let server =
-            endpoint == nil
+        let server = endpoint == nil
             ? LMServer(
                 configuration: LMServerConfiguration(
-                    host: "127.0.0.1",
-                    port: 0,
-                    capacityBytes: 2 * totalBytes + (256 << 20),
-                    maximumValueBytes: chunkBytes + (1 << 20)
-                ),
-                logger: logger
-            )
+                    host: "127.0.0.1", port: 0, capacityBytes: 2 * totalBytes + (256 << 20),
+                    maximumValueBytes: chunkBytes + (1 << 20)),
+                logger: logger)
             : nil
 
         let report: [(String, String)] = try await withThrowingTaskGroup(of: Void.self) { group in
@@ -83,98 +76,77 @@ extension BenchStorageCommand {
             options.requestTimeout = .seconds(60)
             let tier = LMServerTier(host: host, port: port, options: options, logger: logger)
             guard await tier.isHealthy() else { throw CommandFailure("no lm:// server answers at \(host):\(port)") }
-            var redisClient: RESPClient?
-            if let redis { redisClient = try await RESPClient.connect(host: "127.0.0.1", port: redis.port) }
-
-            // Keys LMCache's own server can parse (model@world_size@worker_id@hex_hash@dtype).
-            func rawKey(_ iteration: Int, _ index: Int) -> String {
-                "bench-raw@1@0@\(String(iteration << 32 | index, radix: 16))@half"
+            var redisClient: RedisClient?
+            if let redis {
+                var options = RedisClient.Options()
+                options.connections = 1
+                options.requestTimeout = .seconds(60)
+                redisClient = RedisClient(host: "127.0.0.1", port: redis.port, options: options, logger: logger)
             }
+
             func copyOut(_ index: Int, _ bytes: UnsafeRawBufferPointer) {
                 precondition(bytes.count == chunkBytes, "a value of \(bytes.count) bytes came back")
                 memcpy(destination.baseAddress! + index * chunkBytes, bytes.baseAddress!, chunkBytes)
             }
             func verify(_ what: String) throws {
                 for (index, chunk) in chunks.enumerated() {
-                    let same = chunk.withUnsafeBytes {
-                        memcmp($0.baseAddress!, destination.baseAddress! + index * chunkBytes, chunkBytes) == 0
-                    }
+                    let same = chunk.withUnsafeBytes { memcmp($0.baseAddress!, destination.baseAddress! + index * chunkBytes, chunkBytes) == 0 }
                     guard same else { throw CommandFailure("\(what): bytes read back differ from bytes stored") }
                 }
                 memset(destination.baseAddress!, 0, totalBytes)
             }
 
-            var tierPut: [Double] = []
-            var tierGet: [Double] = []
-            var rawPut: [Double] = []
-            var rawGet: [Double] = []
-            var redisPut: [Double] = []
-            var redisGet: [Double] = []
+            var tierPut: [Double] = [], tierGet: [Double] = []
+            var rawPut: [Double] = [], rawGet: [Double] = []
+            var redisPut: [Double] = [], redisGet: [Double] = []
             for iteration in 0..<iterations {
                 // Our tier: frames with tokens and checksum. A HEALTH round trip ends each put phase,
                 // so every PUT (which has no reply) has been handled.
-                tierPut.append(
-                    try await Self.seconds {
-                        for chunk in chunks {
-                            guard try await tier.put(chunk) else { throw CommandFailure("put declined") }
-                        }
-                        _ = await tier.isHealthy()
+                tierPut.append(try await Self.seconds {
+                    for chunk in chunks { guard try await tier.put(chunk) else { throw CommandFailure("put declined") } }
+                    _ = await tier.isHealthy()
+                })
+                tierGet.append(try await Self.seconds {
+                    for (index, chunk) in chunks.enumerated() {
+                        guard let hit = try await tier.get(chunk.key) else { throw CommandFailure("lm tier: miss") }
+                        hit.withUnsafeBytes { copyOut(index, $0) }
                     }
-                )
-                tierGet.append(
-                    try await Self.seconds {
-                        for (index, chunk) in chunks.enumerated() {
-                            guard let hit = try await tier.get(chunk.key) else { throw CommandFailure("lm tier: miss") }
-                            hit.withUnsafeBytes { copyOut(index, $0) }
-                        }
-                    }
-                )
+                })
                 try verify("lm tier")
 
                 // Raw values over lm://.
-                rawPut.append(
-                    try await Self.seconds {
-                        for (index, value) in values.enumerated() {
-                            guard await tier.putRaw(rawKey(iteration, index), value) else {
-                                throw CommandFailure("raw put failed")
-                            }
-                        }
-                        _ = await tier.isHealthy()
+                rawPut.append(try await Self.seconds {
+                    for (index, value) in values.enumerated() {
+                        guard await tier.putRaw("raw-\(iteration)-\(index)", value) else { throw CommandFailure("raw put failed") }
                     }
-                )
-                rawGet.append(
-                    try await Self.seconds {
-                        for index in values.indices {
-                            guard let hit = await tier.getRaw(rawKey(iteration, index)) else {
-                                throw CommandFailure("lm raw: miss")
-                            }
-                            hit.withUnsafeBytes { copyOut(index, $0) }
-                        }
+                    _ = await tier.isHealthy()
+                })
+                rawGet.append(try await Self.seconds {
+                    for index in values.indices {
+                        guard let hit = await tier.getRaw("raw-\(iteration)-\(index)") else { throw CommandFailure("lm raw: miss") }
+                        hit.withUnsafeBytes { copyOut(index, $0) }
                     }
-                )
+                })
                 try verify("lm raw")
 
                 // The same raw values on redis-server.
                 if let redisClient {
-                    redisPut.append(
-                        try await Self.seconds {
-                            for (index, value) in values.enumerated() {
-                                try await redisClient.set(rawKey(iteration, index), value)
-                            }
+                    redisPut.append(try await Self.seconds {
+                        for (index, value) in values.enumerated() {
+                            let command = RESPCommand([ByteBuffer(string: "SET"), ByteBuffer(string: "raw-\(iteration)-\(index)"), value])
+                            guard try await redisClient.send(command) == .simpleString("OK") else { throw CommandFailure("redis: SET failed") }
                         }
-                    )
-                    redisGet.append(
-                        try await Self.seconds {
-                            for index in values.indices {
-                                guard let hit = try await redisClient.get(rawKey(iteration, index)) else {
-                                    throw CommandFailure("redis: miss")
-                                }
-                                hit.withUnsafeBytes { copyOut(index, $0) }
+                    })
+                    redisGet.append(try await Self.seconds {
+                        for index in values.indices {
+                            guard case .bulkString(let hit?) = try await redisClient.send(RESPCommand("GET", "raw-\(iteration)-\(index)")) else {
+                                throw CommandFailure("redis: miss")
                             }
+                            hit.withUnsafeReadableBytes { copyOut(index, $0) }
                         }
-                    )
+                    })
                     try verify("redis")
-                    _ = try await redisClient.send(["FLUSHALL"])
+                    _ = try await redisClient.send(RESPCommand("FLUSHALL"))
                 }
             }
             await redisClient?.close()
@@ -236,26 +208,13 @@ struct RedisProcess {
             return nil
         }
         let port = try freePort()
-        let arguments = [
-            path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "warning", "--logfile", "/dev/null", "--proto-max-bulk-len", "1gb",
-            "--client-output-buffer-limit", "normal 0 0 0",
-        ]
+        let arguments = [path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--loglevel", "warning", "--proto-max-bulk-len", "1gb",
+            "--client-output-buffer-limit", "normal 0 0 0"]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
-        // The child starts with no blocked signals and default handlers, whatever this process set.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, path, nil, &attributes, &argv, environ)
+        let status = posix_spawn(&pid, path, nil, nil, &argv, environ)
         guard status == 0 else { throw CommandFailure("cannot start redis-server: error \(status)") }
         let process = RedisProcess(pid: pid, port: port)
         // Wait until it accepts connections.
@@ -267,15 +226,11 @@ struct RedisProcess {
         throw CommandFailure("redis-server did not start listening on port \(port)")
     }
 
-    /// Stops the server: SIGTERM, then SIGKILL if it is still there after two seconds.
     func stop() {
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        for _ in 0..<200 {
-            if waitpid(pid, &status, WNOHANG) == pid { return }
-            usleep(10_000)
-        }
+        // SIGKILL: the server keeps nothing, and a child spawned from a thread that blocks SIGTERM
+        // (the signal mask is inherited) would never see a SIGTERM, leaving waitpid waiting.
         kill(pid, SIGKILL)
+        var status: Int32 = 0
         waitpid(pid, &status, 0)
     }
 

@@ -25,6 +25,11 @@ struct BenchStorageCommand: AsyncParsableCommand {
             file of the same bytes, written and read sequentially; get_gbps and baseline_gbps are cold \
             reads (pages dropped from the page cache first), warm_get_gbps and warm_baseline_gbps \
             warm ones.
+            lm: an lm:// server (remote_url, else one in process) through the remote tier, against \
+            redis-server with raw SET/GET of the same bytes.
+            redis: a Redis server (remote_url redis://, else redis-server on a free loopback port) \
+            through the Redis tier in the configured redis_layout, against raw SET/GET of the same \
+            bytes on one plain connection.
             """
     )
 
@@ -33,6 +38,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
         case disk
         /// An `lm://` server through the remote tier, against redis-server (BenchStorageCommand+LMServer.swift).
         case lm
+        /// A Redis server through the Redis tier, against raw GET/SET (BenchStorageCommand+Redis.swift).
+        case redis
     }
 
     @Option(help: "The tier to measure: \(Tier.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -66,6 +73,7 @@ struct BenchStorageCommand: AsyncParsableCommand {
 
     func run() async throws {
         if tier == .lm { return try await runLMServer() }
+        if tier == .redis { return try await runRedis() }
         let logger = CommandLogging.bootstrap(label: "lmcache.bench")
         let config = try cache.load(logger: logger).configuration
         let parts = layout.split(separator: "x").compactMap { Int($0) }
@@ -141,8 +149,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
                 ("put_vs_baseline", Self.format(Self.median(baseline) / Self.median(puts))),
                 ("get_vs_baseline", Self.format(Self.median(baseline) / Self.median(gets))),
             ]
-        case .lm:
-            preconditionFailure("measured by runLMServer()")
+        case .lm, .redis:
+            preconditionFailure("measured by runLMServer() and runRedis()")
         case .disk:
             report += try DiskBenchmark(
                 directory: config.localDisk,

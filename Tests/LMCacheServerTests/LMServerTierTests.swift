@@ -214,12 +214,14 @@ struct LMServerTierTests {
         await tier.close()
     }
 
-    @Test("makeRemoteTier builds the lm:// tier and refuses redis for now")
+    @Test("makeRemoteTier builds the lm:// and redis:// tiers and refuses rediss:// (no TLS in this build)")
     func factory() throws {
         let tier = try makeRemoteTier(url: RemoteURL(parsing: "lm://localhost:65432"), logger: Logger(label: "test"))
         #expect(tier.name == "lm")
+        let redis = try makeRemoteTier(url: RemoteURL(parsing: "redis://u:p@localhost:6379/2"), logger: Logger(label: "test"))
+        #expect(redis.name == "redis")
         #expect(throws: StorageError.self) {
-            try makeRemoteTier(url: RemoteURL(parsing: "redis://localhost:6379"), logger: Logger(label: "test"))
+            try makeRemoteTier(url: RemoteURL(parsing: "rediss://localhost:6379"), logger: Logger(label: "test"))
         }
     }
 }

@@ -63,6 +63,8 @@ extension ConfigurationKey {
             },
             render: { $0.remoteURL?.description ?? "null" }
         ),
+        int("remote_ttl", \.remoteTTL, range: 0...Int(Int32.max)),
+        choice("redis_layout", \.redisLayout),
         choice("remote_serde", \.remoteSerde),
         choice("cache_policy", \.cachePolicy, caseInsensitive: true),
         bool("save_unfull_chunk", \.saveUnfullChunk),

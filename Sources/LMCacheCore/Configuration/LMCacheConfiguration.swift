@@ -10,6 +10,16 @@ public enum CachePolicy: String, Sendable, Hashable, CaseIterable, CustomStringC
     public var description: String { rawValue }
 }
 
+/// How chunks are laid out in Redis (`redis_layout`).
+public enum RedisLayout: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// One self-describing value per chunk under `{<key>}`: safe on Redis Cluster.
+    case framed
+    /// LMCache's Redis connector layout: `<key>kv_bytes` and the 28-byte `<key>metadata`.
+    case lmcache
+
+    public var description: String { rawValue }
+}
+
 /// How chunks are serialized for remote tiers (`remote_serde`).
 public enum RemoteSerde: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     /// The KV bytes as they are in memory (lossless).
@@ -165,6 +175,13 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     /// `remote_url`: the remote tier (`lm://`, `redis://`, `rediss://`, `redis-cluster://`). Default none.
     /// The older `remote_server_addr: host:port` sets `lm://host:port`.
     public var remoteURL: RemoteURL?
+    /// `remote_ttl`: seconds a chunk stored in Redis lives (`SET … EX`); 0 keeps it until Redis
+    /// evicts it. Default 0.
+    public var remoteTTL: Int = 0
+    /// `redis_layout`: how chunks are laid out in Redis, `framed` (one self-describing value per
+    /// chunk under a hash-tagged key, cluster-safe) or `lmcache` (LMCache's `<key>kv_bytes` and
+    /// `<key>metadata`). Default `framed`.
+    public var redisLayout: RedisLayout = .framed
     /// `remote_serde`: serialization for remote tiers. Default `naive`.
     public var remoteSerde: RemoteSerde = .naive
     /// `cache_policy`: eviction order, `LRU`, `LFU` or `FIFO`. Default LRU.

@@ -1,0 +1,158 @@
+import ArgumentParser
+import LMCacheCore
+import LMCacheRemote
+import LMCacheWire
+import Logging
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `lmcache bench storage --tier redis`: the Redis tier against raw GET/SET of the same bytes.
+///
+/// The same chunks go through (1) our Redis tier (frames with tokens and checksum, in the
+/// configured `redis_layout`), one request at a time, (2) the tier's batched get of all chunks,
+/// and (3) raw SET/GET of the chunks' KV bytes through one plain connection, in the manner of
+/// `redis-benchmark`: the baseline, so the figures show what the tier adds. Reads copy each value
+/// out to a destination buffer, as an engine loading KV does. The server is `remote_url` when the
+/// configuration names a `redis://` one, else a redis-server started on a free loopback port.
+extension BenchStorageCommand {
+    func runRedis() async throws {
+        let logger = CommandLogging.bootstrap(label: "lmcache.bench")
+        let config = try cache.load(logger: logger).configuration
+        let parts = layout.split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 3, parts.allSatisfy({ $0 > 0 }), let kvDType = KVDType(rawValue: dtype) else {
+            throw ValidationError("--layout must be LAYERSxKV_HEADSxHEAD_DIM and --dtype float16, bfloat16 or float32")
+        }
+        let kvLayout = KVLayout(layers: parts[0], kvHeads: parts[1], headDim: parts[2], dtype: kvDType)
+        let chunkBytes = kvLayout.byteCount(tokens: chunkTokens)
+        let chunkCount = max(1, Int((sizeGib * Double(1 << 30) / Double(chunkBytes)).rounded(.up)))
+        let totalBytes = chunkCount * chunkBytes
+
+        let tokens = (0..<(chunkCount * chunkTokens)).map { Int32(truncatingIfNeeded: $0 &* 2_654_435_761 % 262_144) }
+        let keyer = ChunkKeyer(model: ModelIdentity(name: "bench", fingerprint: "0"), layout: kvLayout,
+            chunkSize: chunkTokens)
+        var seed: UInt64 = 0x9e37_79b9_7f4a_7c15
+        let chunks: [KVChunk] = keyer.chunks(for: tokens).map { keyed in
+            let storage = HeapChunkStorage(count: chunkBytes) { bytes in
+                for i in stride(from: 0, to: chunkBytes - 7, by: 8) {
+                    seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    bytes.storeBytes(of: seed, toByteOffset: i, as: UInt64.self)
+                }
+            }
+            return KVChunk(key: keyed.key, tokens: Array(tokens[keyed.range]), layout: kvLayout, storage: storage)
+        }
+        let values: [ByteBuffer] = chunks.map { chunk in chunk.withUnsafeBytes { ByteBuffer(bytes: $0) } }
+        let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: totalBytes, alignment: 4096)
+        defer { destination.deallocate() }
+        memset(destination.baseAddress!, 0, totalBytes)
+
+        let configured = config.remoteURL.flatMap { $0.scheme == "redis" ? $0 : nil }
+        let redis = configured == nil ? try RedisProcess.start(logger: logger) : nil
+        defer { redis?.stop() }
+        guard let endpoint = configured?.endpoints.first ?? redis.map({ RemoteURL.Endpoint(host: "127.0.0.1", port: $0.port) })
+        else { throw CommandFailure("no redis-server to measure: set remote_url or install redis-server") }
+
+        var options = RedisTier.Options(layout: config.redisLayout)
+        options.connections = 1
+        options.requestTimeout = .seconds(60)
+        options.maximumValueBytes = chunkBytes + (1 << 20)
+        options.user = configured?.user
+        options.password = configured?.password
+        options.database = configured?.database
+        let tier = RedisTier(host: endpoint.host, port: endpoint.port, options: options, logger: logger)
+        var clientOptions = RedisClient.Options()
+        clientOptions.connections = 1
+        clientOptions.requestTimeout = .seconds(60)
+        clientOptions.user = options.user
+        clientOptions.password = options.password
+        clientOptions.database = options.database
+        let raw = RedisClient(host: endpoint.host, port: endpoint.port, options: clientOptions, logger: logger)
+        guard case .simpleString("PONG")? = try? await raw.send(RESPCommand("PING")) else {
+            throw CommandFailure("no Redis server answers at \(endpoint)")
+        }
+
+        func copyOut(_ index: Int, _ bytes: UnsafeRawBufferPointer) {
+            precondition(bytes.count == chunkBytes, "a value of \(bytes.count) bytes came back")
+            memcpy(destination.baseAddress! + index * chunkBytes, bytes.baseAddress!, chunkBytes)
+        }
+        func verify(_ what: String) throws {
+            for (index, chunk) in chunks.enumerated() {
+                let same = chunk.withUnsafeBytes { memcmp($0.baseAddress!, destination.baseAddress! + index * chunkBytes, chunkBytes) == 0 }
+                guard same else { throw CommandFailure("\(what): bytes read back differ from bytes stored") }
+            }
+            memset(destination.baseAddress!, 0, totalBytes)
+        }
+
+        var tierPut: [Double] = [], tierGet: [Double] = [], tierBatchGet: [Double] = []
+        var rawPut: [Double] = [], rawGet: [Double] = []
+        for iteration in 0..<iterations {
+            tierPut.append(try await Self.seconds {
+                for chunk in chunks { guard try await tier.put(chunk) else { throw CommandFailure("redis tier: put declined") } }
+            })
+            tierGet.append(try await Self.seconds {
+                for (index, chunk) in chunks.enumerated() {
+                    guard let hit = try await tier.get(chunk.key) else { throw CommandFailure("redis tier: miss") }
+                    hit.withUnsafeBytes { copyOut(index, $0) }
+                }
+            })
+            try verify("redis tier")
+            tierBatchGet.append(try await Self.seconds {
+                let hits = await tier.get(chunks.map(\.key))
+                for (index, hit) in hits.enumerated() {
+                    guard let hit else { throw CommandFailure("redis tier batch: miss") }
+                    hit.withUnsafeBytes { copyOut(index, $0) }
+                }
+            })
+            try verify("redis tier batch")
+            for chunk in chunks { await tier.remove(chunk.key) }
+
+            rawPut.append(try await Self.seconds {
+                for (index, value) in values.enumerated() {
+                    let reply = try await raw.send(RESPCommand([ByteBuffer(string: "SET"), ByteBuffer(string: "raw-\(iteration)-\(index)"), value]))
+                    guard reply == .simpleString("OK") else { throw CommandFailure("raw SET: \(reply)") }
+                }
+            })
+            rawGet.append(try await Self.seconds {
+                for index in values.indices {
+                    guard case .bulkString(let value?) = try await raw.send(RESPCommand("GET", "raw-\(iteration)-\(index)")) else {
+                        throw CommandFailure("raw GET: miss")
+                    }
+                    value.withUnsafeReadableBytes { copyOut(index, $0) }
+                }
+            })
+            try verify("raw GET")
+            for index in values.indices { _ = try await raw.send(RESPCommand("DEL", "raw-\(iteration)-\(index)")) }
+        }
+        await raw.close()
+        await tier.close()
+
+        let gb = Double(totalBytes) / 1e9
+        func gbps(_ runs: [Double]) -> Double { gb / Self.median(runs) }
+        let report: [(String, String)] = [
+            ("tier", "\"redis\""),
+            ("server", configured == nil ? "\"redis-server on loopback\"" : "\"\(endpoint)\""),
+            ("layout", "\"\(config.redisLayout)\""),
+            ("bytes", "\(totalBytes)"),
+            ("chunk_bytes", "\(chunkBytes)"),
+            ("chunks", "\(chunkCount)"),
+            ("iterations", "\(iterations)"),
+            ("put_gbps", Self.format(gbps(tierPut))),
+            ("get_gbps", Self.format(gbps(tierGet))),
+            ("batch_get_gbps", Self.format(gbps(tierBatchGet))),
+            ("baseline", "\"raw SET/GET of the same bytes, one connection, one request at a time\""),
+            ("baseline_put_gbps", Self.format(gbps(rawPut))),
+            ("baseline_get_gbps", Self.format(gbps(rawGet))),
+            ("put_vs_baseline", Self.format(gbps(tierPut) / gbps(rawPut))),
+            ("get_vs_baseline", Self.format(gbps(tierGet) / gbps(rawGet))),
+        ]
+        if json {
+            print("{" + report.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+        } else {
+            for (key, value) in report { print("\(key.padded(to: 20)) \(value)") }
+        }
+    }
+}
