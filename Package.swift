@@ -31,14 +31,19 @@ let package = Package(
         .library(name: "Kernels", targets: ["Kernels"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "Inference", targets: ["Inference"]),
+        .library(name: "LMCacheWire", targets: ["LMCacheWire"]),
+        .library(name: "LMCacheRemote", targets: ["LMCacheRemote"]),
+        .library(name: "LMCacheServer", targets: ["LMCacheServer"]),
         .library(name: "OpenAIServer", targets: ["OpenAIServer"]),
         .executable(name: "lmcache", targets: ["lmcache"]),
+        .executable(name: "lmcache_server", targets: ["lmcache_server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // The OpenAI-compatible server; no traits (swift-configuration and full Foundation are not needed).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
@@ -63,6 +68,41 @@ let package = Package(
                 "CChecksum",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+
+        // MARK: Network
+        .target(
+            name: "LMCacheWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio")
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        .target(
+            name: "LMCacheRemote",
+            dependencies: [
+                "LMCacheCore",
+                "LMCacheStorage",
+                "LMCacheWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        .target(
+            name: "LMCacheServer",
+            dependencies: [
+                "LMCacheCore",
+                "LMCacheWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: commonSwiftSettings
         ),
@@ -108,11 +148,28 @@ let package = Package(
                 "LMCacheCore",
                 "LMCacheStorage",
                 "Inference",
+                "LMCacheRemote",
+                "LMCacheServer",
+                "LMCacheWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 "OpenAIServer",
                 "GGUF",
                 "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        .executableTarget(
+            name: "lmcache_server",
+            dependencies: [
+                "LMCacheServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: commonSwiftSettings
         ),
@@ -122,6 +179,32 @@ let package = Package(
         .testTarget(
             name: "LMCacheStorageTests",
             dependencies: ["LMCacheStorage", "LMCacheCore"],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(
+            name: "LMCacheWireTests",
+            dependencies: [
+                "LMCacheWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(
+            name: "LMCacheServerTests",
+            dependencies: [
+                "LMCacheServer",
+                "lmcache_server",
+                "LMCacheRemote",
+                "LMCacheWire",
+                "LMCacheCore",
+                "LMCacheStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),

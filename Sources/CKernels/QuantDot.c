@@ -18,7 +18,9 @@
 
 // MARK: - CPU dispatch
 
-static _Atomic int lmc_forced = -1;
+// Forcing is per thread, so a test that forces the portable kernels does not change what other
+// threads (other tests, the engine) compute.
+static _Thread_local int lmc_forced = -1;
 static _Atomic int lmc_detected = -1;
 
 int lmc_cpu_isa(void) {
@@ -38,12 +40,12 @@ int lmc_cpu_isa(void) {
 }
 
 int lmc_active_isa(void) {
-    int forced = atomic_load_explicit(&lmc_forced, memory_order_relaxed);
+    int forced = lmc_forced;
     int cpu = lmc_cpu_isa();
     return (forced >= 0 && forced <= cpu) ? forced : cpu;
 }
 
-void lmc_force_isa(int level) { atomic_store_explicit(&lmc_forced, level, memory_order_relaxed); }
+void lmc_force_isa(int level) { lmc_forced = level; }
 
 // MARK: - Scalars
 
@@ -215,6 +217,59 @@ void lmc_round_f16(float *x, int64_t n) {
     }
 #endif
     for (int64_t i = 0; i < n; i++) x[i] = lmc_round_f16_scalar(x[i]);
+}
+
+static uint16_t f32_to_f16_bits(float f) {
+    float r = lmc_round_f16_scalar(f);
+    uint32_t x;
+    memcpy(&x, &r, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0);
+    if (ax < 0x38800000u) {  // subnormal half (r is already a multiple of 2^-24)
+        float a;
+        memcpy(&a, &ax, 4);
+        return sign | (uint16_t)(a * 16777216.0f);
+    }
+    return sign | (uint16_t)(((ax >> 23) - 112) << 10) | (uint16_t)((ax >> 13) & 0x3ffu);
+}
+
+#ifdef LMC_X86
+__attribute__((target("avx2,f16c"))) static void f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++) y[i] = f32_to_f16_bits(x[i]);
+}
+
+__attribute__((target("avx2,f16c"))) static void f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    }
+    for (; i < n; i++) y[i] = lmc_f16_to_f32(x[i]);
+}
+#endif
+
+void lmc_convert_f32_to_f16(const float *x, uint16_t *y, int64_t n) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        f32_to_f16_avx2(x, y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = f32_to_f16_bits(x[i]);
+}
+
+void lmc_convert_f16_to_f32(const uint16_t *x, float *y, int64_t n) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        f16_to_f32_avx2(x, y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = lmc_f16_to_f32(x[i]);
 }
 
 // MARK: - Portable row dots
@@ -463,6 +518,54 @@ LMC_AVX2 static float dot_q5_0_avx2(const uint8_t *w, int64_t nb, const int8_t *
     return hsum_avx2(_mm256_add_ps(acc0, acc1));
 }
 
+// Two rows against the same activation: shares the activation loads and runs four independent
+// accumulator chains.
+LMC_AVX2 static void dot2_q8_0_avx2(const uint8_t *w0, const uint8_t *w1, int64_t nb, const int8_t *qs,
+                                    const float *d, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(qs + b * 32 + 32));
+        const uint8_t *p0 = w0 + b * 34, *p1 = w1 + b * 34;
+        a0 = _mm256_fmadd_ps(dot_i8_avx2(_mm256_loadu_si256((const __m256i *)(p0 + 2)), x0), scale_avx2(p0, d + b), a0);
+        c0 = _mm256_fmadd_ps(dot_i8_avx2(_mm256_loadu_si256((const __m256i *)(p1 + 2)), x0), scale_avx2(p1, d + b), c0);
+        a1 = _mm256_fmadd_ps(dot_i8_avx2(_mm256_loadu_si256((const __m256i *)(p0 + 36)), x1), scale_avx2(p0 + 34, d + b + 1), a1);
+        c1 = _mm256_fmadd_ps(dot_i8_avx2(_mm256_loadu_si256((const __m256i *)(p1 + 36)), x1), scale_avx2(p1 + 34, d + b + 1), c1);
+    }
+    for (; b < nb; b++) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        const uint8_t *p0 = w0 + b * 34, *p1 = w1 + b * 34;
+        a0 = _mm256_fmadd_ps(dot_i8_avx2(_mm256_loadu_si256((const __m256i *)(p0 + 2)), x0), scale_avx2(p0, d + b), a0);
+        c0 = _mm256_fmadd_ps(dot_i8_avx2(_mm256_loadu_si256((const __m256i *)(p1 + 2)), x0), scale_avx2(p1, d + b), c0);
+    }
+    out[0] = hsum_avx2(_mm256_add_ps(a0, a1));
+    out[1] = hsum_avx2(_mm256_add_ps(c0, c1));
+}
+
+LMC_AVX2 static void dot2_q5_0_avx2(const uint8_t *w0, const uint8_t *w1, int64_t nb, const int8_t *qs,
+                                    const float *d, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(qs + b * 32 + 32));
+        const uint8_t *p0 = w0 + b * 22, *p1 = w1 + b * 22;
+        a0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(p0), x0), scale_avx2(p0, d + b), a0);
+        c0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(p1), x0), scale_avx2(p1, d + b), c0);
+        a1 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(p0 + 22), x1), scale_avx2(p0 + 22, d + b + 1), a1);
+        c1 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(p1 + 22), x1), scale_avx2(p1 + 22, d + b + 1), c1);
+    }
+    for (; b < nb; b++) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        const uint8_t *p0 = w0 + b * 22, *p1 = w1 + b * 22;
+        a0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(p0), x0), scale_avx2(p0, d + b), a0);
+        c0 = _mm256_fmadd_ps(dot_i8_avx2(q5_0_values_avx2(p1), x0), scale_avx2(p1, d + b), c0);
+    }
+    out[0] = hsum_avx2(_mm256_add_ps(a0, a1));
+    out[1] = hsum_avx2(_mm256_add_ps(c0, c1));
+}
+
 LMC_AVX2 static float dot_q4_k_avx2(const uint8_t *w, int64_t nb, const int8_t *qs, const float *d,
                                     const float *ds) {
     __m256 acc = _mm256_setzero_ps();
@@ -634,7 +737,19 @@ void lmc_matvec_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
                    const int8_t *qs, const float *d, const float *ds, float *y) {
     lmc_dot_fn dot = dot_for(t);
     const uint8_t *base = (const uint8_t *)w;
-    for (int64_t r = row_begin; r < row_end; r++) {
+    int64_t r = row_begin;
+#ifdef LMC_X86
+    // Pairs of rows for the 32-value formats (the output head and most projections); the pair kernels
+    // compute each row exactly as the single-row kernels do.
+    if (lmc_active_isa() >= LMC_ISA_AVX2 && (t == 8 || t == 6)) {
+        for (; r + 1 < row_end; r += 2) {
+            const uint8_t *p0 = base + r * row_bytes;
+            if (t == 8) dot2_q8_0_avx2(p0, p0 + row_bytes, n / 32, qs, d, y + (r - row_begin));
+            else dot2_q5_0_avx2(p0, p0 + row_bytes, n / 32, qs, d, y + (r - row_begin));
+        }
+    }
+#endif
+    for (; r < row_end; r++) {
         y[r - row_begin] = dot ? dot(base + r * row_bytes, n, qs, d, ds) : NAN;
     }
 }

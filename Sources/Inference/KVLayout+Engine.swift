@@ -8,7 +8,4 @@ extension KVLayout {
     public static func engine(layers: Int, kvHeads: Int, headDim: Int) -> KVLayout {
         KVLayout(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: .float32)
     }
-
-    /// Floats of one token's K (or V) in one layer.
-    package var rowElements: Int { kvHeads * headDim }
 }

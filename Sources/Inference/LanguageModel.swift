@@ -48,7 +48,8 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// Hyperparameters.
     var configuration: ModelConfiguration { get }
 
-    /// The shape of this model's KV memory.
+    /// The shape of this model's KV chunks as the cache stores them; its dtype is the lossless export
+    /// format (``SequenceKV/exportKV(_:as:)`` default).
     var kvLayout: KVLayout { get }
 
     /// Identifies the weights (the GGUF file's fingerprint), for cache keys.

@@ -114,6 +114,7 @@ final class TransformerCore: Sendable {
         self.output = output
     }
 
+    /// The engine's KV layout: float32 pages (the KV connector stores them as float16 when that is exact).
     var kvLayout: KVLayout {
         KVLayout.engine(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
     }
@@ -127,7 +128,7 @@ final class TransformerCore: Sendable {
         let c = spec.configuration
         let n = tokens.count
         guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
-        guard kv.layout == kvLayout else { throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)") }
+        guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else { throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)") }
         for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
             throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
         }
@@ -165,30 +166,33 @@ final class TransformerCore: Sendable {
                 linear(w.k, x: h, y: k, count: n, firstPosition: p0, ws)
                 linear(w.v, x: h, y: v, count: n, firstPosition: p0, ws)
             }
-            for i in 0..<n {
-                let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
-                if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
-                if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
-                if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
-                if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
-                if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
-                let position = p0 + i
-                switch spec.rope {
-                case .neox:
-                    Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                case .normal:
-                    Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            // Per token: biases, QK norms, RoPE, KV write (tokens in parallel for large batches).
+            Parallel.forRanges(n, minimumPerPart: 16) { tokens in
+                for i in tokens {
+                    let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
+                    if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
+                    if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
+                    if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
+                    if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
+                    if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
+                    let position = p0 + i
+                    switch spec.rope {
+                    case .neox:
+                        Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                        Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                    case .normal:
+                        Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                        Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+                    }
+                    if Ops.emulateHalfPrecision {
+                        // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
+                        Ops.roundToHalf(qi, count: qWidth)
+                        Ops.roundToHalf(ki, count: kvWidth)
+                        Ops.roundToHalf(vi, count: kvWidth)
+                    }
+                    kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
+                    kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
                 }
-                if Ops.emulateHalfPrecision {
-                    // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
-                    Ops.roundToHalf(qi, count: qWidth)
-                    Ops.roundToHalf(ki, count: kvWidth)
-                    Ops.roundToHalf(vi, count: kvWidth)
-                }
-                kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
-                kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
             }
             let views = kv.views(layer: l)
             let shape = AttentionShape(
@@ -248,11 +252,27 @@ private func linear(
     firstPosition: Int,
     _ ws: Workspace
 ) {
+    var blocks: [Range<Int>] = []
     var i = 0
     while i < count {
         let n = min(linearBlockTokens - (firstPosition + i) % linearBlockTokens, count - i)
-        Linear.matmul(w, x: x + i * w.columns, count: n, y: y + i * w.rows, scratch: ws.linear)
+        blocks.append(i..<(i + n))
         i += n
+    }
+    // A one-token block takes the decode kernels (as a lone token would).
+    for block in blocks where block.count == 1 {
+        Linear.matvec([(w, y + block.lowerBound * w.rows)], x: x + block.lowerBound * w.columns, scratch: ws.linear)
+    }
+    let batched = blocks.filter { $0.count > 1 }
+    guard !batched.isEmpty else { return }
+    if Linear.defaultStrategy == .sgemm || !w.usesQuantizedDot {
+        Linear.sgemmBlocks(w, x: x, blocks: batched, y: y, scratch: ws.linear)
+    } else {
+        for block in batched {
+            Linear.matmul(
+                w, x: x + block.lowerBound * w.columns, count: block.count, y: y + block.lowerBound * w.rows,
+                scratch: ws.linear)
+        }
     }
 }
 

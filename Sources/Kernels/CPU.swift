@@ -10,11 +10,12 @@ public enum KernelISA: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// The best level this CPU supports.
     public static var best: KernelISA { KernelISA(rawValue: Int(lmc_cpu_isa())) ?? .generic }
 
-    /// The level the kernels use now.
+    /// The level the kernels use now on this thread.
     public static var active: KernelISA { KernelISA(rawValue: Int(lmc_active_isa())) ?? .generic }
 
-    /// Restricts the kernels to `level` (for tests and comparisons); `nil` restores automatic choice.
-    /// A level above ``best`` is ignored.
+    /// Restricts the kernels called from the current thread to `level` (for tests and comparisons);
+    /// `nil` restores automatic choice. A level above ``best`` is ignored. Work that the kernels hand to
+    /// other threads is not affected.
     package static func force(_ level: KernelISA?) { lmc_force_isa(Int32(level?.rawValue ?? -1)) }
 
     public var description: String {

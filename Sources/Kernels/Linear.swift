@@ -296,9 +296,23 @@ package enum Linear {
         ldy: Int,
         scratch: LinearScratch
     ) {
+        sgemmBlocks(w, x: x, blocks: [0..<count], y: y, ldy: ldy, scratch: scratch)
+    }
+
+    /// Y = X · Wᵀ for several token blocks with sgemm, dequantizing each weight tile once for all blocks.
+    /// Each block is one sgemm call per tile (its own M), so a block's result does not depend on the others.
+    package static func sgemmBlocks(
+        _ w: WeightMatrix,
+        x: UnsafePointer<Float>,
+        blocks: [Range<Int>],
+        y: UnsafeMutablePointer<Float>,
+        ldy: Int? = nil,
+        scratch: LinearScratch
+    ) {
         _ = Parallel.configureBLAS
+        let ldy = ldy ?? w.rows
         // Jobs of `tileRows` weight rows: each worker dequantizes a tile into its own buffer and
-        // multiplies it with all tokens (single-threaded sgemm per worker).
+        // multiplies it with every block (single-threaded sgemm per worker).
         let tileRows = min(w.rows, max(16, (1 << 18) / w.columns))
         let jobs = (w.rows + tileRows - 1) / tileRows
         let buffers = (0..<Parallel.threadCount).map { scratch.workerTile($0, tileRows * w.columns) }
@@ -307,12 +321,14 @@ package enum Linear {
             let n = min(tileRows, w.rows - r0)
             let tile = buffers[worker]
             w.dequantizeRows(r0..<(r0 + n), into: tile)
-            cblas_sgemm(
-                CblasRowMajor, CblasNoTrans, CblasTrans,
-                Int32(count), Int32(n), Int32(w.columns),
-                1, x, Int32(w.columns),
-                tile, Int32(w.columns),
-                0, y + r0, Int32(ldy))
+            for block in blocks {
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans,
+                    Int32(block.count), Int32(n), Int32(w.columns),
+                    1, x + block.lowerBound * w.columns, Int32(w.columns),
+                    tile, Int32(w.columns),
+                    0, y + block.lowerBound * ldy + r0, Int32(ldy))
+            }
         }
     }
 

@@ -13,6 +13,16 @@ package enum Ops {
     /// With it on, every stored K/V value is exactly representable in half precision.
     package static let emulateHalfPrecision: Bool = ProcessInfo.processInfo.environment["LMCACHE_EMULATE_HALF"] != "0"
 
+    /// Converts `count` floats to half-precision bit patterns.
+    package static func convertToHalf(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, count: Int) {
+        lmc_convert_f32_to_f16(x, y, Int64(count))
+    }
+
+    /// Converts `count` half-precision bit patterns to floats.
+    package static func convertFromHalf(_ x: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        lmc_convert_f16_to_f32(x, y, Int64(count))
+    }
+
     /// Rounds `count` floats to half precision in place.
     @inline(__always)
     package static func roundToHalf(_ x: UnsafeMutablePointer<Float>, count: Int) {
@@ -30,6 +40,14 @@ package enum Ops {
         eps: Float,
         out: UnsafeMutablePointer<Float>
     ) {
+        if rows >= 32 && rows * count >= 32_768 {
+            // Large batches: rows in parallel.
+            Parallel.forRanges(rows) { range in
+                rmsNorm(x + range.lowerBound * count, weight: weight, count: count, rows: range.count, eps: eps,
+                        out: out + range.lowerBound * count)
+            }
+            return
+        }
         for r in 0..<rows {
             let xr = x + r * count, yr = out + r * count
             var sum = 0.0
@@ -126,23 +144,17 @@ package enum Ops {
     ///
     /// Uses 0.5·(1 + tanh(u)) = 1 / (1 + e^(−2u)), one `expf` per value.
     package static func gegluTanh(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
-        let c: Float = 2 * 0.797_884_560_802_865_4  // 2·sqrt(2/π)
-        // llama.cpp looks GELU up in a table indexed by the half-precision input and holding
-        // half-precision outputs.
-        let half = emulateHalfPrecision
-        if half { roundToHalf(gate, count: count) }
-        for i in 0..<count {
-            let x = gate[i]
-            let g: Float
-            if x > 10 {
-                g = x
-            } else if x < -10 {
-                g = 0
-            } else {
-                g = x / (1 + expf(-c * x * (1 + 0.044715 * x * x)))
+        if count >= 65_536 {
+            Parallel.forRanges(count / 8, minimumPerPart: 4096) { range in
+                let lo = range.lowerBound * 8
+                let hi = range.upperBound == count / 8 ? count : range.upperBound * 8
+                lmc_geglu_tanh(gate + lo, up + lo, Int64(hi - lo), emulateHalfPrecision ? 1 : 0)
             }
-            gate[i] = half ? lmc_round_f16_scalar(g) * up[i] : g * up[i]
+            return
         }
+        // llama.cpp looks GELU up in a table indexed by the half-precision input and holding
+        // half-precision outputs; with emulation on, input and output are rounded likewise.
+        lmc_geglu_tanh(gate, up, Int64(count), emulateHalfPrecision ? 1 : 0)
     }
 
     /// The index of the largest of `count` floats (the first on ties).
@@ -166,16 +178,7 @@ package enum Ops {
 
     /// x = softmax(x) over `count` floats; −∞ entries get probability 0.
     package static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        var m = -Float.infinity
-        for i in 0..<count where x[i] > m { m = x[i] }
-        var sum: Float = 0
-        for i in 0..<count {
-            let e = expf(x[i] - m)
-            x[i] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for i in 0..<count { x[i] *= inv }
+        lmc_softmax(x, Int64(count))
     }
 
     /// y[i] += x[i].

@@ -25,8 +25,9 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
         self.dtype = dtype
     }
 
-    /// `model@1@0@<32 hex digits>@dtype`; at most 110 bytes.
-    public var description: String { "\(modelName)@1@0@\(hash)@\(dtype)" }
+    /// `model@1@0@<32 hex digits>@dtype`, with the dtype spelled as LMCache spells it (`half`,
+    /// `bfloat16`, `float`); at most 110 bytes.
+    public var description: String { "\(modelName)@1@0@\(hash)@\(dtype.lmcacheName)" }
 
     public static func == (lhs: CacheKey, rhs: CacheKey) -> Bool {
         lhs.hash == rhs.hash && lhs.tokenCount == rhs.tokenCount
@@ -41,7 +42,7 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
     public init?(parsing text: some StringProtocol, tokenCount: Int) {
         let parts = text.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 5, Int(parts[1]) != nil, Int(parts[2]) != nil,
-            let hash = ChunkHash(hex: parts[3]), let dtype = KVDType(rawValue: String(parts[4]))
+            let hash = ChunkHash(hex: parts[3]), let dtype = KVDType(keyName: parts[4])
         else { return nil }
         self.init(hash: hash, tokenCount: tokenCount, modelName: String(parts[0]), dtype: dtype)
     }

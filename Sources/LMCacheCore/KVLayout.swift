@@ -21,6 +21,26 @@ public enum KVDType: String, Sendable, Hashable, CaseIterable, CustomStringConve
         }
     }
 
+    /// The name LMCache gives the dtype in key strings: `half`, `bfloat16`, `float`.
+    public var lmcacheName: String {
+        switch self {
+        case .float16: "half"
+        case .bfloat16: "bfloat16"
+        case .float32: "float"
+        }
+    }
+
+    /// Looks a dtype up by its LMCache key name (`half`, `bfloat16`, `float`) or by this type's own
+    /// names (`float16`, `bfloat16`, `float32`).
+    public init?(keyName: some StringProtocol) {
+        switch keyName {
+        case "half", "float16": self = .float16
+        case "bfloat16": self = .bfloat16
+        case "float", "float32": self = .float32
+        default: return nil
+        }
+    }
+
     /// Looks a dtype up by its `lm://` code; `nil` for codes this project does not store.
     public init?(wireCode: Int32) {
         switch wireCode {

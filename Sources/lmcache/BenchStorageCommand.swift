@@ -31,6 +31,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
     enum Tier: String, ExpressibleByArgument, CaseIterable {
         case cpu
         case disk
+        /// An `lm://` server through the remote tier, against redis-server (BenchStorageCommand+LMServer.swift).
+        case lm
     }
 
     @Option(help: "The tier to measure: \(Tier.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -63,6 +65,7 @@ struct BenchStorageCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if tier == .lm { return try await runLMServer() }
         let logger = CommandLogging.bootstrap(label: "lmcache.bench")
         let config = try cache.load(logger: logger).configuration
         let parts = layout.split(separator: "x").compactMap { Int($0) }
@@ -138,6 +141,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
                 ("put_vs_baseline", Self.format(Self.median(baseline) / Self.median(puts))),
                 ("get_vs_baseline", Self.format(Self.median(baseline) / Self.median(gets))),
             ]
+        case .lm:
+            preconditionFailure("measured by runLMServer()")
         case .disk:
             report += try DiskBenchmark(
                 directory: config.localDisk,

@@ -6,8 +6,8 @@ struct LMCacheCommand: AsyncParsableCommand {
         commandName: "lmcache",
         abstract: "A KV-cache layer for LLM inference, with its own CPU engine for GGUF models.",
         subcommands: [
-            ServeCommand.self, ConfigCommand.self, BenchCommand.self, InspectCommand.self, GenerateCommand.self, PerplexityCommand.self,
-            DebugCommand.self,
+            ServeCommand.self, ConfigCommand.self, BenchCommand.self, InspectCommand.self, GenerateCommand.self,
+            PerplexityCommand.self, ServerCommand.self, DebugCommand.self,
         ]
     )
 }

@@ -133,8 +133,10 @@ struct AttentionTests {
 
 @Suite("Ops")
 struct OpsTests {
-    @Test("RMSNorm, GELU-tanh, SiLU and softmax match their formulas")
-    func elementwise() {
+    @Test("RMSNorm, GELU-tanh, SiLU and softmax match their formulas", arguments: KernelISA.allCases)
+    func elementwise(isa: KernelISA) {
+        KernelISA.force(isa)
+        defer { KernelISA.force(nil) }
         var x: [Float] = [1, -2, 3, 0.5]
         let w: [Float] = [1, 2, 0.5, 1]
         var y = [Float](repeating: 0, count: 4)
@@ -158,6 +160,23 @@ struct OpsTests {
         for i in 0..<6 {
             let v = Double(g0[i])
             #expect(abs(Double(s[i]) - v / (1 + exp(-v)) * Double(up[i])) < 1e-5)
+        }
+        // Vector paths: 8 at a time plus a tail.
+        var rng = SplitMix(seed: 31)
+        var long = (0..<37).map { _ in rng.float() * 20 }
+        let original = long
+        Ops.softmax(&long, count: long.count)
+        let m = original.map(Double.init).max()!
+        let total = original.reduce(0.0) { $0 + exp(Double($1) - m) }
+        for i in 0..<37 { #expect(abs(Double(long[i]) - exp(Double(original[i]) - m) / total) < 1e-6) }
+        var g2 = (0..<41).map { _ in rng.float() * 6 }
+        let g2Original = g2
+        let ones = [Float](repeating: 1, count: 41)
+        Ops.gegluTanh(gate: &g2, up: ones, count: 41)
+        for i in 0..<41 {
+            let v = Double(g2Original[i])
+            let gelu = 0.5 * v * (1 + tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)))
+            #expect(abs(Double(g2[i]) - gelu) < (Ops.emulateHalfPrecision ? 5e-3 * max(1, abs(gelu)) : 1e-5))
         }
         x = [1, 2, 3, -.infinity]
         Ops.softmax(&x, count: 4)

@@ -68,12 +68,16 @@ struct LinearTests {
         var y = [Float](repeating: .nan, count: rows)
         try bytes.withUnsafeBytes { raw in
             let matrix = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
+            // On this thread only (the ISA is forced per thread).
+            let act = scratch.activation(for: matrix)
+            if matrix.usesQuantizedDot {
+                act.quantize(x, count: columns, superBlocks: matrix.usesSuperBlockActivation)
+            }
             y.withUnsafeMutableBufferPointer { yp in
-                Linear.matvec([(matrix, yp.baseAddress!)], x: x, scratch: scratch)
+                Linear.rowDots(matrix, rows: 0..<rows, x: x, act: act, y: yp.baseAddress!)
             }
             if matrix.usesQuantizedDot {
                 // The kernels see x through its int8 quantization: compare with that exact input.
-                let act = scratch.activation(for: matrix)
                 for i in 0..<columns { x[i] = act.d[i / 32] * Float(act.qs[i]) }
             }
         }
@@ -141,16 +145,18 @@ struct LinearTests {
 
 @Suite("Linear batching")
 struct LinearBatchingTests {
-    @Test("a token's quantized product is bit-identical alone, in a batch, and through matvec")
-    func batchIndependence() throws {
-        let rows = 96, columns = 512, tokens = 13
-        let bytes = randomWeights(.q4_K, rows: rows, columns: columns, seed: 21)
+    @Test(
+        "a token's quantized product is bit-identical alone, in a batch, and through matvec",
+        arguments: [GGMLType.q4_K, .q8_0, .q5_0, .q6_K])
+    func batchIndependence(type: GGMLType) throws {
+        let rows = 97, columns = 512, tokens = 13
+        let bytes = randomWeights(type, rows: rows, columns: columns, seed: 21)
         var rng = SplitMix(seed: 22)
         let x = (0..<(tokens * columns)).map { _ in rng.float() }
         var batched = [Float](repeating: 0, count: tokens * rows)
         var single = [Float](repeating: 0, count: rows)
         try bytes.withUnsafeBytes { raw in
-            let matrix = try WeightMatrix(type: .q4_K, rows: rows, columns: columns, base: raw.baseAddress!)
+            let matrix = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
             let scratch = LinearScratch()
             batched.withUnsafeMutableBufferPointer {
                 Linear.matmul(matrix, x: x, count: tokens, y: $0.baseAddress!, strategy: .quantized, scratch: scratch)

@@ -28,7 +28,8 @@ int lmc_cpu_isa(void);
 /// The level the kernels use now.
 int lmc_active_isa(void);
 
-/// Forces a level (for tests); a level the CPU lacks, or a negative value, restores automatic choice.
+/// Forces a level on the calling thread only (for tests); a level the CPU lacks, or a negative value,
+/// restores automatic choice.
 void lmc_force_isa(int level);
 
 /// Quantizes `n` floats (n % 32 == 0) to Q8 activations.
@@ -43,6 +44,12 @@ void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, flo
 
 /// Rounds `n` floats to the nearest half-precision value, in place.
 void lmc_round_f16(float *x, int64_t n);
+
+/// Converts `n` floats to IEEE half-precision bits (round to nearest even).
+void lmc_convert_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+
+/// Converts `n` half-precision values to floats.
+void lmc_convert_f16_to_f32(const uint16_t *x, float *y, int64_t n);
 
 /// `f` rounded to the nearest half-precision value.
 float lmc_round_f16_scalar(float f);
@@ -64,6 +71,13 @@ void lmc_matvec_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t 
 void lmc_matmul_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
                    int64_t n, int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y,
                    int64_t ldy);
+
+/// gate[i] = gelu_tanh(gate[i]) · up[i]; with `round_half`, the GELU input and output are rounded to
+/// half precision (as llama.cpp's table does).
+void lmc_geglu_tanh(float *gate, const float *up, int64_t n, int round_half);
+
+/// x = softmax(x) over n floats (−∞ entries become 0).
+void lmc_softmax(float *x, int64_t n);
 
 /// Converts IEEE half-precision bits to float.
 float lmc_f16_to_f32(uint16_t h);

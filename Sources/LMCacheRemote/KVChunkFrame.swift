@@ -1,0 +1,210 @@
+public import LMCacheCore
+public import NIOCore
+
+/// The payload framing our remote tier puts around a ``KVChunk`` in an `lm://` value.
+///
+/// LMCache's protocol carries opaque bytes plus a format, a dtype and a shape; our chunks also
+/// need their token ids (checked on every hit) and their exact layout. So the value is a
+/// self-describing frame, 64 header bytes, then the tokens, then the KV bytes
+/// (all integers little-endian):
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | magic `LMKV` |
+/// | 4 | 2 | version, 1 |
+/// | 6 | 2 | header size, 64 |
+/// | 8 | 4 | token count |
+/// | 12 | 4 | layers |
+/// | 16 | 4 | KV heads |
+/// | 20 | 4 | head size |
+/// | 24 | 4 | dtype, as its `lm://` code (2 float16, 3 bfloat16, 4 float32) |
+/// | 28 | 4 | reserved, 0 |
+/// | 32 | 8 | KV byte count |
+/// | 40 | 16 | the chunk hash (low, then high 64 bits) |
+/// | 56 | 8 | checksum of bytes 0..<56, the tokens and the KV bytes |
+/// | 64 | 4 × tokens | token ids, `int32` |
+/// | … | KV byte count | the KV bytes, laid out as ``KVLayout`` says |
+///
+/// The `lm://` header of such a PUT describes the value as LMCache describes opaque bytes:
+/// format ``wireFormat`` (LMCache's `BINARY`), dtype ``wireDType`` (`uint8`) and shape
+/// `[value length, 0, 0, 0]`, so LMCache's own server stores it like any other value. Decoding
+/// checks every field against the key asked for and the checksum against the bytes; a value that fails any check (another client's
+/// value, a truncated or corrupted one) decodes to `nil`, which the tier reports as a miss.
+public enum KVChunkFrame {
+    /// Bytes before the tokens.
+    public static let headerSize = 64
+    /// The frame's version.
+    public static let version: UInt16 = 1
+    /// The `lm://` format code our frames are stored with: LMCache's `MemoryFormat.BINARY`.
+    /// (LMCache's server rejects format codes it does not know.)
+    public static let wireFormat: Int32 = 4
+    /// The `lm://` dtype code our frames are stored with: `uint8`.
+    public static let wireDType: Int32 = 6
+    /// The most tokens a frame may declare.
+    public static let maximumTokens = 1 << 20
+    private static let magic: UInt32 = 0x564B_4D4C  // "LMKV" read as a little-endian UInt32.
+
+    /// The frame header and the tokens of `chunk` (the KV bytes follow them on the wire).
+    public static func prefix(of chunk: KVChunk, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: headerSize + 4 * chunk.tokens.count)
+        let layout = chunk.layout
+        buffer.writeInteger(magic, endianness: .little)
+        buffer.writeInteger(version, endianness: .little)
+        buffer.writeInteger(UInt16(headerSize), endianness: .little)
+        buffer.writeInteger(UInt32(chunk.tokens.count), endianness: .little)
+        buffer.writeInteger(UInt32(layout.layers), endianness: .little)
+        buffer.writeInteger(UInt32(layout.kvHeads), endianness: .little)
+        buffer.writeInteger(UInt32(layout.headDim), endianness: .little)
+        buffer.writeInteger(layout.dtype.wireCode, endianness: .little)
+        buffer.writeInteger(UInt32(0), endianness: .little)
+        buffer.writeInteger(UInt64(chunk.byteCount), endianness: .little)
+        buffer.writeInteger(chunk.key.hash.low, endianness: .little)
+        buffer.writeInteger(chunk.key.hash.high, endianness: .little)
+        var tokens = allocator.buffer(capacity: 4 * chunk.tokens.count)
+        for token in chunk.tokens { tokens.writeInteger(token, endianness: .little) }
+        let checksum = buffer.withUnsafeReadableBytes { head in
+            tokens.withUnsafeReadableBytes { tokenBytes in
+                chunk.withUnsafeBytes { kv in FrameChecksum.of(head, tokenBytes, kv) }
+            }
+        }
+        buffer.writeInteger(checksum, endianness: .little)
+        buffer.writeBuffer(&tokens)
+        return buffer
+    }
+
+    /// The whole frame of `chunk` in one buffer (one copy of the KV bytes).
+    public static func encode(_ chunk: KVChunk, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var buffer = prefix(of: chunk, allocator: allocator)
+        buffer.reserveCapacity(minimumWritableBytes: chunk.byteCount)
+        _ = chunk.withUnsafeBytes { buffer.writeBytes($0) }
+        return buffer
+    }
+
+    /// Decodes the frame in `bytes` as the chunk stored under `key`.
+    /// - Parameters:
+    ///   - bytes: The value, valid while `owner` lives.
+    ///   - key: The key that was asked for; the frame must name the same hash and token count.
+    ///   - owner: Keeps `bytes` alive; the returned chunk holds it and points into it.
+    /// - Returns: The chunk, or `nil` when the bytes are not a valid frame for `key`.
+    static func decode(_ bytes: UnsafeRawBufferPointer, key: CacheKey, owner: any AnyObject & Sendable) -> KVChunk? {
+        guard bytes.count >= headerSize,
+            bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == magic,
+            bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self).littleEndian == version,
+            Int(bytes.loadUnaligned(fromByteOffset: 6, as: UInt16.self).littleEndian) == headerSize
+        else { return nil }
+        func u32(_ offset: Int) -> Int {
+            Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
+        }
+        let tokenCount = u32(8)
+        let layers = u32(12)
+        let kvHeads = u32(16)
+        let headDim = u32(20)
+        let limit = 1 << 16
+        guard tokenCount == key.tokenCount, tokenCount <= maximumTokens,
+            (1...limit).contains(layers), (1...limit).contains(kvHeads), (1...limit).contains(headDim),
+            let dtype = KVDType(wireCode: Int32(truncatingIfNeeded: u32(24))), dtype.wireCode == Int32(u32(24)),
+            u32(28) == 0
+        else { return nil }
+        let layout = KVLayout(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: dtype)
+        // Each factor is at most 2^16 (tokens 2^20, size 4), so no product overflows 64 bits.
+        let kvCount = layout.byteCount(tokens: tokenCount)
+        guard UInt64(kvCount) == bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian,
+            bytes.count == headerSize + 4 * tokenCount + kvCount,
+            bytes.loadUnaligned(fromByteOffset: 40, as: UInt64.self).littleEndian == key.hash.low,
+            bytes.loadUnaligned(fromByteOffset: 48, as: UInt64.self).littleEndian == key.hash.high
+        else { return nil }
+        let tokenBytes = UnsafeRawBufferPointer(rebasing: bytes[headerSize..<(headerSize + 4 * tokenCount)])
+        let kvBytes = UnsafeRawBufferPointer(rebasing: bytes[(headerSize + 4 * tokenCount)...])
+        let stored = bytes.loadUnaligned(fromByteOffset: 56, as: UInt64.self).littleEndian
+        guard FrameChecksum.of(UnsafeRawBufferPointer(rebasing: bytes[0..<56]), tokenBytes, kvBytes) == stored else {
+            return nil
+        }
+        var tokens: [Int32] = []
+        tokens.reserveCapacity(tokenCount)
+        for i in 0..<tokenCount {
+            tokens.append(Int32(littleEndian: tokenBytes.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
+        }
+        return KVChunk(
+            key: key,
+            tokens: tokens,
+            layout: layout,
+            storage: FramedChunkStorage(owner: owner, bytes: kvBytes)
+        )
+    }
+}
+
+extension KVChunkFrame {
+    /// Decodes a frame held in `buffer` (a copy), for tests and tools.
+    package static func decodeForTesting(_ buffer: ByteBuffer, key: CacheKey) -> KVChunk? {
+        let storage = buffer.withUnsafeReadableBytes { HeapChunkStorage(copying: $0) }
+        return decode(storage.bytes, key: key, owner: storage)
+    }
+}
+
+/// The KV bytes of a decoded frame, inside the reply memory that `owner` keeps alive.
+///
+/// `@unchecked Sendable`: `owner` is immutable once the reply is complete, and it lives as long
+/// as this object, so `bytes` stays valid and unchanged.
+final class FramedChunkStorage: KVChunkStorage, @unchecked Sendable {
+    let owner: any AnyObject & Sendable
+    let bytes: UnsafeRawBufferPointer
+
+    init(owner: any AnyObject & Sendable, bytes: UnsafeRawBufferPointer) {
+        self.owner = owner
+        self.bytes = bytes
+    }
+}
+
+/// A fast 64-bit checksum for frames: four lanes of a Fletcher-style sum over 64-bit words
+/// (position-dependent, so swapped or shifted blocks change it), finished with a 64-bit mixer.
+/// It detects accidental corruption and foreign data; it is not meant to resist an adversary.
+enum FrameChecksum {
+    static func of(_ parts: UnsafeRawBufferPointer...) -> UInt64 {
+        var result: UInt64 = 0x243F_6A88_85A3_08D3
+        for part in parts {
+            result = mix(result ^ lanes(part) &+ UInt64(part.count))
+        }
+        return result
+    }
+
+    private static func lanes(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var a0: UInt64 = 1
+        var a1: UInt64 = 2
+        var a2: UInt64 = 3
+        var a3: UInt64 = 4
+        var b0: UInt64 = 0
+        var b1: UInt64 = 0
+        var b2: UInt64 = 0
+        var b3: UInt64 = 0
+        let blocks = bytes.count / 32
+        if blocks > 0 {
+            let base = bytes.baseAddress!
+            for block in 0..<blocks {
+                // Every load is inside the first `blocks * 32` bytes.
+                let p = base + block * 32
+                a0 &+= p.loadUnaligned(as: UInt64.self)
+                a1 &+= p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                a2 &+= p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+                a3 &+= p.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
+                b0 &+= a0
+                b1 &+= a1
+                b2 &+= a2
+                b3 &+= a3
+            }
+        }
+        var tail: UInt64 = 0
+        for (i, byte) in bytes[(blocks * 32)...].enumerated() {
+            tail = tail &* 0x100_0000_01B3 ^ UInt64(byte) &+ UInt64(i)
+        }
+        return mix(a0 ^ mix(b0)) &+ mix(a1 ^ mix(b1)) &* 3 &+ mix(a2 ^ mix(b2)) &* 5 &+ mix(a3 ^ mix(b3)) &* 7
+            &+ mix(tail)
+    }
+
+    /// SplitMix64's finalizer.
+    private static func mix(_ value: UInt64) -> UInt64 {
+        var z = value &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

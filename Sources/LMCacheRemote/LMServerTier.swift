@@ -1,0 +1,377 @@
+public import LMCacheCore
+public import LMCacheStorage
+import LMCacheWire
+public import Logging
+import Metrics
+public import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A storage tier on an `lm://` cache server (`remote_url: lm://host:port`).
+///
+/// Chunks are stored as ``KVChunkFrame`` values under their key's text form
+/// (`model@1@0@hash@dtype`). The tier keeps a small pool of connections; requests from
+/// concurrent callers are pipelined on them, and replies are matched in order. All requests for
+/// one key go over the same connection, so a `get` after a `put` of the same key sees it
+/// (the server answers each connection in order).
+///
+/// **Failures are misses.** When the server is down, slow or answers nonsense, `get` returns
+/// `nil`, `contains` returns `false` and `put` returns `false`; nothing is thrown to the caller.
+/// A connection that fails is dropped; the next request reconnects, and after a failed connect
+/// the tier waits (exponential backoff, from ``Options/minimumBackoff`` to
+/// ``Options/maximumBackoff``) before trying again, answering misses at once meanwhile. So an
+/// engine computes what it cannot load, and finds the server again when it comes back.
+///
+/// The protocol has no delete: ``remove(_:)`` does nothing and returns `false`.
+///
+/// ```swift
+/// let tier = LMServerTier(host: "localhost", port: 65432)
+/// try await tier.put(chunk)
+/// let hit = try await tier.get(chunk.key)
+/// ```
+public final class LMServerTier: StorageTier {
+    /// Connection and timing settings.
+    public struct Options: Sendable {
+        /// Connections in the pool. Default 4.
+        public var connections: Int = 4
+        /// Time allowed to connect. Default 1 s.
+        public var connectTimeout: Duration = .seconds(1)
+        /// Time allowed for one reply (a GET's whole payload). Default 10 s.
+        public var requestTimeout: Duration = .seconds(10)
+        /// The first wait after a failed connect. Default 100 ms.
+        public var minimumBackoff: Duration = .milliseconds(100)
+        /// The longest wait between connect attempts. Default 5 s.
+        public var maximumBackoff: Duration = .seconds(5)
+        /// The largest value sent or accepted. Default 1 GiB.
+        public var maximumValueBytes: Int = 1 << 30
+
+        /// The default options.
+        public init() {}
+    }
+
+    public let name = "lm"
+    /// The server's address.
+    public let host: String
+    /// The server's port.
+    public let port: Int
+    private let options: Options
+    private let logger: Logger
+    private let eventLoopGroup: any EventLoopGroup
+    private let slots: [Slot]
+    private let nextSlot = Atomic<Int>(0)
+    private let metrics: TierMetrics
+
+    /// Creates the tier; it connects on first use.
+    public init(
+        host: String,
+        port: Int,
+        options: Options = Options(),
+        eventLoopGroup: (any EventLoopGroup)? = nil,
+        logger: Logger = Logger(label: "lmcache.remote.lm")
+    ) {
+        precondition(options.connections > 0, "LMServerTier needs at least one connection")
+        self.host = host
+        self.port = port
+        self.options = options
+        self.eventLoopGroup = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
+        self.logger = logger
+        slots = (0..<options.connections).map { _ in Slot() }
+        metrics = TierMetrics()
+    }
+
+    // MARK: StorageTier
+
+    /// Whether the server holds `key`; `false` when it cannot be asked.
+    public func contains(_ key: CacheKey) async -> Bool {
+        guard let reply = try? await send(.exist, key: Self.wireKey(key)) else { return false }
+        return reply.header.isSuccess
+    }
+
+    /// The chunk under `key`; `nil` on a miss, when the server is unreachable, or when the value
+    /// is not a valid frame for `key`.
+    public func get(_ key: CacheKey) async throws -> KVChunk? {
+        let reply: LMClientReply
+        do {
+            reply = try await send(.get, key: Self.wireKey(key))
+        } catch {
+            metrics.misses.increment()
+            return nil
+        }
+        guard reply.header.isSuccess, let payload = reply.payload else {
+            metrics.misses.increment()
+            return nil
+        }
+        guard let chunk = KVChunkFrame.decode(payload.bytes, key: key, owner: payload) else {
+            metrics.corrupt.increment()
+            metrics.misses.increment()
+            logger.debug(
+                "a value that is not a valid chunk frame for its key; treated as a miss",
+                metadata: ["lmcache.chunk.key": "\(key)", "lmcache.bytes": "\(payload.count)"]
+            )
+            return nil
+        }
+        metrics.hits.increment()
+        return chunk
+    }
+
+    /// Sends `chunk` to the server. `true` once the bytes are handed to the connection; `false`
+    /// when the server is unreachable or the chunk exceeds ``Options/maximumValueBytes``.
+    @discardableResult
+    public func put(_ chunk: KVChunk) async throws -> Bool {
+        let total = KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount
+        guard total <= options.maximumValueBytes else { return false }
+        guard let channel = await channel(slot: slot(for: Self.wireKey(chunk.key))) else { return false }
+        let allocator = channel.allocator
+        var payload = KVChunkFrame.prefix(of: chunk, allocator: allocator)
+        payload.reserveCapacity(minimumWritableBytes: chunk.byteCount)
+        _ = chunk.withUnsafeBytes { payload.writeBytes($0) }
+        let header = LMRequestHeader(
+            command: .put,
+            key: Self.wireKey(chunk.key),
+            length: Int32(total),
+            format: KVChunkFrame.wireFormat,
+            dtype: KVChunkFrame.wireDType,
+            shape: LMShape([Int32(total)])
+        )
+        do {
+            try await channel.writeAndFlush(LMClientRequest(header: header, payload: payload, reply: nil))
+            metrics.stores.increment()
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// The key string stored on the server: `model@1@0@hash@dtype`, with the dtype named as
+    /// LMCache names it (`half`, `bfloat16`, `float`), so that LMCache's own server, which parses
+    /// every key, accepts it.
+    public static func wireKey(_ key: CacheKey) -> String { key.description }
+
+    /// Does nothing: the `lm://` protocol has no delete. Returns `false`.
+    @discardableResult
+    public func remove(_ key: CacheKey) async -> Bool { false }
+
+    // MARK: Batches and raw values
+
+    /// Whether the server holds each key, asked in one pipelined burst.
+    public func contains(_ keys: [CacheKey]) async -> [Bool] {
+        await withTaskGroup(of: (Int, Bool).self) { group in
+            for (i, key) in keys.enumerated() { group.addTask { (i, await self.contains(key)) } }
+            var result = [Bool](repeating: false, count: keys.count)
+            for await (i, found) in group { result[i] = found }
+            return result
+        }
+    }
+
+    /// The chunks under `keys`, fetched concurrently over the pool; `nil` for each miss.
+    public func get(_ keys: [CacheKey]) async -> [KVChunk?] {
+        await withTaskGroup(of: (Int, KVChunk?).self) { group in
+            for (i, key) in keys.enumerated() { group.addTask { (i, try? await self.get(key)) } }
+            var result = [KVChunk?](repeating: nil, count: keys.count)
+            for await (i, chunk) in group { result[i] = chunk }
+            return result
+        }
+    }
+
+    /// Whether the server answers HEALTH with 200.
+    public func isHealthy() async -> Bool {
+        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
+        guard let channel = await channel(slot: index) else { return false }
+        let reply = try? await send(.health, key: LMRequestHeader.placeholderKey, on: channel)
+        guard let reply else { return false }
+        return reply.header.isSuccess
+    }
+
+    /// Stores opaque bytes under `key` (benchmarks and tools), described as LMCache describes
+    /// binary values (format `BINARY`, dtype `uint8`, shape `[length, 0, 0, 0]`).
+    package func putRaw(_ key: String, _ payload: ByteBuffer) async -> Bool {
+        guard payload.readableBytes <= options.maximumValueBytes, let channel = await channel(slot: slot(for: key))
+        else {
+            return false
+        }
+        let length = Int32(payload.readableBytes)
+        let header = LMRequestHeader(
+            command: .put,
+            key: key,
+            length: length,
+            format: KVChunkFrame.wireFormat,
+            dtype: KVChunkFrame.wireDType,
+            shape: LMShape([length])
+        )
+        do {
+            try await channel.writeAndFlush(LMClientRequest(header: header, payload: payload, reply: nil))
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// The opaque bytes under `key` (benchmarks and tools); `nil` on a miss or failure.
+    package func getRaw(_ key: String) async -> LMReplyPayload? {
+        guard let reply = try? await send(.get, key: key), reply.header.isSuccess else { return nil }
+        return reply.payload ?? LMReplyPayload(count: 0)
+    }
+
+    // MARK: Connections
+
+    /// The pool slot for `key`: requests for one key always share a connection, so a GET sent
+    /// after a PUT of the same key is answered after that PUT was stored.
+    private func slot(for key: String) -> Int {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        return Int(hash % UInt64(slots.count))
+    }
+
+    private func send(_ command: LMCommand, key: String) async throws -> LMClientReply {
+        guard let channel = await channel(slot: slot(for: key)) else { throw LMClientError.backingOff }
+        return try await send(command, key: key, on: channel)
+    }
+
+    private func send(_ command: LMCommand, key: String, on channel: any Channel) async throws -> LMClientReply {
+        let promise = channel.eventLoop.makePromise(of: LMClientReply.self)
+        let timeout = channel.eventLoop.scheduleTask(in: TimeAmount(options.requestTimeout)) {
+            // A late reply would arrive out of step: drop the connection, failing what waits on it.
+            promise.fail(LMClientError.connectionClosed)
+            channel.close(promise: nil)
+        }
+        let request = LMClientRequest(
+            header: LMRequestHeader(command: command, key: key),
+            payload: ByteBuffer(),
+            reply: promise
+        )
+        // A write on a closed channel never reaches the handler that would fail the reply.
+        // (Completing a promise twice is a no-op in NIO, so the handler and these may race.)
+        channel.writeAndFlush(request).whenFailure { promise.fail($0) }
+        defer { timeout.cancel() }
+        return try await promise.futureResult.get()
+    }
+
+    /// One connection of the pool and its state.
+    private final class Slot: Sendable {
+        let state = Mutex(SlotState.idle(failures: 0))
+    }
+
+    private enum SlotState {
+        case idle(failures: Int)
+        case connecting(EventLoopFuture<any Channel>)
+        case connected(any Channel)
+        case backingOff(until: NIODeadline, failures: Int)
+    }
+
+    private enum SlotAction {
+        case use(any Channel)
+        case wait(EventLoopFuture<any Channel>)
+        case connect(failures: Int)
+        case missFast
+    }
+
+    /// A connected channel, connecting if need be; `nil` while the server is unreachable.
+    private func channel(slot index: Int) async -> (any Channel)? {
+        let slot = slots[index]
+        let now = NIODeadline.now()
+        let action: SlotAction = slot.state.withLock { state in
+            switch state {
+            case .connected(let channel) where channel.isActive:
+                return .use(channel)
+            case .connected:
+                state = .idle(failures: 0)
+                return .connect(failures: 0)
+            case .connecting(let future):
+                return .wait(future)
+            case .backingOff(let until, let failures):
+                if now < until { return .missFast }
+                return .connect(failures: failures)
+            case .idle(let failures):
+                return .connect(failures: failures)
+            }
+        }
+        switch action {
+        case .use(let channel):
+            return channel
+        case .missFast:
+            return nil
+        case .wait(let future):
+            return try? await future.get()
+        case .connect(let failures):
+            let future = makeConnection()
+            // Another caller may have started connecting meanwhile; both attempts are harmless.
+            slot.state.withLock { $0 = .connecting(future) }
+            do {
+                let channel = try await future.get()
+                slot.state.withLock { $0 = .connected(channel) }
+                if failures > 0 {
+                    logger.info("lm:// server reachable again", metadata: ["lmcache.remote": "\(host):\(port)"])
+                }
+                let owner = slots[index]
+                channel.closeFuture.whenComplete { _ in
+                    owner.state.withLock { state in
+                        if case .connected(let current) = state, current === channel { state = .idle(failures: 0) }
+                    }
+                }
+                return channel
+            } catch {
+                let backoff = self.backoff(afterFailures: failures + 1)
+                slot.state.withLock { $0 = .backingOff(until: .now() + backoff, failures: failures + 1) }
+                metrics.connectFailures.increment()
+                if failures == 0 {
+                    logger.info(
+                        "lm:// server unreachable; answering misses until it is back",
+                        metadata: ["lmcache.remote": "\(host):\(port)", "lmcache.error": "\(error)"]
+                    )
+                }
+                return nil
+            }
+        }
+    }
+
+    private func backoff(afterFailures failures: Int) -> TimeAmount {
+        let minimum = TimeAmount(options.minimumBackoff).nanoseconds
+        let maximum = TimeAmount(options.maximumBackoff).nanoseconds
+        let shift = min(failures - 1, 20)
+        return .nanoseconds(min(maximum, minimum << shift))
+    }
+
+    private func makeConnection() -> EventLoopFuture<any Channel> {
+        let maximumReply = options.maximumValueBytes
+        return ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(TimeAmount(options.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20)
+            )
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(LMClientHandler(maximumReplyBytes: maximumReply))
+                }
+            }
+            .connect(host: host, port: port)
+    }
+
+    /// Closes every connection. Requests after this reconnect.
+    public func close() async {
+        for slot in slots {
+            let channel: (any Channel)? = slot.state.withLock { state in
+                defer { state = .idle(failures: 0) }
+                if case .connected(let channel) = state { return channel }
+                return nil
+            }
+            try? await channel?.close()
+        }
+    }
+
+    private struct TierMetrics: Sendable {
+        let hits = Counter(label: "lmcache.storage.hits", dimensions: [("tier", "lm")])
+        let misses = Counter(label: "lmcache.storage.misses", dimensions: [("tier", "lm")])
+        let stores = Counter(label: "lmcache.storage.stores", dimensions: [("tier", "lm")])
+        let corrupt = Counter(label: "lmcache.storage.corrupt", dimensions: [("tier", "lm")])
+        let connectFailures = Counter(label: "lmcache.remote.connect_failures", dimensions: [("tier", "lm")])
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,112 @@
+import LMCacheWire
+import Logging
+import NIOCore
+
+/// What one connection has sent and what of it the decoder has turned into requests; shared by
+/// the two handlers around the decoder, which run on the connection's event loop.
+final class FrameProgress {
+    var received = 0
+    var consumed = 0
+    var lastProgress = NIODeadline.now()
+
+    var hasPartialFrame: Bool { received > consumed }
+}
+
+@available(*, unavailable)
+extension FrameProgress: Sendable {}
+
+/// Sits before the request decoder: notes every read and checks the timeouts on a timer.
+///
+/// A connection with a partial request buffered that has made no progress for `stallTimeout`
+/// is closed; so is one with nothing buffered and no progress for `idleTimeout`.
+final class ConnectionTimeoutHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let progress: FrameProgress
+    private let idleTimeout: TimeAmount
+    private let stallTimeout: TimeAmount
+    private let logger: Logger
+    private var timer: RepeatedTask?
+
+    init(progress: FrameProgress, idleTimeout: Duration, stallTimeout: Duration, logger: Logger) {
+        self.progress = progress
+        self.idleTimeout = TimeAmount(idleTimeout)
+        self.stallTimeout = TimeAmount(stallTimeout)
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let tick = TimeAmount.nanoseconds(
+            max(TimeAmount.milliseconds(20).nanoseconds, min(idleTimeout, stallTimeout).nanoseconds / 4)
+        )
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+            loopBoundSelf.value.check(context: loopBoundContext.value)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        progress.received += unwrapInboundIn(data).readableBytes
+        progress.lastProgress = .now()
+        context.fireChannelRead(data)
+    }
+
+    private func check(context: ChannelHandlerContext) {
+        let quiet = NIODeadline.now() - progress.lastProgress
+        if progress.hasPartialFrame, quiet >= stallTimeout {
+            logger.info(
+                "closing a connection that stalled in the middle of a request",
+                metadata: [
+                    "lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+                    "lmcache.buffered_bytes": "\(progress.received - progress.consumed)",
+                ]
+            )
+            timer?.cancel()
+            context.close(promise: nil)
+        } else if !progress.hasPartialFrame, quiet >= idleTimeout {
+            logger.debug(
+                "closing an idle connection",
+                metadata: ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"]
+            )
+            timer?.cancel()
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// Sits after the request decoder: counts the bytes of each whole request it produced.
+final class RequestProgressHandler: ChannelInboundHandler {
+    typealias InboundIn = LMRequest
+    typealias InboundOut = LMRequest
+
+    private let progress: FrameProgress
+
+    init(progress: FrameProgress) { self.progress = progress }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let request = unwrapInboundIn(data)
+        progress.consumed += LMRequestHeader.size + request.payload.readableBytes
+        progress.lastProgress = .now()
+        context.fireChannelRead(data)
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

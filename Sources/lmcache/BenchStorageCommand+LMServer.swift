@@ -1,0 +1,313 @@
+import ArgumentParser
+import FoundationEssentials
+import LMCacheCore
+import LMCacheRemote
+import LMCacheServer
+import Logging
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `lmcache bench storage --tier lm`: the `lm://` server and its tier against redis-server.
+///
+/// The same chunks go through (1) our remote tier (frames with tokens and checksum, one
+/// connection), (2) raw `lm://` PUT/GET of the chunk bytes, and (3) raw SET/GET of the same
+/// bytes on a redis-server started on loopback for the run, all from this process, one request
+/// at a time. Reads copy each value out to a destination buffer, as an engine loading KV does.
+/// The server is `remote_url` when the configuration names an `lm://` one, else an in-process
+/// server on a free loopback port.
+extension BenchStorageCommand {
+    func runLMServer() async throws {
+        let logger = CommandLogging.bootstrap(label: "lmcache.bench")
+        let config = try cache.load(logger: logger).configuration
+        let parts = layout.split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 3, parts.allSatisfy({ $0 > 0 }), let kvDType = KVDType(rawValue: dtype) else {
+            throw ValidationError("--layout must be LAYERSxKV_HEADSxHEAD_DIM and --dtype float16, bfloat16 or float32")
+        }
+        let kvLayout = KVLayout(layers: parts[0], kvHeads: parts[1], headDim: parts[2], dtype: kvDType)
+        let chunkBytes = kvLayout.byteCount(tokens: chunkTokens)
+        let chunkCount = max(1, Int((sizeGib * Double(1 << 30) / Double(chunkBytes)).rounded(.up)))
+        let totalBytes = chunkCount * chunkBytes
+
+        let tokens = (0..<(chunkCount * chunkTokens)).map { Int32(truncatingIfNeeded: $0 &* 2_654_435_761 % 262_144) }
+        let keyer = ChunkKeyer(
+            model: ModelIdentity(name: "bench", fingerprint: "0"),
+            layout: kvLayout,
+            chunkSize: chunkTokens
+        )
+        var seed: UInt64 = 0x9e37_79b9_7f4a_7c15
+        let chunks: [KVChunk] = keyer.chunks(for: tokens).map { keyed in
+            let storage = HeapChunkStorage(count: chunkBytes) { bytes in
+                for i in stride(from: 0, to: chunkBytes - 7, by: 8) {
+                    seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    bytes.storeBytes(of: seed, toByteOffset: i, as: UInt64.self)
+                }
+            }
+            return KVChunk(key: keyed.key, tokens: Array(tokens[keyed.range]), layout: kvLayout, storage: storage)
+        }
+        let values: [ByteBuffer] = chunks.map { chunk in chunk.withUnsafeBytes { ByteBuffer(bytes: $0) } }
+        let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: totalBytes, alignment: 4096)
+        defer { destination.deallocate() }
+        memset(destination.baseAddress!, 0, totalBytes)
+
+        let redis = try RedisProcess.start(logger: logger)
+        defer { redis?.stop() }
+
+        let endpoint = config.remoteURL.flatMap { $0.scheme == "lm" ? $0.endpoints.first : nil }
+        let server =
+            endpoint == nil
+            ? LMServer(
+                configuration: LMServerConfiguration(
+                    host: "127.0.0.1",
+                    port: 0,
+                    capacityBytes: 2 * totalBytes + (256 << 20),
+                    maximumValueBytes: chunkBytes + (1 << 20)
+                ),
+                logger: logger
+            )
+            : nil
+
+        let report: [(String, String)] = try await withThrowingTaskGroup(of: Void.self) { group in
+            if let server { group.addTask { try await server.run() } }
+            defer { group.cancelAll() }
+            let host = endpoint?.host ?? "127.0.0.1"
+            let port = try await server?.listeningPort() ?? endpoint!.port
+            var options = LMServerTier.Options()
+            options.connections = 1
+            options.maximumValueBytes = chunkBytes + (1 << 20)
+            options.requestTimeout = .seconds(60)
+            let tier = LMServerTier(host: host, port: port, options: options, logger: logger)
+            guard await tier.isHealthy() else { throw CommandFailure("no lm:// server answers at \(host):\(port)") }
+            var redisClient: RESPClient?
+            if let redis { redisClient = try await RESPClient.connect(host: "127.0.0.1", port: redis.port) }
+
+            // Keys LMCache's own server can parse (model@world_size@worker_id@hex_hash@dtype).
+            func rawKey(_ iteration: Int, _ index: Int) -> String {
+                "bench-raw@1@0@\(String(iteration << 32 | index, radix: 16))@half"
+            }
+            func copyOut(_ index: Int, _ bytes: UnsafeRawBufferPointer) {
+                precondition(bytes.count == chunkBytes, "a value of \(bytes.count) bytes came back")
+                memcpy(destination.baseAddress! + index * chunkBytes, bytes.baseAddress!, chunkBytes)
+            }
+            func verify(_ what: String) throws {
+                for (index, chunk) in chunks.enumerated() {
+                    let same = chunk.withUnsafeBytes {
+                        memcmp($0.baseAddress!, destination.baseAddress! + index * chunkBytes, chunkBytes) == 0
+                    }
+                    guard same else { throw CommandFailure("\(what): bytes read back differ from bytes stored") }
+                }
+                memset(destination.baseAddress!, 0, totalBytes)
+            }
+
+            var tierPut: [Double] = []
+            var tierGet: [Double] = []
+            var rawPut: [Double] = []
+            var rawGet: [Double] = []
+            var redisPut: [Double] = []
+            var redisGet: [Double] = []
+            for iteration in 0..<iterations {
+                // Our tier: frames with tokens and checksum. A HEALTH round trip ends each put phase,
+                // so every PUT (which has no reply) has been handled.
+                tierPut.append(
+                    try await Self.seconds {
+                        for chunk in chunks {
+                            guard try await tier.put(chunk) else { throw CommandFailure("put declined") }
+                        }
+                        _ = await tier.isHealthy()
+                    }
+                )
+                tierGet.append(
+                    try await Self.seconds {
+                        for (index, chunk) in chunks.enumerated() {
+                            guard let hit = try await tier.get(chunk.key) else { throw CommandFailure("lm tier: miss") }
+                            hit.withUnsafeBytes { copyOut(index, $0) }
+                        }
+                    }
+                )
+                try verify("lm tier")
+
+                // Raw values over lm://.
+                rawPut.append(
+                    try await Self.seconds {
+                        for (index, value) in values.enumerated() {
+                            guard await tier.putRaw(rawKey(iteration, index), value) else {
+                                throw CommandFailure("raw put failed")
+                            }
+                        }
+                        _ = await tier.isHealthy()
+                    }
+                )
+                rawGet.append(
+                    try await Self.seconds {
+                        for index in values.indices {
+                            guard let hit = await tier.getRaw(rawKey(iteration, index)) else {
+                                throw CommandFailure("lm raw: miss")
+                            }
+                            hit.withUnsafeBytes { copyOut(index, $0) }
+                        }
+                    }
+                )
+                try verify("lm raw")
+
+                // The same raw values on redis-server.
+                if let redisClient {
+                    redisPut.append(
+                        try await Self.seconds {
+                            for (index, value) in values.enumerated() {
+                                try await redisClient.set(rawKey(iteration, index), value)
+                            }
+                        }
+                    )
+                    redisGet.append(
+                        try await Self.seconds {
+                            for index in values.indices {
+                                guard let hit = try await redisClient.get(rawKey(iteration, index)) else {
+                                    throw CommandFailure("redis: miss")
+                                }
+                                hit.withUnsafeBytes { copyOut(index, $0) }
+                            }
+                        }
+                    )
+                    try verify("redis")
+                    _ = try await redisClient.send(["FLUSHALL"])
+                }
+            }
+            await redisClient?.close()
+            await tier.close()
+
+            let gb = Double(totalBytes) / 1e9
+            func gbps(_ runs: [Double]) -> Double { runs.isEmpty ? .nan : gb / Self.median(runs) }
+            var report: [(String, String)] = [
+                ("tier", "\"lm\""),
+                ("server", endpoint == nil ? "\"in-process\"" : "\"\(host):\(port)\""),
+                ("bytes", "\(totalBytes)"),
+                ("chunk_bytes", "\(chunkBytes)"),
+                ("chunks", "\(chunkCount)"),
+                ("iterations", "\(iterations)"),
+                ("put_gbps", Self.format(gbps(tierPut))),
+                ("get_gbps", Self.format(gbps(tierGet))),
+                ("raw_put_gbps", Self.format(gbps(rawPut))),
+                ("raw_get_gbps", Self.format(gbps(rawGet))),
+                ("baseline", redisClient == nil ? "null" : "\"redis-server\""),
+            ]
+            if redisClient != nil {
+                report += [
+                    ("baseline_put_gbps", Self.format(gbps(redisPut))),
+                    ("baseline_get_gbps", Self.format(gbps(redisGet))),
+                    ("get_vs_baseline", Self.format(gbps(tierGet) / gbps(redisGet))),
+                    ("raw_get_vs_baseline", Self.format(gbps(rawGet) / gbps(redisGet))),
+                    ("put_vs_baseline", Self.format(gbps(tierPut) / gbps(redisPut))),
+                ]
+            }
+            return report
+        }
+        if json {
+            print("{" + report.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+        } else {
+            for (key, value) in report { print("\(key.padded(to: 20)) \(value)") }
+        }
+    }
+
+    static func seconds(_ body: () async throws -> Void) async throws -> Double {
+        let start = ContinuousClock.now
+        try await body()
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+}
+
+/// A redis-server started for the benchmark on a free loopback port, without persistence.
+struct RedisProcess {
+    let pid: pid_t
+    let port: Int
+
+    /// Starts `redis-server` from the PATH; `nil` (with a warning) when there is none.
+    static func start(logger: Logger) throws -> RedisProcess? {
+        let searchPath = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/usr/local/bin"
+        let candidates: [String] = searchPath.split(separator: ":").map { "\($0)/redis-server" }
+        let path = candidates.first { access($0, X_OK) == 0 }
+        guard let path else {
+            logger.warning("redis-server not found; no baseline (install Debian's redis-server)")
+            return nil
+        }
+        let port = try freePort()
+        let arguments = [
+            path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--loglevel", "warning", "--logfile", "/dev/null", "--proto-max-bulk-len", "1gb",
+            "--client-output-buffer-limit", "normal 0 0 0",
+        ]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        // The child starts with no blocked signals and default handlers, whatever this process set.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, path, nil, &attributes, &argv, environ)
+        guard status == 0 else { throw CommandFailure("cannot start redis-server: error \(status)") }
+        let process = RedisProcess(pid: pid, port: port)
+        // Wait until it accepts connections.
+        for _ in 0..<200 {
+            if canConnect(port: port) { return process }
+            usleep(25_000)
+        }
+        process.stop()
+        throw CommandFailure("redis-server did not start listening on port \(port)")
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL if it is still there after two seconds.
+    func stop() {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        for _ in 0..<200 {
+            if waitpid(pid, &status, WNOHANG) == pid { return }
+            usleep(10_000)
+        }
+        kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+    }
+
+    private static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw CommandFailure("cannot find a free port") }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+}

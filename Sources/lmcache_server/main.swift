@@ -1,0 +1,53 @@
+// `lmcache_server HOST PORT [DEVICE]`: LMCache's cache-server command line, as LMCache users
+// type it. DEVICE (LMCache's `cpu`) is accepted and ignored: values live in CPU memory.
+// `lmcache server --help` has the same server with every option.
+
+import LMCacheServer
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+func printError(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+}
+
+let arguments = CommandLine.arguments
+guard (3...4).contains(arguments.count), let port = Int(arguments[2]), (0...65535).contains(port) else {
+    printError("usage: lmcache_server HOST PORT [cpu]\n")
+    printError("  a cache server for LMCache's lm:// protocol; budget from LMCACHE_SERVER_MAX_SIZE (GiB, default 4)\n")
+    exit(2)
+}
+var capacity = 4 << 30
+if let text = getenv("LMCACHE_SERVER_MAX_SIZE").map({ String(cString: $0) }) {
+    guard let gib = Double(text), gib > 0, gib < 1_048_576 else {
+        printError("error: LMCACHE_SERVER_MAX_SIZE must be a positive number of GiB, not \"\(text)\"\n")
+        exit(2)
+    }
+    capacity = Int(gib * Double(1 << 30))
+}
+
+let level = getenv("LMCACHE_LOG_LEVEL").map { String(cString: $0) }.flatMap { Logger.Level(rawValue: $0.lowercased()) }
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = level ?? .info
+    return handler
+}
+let logger = Logger(label: "lmcache.server")
+let server = LMServer(
+    configuration: LMServerConfiguration(host: arguments[1], port: port, capacityBytes: capacity),
+    logger: logger
+)
+let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+do {
+    try await group.run()
+} catch {
+    printError("error: \(error)\n")
+    exit(1)
+}

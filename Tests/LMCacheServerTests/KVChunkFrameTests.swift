@@ -1,0 +1,68 @@
+import LMCacheCore
+import LMCacheRemote
+import NIOCore
+import Testing
+
+/// The remote tier's payload framing, with no network.
+struct KVChunkFrameTests {
+    static func smallChunk() -> KVChunk {
+        LMServerTierTests.chunk(
+            seed: 3,
+            tokens: 4,
+            layout: KVLayout(layers: 1, kvHeads: 1, headDim: 2, dtype: .float16)
+        )
+    }
+
+    @Test("a frame decodes to the same chunk")
+    func roundTrip() throws {
+        let chunk = Self.smallChunk()
+        let frame = KVChunkFrame.encode(chunk)
+        #expect(frame.readableBytes == KVChunkFrame.headerSize + 4 * 4 + chunk.byteCount)
+        let back = try #require(KVChunkFrame.decodeForTesting(frame, key: chunk.key))
+        #expect(back.contentEquals(chunk))
+    }
+
+    @Test("any flipped byte, any truncation, and another key's frame decode to nothing")
+    func corruption() {
+        let chunk = Self.smallChunk()
+        let frame = KVChunkFrame.encode(chunk)
+        for offset in 0..<frame.readableBytes {
+            for bit in [UInt8(1), 0x80] {
+                var bad = frame
+                bad.setInteger(bad.getInteger(at: offset, as: UInt8.self)! ^ bit, at: offset)
+                #expect(KVChunkFrame.decodeForTesting(bad, key: chunk.key) == nil, "byte \(offset) bit \(bit)")
+            }
+        }
+        for length in 0..<frame.readableBytes {
+            #expect(KVChunkFrame.decodeForTesting(frame.getSlice(at: 0, length: length)!, key: chunk.key) == nil)
+        }
+        var longer = frame
+        longer.writeInteger(UInt8(0))
+        #expect(KVChunkFrame.decodeForTesting(longer, key: chunk.key) == nil)
+        let other = LMServerTierTests.chunk(seed: 4, tokens: 4, layout: chunk.layout)
+        #expect(KVChunkFrame.decodeForTesting(frame, key: other.key) == nil)
+    }
+
+    @Test("random bytes never decode and never crash")
+    func randomBytes() {
+        let key = Self.smallChunk().key
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let count = Int.random(in: 0...200, using: &generator)
+            var buffer = ByteBuffer(bytes: (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            if count >= 8 { buffer.setBytes(Array("LMKV".utf8) + [1, 0, 64, 0], at: 0) }
+            #expect(KVChunkFrame.decodeForTesting(buffer, key: key) == nil)
+        }
+    }
+
+    @Test("server keys name the dtype as LMCache does, so its server can parse them")
+    func wireKeys() {
+        let hash = ChunkHash(low: 1, high: 2)
+        for (dtype, name) in [(KVDType.float16, "half"), (.bfloat16, "bfloat16"), (.float32, "float")] {
+            let key = CacheKey(hash: hash, tokenCount: 256, modelName: "org/model", dtype: dtype)
+            let text = LMServerTier.wireKey(key)
+            #expect(text == "org/model@1@0@\(hash)@\(name)")
+            #expect(text.utf8.count <= 150)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import LMCacheCore
+import LMCacheRemote
+import Testing
+
+/// `lmcache_server` as a real, separate process: killed mid-stream and restarted under a tier
+/// that lives through both, and stopped gracefully by SIGTERM.
+struct ServerProcessTests {
+    /// The `lmcache_server` binary next to the test bundle in the build directory.
+    static var executable: URL {
+        URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: "lmcache_server")
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func start(port: Int) throws -> Process {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = ["127.0.0.1", "\(port)"]
+        process.environment = ["LMCACHE_SERVER_MAX_SIZE": "0.25", "LMCACHE_LOG_LEVEL": "warning"]
+        try process.run()
+        return process
+    }
+
+    @Test("a tier misses while the server process is killed and finds it again after a restart")
+    func killAndRestartProcess() async throws {
+        let port = try Self.freePort()
+        var options = LMServerTierTests.fastOptions()
+        options.requestTimeout = .seconds(5)
+        let tier = LMServerTier(host: "127.0.0.1", port: port, options: options)
+        let chunks = (0..<6).map { LMServerTierTests.chunk(seed: UInt64(100 + $0), tokens: 64) }
+
+        var server = try Self.start(port: port)
+        #expect(await eventually { await tier.isHealthy() })
+        for chunk in chunks { #expect(try await tier.put(chunk)) }
+        for chunk in chunks { #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true) }
+
+        // Killed outright in the middle of a stream of reads: misses, no errors, no wrong data.
+        let reader = Task {
+            var misses = 0
+            for _ in 0..<50 {
+                for chunk in chunks {
+                    if let hit = try await tier.get(chunk.key) {
+                        #expect(hit.contentEquals(chunk))
+                    } else {
+                        misses += 1
+                    }
+                }
+            }
+            return misses
+        }
+        try await Task.sleep(for: .milliseconds(30))
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        #expect(try await reader.value > 0)
+        #expect(try await tier.get(chunks[0].key) == nil)
+        #expect(try await tier.put(chunks[0]) == false)
+
+        // Restarted (empty): the same tier reconnects by itself.
+        server = try Self.start(port: port)
+        #expect(await eventually { (try? await tier.put(chunks[1])) == true })
+        #expect(await eventually { (try? await tier.get(chunks[1].key))??.contentEquals(chunks[1]) == true })
+        await tier.close()
+
+        // SIGTERM: a graceful shutdown, exit status 0.
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        #expect(server.terminationReason == .exit && server.terminationStatus == 0)
+    }
+}

@@ -1,0 +1,105 @@
+import LMCacheServer
+import LMCacheWire
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// Runs an in-process server on a free loopback port for the duration of `body`.
+func withServer<R: Sendable>(
+    _ configuration: LMServerConfiguration = LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 64 << 20),
+    _ body: @Sendable (LMServer, Int) async throws -> R
+) async throws -> R {
+    var configuration = configuration
+    configuration.host = "127.0.0.1"
+    let server = LMServer(configuration: configuration, logger: Logger(label: "test.server"))
+    // Stopped by a graceful shutdown, as the executables stop it on SIGTERM.
+    let services = ServiceGroup(services: [server], logger: Logger(label: "test.services"))
+    return try await withThrowingTaskGroup(of: R?.self) { group in
+        group.addTask {
+            try await services.run()
+            return nil
+        }
+        let port = try await server.listeningPort()
+        let result: R
+        do {
+            result = try await body(server, port)
+        } catch {
+            await services.triggerGracefulShutdown()
+            throw error
+        }
+        await services.triggerGracefulShutdown()
+        while try await group.next() != nil {}
+        return result
+    }
+}
+
+/// A raw TCP connection for byte-level tests.
+struct RawConnection {
+    let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    var buffered = ByteBuffer()
+
+    func send(_ buffer: ByteBuffer) async throws { try await outbound.write(buffer) }
+
+    func send(_ header: LMRequestHeader, payload: [UInt8] = []) async throws {
+        var buffer = ByteBuffer()
+        header.write(to: &buffer)
+        buffer.writeBytes(payload)
+        try await outbound.write(buffer)
+    }
+
+    /// Exactly `count` bytes, or `nil` when the connection closed first.
+    mutating func read(_ count: Int) async throws -> ByteBuffer? {
+        while buffered.readableBytes < count {
+            guard var more = try await iterator.next() else { return nil }
+            buffered.writeBuffer(&more)
+        }
+        return buffered.readSlice(length: count)
+    }
+
+    mutating func readReply() async throws -> (LMReplyHeader, [UInt8])? {
+        guard var head = try await read(LMReplyHeader.size), let header = LMReplyHeader.read(from: &head) else {
+            return nil
+        }
+        if header.isSuccess && header.length > 0 {
+            guard let payload = try await read(Int(header.length)) else { return nil }
+            return (header, Array(payload.readableBytesView))
+        }
+        return (header, [])
+    }
+
+    /// Whether the server closed the connection (reads until end of stream, discarding).
+    mutating func isClosed() async -> Bool {
+        do {
+            while try await iterator.next() != nil {}
+            return true
+        } catch {
+            return true
+        }
+    }
+}
+
+func withRawConnection<R: Sendable>(port: Int, _ body: (inout RawConnection) async throws -> R) async throws -> R {
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
+        }
+    return try await channel.executeThenClose { inbound, outbound in
+        var connection = RawConnection(channel: channel, iterator: inbound.makeAsyncIterator(), outbound: outbound)
+        return try await body(&connection)
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(timeout: Duration = .seconds(15), _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return await condition()
+}
