@@ -81,7 +81,8 @@ public final class GenerationEngine: Sendable {
         guard !request.prompt.isEmpty else { throw InferenceError.invalidInput("the prompt has no tokens") }
         guard request.prompt.count < contextLength else {
             throw InferenceError.invalidInput(
-                "the prompt has \(request.prompt.count) tokens; the model's context is \(contextLength)")
+                "the prompt has \(request.prompt.count) tokens; the model's context is \(contextLength)"
+            )
         }
         let lookup: CacheLookup? =
             if let connector { await connector.lookup(request.prompt, salt: request.salt) } else { nil }
@@ -98,13 +99,16 @@ public final class GenerationEngine: Sendable {
                         continuation.resume(throwing: CancellationError())
                         return
                     }
-                    let cache = connector.flatMap { connector in lookup.map { PromptCache(connector: connector, lookup: $0) } }
+                    let cache = connector.flatMap { connector in
+                        lookup.map { PromptCache(connector: connector, lookup: $0) }
+                    }
                     continuation.resume(
                         with: Result { () throws(InferenceError) -> GenerationResult in
                             try worker.run(request, maxTokens: maxTokens, tokenizer: tokenizer, cache: cache) {
                                 !cancelled.isSet && onToken($0, $1)
                             }
-                        })
+                        }
+                    )
                 }
             }
         } onCancel: {

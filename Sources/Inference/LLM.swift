@@ -97,11 +97,18 @@ public final class LLM: Sendable {
             for prompt in prompts {
                 let tokens = engine.tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
                 let result = try await engine.generate(
-                    GenerationRequest(prompt: tokens, maxTokens: maxTokens, sampling: sampling, stop: stop, salt: salt))
+                    GenerationRequest(prompt: tokens, maxTokens: maxTokens, sampling: sampling, stop: stop, salt: salt)
+                )
                 completions.append(
                     Completion(
-                        prompt: prompt, text: result.text, tokens: result.tokens, finishReason: result.finishReason,
-                        promptTokens: result.promptTokens, cachedTokens: result.cachedTokens))
+                        prompt: prompt,
+                        text: result.text,
+                        tokens: result.tokens,
+                        finishReason: result.finishReason,
+                        promptTokens: result.promptTokens,
+                        cachedTokens: result.cachedTokens
+                    )
+                )
             }
             return completions
         }

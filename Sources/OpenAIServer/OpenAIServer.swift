@@ -98,7 +98,8 @@ public struct OpenAIServer: Sendable {
             Self.json(
                 ModelList(data: [
                     .init(id: configuration.modelName, created: created, maxModelLength: maxModelLength)
-                ]))
+                ])
+            )
         }
         router.get("/metrics") { _, _ in
             Response(
@@ -149,7 +150,9 @@ public struct OpenAIServer: Sendable {
             response = Self.errorResponse(APIError(message: error.message))
         } catch {
             logger.error("request failed", metadata: ["lmcache.error": "\(error)"])
-            response = Self.errorResponse(APIError(status: .internalServerError, message: "\(error)", type: "server_error"))
+            response = Self.errorResponse(
+                APIError(status: .internalServerError, message: "\(error)", type: "server_error")
+            )
         }
         metrics.countRequest(endpoint: endpoint, status: response.status.code)
         return response
@@ -177,10 +180,16 @@ public struct OpenAIServer: Sendable {
                 case .finish(let reason, let usage):
                     var chunks = [
                         CompletionResponse(
-                            id: id, created: created, model: model, choices: [.init(text: "", finishReason: reason)])
+                            id: id,
+                            created: created,
+                            model: model,
+                            choices: [.init(text: "", finishReason: reason)]
+                        )
                     ]
                     if includeUsage {
-                        chunks.append(CompletionResponse(id: id, created: created, model: model, choices: [], usage: usage))
+                        chunks.append(
+                            CompletionResponse(id: id, created: created, model: model, choices: [], usage: usage)
+                        )
                     }
                     return chunks
                 }
@@ -189,10 +198,13 @@ public struct OpenAIServer: Sendable {
         let (result, usage) = try await run(generation)
         return Self.json(
             CompletionResponse(
-                id: id, created: created, model: model,
+                id: id,
+                created: created,
+                model: model,
                 choices: [.init(text: result.text, finishReason: Self.finishReason(result.finishReason))],
                 usage: usage
-            ))
+            )
+        )
     }
 
     private func chatCompletions(_ request: Request) async throws -> Response {
@@ -212,8 +224,12 @@ public struct OpenAIServer: Sendable {
             let includeUsage = body.streamOptions?.includeUsage == true
             @Sendable func chunk(_ delta: ChatDelta, _ reason: String? = nil) -> ChatCompletionResponse {
                 ChatCompletionResponse(
-                    id: id, object: "chat.completion.chunk", created: created, model: model,
-                    choices: [ChatChoice(delta: delta, finishReason: reason)])
+                    id: id,
+                    object: "chat.completion.chunk",
+                    created: created,
+                    model: model,
+                    choices: [ChatChoice(delta: delta, finishReason: reason)]
+                )
             }
             return stream(generation) { event in
                 switch event {
@@ -226,8 +242,14 @@ public struct OpenAIServer: Sendable {
                     if includeUsage {
                         chunks.append(
                             ChatCompletionResponse(
-                                id: id, object: "chat.completion.chunk", created: created, model: model, choices: [],
-                                usage: usage))
+                                id: id,
+                                object: "chat.completion.chunk",
+                                created: created,
+                                model: model,
+                                choices: [],
+                                usage: usage
+                            )
+                        )
                     }
                     return chunks
                 }
@@ -236,14 +258,19 @@ public struct OpenAIServer: Sendable {
         let (result, usage) = try await run(generation)
         return Self.json(
             ChatCompletionResponse(
-                id: id, object: "chat.completion", created: created, model: model,
+                id: id,
+                object: "chat.completion",
+                created: created,
+                model: model,
                 choices: [
                     ChatChoice(
                         message: ChatDelta(role: "assistant", content: result.text),
-                        finishReason: Self.finishReason(result.finishReason))
+                        finishReason: Self.finishReason(result.finishReason)
+                    )
                 ],
                 usage: usage
-            ))
+            )
+        )
     }
 
     // MARK: Generation
@@ -269,7 +296,9 @@ public struct OpenAIServer: Sendable {
             throw APIError(
                 message: "This model's maximum context length is \(limit) tokens. However, your prompt has "
                     + "\(prompt.count) tokens. Please reduce the length of the prompt.",
-                param: "prompt", code: "context_length_exceeded")
+                param: "prompt",
+                code: "context_length_exceeded"
+            )
         }
         let room = limit - prompt.count
         let maxTokens = min(body.maxTokens ?? defaultMaxTokens ?? room, room)
@@ -282,8 +311,12 @@ public struct OpenAIServer: Sendable {
         let headerSalt = HTTPField.Name(Self.tenantHeader).flatMap { request.headers[$0] }
         let salt = body.cacheSalt ?? headerSalt
         return GenerationRequest(
-            prompt: prompt, maxTokens: maxTokens, sampling: sampling,
-            stop: body.stop?.values.filter { !$0.isEmpty } ?? [], salt: salt.flatMap { $0.isEmpty ? nil : $0 })
+            prompt: prompt,
+            maxTokens: maxTokens,
+            sampling: sampling,
+            stop: body.stop?.values.filter { !$0.isEmpty } ?? [],
+            salt: salt.flatMap { $0.isEmpty ? nil : $0 }
+        )
     }
 
     /// Runs a generation to the end and returns it with its usage.
@@ -300,9 +333,15 @@ public struct OpenAIServer: Sendable {
 
     private func record(_ result: GenerationResult) -> Usage {
         metrics.recordGeneration(
-            promptTokens: result.promptTokens, cachedTokens: result.cachedTokens, generatedTokens: result.tokens.count)
+            promptTokens: result.promptTokens,
+            cachedTokens: result.cachedTokens,
+            generatedTokens: result.tokens.count
+        )
         return Usage(
-            promptTokens: result.promptTokens, completionTokens: result.tokens.count, cachedTokens: result.cachedTokens)
+            promptTokens: result.promptTokens,
+            completionTokens: result.tokens.count,
+            cachedTokens: result.cachedTokens
+        )
     }
 
     /// What a streamed response sends, before formatting.
@@ -357,7 +396,8 @@ public struct OpenAIServer: Sendable {
                 if !rest.isEmpty { out.writeImmutableBuffer(Self.events(format(.text(rest)))) }
                 let usage = server.record(result)
                 out.writeImmutableBuffer(
-                    Self.events(format(.finish(reason: Self.finishReason(result.finishReason), usage: usage))))
+                    Self.events(format(.finish(reason: Self.finishReason(result.finishReason), usage: usage)))
+                )
                 out.writeString("data: [DONE]\n\n")
                 try await writer.write(out)
             }
@@ -378,7 +418,9 @@ public struct OpenAIServer: Sendable {
             buffer = try await request.collectBody(upTo: configuration.maxRequestBytes)
         } catch {
             throw APIError(
-                status: .contentTooLarge, message: "the request body exceeds \(configuration.maxRequestBytes) bytes")
+                status: .contentTooLarge,
+                message: "the request body exceeds \(configuration.maxRequestBytes) bytes"
+            )
         }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
@@ -440,8 +482,11 @@ public struct OpenAIServer: Sendable {
 
     static func errorResponse(_ error: APIError) -> Response {
         json(
-            ErrorBody(error: ErrorBody.Detail(message: error.message, type: error.type, param: error.param, code: error.code)),
-            status: error.status)
+            ErrorBody(
+                error: ErrorBody.Detail(message: error.message, type: error.type, param: error.param, code: error.code)
+            ),
+            status: error.status
+        )
     }
 }
 
@@ -473,7 +518,8 @@ final class FirstTokenClock: Sendable {
         guard !marked.exchange(true, ordering: .relaxed) else { return }
         let elapsed = ContinuousClock.now - start
         metrics.recordTTFT(
-            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        )
     }
 }
 

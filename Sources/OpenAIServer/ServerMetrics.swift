@@ -65,7 +65,11 @@ final class ServerMetrics: Sendable {
         }
         family("lmcache_requests_running", "gauge", "Generations in progress or queued.")
         out += "lmcache_requests_running \(s.running)\n"
-        family("lmcache_client_disconnects_total", "counter", "Streamed generations stopped because the client went away.")
+        family(
+            "lmcache_client_disconnects_total",
+            "counter",
+            "Streamed generations stopped because the client went away."
+        )
         out += "lmcache_client_disconnects_total \(s.disconnects)\n"
         family("lmcache_time_to_first_token_seconds", "histogram", "Time from request to first generated token.")
         for (index, bound) in Self.ttftBuckets.enumerated() {
@@ -74,7 +78,11 @@ final class ServerMetrics: Sendable {
         out += "lmcache_time_to_first_token_seconds_bucket{le=\"+Inf\"} \(s.ttftCount)\n"
         out += "lmcache_time_to_first_token_seconds_sum \(s.ttftSum)\n"
         out += "lmcache_time_to_first_token_seconds_count \(s.ttftCount)\n"
-        family("lmcache_prompt_tokens_total", "counter", "Prompt tokens, by whether they were computed or loaded from the cache.")
+        family(
+            "lmcache_prompt_tokens_total",
+            "counter",
+            "Prompt tokens, by whether they were computed or loaded from the cache."
+        )
         out += "lmcache_prompt_tokens_total{source=\"computed\"} \(s.promptTokensComputed)\n"
         out += "lmcache_prompt_tokens_total{source=\"cache\"} \(s.promptTokensLoaded)\n"
         family("lmcache_generation_tokens_total", "counter", "Generated tokens.")

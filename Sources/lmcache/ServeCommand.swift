@@ -35,7 +35,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "The model's name in the API (default: the file name without .gguf).")
     var servedModelName: String?
 
-    @Option(name: .customLong("max-model-len"), help: "Longest prompt plus completion, tokens (default: the model's context).")
+    @Option(
+        name: .customLong("max-model-len"),
+        help: "Longest prompt plus completion, tokens (default: the model's context)."
+    )
     var maxModelLength: Int?
 
     @Flag(help: "Serve without the KV cache (every prompt is computed).")
@@ -53,7 +56,8 @@ struct ServeCommand: AsyncParsableCommand {
             throw CommandFailure(
                 model == nil
                     ? "the default model is not installed at \(path): run scripts/fetch-model (it installs it from PyPI), or pass a GGUF file"
-                    : "model file \(path) does not exist")
+                    : "model file \(path) does not exist"
+            )
         }
         let loaded = try cacheArguments.load(logger: logger)
         let file = try GGUFFile(contentsOf: path)
@@ -65,11 +69,17 @@ struct ServeCommand: AsyncParsableCommand {
         if !noCache {
             let manager = try StorageManager(configuration: loaded.configuration, logger: logger)
             storage = manager
-            connector = KVConnector(storage: manager, model: languageModel, name: name, configuration: loaded.configuration)
+            connector = KVConnector(
+                storage: manager,
+                model: languageModel,
+                name: name,
+                configuration: loaded.configuration
+            )
         }
         let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: connector)
         let server = OpenAIServer(
-            engine: engine, storage: storage,
+            engine: engine,
+            storage: storage,
             configuration: .init(host: host, port: port, modelName: name, maxModelLength: maxModelLength),
             logger: logger
         )

@@ -21,13 +21,22 @@ func greedyContinuation(_ session: InferenceSession, logits first: [Float], coun
         let next = Sampler.argmax(logits)
         tokens.append(next)
         if tokens.count == count { break }
-        logits = try session.model.forward([next], sequence: session.sequence, outputs: .last, workspace: session.workspace)
+        logits = try session.model.forward(
+            [next],
+            sequence: session.sequence,
+            outputs: .last,
+            workspace: session.workspace
+        )
     }
     return tokens
 }
 
 /// Greedy generation without the cache, and the logits after the prompt.
-func uncachedRun(_ model: any LanguageModel, _ prompt: [Int32], maxTokens: Int = 6) throws -> (logits: [Float], tokens: [Int32]) {
+func uncachedRun(
+    _ model: any LanguageModel,
+    _ prompt: [Int32],
+    maxTokens: Int = 6
+) throws -> (logits: [Float], tokens: [Int32]) {
     let session = InferenceSession(model: model)
     let logits = try session.prefill(prompt)
     return (logits, try greedyContinuation(session, logits: logits, count: maxTokens))
@@ -35,7 +44,11 @@ func uncachedRun(_ model: any LanguageModel, _ prompt: [Int32], maxTokens: Int =
 
 /// The same through the connector (load, prefill the rest, save); returns the tokens loaded too.
 func cachedRun(
-    _ connector: KVConnector, _ model: any LanguageModel, _ prompt: [Int32], salt: String? = nil, maxTokens: Int = 6
+    _ connector: KVConnector,
+    _ model: any LanguageModel,
+    _ prompt: [Int32],
+    salt: String? = nil,
+    maxTokens: Int = 6
 ) async throws -> (logits: [Float], tokens: [Int32], loaded: Int) {
     let lookup = await connector.lookup(prompt, salt: salt)
     let session = InferenceSession(model: model)
@@ -72,7 +85,10 @@ struct KVConnectorTests {
 
         // The session's generation loop with the cache: same tokens, and it reports what it loaded.
         let result = try InferenceSession(model: model).generate(
-            prompt: prompt, maxTokens: 6, cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt)))
+            prompt: prompt,
+            maxTokens: 6,
+            cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt))
+        )
         #expect(result.tokens == reference.tokens)
         #expect(result.cachedTokens == 512)
         #expect(result.promptTokens == 600)

@@ -25,7 +25,9 @@ enum TestModel {
 
     struct Missing: Error, CustomStringConvertible {
         let path: String
-        var description: String { "test model not found at \(path): run scripts/fetch-model (or set LMCACHE_TEST_MODEL)" }
+        var description: String {
+            "test model not found at \(path): run scripts/fetch-model (or set LMCACHE_TEST_MODEL)"
+        }
     }
 
     static let shared: Result<(any LanguageModel, any Tokenizer), any Error> = Result {
@@ -54,7 +56,8 @@ func withLiveServer<T: Sendable>(
 ) async throws -> T {
     let (engine, storage) = try TestModel.engine(cache: cache)
     let server = OpenAIServer(
-        engine: engine, storage: storage,
+        engine: engine,
+        storage: storage,
         configuration: .init(host: "127.0.0.1", port: 0, modelName: "gemma-3-270m", maxModelLength: maxModelLength)
     )
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
@@ -135,7 +138,8 @@ func document(sentences: Int, seed: Int) -> String {
     let colours = ["red", "green", "blue", "amber", "violet", "teal", "ochre", "silver"]
     let things = ["lighthouse", "orchard", "harbour", "library", "bridge", "glacier", "market", "observatory"]
     return (0..<sentences).map { i in
-        let a = colours[(i * 3 + seed) % colours.count], b = things[(i * 5 + seed * 7) % things.count]
+        let a = colours[(i * 3 + seed) % colours.count]
+        let b = things[(i * 5 + seed * 7) % things.count]
         return "Record \(i + seed * 1000): the \(a) \(b) was visited on day \(i * 7 + seed)."
     }.joined(separator: " ")
 }

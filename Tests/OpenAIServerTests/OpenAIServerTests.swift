@@ -1,8 +1,9 @@
 import Foundation
+import Testing
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Testing
 
 /// Parses the `data:` events of a stream into JSON objects, checking it ends with `[DONE]`.
 func streamedObjects(_ reply: HTTPClient.Reply) throws -> [[String: Any]] {
@@ -37,11 +38,15 @@ struct OpenAIServerTests {
             try await client.post("/v1/completions", body: request)
         }.json()
         let (coldReply, warmReply) = try await withLiveServer { client in
-            (try await client.post("/v1/completions", body: request), try await client.post("/v1/completions", body: request))
+            (
+                try await client.post("/v1/completions", body: request),
+                try await client.post("/v1/completions", body: request)
+            )
         }
         #expect(coldReply.status == 200)
         #expect(coldReply.contentType == "application/json")
-        let cold = try coldReply.json(), warm = try warmReply.json()
+        let cold = try coldReply.json()
+        let warm = try warmReply.json()
         #expect(cold["object"] as? String == "text_completion")
         let tokens = try #require(promptTokens(cold))
         #expect(tokens > 256)
@@ -123,7 +128,8 @@ struct OpenAIServerTests {
         try await withLiveServer { client in
             let prompt = document(sentences: 28, seed: 2)
             let request: [String: Any] = ["prompt": prompt, "max_tokens": 1, "temperature": 0]
-            let alice = try await client.post("/v1/completions", json: request, headers: ["X-Tenant-Id": "alice"]).json()
+            let alice = try await client.post("/v1/completions", json: request, headers: ["X-Tenant-Id": "alice"])
+                .json()
             #expect(cachedTokens(alice) == 0)
             let bob = try await client.post("/v1/completions", json: request, headers: ["X-Tenant-Id": "bob"]).json()
             #expect(cachedTokens(bob) == 0)
@@ -157,7 +163,8 @@ struct OpenAIServerTests {
             try expectError(try await client.post("/v1/chat/completions", json: ["messages": []]))
             try expectError(
                 try await client.post("/v1/completions", json: ["prompt": document(sentences: 20, seed: 3)]),
-                code: "context_length_exceeded")
+                code: "context_length_exceeded"
+            )
             // The server still serves after errors.
             let ok = try await client.post("/v1/completions", json: ["prompt": "Hi", "max_tokens": 2])
             #expect(ok.status == 200)
@@ -191,7 +198,10 @@ struct OpenAIPythonClientTests {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Resources/openai_client.py").path
         let (status, output) = try await withLiveServer { client in
-            try await runProcess("/usr/bin/env", ["python3", script, client.base.appendingPathComponent("v1").absoluteString])
+            try await runProcess(
+                "/usr/bin/env",
+                ["python3", script, client.base.appendingPathComponent("v1").absoluteString]
+            )
         }
         #expect(status == 0, "\(output)")
         #expect(output.contains("all passed"), "\(output)")
@@ -229,7 +239,10 @@ struct DisconnectTests {
                 try readFirstEventAndHangUp(port: port, path: "/v1/completions", body: body)
             }.value
             // Served after the abandoned stream stops (one request at a time).
-            let next = try await client.post("/v1/completions", json: ["prompt": "Hello", "max_tokens": 2, "temperature": 0])
+            let next = try await client.post(
+                "/v1/completions",
+                json: ["prompt": "Hello", "max_tokens": 2, "temperature": 0]
+            )
             #expect(next.status == 200)
             let metrics = String(decoding: try await client.get("/metrics").body, as: UTF8.self)
             #expect(metrics.contains("lmcache_client_disconnects_total 1"))
@@ -251,10 +264,13 @@ func readFirstEventAndHangUp(port: Int, path: String, body: String) throws {
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard connected == 0 else { throw HTTPClient.Failure(message: "connect() failed") }
-    let request = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    let request =
+        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
     _ = request.withCString { send(fd, $0, strlen($0), 0) }
     var received = ""

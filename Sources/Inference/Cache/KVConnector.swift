@@ -64,7 +64,11 @@ public final class KVConnector: Sendable {
         self.model = model
         self.engineLayout = layout
         self.layout = KVLayout(
-            layers: layout.layers, kvHeads: layout.kvHeads, headDim: layout.headDim, dtype: Self.losslessDType)
+            layers: layout.layers,
+            kvHeads: layout.kvHeads,
+            headDim: layout.headDim,
+            dtype: Self.losslessDType
+        )
         self.chunkSize = chunkSize
         self.saveUnfullChunk = saveUnfullChunk
     }
@@ -137,7 +141,11 @@ public final class KVConnector: Sendable {
                 try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
                     // Safe: `bytes` holds `count` half-precision values, `floats` room for `count` floats.
                     Ops.convertFromHalf(bytes.baseAddress!, floats.baseAddress!, count: count)
-                    try sequence.importKV(UnsafeRawBufferPointer(floats), tokens: hit.tokens, at: chunk.range.lowerBound)
+                    try sequence.importKV(
+                        UnsafeRawBufferPointer(floats),
+                        tokens: hit.tokens,
+                        at: chunk.range.lowerBound
+                    )
                 }
             }
         }
@@ -169,7 +177,8 @@ public final class KVConnector: Sendable {
                         return
                     }
                     let count = buffer.count / layout.dtype.size
-                    try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
+                    try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) {
+                        floats throws(InferenceError) in
                         try sequence.exportKV(chunk.range, into: UnsafeMutableRawBufferPointer(floats))
                         // Safe: `floats` holds `count` floats, `buffer` room for `count` half-precision values.
                         Ops.convertToHalf(floats.baseAddress!, buffer.baseAddress!, count: count)
