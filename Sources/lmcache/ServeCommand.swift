@@ -3,6 +3,7 @@ import Foundation
 import GGUF
 import Inference
 import LMCacheCore
+import LMCacheRemote
 import LMCacheStorage
 import Logging
 import OpenAIServer
@@ -67,7 +68,12 @@ struct ServeCommand: AsyncParsableCommand {
         var storage: StorageManager?
         var connector: KVConnector?
         if !noCache {
-            let manager = try StorageManager(configuration: loaded.configuration, logger: logger)
+            let configuration = loaded.configuration
+            let manager = try StorageManager(
+                configuration: configuration,
+                remoteTier: { url in try makeRemoteTier(url: url, configuration: configuration, logger: logger) },
+                logger: logger
+            )
             storage = manager
             connector = KVConnector(
                 storage: manager,
