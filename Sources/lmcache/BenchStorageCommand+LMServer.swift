@@ -36,8 +36,11 @@ extension BenchStorageCommand {
         let totalBytes = chunkCount * chunkBytes
 
         let tokens = (0..<(chunkCount * chunkTokens)).map { Int32(truncatingIfNeeded: $0 &* 2_654_435_761 % 262_144) }
-        let keyer = ChunkKeyer(model: ModelIdentity(name: "bench", fingerprint: "0"), layout: kvLayout,
-            chunkSize: chunkTokens)
+        let keyer = ChunkKeyer(
+            model: ModelIdentity(name: "bench", fingerprint: "0"),
+            layout: kvLayout,
+            chunkSize: chunkTokens
+        )
         var seed: UInt64 = 0x9e37_79b9_7f4a_7c15
         let chunks: [KVChunk] = keyer.chunks(for: tokens).map { keyed in
             let storage = HeapChunkStorage(count: chunkBytes) { bytes in
@@ -57,12 +60,17 @@ extension BenchStorageCommand {
         defer { redis?.stop() }
 
         let endpoint = config.remoteURL.flatMap { $0.scheme == "lm" ? $0.endpoints.first : nil }
-        let server = endpoint == nil
+        let server =
+            endpoint == nil
             ? LMServer(
                 configuration: LMServerConfiguration(
-                    host: "127.0.0.1", port: 0, capacityBytes: 2 * totalBytes + (256 << 20),
-                    maximumValueBytes: chunkBytes + (1 << 20)),
-                logger: logger)
+                    host: "127.0.0.1",
+                    port: 0,
+                    capacityBytes: 2 * totalBytes + (256 << 20),
+                    maximumValueBytes: chunkBytes + (1 << 20)
+                ),
+                logger: logger
+            )
             : nil
 
         let report: [(String, String)] = try await withThrowingTaskGroup(of: Void.self) { group in
@@ -90,61 +98,96 @@ extension BenchStorageCommand {
             }
             func verify(_ what: String) throws {
                 for (index, chunk) in chunks.enumerated() {
-                    let same = chunk.withUnsafeBytes { memcmp($0.baseAddress!, destination.baseAddress! + index * chunkBytes, chunkBytes) == 0 }
+                    let same = chunk.withUnsafeBytes {
+                        memcmp($0.baseAddress!, destination.baseAddress! + index * chunkBytes, chunkBytes) == 0
+                    }
                     guard same else { throw CommandFailure("\(what): bytes read back differ from bytes stored") }
                 }
                 memset(destination.baseAddress!, 0, totalBytes)
             }
 
-            var tierPut: [Double] = [], tierGet: [Double] = []
-            var rawPut: [Double] = [], rawGet: [Double] = []
-            var redisPut: [Double] = [], redisGet: [Double] = []
+            // Keys LMCache's own server can parse (model@world_size@worker_id@hex_hash@dtype).
+            func rawKey(_ iteration: Int, _ index: Int) -> String {
+                "bench-raw@1@0@\(String(iteration << 32 | index, radix: 16))@half"
+            }
+            var tierPut: [Double] = []
+            var tierGet: [Double] = []
+            var rawPut: [Double] = []
+            var rawGet: [Double] = []
+            var redisPut: [Double] = []
+            var redisGet: [Double] = []
             for iteration in 0..<iterations {
                 // Our tier: frames with tokens and checksum. A HEALTH round trip ends each put phase,
                 // so every PUT (which has no reply) has been handled.
-                tierPut.append(try await Self.seconds {
-                    for chunk in chunks { guard try await tier.put(chunk) else { throw CommandFailure("put declined") } }
-                    _ = await tier.isHealthy()
-                })
-                tierGet.append(try await Self.seconds {
-                    for (index, chunk) in chunks.enumerated() {
-                        guard let hit = try await tier.get(chunk.key) else { throw CommandFailure("lm tier: miss") }
-                        hit.withUnsafeBytes { copyOut(index, $0) }
+                tierPut.append(
+                    try await Self.seconds {
+                        for chunk in chunks {
+                            guard try await tier.put(chunk) else { throw CommandFailure("put declined") }
+                        }
+                        _ = await tier.isHealthy()
                     }
-                })
+                )
+                tierGet.append(
+                    try await Self.seconds {
+                        for (index, chunk) in chunks.enumerated() {
+                            guard let hit = try await tier.get(chunk.key) else { throw CommandFailure("lm tier: miss") }
+                            hit.withUnsafeBytes { copyOut(index, $0) }
+                        }
+                    }
+                )
                 try verify("lm tier")
 
                 // Raw values over lm://.
-                rawPut.append(try await Self.seconds {
-                    for (index, value) in values.enumerated() {
-                        guard await tier.putRaw("raw-\(iteration)-\(index)", value) else { throw CommandFailure("raw put failed") }
+                rawPut.append(
+                    try await Self.seconds {
+                        for (index, value) in values.enumerated() {
+                            guard await tier.putRaw(rawKey(iteration, index), value) else {
+                                throw CommandFailure("raw put failed")
+                            }
+                        }
+                        _ = await tier.isHealthy()
                     }
-                    _ = await tier.isHealthy()
-                })
-                rawGet.append(try await Self.seconds {
-                    for index in values.indices {
-                        guard let hit = await tier.getRaw("raw-\(iteration)-\(index)") else { throw CommandFailure("lm raw: miss") }
-                        hit.withUnsafeBytes { copyOut(index, $0) }
+                )
+                rawGet.append(
+                    try await Self.seconds {
+                        for index in values.indices {
+                            guard let hit = await tier.getRaw(rawKey(iteration, index)) else {
+                                throw CommandFailure("lm raw: miss")
+                            }
+                            hit.withUnsafeBytes { copyOut(index, $0) }
+                        }
                     }
-                })
+                )
                 try verify("lm raw")
 
                 // The same raw values on redis-server.
                 if let redisClient {
-                    redisPut.append(try await Self.seconds {
-                        for (index, value) in values.enumerated() {
-                            let command = RESPCommand([ByteBuffer(string: "SET"), ByteBuffer(string: "raw-\(iteration)-\(index)"), value])
-                            guard try await redisClient.send(command) == .simpleString("OK") else { throw CommandFailure("redis: SET failed") }
-                        }
-                    })
-                    redisGet.append(try await Self.seconds {
-                        for index in values.indices {
-                            guard case .bulkString(let hit?) = try await redisClient.send(RESPCommand("GET", "raw-\(iteration)-\(index)")) else {
-                                throw CommandFailure("redis: miss")
+                    redisPut.append(
+                        try await Self.seconds {
+                            for (index, value) in values.enumerated() {
+                                let command = RESPCommand([
+                                    ByteBuffer(string: "SET"), ByteBuffer(string: rawKey(iteration, index)), value,
+                                ])
+                                guard try await redisClient.send(command) == .simpleString("OK") else {
+                                    throw CommandFailure("redis: SET failed")
+                                }
                             }
-                            hit.withUnsafeReadableBytes { copyOut(index, $0) }
                         }
-                    })
+                    )
+                    redisGet.append(
+                        try await Self.seconds {
+                            for index in values.indices {
+                                guard
+                                    case .bulkString(let hit?) = try await redisClient.send(
+                                        RESPCommand("GET", rawKey(iteration, index))
+                                    )
+                                else {
+                                    throw CommandFailure("redis: miss")
+                                }
+                                hit.withUnsafeReadableBytes { copyOut(index, $0) }
+                            }
+                        }
+                    )
                     try verify("redis")
                     _ = try await redisClient.send(RESPCommand("FLUSHALL"))
                 }
@@ -208,9 +251,11 @@ struct RedisProcess {
             return nil
         }
         let port = try freePort()
-        let arguments = [path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        let arguments = [
+            path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--protected-mode", "no", "--loglevel", "warning", "--proto-max-bulk-len", "1gb",
-            "--client-output-buffer-limit", "normal 0 0 0"]
+            "--client-output-buffer-limit", "normal 0 0 0",
+        ]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
