@@ -7,7 +7,7 @@ import Logging
 import Testing
 
 /// The Redis tier against a real 6-node Redis Cluster (3 masters, 3 replicas) on loopback.
-@Suite(.enabled(if: RedisServerProcess.isAvailable, "needs redis-server and redis-cli"), .serialized)
+@Suite(.serialized)  // Needs redis-server and redis-cli (scripts/install-deps installs them).
 struct RedisClusterTierTests {
     // Serialized: each test runs six redis-server processes; two such tests at once on a
     // two-core machine make failover timings flaky.

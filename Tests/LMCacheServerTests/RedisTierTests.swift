@@ -6,7 +6,7 @@ import Logging
 import Testing
 
 /// The Redis tier against real `redis-server` processes on loopback, one per test.
-@Suite(.enabled(if: RedisServerProcess.isAvailable, "needs redis-server (Debian package redis-server)"))
+@Suite  // Needs redis-server (Debian package redis-server; scripts/install-deps installs it).
 struct RedisTierTests {
     static func chunk(_ seed: Int, tokens: Int = 16, layout: KVLayout = KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .float16))
         -> KVChunk
@@ -122,7 +122,8 @@ struct RedisTierTests {
             // The metadata's fields, read back as little-endian int32s.
             let hex = try server.cli(["--no-raw", "GET", text + "metadata"])
             var expected = ""
-            for value in [Int32(frameLength), 0x4B56, 3, 3, 2, 16, 16] {
+            // length, format, dtype, shape: the frame described as the lm:// tier describes it (binary bytes).
+            for value in [Int32(frameLength), KVChunkFrame.wireFormat, KVChunkFrame.wireDType, Int32(frameLength), 0, 0, 0] {
                 withUnsafeBytes(of: value.littleEndian) { bytes in
                     for byte in bytes {
                         expected += (32...126).contains(byte) && byte != 0x22 && byte != 0x5C
