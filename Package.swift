@@ -175,6 +175,8 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // Fixtures shared by test targets: a GGUF file builder, the test model's location, temporary directories.
+        .target(name: "LMCacheTestSupport", swiftSettings: commonSwiftSettings),
         .testTarget(name: "LMCacheCoreTests", dependencies: ["LMCacheCore"], swiftSettings: commonSwiftSettings),
         .testTarget(
             name: "LMCacheStorageTests",
@@ -207,11 +209,11 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
-        .testTarget(name: "GGUFTests", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "LMCacheTestSupport"], swiftSettings: commonSwiftSettings),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: commonSwiftSettings),
         .testTarget(
             name: "TokenizersTests",
-            dependencies: ["Tokenizers", "GGUF"],
+            dependencies: ["Tokenizers", "GGUF", "LMCacheTestSupport"],
             resources: [.copy("Resources")],
             swiftSettings: commonSwiftSettings
         ),

@@ -1,4 +1,5 @@
 import GGUF
+import LMCacheTestSupport
 import Testing
 
 @Suite("GGUF reader on well-formed files")

@@ -1,4 +1,5 @@
 import GGUF
+import LMCacheTestSupport
 import Testing
 
 @Suite("GGUF reader on the default model (Gemma 3 270M Q4_K_M)")

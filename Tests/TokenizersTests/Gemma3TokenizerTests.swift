@@ -1,5 +1,6 @@
 import Foundation
 import GGUF
+import LMCacheTestSupport
 import Testing
 import Tokenizers
 

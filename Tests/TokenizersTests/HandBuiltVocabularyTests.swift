@@ -1,4 +1,5 @@
 import GGUF
+import LMCacheTestSupport
 import Testing
 import Tokenizers
 

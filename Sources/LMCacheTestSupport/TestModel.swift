@@ -1,11 +1,11 @@
-import Foundation
+package import Foundation
 
 /// Where the tests find the default model (Gemma 3 270M, Q4_K_M).
 ///
 /// `LMCACHE_TEST_MODEL` names the file; otherwise `~/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf`.
 /// A test that needs the model fails (never skips) when the file is missing.
-enum TestModel {
-    static var path: String {
+package enum TestModel {
+    package static var path: String {
         if let path = ProcessInfo.processInfo.environment["LMCACHE_TEST_MODEL"], !path.isEmpty {
             return path
         }
@@ -14,7 +14,7 @@ enum TestModel {
     }
 
     /// The path if the file exists, else a message that tells how to get it.
-    static func requirePath() throws -> String {
+    package static func requirePath() throws -> String {
         let path = self.path
         guard FileManager.default.fileExists(atPath: path) else {
             throw MissingModel(path: path)
@@ -22,9 +22,9 @@ enum TestModel {
         return path
     }
 
-    struct MissingModel: Error, CustomStringConvertible {
-        let path: String
-        var description: String {
+    package struct MissingModel: Error, CustomStringConvertible {
+        package let path: String
+        package var description: String {
             "test model not found at \(path): run scripts/fetch-model (or set LMCACHE_TEST_MODEL to a copy of "
                 + "gemma-3-270m-Q4_K_M.gguf)"
         }
@@ -32,10 +32,10 @@ enum TestModel {
 }
 
 /// A temporary directory removed when the value goes away.
-final class TemporaryDirectory {
-    let url: URL
+package final class TemporaryDirectory {
+    package let url: URL
 
-    init() throws {
+    package init() throws {
         url = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-tests-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
@@ -43,10 +43,10 @@ final class TemporaryDirectory {
     deinit { try? FileManager.default.removeItem(at: url) }
 
     /// The directory's path.
-    var path: String { url.path }
+    package var path: String { url.path }
 
     /// Writes `bytes` to a file in the directory and returns its path.
-    func write(_ bytes: [UInt8], name: String = "test.gguf") throws -> String {
+    package func write(_ bytes: [UInt8], name: String = "test.gguf") throws -> String {
         let file = url.appendingPathComponent(name)
         try Data(bytes).write(to: file)
         return file.path

@@ -1,54 +1,62 @@
 /// Builds GGUF files byte by byte, so that tests can write valid files and then break them.
-struct GGUFBuilder {
-    struct Tensor {
-        var name: String
-        var shape: [Int64]
-        var type: UInt32
+package struct GGUFBuilder {
+    package struct Tensor {
+        package var name: String
+        package var shape: [Int64]
+        package var type: UInt32
         /// Offset relative to the data section; `nil` means "next aligned offset".
-        var offset: UInt64?
-        var data: [UInt8]
+        package var offset: UInt64?
+        package var data: [UInt8]
     }
 
-    var version: UInt32 = 3
-    var alignment = 32
+    package var version: UInt32 = 3
+    package var alignment = 32
     /// Pre-encoded metadata entries (key, type id, value bytes).
-    var entries: [(key: String, type: UInt32, value: [UInt8])] = []
-    var tensors: [Tensor] = []
+    package var entries: [(key: String, type: UInt32, value: [UInt8])] = []
+    package var tensors: [Tensor] = []
     /// Overrides the counts written in the header.
-    var tensorCountOverride: UInt64?
-    var kvCountOverride: UInt64?
+    package var tensorCountOverride: UInt64?
+    package var kvCountOverride: UInt64?
 
-    mutating func add(_ key: String, uint32 value: UInt32) { entries.append((key, 4, Self.le(value))) }
-    mutating func add(_ key: String, int32 value: Int32) { entries.append((key, 5, Self.le(value))) }
-    mutating func add(_ key: String, uint8 value: UInt8) { entries.append((key, 0, [value])) }
-    mutating func add(_ key: String, int8 value: Int8) { entries.append((key, 1, [UInt8(bitPattern: value)])) }
-    mutating func add(_ key: String, uint16 value: UInt16) { entries.append((key, 2, Self.le(value))) }
-    mutating func add(_ key: String, int16 value: Int16) { entries.append((key, 3, Self.le(value))) }
-    mutating func add(_ key: String, uint64 value: UInt64) { entries.append((key, 10, Self.le(value))) }
-    mutating func add(_ key: String, int64 value: Int64) { entries.append((key, 11, Self.le(value))) }
-    mutating func add(_ key: String, float32 value: Float) { entries.append((key, 6, Self.le(value.bitPattern))) }
-    mutating func add(_ key: String, float64 value: Double) { entries.append((key, 12, Self.le(value.bitPattern))) }
-    mutating func add(_ key: String, bool value: Bool) { entries.append((key, 7, [value ? 1 : 0])) }
-    mutating func add(_ key: String, string value: String) { entries.append((key, 8, Self.string(value))) }
-    mutating func add(_ key: String, strings: [String]) {
+    /// An empty version-3 file.
+    package init() {}
+
+    package mutating func add(_ key: String, uint32 value: UInt32) { entries.append((key, 4, Self.le(value))) }
+    package mutating func add(_ key: String, int32 value: Int32) { entries.append((key, 5, Self.le(value))) }
+    package mutating func add(_ key: String, uint8 value: UInt8) { entries.append((key, 0, [value])) }
+    package mutating func add(_ key: String, int8 value: Int8) { entries.append((key, 1, [UInt8(bitPattern: value)])) }
+    package mutating func add(_ key: String, uint16 value: UInt16) { entries.append((key, 2, Self.le(value))) }
+    package mutating func add(_ key: String, int16 value: Int16) { entries.append((key, 3, Self.le(value))) }
+    package mutating func add(_ key: String, uint64 value: UInt64) { entries.append((key, 10, Self.le(value))) }
+    package mutating func add(_ key: String, int64 value: Int64) { entries.append((key, 11, Self.le(value))) }
+    package mutating func add(_ key: String, float32 value: Float) {
+        entries.append((key, 6, Self.le(value.bitPattern)))
+    }
+    package mutating func add(_ key: String, float64 value: Double) {
+        entries.append((key, 12, Self.le(value.bitPattern)))
+    }
+    package mutating func add(_ key: String, bool value: Bool) { entries.append((key, 7, [value ? 1 : 0])) }
+    package mutating func add(_ key: String, string value: String) { entries.append((key, 8, Self.string(value))) }
+    package mutating func add(_ key: String, strings: [String]) {
         entries.append((key, 9, Self.le(UInt32(8)) + Self.le(UInt64(strings.count)) + strings.flatMap(Self.string)))
     }
-    mutating func add(_ key: String, int32s: [Int32]) {
+    package mutating func add(_ key: String, int32s: [Int32]) {
         entries.append((key, 9, Self.le(UInt32(5)) + Self.le(UInt64(int32s.count)) + int32s.flatMap { Self.le($0) }))
     }
-    mutating func add(_ key: String, float32s: [Float]) {
+    package mutating func add(_ key: String, float32s: [Float]) {
         entries.append(
             (key, 9, Self.le(UInt32(6)) + Self.le(UInt64(float32s.count)) + float32s.flatMap { Self.le($0.bitPattern) })
         )
     }
-    mutating func addRaw(_ key: String, type: UInt32, value: [UInt8]) { entries.append((key, type, value)) }
+    package mutating func addRaw(_ key: String, type: UInt32, value: [UInt8]) { entries.append((key, type, value)) }
 
-    mutating func addTensor(_ name: String, shape: [Int64], type: UInt32, data: [UInt8], offset: UInt64? = nil) {
+    package mutating func addTensor(_ name: String, shape: [Int64], type: UInt32, data: [UInt8], offset: UInt64? = nil)
+    {
         tensors.append(Tensor(name: name, shape: shape, type: type, offset: offset, data: data))
     }
 
     /// The file's bytes, and the offset where the data section starts.
-    func build() -> (bytes: [UInt8], dataOffset: Int) {
+    package func build() -> (bytes: [UInt8], dataOffset: Int) {
         var out: [UInt8] = Array("GGUF".utf8)
         out += Self.le(version)
         out += Self.le(tensorCountOverride ?? UInt64(tensors.count))
@@ -84,14 +92,14 @@ struct GGUFBuilder {
         return (out + data, dataOffset)
     }
 
-    static func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+    package static func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
         withUnsafeBytes(of: value.littleEndian) { Array($0) }
     }
 
-    static func string(_ s: String) -> [UInt8] { le(UInt64(s.utf8.count)) + Array(s.utf8) }
+    package static func string(_ s: String) -> [UInt8] { le(UInt64(s.utf8.count)) + Array(s.utf8) }
 
     /// A small valid file with metadata of every type and two tensors.
-    static func sample() -> GGUFBuilder {
+    package static func sample() -> GGUFBuilder {
         var b = GGUFBuilder()
         b.add("general.architecture", string: "llama")
         b.add("test.u8", uint8: 200)
