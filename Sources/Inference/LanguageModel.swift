@@ -66,9 +66,34 @@ public protocol LanguageModel: AnyObject, Sendable {
         outputs: LogitOutputs,
         workspace: Workspace
     ) throws(InferenceError) -> [Float]
+
+    /// One decode step of several sequences: `tokens[i]` runs at the next position of `sequences[i]`
+    /// (distinct sequences). Row `i` of the result equals
+    /// `forward([tokens[i]], sequence: sequences[i], outputs: .last, workspace:)` bit for bit; the batch
+    /// only shares the reading of the weights.
+    ///
+    /// - Returns: `tokens.count × vocabularySize` logits, row after row.
+    /// - Throws: ``InferenceError`` as ``forward(_:sequence:outputs:workspace:)``, or when the counts differ.
+    func decode(_ tokens: [Int32], sequences: [SequenceKV], workspace: Workspace) throws(InferenceError) -> [Float]
 }
 
 extension LanguageModel {
+    /// One sequence after the other (models without a batched path).
+    public func decode(
+        _ tokens: [Int32],
+        sequences: [SequenceKV],
+        workspace: Workspace
+    ) throws(InferenceError) -> [Float] {
+        guard tokens.count == sequences.count else {
+            throw InferenceError.invalidInput("\(tokens.count) tokens for \(sequences.count) sequences")
+        }
+        var logits: [Float] = []
+        for (token, sequence) in zip(tokens, sequences) {
+            logits += try forward([token], sequence: sequence, outputs: .last, workspace: workspace)
+        }
+        return logits
+    }
+
     /// An empty KV memory for this model, in pages of `pageSize` tokens, up to the model's context length.
     public func makeSequence(pageSize: Int = 256, capacity: Int? = nil) -> SequenceKV {
         SequenceKV(layout: kvLayout, pageSize: pageSize, capacity: capacity ?? configuration.contextLength)
