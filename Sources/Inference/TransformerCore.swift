@@ -23,7 +23,8 @@ struct TensorSource {
         let info = try info(name)
         guard info.shape.count == 2, info.shape[0] == columns, rows == nil || info.shape[1] == rows else {
             throw InferenceError.invalidModel(
-                "tensor '\(name)' has shape \(info.shape), expected [\(columns), \(rows.map(String.init) ?? "*")]")
+                "tensor '\(name)' has shape \(info.shape), expected [\(columns), \(rows.map(String.init) ?? "*")]"
+            )
         }
         // The mapping's address is stable for the life of `file`, which the model keeps; the pointer
         // is only used while the model exists.
@@ -103,7 +104,11 @@ final class TransformerCore: Sendable {
     let output: WeightMatrix
 
     init(
-        file: GGUFFile, spec: TransformerSpec, layers: [LayerWeights], embedding: WeightMatrix, outputNorm: [Float],
+        file: GGUFFile,
+        spec: TransformerSpec,
+        layers: [LayerWeights],
+        embedding: WeightMatrix,
+        outputNorm: [Float],
         output: WeightMatrix
     ) {
         self.file = file
@@ -116,7 +121,11 @@ final class TransformerCore: Sendable {
 
     /// The engine's KV layout: float32 pages (the KV connector stores them as float16 when that is exact).
     var kvLayout: KVLayout {
-        KVLayout.engine(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
+        KVLayout.engine(
+            layers: spec.configuration.layers,
+            kvHeads: spec.configuration.kvHeads,
+            headDim: spec.configuration.headDim
+        )
     }
 
     func forward(
@@ -128,7 +137,9 @@ final class TransformerCore: Sendable {
         let c = spec.configuration
         let n = tokens.count
         guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
-        guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else { throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)") }
+        guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else {
+            throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)")
+        }
         for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
             throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
         }
@@ -138,8 +149,11 @@ final class TransformerCore: Sendable {
         }
         kv.reserve(p0 + n)
 
-        let d = c.hiddenSize, hd = c.headDim
-        let qWidth = c.heads * hd, kvWidth = c.kvHeads * hd, f = c.feedForwardSize
+        let d = c.hiddenSize
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
+        let f = c.feedForwardSize
         let x = ws.buffer(Slot.x, n * d)
         let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
@@ -169,17 +183,39 @@ final class TransformerCore: Sendable {
             // Per token: biases, QK norms, RoPE, KV write (tokens in parallel for large batches).
             Parallel.forRanges(n, minimumPerPart: 16) { tokens in
                 for i in tokens {
-                    prepare(layer: l, w, q: q + i * qWidth, k: k + i * kvWidth, v: v + i * kvWidth, position: p0 + i, kv: kv)
+                    prepare(
+                        layer: l,
+                        w,
+                        q: q + i * qWidth,
+                        k: k + i * kvWidth,
+                        v: v + i * kvWidth,
+                        position: p0 + i,
+                        kv: kv
+                    )
                 }
             }
             let views = kv.views(layer: l)
             let shape = AttentionShape(
-                heads: c.heads, kvHeads: c.kvHeads, headDim: hd, window: spec.windows[l], scale: spec.attentionScale)
+                heads: c.heads,
+                kvHeads: c.kvHeads,
+                headDim: hd,
+                window: spec.windows[l],
+                scale: spec.attentionScale
+            )
             Attention.prefill(
-                q: q, count: n, firstPosition: p0, keys: views.keys, values: views.values, shape: shape, out: attn,
-                scratch: ws.attention)
+                q: q,
+                count: n,
+                firstPosition: p0,
+                keys: views.keys,
+                values: views.values,
+                shape: shape,
+                out: attn,
+                scratch: ws.attention
+            )
             linear(w.o, x: attn, y: o, count: n, firstPosition: p0, ws)
-            if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+            if let pn = w.postAttentionNorm {
+                Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o)
+            }
             Ops.add(x, o, count: n * d)
 
             // Feed-forward block.
@@ -228,7 +264,9 @@ final class TransformerCore: Sendable {
         kv: SequenceKV
     ) {
         let c = spec.configuration
-        let hd = c.headDim, qWidth = c.heads * hd, kvWidth = c.kvHeads * hd
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
         if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
         if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
         if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
@@ -286,8 +324,11 @@ final class TransformerCore: Sendable {
         let positions = sequences.map(\.count)
         for (kv, p) in zip(sequences, positions) { kv.reserve(p + 1) }
 
-        let d = c.hiddenSize, hd = c.headDim
-        let qWidth = c.heads * hd, kvWidth = c.kvHeads * hd, f = c.feedForwardSize
+        let d = c.hiddenSize
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
+        let f = c.feedForwardSize
         let x = ws.buffer(Slot.x, n * d)
         let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
@@ -310,20 +351,38 @@ final class TransformerCore: Sendable {
             decodeLinear(w.v, x: h, y: v, count: n, ws)
             for i in 0..<n {
                 prepare(
-                    layer: l, w, q: q + i * qWidth, k: k + i * kvWidth, v: v + i * kvWidth, position: positions[i],
-                    kv: sequences[i])
+                    layer: l,
+                    w,
+                    q: q + i * qWidth,
+                    k: k + i * kvWidth,
+                    v: v + i * kvWidth,
+                    position: positions[i],
+                    kv: sequences[i]
+                )
             }
             let batch = (0..<n).map { i in
                 let views = sequences[i].views(layer: l)
                 return AttentionQueries(
-                    q: q + i * qWidth, count: 1, firstPosition: positions[i], keys: views.keys, values: views.values,
-                    out: attn + i * qWidth)
+                    q: q + i * qWidth,
+                    count: 1,
+                    firstPosition: positions[i],
+                    keys: views.keys,
+                    values: views.values,
+                    out: attn + i * qWidth
+                )
             }
             let shape = AttentionShape(
-                heads: c.heads, kvHeads: c.kvHeads, headDim: hd, window: spec.windows[l], scale: spec.attentionScale)
+                heads: c.heads,
+                kvHeads: c.kvHeads,
+                headDim: hd,
+                window: spec.windows[l],
+                scale: spec.attentionScale
+            )
             Attention.prefill(batch, shape: shape, scratch: ws.attention)
             decodeLinear(w.o, x: attn, y: o, count: n, ws)
-            if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+            if let pn = w.postAttentionNorm {
+                Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o)
+            }
             Ops.add(x, o, count: n * d)
 
             Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
@@ -379,8 +438,12 @@ private func linear(
     } else {
         for block in batched {
             Linear.matmul(
-                w, x: x + block.lowerBound * w.columns, count: block.count, y: y + block.lowerBound * w.rows,
-                scratch: ws.linear)
+                w,
+                x: x + block.lowerBound * w.columns,
+                count: block.count,
+                y: y + block.lowerBound * w.rows,
+                scratch: ws.linear
+            )
         }
     }
 }

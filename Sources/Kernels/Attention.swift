@@ -42,7 +42,11 @@ package struct AttentionQueries: @unchecked Sendable {
     package var out: UnsafeMutablePointer<Float>
 
     package init(
-        q: UnsafePointer<Float>, count: Int, firstPosition: Int, keys: KVPages, values: KVPages,
+        q: UnsafePointer<Float>,
+        count: Int,
+        firstPosition: Int,
+        keys: KVPages,
+        values: KVPages,
         out: UnsafeMutablePointer<Float>
     ) {
         self.q = q
@@ -180,7 +184,9 @@ package enum Attention {
     ) {
         prefill(
             [AttentionQueries(q: q, count: count, firstPosition: firstPosition, keys: keys, values: values, out: out)],
-            shape: shape, scratch: scratch)
+            shape: shape,
+            scratch: scratch
+        )
     }
 
     /// Attention of the queries of several sequences (one layer of a batched decode step), their jobs
@@ -219,10 +225,13 @@ package enum Attention {
             let (item, i0, nq) = tiles[job / headSteps]
             let queries = batch[item]
             let firstPosition = queries.firstPosition
-            let keys = queries.keys, values = queries.values
+            let keys = queries.keys
+            let values = queries.values
             let h = (job % headSteps) * rowsPerToken
-            let pFirst = firstPosition + i0, pLast = firstPosition + i0 + nq - 1
-            let lo = shape.firstKey(for: pFirst), hi = pLast + 1
+            let pFirst = firstPosition + i0
+            let pLast = firstPosition + i0 + nq - 1
+            let lo = shape.firstKey(for: pFirst)
+            let hi = pLast + 1
             let width = hi - lo
             let m = nq * rowsPerToken
             let scores = buffers[worker]
@@ -233,18 +242,29 @@ package enum Attention {
             // S = scale · Q Kᵀ, one sgemm per page the key range touches.
             forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
                 cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans,
-                    Int32(m), Int32(n), Int32(hd),
-                    shape.scale, a, Int32(lda),
-                    keys.pages[page] + offset * keys.rowStride + g * hd, Int32(keys.rowStride),
-                    0, scores + (start - lo), Int32(width))
+                    CblasRowMajor,
+                    CblasNoTrans,
+                    CblasTrans,
+                    Int32(m),
+                    Int32(n),
+                    Int32(hd),
+                    shape.scale,
+                    a,
+                    Int32(lda),
+                    keys.pages[page] + offset * keys.rowStride + g * hd,
+                    Int32(keys.rowStride),
+                    0,
+                    scores + (start - lo),
+                    Int32(width)
+                )
             }
             // Mask and softmax each row.
             for r in 0..<m {
                 let p = firstPosition + i0 + r / rowsPerToken
                 let first = shape.firstKey(for: p)
                 let s = scores + r * width
-                let visibleLo = first - lo, visibleHi = p - lo + 1
+                let visibleLo = first - lo
+                let visibleHi = p - lo + 1
                 if visibleLo > 0 { s.update(repeating: 0, count: visibleLo) }
                 Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
                 if roundProbabilities { Ops.roundToHalf(s + visibleLo, count: visibleHi - visibleLo) }
@@ -254,11 +274,21 @@ package enum Attention {
             var firstSpan = true
             forEachPageSpan(lo..<hi, pageSize: values.pageSize) { page, offset, start, n in
                 cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasNoTrans,
-                    Int32(m), Int32(hd), Int32(n),
-                    1, scores + (start - lo), Int32(width),
-                    values.pages[page] + offset * values.rowStride + g * hd, Int32(values.rowStride),
-                    firstSpan ? 0 : 1, o, Int32(lda))
+                    CblasRowMajor,
+                    CblasNoTrans,
+                    CblasNoTrans,
+                    Int32(m),
+                    Int32(hd),
+                    Int32(n),
+                    1,
+                    scores + (start - lo),
+                    Int32(width),
+                    values.pages[page] + offset * values.rowStride + g * hd,
+                    Int32(values.rowStride),
+                    firstSpan ? 0 : 1,
+                    o,
+                    Int32(lda)
+                )
                 firstSpan = false
             }
         }
@@ -269,7 +299,8 @@ package enum Attention {
     static func forEachPageSpan(_ range: Range<Int>, pageSize: Int, _ body: (Int, Int, Int, Int) -> Void) {
         var t = range.lowerBound
         while t < range.upperBound {
-            let page = t / pageSize, offset = t % pageSize
+            let page = t / pageSize
+            let offset = t % pageSize
             let n = min(pageSize - offset, range.upperBound - t)
             body(page, offset, t, n)
             t += n

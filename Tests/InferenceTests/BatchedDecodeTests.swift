@@ -27,7 +27,8 @@ struct BatchedDecodeTests {
         var alone: [SequenceKV] = []
         var next: [Int32] = []
         for prompt in prompts {
-            let a = model.makeSequence(), b = model.makeSequence()
+            let a = model.makeSequence()
+            let b = model.makeSequence()
             let logits = try model.forward(prompt, sequence: a, outputs: .last, workspace: workspace)
             try b.importKV(a.exportKV(0..<a.count), tokens: a.tokens, at: 0)
             batched.append(a)
@@ -52,7 +53,10 @@ struct BatchedDecodeTests {
         try compare(TestModel.model(), lengths: [1, 37, 300, 560], steps: 3)
     }
 
-    @Test("tiny Llama and Qwen2 files: batched logits equal one-sequence logits", arguments: ["tiny-llama.gguf", "tiny-qwen2.gguf"])
+    @Test(
+        "tiny Llama and Qwen2 files: batched logits equal one-sequence logits",
+        arguments: ["tiny-llama.gguf", "tiny-qwen2.gguf"]
+    )
     func tinyModels(file: String) throws {
         let model = try loadTestModel(resourcesDirectory.appendingPathComponent(file).path)
         try compare(model, lengths: [3, 20, 64], steps: 5)
