@@ -55,6 +55,10 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// Identifies the weights (the GGUF file's fingerprint), for cache keys.
     var identity: String { get }
 
+    /// Per layer, the sliding window of its attention in tokens (a query at p sees keys k with
+    /// p − k < window), or 0 for full causal attention.
+    var attentionWindows: [Int] { get }
+
     /// Runs `tokens` at positions `sequence.count ..< sequence.count + tokens.count`, appending their keys and
     /// values to `sequence`.
     ///
@@ -78,6 +82,9 @@ public protocol LanguageModel: AnyObject, Sendable {
 }
 
 extension LanguageModel {
+    /// Full causal attention in every layer.
+    public var attentionWindows: [Int] { Array(repeating: 0, count: configuration.layers) }
+
     /// One sequence after the other (models without a batched path).
     public func decode(
         _ tokens: [Int32],
@@ -111,6 +118,8 @@ public func loadModel(from file: GGUFFile) throws(InferenceError) -> any Languag
     case "llama", "qwen2":
         return try LlamaModel(file: file)
     case let other:
-        throw InferenceError.unsupportedModel("architecture '\(other ?? "(none)")' is not supported (gemma3, llama, qwen2)")
+        throw InferenceError.unsupportedModel(
+            "architecture '\(other ?? "(none)")' is not supported (gemma3, llama, qwen2)"
+        )
     }
 }

@@ -101,6 +101,8 @@ public final class LlamaModel: LanguageModel {
         try core.forward(tokens, sequence: sequence, outputs: outputs, workspace: workspace)
     }
 
+    public var attentionWindows: [Int] { core.spec.windows }
+
     public func decode(
         _ tokens: [Int32],
         sequences: [SequenceKV],
