@@ -206,6 +206,7 @@ private final class Job: @unchecked Sendable {
     var sequence: SequenceKV?
     var stream: TokenStream
     var loaded = 0
+    var promptSaved = false
     var next: Int32 = 0
 
     init(
@@ -377,15 +378,18 @@ private final class Scheduler: @unchecked Sendable {
     }
 
     func saveIfPending(_ job: Job) {
-        guard let cache = job.cache, let sequence = job.sequence, sequence.count >= job.request.prompt.count else {
-            return
-        }
+        guard !job.promptSaved, let cache = job.cache, let sequence = job.sequence,
+            sequence.count >= job.request.prompt.count
+        else { return }
         cache.connector.save(cache.lookup, from: sequence)
-        job.cache = nil
+        job.promptSaved = true
     }
 
     func finish(_ job: Job) {
         saveIfPending(job)
+        if job.promptSaved, let cache = job.cache, let sequence = job.sequence {
+            cache.connector.saveDecoded(cache.lookup, from: sequence)
+        }
         let result = job.stream.result(promptTokens: job.request.prompt.count, cachedTokens: job.loaded)
         release(job)
         job.resume(with: .success(result))

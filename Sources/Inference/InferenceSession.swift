@@ -121,7 +121,10 @@ public final class InferenceSession {
         }
         // Saved after the first token, so that storing never delays it.
         var pendingSave = cache
-        defer { pendingSave.map { _ = $0.connector.save($0.lookup, from: sequence) } }
+        defer {
+            pendingSave.map { _ = $0.connector.save($0.lookup, from: sequence) }
+            cache.map { _ = $0.connector.saveDecoded($0.lookup, from: sequence) }
+        }
         while let (next, piece) = stream.accept(logits) {
             let keepGoing = onToken(next, piece)
             if let save = pendingSave {

@@ -5,10 +5,16 @@ import LMCacheStorage
 import Testing
 
 /// A connector over a fresh CPU-only cache (64 MiB, not pre-faulted).
-func makeConnector(model: any LanguageModel, chunkSize: Int = 256, windowAware: Bool = true) throws -> KVConnector {
+func makeConnector(
+    model: any LanguageModel,
+    chunkSize: Int = 256,
+    windowAware: Bool = true,
+    saveDecodeCache: Bool = false
+) throws -> KVConnector {
     var configuration = LMCacheConfiguration()
     configuration.chunkSize = chunkSize
     configuration.windowAwareLoading = windowAware
+    configuration.saveDecodeCache = saveDecodeCache
     configuration.maxLocalCPUSize = 0.0625
     let storage = try StorageManager(configuration: configuration, prefault: false)
     return KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
@@ -217,5 +223,36 @@ struct KVConnectorTests {
         let warm = try await cachedRun(connector, model, prompt, maxTokens: 3)
         #expect(warm.loaded == 512)
         #expect(warm.tokens == reference.tokens)
+    }
+
+    @Test(
+        "save_decode_cache stores the chunks that generated tokens complete; off, only prompt chunks",
+        arguments: [false, true]
+    )
+    func decodeCache(enabled: Bool) async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model, saveDecodeCache: enabled)
+        let prompt = sampleTokens(500, seed: 21)
+        let session = InferenceSession(model: model)
+        let result = try session.generate(
+            prompt: prompt,
+            maxTokens: 16,
+            cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt))
+        )
+        #expect(result.tokens.count == 16)
+        // The sequence holds the prompt and 15 generated tokens (the last one was never run).
+        #expect(session.sequence.count == 515)
+        let keys = connector.keyer().keys(for: session.sequence.tokens)
+        #expect(keys.count == 2)
+        #expect(await connector.storage.lookup(keys) == (enabled ? 2 : 1))
+        if enabled {
+            // A follow-up prompt made of that conversation loads both chunks; decoding rounded its keys
+            // and values differently from a prefill, so its logits agree closely, not bit for bit.
+            let followUp = session.sequence.tokens + [818]
+            let reference = try uncachedRun(model, followUp, maxTokens: 1)
+            let warm = try await cachedRun(connector, model, followUp, maxTokens: 1)
+            #expect(warm.loaded == 512)
+            #expect(maxDifference(warm.logits, reference.logits) < 0.5)
+        }
     }
 }

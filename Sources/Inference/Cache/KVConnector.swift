@@ -41,6 +41,8 @@ public final class KVConnector: Sendable {
     public let chunkSize: Int
     /// Whether a prompt's trailing partial chunk is stored too (`save_unfull_chunk`).
     public let saveUnfullChunk: Bool
+    /// Whether the KV of generated tokens is stored too, after a generation (`save_decode_cache`).
+    public let saveDecodeCache: Bool
     /// How chunks are split between full-attention and sliding-window layers (`window_aware_loading`),
     /// or `nil` when each chunk is one object of all layers.
     public let layerGroups: LayerGroups?
@@ -60,6 +62,7 @@ public final class KVConnector: Sendable {
         layout: KVLayout,
         chunkSize: Int = 256,
         saveUnfullChunk: Bool = false,
+        saveDecodeCache: Bool = false,
         attentionWindows: [Int]? = nil
     ) {
         precondition(layout.dtype == .float32, "the engine's KV is float32")
@@ -75,6 +78,7 @@ public final class KVConnector: Sendable {
         )
         self.chunkSize = chunkSize
         self.saveUnfullChunk = saveUnfullChunk
+        self.saveDecodeCache = saveDecodeCache
         self.layerGroups = attentionWindows.flatMap { LayerGroups(windows: $0) }
     }
 
@@ -92,6 +96,7 @@ public final class KVConnector: Sendable {
             layout: model.kvLayout,
             chunkSize: configuration.chunkSize,
             saveUnfullChunk: configuration.saveUnfullChunk,
+            saveDecodeCache: configuration.saveDecodeCache,
             attentionWindows: configuration.windowAwareLoading ? model.attentionWindows : nil
         )
     }
@@ -294,8 +299,37 @@ public final class KVConnector: Sendable {
     /// - Complexity: O(stored tokens × layers × kvHeads × headDim) bytes copied.
     @discardableResult
     public func save(_ lookup: CacheLookup, from sequence: SequenceKV) -> Int {
+        save(lookup, from: sequence, skipping: lookup.hits.count)
+    }
+
+    /// After a generation from `lookup`'s prompt, with ``saveDecodeCache`` on: stores the full chunks of
+    /// the prompt followed by the generated tokens that `sequence` holds, beyond the prompt's own full
+    /// chunks. Does nothing when ``saveDecodeCache`` is off.
+    ///
+    /// Decoding computes each token's keys and values one token at a time, which rounds differently from
+    /// a prefill of the same text: a later prompt that loads these chunks gets the same text up to float
+    /// rounding, not bit for bit (prompt chunks, which are prefill results, stay exact).
+    ///
+    /// - Returns: the number of chunks stored.
+    @discardableResult
+    public func saveDecoded(_ lookup: CacheLookup, from sequence: SequenceKV) -> Int {
+        guard saveDecodeCache, sequence.count > lookup.tokens.count, sequence.tokens.starts(with: lookup.tokens) else {
+            return 0
+        }
+        let tokens = sequence.tokens
+        let extended = CacheLookup(
+            tokens: tokens,
+            salt: lookup.salt,
+            chunks: keyer(salt: lookup.salt).chunks(for: tokens),
+            hits: [],
+            windowedChunks: layerGroups.map { windowedKeyer($0, salt: lookup.salt).chunks(for: tokens) } ?? []
+        )
+        return save(extended, from: sequence, skipping: lookup.tokens.count / chunkSize)
+    }
+
+    private func save(_ lookup: CacheLookup, from sequence: SequenceKV, skipping: Int) -> Int {
         var stored = 0
-        for (index, chunk) in lookup.chunks.enumerated().dropFirst(lookup.hits.count) {
+        for (index, chunk) in lookup.chunks.enumerated().dropFirst(skipping) {
             guard chunk.range.upperBound <= sequence.count,
                 sequence.tokens[chunk.range].elementsEqual(lookup.tokens[chunk.range])
             else { break }
