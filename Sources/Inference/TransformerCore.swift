@@ -102,6 +102,18 @@ final class TransformerCore: Sendable {
     let embedding: WeightMatrix
     let outputNorm: [Float]
     let output: WeightMatrix
+    /// Dequantized copies of the layers' matrices, when kept (see ``denseWeightBudget``).
+    let dense: DenseWeights?
+
+    /// Most bytes of dequantized layer weights a model keeps to speed up prefill: `LMCACHE_DENSE_WEIGHTS`
+    /// = `0` (never), `1` (always), or unset (when they fit in 1 GiB; Gemma 3 270M needs 0.4 GiB).
+    static let denseWeightBudget: Int = {
+        switch ProcessInfo.processInfo.environment["LMCACHE_DENSE_WEIGHTS"] {
+        case "0": 0
+        case "1": Int.max
+        default: 1 << 30
+        }
+    }()
 
     init(
         file: GGUFFile,
@@ -113,7 +125,27 @@ final class TransformerCore: Sendable {
     ) {
         self.file = file
         self.spec = spec
-        self.layers = layers
+        let denseBytes = layers.reduce(0) { total, w in
+            total + [w.q, w.k, w.v, w.o, w.gate, w.up, w.down].reduce(0) { $0 + $1.denseBytes }
+        }
+        if denseBytes > 0 && denseBytes <= Self.denseWeightBudget {
+            let dense = DenseWeights()
+            self.layers = layers.map { w in
+                var w = w
+                w.q = dense.densify(w.q)
+                w.k = dense.densify(w.k)
+                w.v = dense.densify(w.v)
+                w.o = dense.densify(w.o)
+                w.gate = dense.densify(w.gate)
+                w.up = dense.densify(w.up)
+                w.down = dense.densify(w.down)
+                return w
+            }
+            self.dense = dense
+        } else {
+            self.layers = layers
+            self.dense = nil
+        }
         self.embedding = embedding
         self.outputNorm = outputNorm
         self.output = output
