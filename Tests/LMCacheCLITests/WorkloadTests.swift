@@ -78,7 +78,8 @@ struct WorkloadTests {
         #expect(report.summary["requests"] as? Int == requests)
         let wall = try #require(report.summary["wall_s"] as? Double)
         #expect(wall > 0)
-        #expect(report.summary["requests_per_s"] as? Double == Double(requests) / wall)
+        let rate = try #require(report.summary["requests_per_s"] as? Double)
+        #expect(abs(rate - Double(requests) / wall) <= 1e-9 * rate)
         for key in ["ttft_mean_s", "ttft_p50_s", "ttft_p90_s", "latency_mean_s"] {
             let value = try #require(report.summary[key] as? Double, "\(key)")
             #expect(value > 0 && value <= wall, "\(key) = \(value)")
