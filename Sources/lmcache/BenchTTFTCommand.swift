@@ -171,15 +171,18 @@ struct BenchTTFTCommand: AsyncParsableCommand {
             guard let onPort = bound[0], let offPort = bound[1] else {
                 throw CommandFailure("the servers did not start")
             }
+            let outcome: Result<Void, any Error>
             do {
                 try await body(onPort, offPort)
+                outcome = .success(())
             } catch {
-                await services.triggerGracefulShutdown()
-                group.cancelAll()
-                throw error
+                outcome = .failure(error)
             }
+            // The servers stop gracefully (the first child to finish); then the write-behind is cancelled.
             await services.triggerGracefulShutdown()
+            _ = try await group.next()
             group.cancelAll()
+            try outcome.get()
         }
     }
 }
