@@ -85,7 +85,7 @@ struct BenchTTFTCommand: AsyncParsableCommand {
             headDim: engineLayout.headDim,
             dtype: KVConnector.losslessDType
         ).byteCount(tokens: 1)
-        // Room for two prompts of the longest length (older runs' entries are evicted, never needed again).
+        // Room for three prompts of the longest length (older runs' entries are evicted, never needed again).
         let budgetGiB = Double(3 * (longest + 512) * bytesPerToken) / Double(1 << 30) + 0.25
 
         let setup = try TierSetup(tier: tier, configuration: configuration, budgetGiB: budgetGiB, logger: logger)
