@@ -153,6 +153,8 @@ let package = Package(
                 "LMCacheWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                // `lmcache bench ttft`: a streaming HTTP client timing the first token.
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 "OpenAIServer",
                 "GGUF",
                 "Tokenizers",
@@ -236,7 +238,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LMCacheCLITests",
-            dependencies: ["lmcache", "LMCacheCore", "LMCacheStorage"],
+            dependencies: ["lmcache", "lmcache_server", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport"],
             swiftSettings: commonSwiftSettings
         ),
     ]
