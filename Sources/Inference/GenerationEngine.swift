@@ -46,7 +46,7 @@ public struct SchedulerLimits: Sendable, Hashable {
     public var maxKVTokens: Int
 
     /// Limits; the defaults suit a small model on a few cores.
-    public init(maxSequences: Int = 8, prefillChunkTokens: Int = 2048, maxKVTokens: Int = 131_072) {
+    public init(maxSequences: Int = 8, prefillChunkTokens: Int = 512, maxKVTokens: Int = 131_072) {
         self.maxSequences = maxSequences
         self.prefillChunkTokens = prefillChunkTokens
         self.maxKVTokens = maxKVTokens
@@ -71,8 +71,8 @@ public struct SchedulerLimits: Sendable, Hashable {
 /// after the first token, and the continuation decoded.
 ///
 /// Scheduling is continuous batching: up to ``SchedulerLimits/maxSequences`` sequences run at once;
-/// every step computes one piece (at most ``SchedulerLimits/prefillChunkTokens``) of the oldest
-/// unfinished prompt, then one token of every sequence that is decoding, all of them in a single
+/// every step computes one piece (at most ``SchedulerLimits/prefillChunkTokens``) of the unfinished
+/// prompt with the fewest tokens left, then one token of every sequence that is decoding, all of them in a single
 /// batched pass that reads the weights once. New requests join at the next step and finished ones
 /// leave. Batching never changes a result: prompt pieces end on the engine's 256-position blocks and a
 /// batched decode step computes each sequence exactly as a step of its own, so a request's tokens are
@@ -228,6 +228,9 @@ private final class Job: @unchecked Sendable {
         )
     }
 
+    /// Prompt tokens not computed yet.
+    var remainingPromptTokens: Int { request.prompt.count - (sequence?.count ?? 0) }
+
     /// KV positions this request reserves.
     var reservation: Int { request.prompt.count + maxTokens }
 
@@ -298,7 +301,10 @@ private final class Scheduler: @unchecked Sendable {
         for job in active where job.isCancelled {
             finish(job)
         }
-        if let job = active.first(where: { $0.phase == .prefill }) {
+        // The prompt with the fewest tokens left goes first (the oldest on ties): short prompts, such as
+        // a cache hit's tail, get their first token without waiting for a long prompt to finish.
+        let prefilling = active.filter { $0.phase == .prefill }
+        if let job = prefilling.min(by: { $0.remainingPromptTokens < $1.remainingPromptTokens }) {
             prefillPiece(job)
         }
         let decoding = active.filter { $0.phase == .decode }

@@ -147,4 +147,30 @@ struct SchedulerTests {
         let after = try await engine.generate(GenerationRequest(prompt: prompt, maxTokens: 3))
         #expect(after.tokens == expected)
     }
+
+    @Test("a short prompt arriving while a long one is computed gets its first token first")
+    func shortestFirst() async throws {
+        let model = try TestModel.model()
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            limits: SchedulerLimits(maxSequences: 2, prefillChunkTokens: 256)
+        )
+        let prompts = Self.prompts()
+        let long = prompts[3] + prompts[2] + prompts[1]  // 1,040 tokens: five pieces
+        let short = prompts[0]
+        let order = Mutex<[String]>([])
+        async let longRun = engine.generate(GenerationRequest(prompt: long, maxTokens: 2)) { _, _ in
+            order.withLock { if !$0.contains("long") { $0.append("long") } }
+            return true
+        }
+        while engine.load.running == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        let shortResult = try await engine.generate(GenerationRequest(prompt: short, maxTokens: 2)) { _, _ in
+            order.withLock { if !$0.contains("short") { $0.append("short") } }
+            return true
+        }
+        _ = try await longRun
+        #expect(order.withLock { $0 } == ["short", "long"])
+        #expect(shortResult.tokens == (try Self.alone(model, short, maxTokens: 2)))
+    }
 }
