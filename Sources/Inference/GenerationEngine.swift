@@ -52,14 +52,19 @@ public final class GenerationEngine: Sendable {
     public let tokenizer: any Tokenizer
     /// The cache, or `nil` when it is off.
     public let connector: KVConnector?
+    /// Segment reuse (CacheBlend) over ``connector``'s storage, when blending is on.
+    public let blender: BlendConnector?
     private let queue = DispatchQueue(label: "lmcache.engine")
     private let worker: Worker
 
     /// An engine over `model`; `connector` turns the cache on.
-    public init(model: any LanguageModel, tokenizer: any Tokenizer, connector: KVConnector? = nil) {
+    public init(
+        model: any LanguageModel, tokenizer: any Tokenizer, connector: KVConnector? = nil, blender: BlendConnector? = nil
+    ) {
         self.model = model
         self.tokenizer = tokenizer
-        self.connector = connector
+        self.connector = connector ?? blender?.prefix
+        self.blender = blender
         self.worker = Worker(session: InferenceSession(model: model))
     }
 
@@ -84,8 +89,10 @@ public final class GenerationEngine: Sendable {
                 "the prompt has \(request.prompt.count) tokens; the model's context is \(contextLength)"
             )
         }
+        let blend: BlendCache? =
+            if let blender { BlendCache(connector: blender, lookup: await blender.lookup(request.prompt, salt: request.salt)) } else { nil }
         let lookup: CacheLookup? =
-            if let connector { await connector.lookup(request.prompt, salt: request.salt) } else { nil }
+            if let connector, blend == nil { await connector.lookup(request.prompt, salt: request.salt) } else { nil }
         try Task.checkCancellation()
         let maxTokens = min(request.maxTokens, contextLength - request.prompt.count)
         let worker = self.worker
@@ -99,7 +106,7 @@ public final class GenerationEngine: Sendable {
                         continuation.resume(throwing: CancellationError())
                         return
                     }
-                    let cache = connector.flatMap { connector in
+                    let cache = blend.map(PromptCache.init(blending:)) ?? connector.flatMap { connector in
                         lookup.map { PromptCache(connector: connector, lookup: $0) }
                     }
                     continuation.resume(

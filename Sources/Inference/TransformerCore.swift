@@ -89,7 +89,7 @@ struct LayerWeights: @unchecked Sendable {
 }
 
 /// Workspace slots.
-private enum Slot {
+enum Slot {
     static let x = 0, h = 1, q = 2, k = 3, v = 4, attn = 5, o = 6, gate = 7, up = 8, logits = 9, last = 10
 }
 
@@ -139,7 +139,7 @@ final class TransformerCore: Sendable {
         kv.reserve(p0 + n)
 
         let d = c.hiddenSize, hd = c.headDim
-        let qWidth = c.heads * hd, kvWidth = c.kvHeads * hd, f = c.feedForwardSize
+        let qWidth = c.heads * hd, kvWidth = c.kvHeads * hd
         let x = ws.buffer(Slot.x, n * d)
         let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
@@ -147,8 +147,6 @@ final class TransformerCore: Sendable {
         let v = ws.buffer(Slot.v, n * kvWidth)
         let attn = ws.buffer(Slot.attn, n * qWidth)
         let o = ws.buffer(Slot.o, n * d)
-        let gate = ws.buffer(Slot.gate, n * f)
-        let up = ws.buffer(Slot.up, n * f)
 
         // Embedding.
         for (i, t) in tokens.enumerated() {
@@ -170,26 +168,8 @@ final class TransformerCore: Sendable {
             Parallel.forRanges(n, minimumPerPart: 16) { tokens in
                 for i in tokens {
                     let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
-                    if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
-                    if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
-                    if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
-                    if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
-                    if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
                     let position = p0 + i
-                    switch spec.rope {
-                    case .neox:
-                        Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                        Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    case .normal:
-                        Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                        Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    }
-                    if Ops.emulateHalfPrecision {
-                        // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
-                        Ops.roundToHalf(qi, count: qWidth)
-                        Ops.roundToHalf(ki, count: kvWidth)
-                        Ops.roundToHalf(vi, count: kvWidth)
-                    }
+                    projectToken(layer: l, w, q: qi, k: ki, v: vi, position: position)
                     kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
                     kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
                 }
@@ -204,21 +184,7 @@ final class TransformerCore: Sendable {
             if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
             Ops.add(x, o, count: n * d)
 
-            // Feed-forward block.
-            Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
-            if n == 1 {
-                Linear.matvec([(w.gate, gate), (w.up, up)], x: h, scratch: ws.linear)
-            } else {
-                linear(w.gate, x: h, y: gate, count: n, firstPosition: p0, ws)
-                linear(w.up, x: h, y: up, count: n, firstPosition: p0, ws)
-            }
-            switch spec.activation {
-            case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
-            case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
-            }
-            linear(w.down, x: gate, y: o, count: n, firstPosition: p0, ws)
-            if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
-            Ops.add(x, o, count: n * d)
+            feedForward(w, x: x, count: n, firstPosition: p0, ws)
         }
         kv.append(tokens)
 
@@ -229,12 +195,75 @@ final class TransformerCore: Sendable {
         case .last: first = n - 1
         case .all: first = 0
         }
-        let rows = n - first
-        Ops.rmsNorm(x + first * d, weight: outputNorm, count: d, rows: rows, eps: spec.rmsEpsilon, out: h)
+        return logits(x + first * d, rows: n - first, firstPosition: p0 + first, ws)
+    }
+}
+
+extension TransformerCore {
+    /// The output head over `rows` rows of hidden states at positions `firstPosition…`.
+    func logits(_ x: UnsafePointer<Float>, rows: Int, firstPosition: Int, _ ws: Workspace) -> [Float] {
+        let c = spec.configuration, d = c.hiddenSize
+        let h = ws.buffer(Slot.h, rows * d)
+        Ops.rmsNorm(x, weight: outputNorm, count: d, rows: rows, eps: spec.rmsEpsilon, out: h)
         return [Float](unsafeUninitializedCapacity: rows * c.vocabularySize) { out, initialized in
-            linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: p0 + first, ws)
+            linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: firstPosition, ws)
             initialized = rows * c.vocabularySize
         }
+    }
+
+    /// One token's query, key and value after biases, QK norms, RoPE at `position` and the engine's
+    /// half-precision rounding: what the KV rows hold.
+    func projectToken(
+        layer l: Int,
+        _ w: LayerWeights,
+        q qi: UnsafeMutablePointer<Float>,
+        k ki: UnsafeMutablePointer<Float>,
+        v vi: UnsafeMutablePointer<Float>,
+        position: Int
+    ) {
+        let c = spec.configuration, hd = c.headDim
+        let qWidth = c.heads * hd, kvWidth = c.kvHeads * hd
+        if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
+        if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
+        if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
+        if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
+        if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
+        switch spec.rope {
+        case .neox:
+            Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+        case .normal:
+            Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+        }
+        if Ops.emulateHalfPrecision {
+            // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
+            Ops.roundToHalf(qi, count: qWidth)
+            Ops.roundToHalf(ki, count: kvWidth)
+            Ops.roundToHalf(vi, count: kvWidth)
+        }
+    }
+
+    /// The feed-forward block with its residual, for `count` rows of `x` at positions `firstPosition…`
+    /// (the positions only align the batched products' blocks).
+    func feedForward(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, count n: Int, firstPosition p0: Int, _ ws: Workspace) {
+        let c = spec.configuration, d = c.hiddenSize, f = c.feedForwardSize
+        let h = ws.buffer(Slot.h, n * d), o = ws.buffer(Slot.o, n * d)
+        let gate = ws.buffer(Slot.gate, n * f), up = ws.buffer(Slot.up, n * f)
+        Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
+        if n == 1 {
+            Linear.matvec([(w.gate, gate), (w.up, up)], x: h, scratch: ws.linear)
+        } else {
+            linear(w.gate, x: h, y: gate, count: n, firstPosition: p0, ws)
+            linear(w.up, x: h, y: up, count: n, firstPosition: p0, ws)
+        }
+        switch spec.activation {
+        case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
+        case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
+        }
+        linear(w.down, x: gate, y: o, count: n, firstPosition: p0, ws)
+        if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+        Ops.add(x, o, count: n * d)
     }
 }
 
@@ -244,7 +273,7 @@ final class TransformerCore: Sendable {
 let linearBlockTokens = 256
 
 /// Y = X·Wᵀ for `count` tokens at positions `firstPosition…`, in position-aligned blocks.
-private func linear(
+func linear(
     _ w: WeightMatrix,
     x: UnsafePointer<Float>,
     y: UnsafeMutablePointer<Float>,

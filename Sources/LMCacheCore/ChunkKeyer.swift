@@ -52,8 +52,24 @@ public struct ChunkKeyer: Sendable, Hashable {
         self.chunkSize = chunkSize
         self.saveUnfullChunk = saveUnfullChunk
         self.salt = salt
+        self.root = Self.rootHash(domain: "lmcache-swift/chunk-root/v1", model: model, layout: layout, salt: salt)
+    }
+
+    /// A keyer whose chunk 0 chains from `root` instead of the prefix root (segment keys).
+    package init(model: ModelIdentity, layout: KVLayout, chunkSize: Int, saveUnfullChunk: Bool, salt: String?, root: ChunkHash) {
+        precondition(chunkSize > 0, "chunkSize must be positive")
+        self.model = model
+        self.layout = layout
+        self.chunkSize = chunkSize
+        self.saveUnfullChunk = saveUnfullChunk
+        self.salt = salt
+        self.root = root
+    }
+
+    /// A root hash over a domain string, the model identity, the KV layout and the tenant salt.
+    package static func rootHash(domain: String, model: ModelIdentity, layout: KVLayout, salt: String?) -> ChunkHash {
         var hasher = SipHash128()
-        hasher.combine("lmcache-swift/chunk-root/v1")
+        hasher.combine(domain)
         hasher.combine(model.name)
         hasher.combine(model.fingerprint)
         hasher.combine(layout.description)
@@ -63,7 +79,7 @@ public struct ChunkKeyer: Sendable, Hashable {
         } else {
             hasher.combine(0)
         }
-        self.root = hasher.finalize()
+        return hasher.finalize()
     }
 
     /// Number of chunks that get keys for a sequence of `tokenCount` tokens.

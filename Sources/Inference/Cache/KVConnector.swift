@@ -167,30 +167,39 @@ public final class KVConnector: Sendable {
             guard chunk.range.upperBound <= sequence.count,
                 sequence.tokens[chunk.range].elementsEqual(lookup.tokens[chunk.range])
             else { break }
-            let tokens = Array(lookup.tokens[chunk.range])
-            let storageObject: HeapChunkStorage
-            do {
-                storageObject = try HeapChunkStorage(count: layout.byteCount(tokens: tokens.count)) {
-                    buffer throws(InferenceError) in
-                    if layout.dtype == .float32 {
-                        try sequence.exportKV(chunk.range, into: buffer)
-                        return
-                    }
-                    let count = buffer.count / layout.dtype.size
-                    try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) {
-                        floats throws(InferenceError) in
-                        try sequence.exportKV(chunk.range, into: UnsafeMutableRawBufferPointer(floats))
-                        // Safe: `floats` holds `count` floats, `buffer` room for `count` half-precision values.
-                        Ops.convertToHalf(floats.baseAddress!, buffer.baseAddress!, count: count)
-                    }
-                }
-            } catch {
-                break
-            }
-            storage.store(KVChunk(key: chunk.key, tokens: tokens, layout: layout, storage: storageObject))
+            guard
+                let kv = exportChunk(
+                    key: chunk.key, range: chunk.range, tokens: Array(lookup.tokens[chunk.range]), from: sequence)
+            else { break }
+            storage.store(kv)
             stored += 1
         }
         return stored
+    }
+
+    /// The KV of `range` of `sequence` as a chunk under `key`, in the stored layout; `nil` when the
+    /// sequence cannot export it.
+    package func exportChunk(key: CacheKey, range: Range<Int>, tokens: [Int32], from sequence: SequenceKV) -> KVChunk? {
+        let storageObject: HeapChunkStorage
+        do {
+            storageObject = try HeapChunkStorage(count: layout.byteCount(tokens: tokens.count)) {
+                buffer throws(InferenceError) in
+                if layout.dtype == .float32 {
+                    try sequence.exportKV(range, into: buffer)
+                    return
+                }
+                let count = buffer.count / layout.dtype.size
+                try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) {
+                    floats throws(InferenceError) in
+                    try sequence.exportKV(range, into: UnsafeMutableRawBufferPointer(floats))
+                    // Safe: `floats` holds `count` floats, `buffer` room for `count` half-precision values.
+                    Ops.convertToHalf(floats.baseAddress!, buffer.baseAddress!, count: count)
+                }
+            }
+        } catch {
+            return nil
+        }
+        return KVChunk(key: key, tokens: tokens, layout: layout, storage: storageObject)
     }
 }
 
