@@ -378,8 +378,8 @@ struct RAGWorkload {
     /// Every document in `order`, then a question about document `asked`.
     func questionText(order: [Int], asked: Int) -> String {
         "<start_of_turn>user\n" + instruction + order.map { separator + documents[$0].text }.joined() + separator
-            + "Question: what is the access code of \(documents[asked].name)? Answer with the code only."
-            + "<end_of_turn>\n<start_of_turn>model\n"
+            + "Question: what is the access code of \(documents[asked].name)?<end_of_turn>\n<start_of_turn>model\n"
+            + "The access code of \(documents[asked].name) is"
     }
 }
 
