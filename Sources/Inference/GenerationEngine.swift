@@ -92,6 +92,8 @@ public final class GenerationEngine: Sendable {
     public let connector: KVConnector?
     /// How requests share the engine.
     public let limits: SchedulerLimits
+    /// Segment reuse (CacheBlend) over ``connector``'s storage, when blending is on.
+    public let blender: BlendConnector?
     private let queue = DispatchQueue(label: "lmcache.engine")
     private let scheduler: Scheduler
     private let inbox = Inbox()
@@ -102,12 +104,14 @@ public final class GenerationEngine: Sendable {
         model: any LanguageModel,
         tokenizer: any Tokenizer,
         connector: KVConnector? = nil,
+        blender: BlendConnector? = nil,
         limits: SchedulerLimits = SchedulerLimits()
     ) {
         precondition(limits.problem == nil, limits.problem ?? "")
         self.model = model
         self.tokenizer = tokenizer
-        self.connector = connector
+        self.connector = connector ?? blender?.prefix
+        self.blender = blender
         self.limits = limits
         self.scheduler = Scheduler(model: model, limits: limits)
     }
@@ -140,10 +144,14 @@ public final class GenerationEngine: Sendable {
                 "the prompt has \(request.prompt.count) tokens; the model's context is \(contextLength)"
             )
         }
+        let blend: BlendCache? =
+            if let blender { BlendCache(connector: blender, lookup: await blender.lookup(request.prompt, salt: request.salt)) } else { nil }
         let lookup: CacheLookup? =
-            if let connector { await connector.lookup(request.prompt, salt: request.salt) } else { nil }
+            if let connector, blend == nil { await connector.lookup(request.prompt, salt: request.salt) } else { nil }
         try Task.checkCancellation()
-        let cache = connector.flatMap { connector in lookup.map { PromptCache(connector: connector, lookup: $0) } }
+        let cache =
+            blend.map(PromptCache.init(blending:))
+            ?? connector.flatMap { connector in lookup.map { PromptCache(connector: connector, lookup: $0) } }
         let job = Job(
             request: request,
             maxTokens: min(request.maxTokens, contextLength - request.prompt.count),
@@ -320,7 +328,7 @@ private final class Scheduler: @unchecked Sendable {
         active.append(job)
         reserved += job.reservation
         running.add(1, ordering: .relaxed)
-        guard let cache = job.cache else { return }
+        guard let cache = job.cache, cache.blend == nil else { return }
         guard cache.lookup.tokens == job.request.prompt else {
             return fail(job, InferenceError.invalidInput("the cache lookup is of another prompt"))
         }
@@ -335,6 +343,19 @@ private final class Scheduler: @unchecked Sendable {
     func prefillPiece(_ job: Job) {
         guard let sequence = job.sequence else { return }
         let prompt = job.request.prompt
+        if let blend = job.cache?.blend {
+            // Blending computes the whole prompt in one pass (segments are re-rotated and partly recomputed).
+            do {
+                let blended = try blend.connector.prefill(
+                    blend.lookup, model: model, sequence: sequence, workspace: workspace)
+                job.loaded = blended.reused
+                job.phase = .decode
+                deliver(blended.logits[...], to: job)
+            } catch {
+                fail(job, error)
+            }
+            return
+        }
         let start = sequence.count
         var end = prompt.count
         let chunk = limits.prefillChunkTokens / linearBlockTokens * linearBlockTokens
@@ -387,7 +408,7 @@ private final class Scheduler: @unchecked Sendable {
         guard !job.promptSaved, let cache = job.cache, let sequence = job.sequence,
             sequence.count >= job.request.prompt.count
         else { return }
-        cache.connector.save(cache.lookup, from: sequence)
+        cache.save(from: sequence)
         job.promptSaved = true
     }
 

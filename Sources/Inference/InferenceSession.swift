@@ -31,6 +31,8 @@ public struct PromptCache: Sendable {
     public var connector: KVConnector
     /// The lookup of the prompt.
     public var lookup: CacheLookup
+    /// Segment reuse on top of the prefix (``BlendConnector``); `nil`: prefix reuse only.
+    public var blend: BlendCache? = nil
 
     /// Pairs a connector with a lookup of the prompt about to be generated from.
     public init(connector: KVConnector, lookup: CacheLookup) {
@@ -79,6 +81,10 @@ public final class InferenceSession {
         guard cache.lookup.tokens == prompt else {
             throw InferenceError.invalidInput("the cache lookup is of another prompt")
         }
+        if let blend = cache.blend {
+            let blended = try blend.connector.prefill(blend.lookup, model: model, sequence: sequence, workspace: workspace)
+            return (blended.logits, blended.reused)
+        }
         let loaded = try cache.connector.load(cache.lookup, into: sequence)
         return (try prefill(Array(prompt[loaded...])), loaded)
     }
@@ -122,13 +128,13 @@ public final class InferenceSession {
         // Saved after the first token, so that storing never delays it.
         var pendingSave = cache
         defer {
-            pendingSave.map { _ = $0.connector.save($0.lookup, from: sequence) }
+            pendingSave?.save(from: sequence)
             cache.map { _ = $0.connector.saveDecoded($0.lookup, from: sequence) }
         }
         while let (next, piece) = stream.accept(logits) {
             let keepGoing = onToken(next, piece)
             if let save = pendingSave {
-                save.connector.save(save.lookup, from: sequence)
+                save.save(from: sequence)
                 pendingSave = nil
             }
             if !keepGoing { stream.stop() }

@@ -66,7 +66,9 @@ public final class LLM: Sendable {
             let storage = try StorageManager(configuration: configuration, prefault: prefault)
             self.storage = storage
             let connector = KVConnector(storage: storage, model: model, name: modelName, configuration: configuration)
-            engine = GenerationEngine(model: model, tokenizer: tokenizer, connector: connector)
+            engine = GenerationEngine(
+                model: model, tokenizer: tokenizer, connector: connector,
+                blender: BlendConnector(prefix: connector, configuration: configuration, tokenizer: tokenizer))
         } else {
             storage = nil
             engine = GenerationEngine(model: model, tokenizer: tokenizer)

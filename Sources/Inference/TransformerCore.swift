@@ -90,7 +90,7 @@ struct LayerWeights: @unchecked Sendable {
 }
 
 /// Workspace slots.
-private enum Slot {
+enum Slot {
     static let x = 0, h = 1, q = 2, k = 3, v = 4, attn = 5, o = 6, gate = 7, up = 8, logits = 9, last = 10
 }
 
@@ -185,7 +185,6 @@ final class TransformerCore: Sendable {
         let hd = c.headDim
         let qWidth = c.heads * hd
         let kvWidth = c.kvHeads * hd
-        let f = c.feedForwardSize
         let x = ws.buffer(Slot.x, n * d)
         let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
@@ -193,8 +192,6 @@ final class TransformerCore: Sendable {
         let v = ws.buffer(Slot.v, n * kvWidth)
         let attn = ws.buffer(Slot.attn, n * qWidth)
         let o = ws.buffer(Slot.o, n * d)
-        let gate = ws.buffer(Slot.gate, n * f)
-        let up = ws.buffer(Slot.up, n * f)
 
         // Embedding.
         for (i, t) in tokens.enumerated() {
@@ -250,21 +247,7 @@ final class TransformerCore: Sendable {
             }
             Ops.add(x, o, count: n * d)
 
-            // Feed-forward block.
-            Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
-            if n == 1 {
-                Linear.matvec([(w.gate, gate), (w.up, up)], x: h, scratch: ws.linear)
-            } else {
-                linear(w.gate, x: h, y: gate, count: n, firstPosition: p0, ws)
-                linear(w.up, x: h, y: up, count: n, firstPosition: p0, ws)
-            }
-            switch spec.activation {
-            case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
-            case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
-            }
-            linear(w.down, x: gate, y: o, count: n, firstPosition: p0, ws)
-            if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
-            Ops.add(x, o, count: n * d)
+            feedForward(w, x: x, count: n, firstPosition: p0, ws)
         }
         kv.append(tokens)
 
@@ -275,16 +258,11 @@ final class TransformerCore: Sendable {
         case .last: first = n - 1
         case .all: first = 0
         }
-        let rows = n - first
-        Ops.rmsNorm(x + first * d, weight: outputNorm, count: d, rows: rows, eps: spec.rmsEpsilon, out: h)
-        return [Float](unsafeUninitializedCapacity: rows * c.vocabularySize) { out, initialized in
-            linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: p0 + first, ws)
-            initialized = rows * c.vocabularySize
-        }
+        return logits(x + first * d, rows: n - first, firstPosition: p0 + first, ws)
     }
 
-    /// One token's attention inputs at `position` of layer `l`: biases, QK norms, RoPE, rounding, and
-    /// its K and V written into `kv`.
+    /// One token's attention inputs at `position` of layer `l` (``projectToken``), with its K and V
+    /// written into `kv`.
     @inline(__always)
     private func prepare(
         layer l: Int,
@@ -295,29 +273,8 @@ final class TransformerCore: Sendable {
         position: Int,
         kv: SequenceKV
     ) {
-        let c = spec.configuration
-        let hd = c.headDim
-        let qWidth = c.heads * hd
-        let kvWidth = c.kvHeads * hd
-        if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
-        if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
-        if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
-        if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
-        if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
-        switch spec.rope {
-        case .neox:
-            Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-            Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-        case .normal:
-            Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-            Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-        }
-        if Ops.emulateHalfPrecision {
-            // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
-            Ops.roundToHalf(qi, count: qWidth)
-            Ops.roundToHalf(ki, count: kvWidth)
-            Ops.roundToHalf(vi, count: kvWidth)
-        }
+        projectToken(layer: l, w, q: qi, k: ki, v: vi, position: position)
+        let kvWidth = spec.configuration.kvHeads * spec.configuration.headDim
         kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
         kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
     }
@@ -360,7 +317,6 @@ final class TransformerCore: Sendable {
         let hd = c.headDim
         let qWidth = c.heads * hd
         let kvWidth = c.kvHeads * hd
-        let f = c.feedForwardSize
         let x = ws.buffer(Slot.x, n * d)
         let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
@@ -368,8 +324,6 @@ final class TransformerCore: Sendable {
         let v = ws.buffer(Slot.v, n * kvWidth)
         let attn = ws.buffer(Slot.attn, n * qWidth)
         let o = ws.buffer(Slot.o, n * d)
-        let gate = ws.buffer(Slot.gate, n * f)
-        let up = ws.buffer(Slot.up, n * f)
 
         for (i, t) in tokens.enumerated() {
             embedding.dequantizeRows(Int(t)..<(Int(t) + 1), into: x + i * d)
@@ -417,16 +371,7 @@ final class TransformerCore: Sendable {
             }
             Ops.add(x, o, count: n * d)
 
-            Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
-            decodeLinear(w.gate, x: h, y: gate, count: n, ws)
-            decodeLinear(w.up, x: h, y: up, count: n, ws)
-            switch spec.activation {
-            case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
-            case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
-            }
-            decodeLinear(w.down, x: gate, y: o, count: n, ws)
-            if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
-            Ops.add(x, o, count: n * d)
+            feedForward(w, x: x, count: n, firstPosition: 0, ws, decoding: true)
         }
         for (kv, t) in zip(sequences, tokens) { kv.append([t]) }
 
@@ -438,13 +383,103 @@ final class TransformerCore: Sendable {
     }
 }
 
+extension TransformerCore {
+    /// The output head over `rows` rows of hidden states at positions `firstPosition…`.
+    func logits(_ x: UnsafePointer<Float>, rows: Int, firstPosition: Int, _ ws: Workspace) -> [Float] {
+        let c = spec.configuration
+        let d = c.hiddenSize
+        let h = ws.buffer(Slot.h, rows * d)
+        Ops.rmsNorm(x, weight: outputNorm, count: d, rows: rows, eps: spec.rmsEpsilon, out: h)
+        return [Float](unsafeUninitializedCapacity: rows * c.vocabularySize) { out, initialized in
+            linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: firstPosition, ws)
+            initialized = rows * c.vocabularySize
+        }
+    }
+
+    /// One token's query, key and value after biases, QK norms, RoPE at `position` and the engine's
+    /// half-precision rounding: what the KV rows hold.
+    func projectToken(
+        layer l: Int,
+        _ w: LayerWeights,
+        q qi: UnsafeMutablePointer<Float>,
+        k ki: UnsafeMutablePointer<Float>,
+        v vi: UnsafeMutablePointer<Float>,
+        position: Int
+    ) {
+        let c = spec.configuration
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
+        if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
+        if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
+        if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
+        if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
+        if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
+        switch spec.rope {
+        case .neox:
+            Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+        case .normal:
+            Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+        }
+        if Ops.emulateHalfPrecision {
+            // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
+            Ops.roundToHalf(qi, count: qWidth)
+            Ops.roundToHalf(ki, count: kvWidth)
+            Ops.roundToHalf(vi, count: kvWidth)
+        }
+    }
+
+    /// The feed-forward block with its residual, for `count` rows of `x` at positions `firstPosition…`
+    /// (the positions only align the batched products' blocks). With `decoding`, the rows are tokens of
+    /// different sequences, each computed as a one-token step would.
+    func feedForward(
+        _ w: LayerWeights,
+        x: UnsafeMutablePointer<Float>,
+        count n: Int,
+        firstPosition p0: Int,
+        _ ws: Workspace,
+        decoding: Bool = false
+    ) {
+        let c = spec.configuration
+        let d = c.hiddenSize
+        let f = c.feedForwardSize
+        let h = ws.buffer(Slot.h, n * d)
+        let o = ws.buffer(Slot.o, n * d)
+        let gate = ws.buffer(Slot.gate, n * f)
+        let up = ws.buffer(Slot.up, n * f)
+        Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
+        if decoding {
+            decodeLinear(w.gate, x: h, y: gate, count: n, ws)
+            decodeLinear(w.up, x: h, y: up, count: n, ws)
+        } else if n == 1 {
+            Linear.matvec([(w.gate, gate), (w.up, up)], x: h, scratch: ws.linear)
+        } else {
+            linear(w.gate, x: h, y: gate, count: n, firstPosition: p0, ws)
+            linear(w.up, x: h, y: up, count: n, firstPosition: p0, ws)
+        }
+        switch spec.activation {
+        case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
+        case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
+        }
+        if decoding {
+            decodeLinear(w.down, x: gate, y: o, count: n, ws)
+        } else {
+            linear(w.down, x: gate, y: o, count: n, firstPosition: p0, ws)
+        }
+        if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+        Ops.add(x, o, count: n * d)
+    }
+}
+
 /// Tokens per block of the batched products. Blocks start at multiples of this absolute position, so
 /// a token is computed by the same calls whether its batch began at 0 or at a chunk boundary (the
 /// cache's 256-token chunks): prefix-from-cache + prefill(rest) is bit-identical to prefill(all).
 let linearBlockTokens = 256
 
 /// Y = X·Wᵀ for `count` tokens at positions `firstPosition…`, in position-aligned blocks.
-private func linear(
+func linear(
     _ w: WeightMatrix,
     x: UnsafePointer<Float>,
     y: UnsafeMutablePointer<Float>,

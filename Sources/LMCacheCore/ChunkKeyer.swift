@@ -57,8 +57,28 @@ public struct ChunkKeyer: Sendable, Hashable {
         self.saveUnfullChunk = saveUnfullChunk
         self.salt = salt
         self.part = part
+        self.root = Self.rootHash(
+            domain: "lmcache-swift/chunk-root/v1", model: model, layout: layout, salt: salt, part: part)
+    }
+
+    /// A keyer whose chunk 0 chains from `root` instead of the prefix root (segment keys).
+    package init(model: ModelIdentity, layout: KVLayout, chunkSize: Int, saveUnfullChunk: Bool, salt: String?, root: ChunkHash) {
+        precondition(chunkSize > 0, "chunkSize must be positive")
+        self.model = model
+        self.layout = layout
+        self.chunkSize = chunkSize
+        self.saveUnfullChunk = saveUnfullChunk
+        self.salt = salt
+        self.part = nil
+        self.root = root
+    }
+
+    /// A root hash over a domain string, the model identity, the KV layout, the tenant salt and the part.
+    package static func rootHash(
+        domain: String, model: ModelIdentity, layout: KVLayout, salt: String?, part: String? = nil
+    ) -> ChunkHash {
         var hasher = SipHash128()
-        hasher.combine("lmcache-swift/chunk-root/v1")
+        hasher.combine(domain)
         hasher.combine(model.name)
         hasher.combine(model.fingerprint)
         hasher.combine(layout.description)
@@ -72,7 +92,7 @@ public struct ChunkKeyer: Sendable, Hashable {
             hasher.combine("part")
             hasher.combine(part)
         }
-        self.root = hasher.finalize()
+        return hasher.finalize()
     }
 
     /// Number of chunks that get keys for a sequence of `tokenCount` tokens.

@@ -111,7 +111,14 @@ struct ServeCommand: AsyncParsableCommand {
                 configuration: loaded.configuration
             )
         }
-        let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: connector, limits: limits)
+        let blender = connector.flatMap {
+            BlendConnector(prefix: $0, configuration: loaded.configuration, tokenizer: tokenizer)
+        }
+        if let blender, let layer = blender.options.checkLayers.first(where: { $0 >= languageModel.configuration.layers }) {
+            throw ValidationError("blend_check_layers: layer \(layer) is outside the model's \(languageModel.configuration.layers) layers")
+        }
+        let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: connector, blender: blender,
+            limits: limits)
         let server = OpenAIServer(
             engine: engine,
             storage: storage,
@@ -119,7 +126,9 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger
         )
         let host = self.host
-        let cache = noCache ? "off" : "on (chunk_size \(loaded.configuration.chunkSize))"
+        let cache =
+            noCache
+            ? "off" : "on (chunk_size \(loaded.configuration.chunkSize)\(blender == nil ? "" : ", blending"))"
         try await server.run { port in
             logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache)")
         }

@@ -48,13 +48,14 @@ enum TestModel {
     }
 }
 
-/// A server on a free loopback port for the duration of `body`.
+/// A server on a free loopback port for the duration of `body`, over `engine` when given.
 func withLiveServer<T: Sendable>(
     cache: Bool = true,
     maxModelLength: Int? = nil,
+    engine prepared: (GenerationEngine, StorageManager?)? = nil,
     _ body: (HTTPClient) async throws -> T
 ) async throws -> T {
-    let (engine, storage) = try TestModel.engine(cache: cache)
+    let (engine, storage) = try prepared ?? TestModel.engine(cache: cache)
     let server = OpenAIServer(
         engine: engine,
         storage: storage,

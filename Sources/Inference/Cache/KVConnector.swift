@@ -353,6 +353,13 @@ public final class KVConnector: Sendable {
         return stored
     }
 
+    /// The KV of `range` of `sequence`, all layers, as a chunk under `key` in the stored layout; `nil`
+    /// when the sequence cannot export it.
+    package func exportChunk(key: CacheKey, range: Range<Int>, tokens: [Int32], from sequence: SequenceKV) -> KVChunk? {
+        guard let object = try? export(range, layers: nil, from: sequence) else { return nil }
+        return KVChunk(key: key, tokens: tokens, layout: object.layout, storage: object.storage)
+    }
+
     /// `range`'s KV of `layers` (all when `nil`) in the stored layout, in a new heap buffer.
     private func export(
         _ range: Range<Int>,

@@ -1,0 +1,241 @@
+// Selective recompute for non-prefix reuse, after CacheBlend (Yao et al., "CacheBlend: Fast Large
+// Language Model Serving for RAG with Cached Knowledge Fusion", EuroSys 2025): a prefill in which
+// some tokens' KV rows were loaded from the cache, computed at every layer only for the tokens
+// whose loaded KV deviates most from what a full prefill would compute.
+
+internal import Kernels
+
+/// How a blended prefill recomputes.
+package struct BlendPlan: Sendable, Hashable {
+    /// Per token of the prefill: whether its KV rows (every layer) were loaded from the cache.
+    package var cached: [Bool]
+    /// Layers at which each computed token's deviation is measured, ascending. Empty: naive reuse,
+    /// where only the tokens not found in the cache are computed, at every layer.
+    package var checkLayers: [Int]
+    /// Per check layer (the last one repeats): the fraction of the cached tokens still computed in
+    /// the layers after it, those with the largest deviation.
+    package var ratios: [Double]
+
+    package init(cached: [Bool], checkLayers: [Int], ratios: [Double]) {
+        precondition(!ratios.isEmpty || checkLayers.isEmpty, "a check layer needs a ratio")
+        self.cached = cached
+        self.checkLayers = checkLayers.sorted()
+        self.ratios = ratios
+    }
+}
+
+/// A model built on the shared transformer machinery.
+protocol TransformerModel: LanguageModel {
+    var core: TransformerCore { get }
+}
+
+extension Gemma3Model: TransformerModel {}
+extension LlamaModel: TransformerModel {}
+
+extension TransformerCore {
+    /// Re-rotates `rows` key rows (each `kvHeads × headDim` floats) of layer `layer` from the
+    /// position they were computed at to `delta` positions later, and rounds them as the engine
+    /// stores keys. A zero `delta` leaves them untouched, bit for bit.
+    func rerotateKeys(_ k: UnsafeMutablePointer<Float>, rows: Int, layer: Int, by delta: Int) {
+        guard delta != 0 else { return }
+        let c = spec.configuration
+        let width = c.kvHeads * c.headDim
+        for r in 0..<rows {
+            let row = k + r * width
+            switch spec.rope {
+            case .neox:
+                Ops.ropeNeox(
+                    row,
+                    heads: c.kvHeads,
+                    headDim: c.headDim,
+                    position: delta,
+                    frequencies: spec.ropeFrequencies[layer]
+                )
+            case .normal:
+                Ops.ropeNormal(
+                    row,
+                    heads: c.kvHeads,
+                    headDim: c.headDim,
+                    position: delta,
+                    frequencies: spec.ropeFrequencies[layer]
+                )
+            }
+            if Ops.emulateHalfPrecision { Ops.roundToHalf(row, count: width) }
+        }
+    }
+
+    /// A prefill of `tokens` after `sequence`'s tokens in which the rows of the tokens marked in
+    /// `plan.cached` already hold loaded KV (at every layer, at their positions in the sequence).
+    ///
+    /// Up to and including each check layer every token is computed; at a check layer each cached
+    /// token's deviation (squared distance between its loaded and its computed key row) is measured,
+    /// and the layers after it compute only the given fraction of the cached tokens with the largest
+    /// deviation, every token not in the cache and the last token. The other tokens keep their
+    /// loaded KV. When every token stays computed (ratio 1), the calls are exactly those of
+    /// ``forward(_:sequence:outputs:workspace:)``, so the logits and KV are bit-identical to it.
+    ///
+    /// - Returns: the last token's logits.
+    func forwardBlend(
+        _ tokens: [Int32],
+        sequence kv: SequenceKV,
+        plan: BlendPlan,
+        workspace ws: Workspace
+    ) throws(InferenceError) -> [Float] {
+        let c = spec.configuration
+        let n = tokens.count
+        guard n > 0, plan.cached.count == n else {
+            throw InferenceError.invalidInput("a blended prefill needs tokens and one cache flag per token")
+        }
+        for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
+            throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
+        }
+        let p0 = kv.count
+        guard p0 + n <= kv.capacity else {
+            throw InferenceError.invalidInput("\(p0 + n) tokens exceed the context of \(kv.capacity)")
+        }
+        kv.reserve(p0 + n)
+        let d = c.hiddenSize
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
+        let cached = plan.cached
+
+        // Rows of `x` belong to the computed tokens `active` (ascending, always ending with n − 1).
+        var active = plan.checkLayers.isEmpty ? (0..<n).filter { !cached[$0] || $0 == n - 1 } : Array(0..<n)
+        let x = ws.buffer(Slot.x, n * d)
+        for (i, t) in active.enumerated() {
+            embedding.dequantizeRows(Int(tokens[t])..<(Int(tokens[t]) + 1), into: x + i * d)
+        }
+        if let s = spec.embeddingScale { Ops.scale(x, by: s, count: active.count * d) }
+
+        let deviation = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        deviation.initialize(repeating: 0)
+        defer { deviation.deallocate() }
+        let scratches = (0..<Parallel.threadCount).map { _ in AttentionScratch() }
+        var nextCheck = 0
+
+        for (l, w) in layers.enumerated() {
+            let m = active.count
+            // `active` is ascending and unique, so m == n means every token, in order: then every
+            // call below is the one `forward` makes.
+            let everything = m == n
+            let first = everything ? p0 : 0
+            let h = ws.buffer(Slot.h, m * d)
+            let q = ws.buffer(Slot.q, m * qWidth)
+            let k = ws.buffer(Slot.k, m * kvWidth)
+            let v = ws.buffer(Slot.v, m * kvWidth)
+            let attn = ws.buffer(Slot.attn, m * qWidth)
+            let o = ws.buffer(Slot.o, m * d)
+            Ops.rmsNorm(x, weight: w.attentionNorm, count: d, rows: m, eps: spec.rmsEpsilon, out: h)
+            if m == 1 {
+                Linear.matvec([(w.q, q), (w.k, k), (w.v, v)], x: h, scratch: ws.linear)
+            } else {
+                linear(w.q, x: h, y: q, count: m, firstPosition: first, ws)
+                linear(w.k, x: h, y: k, count: m, firstPosition: first, ws)
+                linear(w.v, x: h, y: v, count: m, firstPosition: first, ws)
+            }
+            let checking = nextCheck < plan.checkLayers.count && plan.checkLayers[nextCheck] == l
+            let rows = active
+            Parallel.forRanges(m, minimumPerPart: 16) { range in
+                for i in range {
+                    let t = rows[i]
+                    let position = p0 + t
+                    let qi = q + i * qWidth
+                    let ki = k + i * kvWidth
+                    let vi = v + i * kvWidth
+                    projectToken(layer: l, w, q: qi, k: ki, v: vi, position: position)
+                    let keyRow = kv.row(layer: l, kv: 0, position: position)
+                    if checking && cached[t] {
+                        var sum: Float = 0
+                        for e in 0..<kvWidth {
+                            let diff = ki[e] - keyRow[e]
+                            sum += diff * diff
+                        }
+                        deviation[t] = sum
+                    }
+                    keyRow.update(from: ki, count: kvWidth)
+                    kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+                }
+            }
+            let views = kv.views(layer: l)
+            let shape = AttentionShape(
+                heads: c.heads,
+                kvHeads: c.kvHeads,
+                headDim: hd,
+                window: spec.windows[l],
+                scale: spec.attentionScale
+            )
+            if everything {
+                Attention.prefill(
+                    q: q,
+                    count: n,
+                    firstPosition: p0,
+                    keys: views.keys,
+                    values: views.values,
+                    shape: shape,
+                    out: attn,
+                    scratch: ws.attention
+                )
+            } else {
+                Parallel.forEachJob(m) { i, worker in
+                    Attention.decode(
+                        q: q + i * qWidth,
+                        position: p0 + rows[i],
+                        keys: views.keys,
+                        values: views.values,
+                        shape: shape,
+                        out: attn + i * qWidth,
+                        scratch: scratches[worker]
+                    )
+                }
+            }
+            linear(w.o, x: attn, y: o, count: m, firstPosition: first, ws)
+            if let pn = w.postAttentionNorm {
+                Ops.rmsNorm(o, weight: pn, count: d, rows: m, eps: spec.rmsEpsilon, out: o)
+            }
+            Ops.add(x, o, count: m * d)
+            feedForward(w, x: x, count: m, firstPosition: first, ws)
+
+            if checking {
+                let ratio = plan.ratios[min(nextCheck, plan.ratios.count - 1)]
+                nextCheck += 1
+                let kept = Self.selection(
+                    active,
+                    cached: cached,
+                    deviation: UnsafeBufferPointer(deviation),
+                    ratio: ratio
+                )
+                if kept.count < m {
+                    // `kept` is an ascending subsequence of `active`, so rows only move towards the front.
+                    var from = 0
+                    for (to, t) in kept.enumerated() {
+                        while active[from] != t { from += 1 }
+                        if from != to { (x + to * d).update(from: x + from * d, count: d) }
+                    }
+                    active = kept
+                }
+            }
+        }
+        kv.append(tokens)
+        return logits(x + (active.count - 1) * d, rows: 1, firstPosition: p0 + n - 1, ws)
+    }
+
+    /// The tokens of `active` computed after a check: the uncached ones, the last one, and the
+    /// `ratio` fraction (rounded up) of the cached ones with the largest deviation; ascending.
+    static func selection(
+        _ active: [Int],
+        cached: [Bool],
+        deviation: UnsafeBufferPointer<Float>,
+        ratio: Double
+    ) -> [Int] {
+        let last = cached.count - 1
+        let candidates = active.filter { cached[$0] && $0 != last }
+        let keep = min(candidates.count, Int((ratio * Double(candidates.count)).rounded(.up)))
+        let chosen = Set(
+            candidates.sorted { deviation[$0] > deviation[$1] || (deviation[$0] == deviation[$1] && $0 < $1) }.prefix(
+                keep
+            )
+        )
+        return active.filter { !cached[$0] || $0 == last || chosen.contains($0) }
+    }
+}
