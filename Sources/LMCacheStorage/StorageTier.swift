@@ -13,6 +13,11 @@ public protocol StorageTier: AnyObject, Sendable {
     /// Whether the tier holds `key`.
     func contains(_ key: CacheKey) async -> Bool
 
+    /// Whether the tier holds each of `keys`, in order. A requirement (with a default that asks
+    /// key by key) so that tiers which can answer a batch at once (pipelined remote stores, the
+    /// P2P tier's single controller lookup) are called that way through `any StorageTier`.
+    func contains(_ keys: [CacheKey]) async -> [Bool]
+
     /// The chunk stored under `key`, or `nil` on a miss. The chunk stays valid (pinned) for as
     /// long as the caller holds it.
     func get(_ key: CacheKey) async throws -> KVChunk?
@@ -28,7 +33,7 @@ public protocol StorageTier: AnyObject, Sendable {
 }
 
 extension StorageTier {
-    /// Whether the tier holds each key.
+    /// Whether the tier holds each key, asked one at a time.
     public func contains(_ keys: [CacheKey]) async -> [Bool] {
         var result: [Bool] = []
         result.reserveCapacity(keys.count)

@@ -7,6 +7,8 @@ import LMCacheRemote
 import LMCacheStorage
 import Logging
 import OpenAIServer
+import LMCacheP2P
+import ServiceLifecycle
 import Tokenizers
 
 /// `lmcache serve [MODEL]`: the OpenAI-compatible server on the built-in engine, with the KV cache on.
@@ -67,13 +69,17 @@ struct ServeCommand: AsyncParsableCommand {
         let name = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         var storage: StorageManager?
         var connector: KVConnector?
+        var peerServices: [any Service] = []
         if !noCache {
             let configuration = loaded.configuration
+            let sharing = try PeerSharing(configuration: configuration, logger: logger)
             let manager = try StorageManager(
                 configuration: configuration,
                 remoteTier: { url in try makeRemoteTier(url: url, configuration: configuration, logger: logger) },
+                additionalTiers: sharing?.tier.map { [$0] } ?? [],
                 logger: logger
             )
+            if let sharing, let cpu = manager.cpu { peerServices = sharing.services(cpu: cpu) }
             storage = manager
             connector = KVConnector(
                 storage: manager,
@@ -91,8 +97,10 @@ struct ServeCommand: AsyncParsableCommand {
         )
         let host = self.host
         let cache = noCache ? "off" : "on (chunk_size \(loaded.configuration.chunkSize))"
-        try await server.run { port in
-            logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache)")
+        try await withRunningServices(peerServices, logger: logger) {
+            try await server.run { port in
+                logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache)")
+            }
         }
     }
 }
