@@ -18,9 +18,12 @@ struct ControllerRegistryTests {
     @Test("a lookup answers the peer with the longest leading run, never the asker")
     func longestRun() {
         var registry = registry()
-        #expect(registry.report("a", admitted: Array(Self.keys[0..<2]), removed: [], now: t0))
-        #expect(registry.report("b", admitted: Array(Self.keys[0..<4]), removed: [], now: t0))
-        #expect(registry.report("c", admitted: Array(Self.keys[1..<6]), removed: [], now: t0))
+        let reported = [
+            registry.report("a", admitted: Array(Self.keys[0..<2]), removed: [], now: t0),
+            registry.report("b", admitted: Array(Self.keys[0..<4]), removed: [], now: t0),
+            registry.report("c", admitted: Array(Self.keys[1..<6]), removed: [], now: t0),
+        ]
+        #expect(reported == [true, true, true])
         let answer = registry.lookup(Self.keys, excluding: "c", now: t0)
         #expect(answer == .init(instanceID: "b", host: "10.0.0.3", port: 8201, count: 4))
         // B asking: A holds two; C holds none from the start.
@@ -46,14 +49,18 @@ struct ControllerRegistryTests {
         var registry = registry()
         _ = registry.report("a", admitted: Self.keys, removed: [], now: t0)
         _ = registry.report("b", admitted: Self.keys, removed: [], now: t0)
-        #expect(registry.heartbeat("a", now: t0 + .seconds(2)))
+        let alive = registry.heartbeat("a", now: t0 + .seconds(2))
+        #expect(alive)
         // At 4 s, B (last heard at 0) is silent too long; A (at 2) is alive.
         let later = t0 + .seconds(4)
         #expect(registry.lookup(Self.keys, excluding: "c", now: later)?.instanceID == "a")
-        #expect(registry.expire(now: later) == ["b", "c"])
+        let dropped = registry.expire(now: later)
+        #expect(dropped == ["b", "c"])
         #expect(registry.instances.keys.sorted() == ["a"])
-        #expect(!registry.heartbeat("b", now: later))
-        #expect(!registry.report("b", admitted: Self.keys, removed: [], now: later))
+        let answers = [
+            registry.heartbeat("b", now: later), registry.report("b", admitted: Self.keys, removed: [], now: later),
+        ]
+        #expect(answers == [false, false])
     }
 
     @Test("registering again forgets what the instance held; port 0 is never an answer")

@@ -217,8 +217,8 @@ struct ClusterFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A document of about `sentences × 13` tokens, different for each `seed`.
-func p2pDocument(seed: Int, sentences: Int = 46) -> String {
+/// A document of about `sentences × 18` tokens, different for each `seed`.
+func p2pDocument(seed: Int, sentences: Int = 32) -> String {
     let places = ["quay", "mill", "chapel", "granary", "viaduct", "foundry", "lock", "signal box"]
     let verbs = ["inspected", "repainted", "surveyed", "restored", "photographed", "measured"]
     return (0..<sentences).map { i in
