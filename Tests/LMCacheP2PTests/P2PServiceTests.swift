@@ -230,4 +230,22 @@ struct P2PServiceTests {
             #expect(try await good.send(.ok) == .failure("the controller answers requests only"))
         }
     }
+
+    @Test("P2PLoopback: chunks stored in one CPU tier are P2P hits for a second manager in the same process")
+    func loopback() async throws {
+        let source = try LocalCPUTier(capacity: 8 << 20, prefault: false)
+        let chunks = Self.sequence(seed: 6, count: 3)
+        try await P2PLoopback.run(serving: source) { loopback in
+            for chunk in chunks { source.put(chunk) }
+            #expect(await loopback.waitUntilReported(chunks: 3))
+            let asker = StorageManager(
+                cpu: try LocalCPUTier(capacity: 8 << 20, prefault: false),
+                slowerTiers: [loopback.tier]
+            )
+            #expect(await asker.lookup(chunks.map(\.key)) == 3)
+            let hit = await asker.get(chunks[2].key, tokens: chunks[2].tokens)
+            #expect(hit?.contentEquals(chunks[2]) == true)
+            #expect(asker.statistics.hits["p2p"] == 1)
+        }
+    }
 }
