@@ -63,6 +63,8 @@ struct ServeCommand: AsyncParsableCommand {
             )
         }
         let loaded = try cacheArguments.load(logger: logger)
+        // Checked before the model loads: a P2P configuration that cannot work fails at once.
+        let sharing = noCache ? nil : try PeerSharing(configuration: loaded.configuration, logger: logger)
         let file = try GGUFFile(contentsOf: path)
         let languageModel = try loadModel(from: file)
         let tokenizer = try makeTokenizer(from: file)
@@ -72,7 +74,6 @@ struct ServeCommand: AsyncParsableCommand {
         var peerServices: [any Service] = []
         if !noCache {
             let configuration = loaded.configuration
-            let sharing = try PeerSharing(configuration: configuration, logger: logger)
             let manager = try StorageManager(
                 configuration: configuration,
                 remoteTier: { url in try makeRemoteTier(url: url, configuration: configuration, logger: logger) },
