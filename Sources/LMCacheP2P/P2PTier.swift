@@ -117,6 +117,9 @@ public final class P2PTier: StorageTier {
         return chunk
     }
 
+    /// `false`: the P2P tier holds nothing of its own, so the storage manager writes nothing to it.
+    public var storesChunks: Bool { false }
+
     /// Declines: the P2P tier holds nothing of its own. Returns `false`.
     @discardableResult
     public func put(_ chunk: KVChunk) async throws -> Bool { false }

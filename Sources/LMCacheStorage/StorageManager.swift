@@ -234,7 +234,7 @@ public final class StorageManager: Sendable {
     /// queue is full, the slower tiers miss this chunk and the drop is counted.
     public func store(_ chunk: KVChunk) {
         cpu?.put(chunk)
-        guard !slowerTiers.isEmpty else { return }
+        guard slowerTiers.contains(where: \.storesChunks) else { return }
         enqueue(.write(chunk))
     }
 
@@ -297,7 +297,7 @@ public final class StorageManager: Sendable {
     }
 
     private func writeBehind(_ chunk: KVChunk) async {
-        for tier in slowerTiers {
+        for tier in slowerTiers where tier.storesChunks {
             let stored: Bool
             do {
                 stored = try await tier.put(chunk)

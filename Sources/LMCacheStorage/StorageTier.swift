@@ -30,9 +30,16 @@ public protocol StorageTier: AnyObject, Sendable {
     /// Removes `key`; returns whether it was present.
     @discardableResult
     func remove(_ key: CacheKey) async -> Bool
+
+    /// Whether `put` can store anything. `false` for read-only tiers (the P2P tier, which fetches
+    /// from peers): the storage manager then queues no write-behind for them.
+    var storesChunks: Bool { get }
 }
 
 extension StorageTier {
+    /// Tiers store chunks unless they say otherwise.
+    public var storesChunks: Bool { true }
+
     /// Whether the tier holds each key, asked one at a time.
     public func contains(_ keys: [CacheKey]) async -> [Bool] {
         var result: [Bool] = []

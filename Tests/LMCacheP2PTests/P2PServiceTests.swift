@@ -119,6 +119,8 @@ struct P2PServiceTests {
                 #expect(fetched.count == 4)
                 for (got, sent) in zip(fetched, chunks) { #expect(got.contentEquals(sent)) }
                 #expect(keys.allSatisfy { b.cpu.contains($0) })
+                // Nothing is written behind to the P2P tier: it stores nothing of its own.
+                #expect(a.manager.statistics.writesQueued == 0 && a.manager.statistics.writesFailed == 0)
                 #expect(b.manager.statistics.hits["p2p"] == 4)
                 #expect(b.manager.statistics.promotions == 4)
                 // B reports what it promoted: both now hold the chunks.
