@@ -75,8 +75,16 @@ public enum ControllerMessage: Hashable, Sendable {
     public static let defaultMaximumLength = 2 * maximumKeys * ControllerChunkKey.wireSize + 4096
 
     enum Kind: UInt8 {
-        case register = 1, report = 2, heartbeat = 3, lookup = 4, forget = 5, deregister = 6
-        case ok = 64, unknownInstance = 65, peer = 66, failure = 67
+        case register = 1
+        case report = 2
+        case heartbeat = 3
+        case lookup = 4
+        case forget = 5
+        case deregister = 6
+        case ok = 64
+        case unknownInstance = 65
+        case peer = 66
+        case failure = 67
     }
 
     var kind: Kind {

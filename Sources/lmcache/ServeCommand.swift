@@ -3,11 +3,11 @@ import Foundation
 import GGUF
 import Inference
 import LMCacheCore
+import LMCacheP2P
 import LMCacheRemote
 import LMCacheStorage
 import Logging
 import OpenAIServer
-import LMCacheP2P
 import ServiceLifecycle
 import Tokenizers
 
