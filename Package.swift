@@ -168,6 +168,8 @@ let package = Package(
                 "LMCacheP2P",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                // `lmcache bench ttft`: a streaming HTTP client timing the first token.
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 "OpenAIServer",
                 "GGUF",
                 "Tokenizers",
@@ -266,7 +268,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LMCacheCLITests",
-            dependencies: ["lmcache", "LMCacheCore", "LMCacheStorage"],
+            dependencies: ["lmcache", "lmcache_server", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport"],
             swiftSettings: commonSwiftSettings
         ),
     ]

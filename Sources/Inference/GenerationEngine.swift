@@ -32,13 +32,51 @@ public struct GenerationRequest: Sendable, Hashable {
     }
 }
 
-/// A model, its tokenizer and (optionally) the cache, running one sequence at a time on a dedicated
+/// How a ``GenerationEngine`` shares itself between requests.
+public struct SchedulerLimits: Sendable, Hashable {
+    /// Most sequences running at once (prefilling or decoding); more requests wait in arrival order.
+    public var maxSequences: Int
+    /// Most prompt tokens computed in one step before the running sequences decode their next token: it
+    /// bounds how long a long prompt holds back the others. Rounded down to a multiple of 256 (the
+    /// engine's block), at least 256.
+    public var prefillChunkTokens: Int
+    /// KV positions the running sequences may reserve together (each reserves its prompt plus its
+    /// `max_tokens`); a request that needs more than what is left waits. A request runs alone whatever
+    /// it needs.
+    public var maxKVTokens: Int
+
+    /// Limits; the defaults suit a small model on a few cores.
+    public init(maxSequences: Int = 8, prefillChunkTokens: Int = 2048, maxKVTokens: Int = 131_072) {
+        self.maxSequences = maxSequences
+        self.prefillChunkTokens = prefillChunkTokens
+        self.maxKVTokens = maxKVTokens
+    }
+
+    /// A message saying what is wrong with these limits, or `nil` when they are usable.
+    public var problem: String? {
+        if maxSequences < 1 { return "the most sequences at once must be at least 1, not \(maxSequences)" }
+        if prefillChunkTokens < linearBlockTokens {
+            return "the prefill chunk must be at least \(linearBlockTokens) tokens, not \(prefillChunkTokens)"
+        }
+        if maxKVTokens < 1 { return "the KV token budget must be at least 1, not \(maxKVTokens)" }
+        return nil
+    }
+}
+
+/// A model, its tokenizer and (optionally) the cache, serving many requests at once on a dedicated
 /// thread, so that long prefills never block the caller's executor.
 ///
 /// Each request goes through the KV connector: its cached prefix is looked up and fetched (on the
 /// caller's task), then on the engine's thread loaded, the rest prefilled, the new chunks saved right
-/// after the first token, and the continuation decoded. Requests are served in arrival order, one at a
-/// time (no batching across sequences yet).
+/// after the first token, and the continuation decoded.
+///
+/// Scheduling is continuous batching: up to ``SchedulerLimits/maxSequences`` sequences run at once;
+/// every step computes one piece (at most ``SchedulerLimits/prefillChunkTokens``) of the oldest
+/// unfinished prompt, then one token of every sequence that is decoding, all of them in a single
+/// batched pass that reads the weights once. New requests join at the next step and finished ones
+/// leave. Batching never changes a result: prompt pieces end on the engine's 256-position blocks and a
+/// batched decode step computes each sequence exactly as a step of its own, so a request's tokens are
+/// the same whatever else runs.
 ///
 /// ```swift
 /// let engine = GenerationEngine(model: model, tokenizer: tokenizer, connector: connector)
@@ -52,28 +90,46 @@ public final class GenerationEngine: Sendable {
     public let tokenizer: any Tokenizer
     /// The cache, or `nil` when it is off.
     public let connector: KVConnector?
+    /// How requests share the engine.
+    public let limits: SchedulerLimits
     private let queue = DispatchQueue(label: "lmcache.engine")
-    private let worker: Worker
+    private let scheduler: Scheduler
+    private let inbox = Inbox()
 
     /// An engine over `model`; `connector` turns the cache on.
-    public init(model: any LanguageModel, tokenizer: any Tokenizer, connector: KVConnector? = nil) {
+    /// - Precondition: `limits.problem` is `nil`.
+    public init(
+        model: any LanguageModel,
+        tokenizer: any Tokenizer,
+        connector: KVConnector? = nil,
+        limits: SchedulerLimits = SchedulerLimits()
+    ) {
+        precondition(limits.problem == nil, limits.problem ?? "")
         self.model = model
         self.tokenizer = tokenizer
         self.connector = connector
-        self.worker = Worker(session: InferenceSession(model: model))
+        self.limits = limits
+        self.scheduler = Scheduler(model: model, limits: limits)
     }
 
     /// The most tokens a sequence can hold.
     public var contextLength: Int { model.configuration.contextLength }
 
+    /// Requests running and waiting right now.
+    public var load: (running: Int, waiting: Int) {
+        (scheduler.running.load(ordering: .relaxed), scheduler.waiting.load(ordering: .relaxed))
+    }
+
     /// Generates a completion, calling `onToken` with each new token and its text as soon as it exists.
     ///
     /// - Parameters:
     ///   - request: the prompt and settings.
-    ///   - onToken: called on the engine's thread; return `false` to stop early (a client went away).
+    ///   - onToken: called on the engine's thread (keep it short: the other sequences wait); return
+    ///     `false` to stop early (a client went away).
     /// - Returns: the tokens, text and finish reason, with how many prompt tokens came from the cache.
     /// - Throws: ``InferenceError`` for an empty or too long prompt or invalid tokens; `CancellationError`
-    ///   when the task is cancelled before the request starts.
+    ///   when the task is cancelled before the request starts (a running request stops and returns what
+    ///   it has).
     public func generate(
         _ request: GenerationRequest,
         onToken: @escaping @Sendable (Int32, String) -> Bool = { _, _ in true }
@@ -87,68 +143,278 @@ public final class GenerationEngine: Sendable {
         let lookup: CacheLookup? =
             if let connector { await connector.lookup(request.prompt, salt: request.salt) } else { nil }
         try Task.checkCancellation()
-        let maxTokens = min(request.maxTokens, contextLength - request.prompt.count)
-        let worker = self.worker
-        let connector = self.connector
-        let tokenizer = self.tokenizer
-        let cancelled = CancellationFlag()
+        let cache = connector.flatMap { connector in lookup.map { PromptCache(connector: connector, lookup: $0) } }
+        let job = Job(
+            request: request,
+            maxTokens: min(request.maxTokens, contextLength - request.prompt.count),
+            cache: cache,
+            tokenizer: tokenizer,
+            onToken: onToken
+        )
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                queue.async {
-                    guard !cancelled.isSet else {
-                        continuation.resume(throwing: CancellationError())
-                        return
-                    }
-                    let cache = connector.flatMap { connector in
-                        lookup.map { PromptCache(connector: connector, lookup: $0) }
-                    }
-                    continuation.resume(
-                        with: Result { () throws(InferenceError) -> GenerationResult in
-                            try worker.run(request, maxTokens: maxTokens, tokenizer: tokenizer, cache: cache) {
-                                !cancelled.isSet && onToken($0, $1)
-                            }
-                        }
-                    )
-                }
+                job.continuation = continuation
+                submit(job)
             }
         } onCancel: {
-            cancelled.set()
+            job.cancelled.store(true, ordering: .releasing)
         }
+    }
+
+    /// Queues `job` and starts the scheduler's loop if it is idle.
+    private func submit(_ job: Job) {
+        scheduler.waiting.add(1, ordering: .relaxed)
+        let start = inbox.state.withLock { state in
+            state.jobs.append(job)
+            defer { state.running = true }
+            return !state.running
+        }
+        guard start else { return }
+        let scheduler = self.scheduler
+        let inbox = self.inbox
+        queue.async { scheduler.run(inbox: inbox) }
     }
 }
 
-/// The engine's session; used only on the engine's serial queue.
+/// Requests submitted since the scheduler last looked, and whether its loop runs. The engine and the
+/// loop both hold it, so the loop can finish after the engine is gone.
+private final class Inbox: Sendable {
+    struct State: Sendable {
+        var jobs: [Job] = []
+        var running = false
+    }
+
+    let state = Mutex(State())
+}
+
+/// One request inside the engine.
 ///
-/// `@unchecked Sendable`: every access happens inside a block on `GenerationEngine.queue`, which is
-/// serial, so the non-Sendable session is never touched by two threads at once.
-private final class Worker: @unchecked Sendable {
-    let session: InferenceSession
+/// `@unchecked Sendable`: the immutable fields are set before submission; `continuation` is set before
+/// the job is published through the inbox's lock; everything else is used only on the engine's serial
+/// queue; `cancelled` is atomic.
+private final class Job: @unchecked Sendable {
+    enum Phase { case waiting, prefill, decode }
 
-    init(session: InferenceSession) { self.session = session }
+    let request: GenerationRequest
+    let maxTokens: Int
+    let onToken: @Sendable (Int32, String) -> Bool
+    let cancelled = Atomic(false)
+    var continuation: CheckedContinuation<GenerationResult, any Error>?
 
-    func run(
-        _ request: GenerationRequest,
+    var phase = Phase.waiting
+    var cache: PromptCache?
+    var sequence: SequenceKV?
+    var stream: TokenStream
+    var loaded = 0
+    var promptSaved = false
+    var next: Int32 = 0
+
+    init(
+        request: GenerationRequest,
         maxTokens: Int,
-        tokenizer: any Tokenizer,
         cache: PromptCache?,
-        onToken: (Int32, String) -> Bool
-    ) throws(InferenceError) -> GenerationResult {
-        session.sequence.truncate(to: 0)
-        return try session.generate(
-            prompt: request.prompt,
+        tokenizer: any Tokenizer,
+        onToken: @escaping @Sendable (Int32, String) -> Bool
+    ) {
+        self.request = request
+        self.maxTokens = maxTokens
+        self.cache = cache
+        self.onToken = onToken
+        self.stream = TokenStream(
             maxTokens: maxTokens,
             sampling: request.sampling,
             stopStrings: request.stop,
-            tokenizer: tokenizer,
-            cache: cache,
-            onToken: onToken
+            tokenizer: tokenizer
         )
+    }
+
+    /// KV positions this request reserves.
+    var reservation: Int { request.prompt.count + maxTokens }
+
+    var isCancelled: Bool { cancelled.load(ordering: .acquiring) }
+
+    func resume(with result: Result<GenerationResult, any Error>) {
+        continuation?.resume(with: result)
+        continuation = nil
     }
 }
 
-/// A flag set once, read from any thread.
-private final class CancellationFlag: Sendable {
-    private let value = Atomic(false)
-    var isSet: Bool { value.load(ordering: .acquiring) }
-    func set() { value.store(true, ordering: .releasing) }
+/// The scheduler's state; used only on the engine's serial queue (hence `@unchecked Sendable`), but
+/// for the two counters, which are atomic.
+private final class Scheduler: @unchecked Sendable {
+    let model: any LanguageModel
+    let limits: SchedulerLimits
+    let workspace = Workspace()
+    /// Sequences kept for reuse (their pages stay allocated, up to `retainedTokens` each).
+    var pool: [SequenceKV] = []
+    var pending: [Job] = []
+    var active: [Job] = []
+    var reserved = 0
+    let running = Atomic(0)
+    let waiting = Atomic(0)
+    /// Pages kept by a pooled sequence, in tokens.
+    let retainedTokens = 4096
+
+    init(model: any LanguageModel, limits: SchedulerLimits) {
+        self.model = model
+        self.limits = limits
+    }
+
+    /// Runs steps until no request is left.
+    func run(inbox: Inbox) {
+        while takeSubmitted(from: inbox) {
+            step()
+        }
+    }
+
+    /// Moves submitted jobs into `pending`; marks the loop stopped (under the inbox's lock, so that a
+    /// job submitted meanwhile starts a new loop) and returns `false` when nothing is left to do.
+    func takeSubmitted(from inbox: Inbox) -> Bool {
+        inbox.state.withLock { state in
+            pending.append(contentsOf: state.jobs)
+            state.jobs.removeAll()
+            if pending.isEmpty && active.isEmpty {
+                state.running = false
+                return false
+            }
+            return true
+        }
+    }
+
+    /// Admits what fits, computes one prompt piece, then one decode step of every decoding sequence.
+    func step() {
+        for job in pending where job.isCancelled {
+            waiting.subtract(1, ordering: .relaxed)
+            job.resume(with: .failure(CancellationError()))
+        }
+        pending.removeAll { $0.continuation == nil }
+        while let job = pending.first, active.count < limits.maxSequences,
+            active.isEmpty || reserved + job.reservation <= limits.maxKVTokens
+        {
+            pending.removeFirst()
+            waiting.subtract(1, ordering: .relaxed)
+            admit(job)
+        }
+        for job in active where job.isCancelled {
+            finish(job)
+        }
+        if let job = active.first(where: { $0.phase == .prefill }) {
+            prefillPiece(job)
+        }
+        let decoding = active.filter { $0.phase == .decode }
+        if !decoding.isEmpty {
+            decodeStep(decoding)
+        }
+    }
+
+    func admit(_ job: Job) {
+        let sequence = pool.popLast() ?? model.makeSequence()
+        job.sequence = sequence
+        job.phase = .prefill
+        active.append(job)
+        reserved += job.reservation
+        running.add(1, ordering: .relaxed)
+        guard let cache = job.cache else { return }
+        guard cache.lookup.tokens == job.request.prompt else {
+            return fail(job, InferenceError.invalidInput("the cache lookup is of another prompt"))
+        }
+        do {
+            job.loaded = try cache.connector.load(cache.lookup, into: sequence)
+        } catch {
+            fail(job, error)
+        }
+    }
+
+    /// Computes the next piece of `job`'s prompt; the last piece yields its first token.
+    func prefillPiece(_ job: Job) {
+        guard let sequence = job.sequence else { return }
+        let prompt = job.request.prompt
+        let start = sequence.count
+        var end = prompt.count
+        let chunk = limits.prefillChunkTokens / linearBlockTokens * linearBlockTokens
+        if end - start > chunk {
+            // Pieces end on the engine's blocks, so the result is that of one prefill.
+            end = (start + chunk) / linearBlockTokens * linearBlockTokens
+        }
+        do {
+            let logits = try model.forward(
+                Array(prompt[start..<end]),
+                sequence: sequence,
+                outputs: end == prompt.count ? .last : .none,
+                workspace: workspace
+            )
+            if end == prompt.count {
+                job.phase = .decode
+                deliver(logits[...], to: job)
+            }
+        } catch {
+            fail(job, error)
+        }
+    }
+
+    /// One token for every sequence in `jobs`, in one batched pass.
+    func decodeStep(_ jobs: [Job]) {
+        let vocabulary = model.configuration.vocabularySize
+        do {
+            let logits = try model.decode(jobs.map(\.next), sequences: jobs.map { $0.sequence! }, workspace: workspace)
+            for (i, job) in jobs.enumerated() {
+                deliver(logits[(i * vocabulary)..<((i + 1) * vocabulary)], to: job)
+            }
+        } catch {
+            for job in jobs { fail(job, error) }
+        }
+    }
+
+    /// Chooses `job`'s next token from `logits`, reports it, and finishes the job when it is done.
+    func deliver(_ logits: ArraySlice<Float>, to job: Job) {
+        if let (token, piece) = job.stream.accept(logits) {
+            let keepGoing = job.onToken(token, piece) && !job.isCancelled
+            // Saved after the first token, so that storing never delays it.
+            saveIfPending(job)
+            if !keepGoing { job.stream.stop() }
+            job.next = token
+        }
+        if job.stream.isFinished { finish(job) }
+    }
+
+    func saveIfPending(_ job: Job) {
+        guard !job.promptSaved, let cache = job.cache, let sequence = job.sequence,
+            sequence.count >= job.request.prompt.count
+        else { return }
+        cache.connector.save(cache.lookup, from: sequence)
+        job.promptSaved = true
+    }
+
+    func finish(_ job: Job) {
+        saveIfPending(job)
+        if job.promptSaved, let cache = job.cache, let sequence = job.sequence {
+            cache.connector.saveDecoded(cache.lookup, from: sequence)
+        }
+        let result = job.stream.result(promptTokens: job.request.prompt.count, cachedTokens: job.loaded)
+        release(job)
+        job.resume(with: .success(result))
+    }
+
+    func fail(_ job: Job, _ error: any Error) {
+        release(job)
+        job.resume(with: .failure(error))
+    }
+
+    /// Takes `job` out of the running set and keeps its sequence for reuse.
+    func release(_ job: Job) {
+        guard let index = active.firstIndex(where: { $0 === job }) else { return }
+        active.remove(at: index)
+        reserved -= job.reservation
+        running.subtract(1, ordering: .relaxed)
+        job.phase = .waiting
+        job.cache = nil
+        if let sequence = job.sequence {
+            job.sequence = nil
+            sequence.truncate(to: 0)
+            if pool.count < limits.maxSequences {
+                sequence.releasePages(keeping: retainedTokens)
+                pool.append(sequence)
+            }
+        }
+    }
 }

@@ -74,7 +74,8 @@ public final class InferenceSession {
     /// New chunks are not saved here; call ``KVConnector/save(_:from:)`` when convenient (``generate``
     /// saves them right after the first token).
     /// - Throws: ``InferenceError`` when the sequence is not empty, for invalid tokens or a full context.
-    public func prefill(_ prompt: [Int32], cache: PromptCache) throws(InferenceError) -> (logits: [Float], loaded: Int) {
+    public func prefill(_ prompt: [Int32], cache: PromptCache) throws(InferenceError) -> (logits: [Float], loaded: Int)
+    {
         guard cache.lookup.tokens == prompt else {
             throw InferenceError.invalidInput("the cache lookup is of another prompt")
         }
@@ -105,8 +106,12 @@ public final class InferenceSession {
         onToken: (Int32, String) -> Bool = { _, _ in true }
     ) throws(InferenceError) -> GenerationResult {
         guard !prompt.isEmpty else { throw InferenceError.invalidInput("the prompt has no tokens") }
-        var sampler = Sampler(sampling)
-        var decoder = tokenizer.map { StreamingDecoder(tokenizer: $0) }
+        var stream = TokenStream(
+            maxTokens: maxTokens,
+            sampling: sampling,
+            stopStrings: stopStrings,
+            tokenizer: tokenizer
+        )
         var logits: [Float]
         var loaded = 0
         if let cache {
@@ -116,38 +121,21 @@ public final class InferenceSession {
         }
         // Saved after the first token, so that storing never delays it.
         var pendingSave = cache
-        defer { pendingSave.map { _ = $0.connector.save($0.lookup, from: sequence) } }
-        var tokens: [Int32] = []
-        var text = ""
-        var reason = FinishReason.length
-        while tokens.count < maxTokens {
-            let next = sampler.sample(logits)
-            if let tokenizer, tokenizer.isEndOfGeneration(next) {
-                reason = .endOfSequence
-                break
-            }
-            tokens.append(next)
-            let piece = decoder?.append(next) ?? ""
-            text += piece
-            if let stop = stopStrings.first(where: { !$0.isEmpty && text.contains($0) }) {
-                text = String(text[..<text.range(of: stop)!.lowerBound])
-                reason = .stopString
-                break
-            }
+        defer {
+            pendingSave.map { _ = $0.connector.save($0.lookup, from: sequence) }
+            cache.map { _ = $0.connector.saveDecoded($0.lookup, from: sequence) }
+        }
+        while let (next, piece) = stream.accept(logits) {
             let keepGoing = onToken(next, piece)
             if let save = pendingSave {
                 save.connector.save(save.lookup, from: sequence)
                 pendingSave = nil
             }
-            if !keepGoing { break }
-            if tokens.count == maxTokens { break }
+            if !keepGoing { stream.stop() }
+            if stream.isFinished { break }
             logits = try model.forward([next], sequence: sequence, outputs: .last, workspace: workspace)
         }
-        if reason != .stopString, var decoder {
-            text += decoder.finish()
-        }
-        return GenerationResult(
-            tokens: tokens, text: text, finishReason: reason, promptTokens: prompt.count, cachedTokens: loaded)
+        return stream.result(promptTokens: prompt.count, cachedTokens: loaded)
     }
 }
 

@@ -55,6 +55,10 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// Identifies the weights (the GGUF file's fingerprint), for cache keys.
     var identity: String { get }
 
+    /// Per layer, the sliding window of its attention in tokens (a query at p sees keys k with
+    /// p − k < window), or 0 for full causal attention.
+    var attentionWindows: [Int] { get }
+
     /// Runs `tokens` at positions `sequence.count ..< sequence.count + tokens.count`, appending their keys and
     /// values to `sequence`.
     ///
@@ -66,9 +70,37 @@ public protocol LanguageModel: AnyObject, Sendable {
         outputs: LogitOutputs,
         workspace: Workspace
     ) throws(InferenceError) -> [Float]
+
+    /// One decode step of several sequences: `tokens[i]` runs at the next position of `sequences[i]`
+    /// (distinct sequences). Row `i` of the result equals
+    /// `forward([tokens[i]], sequence: sequences[i], outputs: .last, workspace:)` bit for bit; the batch
+    /// only shares the reading of the weights.
+    ///
+    /// - Returns: `tokens.count × vocabularySize` logits, row after row.
+    /// - Throws: ``InferenceError`` as ``forward(_:sequence:outputs:workspace:)``, or when the counts differ.
+    func decode(_ tokens: [Int32], sequences: [SequenceKV], workspace: Workspace) throws(InferenceError) -> [Float]
 }
 
 extension LanguageModel {
+    /// Full causal attention in every layer.
+    public var attentionWindows: [Int] { Array(repeating: 0, count: configuration.layers) }
+
+    /// One sequence after the other (models without a batched path).
+    public func decode(
+        _ tokens: [Int32],
+        sequences: [SequenceKV],
+        workspace: Workspace
+    ) throws(InferenceError) -> [Float] {
+        guard tokens.count == sequences.count else {
+            throw InferenceError.invalidInput("\(tokens.count) tokens for \(sequences.count) sequences")
+        }
+        var logits: [Float] = []
+        for (token, sequence) in zip(tokens, sequences) {
+            logits += try forward([token], sequence: sequence, outputs: .last, workspace: workspace)
+        }
+        return logits
+    }
+
     /// An empty KV memory for this model, in pages of `pageSize` tokens, up to the model's context length.
     public func makeSequence(pageSize: Int = 256, capacity: Int? = nil) -> SequenceKV {
         SequenceKV(layout: kvLayout, pageSize: pageSize, capacity: capacity ?? configuration.contextLength)
@@ -86,6 +118,8 @@ public func loadModel(from file: GGUFFile) throws(InferenceError) -> any Languag
     case "llama", "qwen2":
         return try LlamaModel(file: file)
     case let other:
-        throw InferenceError.unsupportedModel("architecture '\(other ?? "(none)")' is not supported (gemma3, llama, qwen2)")
+        throw InferenceError.unsupportedModel(
+            "architecture '\(other ?? "(none)")' is not supported (gemma3, llama, qwen2)"
+        )
     }
 }

@@ -58,6 +58,15 @@ public final class SequenceKV {
         }
     }
 
+    /// Bytes of page memory allocated.
+    public var allocatedBytes: Int { pages.count * pageFloats * MemoryLayout<Float>.size }
+
+    /// Frees pages beyond those that hold `tokenCount` positions (never pages of stored tokens).
+    package func releasePages(keeping tokenCount: Int) {
+        let keep = (max(tokenCount, count) + pageSize - 1) / pageSize
+        while pages.count > keep { pages.removeLast().deallocate() }
+    }
+
     /// Records that `newTokens` now have keys and values at positions `count...`.
     package func append(_ newTokens: [Int32]) {
         tokens.append(contentsOf: newTokens)
@@ -163,10 +172,13 @@ public final class SequenceKV {
         guard bytes.count == layout.byteCount(tokens: newTokens.count) else {
             throw InferenceError.invalidKV(
                 "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(layout) "
-                    + "(\(layout.byteCount(tokens: newTokens.count)) bytes)")
+                    + "(\(layout.byteCount(tokens: newTokens.count)) bytes)"
+            )
         }
         guard start + newTokens.count <= capacity else {
-            throw InferenceError.invalidKV("import of \(newTokens.count) tokens at \(start) exceeds capacity \(capacity)")
+            throw InferenceError.invalidKV(
+                "import of \(newTokens.count) tokens at \(start) exceeds capacity \(capacity)"
+            )
         }
         let range = start..<(start + newTokens.count)
         reserve(range.upperBound)
@@ -178,11 +190,75 @@ public final class SequenceKV {
         tokens.append(contentsOf: newTokens)
     }
 
-    /// Copies rows of `range` between the pages and a buffer in the export layout.
-    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, export: Bool) {
+    /// Writes the keys and values of `layers` (in that order) for `range` into `buffer`: the
+    /// ``exportKV(_:into:)`` layout restricted to those layers.
+    ///
+    /// - Throws: ``InferenceError`` when `range` is not within the stored tokens, a layer does not exist, or
+    ///   `buffer` is not exactly `layers.count × 2 × range.count` rows.
+    public func exportKV(
+        _ range: Range<Int>,
+        layers: [Int],
+        into buffer: UnsafeMutableRawBufferPointer
+    ) throws(InferenceError) {
+        guard range.lowerBound >= 0, range.upperBound <= count else {
+            throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
+        }
+        try checkLayers(layers, bytes: buffer.count, tokens: range.count)
+        guard !range.isEmpty, let base = buffer.baseAddress else { return }
+        copyRows(range, buffer: base, export: true, layers: layers)
+    }
+
+    /// Writes the keys and values of `layers` for positions `range` from `bytes` (the layout of
+    /// ``exportKV(_:layers:into:)``), without changing which tokens the sequence holds: the caller
+    /// completes the other layers, or knows they are never read (positions outside a layer's window),
+    /// and then records the tokens with ``assumeTokens(_:)``.
+    ///
+    /// - Throws: ``InferenceError`` when a layer does not exist, the byte count does not match, or
+    ///   `range` exceeds the capacity.
+    public func importKV(
+        _ bytes: UnsafeRawBufferPointer,
+        layers: [Int],
+        positions range: Range<Int>
+    ) throws(InferenceError) {
+        try checkLayers(layers, bytes: bytes.count, tokens: range.count)
+        guard range.lowerBound >= 0, range.upperBound <= capacity else {
+            throw InferenceError.invalidKV("import of positions \(range) exceeds capacity \(capacity)")
+        }
+        reserve(range.upperBound)
+        if let base = bytes.baseAddress, !range.isEmpty {
+            // Safe: the byte count was checked above; import only reads through the pointer.
+            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false, layers: layers)
+        }
+    }
+
+    /// Records that the sequence holds exactly `tokens`, whose keys and values the caller has written
+    /// with ``importKV(_:layers:positions:)``.
+    /// - Throws: ``InferenceError`` when `tokens` exceed the capacity.
+    public func assumeTokens(_ newTokens: [Int32]) throws(InferenceError) {
+        guard newTokens.count <= capacity else {
+            throw InferenceError.invalidKV("\(newTokens.count) tokens exceed capacity \(capacity)")
+        }
+        reserve(newTokens.count)
+        tokens = newTokens
+    }
+
+    private func checkLayers(_ layers: [Int], bytes: Int, tokens: Int) throws(InferenceError) {
+        if let bad = layers.first(where: { !(0..<layout.layers).contains($0) }) {
+            throw InferenceError.invalidKV("layer \(bad) does not exist in \(layout)")
+        }
+        let expected = layers.count * 2 * tokens * layout.rowElements * MemoryLayout<Float>.size
+        guard bytes == expected else {
+            throw InferenceError.invalidKV(
+                "\(bytes) bytes do not hold \(tokens) tokens of \(layers.count) layers (\(expected) bytes)"
+            )
+        }
+    }
+
+    /// Copies rows of `range` between the pages and a buffer in the export layout (of `layers`, or all).
+    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, export: Bool, layers: [Int]? = nil) {
         let row = layout.rowElements
         var offset = 0
-        for layer in 0..<layout.layers {
+        for layer in layers ?? Array(0..<layout.layers) {
             for kv in 0..<2 {
                 var t = range.lowerBound
                 // Copy page runs at a time.

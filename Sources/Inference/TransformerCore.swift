@@ -23,7 +23,8 @@ struct TensorSource {
         let info = try info(name)
         guard info.shape.count == 2, info.shape[0] == columns, rows == nil || info.shape[1] == rows else {
             throw InferenceError.invalidModel(
-                "tensor '\(name)' has shape \(info.shape), expected [\(columns), \(rows.map(String.init) ?? "*")]")
+                "tensor '\(name)' has shape \(info.shape), expected [\(columns), \(rows.map(String.init) ?? "*")]"
+            )
         }
         // The mapping's address is stable for the life of `file`, which the model keeps; the pointer
         // is only used while the model exists.
@@ -101,14 +102,50 @@ final class TransformerCore: Sendable {
     let embedding: WeightMatrix
     let outputNorm: [Float]
     let output: WeightMatrix
+    /// Dequantized copies of the layers' matrices, when kept (see ``denseWeightBudget``).
+    let dense: DenseWeights?
+
+    /// Most bytes of dequantized layer weights a model keeps to speed up prefill: `LMCACHE_DENSE_WEIGHTS`
+    /// = `0` (never), `1` (always), or unset (when they fit in 1 GiB; Gemma 3 270M needs 0.4 GiB).
+    static let denseWeightBudget: Int = {
+        switch ProcessInfo.processInfo.environment["LMCACHE_DENSE_WEIGHTS"] {
+        case "0": 0
+        case "1": Int.max
+        default: 1 << 30
+        }
+    }()
 
     init(
-        file: GGUFFile, spec: TransformerSpec, layers: [LayerWeights], embedding: WeightMatrix, outputNorm: [Float],
+        file: GGUFFile,
+        spec: TransformerSpec,
+        layers: [LayerWeights],
+        embedding: WeightMatrix,
+        outputNorm: [Float],
         output: WeightMatrix
     ) {
         self.file = file
         self.spec = spec
-        self.layers = layers
+        let denseBytes = layers.reduce(0) { total, w in
+            total + [w.q, w.k, w.v, w.o, w.gate, w.up, w.down].reduce(0) { $0 + $1.denseBytes }
+        }
+        if denseBytes > 0 && denseBytes <= Self.denseWeightBudget {
+            let dense = DenseWeights()
+            self.layers = layers.map { w in
+                var w = w
+                w.q = dense.densify(w.q)
+                w.k = dense.densify(w.k)
+                w.v = dense.densify(w.v)
+                w.o = dense.densify(w.o)
+                w.gate = dense.densify(w.gate)
+                w.up = dense.densify(w.up)
+                w.down = dense.densify(w.down)
+                return w
+            }
+            self.dense = dense
+        } else {
+            self.layers = layers
+            self.dense = nil
+        }
         self.embedding = embedding
         self.outputNorm = outputNorm
         self.output = output
@@ -116,7 +153,11 @@ final class TransformerCore: Sendable {
 
     /// The engine's KV layout: float32 pages (the KV connector stores them as float16 when that is exact).
     var kvLayout: KVLayout {
-        KVLayout.engine(layers: spec.configuration.layers, kvHeads: spec.configuration.kvHeads, headDim: spec.configuration.headDim)
+        KVLayout.engine(
+            layers: spec.configuration.layers,
+            kvHeads: spec.configuration.kvHeads,
+            headDim: spec.configuration.headDim
+        )
     }
 
     func forward(
@@ -128,7 +169,9 @@ final class TransformerCore: Sendable {
         let c = spec.configuration
         let n = tokens.count
         guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
-        guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else { throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)") }
+        guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else {
+            throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)")
+        }
         for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
             throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
         }
@@ -138,8 +181,11 @@ final class TransformerCore: Sendable {
         }
         kv.reserve(p0 + n)
 
-        let d = c.hiddenSize, hd = c.headDim
-        let qWidth = c.heads * hd, kvWidth = c.kvHeads * hd, f = c.feedForwardSize
+        let d = c.hiddenSize
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
+        let f = c.feedForwardSize
         let x = ws.buffer(Slot.x, n * d)
         let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
@@ -169,39 +215,39 @@ final class TransformerCore: Sendable {
             // Per token: biases, QK norms, RoPE, KV write (tokens in parallel for large batches).
             Parallel.forRanges(n, minimumPerPart: 16) { tokens in
                 for i in tokens {
-                    let qi = q + i * qWidth, ki = k + i * kvWidth, vi = v + i * kvWidth
-                    if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
-                    if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
-                    if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
-                    if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
-                    if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
-                    let position = p0 + i
-                    switch spec.rope {
-                    case .neox:
-                        Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                        Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    case .normal:
-                        Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                        Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-                    }
-                    if Ops.emulateHalfPrecision {
-                        // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
-                        Ops.roundToHalf(qi, count: qWidth)
-                        Ops.roundToHalf(ki, count: kvWidth)
-                        Ops.roundToHalf(vi, count: kvWidth)
-                    }
-                    kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
-                    kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+                    prepare(
+                        layer: l,
+                        w,
+                        q: q + i * qWidth,
+                        k: k + i * kvWidth,
+                        v: v + i * kvWidth,
+                        position: p0 + i,
+                        kv: kv
+                    )
                 }
             }
             let views = kv.views(layer: l)
             let shape = AttentionShape(
-                heads: c.heads, kvHeads: c.kvHeads, headDim: hd, window: spec.windows[l], scale: spec.attentionScale)
+                heads: c.heads,
+                kvHeads: c.kvHeads,
+                headDim: hd,
+                window: spec.windows[l],
+                scale: spec.attentionScale
+            )
             Attention.prefill(
-                q: q, count: n, firstPosition: p0, keys: views.keys, values: views.values, shape: shape, out: attn,
-                scratch: ws.attention)
+                q: q,
+                count: n,
+                firstPosition: p0,
+                keys: views.keys,
+                values: views.values,
+                shape: shape,
+                out: attn,
+                scratch: ws.attention
+            )
             linear(w.o, x: attn, y: o, count: n, firstPosition: p0, ws)
-            if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+            if let pn = w.postAttentionNorm {
+                Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o)
+            }
             Ops.add(x, o, count: n * d)
 
             // Feed-forward block.
@@ -234,6 +280,160 @@ final class TransformerCore: Sendable {
         return [Float](unsafeUninitializedCapacity: rows * c.vocabularySize) { out, initialized in
             linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: p0 + first, ws)
             initialized = rows * c.vocabularySize
+        }
+    }
+
+    /// One token's attention inputs at `position` of layer `l`: biases, QK norms, RoPE, rounding, and
+    /// its K and V written into `kv`.
+    @inline(__always)
+    private func prepare(
+        layer l: Int,
+        _ w: LayerWeights,
+        q qi: UnsafeMutablePointer<Float>,
+        k ki: UnsafeMutablePointer<Float>,
+        v vi: UnsafeMutablePointer<Float>,
+        position: Int,
+        kv: SequenceKV
+    ) {
+        let c = spec.configuration
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
+        if let b = w.qBias { Ops.add(qi, b, count: qWidth) }
+        if let b = w.kBias { Ops.add(ki, b, count: kvWidth) }
+        if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
+        if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
+        if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
+        switch spec.rope {
+        case .neox:
+            Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+        case .normal:
+            Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+            Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
+        }
+        if Ops.emulateHalfPrecision {
+            // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
+            Ops.roundToHalf(qi, count: qWidth)
+            Ops.roundToHalf(ki, count: kvWidth)
+            Ops.roundToHalf(vi, count: kvWidth)
+        }
+        kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
+        kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+    }
+
+    /// One decode step of several sequences at once: `tokens[i]` runs at the next position of
+    /// `sequences[i]`, and each sequence's logits are exactly those of
+    /// `forward([tokens[i]], sequence: sequences[i], outputs: .last, …)`.
+    ///
+    /// The weights are read once for the whole batch (the int8 products compute each row as the
+    /// one-token kernels do), which is what makes decoding several sequences cheaper than one after
+    /// the other: decode is bound by reading the weights.
+    ///
+    /// - Returns: `tokens.count × vocabularySize` logits, row `i` for `sequences[i]`.
+    func decode(_ tokens: [Int32], sequences: [SequenceKV], workspace ws: Workspace) throws(InferenceError) -> [Float] {
+        let c = spec.configuration
+        let n = tokens.count
+        guard n == sequences.count else {
+            throw InferenceError.invalidInput("\(n) tokens for \(sequences.count) sequences")
+        }
+        if n == 1 { return try forward(tokens, sequence: sequences[0], outputs: .last, workspace: ws) }
+        guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
+        for (i, kv) in sequences.enumerated() {
+            guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else {
+                throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)")
+            }
+            guard kv.count + 1 <= kv.capacity else {
+                throw InferenceError.invalidInput("\(kv.count + 1) tokens exceed the context of \(kv.capacity)")
+            }
+            guard !sequences[..<i].contains(where: { $0 === kv }) else {
+                throw InferenceError.invalidInput("a sequence appears twice in one decode step")
+            }
+        }
+        for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
+            throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
+        }
+        let positions = sequences.map(\.count)
+        for (kv, p) in zip(sequences, positions) { kv.reserve(p + 1) }
+
+        let d = c.hiddenSize
+        let hd = c.headDim
+        let qWidth = c.heads * hd
+        let kvWidth = c.kvHeads * hd
+        let f = c.feedForwardSize
+        let x = ws.buffer(Slot.x, n * d)
+        let h = ws.buffer(Slot.h, n * d)
+        let q = ws.buffer(Slot.q, n * qWidth)
+        let k = ws.buffer(Slot.k, n * kvWidth)
+        let v = ws.buffer(Slot.v, n * kvWidth)
+        let attn = ws.buffer(Slot.attn, n * qWidth)
+        let o = ws.buffer(Slot.o, n * d)
+        let gate = ws.buffer(Slot.gate, n * f)
+        let up = ws.buffer(Slot.up, n * f)
+
+        for (i, t) in tokens.enumerated() {
+            embedding.dequantizeRows(Int(t)..<(Int(t) + 1), into: x + i * d)
+        }
+        if let s = spec.embeddingScale { Ops.scale(x, by: s, count: n * d) }
+
+        for (l, w) in layers.enumerated() {
+            Ops.rmsNorm(x, weight: w.attentionNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
+            decodeLinear(w.q, x: h, y: q, count: n, ws)
+            decodeLinear(w.k, x: h, y: k, count: n, ws)
+            decodeLinear(w.v, x: h, y: v, count: n, ws)
+            for i in 0..<n {
+                prepare(
+                    layer: l,
+                    w,
+                    q: q + i * qWidth,
+                    k: k + i * kvWidth,
+                    v: v + i * kvWidth,
+                    position: positions[i],
+                    kv: sequences[i]
+                )
+            }
+            let batch = (0..<n).map { i in
+                let views = sequences[i].views(layer: l)
+                return AttentionQueries(
+                    q: q + i * qWidth,
+                    count: 1,
+                    firstPosition: positions[i],
+                    keys: views.keys,
+                    values: views.values,
+                    out: attn + i * qWidth
+                )
+            }
+            let shape = AttentionShape(
+                heads: c.heads,
+                kvHeads: c.kvHeads,
+                headDim: hd,
+                window: spec.windows[l],
+                scale: spec.attentionScale
+            )
+            Attention.prefill(batch, shape: shape, scratch: ws.attention)
+            decodeLinear(w.o, x: attn, y: o, count: n, ws)
+            if let pn = w.postAttentionNorm {
+                Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o)
+            }
+            Ops.add(x, o, count: n * d)
+
+            Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
+            decodeLinear(w.gate, x: h, y: gate, count: n, ws)
+            decodeLinear(w.up, x: h, y: up, count: n, ws)
+            switch spec.activation {
+            case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
+            case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
+            }
+            decodeLinear(w.down, x: gate, y: o, count: n, ws)
+            if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+            Ops.add(x, o, count: n * d)
+        }
+        for (kv, t) in zip(sequences, tokens) { kv.append([t]) }
+
+        Ops.rmsNorm(x, weight: outputNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
+        return [Float](unsafeUninitializedCapacity: n * c.vocabularySize) { out, initialized in
+            decodeLinear(output, x: h, y: out.baseAddress!, count: n, ws)
+            initialized = n * c.vocabularySize
         }
     }
 }
@@ -270,9 +470,31 @@ private func linear(
     } else {
         for block in batched {
             Linear.matmul(
-                w, x: x + block.lowerBound * w.columns, count: block.count, y: y + block.lowerBound * w.rows,
-                scratch: ws.linear)
+                w,
+                x: x + block.lowerBound * w.columns,
+                count: block.count,
+                y: y + block.lowerBound * w.rows,
+                scratch: ws.linear
+            )
         }
+    }
+}
+
+/// Y = X·Wᵀ for `count` tokens of different sequences, each row computed exactly as the one-token
+/// (decode) kernels compute it, reading the weights once for all rows when the int8 products apply.
+private func decodeLinear(
+    _ w: WeightMatrix,
+    x: UnsafePointer<Float>,
+    y: UnsafeMutablePointer<Float>,
+    count: Int,
+    _ ws: Workspace
+) {
+    if count > 1 && w.usesQuantizedDot && !Linear.exactFloat {
+        Linear.matmul(w, x: x, count: count, y: y, strategy: .quantized, scratch: ws.linear)
+        return
+    }
+    for i in 0..<count {
+        Linear.matvec([(w, y + i * w.rows)], x: x + i * w.columns, scratch: ws.linear)
     }
 }
 

@@ -28,6 +28,36 @@ package struct KVPages: @unchecked Sendable {
     }
 }
 
+/// The queries of one sequence for ``Attention/prefill(_:shape:scratch:)``: `count` tokens at positions
+/// `firstPosition…` whose keys and values are already in `keys`/`values`.
+package struct AttentionQueries: @unchecked Sendable {
+    // @unchecked: views of memory owned by the caller for the duration of the call.
+    /// `count × heads × headDim` floats.
+    package var q: UnsafePointer<Float>
+    package var count: Int
+    package var firstPosition: Int
+    package var keys: KVPages
+    package var values: KVPages
+    /// `count × heads × headDim` floats.
+    package var out: UnsafeMutablePointer<Float>
+
+    package init(
+        q: UnsafePointer<Float>,
+        count: Int,
+        firstPosition: Int,
+        keys: KVPages,
+        values: KVPages,
+        out: UnsafeMutablePointer<Float>
+    ) {
+        self.q = q
+        self.count = count
+        self.firstPosition = firstPosition
+        self.keys = keys
+        self.values = values
+        self.out = out
+    }
+}
+
 /// Shapes shared by the attention calls of one layer.
 package struct AttentionShape: Sendable {
     package var heads: Int
@@ -152,6 +182,16 @@ package enum Attention {
         out: UnsafeMutablePointer<Float>,
         scratch: AttentionScratch
     ) {
+        prefill(
+            [AttentionQueries(q: q, count: count, firstPosition: firstPosition, keys: keys, values: values, out: out)],
+            shape: shape,
+            scratch: scratch
+        )
+    }
+
+    /// Attention of the queries of several sequences (one layer of a batched decode step), their jobs
+    /// spread over the threads together. Each query is computed exactly as by a call of its own.
+    package static func prefill(_ batch: [AttentionQueries], shape: AttentionShape, scratch: AttentionScratch) {
         _ = Parallel.configureBLAS
         let hd = shape.headDim
         let rowWidth = shape.heads * hd
@@ -164,47 +204,67 @@ package enum Attention {
         // loaded from the cache (whole chunks) followed by a prefill of the rest is bit-identical to a
         // prefill of everything.
         let tile = max(1, 256 / rowsPerToken)
-        var tiles: [(start: Int, count: Int)] = []
-        var i0 = 0
-        while i0 < count {
-            let absolute = firstPosition + i0
-            let nq = min(tile - absolute % tile, count - i0)
-            tiles.append((i0, nq))
-            i0 += nq
+        var tiles: [(item: Int, start: Int, count: Int)] = []
+        var maxWidth = 0
+        for (item, queries) in batch.enumerated() {
+            var i0 = 0
+            while i0 < queries.count {
+                let absolute = queries.firstPosition + i0
+                let nq = min(tile - absolute % tile, queries.count - i0)
+                tiles.append((item, i0, nq))
+                i0 += nq
+            }
+            maxWidth = max(maxWidth, tile + (shape.window > 0 ? shape.window : queries.firstPosition + queries.count))
         }
         let headSteps = shape.heads / rowsPerToken
         let roundProbabilities = Ops.emulateHalfPrecision
-        let maxWidth = tile + (shape.window > 0 ? shape.window : firstPosition + count)
         let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, tile * rowsPerToken * maxWidth) }
         // Jobs are (query tile, head or head stack); each worker uses its own score buffer and calls
         // single-threaded sgemm.
         Parallel.forEachJob(tiles.count * headSteps) { job, worker in
-            let (i0, nq) = tiles[job / headSteps]
+            let (item, i0, nq) = tiles[job / headSteps]
+            let queries = batch[item]
+            let firstPosition = queries.firstPosition
+            let keys = queries.keys
+            let values = queries.values
             let h = (job % headSteps) * rowsPerToken
-            let pFirst = firstPosition + i0, pLast = firstPosition + i0 + nq - 1
-            let lo = shape.firstKey(for: pFirst), hi = pLast + 1
+            let pFirst = firstPosition + i0
+            let pLast = firstPosition + i0 + nq - 1
+            let lo = shape.firstKey(for: pFirst)
+            let hi = pLast + 1
             let width = hi - lo
             let m = nq * rowsPerToken
             let scores = buffers[worker]
             let g = h / group
-            let a = q + i0 * rowWidth + h * hd
+            let a = queries.q + i0 * rowWidth + h * hd
             let lda = stacked ? hd : rowWidth
-            let o = out + i0 * rowWidth + h * hd
+            let o = queries.out + i0 * rowWidth + h * hd
             // S = scale · Q Kᵀ, one sgemm per page the key range touches.
             forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
                 cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans,
-                    Int32(m), Int32(n), Int32(hd),
-                    shape.scale, a, Int32(lda),
-                    keys.pages[page] + offset * keys.rowStride + g * hd, Int32(keys.rowStride),
-                    0, scores + (start - lo), Int32(width))
+                    CblasRowMajor,
+                    CblasNoTrans,
+                    CblasTrans,
+                    Int32(m),
+                    Int32(n),
+                    Int32(hd),
+                    shape.scale,
+                    a,
+                    Int32(lda),
+                    keys.pages[page] + offset * keys.rowStride + g * hd,
+                    Int32(keys.rowStride),
+                    0,
+                    scores + (start - lo),
+                    Int32(width)
+                )
             }
             // Mask and softmax each row.
             for r in 0..<m {
                 let p = firstPosition + i0 + r / rowsPerToken
                 let first = shape.firstKey(for: p)
                 let s = scores + r * width
-                let visibleLo = first - lo, visibleHi = p - lo + 1
+                let visibleLo = first - lo
+                let visibleHi = p - lo + 1
                 if visibleLo > 0 { s.update(repeating: 0, count: visibleLo) }
                 Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
                 if roundProbabilities { Ops.roundToHalf(s + visibleLo, count: visibleHi - visibleLo) }
@@ -214,11 +274,21 @@ package enum Attention {
             var firstSpan = true
             forEachPageSpan(lo..<hi, pageSize: values.pageSize) { page, offset, start, n in
                 cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasNoTrans,
-                    Int32(m), Int32(hd), Int32(n),
-                    1, scores + (start - lo), Int32(width),
-                    values.pages[page] + offset * values.rowStride + g * hd, Int32(values.rowStride),
-                    firstSpan ? 0 : 1, o, Int32(lda))
+                    CblasRowMajor,
+                    CblasNoTrans,
+                    CblasNoTrans,
+                    Int32(m),
+                    Int32(hd),
+                    Int32(n),
+                    1,
+                    scores + (start - lo),
+                    Int32(width),
+                    values.pages[page] + offset * values.rowStride + g * hd,
+                    Int32(values.rowStride),
+                    firstSpan ? 0 : 1,
+                    o,
+                    Int32(lda)
+                )
                 firstSpan = false
             }
         }
@@ -229,7 +299,8 @@ package enum Attention {
     static func forEachPageSpan(_ range: Range<Int>, pageSize: Int, _ body: (Int, Int, Int, Int) -> Void) {
         var t = range.lowerBound
         while t < range.upperBound {
-            let page = t / pageSize, offset = t % pageSize
+            let page = t / pageSize
+            let offset = t % pageSize
             let n = min(pageSize - offset, range.upperBound - t)
             body(page, offset, t, n)
             t += n

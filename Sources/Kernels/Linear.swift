@@ -5,10 +5,10 @@
 // Prefill (many tokens): weight rows are dequantized in tiles to Float and multiplied with OpenBLAS
 // sgemm; compute-bound, and the dequantization is amortized over all tokens of the batch.
 
-package import GGUF
 internal import CKernels
 internal import COpenBLAS
 internal import Foundation
+package import GGUF
 
 /// A weight matrix in a GGUF tensor: `rows` output features, each a row of `columns` input values.
 ///
@@ -27,6 +27,9 @@ package struct WeightMatrix: @unchecked Sendable {
     package let base: UnsafeRawPointer
     /// Bytes from one row to the next.
     package let rowBytes: Int
+    /// The matrix dequantized to Float (`rows × columns`, row-major), when kept: batched products then
+    /// read it instead of dequantizing tiles on every call. Owned by a ``DenseWeights``.
+    package private(set) var dense: UnsafePointer<Float>?
 
     /// A view of `rows × columns` values of `type` at `base`.
     ///
@@ -41,7 +44,13 @@ package struct WeightMatrix: @unchecked Sendable {
         self.columns = columns
         self.base = base
         self.rowBytes = columns / type.blockSize * type.typeSize
+        self.dense = nil
     }
+
+    /// Float values of the matrix in bytes.
+    package var denseBytes: Int { rows * columns * MemoryLayout<Float>.size }
+
+    fileprivate mutating func setDense(_ pointer: UnsafePointer<Float>) { dense = pointer }
 
     /// Whether decode uses the int8 kernels (else rows are dequantized and dotted in Float).
     package var usesQuantizedDot: Bool { lmc_matvec_supports(Int32(type.rawValue)) != 0 }
@@ -98,8 +107,12 @@ package final class QuantizedActivation {
 
     @inline(__always)
     static func quantize(
-        _ x: UnsafePointer<Float>, count: Int, superBlocks: Bool,
-        qs: UnsafeMutablePointer<Int8>, d: UnsafeMutablePointer<Float>, ds: UnsafeMutablePointer<Float>
+        _ x: UnsafePointer<Float>,
+        count: Int,
+        superBlocks: Bool,
+        qs: UnsafeMutablePointer<Int8>,
+        d: UnsafeMutablePointer<Float>,
+        ds: UnsafeMutablePointer<Float>
     ) {
         if !llamaStyle {
             lmc_quantize_q8(x, Int64(count), qs, d, ds)
@@ -126,6 +139,37 @@ package final class QuantizedActivation {
 
 @available(*, unavailable)
 extension QuantizedActivation: Sendable {}
+
+/// Dequantized copies of weight matrices, kept for the life of a model so that prefill does not
+/// dequantize every weight on every forward pass. The values are exactly those that dequantizing a
+/// tile gives, so products are unchanged bit for bit; memory is 4 bytes per weight.
+package final class DenseWeights: @unchecked Sendable {
+    // @unchecked: the buffers are written once in `densify` before any reader sees the returned
+    // matrix, and only read afterwards.
+    private var buffers: [UnsafeMutablePointer<Float>] = []
+
+    package init() {}
+
+    deinit { for b in buffers { b.deallocate() } }
+
+    /// Bytes held.
+    package private(set) var bytes = 0
+
+    /// `w` with a dense copy that this object owns (dequantized on all cores).
+    package func densify(_ w: WeightMatrix) -> WeightMatrix {
+        if w.dense != nil { return w }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: w.rows * w.columns)
+        buffers.append(buffer)
+        bytes += w.denseBytes
+        let target = UncheckedSendable(buffer)
+        Parallel.forRanges(w.rows, minimumPerPart: 64) { rows in
+            w.dequantizeRows(rows, into: target.value + rows.lowerBound * w.columns)
+        }
+        var copy = w
+        copy.setDense(buffer)
+        return copy
+    }
+}
 
 /// Reusable memory for the matrix products (tiles of dequantized weights, quantized activations).
 package final class LinearScratch {
@@ -170,7 +214,9 @@ package enum Linear {
         let columns = first.weight.columns
         if exactFloat {
             Parallel.forRanges(outputs.count) { range in
-                for i in range { floatRowDots(outputs[i].weight, rows: 0..<outputs[i].weight.rows, x: x, y: outputs[i].y) }
+                for i in range {
+                    floatRowDots(outputs[i].weight, rows: 0..<outputs[i].weight.rows, x: x, y: outputs[i].y)
+                }
             }
             return
         }
@@ -185,11 +231,16 @@ package enum Linear {
         Parallel.forRanges(total, minimumPerPart: 64) { range in
             var start = 0
             for (weight, y) in outputs {
-                let lo = max(range.lowerBound, start), hi = min(range.upperBound, start + weight.rows)
+                let lo = max(range.lowerBound, start)
+                let hi = min(range.upperBound, start + weight.rows)
                 if lo < hi {
                     rowDots(
-                        weight, rows: (lo - start)..<(hi - start), x: x, act: scratch.activation(for: weight),
-                        y: y + (lo - start))
+                        weight,
+                        rows: (lo - start)..<(hi - start),
+                        x: x,
+                        act: scratch.activation(for: weight),
+                        y: y + (lo - start)
+                    )
                 }
                 start += weight.rows
             }
@@ -207,14 +258,28 @@ package enum Linear {
     ) {
         if w.usesQuantizedDot {
             lmc_matvec_q8(
-                Int32(w.type.rawValue), w.base, Int64(w.rowBytes), Int64(rows.lowerBound), Int64(rows.upperBound),
-                Int64(w.columns), act.qs, act.d, act.ds, y)
+                Int32(w.type.rawValue),
+                w.base,
+                Int64(w.rowBytes),
+                Int64(rows.lowerBound),
+                Int64(rows.upperBound),
+                Int64(w.columns),
+                act.qs,
+                act.d,
+                act.ds,
+                y
+            )
             return
         }
         floatRowDots(w, rows: rows, x: x, y: y)
     }
 
-    static func floatRowDots(_ w: WeightMatrix, rows: Range<Int>, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    static func floatRowDots(
+        _ w: WeightMatrix,
+        rows: Range<Int>,
+        x: UnsafePointer<Float>,
+        y: UnsafeMutablePointer<Float>
+    ) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: w.columns) { buffer in
             let row = buffer.baseAddress!
             for r in rows {
@@ -277,14 +342,30 @@ package enum Linear {
         Parallel.forRanges(count, minimumPerPart: 4) { tokens in
             for t in tokens {
                 QuantizedActivation.quantize(
-                    x + t * columns, count: columns, superBlocks: superBlocks, qs: act.qs + t * columns,
-                    d: act.d + t * columns / 32, ds: act.ds + t * columns / 32)
+                    x + t * columns,
+                    count: columns,
+                    superBlocks: superBlocks,
+                    qs: act.qs + t * columns,
+                    d: act.d + t * columns / 32,
+                    ds: act.ds + t * columns / 32
+                )
             }
         }
         Parallel.forRanges(w.rows, minimumPerPart: 16) { rows in
             lmc_matmul_q8(
-                Int32(w.type.rawValue), w.base, Int64(w.rowBytes), Int64(rows.lowerBound), Int64(rows.upperBound),
-                Int64(columns), Int64(count), act.qs, act.d, act.ds, y, Int64(ldy))
+                Int32(w.type.rawValue),
+                w.base,
+                Int64(w.rowBytes),
+                Int64(rows.lowerBound),
+                Int64(rows.upperBound),
+                Int64(columns),
+                Int64(count),
+                act.qs,
+                act.d,
+                act.ds,
+                y,
+                Int64(ldy)
+            )
         }
     }
 
@@ -315,19 +396,35 @@ package enum Linear {
         // multiplies it with every block (single-threaded sgemm per worker).
         let tileRows = min(w.rows, max(16, (1 << 18) / w.columns))
         let jobs = (w.rows + tileRows - 1) / tileRows
-        let buffers = (0..<Parallel.threadCount).map { scratch.workerTile($0, tileRows * w.columns) }
+        let buffers =
+            w.dense != nil ? [] : (0..<Parallel.threadCount).map { scratch.workerTile($0, tileRows * w.columns) }
         Parallel.forEachJob(jobs) { job, worker in
             let r0 = job * tileRows
             let n = min(tileRows, w.rows - r0)
-            let tile = buffers[worker]
-            w.dequantizeRows(r0..<(r0 + n), into: tile)
+            let tile: UnsafePointer<Float>
+            if let dense = w.dense {
+                tile = dense + r0 * w.columns
+            } else {
+                w.dequantizeRows(r0..<(r0 + n), into: buffers[worker])
+                tile = UnsafePointer(buffers[worker])
+            }
             for block in blocks {
                 cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans,
-                    Int32(block.count), Int32(n), Int32(w.columns),
-                    1, x + block.lowerBound * w.columns, Int32(w.columns),
-                    tile, Int32(w.columns),
-                    0, y + block.lowerBound * ldy + r0, Int32(ldy))
+                    CblasRowMajor,
+                    CblasNoTrans,
+                    CblasTrans,
+                    Int32(block.count),
+                    Int32(n),
+                    Int32(w.columns),
+                    1,
+                    x + block.lowerBound * w.columns,
+                    Int32(w.columns),
+                    tile,
+                    Int32(w.columns),
+                    0,
+                    y + block.lowerBound * ldy + r0,
+                    Int32(ldy)
+                )
             }
         }
     }
@@ -335,7 +432,8 @@ package enum Linear {
     /// Σ a[i]·b[i] over `count` floats.
     @inline(__always)
     package static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
-        var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
+        var acc0 = SIMD8<Float>()
+        var acc1 = SIMD8<Float>()
         var i = 0
         // Safe: loads stay within count floats of both pointers.
         while i + 16 <= count {

@@ -34,6 +34,9 @@ public struct ChunkKeyer: Sendable, Hashable {
     public let saveUnfullChunk: Bool
     /// An optional tenant salt: tenants with different salts never share chunks.
     public let salt: String?
+    /// Which part of each chunk's KV the keys address when a chunk is stored in several objects (for
+    /// example one per group of layers); `nil` for the whole chunk. Parts never share keys.
+    public let part: String?
     /// The hash chunk 0 chains from.
     public let root: ChunkHash
 
@@ -44,7 +47,8 @@ public struct ChunkKeyer: Sendable, Hashable {
         layout: KVLayout,
         chunkSize: Int = 256,
         saveUnfullChunk: Bool = false,
-        salt: String? = nil
+        salt: String? = nil,
+        part: String? = nil
     ) {
         precondition(chunkSize > 0, "chunkSize must be positive")
         self.model = model
@@ -52,6 +56,7 @@ public struct ChunkKeyer: Sendable, Hashable {
         self.chunkSize = chunkSize
         self.saveUnfullChunk = saveUnfullChunk
         self.salt = salt
+        self.part = part
         var hasher = SipHash128()
         hasher.combine("lmcache-swift/chunk-root/v1")
         hasher.combine(model.name)
@@ -62,6 +67,10 @@ public struct ChunkKeyer: Sendable, Hashable {
             hasher.combine(salt)
         } else {
             hasher.combine(0)
+        }
+        if let part {
+            hasher.combine("part")
+            hasher.combine(part)
         }
         self.root = hasher.finalize()
     }

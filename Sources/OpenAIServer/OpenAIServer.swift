@@ -105,7 +105,7 @@ public struct OpenAIServer: Sendable {
             Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render(storage: storage)))
+                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render(storage: storage, engine: engine.load)))
             )
         }
         router.post("/v1/completions") { request, _ in

@@ -53,7 +53,7 @@ final class ServerMetrics: Sendable {
     func adjustRunning(_ delta: Int) { state.withLock { $0.running += delta } }
 
     /// The Prometheus text exposition of every metric.
-    func render(storage: StorageManager?) -> String {
+    func render(storage: StorageManager?, engine: (running: Int, waiting: Int)) -> String {
         let s = state.withLock { $0 }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) {
@@ -65,6 +65,10 @@ final class ServerMetrics: Sendable {
         }
         family("lmcache_requests_running", "gauge", "Generations in progress or queued.")
         out += "lmcache_requests_running \(s.running)\n"
+        family("lmcache_engine_sequences_running", "gauge", "Sequences the engine is prefilling or decoding.")
+        out += "lmcache_engine_sequences_running \(engine.running)\n"
+        family("lmcache_engine_requests_waiting", "gauge", "Requests waiting for the engine to admit them.")
+        out += "lmcache_engine_requests_waiting \(engine.waiting)\n"
         family(
             "lmcache_client_disconnects_total",
             "counter",

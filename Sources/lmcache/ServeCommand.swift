@@ -20,7 +20,9 @@ struct ServeCommand: AsyncParsableCommand {
             Routes: POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events), \
             GET /v1/models, GET /health, GET /metrics. A request's cache_salt field, or its X-Tenant-Id \
             header, keeps its cached KV apart from other tenants'. The cache is configured as for every \
-            command (--config FILE, LMCACHE_* variables, --set key=value). Requests are served one at a time.
+            command (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous \
+            batching): up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens \
+            between decode steps, and their reserved KV positions within --max-kv-tokens.
             """
     )
 
@@ -44,12 +46,39 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var maxModelLength: Int?
 
+    @Option(name: .customLong("max-num-seqs"), help: "Most requests running at once; more wait in arrival order.")
+    var maxSequences = SchedulerLimits().maxSequences
+
+    @Option(
+        name: .customLong("max-num-batched-tokens"),
+        help:
+            "Most prompt tokens computed in one step before running requests decode their next token (multiple of 256)."
+    )
+    var prefillChunkTokens = SchedulerLimits().prefillChunkTokens
+
+    @Option(
+        name: .customLong("max-kv-tokens"),
+        help:
+            "KV positions running requests may reserve together (prompt + max_tokens each); a request runs alone whatever it needs."
+    )
+    var maxKVTokens = SchedulerLimits().maxKVTokens
+
     @Flag(help: "Serve without the KV cache (every prompt is computed).")
     var noCache = false
 
     func validate() throws {
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
+        if let problem = limits.problem {
+            throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens)")
+        }
+        if prefillChunkTokens % 256 != 0 {
+            throw ValidationError("--max-num-batched-tokens must be a multiple of 256, not \(prefillChunkTokens)")
+        }
+    }
+
+    var limits: SchedulerLimits {
+        SchedulerLimits(maxSequences: maxSequences, prefillChunkTokens: prefillChunkTokens, maxKVTokens: maxKVTokens)
     }
 
     func run() async throws {
@@ -89,7 +118,7 @@ struct ServeCommand: AsyncParsableCommand {
                 configuration: loaded.configuration
             )
         }
-        let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: connector)
+        let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: connector, limits: limits)
         let server = OpenAIServer(
             engine: engine,
             storage: storage,

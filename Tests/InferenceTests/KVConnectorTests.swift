@@ -5,9 +5,16 @@ import LMCacheStorage
 import Testing
 
 /// A connector over a fresh CPU-only cache (64 MiB, not pre-faulted).
-func makeConnector(model: any LanguageModel, chunkSize: Int = 256) throws -> KVConnector {
+func makeConnector(
+    model: any LanguageModel,
+    chunkSize: Int = 256,
+    windowAware: Bool = true,
+    saveDecodeCache: Bool = false
+) throws -> KVConnector {
     var configuration = LMCacheConfiguration()
     configuration.chunkSize = chunkSize
+    configuration.windowAwareLoading = windowAware
+    configuration.saveDecodeCache = saveDecodeCache
     configuration.maxLocalCPUSize = 0.0625
     let storage = try StorageManager(configuration: configuration, prefault: false)
     return KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
@@ -134,8 +141,10 @@ struct KVConnectorTests {
         let prompt = sampleTokens(512, seed: 15)
         let reference = try uncachedRun(model, prompt)
         _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
+        #expect(await connector.storage.lookup(connector.keyer().keys(for: prompt)) == 2)
+        // Only what a load uses is fetched: the first chunk (the second is computed again).
         let lookup = await connector.lookup(prompt)
-        #expect(lookup.hitTokens == 512)
+        #expect(lookup.hitTokens == 256)
         let warm = try await cachedRun(connector, model, prompt)
         #expect(warm.loaded == 256)
         #expect(warm.tokens == reference.tokens)
@@ -162,5 +171,88 @@ struct KVConnectorTests {
         let run = try await cachedRun(connector, model, prompt, maxTokens: 2)
         #expect(run.loaded == 0)
         #expect(connector.save(await connector.lookup(prompt), from: InferenceSession(model: model).sequence) == 0)
+    }
+
+    @Test("window-aware loading: sliding-window layers are fetched only inside the window, exactly")
+    func windowAware() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let groups = try #require(connector.layerGroups)
+        #expect(groups.full == [5, 11, 17])
+        #expect(groups.windowed.count == 15 && groups.window == 512)
+        let prompt = sampleTokens(1300, seed: 18)
+        _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
+        let question = prompt + sampleTokens(20, seed: 19).dropFirst()
+        let lookup = await connector.lookup(question)
+        // 5 chunks load: full-attention layers for all five, windowed layers for the last two (the window
+        // of position 1280 reaches back to 769).
+        #expect(lookup.hits.count == 5)
+        #expect(lookup.windowStart == 3 && lookup.windowHits.count == 2)
+        let row = connector.layout.byteCount(tokens: 256) / connector.layout.layers
+        #expect(lookup.hitBytes == (5 * 3 + 2 * 15) * row)
+        #expect(lookup.hitBytes * 2 == connector.layout.byteCount(tokens: 1280))
+
+        let reference = try uncachedRun(model, question, maxTokens: 4)
+        let warm = try await cachedRun(connector, model, question, maxTokens: 4)
+        #expect(warm.loaded == 1280)
+        #expect(warm.tokens == reference.tokens)
+        let same = warm.logits == reference.logits
+        #expect(same, "largest logit difference \(maxDifference(warm.logits, reference.logits))")
+
+        // A windowed part missing inside the window shortens the hit to end before its chunk.
+        let windowedKey = try #require(connector.windowedKeyer()).keys(for: question)[4]
+        #expect(connector.storage.cpu?.remove(windowedKey) == true)
+        let shorter = await connector.lookup(question)
+        #expect(shorter.hits.count == 4)
+        let partial = try await cachedRun(connector, model, question, maxTokens: 4)
+        #expect(partial.loaded == 1024)
+        #expect(partial.tokens == reference.tokens)
+    }
+
+    @Test("window_aware_loading off: one object of all layers per chunk, exact")
+    func wholeChunks() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model, windowAware: false)
+        #expect(connector.layerGroups == nil)
+        let prompt = sampleTokens(600, seed: 20)
+        let reference = try uncachedRun(model, prompt, maxTokens: 3)
+        _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
+        let lookup = await connector.lookup(prompt)
+        #expect(lookup.hits.map(\.layout.layers) == [18, 18])
+        #expect(lookup.windowHits.isEmpty)
+        let warm = try await cachedRun(connector, model, prompt, maxTokens: 3)
+        #expect(warm.loaded == 512)
+        #expect(warm.tokens == reference.tokens)
+    }
+
+    @Test(
+        "save_decode_cache stores the chunks that generated tokens complete; off, only prompt chunks",
+        arguments: [false, true]
+    )
+    func decodeCache(enabled: Bool) async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model, saveDecodeCache: enabled)
+        let prompt = sampleTokens(500, seed: 21)
+        let session = InferenceSession(model: model)
+        let result = try session.generate(
+            prompt: prompt,
+            maxTokens: 16,
+            cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt))
+        )
+        #expect(result.tokens.count == 16)
+        // The sequence holds the prompt and 15 generated tokens (the last one was never run).
+        #expect(session.sequence.count == 515)
+        let keys = connector.keyer().keys(for: session.sequence.tokens)
+        #expect(keys.count == 2)
+        #expect(await connector.storage.lookup(keys) == (enabled ? 2 : 1))
+        if enabled {
+            // A follow-up prompt made of that conversation loads both chunks; decoding rounded its keys
+            // and values differently from a prefill, so its logits agree closely, not bit for bit.
+            let followUp = session.sequence.tokens + [818]
+            let reference = try uncachedRun(model, followUp, maxTokens: 1)
+            let warm = try await cachedRun(connector, model, followUp, maxTokens: 1)
+            #expect(warm.loaded == 512)
+            #expect(maxDifference(warm.logits, reference.logits) < 0.5)
+        }
     }
 }

@@ -41,6 +41,11 @@ public final class KVConnector: Sendable {
     public let chunkSize: Int
     /// Whether a prompt's trailing partial chunk is stored too (`save_unfull_chunk`).
     public let saveUnfullChunk: Bool
+    /// Whether the KV of generated tokens is stored too, after a generation (`save_decode_cache`).
+    public let saveDecodeCache: Bool
+    /// How chunks are split between full-attention and sliding-window layers (`window_aware_loading`),
+    /// or `nil` when each chunk is one object of all layers.
+    public let layerGroups: LayerGroups?
 
     /// Positions at which a load may end so that the engine's prefill of the rest is bit-identical to a
     /// prefill of the whole prompt.
@@ -56,7 +61,9 @@ public final class KVConnector: Sendable {
         model: ModelIdentity,
         layout: KVLayout,
         chunkSize: Int = 256,
-        saveUnfullChunk: Bool = false
+        saveUnfullChunk: Bool = false,
+        saveDecodeCache: Bool = false,
+        attentionWindows: [Int]? = nil
     ) {
         precondition(layout.dtype == .float32, "the engine's KV is float32")
         precondition(chunkSize > 0, "chunkSize must be positive")
@@ -71,6 +78,8 @@ public final class KVConnector: Sendable {
         )
         self.chunkSize = chunkSize
         self.saveUnfullChunk = saveUnfullChunk
+        self.saveDecodeCache = saveDecodeCache
+        self.layerGroups = attentionWindows.flatMap { LayerGroups(windows: $0) }
     }
 
     /// A connector for `model`, named `name` in keys, with `chunk_size` and `save_unfull_chunk` from
@@ -86,32 +95,132 @@ public final class KVConnector: Sendable {
             model: ModelIdentity(name: name, fingerprint: model.identity),
             layout: model.kvLayout,
             chunkSize: configuration.chunkSize,
-            saveUnfullChunk: configuration.saveUnfullChunk
+            saveUnfullChunk: configuration.saveUnfullChunk,
+            saveDecodeCache: configuration.saveDecodeCache,
+            attentionWindows: configuration.windowAwareLoading ? model.attentionWindows : nil
         )
     }
 
-    /// The keyer for tenant `salt` (`nil`: no tenant).
+    /// The keyer for tenant `salt` (`nil`: no tenant): of whole chunks, or of their full-attention part
+    /// when chunks are split (``layerGroups``).
     public func keyer(salt: String? = nil) -> ChunkKeyer {
-        ChunkKeyer(model: model, layout: layout, chunkSize: chunkSize, saveUnfullChunk: saveUnfullChunk, salt: salt)
+        guard let groups = layerGroups else {
+            return ChunkKeyer(
+                model: model,
+                layout: layout,
+                chunkSize: chunkSize,
+                saveUnfullChunk: saveUnfullChunk,
+                salt: salt
+            )
+        }
+        return ChunkKeyer(
+            model: model,
+            layout: layout(of: groups.full),
+            chunkSize: chunkSize,
+            saveUnfullChunk: saveUnfullChunk,
+            salt: salt,
+            part: groups.partName(groups.full)
+        )
     }
 
-    /// Finds the cached prefix of `tokens` for tenant `salt` and fetches its chunks from the tiers (a hit
-    /// in a slower tier is promoted into the CPU tier).
+    /// The keyer of the sliding-window part of split chunks, or `nil` when chunks are not split.
+    public func windowedKeyer(salt: String? = nil) -> ChunkKeyer? {
+        layerGroups.map { windowedKeyer($0, salt: salt) }
+    }
+
+    private func windowedKeyer(_ groups: LayerGroups, salt: String?) -> ChunkKeyer {
+        ChunkKeyer(
+            model: model,
+            layout: layout(of: groups.windowed),
+            chunkSize: chunkSize,
+            saveUnfullChunk: saveUnfullChunk,
+            salt: salt,
+            part: groups.partName(groups.windowed)
+        )
+    }
+
+    /// The stored layout of the given layers' KV.
+    func layout(of layers: [Int]) -> KVLayout {
+        KVLayout(layers: layers.count, kvHeads: layout.kvHeads, headDim: layout.headDim, dtype: layout.dtype)
+    }
+
+    /// Finds the cached prefix of `tokens` for tenant `salt` and fetches the chunks that a load uses
+    /// from the tiers (a hit in a slower tier is promoted into the CPU tier).
+    ///
+    /// With split chunks (``layerGroups``), the full-attention part is fetched for every chunk of the
+    /// hit and the sliding-window part only for the chunks that the first computed token's window
+    /// reaches; when such a part is missing, the hit is shortened to end before it.
     ///
     /// - Complexity: one key per chunk; one lookup per tier; one copy per chunk only for slower tiers.
     public func lookup(_ tokens: [Int32], salt: String? = nil) async -> CacheLookup {
         let chunks = keyer(salt: salt).chunks(for: tokens)
         let available = chunks.isEmpty ? 0 : await storage.lookup(chunks.map(\.key))
-        let loaded = available == 0 ? [] : await storage.retrieve(Array(chunks[..<available]), tokens: tokens)
-        return CacheLookup(tokens: tokens, salt: salt, chunks: chunks, hits: loaded)
+        guard let groups = layerGroups else {
+            // Only the chunks a load uses are fetched.
+            let target =
+                available == 0
+                ? 0 : Self.loadTarget(hitTokens: chunks[available - 1].range.upperBound, promptTokens: tokens.count)
+            let needed = chunks.prefix { $0.range.lowerBound < target }.count
+            let loaded = needed == 0 ? [] : await storage.retrieve(Array(chunks[..<needed]), tokens: tokens)
+            return CacheLookup(tokens: tokens, salt: salt, chunks: chunks, hits: loaded)
+        }
+        let windowedChunks = windowedKeyer(groups, salt: salt).chunks(for: tokens)
+        var usable = available
+        while usable > 0 {
+            let target = Self.loadTarget(hitTokens: chunks[usable - 1].range.upperBound, promptTokens: tokens.count)
+            guard target > 0 else { break }
+            let needed = chunks.prefix { $0.range.lowerBound < target }.count
+            // The first position that a query at `target` (the first computed token) sees in a windowed layer.
+            let firstVisible = max(0, target - groups.window + 1)
+            let windowStart = chunks[..<needed].firstIndex { $0.range.upperBound > firstVisible } ?? needed
+            var windowHits: [KVChunk] = []
+            for index in windowStart..<needed {
+                guard
+                    let hit = await storage.get(windowedChunks[index].key, tokens: tokens[windowedChunks[index].range])
+                else { break }
+                windowHits.append(hit)
+            }
+            guard windowHits.count == needed - windowStart else {
+                usable = windowStart + windowHits.count
+                continue
+            }
+            let hits = await storage.retrieve(Array(chunks[..<needed]), tokens: tokens)
+            guard hits.count == needed else {
+                usable = hits.count
+                continue
+            }
+            return CacheLookup(
+                tokens: tokens,
+                salt: salt,
+                chunks: chunks,
+                hits: hits,
+                windowedChunks: windowedChunks,
+                windowHits: windowHits,
+                windowStart: windowStart
+            )
+        }
+        return CacheLookup(
+            tokens: tokens,
+            salt: salt,
+            chunks: chunks,
+            hits: [],
+            windowedChunks: windowedChunks,
+            windowHits: [],
+            windowStart: 0
+        )
+    }
+
+    /// Where a load of a `hitTokens`-token hit of a `promptTokens`-token prompt ends: at least one token
+    /// is left to compute, and the end is on the engine's block boundary.
+    static func loadTarget(hitTokens: Int, promptTokens: Int) -> Int {
+        let cap = min(hitTokens, promptTokens - 1)
+        return cap > 0 ? cap / loadAlignment * loadAlignment : 0
     }
 
     /// How many leading tokens of `lookup.tokens` ``load(_:into:)`` loads: the hit, cut so that at
     /// least one token is left to compute and so that it ends on the engine's block boundary.
     public func loadableTokens(_ lookup: CacheLookup) -> Int {
-        let cap = min(lookup.hitTokens, lookup.tokens.count - 1)
-        guard cap > 0 else { return 0 }
-        return cap / Self.loadAlignment * Self.loadAlignment
+        Self.loadTarget(hitTokens: lookup.hitTokens, promptTokens: lookup.tokens.count)
     }
 
     /// Copies the loadable part of `lookup`'s hit into `sequence`, which must be empty.
@@ -128,29 +237,57 @@ public final class KVConnector: Sendable {
         guard sequence.layout == engineLayout else {
             throw InferenceError.invalidKV("sequence layout \(sequence.layout) is not the model's \(engineLayout)")
         }
-        for (chunk, hit) in zip(lookup.chunks, lookup.hits) where chunk.range.lowerBound < target {
-            guard hit.layout == layout else {
-                throw InferenceError.invalidKV("cached chunk layout \(hit.layout) is not the connector's \(layout)")
-            }
-            try hit.withUnsafeBytes { bytes throws(InferenceError) in
-                if layout.dtype == .float32 {
+        guard let groups = layerGroups else {
+            for (chunk, hit) in zip(lookup.chunks, lookup.hits) where chunk.range.lowerBound < target {
+                try check(hit, layout)
+                try withEngineFloats(hit) { bytes throws(InferenceError) in
                     try sequence.importKV(bytes, tokens: hit.tokens, at: chunk.range.lowerBound)
-                    return
                 }
-                let count = bytes.count / layout.dtype.size
-                try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
-                    // Safe: `bytes` holds `count` half-precision values, `floats` room for `count` floats.
-                    Ops.convertFromHalf(bytes.baseAddress!, floats.baseAddress!, count: count)
-                    try sequence.importKV(
-                        UnsafeRawBufferPointer(floats),
-                        tokens: hit.tokens,
-                        at: chunk.range.lowerBound
-                    )
-                }
+            }
+            sequence.truncate(to: target)
+            return target
+        }
+        for (chunk, hit) in zip(lookup.chunks, lookup.hits) where chunk.range.lowerBound < target {
+            try check(hit, layout(of: groups.full))
+            try withEngineFloats(hit) { bytes throws(InferenceError) in
+                try sequence.importKV(bytes, layers: groups.full, positions: chunk.range)
             }
         }
-        sequence.truncate(to: target)
+        for (offset, hit) in lookup.windowHits.enumerated() {
+            try check(hit, layout(of: groups.windowed))
+            let range = lookup.windowedChunks[lookup.windowStart + offset].range
+            try withEngineFloats(hit) { bytes throws(InferenceError) in
+                try sequence.importKV(bytes, layers: groups.windowed, positions: range)
+            }
+        }
+        try sequence.assumeTokens(Array(lookup.tokens[..<target]))
         return target
+    }
+
+    private func check(_ hit: KVChunk, _ expected: KVLayout) throws(InferenceError) {
+        guard hit.layout == expected else {
+            throw InferenceError.invalidKV("cached chunk layout \(hit.layout) is not the connector's \(expected)")
+        }
+    }
+
+    /// Calls `body` with `chunk`'s KV as the engine's float32 values (converted from half precision when
+    /// stored so).
+    private func withEngineFloats(
+        _ chunk: KVChunk,
+        _ body: (UnsafeRawBufferPointer) throws(InferenceError) -> Void
+    ) throws(InferenceError) {
+        try chunk.withUnsafeBytes { bytes throws(InferenceError) in
+            if layout.dtype == .float32 {
+                try body(bytes)
+                return
+            }
+            let count = bytes.count / layout.dtype.size
+            try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
+                // Safe: `bytes` holds `count` half-precision values, `floats` room for `count` floats.
+                Ops.convertFromHalf(bytes.baseAddress!, floats.baseAddress!, count: count)
+                try body(UnsafeRawBufferPointer(floats))
+            }
+        }
     }
 
     /// Stores the chunks of `lookup` that the cache lacked and whose tokens `sequence` now holds.
@@ -162,35 +299,114 @@ public final class KVConnector: Sendable {
     /// - Complexity: O(stored tokens × layers × kvHeads × headDim) bytes copied.
     @discardableResult
     public func save(_ lookup: CacheLookup, from sequence: SequenceKV) -> Int {
+        save(lookup, from: sequence, skipping: lookup.hits.count)
+    }
+
+    /// After a generation from `lookup`'s prompt, with ``saveDecodeCache`` on: stores the full chunks of
+    /// the prompt followed by the generated tokens that `sequence` holds, beyond the prompt's own full
+    /// chunks. Does nothing when ``saveDecodeCache`` is off.
+    ///
+    /// Decoding computes each token's keys and values one token at a time, which rounds differently from
+    /// a prefill of the same text: a later prompt that loads these chunks gets the same text up to float
+    /// rounding, not bit for bit (prompt chunks, which are prefill results, stay exact).
+    ///
+    /// - Returns: the number of chunks stored.
+    @discardableResult
+    public func saveDecoded(_ lookup: CacheLookup, from sequence: SequenceKV) -> Int {
+        guard saveDecodeCache, sequence.count > lookup.tokens.count, sequence.tokens.starts(with: lookup.tokens) else {
+            return 0
+        }
+        let tokens = sequence.tokens
+        let extended = CacheLookup(
+            tokens: tokens,
+            salt: lookup.salt,
+            chunks: keyer(salt: lookup.salt).chunks(for: tokens),
+            hits: [],
+            windowedChunks: layerGroups.map { windowedKeyer($0, salt: lookup.salt).chunks(for: tokens) } ?? []
+        )
+        return save(extended, from: sequence, skipping: lookup.tokens.count / chunkSize)
+    }
+
+    private func save(_ lookup: CacheLookup, from sequence: SequenceKV, skipping: Int) -> Int {
         var stored = 0
-        for chunk in lookup.chunks.dropFirst(lookup.hits.count) {
+        for (index, chunk) in lookup.chunks.enumerated().dropFirst(skipping) {
             guard chunk.range.upperBound <= sequence.count,
                 sequence.tokens[chunk.range].elementsEqual(lookup.tokens[chunk.range])
             else { break }
             let tokens = Array(lookup.tokens[chunk.range])
-            let storageObject: HeapChunkStorage
-            do {
-                storageObject = try HeapChunkStorage(count: layout.byteCount(tokens: tokens.count)) {
-                    buffer throws(InferenceError) in
-                    if layout.dtype == .float32 {
-                        try sequence.exportKV(chunk.range, into: buffer)
-                        return
-                    }
-                    let count = buffer.count / layout.dtype.size
-                    try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) {
-                        floats throws(InferenceError) in
-                        try sequence.exportKV(chunk.range, into: UnsafeMutableRawBufferPointer(floats))
-                        // Safe: `floats` holds `count` floats, `buffer` room for `count` half-precision values.
-                        Ops.convertToHalf(floats.baseAddress!, buffer.baseAddress!, count: count)
-                    }
-                }
-            } catch {
-                break
+            let parts: [(key: CacheKey, layers: [Int]?)]
+            if let groups = layerGroups, index < lookup.windowedChunks.count {
+                parts = [(chunk.key, groups.full), (lookup.windowedChunks[index].key, groups.windowed)]
+            } else {
+                parts = [(chunk.key, nil)]
             }
-            storage.store(KVChunk(key: chunk.key, tokens: tokens, layout: layout, storage: storageObject))
+            var exported: [KVChunk] = []
+            for (key, layers) in parts {
+                guard let object = try? export(chunk.range, layers: layers, from: sequence) else { break }
+                exported.append(KVChunk(key: key, tokens: tokens, layout: object.layout, storage: object.storage))
+            }
+            guard exported.count == parts.count else { break }
+            // The windowed part first: a chunk whose full-attention part is found is then complete.
+            for chunk in exported.reversed() { storage.store(chunk) }
             stored += 1
         }
         return stored
+    }
+
+    /// `range`'s KV of `layers` (all when `nil`) in the stored layout, in a new heap buffer.
+    private func export(
+        _ range: Range<Int>,
+        layers: [Int]?,
+        from sequence: SequenceKV
+    ) throws(InferenceError) -> (layout: KVLayout, storage: HeapChunkStorage) {
+        let stored = layers.map { layout(of: $0) } ?? layout
+        let write = { (buffer: UnsafeMutableRawBufferPointer) throws(InferenceError) in
+            if let layers {
+                try sequence.exportKV(range, layers: layers, into: buffer)
+            } else {
+                try sequence.exportKV(range, into: buffer)
+            }
+        }
+        let object = try HeapChunkStorage(count: stored.byteCount(tokens: range.count)) {
+            buffer throws(InferenceError) in
+            if stored.dtype == .float32 {
+                try write(buffer)
+                return
+            }
+            let count = buffer.count / stored.dtype.size
+            try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
+                try write(UnsafeMutableRawBufferPointer(floats))
+                // Safe: `floats` holds `count` floats, `buffer` room for `count` half-precision values.
+                Ops.convertToHalf(floats.baseAddress!, buffer.baseAddress!, count: count)
+            }
+        }
+        return (stored, object)
+    }
+}
+
+/// How a model's layers are split between stored objects: the layers with full attention, whose KV a
+/// prefix hit needs for every cached position, and the sliding-window layers, whose KV it needs only
+/// for the positions that the first computed token's window reaches.
+public struct LayerGroups: Sendable, Hashable {
+    /// Layers with full causal attention.
+    public let full: [Int]
+    /// Layers with a sliding window.
+    public let windowed: [Int]
+    /// The largest window of the windowed layers, tokens.
+    public let window: Int
+
+    /// The split of a model whose layers have `windows` (0: full attention), or `nil` when there is
+    /// nothing to split (no windowed layer, or no full-attention layer).
+    public init?(windows: [Int]) {
+        full = windows.indices.filter { windows[$0] == 0 }
+        windowed = windows.indices.filter { windows[$0] > 0 }
+        window = windows.max() ?? 0
+        guard !full.isEmpty, !windowed.isEmpty else { return nil }
+    }
+
+    /// The part name of `layers` in chunk keys.
+    func partName(_ layers: [Int]) -> String {
+        "layers:" + layers.map(String.init).joined(separator: ",")
     }
 }
 
@@ -201,16 +417,40 @@ public struct CacheLookup: Sendable {
     public let tokens: [Int32]
     /// The tenant salt the keys were made with.
     public let salt: String?
-    /// Every keyed chunk of the prompt, in order.
+    /// Every keyed chunk of the prompt, in order (of the full-attention part when chunks are split).
     public let chunks: [TokenChunk]
     /// The leading chunks found in the tiers, in order (a prefix of ``chunks``).
     public let hits: [KVChunk]
+    /// With split chunks: every chunk's key of its sliding-window part (else empty).
+    public let windowedChunks: [TokenChunk]
+    /// With split chunks: the sliding-window parts loaded, of chunks `windowStart ..< hits.count`.
+    public let windowHits: [KVChunk]
+    /// The index of the chunk of the first of ``windowHits``.
+    public let windowStart: Int
+
+    init(
+        tokens: [Int32],
+        salt: String?,
+        chunks: [TokenChunk],
+        hits: [KVChunk],
+        windowedChunks: [TokenChunk] = [],
+        windowHits: [KVChunk] = [],
+        windowStart: Int = 0
+    ) {
+        self.tokens = tokens
+        self.salt = salt
+        self.chunks = chunks
+        self.hits = hits
+        self.windowedChunks = windowedChunks
+        self.windowHits = windowHits
+        self.windowStart = windowStart
+    }
 
     /// Tokens covered by ``hits``.
     public var hitTokens: Int { hits.reduce(0) { $0 + $1.tokens.count } }
 
-    /// Bytes of KV in ``hits``.
-    public var hitBytes: Int { hits.reduce(0) { $0 + $1.byteCount } }
+    /// Bytes of KV fetched for this prompt: ``hits`` and ``windowHits``.
+    public var hitBytes: Int { (hits + windowHits).reduce(0) { $0 + $1.byteCount } }
 
     /// A lookup that found nothing (a cache that is off, or a miss).
     public static func miss(_ tokens: [Int32], salt: String? = nil) -> CacheLookup {

@@ -100,4 +100,14 @@ public final class LlamaModel: LanguageModel {
     ) throws(InferenceError) -> [Float] {
         try core.forward(tokens, sequence: sequence, outputs: outputs, workspace: workspace)
     }
+
+    public var attentionWindows: [Int] { core.spec.windows }
+
+    public func decode(
+        _ tokens: [Int32],
+        sequences: [SequenceKV],
+        workspace: Workspace
+    ) throws(InferenceError) -> [Float] {
+        try core.decode(tokens, sequences: sequences, workspace: workspace)
+    }
 }

@@ -68,6 +68,7 @@ extension ConfigurationKey {
         choice("remote_serde", \.remoteSerde),
         choice("cache_policy", \.cachePolicy, caseInsensitive: true),
         bool("save_unfull_chunk", \.saveUnfullChunk),
+        bool("window_aware_loading", \.windowAwareLoading),
         bool("save_decode_cache", \.saveDecodeCache),
         bool("enable_blending", \.enableBlending),
         ConfigurationKey(

@@ -188,6 +188,11 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     public var cachePolicy: CachePolicy = .lru
     /// `save_unfull_chunk`: also store a prompt's trailing partial chunk. Default false.
     public var saveUnfullChunk: Bool = false
+
+    /// `window_aware_loading`: for models with sliding-window layers, store each chunk as two objects
+    /// (the full-attention layers, the windowed layers) and load the windowed layers' KV only for the
+    /// chunks inside the window of the first computed token. Default true.
+    public var windowAwareLoading: Bool = true
     /// `save_decode_cache`: also store KV of generated tokens. Default false.
     public var saveDecodeCache: Bool = false
     /// `enable_blending`: non-prefix reuse (CacheBlend). Default false.

@@ -1,0 +1,150 @@
+import Foundation
+import GGUF
+import Inference
+import LMCacheCore
+import Synchronization
+import Testing
+import Tokenizers
+
+/// The highest value a counter reached.
+private final class Peak: Sendable {
+    private let value = Mutex(0)
+    func record(_ current: Int) { value.withLock { $0 = max($0, current) } }
+    var peak: Int { value.withLock { $0 } }
+}
+
+@Suite("Continuous batching in the generation engine")
+struct SchedulerTests {
+    static func tokenizer() throws -> any Tokenizer {
+        try makeTokenizer(from: GGUFFile(contentsOf: TestModel.path))
+    }
+
+    /// Prompts of several lengths, one longer than two 256-token pieces.
+    static func prompts() -> [[Int32]] {
+        BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [12, 140, 290, 610])
+    }
+
+    /// Greedy tokens of `prompt` run alone, without the engine or the cache.
+    static func alone(_ model: any LanguageModel, _ prompt: [Int32], maxTokens: Int) throws -> [Int32] {
+        try InferenceSession(model: model).generate(prompt: prompt, maxTokens: maxTokens).tokens
+    }
+
+    @Test("requests running together give exactly the tokens each gives alone, in prompt pieces of 256")
+    func batchedEqualsAlone() async throws {
+        let model = try TestModel.model()
+        let prompts = Self.prompts()
+        let expected = try prompts.map { try Self.alone(model, $0, maxTokens: 6) }
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            limits: SchedulerLimits(maxSequences: 4, prefillChunkTokens: 256)
+        )
+        let peak = Peak()
+        let results = try await withThrowingTaskGroup(of: (Int, GenerationResult).self) { group in
+            for (i, prompt) in prompts.enumerated() {
+                group.addTask {
+                    let result = try await engine.generate(
+                        GenerationRequest(prompt: prompt, maxTokens: 6)
+                    ) { _, _ in
+                        peak.record(engine.load.running)
+                        return true
+                    }
+                    return (i, result)
+                }
+            }
+            return try await group.reduce(into: [Int: GenerationResult]()) { $0[$1.0] = $1.1 }
+        }
+        for (i, prompt) in prompts.enumerated() {
+            #expect(results[i]?.tokens == expected[i], "prompt of \(prompt.count) tokens")
+            #expect(results[i]?.promptTokens == prompt.count)
+        }
+        #expect(peak.peak > 1, "the requests never ran together")
+        #expect(peak.peak <= 4)
+        #expect(engine.load.running == 0 && engine.load.waiting == 0)
+    }
+
+    @Test("the cache stays exact when requests sharing a document run together")
+    func batchedWithCache() async throws {
+        let model = try TestModel.model()
+        let document = BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [540])[0]
+        let prompts = [document + [818, 5279], document + [1437, 603, 496]]
+        let expected = try prompts.map { try Self.alone(model, $0, maxTokens: 5) }
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            connector: try makeConnector(model: model),
+            limits: SchedulerLimits(maxSequences: 2, prefillChunkTokens: 256)
+        )
+        // A first request stores the document; then both run at once, loading it.
+        let first = try await engine.generate(GenerationRequest(prompt: document + [25], maxTokens: 1))
+        #expect(first.cachedTokens == 0)
+        async let a = engine.generate(GenerationRequest(prompt: prompts[0], maxTokens: 5))
+        async let b = engine.generate(GenerationRequest(prompt: prompts[1], maxTokens: 5))
+        let (ra, rb) = try await (a, b)
+        #expect(ra.cachedTokens == 512 && rb.cachedTokens == 512)
+        #expect(ra.tokens == expected[0])
+        #expect(rb.tokens == expected[1])
+    }
+
+    @Test("no more sequences run at once than allowed, by count and by KV budget")
+    func limits() async throws {
+        let model = try TestModel.model()
+        let tokenizer = try Self.tokenizer()
+        let prompts = Self.prompts().prefix(3)
+        for limits in [
+            SchedulerLimits(maxSequences: 1),
+            // Each request reserves its prompt plus 4 tokens (16, 144, 294): no two fit together.
+            SchedulerLimits(maxSequences: 8, maxKVTokens: 150),
+        ] {
+            let engine = GenerationEngine(model: model, tokenizer: tokenizer, limits: limits)
+            let peak = Peak()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for prompt in prompts.reversed() {
+                    group.addTask {
+                        _ = try await engine.generate(GenerationRequest(prompt: prompt, maxTokens: 4)) { _, _ in
+                            peak.record(engine.load.running)
+                            return true
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(peak.peak == 1, "limits \(limits)")
+        }
+    }
+
+    @Test("a consumer that stops early ends its request; a cancelled queued request throws")
+    func stopAndCancel() async throws {
+        let model = try TestModel.model()
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            limits: SchedulerLimits(maxSequences: 1)
+        )
+        let prompt = Self.prompts()[1]
+        let expected = try Self.alone(model, prompt, maxTokens: 3)
+        let stopped = try await engine.generate(GenerationRequest(prompt: prompt, maxTokens: 50)) { _, _ in false }
+        #expect(stopped.tokens == [expected[0]])
+        #expect(stopped.finishReason == .length)
+
+        // The first request holds the only slot until the test lets it go; the second waits and is cancelled.
+        let release = Mutex(false)
+        let started = Mutex(false)
+        async let holder = engine.generate(GenerationRequest(prompt: prompt, maxTokens: 200)) { _, _ in
+            started.withLock { $0 = true }
+            return !release.withLock { $0 }
+        }
+        while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+        let queued = Task { try await engine.generate(GenerationRequest(prompt: prompt, maxTokens: 3)) }
+        while engine.load.waiting == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        queued.cancel()
+        await #expect(throws: CancellationError.self) { try await queued.value }
+        release.withLock { $0 = true }
+        let held = try await holder
+        #expect(held.tokens.count < 200)
+        #expect(Array(held.tokens.prefix(3)) == expected)
+        // The engine still serves.
+        let after = try await engine.generate(GenerationRequest(prompt: prompt, maxTokens: 3))
+        #expect(after.tokens == expected)
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import Testing
+
+/// The workload generators of scripts/workloads (Python, the `openai` package) in a small
+/// configuration against a real `lmcache serve` process: every request completes, the reports are
+/// well formed, and the repeated prefixes are loaded from the cache. Speed is not checked.
+@Suite("workload generators against lmcache serve")
+struct WorkloadTests {
+    static let scripts = URL(filePath: #filePath).deletingLastPathComponent()
+        .appending(path: "../../scripts/workloads").standardized
+
+    @Test("multi-round QA and long-document QA complete with well-formed reports and cache hits")
+    func workloads() async throws {
+        let server = try ServeProcess.serve(settings: ["max_local_cpu_size=0.25"])
+        defer { server.stop() }
+        try await server.waitUntilServing()
+        let base = server.base.appending(path: "v1").absoluteString
+        let directory = FileManager.default.temporaryDirectory.appending(path: "workloads-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        // Multi-round QA: 2 users × 2 rounds, both in flight, fixed history answers.
+        let multiRound = directory.appending(path: "multi-round.json")
+        let first = try await runPython([
+            Self.scripts.appending(path: "multi_round_qa.py").path, "--base-url", base, "--users", "2",
+            "--rounds", "2", "--concurrency", "2", "--system-tokens", "150", "--document-tokens", "200",
+            "--max-tokens", "4", "--fixed-answers", "--json", multiRound.path,
+        ])
+        try #require(first.status == 0, "\(first.stderr)")
+        #expect(first.stderr.contains("requests/s") && first.stderr.contains("TTFT mean"))
+        let rounds = try Self.report(multiRound)
+        #expect(rounds.workload == "multi-round-qa")
+        try Self.checkShape(rounds, requests: 4, groups: [1, 2], groupKey: "round")
+        for request in rounds.requests where request["round"] as? Int == 2 {
+            // Round 2 carries round 1's whole prompt: at least its first chunk is loaded.
+            #expect((request["cached_tokens"] as? Int ?? 0) > 0, "\(request)")
+        }
+
+        // Long-document QA: 2 documents, a first pass and one repeat pass.
+        let longDocument = directory.appending(path: "long-doc.json")
+        let second = try await runPython([
+            Self.scripts.appending(path: "long_doc_qa.py").path, "--base-url", base, "--documents", "2",
+            "--document-tokens", "350", "--repeats", "1", "--max-tokens", "4", "--json", longDocument.path,
+            "--quiet",
+        ])
+        try #require(second.status == 0, "\(second.stderr)")
+        let passes = try Self.report(longDocument)
+        #expect(passes.workload == "long-doc-qa")
+        try Self.checkShape(passes, requests: 4, groups: [0, 1], groupKey: "pass")
+        for request in passes.requests {
+            let cached = request["cached_tokens"] as? Int ?? -1
+            if request["pass"] as? Int == 0 {
+                #expect(cached == 0, "\(request)")
+            } else {
+                #expect(cached > 0, "\(request)")
+            }
+        }
+    }
+
+    struct Report {
+        var workload: String
+        var summary: [String: Any]
+        var requests: [[String: Any]]
+    }
+
+    static func report(_ url: URL) throws -> Report {
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        return Report(
+            workload: object["workload"] as? String ?? "",
+            summary: try #require(object["summary"] as? [String: Any]),
+            requests: try #require(object["requests"] as? [[String: Any]])
+        )
+    }
+
+    /// Every request has sane timings and sizes, and the summary agrees with the requests.
+    static func checkShape(_ report: Report, requests: Int, groups: [Int], groupKey: String) throws {
+        #expect(report.requests.count == requests)
+        #expect(report.summary["requests"] as? Int == requests)
+        let wall = try #require(report.summary["wall_s"] as? Double)
+        #expect(wall > 0)
+        let rate = try #require(report.summary["requests_per_s"] as? Double)
+        #expect(abs(rate - Double(requests) / wall) <= 1e-9 * rate)
+        for key in ["ttft_mean_s", "ttft_p50_s", "ttft_p90_s", "latency_mean_s"] {
+            let value = try #require(report.summary[key] as? Double, "\(key)")
+            #expect(value > 0 && value <= wall, "\(key) = \(value)")
+        }
+        for request in report.requests {
+            let ttft = try #require(request["ttft_s"] as? Double)
+            let latency = try #require(request["latency_s"] as? Double)
+            #expect(ttft > 0 && ttft <= latency, "\(request)")
+            #expect((request["prompt_tokens"] as? Int ?? 0) > 0, "\(request)")
+            #expect((request["prompt_chars"] as? Int ?? 0) > 0, "\(request)")
+        }
+        let perGroup = try #require(report.summary["per_" + groupKey] as? [[String: Any]])
+        #expect(perGroup.compactMap { $0[groupKey] as? Int } == groups)
+        #expect(perGroup.compactMap { $0["requests"] as? Int }.reduce(0, +) == requests)
+    }
+}
