@@ -35,6 +35,7 @@ let package = Package(
         .library(name: "LMCacheRemote", targets: ["LMCacheRemote"]),
         .library(name: "LMCacheServer", targets: ["LMCacheServer"]),
         .library(name: "OpenAIServer", targets: ["OpenAIServer"]),
+        .library(name: "LMCacheP2P", targets: ["LMCacheP2P"]),
         .executable(name: "lmcache", targets: ["lmcache"]),
         .executable(name: "lmcache_server", targets: ["lmcache_server"]),
     ],
@@ -106,6 +107,19 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // Peer-to-peer sharing: the P2P tier, the chunk source peers fetch from, the controller agent.
+        .target(
+            name: "LMCacheP2P",
+            dependencies: [
+                "LMCacheCore", "LMCacheStorage", "LMCacheWire", "LMCacheRemote", "LMCacheServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
 
         // MARK: Engine
         .target(name: "GGUF", swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
@@ -151,6 +165,7 @@ let package = Package(
                 "LMCacheRemote",
                 "LMCacheServer",
                 "LMCacheWire",
+                "LMCacheP2P",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 // `lmcache bench ttft`: a streaming HTTP client timing the first token.
@@ -199,6 +214,7 @@ let package = Package(
             name: "LMCacheServerTests",
             dependencies: [
                 "LMCacheServer",
+                "LMCacheTestSupport",
                 "lmcache_server",
                 "LMCacheRemote",
                 "LMCacheWire",
@@ -234,6 +250,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             exclude: ["Resources"],
+            swiftSettings: commonSwiftSettings
+        ),
+        // Controller and peers: in-process services and real `lmcache serve` processes, also in
+        // network namespaces. Runs with the network suites (scripts/test).
+        .testTarget(
+            name: "LMCacheP2PTests",
+            dependencies: [
+                "LMCacheP2P", "LMCacheServer", "LMCacheWire", "LMCacheRemote", "LMCacheStorage", "LMCacheCore",
+                "lmcache", "LMCacheTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(

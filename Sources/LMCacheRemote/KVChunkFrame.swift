@@ -86,7 +86,11 @@ public enum KVChunkFrame {
     ///   - key: The key that was asked for; the frame must name the same hash and token count.
     ///   - owner: Keeps `bytes` alive; the returned chunk holds it and points into it.
     /// - Returns: The chunk, or `nil` when the bytes are not a valid frame for `key`.
-    static func decode(_ bytes: UnsafeRawBufferPointer, key: CacheKey, owner: any AnyObject & Sendable) -> KVChunk? {
+    package static func decode(
+        _ bytes: UnsafeRawBufferPointer,
+        key: CacheKey,
+        owner: any AnyObject & Sendable
+    ) -> KVChunk? {
         guard bytes.count >= headerSize,
             bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == magic,
             bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self).littleEndian == version,

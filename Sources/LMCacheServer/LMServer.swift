@@ -28,11 +28,13 @@ import Synchronization
 public final class LMServer: Service {
     /// The store the server serves from.
     public let store: LMValueStore
+    /// Where GET and EXIST look for keys the store lacks (a P2P peer's own chunks), if anywhere.
+    public let fallback: (any LMValueSource)?
     /// The server's settings.
     public let configuration: LMServerConfiguration
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
-    private let listening = Mutex(ListeningState.starting(waiters: []))
+    private let listening = PortAnnouncement()
     private let activeConnections = Atomic<Int>(0)
     private let connectionsGauge = Gauge(label: "lmcache.server.connections")
     private let acceptedCounter = Counter(label: "lmcache.server.connections.accepted")
@@ -42,16 +44,19 @@ public final class LMServer: Service {
     /// - Parameters:
     ///   - configuration: Address, budget, caps and timeouts.
     ///   - store: The store to serve (a new one of `configuration.capacityBytes` by default).
+    ///   - fallback: Values served for keys the store lacks (read only: PUTs go to the store).
     ///   - eventLoopGroup: The NIO event loops (the shared singleton by default).
     ///   - logger: Where the server logs.
     public init(
         configuration: LMServerConfiguration,
         store: LMValueStore? = nil,
+        fallback: (any LMValueSource)? = nil,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "lmcache.server")
     ) {
         self.configuration = configuration
         self.store = store ?? LMValueStore(capacity: configuration.capacityBytes)
+        self.fallback = fallback
         self.eventLoopGroup = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
         self.logger = logger
     }
@@ -61,21 +66,7 @@ public final class LMServer: Service {
 
     /// The port the server listens on, once it does (useful with port 0).
     /// - Throws: ``LMServerError`` when the server failed to bind or has stopped.
-    public func listeningPort() async throws -> Int {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int, any Error>) in
-            let result: Result<Int, any Error>? = listening.withLock { state in
-                switch state {
-                case .starting(var waiters):
-                    waiters.append(continuation)
-                    state = .starting(waiters: waiters)
-                    return nil
-                case .listening(let port): return .success(port)
-                case .stopped(let error): return .failure(error)
-                }
-            }
-            if let result { continuation.resume(with: result) }
-        }
-    }
+    public func listeningPort() async throws -> Int { try await listening.wait() }
 
     /// Listens and serves until the task is cancelled or a graceful shutdown is triggered.
     public func run() async throws {
@@ -112,7 +103,7 @@ public final class LMServer: Service {
                     }
                 }
         } catch {
-            finishListening(
+            listening.finish(
                 .failure(LMServerError("cannot listen on \(configuration.host):\(configuration.port)", cause: error))
             )
             throw LMServerError("cannot listen on \(configuration.host):\(configuration.port)", cause: error)
@@ -125,8 +116,8 @@ public final class LMServer: Service {
                 "lmcache.capacity_bytes": "\(configuration.capacityBytes)",
             ]
         )
-        finishListening(.success(port))
-        defer { finishListening(.failure(LMServerError("the server has stopped"))) }
+        listening.finish(.success(port))
+        defer { listening.finish(.failure(LMServerError("the server has stopped"))) }
 
         do {
             try await serve(server)
@@ -199,7 +190,11 @@ public final class LMServer: Service {
                             )
                         }
                     case .get:
-                        if let value = store.get(header.key) {
+                        var found = store.get(header.key)
+                        if found == nil, let fallback {
+                            found = await fallback.value(forKey: header.key, allocator: allocator)
+                        }
+                        if let value = found {
                             var buffer = allocator.buffer(capacity: LMReplyHeader.size)
                             value.replyHeader.write(to: &buffer)
                             if value.payload.readableBytes > 0 {
@@ -211,7 +206,8 @@ public final class LMServer: Service {
                             try await outbound.write(Self.replyBuffer(.miss, allocator: allocator))
                         }
                     case .exist:
-                        let found = store.contains(header.key)
+                        var found = store.contains(header.key)
+                        if !found, let fallback { found = await fallback.contains(header.key) }
                         try await outbound.write(Self.replyBuffer(found ? .ok : .notFound, allocator: allocator))
                     case .health:
                         try await outbound.write(Self.replyBuffer(.ok, allocator: allocator))
@@ -240,31 +236,16 @@ public final class LMServer: Service {
         header.write(to: &buffer)
         return buffer
     }
+}
 
-    private enum ListeningState {
-        case starting(waiters: [CheckedContinuation<Int, any Error>])
-        case listening(port: Int)
-        case stopped(any Error)
-    }
-
-    private func finishListening(_ result: Result<Int, LMServerError>) {
-        let waiters: [CheckedContinuation<Int, any Error>] = listening.withLock { state in
-            switch state {
-            case .starting(let waiters):
-                switch result {
-                case .success(let port): state = .listening(port: port)
-                case .failure(let error): state = .stopped(error)
-                }
-                return waiters
-            case .listening:
-                if case .failure(let error) = result { state = .stopped(error) }
-                return []
-            case .stopped:
-                return []
-            }
-        }
-        for waiter in waiters { waiter.resume(with: result.mapError { $0 as any Error }) }
-    }
+/// Values an ``LMServer`` serves beyond its own store: a P2P instance's cached chunks.
+///
+/// The server asks it on GET and EXIST for keys its store lacks; it never receives PUTs.
+public protocol LMValueSource: Sendable {
+    /// The value under `key`, or `nil` when there is none.
+    func value(forKey key: String, allocator: ByteBufferAllocator) async -> LMStoredValue?
+    /// Whether there is a value under `key`.
+    func contains(_ key: String) async -> Bool
 }
 
 /// A failure of the server itself (not of one connection).

@@ -38,6 +38,10 @@ extension LocalCPUTier {
             var layout: KVLayout
         }
 
+        /// Whether keys leaving the tier are collected in ``departed`` (only while observed).
+        var tracksDepartures = false
+        /// Keys evicted or removed since the last ``takeDeparted()``.
+        private var departed: [CacheKey] = []
         private var allocator: ExtentAllocator
         private var slots: [Slot?] = []
         private var freeSlots: [Int] = []
@@ -74,6 +78,9 @@ extension LocalCPUTier {
             result.pinnedCount = slots.reduce(0) { $0 + (($1?.pins ?? 0) > 0 ? 1 : 0) }
             return result
         }
+
+        /// The findable keys.
+        var keys: [CacheKey] { index.compactMap { slots[$0.value]!.ready ? $0.key : nil } }
 
         func contains(_ key: CacheKey) -> Bool {
             guard let slot = index[key] else { return false }
@@ -147,8 +154,10 @@ extension LocalCPUTier {
             return .reserved(slot: slot, offset: extent!.offset, evicted: evicted)
         }
 
-        mutating func publish(_ slot: Int) {
-            guard var entry = slots[slot] else { return }
+        /// Makes a written slot findable; `false` when it was removed while being written.
+        @discardableResult
+        mutating func publish(_ slot: Int) -> Bool {
+            guard var entry = slots[slot] else { return false }
             clock += 1
             entry.ready = true
             entry.lastUse = clock
@@ -158,10 +167,17 @@ extension LocalCPUTier {
             if entry.orphaned {
                 // Removed while it was being written: nobody can find it; free it now.
                 if entry.pins == 0 { release(slot) }
-                return
+                return false
             }
             append(slot)
             _checkInvariants()
+            return true
+        }
+
+        /// The keys that left the tier since the last call.
+        mutating func takeDeparted() -> [CacheKey] {
+            defer { departed = [] }
+            return departed
         }
 
         mutating func abort(_ slot: Int) {
@@ -173,6 +189,7 @@ extension LocalCPUTier {
         mutating func remove(_ key: CacheKey) -> Bool {
             guard let slot = index.removeValue(forKey: key), var entry = slots[slot] else { return false }
             let wasReady = entry.ready
+            if wasReady && tracksDepartures { departed.append(key) }
             if entry.ready { unlink(slot) }
             if entry.pins == 0 && entry.ready {
                 release(slot)
@@ -221,6 +238,7 @@ extension LocalCPUTier {
         private mutating func evict(_ slot: Int) {
             let entry = slots[slot]!
             index[entry.key] = nil
+            if tracksDepartures { departed.append(entry.key) }
             unlink(slot)
             release(slot)
         }

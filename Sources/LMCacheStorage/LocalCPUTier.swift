@@ -146,6 +146,7 @@ public final class LocalCPUTier: StorageTier {
             return false
         case .noRoom(let evicted):
             core.evictions.increment(by: evicted)
+            if evicted > 0 { notify(admitted: []) }
             core.rejections.increment()
             core.logger.debug("no room in the CPU tier", metadata: ["lmcache.chunk.bytes": "\(count)"])
             return false
@@ -161,7 +162,8 @@ public final class LocalCPUTier: StorageTier {
             core.state.withLock { $0.abort(slot) }
             throw error
         }
-        core.state.withLock { $0.publish(slot) }
+        let visible = core.state.withLock { $0.publish(slot) }
+        notify(admitted: visible ? [key] : [])
         core.stores.increment()
         core.storedBytes.increment(by: count)
         return true
@@ -170,12 +172,43 @@ public final class LocalCPUTier: StorageTier {
     /// Removes `key`. A pinned chunk disappears at once and its memory is freed at the last unpin.
     @discardableResult
     public func remove(_ key: CacheKey) -> Bool {
-        core.state.withLock { $0.remove(key) }
+        let removed = core.state.withLock { $0.remove(key) }
+        notify(admitted: [])
+        return removed
     }
 
     /// Removes every chunk (pinned ones are freed when released).
     public func removeAll() {
         core.state.withLock { $0.removeAll() }
+        notify(admitted: [])
+    }
+
+    // MARK: - Change observation
+
+    /// Receives the keys that became findable in the tier and the keys that left it (evicted or
+    /// removed), in batches, after the change and outside the tier's lock. It must return quickly
+    /// (queue the keys; do no I/O). A P2P instance reports them to its controller.
+    public typealias ChangeObserver = @Sendable (_ admitted: [CacheKey], _ removed: [CacheKey]) -> Void
+
+    /// Calls `observer` after every later change (replacing any earlier observer; `nil` stops).
+    /// Chunks already in the tier are not reported: read ``keys`` first to learn them.
+    public func observeChanges(_ observer: ChangeObserver?) {
+        core.observer.withLock { $0 = observer }
+        core.state.withLock { state in
+            state.tracksDepartures = observer != nil
+            _ = state.takeDeparted()
+        }
+    }
+
+    /// Every key findable now.
+    /// - Complexity: O(count).
+    public var keys: [CacheKey] { core.state.withLock { $0.keys } }
+
+    private func notify(admitted: [CacheKey]) {
+        guard let observer = core.observer.withLock({ $0 }) else { return }
+        let removed = core.state.withLock { $0.takeDeparted() }
+        guard !admitted.isEmpty || !removed.isEmpty else { return }
+        observer(admitted, removed)
     }
 
     // MARK: - Internals
@@ -191,6 +224,7 @@ public final class LocalCPUTier: StorageTier {
         let storedBytes: Counter
         let evictions: Counter
         let rejections: Counter
+        let observer = Mutex<ChangeObserver?>(nil)
 
         init(pool: MemoryPool, capacity: Int, policy: CachePolicy, logger: Logger) {
             self.pool = pool

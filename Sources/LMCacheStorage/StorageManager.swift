@@ -93,12 +93,14 @@ public final class StorageManager: Sendable {
     }
 
     /// Builds the tiers `configuration` describes: CPU (`local_cpu`, `max_local_cpu_size`), disk
-    /// (`local_disk`, `max_local_disk_size`), and a remote tier (`remote_url`) made by `remoteTier`.
+    /// (`local_disk`, `max_local_disk_size`), and a remote tier (`remote_url`) made by `remoteTier`,
+    /// then `additionalTiers` (the P2P tier), searched last.
     /// - Throws: ``StorageError`` when a tier cannot be created.
     public convenience init(
         configuration: LMCacheConfiguration,
         prefault: Bool = true,
         remoteTier: ((RemoteURL) throws -> any StorageTier)? = nil,
+        additionalTiers: [any StorageTier] = [],
         logger: Logger = Logger(label: "lmcache.storage")
     ) throws {
         let cpu =
@@ -112,6 +114,7 @@ public final class StorageManager: Sendable {
             }
             slower.append(try remoteTier(url))
         }
+        slower += additionalTiers
         self.init(cpu: cpu, slowerTiers: slower, logger: logger)
     }
 
@@ -231,7 +234,7 @@ public final class StorageManager: Sendable {
     /// queue is full, the slower tiers miss this chunk and the drop is counted.
     public func store(_ chunk: KVChunk) {
         cpu?.put(chunk)
-        guard !slowerTiers.isEmpty else { return }
+        guard slowerTiers.contains(where: \.storesChunks) else { return }
         enqueue(.write(chunk))
     }
 
@@ -294,7 +297,7 @@ public final class StorageManager: Sendable {
     }
 
     private func writeBehind(_ chunk: KVChunk) async {
-        for tier in slowerTiers {
+        for tier in slowerTiers where tier.storesChunks {
             let stored: Bool
             do {
                 stored = try await tier.put(chunk)

@@ -13,6 +13,11 @@ public protocol StorageTier: AnyObject, Sendable {
     /// Whether the tier holds `key`.
     func contains(_ key: CacheKey) async -> Bool
 
+    /// Whether the tier holds each of `keys`, in order. A requirement (with a default that asks
+    /// key by key) so that tiers which can answer a batch at once (pipelined remote stores, the
+    /// P2P tier's single controller lookup) are called that way through `any StorageTier`.
+    func contains(_ keys: [CacheKey]) async -> [Bool]
+
     /// The chunk stored under `key`, or `nil` on a miss. The chunk stays valid (pinned) for as
     /// long as the caller holds it.
     func get(_ key: CacheKey) async throws -> KVChunk?
@@ -25,10 +30,17 @@ public protocol StorageTier: AnyObject, Sendable {
     /// Removes `key`; returns whether it was present.
     @discardableResult
     func remove(_ key: CacheKey) async -> Bool
+
+    /// Whether `put` can store anything. `false` for read-only tiers (the P2P tier, which fetches
+    /// from peers): the storage manager then queues no write-behind for them.
+    var storesChunks: Bool { get }
 }
 
 extension StorageTier {
-    /// Whether the tier holds each key.
+    /// Tiers store chunks unless they say otherwise.
+    public var storesChunks: Bool { true }
+
+    /// Whether the tier holds each key, asked one at a time.
     public func contains(_ keys: [CacheKey]) async -> [Bool] {
         var result: [Bool] = []
         result.reserveCapacity(keys.count)

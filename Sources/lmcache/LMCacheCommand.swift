@@ -7,7 +7,7 @@ struct LMCacheCommand: AsyncParsableCommand {
         abstract: "A KV-cache layer for LLM inference, with its own CPU engine for GGUF models.",
         subcommands: [
             ServeCommand.self, ConfigCommand.self, BenchCommand.self, InspectCommand.self, GenerateCommand.self,
-            PerplexityCommand.self, ServerCommand.self, DebugCommand.self,
+            PerplexityCommand.self, ServerCommand.self, ControllerCommand.self, DebugCommand.self,
         ]
     )
 }

@@ -3,10 +3,12 @@ import Foundation
 import GGUF
 import Inference
 import LMCacheCore
+import LMCacheP2P
 import LMCacheRemote
 import LMCacheStorage
 import Logging
 import OpenAIServer
+import ServiceLifecycle
 import Tokenizers
 
 /// `lmcache serve [MODEL]`: the OpenAI-compatible server on the built-in engine, with the KV cache on.
@@ -90,19 +92,24 @@ struct ServeCommand: AsyncParsableCommand {
             )
         }
         let loaded = try cacheArguments.load(logger: logger)
+        // Checked before the model loads: a P2P configuration that cannot work fails at once.
+        let sharing = noCache ? nil : try PeerSharing(configuration: loaded.configuration, logger: logger)
         let file = try GGUFFile(contentsOf: path)
         let languageModel = try loadModel(from: file)
         let tokenizer = try makeTokenizer(from: file)
         let name = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         var storage: StorageManager?
         var connector: KVConnector?
+        var peerServices: [any Service] = []
         if !noCache {
             let configuration = loaded.configuration
             let manager = try StorageManager(
                 configuration: configuration,
                 remoteTier: { url in try makeRemoteTier(url: url, configuration: configuration, logger: logger) },
+                additionalTiers: sharing?.tier.map { [$0] } ?? [],
                 logger: logger
             )
+            if let sharing, let cpu = manager.cpu { peerServices = sharing.services(cpu: cpu) }
             storage = manager
             connector = KVConnector(
                 storage: manager,
@@ -129,8 +136,10 @@ struct ServeCommand: AsyncParsableCommand {
         let cache =
             noCache
             ? "off" : "on (chunk_size \(loaded.configuration.chunkSize)\(blender == nil ? "" : ", blending"))"
-        try await server.run { port in
-            logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache)")
+        try await withRunningServices(peerServices, logger: logger) {
+            try await server.run { port in
+                logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache)")
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import LMCacheCore
 import LMCacheRemote
+import LMCacheTestSupport
 import Testing
 
 /// `lmcache_server` as a real, separate process: killed mid-stream and restarted under a tier
@@ -11,21 +12,7 @@ struct ServerProcessTests {
         URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: "lmcache_server")
     }
 
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    static func freePort() throws -> Int { freeLoopbackPort() }
 
     static func start(port: Int) throws -> Process {
         let process = Process()

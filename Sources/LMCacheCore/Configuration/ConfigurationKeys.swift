@@ -134,6 +134,29 @@ extension ConfigurationKey {
             render: { $0.instanceID }
         ),
         ConfigurationKey(
+            name: "p2p_host",
+            apply: { config, value throws(ConfigurationValueError) in
+                guard let text = try scalar(value, allowNull: false)?.trimmingWhitespace(), !text.isEmpty else {
+                    throw ConfigurationValueError("must not be empty")
+                }
+                config.p2pHost = text
+            },
+            render: { $0.p2pHost }
+        ),
+        int("p2p_port", \.p2pPort, range: 0...65535),
+        ConfigurationKey(
+            name: "p2p_init_ports",
+            apply: { config, value throws(ConfigurationValueError) in
+                // LMCache lists one port per worker; this engine has one worker, so the first is used.
+                guard let first = try list(value).first else { return }
+                guard let port = Int(first), (0...65535).contains(port) else {
+                    throw ConfigurationValueError("each port must be in 0...65535, got \"\(first)\"")
+                }
+                config.p2pPort = port
+            },
+            render: { "[\($0.p2pPort)]" }
+        ),
+        ConfigurationKey(
             name: "extra_config",
             apply: { config, value throws(ConfigurationValueError) in
                 switch value {
@@ -151,8 +174,8 @@ extension ConfigurationKey {
         "use_layerwise", "enable_async_loading", "numa_mode", "error_handling", "pd_role", "enable_pd",
         "transfer_channel", "nixl_role", "nixl_buffer_size", "nixl_buffer_device", "gds_path", "cufile_buffer_size",
         "weka_path", "internal_api_server_enabled", "internal_api_server_port_start", "priority_limit",
-        "local_cpu_memory_limit", "lookup_url", "distributed_url", "lmcache_worker_port", "p2p_host",
-        "p2p_init_ports", "audit_actual_remove", "external_lookup_client", "enable_scheduler_bypass_lookup",
+        "local_cpu_memory_limit", "lookup_url", "distributed_url", "lmcache_worker_port",
+        "audit_actual_remove", "external_lookup_client", "enable_scheduler_bypass_lookup",
     ]
 
     static let byName: [String: ConfigurationKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

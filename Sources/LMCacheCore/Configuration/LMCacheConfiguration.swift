@@ -213,6 +213,12 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     public var controllerURL: String?
     /// `lmcache_instance_id`: this instance's name among peers. Default `lmcache_default_instance`.
     public var instanceID: String = "lmcache_default_instance"
+    /// `p2p_host`: the address this instance serves its chunks to peers at, and announces to the
+    /// controller (so it must be reachable by the peers). Default `127.0.0.1`.
+    public var p2pHost: String = "127.0.0.1"
+    /// `p2p_port` (or the first of `p2p_init_ports`): the TCP port of that chunk server; 0 picks a
+    /// free one, which is what the controller is told. Default 0.
+    public var p2pPort: Int = 0
     /// `extra_config`: free-form settings for extensions.
     public var extraConfig: [String: String] = [:]
 

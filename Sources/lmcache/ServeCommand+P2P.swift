@@ -1,0 +1,78 @@
+import LMCacheCore
+import LMCacheP2P
+import LMCacheServer
+import LMCacheStorage
+import Logging
+import ServiceLifecycle
+
+/// What `enable_p2p` and `enable_controller` add to `lmcache serve`: the controller client, the
+/// P2P tier (searched after the local and remote tiers), the chunk server peers fetch from
+/// (an `lm://` server over the CPU tier), and the agent that registers, reports and heartbeats.
+struct PeerSharing {
+    let configuration: LMCacheConfiguration
+    let controller: ControllerClient
+    /// The P2P tier, with `enable_p2p`.
+    let tier: P2PTier?
+    let logger: Logger
+
+    /// `nil` when neither `enable_p2p` nor `enable_controller` is on.
+    /// - Throws: ``CommandFailure`` for a configuration that cannot work.
+    init?(configuration: LMCacheConfiguration, logger: Logger) throws {
+        guard configuration.enableP2P || configuration.enableController else { return nil }
+        let keys = configuration.enableP2P ? "enable_p2p" : "enable_controller"
+        guard let address = configuration.controllerURL else {
+            throw CommandFailure("\(keys) needs controller_url: the host:port of `lmcache controller`")
+        }
+        guard configuration.instanceID != LMCacheConfiguration().instanceID else {
+            throw CommandFailure(
+                "\(keys) needs lmcache_instance_id: a name unique among the instances sharing the controller"
+            )
+        }
+        guard configuration.localCPU && configuration.maxLocalCPUBytes > 0 else {
+            throw CommandFailure("\(keys) needs the CPU tier (local_cpu: true and max_local_cpu_size > 0)")
+        }
+        let endpoint = try RemoteURL.endpoint(address)
+        self.configuration = configuration
+        self.logger = logger
+        controller = ControllerClient(host: endpoint.host, port: endpoint.port, logger: logger)
+        tier =
+            configuration.enableP2P
+            ? P2PTier(instanceID: configuration.instanceID, controller: controller, logger: logger) : nil
+    }
+
+    /// The services to run beside the HTTP server: with `enable_p2p` the chunk server and the agent;
+    /// with `enable_controller` alone the agent, announcing no chunk server.
+    func services(cpu: LocalCPUTier) -> [any Service] {
+        guard tier != nil else {
+            return [
+                P2PAgent(
+                    instanceID: configuration.instanceID,
+                    cpu: cpu,
+                    controller: controller,
+                    advertisedHost: configuration.p2pHost,
+                    logger: logger
+                ) { 0 }
+            ]
+        }
+        let server = LMServer(
+            configuration: LMServerConfiguration(
+                host: configuration.p2pHost,
+                port: configuration.p2pPort,
+                // Peers only read (from the CPU tier, through the fallback); the store stays empty.
+                capacityBytes: 1 << 20,
+                idleTimeout: .seconds(600),
+                stallTimeout: .seconds(10)
+            ),
+            fallback: PeerChunkSource(cpu: cpu),
+            logger: logger
+        )
+        let agent = P2PAgent(
+            instanceID: configuration.instanceID,
+            cpu: cpu,
+            controller: controller,
+            advertisedHost: configuration.p2pHost,
+            logger: logger
+        ) { try await server.listeningPort() }
+        return [server, agent]
+    }
+}
