@@ -97,6 +97,7 @@ let package = Package(
             name: "LMCacheServer",
             dependencies: [
                 "LMCacheCore",
+                "LMCacheStorage",
                 "LMCacheWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -167,6 +168,7 @@ let package = Package(
             name: "lmcache_server",
             dependencies: [
                 "LMCacheServer",
+                "LMCacheCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -202,6 +204,7 @@ let package = Package(
                 "LMCacheWire",
                 "LMCacheCore",
                 "LMCacheStorage",
+                "LMCacheTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

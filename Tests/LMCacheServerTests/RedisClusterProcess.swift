@@ -29,6 +29,9 @@ final class RedisClusterProcess: @unchecked Sendable {
             RedisServerProcess(port: port, extraArguments: [
                 "--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(port).conf",
                 "--cluster-node-timeout", "1000", "--dir", directory,
+                // A replica may be elected however long ago it last heard from its master (on a
+                // busy machine the last exchange can be older than the default limit allows).
+                "--cluster-replica-validity-factor", "0",
             ])
         }
     }
@@ -44,6 +47,18 @@ final class RedisClusterProcess: @unchecked Sendable {
             throw CancellationError()
         }
         #expect(try await waitUntilHealthy())
+        #expect(try await waitUntilReplicasSynced(), "replicas did not finish their first sync")
+    }
+
+    /// Waits until every running replica reports its link to its master up (first sync done).
+    func waitUntilReplicasSynced(timeout: Duration = .seconds(30)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let infos = try nodes.filter(\.isRunning).map { try $0.cli(["INFO", "replication"]) }
+            if infos.allSatisfy({ !$0.contains("role:slave") || $0.contains("master_link_status:up") }) { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
     }
 
     /// Waits until every running node reports `cluster_state:ok`.
