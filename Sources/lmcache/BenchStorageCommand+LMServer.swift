@@ -251,11 +251,12 @@ struct RedisProcess {
             return nil
         }
         let port = try port ?? freePort()
-        let arguments = [
-            path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "warning", "--proto-max-bulk-len", "1gb",
-            "--client-output-buffer-limit", "normal 0 0 0",
-        ] + extraArguments
+        let arguments =
+            [
+                path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--protected-mode", "no", "--loglevel", "warning", "--proto-max-bulk-len", "1gb",
+                "--client-output-buffer-limit", "normal 0 0 0",
+            ] + extraArguments
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
@@ -300,7 +301,8 @@ struct RedisProcess {
     /// Runs `redis-cli ARGUMENTS` from the PATH, output discarded; returns its exit status.
     static func runCLI(_ arguments: [String]) throws -> Int32 {
         let searchPath = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/usr/local/bin"
-        guard let path = searchPath.split(separator: ":").map({ "\($0)/redis-cli" }).first(where: { access($0, X_OK) == 0 })
+        let candidates: [String] = searchPath.split(separator: ":").map { "\($0)/redis-cli" }
+        guard let path = candidates.first(where: { access($0, X_OK) == 0 })
         else { throw CommandFailure("redis-cli not found (install Debian's redis-tools)") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

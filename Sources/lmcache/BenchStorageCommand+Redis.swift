@@ -116,7 +116,7 @@ extension BenchStorageCommand {
 
         var tierPut: [Double] = [], tierGet: [Double] = [], tierBatchGet: [Double] = []
         var rawPut: [Double] = [], rawGet: [Double] = []
-        for iteration in 0..<iterations {
+        for _ in 0..<iterations {
             tierPut.append(try await Self.seconds {
                 for chunk in chunks { guard try await tier.put(chunk) else { throw CommandFailure("redis tier: put declined") } }
             })

@@ -8,16 +8,17 @@ import Testing
 @Suite
 struct LMValueStorePoolTests {
     static func value(_ seed: Int, count: Int) -> LMStoredValue {
-        var generator = SplitMix64(seed: UInt64(seed))
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(count)
-        for _ in 0..<count { buffer.writeInteger(UInt8(truncatingIfNeeded: generator.next())) }
-        return LMStoredValue(payload: buffer, format: 1, dtype: 2, shape: LMShape([2, Int32(seed % 30), 256, 64]))
+        LMStoredValue(
+            payload: ByteBuffer(bytes: randomBytes(seed: UInt64(seed), count: count)),
+            format: 1,
+            dtype: 2,
+            shape: LMShape([2, Int32(seed % 30), 256, 64])
+        )
     }
 
     static func sameBytes(_ a: LMStoredValue?, _ b: LMStoredValue) -> Bool {
         guard let a else { return false }
-        return a.payload.readableBytesView.elementsEqual(b.payload.readableBytesView) && a.shape == b.shape
+        return a.payload == b.payload && a.shape == b.shape
     }
 
     @Test("pooled values come back exactly; the budget holds; removed values return their extents")
@@ -44,16 +45,25 @@ struct LMValueStorePoolTests {
 
     @Test("a value a reader still holds keeps its bytes and its extent after eviction")
     func heldValueSurvivesEviction() throws {
+        // Room for three 300 KiB values.
         let store = LMValueStore(capacity: 1 << 20)
         let first = Self.value(1, count: 300 << 10)
         store.put("first", first)
-        let held = try #require(store.get("first"))
+        var held: LMStoredValue? = try #require(store.get("first"))
         // Fill the store many times over: "first" is evicted, its extent stays with `held`.
         for i in 0..<20 { store.put("other\(i)", Self.value(100 + i, count: 300 << 10)) }
         #expect(!store.contains("first"))
         #expect(Self.sameBytes(held, first))
-        #expect(try #require(store._poolUsedBytes) >= 300 << 10)
-        for i in 17..<20 { #expect(Self.sameBytes(store.get("other\(i)"), Self.value(100 + i, count: 300 << 10))) }
+        #expect(try #require(store._poolUsedBytes) == 3 * (300 << 10))
+        // The held extent leaves room for two more, not three; they are the newest, intact.
+        #expect(store.statistics.count == 2)
+        for i in 18..<20 { #expect(Self.sameBytes(store.get("other\(i)"), Self.value(100 + i, count: 300 << 10))) }
+        // Once the reader lets go, its extent is reused: three values fit again.
+        held = nil
+        for i in 20..<23 { store.put("other\(i)", Self.value(100 + i, count: 300 << 10)) }
+        #expect(store.statistics.count == 3)
+        for i in 20..<23 { #expect(Self.sameBytes(store.get("other\(i)"), Self.value(100 + i, count: 300 << 10))) }
+        #expect(store.statistics.usedBytes <= 1 << 20)
     }
 
     @Test("concurrent writers and readers of pooled values see exact bytes")

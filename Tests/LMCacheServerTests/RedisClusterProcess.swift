@@ -26,13 +26,16 @@ final class RedisClusterProcess: @unchecked Sendable {
         }
         let directory = directory
         nodes = ports.map { port in
-            RedisServerProcess(port: port, extraArguments: [
-                "--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(port).conf",
-                "--cluster-node-timeout", "1000", "--dir", directory,
-                // A replica may be elected however long ago it last heard from its master (on a
-                // busy machine the last exchange can be older than the default limit allows).
-                "--cluster-replica-validity-factor", "0",
-            ])
+            RedisServerProcess(
+                port: port,
+                extraArguments: [
+                    "--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(port).conf",
+                    "--cluster-node-timeout", "1000", "--dir", directory,
+                    // A replica may be elected however long ago it last heard from its master (on a
+                    // busy machine the last exchange can be older than the default limit allows).
+                    "--cluster-replica-validity-factor", "0",
+                ]
+            )
         }
     }
 
@@ -41,7 +44,8 @@ final class RedisClusterProcess: @unchecked Sendable {
     func start() async throws {
         for node in nodes { try await node.start() }
         let create = try nodes[0].cli(
-            ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"])
+            ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"]
+        )
         guard create.contains("[OK] All 16384 slots covered") else {
             Issue.record("redis-cli --cluster create failed: \(create)")
             throw CancellationError()

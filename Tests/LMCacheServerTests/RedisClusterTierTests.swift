@@ -15,8 +15,11 @@ struct RedisClusterTierTests {
     static func tier(_ cluster: RedisClusterProcess, seeds: Int = 1) -> RedisTier {
         var options = RedisTierTests.options()
         options.requestTimeout = .seconds(3)
-        return RedisTier(cluster: cluster.ports.prefix(seeds).map { ("127.0.0.1", $0) }, options: options,
-            logger: Logger(label: "test.redis-cluster"))
+        return RedisTier(
+            cluster: cluster.ports.prefix(seeds).map { ("127.0.0.1", $0) },
+            options: options,
+            logger: Logger(label: "test.redis-cluster")
+        )
     }
 
     @Test("contract: put, get, contains, remove and batches round-trip exact bytes on the cluster")
@@ -37,7 +40,11 @@ struct RedisClusterTierTests {
             #expect(await tier.contains(chunks.map(\.key)) == expected)
             let batch = await tier.get(chunks.map(\.key))
             #expect(batch[1] == nil)
-            #expect(zip(batch, chunks).enumerated().allSatisfy { $0.offset == 1 || $0.element.0?.contentEquals($0.element.1) == true })
+            #expect(
+                zip(batch, chunks).enumerated().allSatisfy {
+                    $0.offset == 1 || $0.element.0?.contentEquals($0.element.1) == true
+                }
+            )
             // Concurrent use from several tasks.
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<4 {
@@ -88,10 +95,14 @@ struct RedisClusterTierTests {
             for chunk in chunks { #expect(try await tier.put(chunk)) }
             let victimSlot = RedisClusterSlot.of("{\(chunks[0].key.description)}")
             let victim = try #require(try cluster.masterPort(ofSlot: victimSlot))
-            let victimID = try cluster.node(port: victim)!.cli(["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let victimID = try cluster.node(port: victim)!.cli(["CLUSTER", "MYID"]).trimmingCharacters(
+                in: .whitespacesAndNewlines
+            )
             let replica = try #require(
                 try cluster.nodes.first { node in
-                    try node.cli(["CLUSTER", "NODES"]).split(separator: "\n").contains { $0.contains("myself,slave \(victimID)") }
+                    try node.cli(["CLUSTER", "NODES"]).split(separator: "\n").contains {
+                        $0.contains("myself,slave \(victimID)")
+                    }
                 }
             )
             // The writes so far reach the replica before its master dies.
@@ -132,7 +143,9 @@ struct RedisClusterTierTests {
         }
     }
 
-    @Test("a slot migrated as redis-cli --cluster reshard does: ASK during the move, MOVED after, right bytes throughout")
+    @Test(
+        "a slot migrated as redis-cli --cluster reshard does: ASK during the move, MOVED after, right bytes throughout"
+    )
     func slotMigration() async throws {
         try await withRedisCluster { cluster in
             let tier = Self.tier(cluster)
@@ -142,7 +155,9 @@ struct RedisClusterTierTests {
             let redisKey = "{\(chunk.key.description)}"
             let slot = RedisClusterSlot.of(redisKey)
             let from = try #require(try cluster.masterPort(ofSlot: slot))
-            let to = try #require(try [0, 5461, 10923, 16383].compactMap { try cluster.masterPort(ofSlot: $0) }.first { $0 != from })
+            let to = try #require(
+                try [0, 5461, 10923, 16383].compactMap { try cluster.masterPort(ofSlot: $0) }.first { $0 != from }
+            )
             let source = cluster.node(port: from)!
             let target = cluster.node(port: to)!
             let sourceID = try source.cli(["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -171,7 +186,9 @@ struct RedisClusterTierTests {
     func factory() throws {
         var configuration = LMCacheConfiguration()
         let url = try RemoteURL(parsing: "redis-cluster://127.0.0.1:7000,127.0.0.1:7001")
-        #expect(try makeRemoteTier(url: url, configuration: configuration, logger: Logger(label: "test")).name == "redis")
+        #expect(
+            try makeRemoteTier(url: url, configuration: configuration, logger: Logger(label: "test")).name == "redis"
+        )
         configuration.redisLayout = .lmcache
         #expect(throws: StorageError.self) {
             try makeRemoteTier(url: url, configuration: configuration, logger: Logger(label: "test"))

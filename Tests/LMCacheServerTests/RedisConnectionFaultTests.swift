@@ -84,17 +84,24 @@ struct RedisConnectionFaultTests {
 
     @Test("redis-server's own idle timeout closes the tier's connections: the next requests reconnect")
     func serverIdleTimeout() async throws {
-        try await withRedisServer(["--timeout", "1"]) { server in
-            let tier = RedisTierTests.tier(server)
-            let chunk = RedisTierTests.chunk(90)
-            #expect(try await tier.put(chunk))
-            // Redis closes clients idle for more than a second (checked about every 100 ms).
-            #expect(
-                await eventually { (try? server.cli(["INFO", "clients"]))?.contains("connected_clients:1\r") == true }
-            )
-            #expect(await eventually { (try? await tier.get(chunk.key))??.contentEquals(chunk) == true })
-            await tier.close()
+        let server = RedisServerProcess(port: RedisServerProcess.freePort(), extraArguments: ["--timeout", "1"])
+        try await server.start()
+        defer { server.stop() }
+        let tier = RedisTierTests.tier(server)
+        let chunk = RedisTierTests.chunk(90)
+        let stored = try await tier.put(chunk)
+        #expect(stored)
+        // Redis closes clients idle for more than a second (checked about every 100 ms): only
+        // the redis-cli asking is left.
+        let closed = await eventually {
+            (try? server.cli(["INFO", "clients"]))?.contains("connected_clients:1\r") == true
         }
+        #expect(closed)
+        let found = await eventually {
+            do { return try await tier.get(chunk.key)?.contentEquals(chunk) == true } catch { return false }
+        }
+        #expect(found)
+        await tier.close()
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import LMCacheCore
 import LMCacheTestSupport
 import LMCacheWire
 import NIOCore
@@ -19,9 +20,8 @@ struct ServerPersistenceTests {
         var shape: LMShape
 
         init(_ index: Int, count: Int) {
-            var generator = SplitMix64(seed: UInt64(index) + 1)
             key = "model@1@0@\(String(index, radix: 16))@half"
-            bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            bytes = randomBytes(seed: UInt64(index) + 1, count: count)
             format = Int32(index % 3 + 1)
             dtype = Int32(index % 4 + 1)
             shape = LMShape([2, 24, Int32(index), 1024])
@@ -34,7 +34,7 @@ struct ServerPersistenceTests {
         let log: URL
 
         static func start(port: Int, disk: String, memoryGiB: Double = 0.25, log: URL) throws -> Server {
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             let process = Process()
             process.executableURL = ServerProcessTests.executable
             process.arguments = ["127.0.0.1", "\(port)"]
@@ -225,15 +225,24 @@ struct ServerPersistenceTests {
     }
 }
 
-/// A small deterministic generator for test bytes.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+/// `count` deterministic pseudo-random bytes (SplitMix64, eight bytes per step).
+func randomBytes(seed: UInt64, count: Int) -> [UInt8] {
+    var state = seed
+    var bytes = [UInt8](repeating: 0, count: count)
+    bytes.withUnsafeMutableBytes { buffer in
+        var offset = 0
+        while offset < count {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            withUnsafeBytes(of: z.littleEndian) { word in
+                let n = min(8, count - offset)
+                buffer.baseAddress!.advanced(by: offset).copyMemory(from: word.baseAddress!, byteCount: n)
+            }
+            offset += 8
+        }
     }
+    return bytes
 }
