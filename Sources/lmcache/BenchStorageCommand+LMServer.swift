@@ -60,18 +60,16 @@ extension BenchStorageCommand {
         defer { redis?.stop() }
 
         let endpoint = config.remoteURL.flatMap { $0.scheme == "lm" ? $0.endpoints.first : nil }
-        let server =
-            endpoint == nil
-            ? LMServer(
-                configuration: LMServerConfiguration(
-                    host: "127.0.0.1",
-                    port: 0,
-                    capacityBytes: 2 * totalBytes + (256 << 20),
-                    maximumValueBytes: chunkBytes + (1 << 20)
-                ),
-                logger: logger
-            )
-            : nil
+        // The in-process server is measured as `lmcache server --prefault` runs: its value pool
+        // touched once at start, so that PUTs measure the protocol and the copy, not page faults.
+        var serverConfiguration = LMServerConfiguration(
+            host: "127.0.0.1",
+            port: 0,
+            capacityBytes: 2 * totalBytes + (256 << 20),
+            maximumValueBytes: chunkBytes + (1 << 20)
+        )
+        serverConfiguration.prefaultMemory = true
+        let server = endpoint == nil ? LMServer(configuration: serverConfiguration, logger: logger) : nil
 
         let report: [(String, String)] = try await withThrowingTaskGroup(of: Void.self) { group in
             if let server { group.addTask { try await server.run() } }
