@@ -218,10 +218,7 @@ struct LMServerTierTests {
     func factory() throws {
         let tier = try makeRemoteTier(url: RemoteURL(parsing: "lm://localhost:65432"), logger: Logger(label: "test"))
         #expect(tier.name == "lm")
-        let redis = try makeRemoteTier(
-            url: RemoteURL(parsing: "redis://u:p@localhost:6379/2"),
-            logger: Logger(label: "test")
-        )
+        let redis = try makeRemoteTier(url: RemoteURL(parsing: "redis://u:p@localhost:6379/2"), logger: Logger(label: "test"))
         #expect(redis.name == "redis")
         #expect(throws: StorageError.self) {
             try makeRemoteTier(url: RemoteURL(parsing: "rediss://localhost:6379"), logger: Logger(label: "test"))

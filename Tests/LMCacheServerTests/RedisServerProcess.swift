@@ -14,18 +14,13 @@ final class RedisServerProcess: @unchecked Sendable {
 
     static func executable(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/usr/local/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }.first {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
     init(port: Int, extraArguments: [String]) {
         self.port = port
-        arguments =
-            [
-                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--protected-mode", "no", "--loglevel", "warning", "--logfile", "", "--daemonize", "no",
-            ] + extraArguments
+        arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--loglevel", "warning", "--logfile", "", "--daemonize", "no"] + extraArguments
     }
 
     /// Starts the server and waits until it answers.
@@ -80,9 +75,7 @@ final class RedisServerProcess: @unchecked Sendable {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
@@ -97,17 +90,14 @@ final class RedisServerProcess: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = UInt16(port).bigEndian
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
     }
 }
 
 /// Runs a fresh `redis-server` for the duration of `body`, stopping it also when `body` throws.
 func withRedisServer<R>(
-    _ extraArguments: [String] = [],
-    _ body: (RedisServerProcess) async throws -> R
+    _ extraArguments: [String] = [], _ body: (RedisServerProcess) async throws -> R
 ) async throws -> R {
     let server = RedisServerProcess(port: RedisServerProcess.freePort(), extraArguments: extraArguments)
     try await server.start()

@@ -8,11 +8,7 @@ import Testing
 /// The Redis tier against real `redis-server` processes on loopback, one per test.
 @Suite  // Needs redis-server (Debian package redis-server; scripts/install-deps installs it).
 struct RedisTierTests {
-    static func chunk(
-        _ seed: Int,
-        tokens: Int = 16,
-        layout: KVLayout = KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .float16)
-    )
+    static func chunk(_ seed: Int, tokens: Int = 16, layout: KVLayout = KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .float16))
         -> KVChunk
     {
         LMServerTierTests.chunk(seed: UInt64(seed), tokens: tokens, layout: layout)
@@ -95,9 +91,7 @@ struct RedisTierTests {
                 KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .bfloat16),
                 KVLayout(layers: 28, kvHeads: 8, headDim: 128, dtype: .float16),  // 256 tokens: 28 MiB
             ].enumerated() {
-                for tokens in [1, 7, 256] {
-                    chunks.append(Self.chunk(i * 1000 + tokens, tokens: tokens, layout: layout))
-                }
+                for tokens in [1, 7, 256] { chunks.append(Self.chunk(i * 1000 + tokens, tokens: tokens, layout: layout)) }
             }
             for chunk in chunks {
                 let stored = try await tier.put(chunk)
@@ -129,13 +123,10 @@ struct RedisTierTests {
             let hex = try server.cli(["--no-raw", "GET", text + "metadata"])
             var expected = ""
             // length, format, dtype, shape: the frame described as the lm:// tier describes it (binary bytes).
-            for value in [
-                Int32(frameLength), KVChunkFrame.wireFormat, KVChunkFrame.wireDType, Int32(frameLength), 0, 0, 0,
-            ] {
+            for value in [Int32(frameLength), KVChunkFrame.wireFormat, KVChunkFrame.wireDType, Int32(frameLength), 0, 0, 0] {
                 withUnsafeBytes(of: value.littleEndian) { bytes in
                     for byte in bytes {
-                        expected +=
-                            (32...126).contains(byte) && byte != 0x22 && byte != 0x5C
+                        expected += (32...126).contains(byte) && byte != 0x22 && byte != 0x5C
                             ? String(UnicodeScalar(byte)) : String(format: "\\x%02x", byte)
                     }
                 }
@@ -171,18 +162,12 @@ struct RedisTierTests {
             let tier = Self.tier(server, options)
             let chunk = Self.chunk(5)
             #expect(try await tier.put(chunk))
-            let ttl = Int(
-                try server.cli(["TTL", "{\(chunk.key.description)}"]).trimmingCharacters(in: .whitespacesAndNewlines)
-            )
+            let ttl = Int(try server.cli(["TTL", "{\(chunk.key.description)}"]).trimmingCharacters(in: .whitespacesAndNewlines))
             #expect((90...100).contains(ttl ?? -1))
             options.ttl = .milliseconds(700)
             let short = Self.tier(server, options)
             #expect(try await short.put(Self.chunk(6)))
-            let pttl = Int(
-                try server.cli(["PTTL", "{\(Self.chunk(6).key.description)}"]).trimmingCharacters(
-                    in: .whitespacesAndNewlines
-                )
-            )
+            let pttl = Int(try server.cli(["PTTL", "{\(Self.chunk(6).key.description)}"]).trimmingCharacters(in: .whitespacesAndNewlines))
             #expect(pttl == -2 || (1...700).contains(pttl ?? -1))  // -2: already gone on a slow machine.
             try await Task.sleep(for: .milliseconds(1000))
             #expect(await !short.contains(Self.chunk(6).key))
@@ -194,9 +179,7 @@ struct RedisTierTests {
     @Test("AUTH with a password, with an ACL user, and SELECT of a database")
     func authentication() async throws {
         try await withRedisServer(["--requirepass", "s3cret"]) { server in
-            _ = try server.cli([
-                "-a", "s3cret", "--no-auth-warning", "ACL", "SETUSER", "cache", "on", ">pw", "~*", "+@all",
-            ])
+            _ = try server.cli(["-a", "s3cret", "--no-auth-warning", "ACL", "SETUSER", "cache", "on", ">pw", "~*", "+@all"])
             var options = Self.options()
             options.password = "s3cret"
             options.database = 3
@@ -241,12 +224,7 @@ struct RedisTierTests {
         let first = RedisServerProcess(port: port, extraArguments: [])
         try await first.start()
         defer { first.stop() }
-        let tier = RedisTier(
-            host: "127.0.0.1",
-            port: port,
-            options: Self.options(),
-            logger: Logger(label: "test.redis")
-        )
+        let tier = RedisTier(host: "127.0.0.1", port: port, options: Self.options(), logger: Logger(label: "test.redis"))
         let chunk = Self.chunk(21)
         #expect(try await tier.put(chunk))
         #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)
@@ -276,9 +254,7 @@ struct RedisTierTests {
             let chunk = Self.chunk(31)
             #expect(try await tier.put(chunk))
             #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)
-            let ttl = try server.cli([
-                "-a", "pw", "--no-auth-warning", "-n", "2", "TTL", chunk.key.description + "metadata",
-            ])
+            let ttl = try server.cli(["-a", "pw", "--no-auth-warning", "-n", "2", "TTL", chunk.key.description + "metadata"])
             #expect((50...60).contains(Int(ttl.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1))
             await (tier as? RedisTier)?.close()
         }
