@@ -28,16 +28,32 @@ struct ServerPersistenceTests {
         }
     }
 
+    /// Where a test's server lives: a temporary directory (its disk tier and log) and a port.
+    struct Place {
+        let directory: TemporaryDirectory
+        let port: Int
+        var log: URL { directory.url.appending(path: "server.log") }
+        var disk: String { directory.path + "/values" }
+
+        init() throws {
+            directory = try TemporaryDirectory()
+            port = try ServerProcessTests.freePort()
+        }
+    }
+
     /// A server process with a disk directory and its log file.
     struct Server {
         let process: Process
         let log: URL
 
-        static func start(port: Int, disk: String, memoryGiB: Double = 0.25, log: URL) throws -> Server {
+        /// Starts `lmcache_server` on `place` and waits until it answers HEALTH.
+        static func start(in place: Place, memoryGiB: Double = 0.25) async throws -> Server {
+            let log = place.log
+            let disk = place.disk
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             let process = Process()
             process.executableURL = ServerProcessTests.executable
-            process.arguments = ["127.0.0.1", "\(port)"]
+            process.arguments = ["127.0.0.1", "\(place.port)"]
             process.environment = [
                 "LMCACHE_SERVER_MAX_SIZE": "\(memoryGiB)",
                 "LMCACHE_LOCAL_DISK": disk,
@@ -48,7 +64,9 @@ struct ServerPersistenceTests {
             handle.seekToEndOfFile()
             process.standardError = handle
             try process.run()
-            return Server(process: process, log: log)
+            let server = Server(process: process, log: log)
+            #expect(await ServerPersistenceTests.waitUntilServing(port: place.port))
+            return server
         }
 
         /// Sends SIGTERM and waits; `true` when the process exited with status 0.
@@ -114,15 +132,12 @@ struct ServerPersistenceTests {
 
     @Test("a restarted server returns the same bytes, format, dtype and shape")
     func restartKeepsValues() async throws {
-        let directory = try TemporaryDirectory()
-        let log = directory.url.appending(path: "server.log")
-        let disk = directory.path + "/values"
-        let port = try ServerProcessTests.freePort()
+        let place = try Place()
+        let port = place.port
         let values = [0, 1, 1000, 4096, 300_000, 1 << 20].enumerated().map { Value($0.offset, count: $0.element) }
 
-        var server = try Server.start(port: port, disk: disk, log: log)
+        var server = try await Server.start(in: place)
         defer { server.kill9() }
-        #expect(await Self.waitUntilServing(port: port))
         try await Self.put(values, port: port)
         // A second PUT of a key replaces its value, on disk too.
         var replaced = Value(40, count: 5000)
@@ -130,8 +145,7 @@ struct ServerPersistenceTests {
         try await Self.put([replaced], port: port)
         #expect(server.stop())
 
-        server = try Server.start(port: port, disk: disk, log: log)
-        #expect(await Self.waitUntilServing(port: port))
+        server = try await Server.start(in: place)
         for value in values where value.key != replaced.key {
             #expect(Self.matches(try await Self.get(value.key, port: port), value), "\(value.key)")
         }
@@ -142,15 +156,12 @@ struct ServerPersistenceTests {
 
     @Test("a corrupt file on disk is a miss with a log line; the server keeps serving")
     func corruptFileIsAMiss() async throws {
-        let directory = try TemporaryDirectory()
-        let log = directory.url.appending(path: "server.log")
-        let disk = directory.path + "/values"
-        let port = try ServerProcessTests.freePort()
+        let place = try Place()
+        let (disk, port) = (place.disk, place.port)
         let values = (0..<3).map { Value(10 + $0, count: 64 << 10) }
 
-        var server = try Server.start(port: port, disk: disk, log: log)
+        var server = try await Server.start(in: place)
         defer { server.kill9() }
-        #expect(await Self.waitUntilServing(port: port))
         try await Self.put(values, port: port)
         #expect(server.stop())
 
@@ -165,8 +176,7 @@ struct ServerPersistenceTests {
         try handle.write(contentsOf: [original ^ 0xFF])
         try handle.close()
 
-        server = try Server.start(port: port, disk: disk, log: log)
-        #expect(await Self.waitUntilServing(port: port))
+        server = try await Server.start(in: place)
         #expect(try await Self.get(values[0].key, port: port) == nil)
         #expect(server.logText.contains("corrupt chunk file deleted"))
         #expect(!FileManager.default.fileExists(atPath: disk + "/" + name))
@@ -178,16 +188,13 @@ struct ServerPersistenceTests {
 
     @Test("values evicted from memory are served from disk")
     func evictionKeepsDataOnDisk() async throws {
-        let directory = try TemporaryDirectory()
-        let log = directory.url.appending(path: "server.log")
-        let disk = directory.path + "/values"
-        let port = try ServerProcessTests.freePort()
+        let place = try Place()
+        let port = place.port
         // Sixteen 1 MiB values through a 4 MiB memory budget: most leave memory.
         let values = (0..<16).map { Value(100 + $0, count: 1 << 20) }
 
-        let server = try Server.start(port: port, disk: disk, memoryGiB: 4.0 / 1024, log: log)
+        let server = try await Server.start(in: place, memoryGiB: 4.0 / 1024)
         defer { server.kill9() }
-        #expect(await Self.waitUntilServing(port: port))
         try await Self.put(values, port: port)
         for value in values {
             // Disk writes are queued behind the PUT: poll until this one is there.
