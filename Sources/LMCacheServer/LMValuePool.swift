@@ -8,8 +8,8 @@ import Glibc
 import Darwin
 #endif
 
-/// Memory for the values of an ``LMValueStore``: one region mapped once (with transparent huge
-/// pages, optionally pre-faulted), cut into extents, handed out as `ByteBuffer`s.
+/// Memory for the values of an ``LMValueStore``: one region mapped once (optionally
+/// pre-faulted), cut into extents, handed out as `ByteBuffer`s.
 ///
 /// Fresh pages cost a page fault each on first touch; a store that gave every value new memory
 /// from `malloc` paid for them on every PUT and gave them back on every eviction. Extents of the
@@ -39,7 +39,9 @@ final class LMValuePool: Sendable {
     /// Maps `capacity` bytes (rounded up to pages).
     /// - Throws: ``StorageError`` when the region cannot be mapped.
     init(capacity: Int, prefault: Bool) throws(StorageError) {
-        memory = try MemoryPool(size: capacity, prefault: prefault)
+        // Ordinary pages: with transparent huge pages every first touch zeroes (and may first
+        // compact) 2 MiB, which measured slower for PUTs than 4 KiB faults (docs/benchmarks.md).
+        memory = try MemoryPool(size: capacity, prefault: prefault, hugePages: false)
         state = Mutex(State(extents: ExtentAllocator(capacity: memory.size, alignment: Self.alignment)))
         Self.registry.withLock { $0.append(self) }
     }
