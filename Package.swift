@@ -98,6 +98,7 @@ let package = Package(
             name: "LMCacheServer",
             dependencies: [
                 "LMCacheCore",
+                "LMCacheStorage",
                 "LMCacheWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -184,6 +185,7 @@ let package = Package(
             name: "lmcache_server",
             dependencies: [
                 "LMCacheServer",
+                "LMCacheCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -220,6 +222,7 @@ let package = Package(
                 "LMCacheWire",
                 "LMCacheCore",
                 "LMCacheStorage",
+                "LMCacheTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,6 +4,7 @@ import LMCacheWire
 public import Logging
 import Metrics
 public import NIOCore
+import Synchronization
 
 /// A storage tier on a Redis server (`remote_url: redis://[user:password@]host:port[/db]`).
 ///
@@ -70,6 +71,8 @@ public final class RedisTier: StorageTier {
     private let backend: Backend
     private let logger: Logger
     private let metrics = TierMetrics()
+    /// Whether the last request failed (for one log line per run of failures).
+    private let requestsFailing = Atomic<Bool>(false)
 
     /// One server, or a cluster.
     private enum Backend: Sendable {
@@ -124,10 +127,30 @@ public final class RedisTier: StorageTier {
     }
 
     /// Sends the commands about `key` (all in its slot) to the server or the slot's owner.
+    ///
+    /// A failed request (a connection the server closed, a reply that did not come in time) is
+    /// logged once per run of failures, and once more when requests succeed again; failures to
+    /// connect are logged by the client.
     private func send(_ commands: [RESPCommand], about key: CacheKey) async throws -> [RESPValue] {
-        switch backend {
-        case .server(let client): try await client.send(commands, routingKey: key.description)
-        case .cluster(let cluster): try await cluster.send(commands, key: Self.keys(of: key, layout: options.layout).value)
+        do {
+            let replies: [RESPValue]
+            switch backend {
+            case .server(let client): replies = try await client.send(commands, routingKey: key.description)
+            case .cluster(let cluster):
+                replies = try await cluster.send(commands, key: Self.keys(of: key, layout: options.layout).value)
+            }
+            if requestsFailing.exchange(false, ordering: .relaxed) {
+                logger.info("Redis requests succeed again")
+            }
+            return replies
+        } catch {
+            // The client logs failures to connect or authenticate itself.
+            let code = (error as? RedisClientError)?.code
+            let loggedByClient = code == .unreachable || code == .authentication
+            if !loggedByClient, !requestsFailing.exchange(true, ordering: .relaxed) {
+                logger.warning("Redis request failed; answering misses", metadata: ["lmcache.error": "\(error)"])
+            }
+            throw error
         }
     }
 

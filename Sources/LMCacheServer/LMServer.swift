@@ -1,3 +1,4 @@
+import LMCacheStorage
 import LMCacheWire
 public import Logging
 import Metrics
@@ -32,6 +33,8 @@ public final class LMServer: Service {
     public let fallback: (any LMValueSource)?
     /// The server's settings.
     public let configuration: LMServerConfiguration
+    /// The second tier on disk, if any: written through on PUT, read on a memory miss.
+    public let disk: LMDiskStore?
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let listening = PortAnnouncement()
@@ -45,18 +48,22 @@ public final class LMServer: Service {
     ///   - configuration: Address, budget, caps and timeouts.
     ///   - store: The store to serve (a new one of `configuration.capacityBytes` by default).
     ///   - fallback: Values served for keys the store lacks (read only: PUTs go to the store).
+    ///   - disk: A disk directory as second tier (see ``LMDiskStore``); none by default.
     ///   - eventLoopGroup: The NIO event loops (the shared singleton by default).
     ///   - logger: Where the server logs.
     public init(
         configuration: LMServerConfiguration,
         store: LMValueStore? = nil,
         fallback: (any LMValueSource)? = nil,
+        disk: LMDiskStore? = nil,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "lmcache.server")
     ) {
         self.configuration = configuration
-        self.store = store ?? LMValueStore(capacity: configuration.capacityBytes)
+        self.store =
+            store ?? LMValueStore(capacity: configuration.capacityBytes, prefault: configuration.prefaultMemory)
         self.fallback = fallback
+        self.disk = disk
         self.eventLoopGroup = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
         self.logger = logger
     }
@@ -126,6 +133,15 @@ public final class LMServer: Service {
             // accepted and not yet handed to its task when the accept loop is cancelled is
             // dropped unclosed, which swift-nio treats as a programming error.
         }
+        if let disk {
+            await disk.flush()
+            logger.info(
+                "disk tier flushed",
+                metadata: [
+                    "lmcache.directory": "\(disk.tier.directory)", "lmcache.values": "\(disk.tier.statistics.count)",
+                ]
+            )
+        }
         logger.info("lm:// server stopped")
     }
 
@@ -174,15 +190,14 @@ public final class LMServer: Service {
                     let header = request.header
                     switch header.command {
                     case .put:
-                        let outcome = store.put(
-                            header.key,
-                            LMStoredValue(
-                                payload: request.payload,
-                                format: header.format,
-                                dtype: header.dtype,
-                                shape: header.shape
-                            )
+                        let value = LMStoredValue(
+                            payload: request.payload,
+                            format: header.format,
+                            dtype: header.dtype,
+                            shape: header.shape
                         )
+                        let (outcome, stored) = store.store(header.key, value)
+                        await disk?.persist(header.key, stored)
                         if outcome == .tooLarge {
                             logger.debug(
                                 "declined a value larger than the budget",
@@ -190,11 +205,7 @@ public final class LMServer: Service {
                             )
                         }
                     case .get:
-                        var found = store.get(header.key)
-                        if found == nil, let fallback {
-                            found = await fallback.value(forKey: header.key, allocator: allocator)
-                        }
-                        if let value = found {
+                        if let value = await lookUp(header.key, allocator: allocator) {
                             var buffer = allocator.buffer(capacity: LMReplyHeader.size)
                             value.replyHeader.write(to: &buffer)
                             if value.payload.readableBytes > 0 {
@@ -206,7 +217,7 @@ public final class LMServer: Service {
                             try await outbound.write(Self.replyBuffer(.miss, allocator: allocator))
                         }
                     case .exist:
-                        var found = store.contains(header.key)
+                        var found = store.contains(header.key) || disk?.contains(header.key) == true
                         if !found, let fallback { found = await fallback.contains(header.key) }
                         try await outbound.write(Self.replyBuffer(found ? .ok : .notFound, allocator: allocator))
                     case .health:
@@ -229,6 +240,19 @@ public final class LMServer: Service {
         } catch {
             logger.debug("connection ended", metadata: ["lmcache.peer": "\(peer)", "lmcache.error": "\(error)"])
         }
+    }
+
+    /// The value of `key` from memory, or else from disk (then kept in memory again).
+    /// The value under `key`: from memory, else from the disk tier (then kept in memory again), else
+    /// from the read-only fallback.
+    private func lookUp(_ key: String, allocator: ByteBufferAllocator) async -> LMStoredValue? {
+        if let value = store.get(key) { return value }
+        if let disk, let value = await disk.load(key, allocator: allocator) {
+            store.put(key, value)
+            return value
+        }
+        guard let fallback else { return nil }
+        return await fallback.value(forKey: key, allocator: allocator)
     }
 
     private static func replyBuffer(_ header: LMReplyHeader, allocator: ByteBufferAllocator) -> ByteBuffer {

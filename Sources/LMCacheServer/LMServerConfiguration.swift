@@ -17,6 +17,9 @@ public struct LMServerConfiguration: Hashable, Sendable {
     public var stallTimeout: Duration
     /// Connections beyond this many are closed as soon as they are accepted. Default 1024.
     public var maximumConnections: Int
+    /// Touch all of the store's value pool (as much memory as ``capacityBytes``) at start, so
+    /// that no PUT pays for first-touch page faults. Default off.
+    public var prefaultMemory = false
 
     /// Creates a configuration.
     public init(

@@ -81,16 +81,28 @@ public final class LMValueStore: Sendable {
         public var rejected: Int
     }
 
+    /// Values at least this large are kept in the store's pool (``LMValuePool``); smaller ones
+    /// in their own heap buffers, where a pool's 4 KiB extents would waste more than they save.
+    public static let pooledMinimumBytes = 64 << 10
+
     private let state: Mutex<State>
     private let metrics: Metrics
+    private let pool: LMValuePool?
 
     /// Creates an empty store.
-    /// - Parameter capacity: The byte budget; must be positive.
-    public init(capacity: Int) {
+    /// - Parameters:
+    ///   - capacity: The byte budget; must be positive.
+    ///   - prefault: Touch all of the value pool's memory now (as much memory as the budget),
+    ///     so that no PUT pays for first-touch page faults.
+    public init(capacity: Int, prefault: Bool = false) {
         precondition(capacity > 0, "the store's capacity must be positive")
         state = Mutex(State(capacity: capacity))
         metrics = Metrics()
+        // Without a pool (the region could not be mapped) every value gets a heap buffer.
+        pool = try? LMValuePool(capacity: capacity, prefault: prefault)
     }
+
+    deinit { pool?.close() }
 
     /// The store's statistics.
     public var statistics: Statistics { state.withLock { $0.statistics } }
@@ -99,14 +111,21 @@ public final class LMValueStore: Sendable {
     /// values as needed.
     /// - Complexity: O(1) amortized, plus O(1) per evicted value.
     @discardableResult
-    public func put(_ key: String, _ value: LMStoredValue) -> PutOutcome {
+    public func put(_ key: String, _ value: LMStoredValue) -> PutOutcome { store(key, value).outcome }
+
+    /// ``put(_:_:)``, also returning the value as stored (its payload moved into the store's
+    /// memory), for callers that keep using it after the PUT.
+    package func store(_ key: String, _ value: LMStoredValue) -> (outcome: PutOutcome, stored: LMStoredValue) {
         var value = value
-        // A slice of a large receive buffer would pin all of it: keep only the payload's bytes.
         let size = value.payload.readableBytes
-        if value.payload.storageCapacity > size + max(4096, size / 8) {
-            var copy = ByteBufferAllocator().buffer(capacity: size)
-            copy.writeImmutableBuffer(value.payload)
-            value.payload = copy
+        if let pool, size >= Self.pooledMinimumBytes,
+            size + key.utf8.count + Self.entryOverhead <= state.withLock({ $0.capacity })
+        {
+            // One copy into reused, already-faulted memory; the receive buffer is free again at once.
+            value.payload = pooledCopy(value.payload, pool: pool)
+        } else if value.payload.storageCapacity > size + max(4096, size / 8) {
+            // A slice of a large receive buffer would pin all of it: keep only the payload's bytes.
+            value.payload = Self.heapCopy(value.payload)
         }
         let cost = value.payload.storageCapacity + key.utf8.count + Self.entryOverhead
         let (outcome, displaced) = state.withLock { $0.insert(key, value, cost: cost) }
@@ -119,7 +138,26 @@ public final class LMValueStore: Sendable {
             metrics.rejected.increment()
         }
         publishGauges()
-        return outcome
+        return (outcome, value)
+    }
+
+    /// A copy of `payload` in the pool, evicting least-recently-used values while the pool has no
+    /// extent that large; a heap copy when even an empty store leaves none (extents still held by
+    /// replies being written, or fragmentation).
+    private func pooledCopy(_ payload: ByteBuffer, pool: LMValuePool) -> ByteBuffer {
+        while true {
+            if let buffer = pool.buffer(copying: payload) { return buffer }
+            guard let victim = state.withLock({ $0.evictOldest() }) else { break }
+            metrics.evictions.increment()
+            _ = victim  // Released here, outside the lock: its extent returns to the pool.
+        }
+        return Self.heapCopy(payload)
+    }
+
+    private static func heapCopy(_ payload: ByteBuffer) -> ByteBuffer {
+        var copy = ByteBufferAllocator().buffer(capacity: payload.readableBytes)
+        copy.writeImmutableBuffer(payload)
+        return copy
     }
 
     /// The value under `key`, marked as most recently used; `nil` on a miss.
@@ -142,6 +180,10 @@ public final class LMValueStore: Sendable {
         publishGauges()
         return removed != nil
     }
+
+    /// Bytes of the value pool's extents in use (values stored, or evicted and still being
+    /// written to a socket); `nil` when the store has no pool.
+    package var _poolUsedBytes: Int? { pool?.usedBytes }
 
     /// Every stored key, least recently used first.
     public var keys: [String] { state.withLock { $0.keysInOrder() } }
@@ -246,6 +288,15 @@ extension LMValueStore {
             evictions += evicted
             _checkInvariants()
             return (.stored(evicted: evicted), displaced)
+        }
+
+        /// Evicts the least recently used value, if any.
+        mutating func evictOldest() -> LMStoredValue? {
+            guard head >= 0 else { return nil }
+            evictions += 1
+            let value = remove(slots[head]!.key)
+            _checkInvariants()
+            return value
         }
 
         @discardableResult

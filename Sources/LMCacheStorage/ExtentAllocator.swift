@@ -6,19 +6,24 @@
 ///
 /// - Complexity: `allocate` and `release` are O(*f*) in the number of free extents, which stays
 ///   small when chunks have similar sizes (the common case: one model, full chunks).
-struct ExtentAllocator: Sendable {
-    struct Extent: Hashable, Sendable {
-        var offset: Int
-        var length: Int
-        var end: Int { offset + length }
+package struct ExtentAllocator: Sendable {
+    package struct Extent: Hashable, Sendable {
+        package var offset: Int
+        package var length: Int
+        package var end: Int { offset + length }
+
+        package init(offset: Int, length: Int) {
+            self.offset = offset
+            self.length = length
+        }
     }
 
-    let capacity: Int
-    let alignment: Int
-    private(set) var free: [Extent]
-    private(set) var usedBytes: Int = 0
+    package let capacity: Int
+    package let alignment: Int
+    package private(set) var free: [Extent]
+    package private(set) var usedBytes: Int = 0
 
-    init(capacity: Int, alignment: Int) {
+    package init(capacity: Int, alignment: Int) {
         precondition(alignment > 0 && alignment & (alignment - 1) == 0, "alignment must be a power of two")
         self.alignment = alignment
         self.capacity = capacity / alignment * alignment
@@ -26,13 +31,13 @@ struct ExtentAllocator: Sendable {
     }
 
     /// `count` rounded up to the alignment; `nil` when that overflows.
-    func roundedSize(_ count: Int) -> Int? {
+    package func roundedSize(_ count: Int) -> Int? {
         let (sum, overflow) = max(count, 1).addingReportingOverflow(alignment - 1)
         return overflow ? nil : sum & ~(alignment - 1)
     }
 
     /// Allocates `count` bytes; `nil` when no free extent is large enough.
-    mutating func allocate(_ count: Int) -> Extent? {
+    package mutating func allocate(_ count: Int) -> Extent? {
         guard let size = roundedSize(count) else { return nil }
         for index in free.indices where free[index].length >= size {
             let extent = Extent(offset: free[index].offset, length: size)
@@ -49,7 +54,7 @@ struct ExtentAllocator: Sendable {
     }
 
     /// Returns `extent` (as `allocate` gave it) to the free list.
-    mutating func release(_ extent: Extent) {
+    package mutating func release(_ extent: Extent) {
         // Binary search for the first free extent after this one.
         var low = 0
         var high = free.count
@@ -77,10 +82,10 @@ struct ExtentAllocator: Sendable {
     }
 
     /// The largest free extent's length.
-    var largestFree: Int { free.map(\.length).max() ?? 0 }
+    package var largestFree: Int { free.map(\.length).max() ?? 0 }
 
     #if LMCACHE_INTERNAL_CHECKS
-    func _checkInvariants() {
+    package func _checkInvariants() {
         var total = 0
         for (i, extent) in free.enumerated() {
             precondition(extent.length > 0 && extent.offset % alignment == 0 && extent.length % alignment == 0)
@@ -90,6 +95,6 @@ struct ExtentAllocator: Sendable {
         precondition(total + usedBytes == capacity, "allocator lost bytes")
     }
     #else
-    @inline(__always) func _checkInvariants() {}
+    @inline(__always) package func _checkInvariants() {}
     #endif
 }

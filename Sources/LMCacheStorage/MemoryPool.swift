@@ -12,12 +12,13 @@ import Darwin
 ///
 /// `@unchecked Sendable`: the base address and size never change; the bytes are written only
 /// through extents that the owning tier hands to one writer at a time under its lock.
-final class MemoryPool: @unchecked Sendable {
-    let base: UnsafeMutableRawPointer
-    let size: Int
+package final class MemoryPool: @unchecked Sendable {
+    package let base: UnsafeMutableRawPointer
+    package let size: Int
 
-    /// Maps `size` bytes (rounded up to pages); `prefault` touches every page before returning.
-    init(size: Int, prefault: Bool) throws(StorageError) {
+    /// Maps `size` bytes (rounded up to pages); `prefault` touches every page before returning;
+    /// `hugePages` asks for transparent huge pages.
+    package init(size: Int, prefault: Bool, hugePages: Bool = true) throws(StorageError) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let rounded = max(page, (size + page - 1) / page * page)
         #if os(Linux)
@@ -32,7 +33,7 @@ final class MemoryPool: @unchecked Sendable {
         base = address
         self.size = rounded
         #if os(Linux)
-        _ = madvise(address, rounded, 14)  // MADV_HUGEPAGE: fewer faults and TLB misses; advisory only.
+        if hugePages { _ = madvise(address, rounded, 14) }  // MADV_HUGEPAGE: fewer faults and TLB misses; advisory only.
         #endif
         if prefault { Self.touch(base: address, size: rounded, page: page) }
     }

@@ -60,18 +60,16 @@ extension BenchStorageCommand {
         defer { redis?.stop() }
 
         let endpoint = config.remoteURL.flatMap { $0.scheme == "lm" ? $0.endpoints.first : nil }
-        let server =
-            endpoint == nil
-            ? LMServer(
-                configuration: LMServerConfiguration(
-                    host: "127.0.0.1",
-                    port: 0,
-                    capacityBytes: 2 * totalBytes + (256 << 20),
-                    maximumValueBytes: chunkBytes + (1 << 20)
-                ),
-                logger: logger
-            )
-            : nil
+        // The in-process server is measured as `lmcache server --prefault` runs: its value pool
+        // touched once at start, so that PUTs measure the protocol and the copy, not page faults.
+        var serverConfiguration = LMServerConfiguration(
+            host: "127.0.0.1",
+            port: 0,
+            capacityBytes: 2 * totalBytes + (256 << 20),
+            maximumValueBytes: chunkBytes + (1 << 20)
+        )
+        serverConfiguration.prefaultMemory = true
+        let server = endpoint == nil ? LMServer(configuration: serverConfiguration, logger: logger) : nil
 
         let report: [(String, String)] = try await withThrowingTaskGroup(of: Void.self) { group in
             if let server { group.addTask { try await server.run() } }
@@ -242,7 +240,7 @@ struct RedisProcess {
     let port: Int
 
     /// Starts `redis-server` from the PATH; `nil` (with a warning) when there is none.
-    static func start(logger: Logger) throws -> RedisProcess? {
+    static func start(logger: Logger, port: Int? = nil, extraArguments: [String] = []) throws -> RedisProcess? {
         let searchPath = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/usr/local/bin"
         let candidates: [String] = searchPath.split(separator: ":").map { "\($0)/redis-server" }
         let path = candidates.first { access($0, X_OK) == 0 }
@@ -250,12 +248,13 @@ struct RedisProcess {
             logger.warning("redis-server not found; no baseline (install Debian's redis-server)")
             return nil
         }
-        let port = try freePort()
-        let arguments = [
-            path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "warning", "--proto-max-bulk-len", "1gb",
-            "--client-output-buffer-limit", "normal 0 0 0",
-        ]
+        let port = try port ?? freePort()
+        let arguments =
+            [
+                path, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--protected-mode", "no", "--loglevel", "warning", "--proto-max-bulk-len", "1gb",
+                "--client-output-buffer-limit", "normal 0 0 0",
+            ] + extraArguments
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
@@ -297,7 +296,27 @@ struct RedisProcess {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    private static func canConnect(port: Int) -> Bool {
+    /// Runs `redis-cli ARGUMENTS` from the PATH, output discarded; returns its exit status.
+    static func runCLI(_ arguments: [String]) throws -> Int32 {
+        let searchPath = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/usr/local/bin"
+        let candidates: [String] = searchPath.split(separator: ":").map { "\($0)/redis-cli" }
+        guard let path = candidates.first(where: { access($0, X_OK) == 0 })
+        else { throw CommandFailure("redis-cli not found (install Debian's redis-tools)") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, path, &actions, nil, &argv, environ)
+        guard status == 0 else { throw CommandFailure("cannot start redis-cli: error \(status)") }
+        var exit: Int32 = 0
+        waitpid(pid, &exit, 0)
+        return (exit >> 8) & 0xFF
+    }
+
+    static func canConnect(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()

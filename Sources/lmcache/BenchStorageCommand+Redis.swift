@@ -18,7 +18,10 @@ import Darwin
 /// and (3) raw SET/GET of the chunks' KV bytes through one plain connection, in the manner of
 /// `redis-benchmark`: the baseline, so the figures show what the tier adds. Reads copy each value
 /// out to a destination buffer, as an engine loading KV does. The server is `remote_url` when the
-/// configuration names a `redis://` one, else a redis-server started on a free loopback port.
+/// configuration names a `redis://` or `redis-cluster://` one; else, with `--redis-cluster`, a
+/// Redis Cluster of three masters started on loopback, and otherwise a redis-server started on a
+/// free loopback port. On a cluster the baseline sends each key straight to the master that owns
+/// its slot, and the report gives each master's raw figures (`baseline_nodes`).
 extension BenchStorageCommand {
     func runRedis() async throws {
         let logger = CommandLogging.bootstrap(label: "lmcache.bench")
@@ -50,11 +53,20 @@ extension BenchStorageCommand {
         defer { destination.deallocate() }
         memset(destination.baseAddress!, 0, totalBytes)
 
-        let configured = config.remoteURL.flatMap { $0.scheme == "redis" ? $0 : nil }
-        let redis = configured == nil ? try RedisProcess.start(logger: logger) : nil
+        let configured = config.remoteURL.flatMap { ["redis", "redis-cluster"].contains($0.scheme) ? $0 : nil }
+        let clusterMode = configured.map { $0.scheme == "redis-cluster" } ?? redisCluster
+        let redis = configured == nil && !clusterMode ? try RedisProcess.start(logger: logger) : nil
         defer { redis?.stop() }
-        guard let endpoint = configured?.endpoints.first ?? redis.map({ RemoteURL.Endpoint(host: "127.0.0.1", port: $0.port) })
+        let ownCluster = configured == nil && clusterMode ? try await RedisClusterProcesses.start(logger: logger) : nil
+        defer { ownCluster?.stop() }
+        let endpoints =
+            configured?.endpoints ?? ownCluster?.endpoints
+            ?? redis.map { [RemoteURL.Endpoint(host: "127.0.0.1", port: $0.port)] } ?? []
+        guard let endpoint = endpoints.first
         else { throw CommandFailure("no redis-server to measure: set remote_url or install redis-server") }
+        if clusterMode && config.redisLayout != .framed {
+            throw CommandFailure("a Redis Cluster needs redis_layout framed")
+        }
 
         var options = RedisTier.Options(layout: config.redisLayout)
         options.connections = 1
@@ -63,17 +75,32 @@ extension BenchStorageCommand {
         options.user = configured?.user
         options.password = configured?.password
         options.database = configured?.database
-        let tier = RedisTier(host: endpoint.host, port: endpoint.port, options: options, logger: logger)
+        let tier =
+            clusterMode
+            ? RedisTier(cluster: endpoints.map { ($0.host, $0.port) }, options: options, logger: logger)
+            : RedisTier(host: endpoint.host, port: endpoint.port, options: options, logger: logger)
         var clientOptions = RedisClient.Options()
         clientOptions.connections = 1
         clientOptions.requestTimeout = .seconds(60)
         clientOptions.user = options.user
         clientOptions.password = options.password
-        clientOptions.database = options.database
-        let raw = RedisClient(host: endpoint.host, port: endpoint.port, options: clientOptions, logger: logger)
-        guard case .simpleString("PONG")? = try? await raw.send(RESPCommand("PING")) else {
-            throw CommandFailure("no Redis server answers at \(endpoint)")
+        clientOptions.database = clusterMode ? nil : options.database
+        // The baseline: raw SET/GET over one plain connection per server, each key sent to the
+        // master that owns it on a cluster.
+        let rawKeys = values.indices.map { "raw-\($0)" }
+        let raw: RedisClusterBaseline
+        if clusterMode {
+            raw = try await RedisClusterBaseline.make(seeds: endpoints, keys: rawKeys, options: clientOptions, logger: logger)
+        } else {
+            let client = RedisClient(host: endpoint.host, port: endpoint.port, options: clientOptions, logger: logger)
+            raw = RedisClusterBaseline(clients: ["\(endpoint)": client], owners: rawKeys.map { _ in "\(endpoint)" })
         }
+        for (address, client) in raw.clients {
+            guard case .simpleString("PONG")? = try? await client.send(RESPCommand("PING")) else {
+                throw CommandFailure("no Redis server answers at \(address)")
+            }
+        }
+        var nodeSeconds: [String: (put: Double, get: Double, bytes: Int)] = [:]
 
         func copyOut(_ index: Int, _ bytes: UnsafeRawBufferPointer) {
             precondition(bytes.count == chunkBytes, "a value of \(bytes.count) bytes came back")
@@ -89,7 +116,7 @@ extension BenchStorageCommand {
 
         var tierPut: [Double] = [], tierGet: [Double] = [], tierBatchGet: [Double] = []
         var rawPut: [Double] = [], rawGet: [Double] = []
-        for iteration in 0..<iterations {
+        for _ in 0..<iterations {
             tierPut.append(try await Self.seconds {
                 for chunk in chunks { guard try await tier.put(chunk) else { throw CommandFailure("redis tier: put declined") } }
             })
@@ -112,20 +139,27 @@ extension BenchStorageCommand {
 
             rawPut.append(try await Self.seconds {
                 for (index, value) in values.enumerated() {
-                    let reply = try await raw.send(RESPCommand([ByteBuffer(string: "SET"), ByteBuffer(string: "raw-\(iteration)-\(index)"), value]))
+                    let owner = raw.owners[index]
+                    let start = ContinuousClock.now
+                    let reply = try await raw.clients[owner]!.send(RESPCommand([ByteBuffer(string: "SET"), ByteBuffer(string: rawKeys[index]), value]))
                     guard reply == .simpleString("OK") else { throw CommandFailure("raw SET: \(reply)") }
+                    nodeSeconds[owner, default: (0, 0, 0)].put += Self.seconds(ContinuousClock.now - start)
+                    nodeSeconds[owner, default: (0, 0, 0)].bytes += chunkBytes
                 }
             })
             rawGet.append(try await Self.seconds {
                 for index in values.indices {
-                    guard case .bulkString(let value?) = try await raw.send(RESPCommand("GET", "raw-\(iteration)-\(index)")) else {
+                    let owner = raw.owners[index]
+                    let start = ContinuousClock.now
+                    guard case .bulkString(let value?) = try await raw.clients[owner]!.send(RESPCommand("GET", rawKeys[index])) else {
                         throw CommandFailure("raw GET: miss")
                     }
                     value.withUnsafeReadableBytes { copyOut(index, $0) }
+                    nodeSeconds[owner, default: (0, 0, 0)].get += Self.seconds(ContinuousClock.now - start)
                 }
             })
             try verify("raw GET")
-            for index in values.indices { _ = try await raw.send(RESPCommand("DEL", "raw-\(iteration)-\(index)")) }
+            for index in values.indices { _ = try await raw.clients[raw.owners[index]]!.send(RESPCommand("DEL", rawKeys[index])) }
         }
         await raw.close()
         await tier.close()
@@ -134,7 +168,12 @@ extension BenchStorageCommand {
         func gbps(_ runs: [Double]) -> Double { gb / Self.median(runs) }
         let report: [(String, String)] = [
             ("tier", "\"redis\""),
-            ("server", configured == nil ? "\"redis-server on loopback\"" : "\"\(endpoint)\""),
+            (
+                "server",
+                configured.map { "\"\($0)\"" }
+                    ?? (clusterMode ? "\"Redis Cluster of 3 masters on loopback\"" : "\"redis-server on loopback\"")
+            ),
+            ("cluster", clusterMode ? "true" : "false"),
             ("layout", "\"\(config.redisLayout)\""),
             ("bytes", "\(totalBytes)"),
             ("chunk_bytes", "\(chunkBytes)"),
@@ -143,11 +182,23 @@ extension BenchStorageCommand {
             ("put_gbps", Self.format(gbps(tierPut))),
             ("get_gbps", Self.format(gbps(tierGet))),
             ("batch_get_gbps", Self.format(gbps(tierBatchGet))),
-            ("baseline", "\"raw SET/GET of the same bytes, one connection, one request at a time\""),
+            (
+                "baseline",
+                "\"raw SET/GET of the same bytes, one connection per server, one request at a time\""
+            ),
             ("baseline_put_gbps", Self.format(gbps(rawPut))),
             ("baseline_get_gbps", Self.format(gbps(rawGet))),
             ("put_vs_baseline", Self.format(gbps(tierPut) / gbps(rawPut))),
             ("get_vs_baseline", Self.format(gbps(tierGet) / gbps(rawGet))),
+            (
+                "baseline_nodes",
+                "[" + nodeSeconds.keys.sorted().map { node in
+                    let figures = nodeSeconds[node]!
+                    let gigabytes = Double(figures.bytes) / 1e9
+                    return "{\"node\": \"\(node)\", \"values\": \(raw.owners.filter { $0 == node }.count), "
+                        + "\"put_gbps\": \(Self.format(gigabytes / figures.put)), \"get_gbps\": \(Self.format(gigabytes / figures.get))}"
+                }.joined(separator: ", ") + "]"
+            ),
         ]
         if json {
             print("{" + report.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")

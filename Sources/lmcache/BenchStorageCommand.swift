@@ -63,6 +63,12 @@ struct BenchStorageCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Flag(
+        name: .customLong("redis-cluster"),
+        help: "With --tier redis and no redis-cluster:// remote_url: start a 3-master Redis Cluster for the run."
+    )
+    var redisCluster = false
+
     @OptionGroup var cache: CacheArguments
 
     func validate() throws {

@@ -12,7 +12,9 @@ struct ServerCommand: AsyncParsableCommand {
         abstract: "Run a cache server that speaks LMCache's lm:// protocol.",
         discussion: """
             Values live in memory within --max-size GiB (by default max_local_cpu_size of the \
-            configuration), evicted least recently used first. Stops gracefully on SIGTERM or SIGINT.
+            configuration), evicted least recently used first. Stops gracefully on SIGTERM or SIGINT. \
+            With --disk (or local_disk and max_local_disk_size in the configuration) every value is \
+            also written to that directory, read back on a memory miss, and served again after a restart.
             """
     )
 
@@ -25,6 +27,18 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-size"), help: "Memory budget in GiB (default: max_local_cpu_size).")
     var maxSize: Double?
 
+    @Option(help: "A directory where values persist (default: local_disk).")
+    var disk: String?
+
+    @Option(
+        name: .customLong("disk-size"),
+        help: "Disk budget in GiB (default: max_local_disk_size, or 16 with --disk)."
+    )
+    var diskSize: Double?
+
+    @Flag(help: "Touch all of the memory budget at start, so that no PUT pays for page faults.")
+    var prefault = false
+
     @Option(name: .customLong("max-value-size"), help: "Largest value accepted, in MiB.")
     var maxValueSize: Double = 1024
 
@@ -36,6 +50,7 @@ struct ServerCommand: AsyncParsableCommand {
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         if let maxSize, !(maxSize > 0) { throw ValidationError("--max-size must be positive") }
+        if let diskSize, !(diskSize > 0) { throw ValidationError("--disk-size must be positive") }
         guard maxValueSize > 0 else { throw ValidationError("--max-value-size must be positive") }
         guard idleTimeout > 0 else { throw ValidationError("--idle-timeout must be positive") }
     }
@@ -44,14 +59,32 @@ struct ServerCommand: AsyncParsableCommand {
         let logger = CommandLogging.bootstrap(label: "lmcache.server")
         let config = try cache.load(logger: logger).configuration
         let capacity = maxSize.map { Int($0 * Double(1 << 30)) } ?? config.maxLocalCPUBytes
+        var diskStore: LMDiskStore?
+        if let directory = disk ?? config.localDisk {
+            let gib = diskSize ?? (config.maxLocalDiskSize > 0 ? config.maxLocalDiskSize : (disk != nil ? 16 : 0))
+            if gib > 0 {
+                do {
+                    diskStore = try LMDiskStore(
+                        directory: directory,
+                        capacity: Int(gib * Double(1 << 30)),
+                        logger: logger
+                    )
+                } catch {
+                    throw CommandFailure("\(error)")
+                }
+            }
+        }
+        var configuration = LMServerConfiguration(
+            host: host,
+            port: port,
+            capacityBytes: max(capacity, 1 << 20),
+            maximumValueBytes: Int(maxValueSize * Double(1 << 20)),
+            idleTimeout: .seconds(idleTimeout)
+        )
+        configuration.prefaultMemory = prefault
         let server = LMServer(
-            configuration: LMServerConfiguration(
-                host: host,
-                port: port,
-                capacityBytes: max(capacity, 1 << 20),
-                maximumValueBytes: Int(maxValueSize * Double(1 << 20)),
-                idleTimeout: .seconds(idleTimeout)
-            ),
+            configuration: configuration,
+            disk: diskStore,
             logger: logger
         )
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -1,7 +1,12 @@
 // `lmcache_server HOST PORT [DEVICE]`: LMCache's cache-server command line, as LMCache users
 // type it. DEVICE (LMCache's `cpu`) is accepted and ignored: values live in CPU memory.
 // `lmcache server --help` has the same server with every option.
+//
+// Persistence: with `local_disk` and `max_local_disk_size` set in the configuration
+// (LMCACHE_CONFIG_FILE, or LMCACHE_LOCAL_DISK and LMCACHE_MAX_LOCAL_DISK_SIZE), values are also
+// written to that directory, and a restarted server serves them again.
 
+import LMCacheCore
 import LMCacheServer
 import Logging
 import ServiceLifecycle
@@ -22,6 +27,7 @@ let arguments = CommandLine.arguments
 guard (3...4).contains(arguments.count), let port = Int(arguments[2]), (0...65535).contains(port) else {
     printError("usage: lmcache_server HOST PORT [cpu]\n")
     printError("  a cache server for LMCache's lm:// protocol; budget from LMCACHE_SERVER_MAX_SIZE (GiB, default 4)\n")
+    printError("  values persist in local_disk (LMCACHE_LOCAL_DISK) up to max_local_disk_size GiB when both are set\n")
     exit(2)
 }
 var capacity = 4 << 30
@@ -40,8 +46,21 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 let logger = Logger(label: "lmcache.server")
+var disk: LMDiskStore?
+do {
+    let loaded = try ConfigurationLoader.load()
+    for warning in loaded.warnings { logger.warning("\(warning)") }
+    let config = loaded.configuration
+    if let directory = config.localDisk, config.maxLocalDiskBytes > 0 {
+        disk = try LMDiskStore(directory: directory, capacity: config.maxLocalDiskBytes, logger: logger)
+    }
+} catch {
+    printError("error: \(error)\n")
+    exit(2)
+}
 let server = LMServer(
     configuration: LMServerConfiguration(host: arguments[1], port: port, capacityBytes: capacity),
+    disk: disk,
     logger: logger
 )
 let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -241,7 +241,9 @@ struct LMServerTests {
         let configuration = LMServerConfiguration(
             port: 0,
             capacityBytes: 1 << 20,
-            idleTimeout: .milliseconds(400),
+            // Ten times the busy connection's 100 ms pauses: a loaded machine (the other suites
+            // run in parallel) can stretch a pause several-fold.
+            idleTimeout: .milliseconds(1000),
             stallTimeout: .milliseconds(200)
         )
         try await withServer(configuration) { server, port in
@@ -249,7 +251,7 @@ struct LMServerTests {
             try await withRawConnection(port: port) { idle in
                 #expect(await idle.isClosed())
             }
-            #expect(ContinuousClock.now - start >= .milliseconds(350))
+            #expect(ContinuousClock.now - start >= .milliseconds(950))
             try await withRawConnection(port: port) { stalled in
                 var half = ByteBuffer()
                 LMRequestHeader(command: .get, key: "k").write(to: &half)
@@ -258,7 +260,7 @@ struct LMServerTests {
             }
             // A connection that keeps talking stays open past the idle timeout.
             try await withRawConnection(port: port) { busy in
-                for _ in 0..<8 {
+                for _ in 0..<15 {
                     try await busy.send(LMRequestHeader(command: .health, key: ""))
                     #expect(try await busy.readReply()?.0.code == 200)
                     try await Task.sleep(for: .milliseconds(100))

@@ -26,10 +26,16 @@ final class RedisClusterProcess: @unchecked Sendable {
         }
         let directory = directory
         nodes = ports.map { port in
-            RedisServerProcess(port: port, extraArguments: [
-                "--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(port).conf",
-                "--cluster-node-timeout", "1000", "--dir", directory,
-            ])
+            RedisServerProcess(
+                port: port,
+                extraArguments: [
+                    "--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(port).conf",
+                    "--cluster-node-timeout", "1000", "--dir", directory,
+                    // A replica may be elected however long ago it last heard from its master (on a
+                    // busy machine the last exchange can be older than the default limit allows).
+                    "--cluster-replica-validity-factor", "0",
+                ]
+            )
         }
     }
 
@@ -38,12 +44,25 @@ final class RedisClusterProcess: @unchecked Sendable {
     func start() async throws {
         for node in nodes { try await node.start() }
         let create = try nodes[0].cli(
-            ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"])
+            ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"]
+        )
         guard create.contains("[OK] All 16384 slots covered") else {
             Issue.record("redis-cli --cluster create failed: \(create)")
             throw CancellationError()
         }
         #expect(try await waitUntilHealthy())
+        #expect(try await waitUntilReplicasSynced(), "replicas did not finish their first sync")
+    }
+
+    /// Waits until every running replica reports its link to its master up (first sync done).
+    func waitUntilReplicasSynced(timeout: Duration = .seconds(30)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let infos = try nodes.filter(\.isRunning).map { try $0.cli(["INFO", "replication"]) }
+            if infos.allSatisfy({ !$0.contains("role:slave") || $0.contains("master_link_status:up") }) { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
     }
 
     /// Waits until every running node reports `cluster_state:ok`.
