@@ -222,7 +222,6 @@ let package = Package(
                 "LMCacheWire",
                 "LMCacheCore",
                 "LMCacheStorage",
-                "LMCacheTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
