@@ -86,9 +86,7 @@ extension TransformerCore {
         guard n > 0, plan.cached.count == n else {
             throw InferenceError.invalidInput("a blended prefill needs tokens and one cache flag per token")
         }
-        for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
-            throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
-        }
+        try checkVocabulary(tokens)
         let p0 = kv.count
         guard p0 + n <= kv.capacity else {
             throw InferenceError.invalidInput("\(p0 + n) tokens exceed the context of \(kv.capacity)")
@@ -103,10 +101,7 @@ extension TransformerCore {
         // Rows of `x` belong to the computed tokens `active` (ascending, always ending with n − 1).
         var active = plan.checkLayers.isEmpty ? (0..<n).filter { !cached[$0] || $0 == n - 1 } : Array(0..<n)
         let x = ws.buffer(Slot.x, n * d)
-        for (i, t) in active.enumerated() {
-            embedding.dequantizeRows(Int(tokens[t])..<(Int(tokens[t]) + 1), into: x + i * d)
-        }
-        if let s = spec.embeddingScale { Ops.scale(x, by: s, count: active.count * d) }
+        embed(active.lazy.map { tokens[$0] }, into: x)
 
         let deviation = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
         deviation.initialize(repeating: 0)

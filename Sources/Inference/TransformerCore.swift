@@ -172,9 +172,7 @@ final class TransformerCore: Sendable {
         guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else {
             throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)")
         }
-        for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
-            throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
-        }
+        try checkVocabulary(tokens)
         let p0 = kv.count
         guard p0 + n <= kv.capacity else {
             throw InferenceError.invalidInput("\(p0 + n) tokens exceed the context of \(kv.capacity)")
@@ -193,11 +191,7 @@ final class TransformerCore: Sendable {
         let attn = ws.buffer(Slot.attn, n * qWidth)
         let o = ws.buffer(Slot.o, n * d)
 
-        // Embedding.
-        for (i, t) in tokens.enumerated() {
-            embedding.dequantizeRows(Int(t)..<(Int(t) + 1), into: x + i * d)
-        }
-        if let s = spec.embeddingScale { Ops.scale(x, by: s, count: n * d) }
+        embed(tokens, into: x)
 
         for (l, w) in layers.enumerated() {
             // Attention block.
@@ -307,9 +301,7 @@ final class TransformerCore: Sendable {
                 throw InferenceError.invalidInput("a sequence appears twice in one decode step")
             }
         }
-        for t in tokens where t < 0 || Int(t) >= c.vocabularySize {
-            throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(c.vocabularySize)")
-        }
+        try checkVocabulary(tokens)
         let positions = sequences.map(\.count)
         for (kv, p) in zip(sequences, positions) { kv.reserve(p + 1) }
 
@@ -325,10 +317,7 @@ final class TransformerCore: Sendable {
         let attn = ws.buffer(Slot.attn, n * qWidth)
         let o = ws.buffer(Slot.o, n * d)
 
-        for (i, t) in tokens.enumerated() {
-            embedding.dequantizeRows(Int(t)..<(Int(t) + 1), into: x + i * d)
-        }
-        if let s = spec.embeddingScale { Ops.scale(x, by: s, count: n * d) }
+        embed(tokens, into: x)
 
         for (l, w) in layers.enumerated() {
             Ops.rmsNorm(x, weight: w.attentionNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
@@ -384,6 +373,25 @@ final class TransformerCore: Sendable {
 }
 
 extension TransformerCore {
+    /// Throws when a token id is outside the vocabulary.
+    func checkVocabulary(_ tokens: some Sequence<Int32>) throws(InferenceError) {
+        let size = spec.configuration.vocabularySize
+        for t in tokens where t < 0 || Int(t) >= size {
+            throw InferenceError.invalidInput("token id \(t) is outside the vocabulary of \(size)")
+        }
+    }
+
+    /// The scaled embedding rows of `tokens`, one after the other, into `x`.
+    func embed(_ tokens: some Sequence<Int32>, into x: UnsafeMutablePointer<Float>) {
+        let d = spec.configuration.hiddenSize
+        var count = 0
+        for t in tokens {
+            embedding.dequantizeRows(Int(t)..<(Int(t) + 1), into: x + count * d)
+            count += 1
+        }
+        if let s = spec.embeddingScale { Ops.scale(x, by: s, count: count * d) }
+    }
+
     /// The output head over `rows` rows of hidden states at positions `firstPosition…`.
     func logits(_ x: UnsafePointer<Float>, rows: Int, firstPosition: Int, _ ws: Workspace) -> [Float] {
         let c = spec.configuration
