@@ -707,6 +707,24 @@ static lmc_dot_fn dot_for(int32_t t) {
     }
 }
 
+// MARK: - Prefetching
+
+// The row loops below are bound by memory, not arithmetic, only if weight bytes arrive before the
+// kernels ask for them. The hardware prefetcher alone left the dot products waiting on memory as long
+// as they computed (a Q8_0 output head read at ~10 GB/s against ~18 GB/s for a plain read of the same
+// bytes on two cores); asking for the lines a few KiB ahead of the rows being computed overlaps the
+// two. Prefetching changes no arithmetic.
+#define LMC_PREFETCH_DISTANCE 2048
+
+// Requests every 64-byte line from *next up to min(target, end), and advances *next.
+static inline void prefetch_until(const uint8_t **next, const uint8_t *target, const uint8_t *end) {
+    if (target > end) target = end;
+    while (*next < target) {
+        __builtin_prefetch(*next, 0, 3);
+        *next += 64;
+    }
+}
+
 void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
                    int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y, int64_t ldy) {
     lmc_dot_fn dot = dot_for(t);
@@ -717,8 +735,11 @@ void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
     const int64_t token_block = 64;
     for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
         int64_t j1 = j0 + token_block < tokens ? j0 + token_block : tokens;
+        const uint8_t *end = base + row_end * row_bytes;
+        const uint8_t *next = base + row_begin * row_bytes;
         for (int64_t r = row_begin; r < row_end; r++) {
             const uint8_t *row = base + r * row_bytes;
+            prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
             for (int64_t j = j0; j < j1; j++) {
                 y[j * ldy + r] = dot(row, n, qs + j * n, d + j * nb, ds + j * nb);
             }
@@ -737,6 +758,8 @@ void lmc_matvec_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
                    const int8_t *qs, const float *d, const float *ds, float *y) {
     lmc_dot_fn dot = dot_for(t);
     const uint8_t *base = (const uint8_t *)w;
+    const uint8_t *end = base + row_end * row_bytes;
+    const uint8_t *next = base + row_begin * row_bytes;
     int64_t r = row_begin;
 #ifdef LMC_X86
     // Pairs of rows for the 32-value formats (the output head and most projections); the pair kernels
@@ -744,12 +767,15 @@ void lmc_matvec_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
     if (lmc_active_isa() >= LMC_ISA_AVX2 && (t == 8 || t == 6)) {
         for (; r + 1 < row_end; r += 2) {
             const uint8_t *p0 = base + r * row_bytes;
+            prefetch_until(&next, p0 + 2 * row_bytes + LMC_PREFETCH_DISTANCE, end);
             if (t == 8) dot2_q8_0_avx2(p0, p0 + row_bytes, n / 32, qs, d, y + (r - row_begin));
             else dot2_q5_0_avx2(p0, p0 + row_bytes, n / 32, qs, d, y + (r - row_begin));
         }
     }
 #endif
     for (; r < row_end; r++) {
-        y[r - row_begin] = dot ? dot(base + r * row_bytes, n, qs, d, ds) : NAN;
+        const uint8_t *row = base + r * row_bytes;
+        prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
+        y[r - row_begin] = dot ? dot(row, n, qs, d, ds) : NAN;
     }
 }
