@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import GGUF
 import Inference
+import Kernels
 
 /// `lmcache bench engine`: prefill and decode speed of the built-in engine.
 struct BenchEngineCommand: AsyncParsableCommand {
@@ -11,7 +13,10 @@ struct BenchEngineCommand: AsyncParsableCommand {
             Prefill runs --prompt-tokens tokens into an empty sequence; decode then generates \
             --decode-tokens tokens one at a time at that depth. Figures are medians over --runs runs. \
             The prompt is a fixed pseudo-random token sequence (speed does not depend on the text). \
-            LMCACHE_THREADS sets the thread count (default: all cores).
+            LMCACHE_THREADS sets the thread count (default: all cores). Decode reads every weight once per \
+            token, so the JSON also gives the weight bytes read per second of decode (decode_weight_gb_s) \
+            against a plain parallel read of as many bytes of the model file, measured in the same run \
+            (plain_read_gb_s, best of 5 passes): their ratio is how close decode comes to memory speed.
             """
     )
 
@@ -36,7 +41,7 @@ struct BenchEngineCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (_, model, loadSeconds) = try modelArguments.load()
+        let (file, model, loadSeconds) = try modelArguments.load()
         guard promptTokens + decodeTokens <= model.configuration.contextLength else {
             throw ValidationError("--prompt-tokens + --decode-tokens exceed the context of \(model.configuration.contextLength)")
         }
@@ -61,6 +66,13 @@ struct BenchEngineCommand: AsyncParsableCommand {
             decode.append(Double(decodeTokens) / (t2 - t1))
         }
         func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+        let weightBytes = Self.weightBytesPerToken(file)
+        let plainRead = file.withFileBytes { bytes in
+            let start = file.tensors.map(\.offset).min() ?? 0
+            let count = min(weightBytes, bytes.count - start)
+            return MemoryBandwidth.plainReadRate(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + count)]))
+        }
+        let decodeRate = median(decode) * Double(weightBytes)
         let threads = Int(ProcessInfo.processInfo.environment["LMCACHE_THREADS"] ?? "")
             ?? ProcessInfo.processInfo.activeProcessorCount
         if json {
@@ -72,11 +84,28 @@ struct BenchEngineCommand: AsyncParsableCommand {
                 "threads": threads,
                 "runs": runs,
                 "load_ms": loadSeconds * 1000,
+                "decode_weight_bytes": weightBytes,
+                "decode_weight_gb_s": decodeRate / 1e9,
+                "plain_read_gb_s": plainRead / 1e9,
+                "decode_read_ratio": plainRead > 0 ? decodeRate / plainRead : 0,
                 "model": modelArguments.model,
             ])
         } else {
             print(String(format: "prefill %.1f tok/s (%d tokens), decode %.1f tok/s at depth %d, %d threads, load %.0f ms",
                          median(prefill), promptTokens, median(decode), promptTokens, threads, loadSeconds * 1000))
+            print(String(format: "decode reads %.1f GB/s of weights (%.0f MB per token); a plain read: %.1f GB/s (%.2f×)",
+                         decodeRate / 1e9, Double(weightBytes) / 1e6, plainRead / 1e9,
+                         plainRead > 0 ? decodeRate / plainRead : 0))
         }
+    }
+
+    /// Bytes of weights one decode step reads: every tensor, except that the embedding table is only
+    /// looked up (one row) when the model has a separate output head.
+    static func weightBytesPerToken(_ file: GGUFFile) -> Int {
+        let all = file.tensors.reduce(0) { $0 + $1.byteCount }
+        guard file.tensor(named: "output.weight") != nil, let embedding = file.tensor(named: "token_embd.weight") else {
+            return all
+        }
+        return all - embedding.byteCount
     }
 }

@@ -29,8 +29,12 @@ struct ForwardReference: Decodable, Sendable {
     var greedy: [Greedy]
 
     static func load(_ name: String) throws -> ForwardReference {
+        try decodeResource(name)
+    }
+
+    static func decodeResource<T: Decodable>(_ name: String) throws -> T {
         let data = try Data(contentsOf: resourcesDirectory.appendingPathComponent(name))
-        return try JSONDecoder().decode(ForwardReference.self, from: data)
+        return try JSONDecoder().decode(T.self, from: data)
     }
 
     /// The model file the recording was made on.
@@ -43,6 +47,25 @@ struct ForwardReference: Decodable, Sendable {
 func loadTestModel(_ path: String) throws -> any LanguageModel {
     if path == TestModel.path { return try TestModel.model() }
     return try loadModel(from: GGUFFile(contentsOf: path))
+}
+
+/// llama.cpp's own argmax on the teacher-forced text under other settings than the recording's, made
+/// by scripts/reference/record_llamacpp_variants.py.
+struct LlamaCppVariants: Decodable, Sendable {
+    struct Variant: Decodable, Sendable {
+        var name: String
+        var argmax: [Int]
+        var agreement_with_recording: Int
+    }
+
+    var positions: Int
+    var variants: [Variant]
+
+    /// The variants recorded for a forward recording, if any.
+    static func load(for recording: String) throws -> LlamaCppVariants? {
+        guard recording == "gemma3-forward.json" else { return nil }
+        return try ForwardReference.decodeResource("gemma3-llamacpp-variants.json")
+    }
 }
 
 @Suite("Forward pass against llama.cpp recordings")
@@ -64,6 +87,7 @@ struct ForwardReferenceTests {
         var agree = 0, confident = 0, confidentAgree = 0
         var largestFlippedMargin = 0.0
         var worstLogit = 0.0
+        var ourArgmax: [Int] = []
         var start = 0
         while start < ids.count {
             let end = min(ids.count, start + 256)
@@ -72,6 +96,7 @@ struct ForwardReferenceTests {
                 let row = logits[((i - start) * vocab)..<((i - start + 1) * vocab)]
                 let expected = reference.teacher_forced.positions[i]
                 let ours = argmax(row)
+                ourArgmax.append(ours)
                 if ours != expected.argmax { largestFlippedMargin = max(largestFlippedMargin, expected.margin) }
                 if ours == expected.argmax { agree += 1 } else if ProcessInfo.processInfo.environment["LMCACHE_TEST_VERBOSE"] != nil {
                     print("position \(i): ours \(ours) (\(row[row.startIndex + ours])) llama.cpp \(expected.argmax) (ours \(row[row.startIndex + expected.argmax]), theirs \(expected.top5[0][1])), margin \(expected.margin)")
@@ -94,7 +119,23 @@ struct ForwardReferenceTests {
         // about 95% of positions of the Gemma 3 passage: the rest are near-ties that llama.cpp's own 8-bit
         // activations and half-precision KV flip. The issue's 98% would need bit-level emulation of llama.cpp.
         #expect(Double(agree) >= 0.95 * Double(total), "top-1 agreement \(agree)/\(total)")
-        withKnownIssue("top-1 agreement with llama.cpp below 98% (near-ties flipped by its quantization noise)", isIntermittent: true) {
+        // llama.cpp itself, with flash attention on (the setting the speed comparison uses), agrees with
+        // its own flash-attention-off recording on 683 of these 715 positions (95.5%): which of two
+        // near-tied tokens wins depends on its own settings. Require that the engine is as close to the
+        // recording as llama.cpp's least agreeing setting, within 0.5% of the positions.
+        if let variants = try LlamaCppVariants.load(for: recording) {
+            #expect(variants.positions == total)
+            for variant in variants.variants {
+                let withVariant = zip(ourArgmax, variant.argmax).filter { $0 == $1 }.count
+                print("[\(recording)] llama.cpp (\(variant.name)): \(variant.agreement_with_recording)/\(total) with the recording; ours with it \(withVariant)/\(total)")
+            }
+            let loosest = try #require(variants.variants.min { $0.agreement_with_recording < $1.agreement_with_recording })
+            #expect(
+                Double(agree) >= Double(loosest.agreement_with_recording) - 0.005 * Double(total),
+                "ours \(agree)/\(total), llama.cpp (\(loosest.name)) \(loosest.agreement_with_recording)/\(total)"
+            )
+        }
+        withKnownIssue("top-1 agreement with llama.cpp below the issue's 98% (llama.cpp with flash attention on: 95.5%)", isIntermittent: true) {
             #expect(Double(agree) >= 0.98 * Double(total), "top-1 agreement \(agree)/\(total)")
         }
         #expect(confidentAgree == confident, "agreement where margin > 1: \(confidentAgree)/\(confident)")
