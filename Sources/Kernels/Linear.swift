@@ -380,8 +380,19 @@ package enum Linear {
         sgemmBlocks(w, x: x, blocks: [0..<count], y: y, ldy: ldy, scratch: scratch)
     }
 
+    /// Blocks of at most this many tokens are multiplied without sgemm (`lmc_gemm_nt_small`), which
+    /// reads the weights in place where sgemm would first copy them into its panels; that copy dominated
+    /// short prefills (a cache hit's last tokens). `LMCACHE_SMALL_GEMM_TOKENS` overrides (0: always sgemm).
+    package static let smallBlockTokens: Int = {
+        if let text = ProcessInfo.processInfo.environment["LMCACHE_SMALL_GEMM_TOKENS"], let n = Int(text), n >= 0 {
+            return n
+        }
+        return 64
+    }()
+
     /// Y = X · Wᵀ for several token blocks with sgemm, dequantizing each weight tile once for all blocks.
-    /// Each block is one sgemm call per tile (its own M), so a block's result does not depend on the others.
+    /// Each block is one call per tile (its own M), so a block's result does not depend on the others;
+    /// blocks of at most ``smallBlockTokens`` tokens use the unpacked small-block kernel.
     package static func sgemmBlocks(
         _ w: WeightMatrix,
         x: UnsafePointer<Float>,
@@ -408,7 +419,20 @@ package enum Linear {
                 w.dequantizeRows(r0..<(r0 + n), into: buffers[worker])
                 tile = UnsafePointer(buffers[worker])
             }
-            for block in blocks {
+            for block in blocks where block.count <= smallBlockTokens {
+                lmc_gemm_nt_small(
+                    Int64(block.count),
+                    Int64(n),
+                    Int64(w.columns),
+                    x + block.lowerBound * w.columns,
+                    Int64(w.columns),
+                    tile,
+                    Int64(w.columns),
+                    y + block.lowerBound * ldy + r0,
+                    Int64(ldy)
+                )
+            }
+            for block in blocks where block.count > smallBlockTokens {
                 cblas_sgemm(
                     CblasRowMajor,
                     CblasNoTrans,

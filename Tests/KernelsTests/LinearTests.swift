@@ -170,3 +170,48 @@ struct LinearBatchingTests {
         #expect(Array(batched[(5 * rows)..<(6 * rows)]) == single)
     }
 }
+
+@Suite("Small token blocks")
+struct SmallBlockTests {
+    @Test("a small block's products match sgemm's closely, and each token's are the same in any small block")
+    func smallBlocks() throws {
+        let rows = 45, columns = 640
+        let small = min(Linear.smallBlockTokens, 7)
+        let large = Linear.smallBlockTokens + 6
+        try #require(small >= 2, "the small-block kernel is switched off")
+        let bytes = randomWeights(.f32, rows: rows, columns: columns, seed: 31)
+        var rng = SplitMix(seed: 32)
+        let x = (0..<(large * columns)).map { _ in rng.float() }
+        var inSmall = [Float](repeating: 0, count: large * rows)
+        var alone = [Float](repeating: 0, count: large * rows)
+        var bySgemm = [Float](repeating: 0, count: large * rows)
+        try bytes.withUnsafeBytes { raw in
+            let matrix = try WeightMatrix(type: .f32, rows: rows, columns: columns, base: raw.baseAddress!)
+            let scratch = LinearScratch()
+            // Tokens 0..<small in one small block, each token also on its own, and all of them in one
+            // block too large for the small kernel (sgemm).
+            inSmall.withUnsafeMutableBufferPointer {
+                Linear.sgemmBlocks(matrix, x: x, blocks: [0..<small], y: $0.baseAddress!, scratch: scratch)
+            }
+            alone.withUnsafeMutableBufferPointer {
+                Linear.sgemmBlocks(matrix, x: x, blocks: (0..<small).map { $0..<($0 + 1) }, y: $0.baseAddress!, scratch: scratch)
+            }
+            bySgemm.withUnsafeMutableBufferPointer {
+                Linear.sgemmBlocks(matrix, x: x, blocks: [0..<large], y: $0.baseAddress!, scratch: scratch)
+            }
+            let w = raw.bindMemory(to: Float.self)
+            for t in 0..<small {
+                for r in 0..<rows {
+                    var exact = 0.0
+                    for p in 0..<columns { exact += Double(x[t * columns + p]) * Double(w[r * columns + p]) }
+                    #expect(abs(Double(inSmall[t * rows + r]) - exact) <= 1e-4 * max(1, abs(exact)))
+                }
+            }
+        }
+        let n = small * rows
+        #expect(Array(inSmall[..<n]) == Array(alone[..<n]), "a token's products depend on its block")
+        let worst = zip(inSmall[..<n], bySgemm[..<n]).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst <= 1e-3, "small-block kernel against sgemm: \(worst)")
+        #expect(Array(inSmall[..<n]) != [Float](repeating: 0, count: n))
+    }
+}

@@ -72,6 +72,12 @@ void lmc_matmul_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t 
                    int64_t n, int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y,
                    int64_t ldy);
 
+/// Y = X · Wᵀ for a few tokens: Y[i][j] = Σ_p X[i][p] · W[j][p] for i < m, j < n, with X[i] at
+/// x + i·ldx, W[j] at w + j·ldw and Y[i][j] at y[i·ldy + j]. Each element is computed in the same order
+/// whatever m is, so a token's result does not depend on the other tokens of the call.
+void lmc_gemm_nt_small(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx, const float *w, int64_t ldw,
+                       float *y, int64_t ldy);
+
 /// gate[i] = gelu_tanh(gate[i]) · up[i]; with `round_half`, the GELU input and output are rounded to
 /// half precision (as llama.cpp's table does).
 void lmc_geglu_tanh(float *gate, const float *up, int64_t n, int round_half);
