@@ -419,36 +419,18 @@ package enum Linear {
                 w.dequantizeRows(r0..<(r0 + n), into: buffers[worker])
                 tile = UnsafePointer(buffers[worker])
             }
-            for block in blocks where block.count <= smallBlockTokens {
-                lmc_gemm_nt_small(
-                    Int64(block.count),
-                    Int64(n),
-                    Int64(w.columns),
-                    x + block.lowerBound * w.columns,
-                    Int64(w.columns),
-                    tile,
-                    Int64(w.columns),
-                    y + block.lowerBound * ldy + r0,
-                    Int64(ldy)
-                )
-            }
-            for block in blocks where block.count > smallBlockTokens {
-                cblas_sgemm(
-                    CblasRowMajor,
-                    CblasNoTrans,
-                    CblasTrans,
-                    Int32(block.count),
-                    Int32(n),
-                    Int32(w.columns),
-                    1,
-                    x + block.lowerBound * w.columns,
-                    Int32(w.columns),
-                    tile,
-                    Int32(w.columns),
-                    0,
-                    y + block.lowerBound * ldy + r0,
-                    Int32(ldy)
-                )
+            for block in blocks {
+                let xs = x + block.lowerBound * w.columns
+                let ys = y + block.lowerBound * ldy + r0
+                let k = w.columns
+                if block.count <= smallBlockTokens {
+                    lmc_gemm_nt_small(Int64(block.count), Int64(n), Int64(k), xs, Int64(k), tile, Int64(k), ys, Int64(ldy))
+                } else {
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasTrans, Int32(block.count), Int32(n), Int32(k),
+                        1, xs, Int32(k), tile, Int32(k), 0, ys, Int32(ldy)
+                    )
+                }
             }
         }
     }
