@@ -173,8 +173,13 @@ struct LinearBatchingTests {
 
 @Suite("Small token blocks")
 struct SmallBlockTests {
-    @Test("a small block's products match sgemm's closely, and each token's are the same in any small block")
-    func smallBlocks() throws {
+    // One tile of 45 rows is one job, which runs on the calling thread: the forced ISA applies.
+    @Test(
+        "a small block's products match sgemm's closely, and each token's are the same in any small block",
+        arguments: KernelISA.allCases)
+    func smallBlocks(isa: KernelISA) throws {
+        defer { KernelISA.force(nil) }
+        KernelISA.force(isa)
         let rows = 45, columns = 640
         let small = min(Linear.smallBlockTokens, 7)
         let large = Linear.smallBlockTokens + 6
