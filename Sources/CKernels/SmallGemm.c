@@ -96,20 +96,26 @@ LMC_AVX2 static float dot_avx2(const float *a, const float *b, int64_t k) {
 
 LMC_AVX2 static void gemm_nt_avx2(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx, const float *w,
                                   int64_t ldw, float *y, int64_t ldy) {
-    int64_t j = 0;
-    for (; j + 2 <= n; j += 2) {
-        const float *w0 = w + j * ldw, *w1 = w0 + ldw;
+    // Rows go in groups that stay in L2 (~128 KiB) while every group of four tokens passes over them;
+    // the four tokens' activations stay in L1. Each group is read from memory once, by the first pass.
+    int64_t group = (128 * 1024) / (k * (int64_t)sizeof(float));
+    group = group < 2 ? 2 : group & ~(int64_t)1;
+    int64_t pairs_end = n & ~(int64_t)1;
+    for (int64_t j0 = 0; j0 < pairs_end; j0 += group) {
+        int64_t j1 = j0 + group < pairs_end ? j0 + group : pairs_end;
         int64_t i = 0;
-        const float *ahead = j + 4 <= n ? w1 + ldw : 0;
         for (; i + 4 <= m; i += 4) {
-            block_2x4(x + i * ldx, ldx, w0, w1, k, y + i * ldy + j, ldy, i == 0 ? ahead : 0, ldw);
+            for (int64_t j = j0; j < j1; j += 2) {
+                const float *w0 = w + j * ldw;
+                const float *ahead = (i == 0 && j + 4 <= n) ? w0 + 2 * ldw : 0;
+                block_2x4(x + i * ldx, ldx, w0, w0 + ldw, k, y + i * ldy + j, ldy, ahead, ldw);
+            }
         }
         for (; i < m; i++) {
-            y[i * ldy + j] = dot_avx2(x + i * ldx, w0, k);
-            y[i * ldy + j + 1] = dot_avx2(x + i * ldx, w1, k);
+            for (int64_t j = j0; j < j1; j++) y[i * ldy + j] = dot_avx2(x + i * ldx, w + j * ldw, k);
         }
     }
-    for (; j < n; j++) {
+    for (int64_t j = pairs_end; j < n; j++) {
         for (int64_t i = 0; i < m; i++) y[i * ldy + j] = dot_avx2(x + i * ldx, w + j * ldw, k);
     }
 }
