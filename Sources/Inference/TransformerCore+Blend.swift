@@ -86,12 +86,7 @@ extension TransformerCore {
         guard n > 0, plan.cached.count == n else {
             throw InferenceError.invalidInput("a blended prefill needs tokens and one cache flag per token")
         }
-        try checkVocabulary(tokens)
-        let p0 = kv.count
-        guard p0 + n <= kv.capacity else {
-            throw InferenceError.invalidInput("\(p0 + n) tokens exceed the context of \(kv.capacity)")
-        }
-        kv.reserve(p0 + n)
+        let p0 = try reserve(tokens, in: kv)
         let d = c.hiddenSize
         let hd = c.headDim
         let qWidth = c.heads * hd
@@ -115,20 +110,11 @@ extension TransformerCore {
             // call below is the one `forward` makes.
             let everything = m == n
             let first = everything ? p0 : 0
-            let h = ws.buffer(Slot.h, m * d)
             let q = ws.buffer(Slot.q, m * qWidth)
             let k = ws.buffer(Slot.k, m * kvWidth)
             let v = ws.buffer(Slot.v, m * kvWidth)
             let attn = ws.buffer(Slot.attn, m * qWidth)
-            let o = ws.buffer(Slot.o, m * d)
-            Ops.rmsNorm(x, weight: w.attentionNorm, count: d, rows: m, eps: spec.rmsEpsilon, out: h)
-            if m == 1 {
-                Linear.matvec([(w.q, q), (w.k, k), (w.v, v)], x: h, scratch: ws.linear)
-            } else {
-                linear(w.q, x: h, y: q, count: m, firstPosition: first, ws)
-                linear(w.k, x: h, y: k, count: m, firstPosition: first, ws)
-                linear(w.v, x: h, y: v, count: m, firstPosition: first, ws)
-            }
+            projectQKV(w, x: x, count: m, firstPosition: first, ws)
             let checking = nextCheck < plan.checkLayers.count && plan.checkLayers[nextCheck] == l
             let rows = active
             Parallel.forRanges(m, minimumPerPart: 16) { range in
@@ -184,11 +170,7 @@ extension TransformerCore {
                     )
                 }
             }
-            linear(w.o, x: attn, y: o, count: m, firstPosition: first, ws)
-            if let pn = w.postAttentionNorm {
-                Ops.rmsNorm(o, weight: pn, count: d, rows: m, eps: spec.rmsEpsilon, out: o)
-            }
-            Ops.add(x, o, count: m * d)
+            attentionOutput(w, x: x, count: m, firstPosition: first, ws)
             feedForward(w, x: x, count: m, firstPosition: first, ws)
 
             if checking {

@@ -172,37 +172,23 @@ final class TransformerCore: Sendable {
         guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else {
             throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)")
         }
-        try checkVocabulary(tokens)
-        let p0 = kv.count
-        guard p0 + n <= kv.capacity else {
-            throw InferenceError.invalidInput("\(p0 + n) tokens exceed the context of \(kv.capacity)")
-        }
-        kv.reserve(p0 + n)
+        let p0 = try reserve(tokens, in: kv)
 
         let d = c.hiddenSize
         let hd = c.headDim
         let qWidth = c.heads * hd
         let kvWidth = c.kvHeads * hd
         let x = ws.buffer(Slot.x, n * d)
-        let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
         let k = ws.buffer(Slot.k, n * kvWidth)
         let v = ws.buffer(Slot.v, n * kvWidth)
         let attn = ws.buffer(Slot.attn, n * qWidth)
-        let o = ws.buffer(Slot.o, n * d)
 
         embed(tokens, into: x)
 
         for (l, w) in layers.enumerated() {
             // Attention block.
-            Ops.rmsNorm(x, weight: w.attentionNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
-            if n == 1 {
-                Linear.matvec([(w.q, q), (w.k, k), (w.v, v)], x: h, scratch: ws.linear)
-            } else {
-                linear(w.q, x: h, y: q, count: n, firstPosition: p0, ws)
-                linear(w.k, x: h, y: k, count: n, firstPosition: p0, ws)
-                linear(w.v, x: h, y: v, count: n, firstPosition: p0, ws)
-            }
+            projectQKV(w, x: x, count: n, firstPosition: p0, ws)
             // Per token: biases, QK norms, RoPE, KV write (tokens in parallel for large batches).
             Parallel.forRanges(n, minimumPerPart: 16) { tokens in
                 for i in tokens {
@@ -235,12 +221,7 @@ final class TransformerCore: Sendable {
                 out: attn,
                 scratch: ws.attention
             )
-            linear(w.o, x: attn, y: o, count: n, firstPosition: p0, ws)
-            if let pn = w.postAttentionNorm {
-                Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o)
-            }
-            Ops.add(x, o, count: n * d)
-
+            attentionOutput(w, x: x, count: n, firstPosition: p0, ws)
             feedForward(w, x: x, count: n, firstPosition: p0, ws)
         }
         kv.append(tokens)
@@ -315,15 +296,11 @@ final class TransformerCore: Sendable {
         let k = ws.buffer(Slot.k, n * kvWidth)
         let v = ws.buffer(Slot.v, n * kvWidth)
         let attn = ws.buffer(Slot.attn, n * qWidth)
-        let o = ws.buffer(Slot.o, n * d)
 
         embed(tokens, into: x)
 
         for (l, w) in layers.enumerated() {
-            Ops.rmsNorm(x, weight: w.attentionNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
-            decodeLinear(w.q, x: h, y: q, count: n, ws)
-            decodeLinear(w.k, x: h, y: k, count: n, ws)
-            decodeLinear(w.v, x: h, y: v, count: n, ws)
+            projectQKV(w, x: x, count: n, firstPosition: 0, ws, decoding: true)
             for i in 0..<n {
                 prepare(
                     layer: l,
@@ -354,12 +331,7 @@ final class TransformerCore: Sendable {
                 scale: spec.attentionScale
             )
             Attention.prefill(batch, shape: shape, scratch: ws.attention)
-            decodeLinear(w.o, x: attn, y: o, count: n, ws)
-            if let pn = w.postAttentionNorm {
-                Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o)
-            }
-            Ops.add(x, o, count: n * d)
-
+            attentionOutput(w, x: x, count: n, firstPosition: 0, ws, decoding: true)
             feedForward(w, x: x, count: n, firstPosition: 0, ws, decoding: true)
         }
         for (kv, t) in zip(sequences, tokens) { kv.append([t]) }
@@ -437,6 +409,72 @@ extension TransformerCore {
             Ops.roundToHalf(ki, count: kvWidth)
             Ops.roundToHalf(vi, count: kvWidth)
         }
+    }
+
+    /// Checks that `tokens` are in the vocabulary and fit after `kv`'s tokens, and reserves their pages.
+    ///
+    /// - Returns: the position of the first token.
+    func reserve(_ tokens: [Int32], in kv: SequenceKV) throws(InferenceError) -> Int {
+        try checkVocabulary(tokens)
+        let p0 = kv.count
+        guard p0 + tokens.count <= kv.capacity else {
+            throw InferenceError.invalidInput("\(p0 + tokens.count) tokens exceed the context of \(kv.capacity)")
+        }
+        kv.reserve(p0 + tokens.count)
+        return p0
+    }
+
+    /// The attention norm of `count` rows of `x` into the `h` slot, then their queries, keys and values
+    /// into the `q`, `k` and `v` slots (before biases, norms and RoPE). `firstPosition` and `decoding`
+    /// choose the products as in ``feedForward(_:x:count:firstPosition:_:decoding:)``.
+    func projectQKV(
+        _ w: LayerWeights,
+        x: UnsafePointer<Float>,
+        count n: Int,
+        firstPosition p0: Int,
+        _ ws: Workspace,
+        decoding: Bool = false
+    ) {
+        let c = spec.configuration
+        let h = ws.buffer(Slot.h, n * c.hiddenSize)
+        let q = ws.buffer(Slot.q, n * c.heads * c.headDim)
+        let k = ws.buffer(Slot.k, n * c.kvHeads * c.headDim)
+        let v = ws.buffer(Slot.v, n * c.kvHeads * c.headDim)
+        Ops.rmsNorm(x, weight: w.attentionNorm, count: c.hiddenSize, rows: n, eps: spec.rmsEpsilon, out: h)
+        if decoding {
+            decodeLinear(w.q, x: h, y: q, count: n, ws)
+            decodeLinear(w.k, x: h, y: k, count: n, ws)
+            decodeLinear(w.v, x: h, y: v, count: n, ws)
+        } else if n == 1 {
+            Linear.matvec([(w.q, q), (w.k, k), (w.v, v)], x: h, scratch: ws.linear)
+        } else {
+            linear(w.q, x: h, y: q, count: n, firstPosition: p0, ws)
+            linear(w.k, x: h, y: k, count: n, firstPosition: p0, ws)
+            linear(w.v, x: h, y: v, count: n, firstPosition: p0, ws)
+        }
+    }
+
+    /// The output projection of the `attn` slot's `count` rows, the post-attention norm, and the
+    /// residual into `x`; products chosen as in ``feedForward(_:x:count:firstPosition:_:decoding:)``.
+    func attentionOutput(
+        _ w: LayerWeights,
+        x: UnsafeMutablePointer<Float>,
+        count n: Int,
+        firstPosition p0: Int,
+        _ ws: Workspace,
+        decoding: Bool = false
+    ) {
+        let c = spec.configuration
+        let d = c.hiddenSize
+        let attn = ws.buffer(Slot.attn, n * c.heads * c.headDim)
+        let o = ws.buffer(Slot.o, n * d)
+        if decoding {
+            decodeLinear(w.o, x: attn, y: o, count: n, ws)
+        } else {
+            linear(w.o, x: attn, y: o, count: n, firstPosition: p0, ws)
+        }
+        if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
+        Ops.add(x, o, count: n * d)
     }
 
     /// The feed-forward block with its residual, for `count` rows of `x` at positions `firstPosition…`
