@@ -50,6 +50,28 @@ public struct ChunkKeyer: Sendable, Hashable {
         salt: String? = nil,
         part: String? = nil
     ) {
+        self.init(
+            model: model,
+            layout: layout,
+            chunkSize: chunkSize,
+            saveUnfullChunk: saveUnfullChunk,
+            salt: salt,
+            part: part,
+            root: Self.rootHash(
+                domain: "lmcache-swift/chunk-root/v1", model: model, layout: layout, salt: salt, part: part)
+        )
+    }
+
+    /// A keyer whose chunk 0 chains from `root` instead of the prefix root (segment keys).
+    package init(
+        model: ModelIdentity,
+        layout: KVLayout,
+        chunkSize: Int,
+        saveUnfullChunk: Bool,
+        salt: String?,
+        part: String? = nil,
+        root: ChunkHash
+    ) {
         precondition(chunkSize > 0, "chunkSize must be positive")
         self.model = model
         self.layout = layout
@@ -57,19 +79,6 @@ public struct ChunkKeyer: Sendable, Hashable {
         self.saveUnfullChunk = saveUnfullChunk
         self.salt = salt
         self.part = part
-        self.root = Self.rootHash(
-            domain: "lmcache-swift/chunk-root/v1", model: model, layout: layout, salt: salt, part: part)
-    }
-
-    /// A keyer whose chunk 0 chains from `root` instead of the prefix root (segment keys).
-    package init(model: ModelIdentity, layout: KVLayout, chunkSize: Int, saveUnfullChunk: Bool, salt: String?, root: ChunkHash) {
-        precondition(chunkSize > 0, "chunkSize must be positive")
-        self.model = model
-        self.layout = layout
-        self.chunkSize = chunkSize
-        self.saveUnfullChunk = saveUnfullChunk
-        self.salt = salt
-        self.part = nil
         self.root = root
     }
 
