@@ -158,14 +158,25 @@ public final class SequenceKV {
     ///   exactly `layout.byteCount(tokens: range.count)` bytes.
     /// - Complexity: O(range.count × layers × kvHeads × headDim).
     public func exportKV(_ range: Range<Int>, into buffer: UnsafeMutableRawBufferPointer) throws(InferenceError) {
+        try exportKV(range, as: .float32, into: buffer)
+    }
+
+    /// ``exportKV(_:into:)`` as elements of `dtype` (float16 values are rounded to nearest even on the
+    /// way out of the pages; exact for keys and values the engine already rounded to half precision).
+    package func exportKV(
+        _ range: Range<Int>,
+        as dtype: KVDType,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) throws(InferenceError) {
         guard range.lowerBound >= 0, range.upperBound <= count else {
             throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
         }
-        guard buffer.count == layout.byteCount(tokens: range.count) else {
-            throw InferenceError.invalidKV("\(buffer.count) bytes cannot hold \(range.count) tokens of \(layout)")
+        let target = layout.with(dtype: dtype)
+        guard buffer.count == target.byteCount(tokens: range.count) else {
+            throw InferenceError.invalidKV("\(buffer.count) bytes cannot hold \(range.count) tokens of \(target)")
         }
         guard !range.isEmpty, let base = buffer.baseAddress else { return }
-        copyRows(range, buffer: base, export: true)
+        copyRows(range, buffer: base, export: true, dtype: dtype)
     }
 
     /// Stores keys and values for `tokens` at positions `start ..< start + tokens.count` from bytes in the
@@ -197,13 +208,25 @@ public final class SequenceKV {
         tokens newTokens: some Collection<Int32>,
         at start: Int
     ) throws(InferenceError) {
+        try importKV(bytes, of: .float32, tokens: newTokens, at: start)
+    }
+
+    /// ``importKV(_:tokens:at:)`` from `bytes` holding elements of `dtype` (float16 values are widened
+    /// on the way into the pages, exactly).
+    package func importKV(
+        _ bytes: UnsafeRawBufferPointer,
+        of dtype: KVDType,
+        tokens newTokens: some Collection<Int32>,
+        at start: Int
+    ) throws(InferenceError) {
         guard start >= 0, start <= count else {
             throw InferenceError.invalidKV("import at \(start) would leave a gap after \(count) stored tokens")
         }
-        guard bytes.count == layout.byteCount(tokens: newTokens.count) else {
+        let source = layout.with(dtype: dtype)
+        guard bytes.count == source.byteCount(tokens: newTokens.count) else {
             throw InferenceError.invalidKV(
-                "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(layout) "
-                    + "(\(layout.byteCount(tokens: newTokens.count)) bytes)"
+                "\(bytes.count) bytes do not hold \(newTokens.count) tokens of \(source) "
+                    + "(\(source.byteCount(tokens: newTokens.count)) bytes)"
             )
         }
         guard start + newTokens.count <= capacity else {
@@ -215,7 +238,7 @@ public final class SequenceKV {
         reserve(range.upperBound)
         if let base = bytes.baseAddress, !range.isEmpty {
             // Safe: the byte count was checked against the layout above; import only reads through the pointer.
-            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false)
+            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false, dtype: dtype)
         }
         tokens.removeLast(count - start)
         tokens.append(contentsOf: newTokens)
@@ -231,12 +254,22 @@ public final class SequenceKV {
         layers: [Int],
         into buffer: UnsafeMutableRawBufferPointer
     ) throws(InferenceError) {
+        try exportKV(range, layers: layers, as: .float32, into: buffer)
+    }
+
+    /// ``exportKV(_:layers:into:)`` as elements of `dtype`, as ``exportKV(_:as:into:)`` converts.
+    package func exportKV(
+        _ range: Range<Int>,
+        layers: [Int],
+        as dtype: KVDType,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) throws(InferenceError) {
         guard range.lowerBound >= 0, range.upperBound <= count else {
             throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
         }
-        try checkLayers(layers, bytes: buffer.count, tokens: range.count)
+        try checkLayers(layers, bytes: buffer.count, tokens: range.count, elementSize: dtype.size)
         guard !range.isEmpty, let base = buffer.baseAddress else { return }
-        copyRows(range, buffer: base, export: true, layers: layers)
+        copyRows(range, buffer: base, export: true, layers: layers, dtype: dtype)
     }
 
     /// Writes the keys and values of `layers` for positions `range` from `bytes` (the layout of
@@ -251,14 +284,25 @@ public final class SequenceKV {
         layers: [Int],
         positions range: Range<Int>
     ) throws(InferenceError) {
-        try checkLayers(layers, bytes: bytes.count, tokens: range.count)
+        try importKV(bytes, of: .float32, layers: layers, positions: range)
+    }
+
+    /// ``importKV(_:layers:positions:)`` from `bytes` holding elements of `dtype` (float16 values are
+    /// widened on the way into the pages, exactly).
+    package func importKV(
+        _ bytes: UnsafeRawBufferPointer,
+        of dtype: KVDType,
+        layers: [Int],
+        positions range: Range<Int>
+    ) throws(InferenceError) {
+        try checkLayers(layers, bytes: bytes.count, tokens: range.count, elementSize: dtype.size)
         guard range.lowerBound >= 0, range.upperBound <= capacity else {
             throw InferenceError.invalidKV("import of positions \(range) exceeds capacity \(capacity)")
         }
         reserve(range.upperBound)
         if let base = bytes.baseAddress, !range.isEmpty {
             // Safe: the byte count was checked above; import only reads through the pointer.
-            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false, layers: layers)
+            copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false, layers: layers, dtype: dtype)
         }
     }
 
@@ -273,11 +317,16 @@ public final class SequenceKV {
         tokens = newTokens
     }
 
-    private func checkLayers(_ layers: [Int], bytes: Int, tokens: Int) throws(InferenceError) {
+    private func checkLayers(
+        _ layers: [Int],
+        bytes: Int,
+        tokens: Int,
+        elementSize: Int = MemoryLayout<Float>.size
+    ) throws(InferenceError) {
         if let bad = layers.first(where: { !(0..<layout.layers).contains($0) }) {
             throw InferenceError.invalidKV("layer \(bad) does not exist in \(layout)")
         }
-        let expected = layers.count * 2 * tokens * layout.rowElements * MemoryLayout<Float>.size
+        let expected = layers.count * 2 * tokens * layout.rowElements * elementSize
         guard bytes == expected else {
             throw InferenceError.invalidKV(
                 "\(bytes) bytes do not hold \(tokens) tokens of \(layers.count) layers (\(expected) bytes)"
@@ -285,8 +334,16 @@ public final class SequenceKV {
         }
     }
 
-    /// Copies rows of `range` between the pages and a buffer in the export layout (of `layers`, or all).
-    private func copyRows(_ range: Range<Int>, buffer: UnsafeMutableRawPointer, export: Bool, layers: [Int]? = nil) {
+    /// Copies rows of `range` between the pages and a buffer in the export layout (of `layers`, or all),
+    /// whose elements are `dtype`: float16 elements are widened into the pages or narrowed out of them.
+    private func copyRows(
+        _ range: Range<Int>,
+        buffer: UnsafeMutableRawPointer,
+        export: Bool,
+        layers: [Int]? = nil,
+        dtype: KVDType = .float32
+    ) {
+        precondition(dtype != .bfloat16, "KV pages convert to and from float16 and float32 only")
         let row = layout.rowElements
         var offset = 0
         for layer in layers ?? Array(0..<layout.layers) {
@@ -296,13 +353,15 @@ public final class SequenceKV {
                 while t < range.upperBound {
                     let n = min(pageSize - t % pageSize, range.upperBound - t)
                     let pagePtr = self.row(layer: layer, kv: kv, position: t)
-                    let bufPtr = (buffer + offset).assumingMemoryBound(to: Float.self)
-                    if export {
-                        bufPtr.update(from: pagePtr, count: n * row)
-                    } else {
-                        pagePtr.update(from: bufPtr, count: n * row)
+                    switch (export, dtype) {
+                    case (true, .float16): Ops.convertToHalf(pagePtr, buffer + offset, count: n * row)
+                    case (false, .float16): Ops.convertFromHalf(buffer + offset, pagePtr, count: n * row)
+                    case (true, _):
+                        (buffer + offset).assumingMemoryBound(to: Float.self).update(from: pagePtr, count: n * row)
+                    case (false, _):
+                        pagePtr.update(from: (buffer + offset).assumingMemoryBound(to: Float.self), count: n * row)
                     }
-                    offset += n * row * 4
+                    offset += n * row * dtype.size
                     t += n
                 }
             }

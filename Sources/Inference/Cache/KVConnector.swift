@@ -240,8 +240,8 @@ public final class KVConnector: Sendable {
         guard let groups = layerGroups else {
             for (chunk, hit) in zip(lookup.chunks, lookup.hits) where chunk.range.lowerBound < target {
                 try check(hit, layout)
-                try withEngineFloats(hit) { bytes throws(InferenceError) in
-                    try sequence.importKV(bytes, tokens: hit.tokens, at: chunk.range.lowerBound)
+                try hit.withUnsafeBytes { bytes throws(InferenceError) in
+                    try sequence.importKV(bytes, of: layout.dtype, tokens: hit.tokens, at: chunk.range.lowerBound)
                 }
             }
             sequence.truncate(to: target)
@@ -249,15 +249,15 @@ public final class KVConnector: Sendable {
         }
         for (chunk, hit) in zip(lookup.chunks, lookup.hits) where chunk.range.lowerBound < target {
             try check(hit, layout(of: groups.full))
-            try withEngineFloats(hit) { bytes throws(InferenceError) in
-                try sequence.importKV(bytes, layers: groups.full, positions: chunk.range)
+            try hit.withUnsafeBytes { bytes throws(InferenceError) in
+                try sequence.importKV(bytes, of: layout.dtype, layers: groups.full, positions: chunk.range)
             }
         }
         for (offset, hit) in lookup.windowHits.enumerated() {
             try check(hit, layout(of: groups.windowed))
             let range = lookup.windowedChunks[lookup.windowStart + offset].range
-            try withEngineFloats(hit) { bytes throws(InferenceError) in
-                try sequence.importKV(bytes, layers: groups.windowed, positions: range)
+            try hit.withUnsafeBytes { bytes throws(InferenceError) in
+                try sequence.importKV(bytes, of: layout.dtype, layers: groups.windowed, positions: range)
             }
         }
         try sequence.assumeTokens(Array(lookup.tokens[..<target]))
@@ -267,26 +267,6 @@ public final class KVConnector: Sendable {
     private func check(_ hit: KVChunk, _ expected: KVLayout) throws(InferenceError) {
         guard hit.layout == expected else {
             throw InferenceError.invalidKV("cached chunk layout \(hit.layout) is not the connector's \(expected)")
-        }
-    }
-
-    /// Calls `body` with `chunk`'s KV as the engine's float32 values (converted from half precision when
-    /// stored so).
-    private func withEngineFloats(
-        _ chunk: KVChunk,
-        _ body: (UnsafeRawBufferPointer) throws(InferenceError) -> Void
-    ) throws(InferenceError) {
-        try chunk.withUnsafeBytes { bytes throws(InferenceError) in
-            if layout.dtype == .float32 {
-                try body(bytes)
-                return
-            }
-            let count = bytes.count / layout.dtype.size
-            try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
-                // Safe: `bytes` holds `count` half-precision values, `floats` room for `count` floats.
-                Ops.convertFromHalf(bytes.baseAddress!, floats.baseAddress!, count: count)
-                try body(UnsafeRawBufferPointer(floats))
-            }
         }
     }
 
@@ -367,24 +347,12 @@ public final class KVConnector: Sendable {
         from sequence: SequenceKV
     ) throws(InferenceError) -> (layout: KVLayout, storage: HeapChunkStorage) {
         let stored = layers.map { layout(of: $0) } ?? layout
-        let write = { (buffer: UnsafeMutableRawBufferPointer) throws(InferenceError) in
-            if let layers {
-                try sequence.exportKV(range, layers: layers, into: buffer)
-            } else {
-                try sequence.exportKV(range, into: buffer)
-            }
-        }
         let object = try HeapChunkStorage(count: stored.byteCount(tokens: range.count)) {
             buffer throws(InferenceError) in
-            if stored.dtype == .float32 {
-                try write(buffer)
-                return
-            }
-            let count = buffer.count / stored.dtype.size
-            try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
-                try write(UnsafeMutableRawBufferPointer(floats))
-                // Safe: `floats` holds `count` floats, `buffer` room for `count` half-precision values.
-                Ops.convertToHalf(floats.baseAddress!, buffer.baseAddress!, count: count)
+            if let layers {
+                try sequence.exportKV(range, layers: layers, as: stored.dtype, into: buffer)
+            } else {
+                try sequence.exportKV(range, as: stored.dtype, into: buffer)
             }
         }
         return (stored, object)
