@@ -92,7 +92,10 @@ struct RedisConnectionFaultTests {
         defer { server.stop() }
         let tier = RedisTierTests.tier(server)
         let chunk = RedisTierTests.chunk(90)
-        let stored = try await tier.put(chunk)
+        // With a one-second idle limit, a test process starved of CPU (CI runs many suites at once)
+        // can find even its first connection closed before the handshake: that is a declined put
+        // and a log line, and the next put reconnects.
+        let stored = await eventually { (try? await tier.put(chunk)) == true }
         #expect(stored)
         // Redis closes clients idle for more than a second (checked about every 100 ms): only
         // the redis-cli asking is left.
