@@ -152,11 +152,14 @@ void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, flo
             float a = fabsf(xb[i]);
             amax = a > amax ? a : amax;
         }
+        // As ggml's x86 quantize_row_q8_0: the multiplier is 127/amax (not 1/scale) and halves round
+        // to even. A value that rounds the other way moves a product by a whole quantization step, so
+        // the formula, not only the format, decides which of two near-tied tokens llama.cpp picks.
         float scale = amax / 127.0f;
-        float inv = scale != 0 ? 1.0f / scale : 0.0f;
+        float inv = amax != 0 ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int i = 0; i < 32; i++) {
-            int q = (int)roundf(xb[i] * inv);
+            int q = nearest_int(xb[i] * inv);
             qs[b * 32 + i] = (int8_t)q;
             sum += q;
         }

@@ -266,8 +266,13 @@ package enum Attention {
                 let visibleLo = first - lo
                 let visibleHi = p - lo + 1
                 if visibleLo > 0 { s.update(repeating: 0, count: visibleLo) }
-                Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
-                if roundProbabilities { Ops.roundToHalf(s + visibleLo, count: visibleHi - visibleLo) }
+                if roundProbabilities {
+                    // llama.cpp's row of scores is indexed by KV cell, one cell per position here.
+                    Ops.softmax(s + visibleLo, count: visibleHi - visibleLo, rowPosition: first)
+                    Ops.roundToHalf(s + visibleLo, count: visibleHi - visibleLo)
+                } else {
+                    Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
+                }
                 if visibleHi < width { (s + visibleHi).update(repeating: 0, count: width - visibleHi) }
             }
             // O = P V.

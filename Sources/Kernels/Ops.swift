@@ -142,19 +142,27 @@ package enum Ops {
 
     /// gate[i] = gelu_tanh(gate[i]) · up[i] for `count` floats.
     ///
-    /// Uses 0.5·(1 + tanh(u)) = 1 / (1 + e^(−2u)), one `expf` per value.
-    package static func gegluTanh(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
-        if count >= 65_536 {
-            Parallel.forRanges(count / 8, minimumPerPart: 4096) { range in
-                let lo = range.lowerBound * 8
-                let hi = range.upperBound == count / 8 ? count : range.upperBound * 8
-                lmc_geglu_tanh(gate + lo, up + lo, Int64(hi - lo), emulateHalfPrecision ? 1 : 0)
+    /// With `halfTable` (the default when ``emulateHalfPrecision`` is on), GELU is read from a table
+    /// of half-precision results indexed by the half-precision input, as llama.cpp's CPU backend
+    /// does (inputs at or beyond ±10 bypass it); otherwise it is computed in Float, using
+    /// 0.5·(1 + tanh(u)) = 1 / (1 + e^(−2u)).
+    package static func gegluTanh(
+        gate: UnsafeMutablePointer<Float>,
+        up: UnsafePointer<Float>,
+        count: Int,
+        halfTable: Bool = emulateHalfPrecision
+    ) {
+        let body = { (lo: Int, hi: Int) in
+            if halfTable {
+                lmc_geglu_tanh_half_table(gate + lo, up + lo, Int64(hi - lo))
+            } else {
+                lmc_geglu_tanh(gate + lo, up + lo, Int64(hi - lo))
             }
-            return
         }
-        // llama.cpp looks GELU up in a table indexed by the half-precision input and holding
-        // half-precision outputs; with emulation on, input and output are rounded likewise.
-        lmc_geglu_tanh(gate, up, Int64(count), emulateHalfPrecision ? 1 : 0)
+        guard count >= 65_536 else { return body(0, count) }
+        Parallel.forRanges(count / 8, minimumPerPart: 4096) { range in
+            body(range.lowerBound * 8, range.upperBound == count / 8 ? count : range.upperBound * 8)
+        }
     }
 
     /// The index of the largest of `count` floats (the first on ties).
@@ -179,6 +187,14 @@ package enum Ops {
     /// x = softmax(x) over `count` floats; −∞ entries get probability 0.
     package static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
         lmc_softmax(x, Int64(count))
+    }
+
+    /// x = softmax(x) over `count` floats, computed as llama.cpp computes a row of attention scores
+    /// whose first element here is at `position` of its row (its exponential, block sums aligned to
+    /// multiples of 8 of the row, a double sum), so that rounding the result to half precision
+    /// gives its values.
+    package static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int, rowPosition position: Int) {
+        lmc_softmax_aligned(x, Int64(count), Int64(position))
     }
 
     /// y[i] += x[i].

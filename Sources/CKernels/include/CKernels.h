@@ -78,12 +78,20 @@ void lmc_matmul_q8(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t 
 void lmc_gemm_nt_small(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx, const float *w, int64_t ldw,
                        float *y, int64_t ldy);
 
-/// gate[i] = gelu_tanh(gate[i]) · up[i]; with `round_half`, the GELU input and output are rounded to
-/// half precision (as llama.cpp's table does).
-void lmc_geglu_tanh(float *gate, const float *up, int64_t n, int round_half);
+/// gate[i] = gelu_tanh(gate[i]) · up[i], in Float.
+void lmc_geglu_tanh(float *gate, const float *up, int64_t n);
 
 /// x = softmax(x) over n floats (−∞ entries become 0).
 void lmc_softmax(float *x, int64_t n);
+
+/// gate[i] = gelu_tanh(gate[i]) · up[i] as llama.cpp's CPU backend computes it: GELU read from a
+/// table of half-precision outputs indexed by the half-precision input (inputs beyond ±10 bypass it).
+void lmc_geglu_tanh_half_table(float *gate, const float *up, int64_t n);
+
+/// x = softmax(x) over n floats as llama.cpp's CPU backend computes a row: its exponential, sums of
+/// 8-lane blocks aligned to the row's start (x[0] is the row's element `phase` mod 8) accumulated in
+/// double, and one multiplication by the reciprocal of the sum. −∞ entries become 0.
+void lmc_softmax_aligned(float *x, int64_t n, int64_t phase);
 
 /// Converts IEEE half-precision bits to float.
 float lmc_f16_to_f32(uint16_t h);
