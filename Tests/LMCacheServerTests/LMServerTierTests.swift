@@ -127,7 +127,8 @@ struct LMServerTierTests {
             #expect(await tier.contains(chunk.key) == false)
             #expect(try await tier.put(chunk) == false)
         }
-        #expect(ContinuousClock.now - start < .seconds(5))
+        // Misses at once, never a wait per request; the bound leaves room for a CPU-starved CI run.
+        #expect(ContinuousClock.now - start < .seconds(10))
     }
 
     @Test("the server stopping mid-stream turns requests into misses; a restart brings hits back")
