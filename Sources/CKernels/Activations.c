@@ -228,8 +228,8 @@ LMC_AVX2 static void softmax_aligned_avx2(float *x, int64_t n, int64_t phase) {
             for (int j = 0; j < 8; j++) lanes[j] = (s + j >= 0 && s + j < n) ? x[s + j] : -INFINITY;
             v = _mm256_loadu_ps(lanes);
         }
-        __m256 d = _mm256_sub_ps(v, mm);
-        __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(d, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ), exp_ggml_avx2(d));
+        // −∞ (masked or padding lanes) takes the expf path of the exponential: 0.
+        __m256 e = exp_ggml_avx2(_mm256_sub_ps(v, mm));
         // The block's sum as llama.cpp adds it: halves, then pairs, then the last two lanes.
         __m128 t = _mm_add_ps(_mm256_extractf128_ps(e, 1), _mm256_castps256_ps128(e));
         t = _mm_add_ps(t, _mm_movehl_ps(t, t));

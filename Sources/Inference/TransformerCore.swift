@@ -441,17 +441,7 @@ extension TransformerCore {
         let k = ws.buffer(Slot.k, n * c.kvHeads * c.headDim)
         let v = ws.buffer(Slot.v, n * c.kvHeads * c.headDim)
         Ops.rmsNorm(x, weight: w.attentionNorm, count: c.hiddenSize, rows: n, eps: spec.rmsEpsilon, out: h)
-        if decoding {
-            decodeLinear(w.q, x: h, y: q, count: n, ws)
-            decodeLinear(w.k, x: h, y: k, count: n, ws)
-            decodeLinear(w.v, x: h, y: v, count: n, ws)
-        } else if n == 1 {
-            Linear.matvec([(w.q, q), (w.k, k), (w.v, v)], x: h, scratch: ws.linear)
-        } else {
-            linear(w.q, x: h, y: q, count: n, firstPosition: p0, ws)
-            linear(w.k, x: h, y: k, count: n, firstPosition: p0, ws)
-            linear(w.v, x: h, y: v, count: n, firstPosition: p0, ws)
-        }
+        products([(w.q, q), (w.k, k), (w.v, v)], x: h, count: n, firstPosition: p0, ws, decoding: decoding)
     }
 
     /// The output projection of the `attn` slot's `count` rows, the post-attention norm, and the
@@ -468,11 +458,7 @@ extension TransformerCore {
         let d = c.hiddenSize
         let attn = ws.buffer(Slot.attn, n * c.heads * c.headDim)
         let o = ws.buffer(Slot.o, n * d)
-        if decoding {
-            decodeLinear(w.o, x: attn, y: o, count: n, ws)
-        } else {
-            linear(w.o, x: attn, y: o, count: n, firstPosition: p0, ws)
-        }
+        products([(w.o, o)], x: attn, count: n, firstPosition: p0, ws, decoding: decoding)
         if let pn = w.postAttentionNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
         Ops.add(x, o, count: n * d)
     }
@@ -496,26 +482,34 @@ extension TransformerCore {
         let gate = ws.buffer(Slot.gate, n * f)
         let up = ws.buffer(Slot.up, n * f)
         Ops.rmsNorm(x, weight: w.ffnNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
-        if decoding {
-            decodeLinear(w.gate, x: h, y: gate, count: n, ws)
-            decodeLinear(w.up, x: h, y: up, count: n, ws)
-        } else if n == 1 {
-            Linear.matvec([(w.gate, gate), (w.up, up)], x: h, scratch: ws.linear)
-        } else {
-            linear(w.gate, x: h, y: gate, count: n, firstPosition: p0, ws)
-            linear(w.up, x: h, y: up, count: n, firstPosition: p0, ws)
-        }
+        products([(w.gate, gate), (w.up, up)], x: h, count: n, firstPosition: p0, ws, decoding: decoding)
         switch spec.activation {
         case .geluTanh: Ops.gegluTanh(gate: gate, up: up, count: n * f)
         case .silu: Ops.swiglu(gate: gate, up: up, count: n * f)
         }
-        if decoding {
-            decodeLinear(w.down, x: gate, y: o, count: n, ws)
-        } else {
-            linear(w.down, x: gate, y: o, count: n, firstPosition: p0, ws)
-        }
+        products([(w.down, o)], x: gate, count: n, firstPosition: p0, ws, decoding: decoding)
         if let pn = w.postFFNNorm { Ops.rmsNorm(o, weight: pn, count: d, rows: n, eps: spec.rmsEpsilon, out: o) }
         Ops.add(x, o, count: n * d)
+    }
+
+    /// Y = X·Wᵀ for each (W, Y) of `outputs`, over `count` rows of `x`: with `decoding`, each row as a
+    /// one-token step of its own sequence computes it; otherwise a single token's matrices share one
+    /// pass over `x`, and a batch goes through the position-aligned blocks of ``linear``.
+    private func products(
+        _ outputs: [(weight: WeightMatrix, y: UnsafeMutablePointer<Float>)],
+        x: UnsafePointer<Float>,
+        count n: Int,
+        firstPosition p0: Int,
+        _ ws: Workspace,
+        decoding: Bool
+    ) {
+        if decoding {
+            for (w, y) in outputs { decodeLinear(w, x: x, y: y, count: n, ws) }
+        } else if n == 1 {
+            Linear.matvec(outputs, x: x, scratch: ws.linear)
+        } else {
+            for (w, y) in outputs { linear(w, x: x, y: y, count: n, firstPosition: p0, ws) }
+        }
     }
 }
 
