@@ -247,7 +247,7 @@ let package = Package(
         .testTarget(
             name: "OpenAIServerTests",
             dependencies: [
-                "OpenAIServer", "Inference", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                "OpenAIServer", "Inference", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

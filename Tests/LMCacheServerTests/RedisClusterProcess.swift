@@ -1,4 +1,5 @@
 import Foundation
+import LMCacheTestSupport
 import Testing
 
 /// A Redis Cluster of 3 masters and 3 replicas on loopback, started for a test.
@@ -43,7 +44,7 @@ final class RedisClusterProcess: @unchecked Sendable {
 
     func start() async throws {
         for node in nodes { try await node.start() }
-        let create = try nodes[0].cli(
+        let create = try await nodes[0].cli(
             ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"]
         )
         guard create.contains("[OK] All 16384 slots covered") else {
@@ -58,18 +59,25 @@ final class RedisClusterProcess: @unchecked Sendable {
     func waitUntilReplicasSynced(timeout: Duration = .seconds(30)) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let infos = try nodes.filter(\.isRunning).map { try $0.cli(["INFO", "replication"]) }
+            let infos = try await runningNodesAnswer(["INFO", "replication"])
             if infos.allSatisfy({ !$0.contains("role:slave") || $0.contains("master_link_status:up") }) { return true }
             try await Task.sleep(for: .milliseconds(100))
         }
         return false
     }
 
+    /// Each running node's answer to one `redis-cli` command.
+    func runningNodesAnswer(_ command: [String]) async throws -> [String] {
+        var answers: [String] = []
+        for node in nodes where node.isRunning { answers.append(try await node.cli(command)) }
+        return answers
+    }
+
     /// Waits until every running node reports `cluster_state:ok`.
     func waitUntilHealthy(timeout: Duration = .seconds(30)) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let states = try nodes.filter(\.isRunning).map { try $0.cli(["CLUSTER", "INFO"]) }
+            let states = try await runningNodesAnswer(["CLUSTER", "INFO"])
             if states.allSatisfy({ $0.contains("cluster_state:ok") }) { return true }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -78,9 +86,9 @@ final class RedisClusterProcess: @unchecked Sendable {
 
     /// The port of the master that serves `slot`, from a running node's `CLUSTER NODES`
     /// (`id host:port@bus flags master ping pong epoch link slot-ranges…`).
-    func masterPort(ofSlot slot: Int) throws -> Int? {
+    func masterPort(ofSlot slot: Int) async throws -> Int? {
         guard let node = nodes.first(where: \.isRunning) else { return nil }
-        for line in try node.cli(["CLUSTER", "NODES"]).split(separator: "\n") {
+        for line in try await node.cli(["CLUSTER", "NODES"]).split(separator: "\n") {
             let fields = line.split(separator: " ").map(String.init)
             guard fields.count >= 9, fields[2].contains("master"), !fields[2].contains("fail") else { continue }
             for range in fields[8...] where !range.hasPrefix("[") {
@@ -94,10 +102,10 @@ final class RedisClusterProcess: @unchecked Sendable {
     }
 
     /// How many slots the master on `port` serves.
-    func slotCount(ofPort port: Int) throws -> Int {
+    func slotCount(ofPort port: Int) async throws -> Int {
         guard let node = nodes.first(where: \.isRunning) else { return 0 }
         var count = 0
-        for line in try node.cli(["CLUSTER", "NODES"]).split(separator: "\n") {
+        for line in try await node.cli(["CLUSTER", "NODES"]).split(separator: "\n") {
             let fields = line.split(separator: " ").map(String.init)
             guard fields.count >= 9, fields[1].hasPrefix("127.0.0.1:\(port)@") else { continue }
             for range in fields[8...] where !range.hasPrefix("[") {

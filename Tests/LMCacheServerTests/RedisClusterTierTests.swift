@@ -75,12 +75,12 @@ struct RedisClusterTierTests {
                 #expect(try await tier.put(chunk))
                 let redisKey = "{\(chunk.key.description)}"
                 let slot = RedisClusterSlot.of(redisKey)
-                #expect(try cluster.nodes[0].cli(["CLUSTER", "KEYSLOT", redisKey]) == "\(slot)\n")
-                let owner = try #require(try cluster.masterPort(ofSlot: slot))
+                #expect(try await cluster.nodes[0].cli(["CLUSTER", "KEYSLOT", redisKey]) == "\(slot)\n")
+                let owner = try #require(try await cluster.masterPort(ofSlot: slot))
                 owners.insert(owner)
                 #expect(tier.clusterOwner(of: chunk.key) == "127.0.0.1:\(owner)")
                 // Asked directly (no redirects followed), only the owner has the key.
-                #expect(try cluster.node(port: owner)!.cli(["EXISTS", redisKey]) == "1\n")
+                #expect(try await cluster.node(port: owner)!.cli(["EXISTS", redisKey]) == "1\n")
             }
             #expect(owners.count > 1)
             await tier.close()
@@ -94,19 +94,18 @@ struct RedisClusterTierTests {
             let chunks = (0..<30).map { RedisTierTests.chunk($0) }
             for chunk in chunks { #expect(try await tier.put(chunk)) }
             let victimSlot = RedisClusterSlot.of("{\(chunks[0].key.description)}")
-            let victim = try #require(try cluster.masterPort(ofSlot: victimSlot))
-            let victimID = try cluster.node(port: victim)!.cli(["CLUSTER", "MYID"]).trimmingCharacters(
+            let victim = try #require(try await cluster.masterPort(ofSlot: victimSlot))
+            let victimID = try await cluster.node(port: victim)!.cli(["CLUSTER", "MYID"]).trimmingCharacters(
                 in: .whitespacesAndNewlines
             )
-            let replica = try #require(
-                try cluster.nodes.first { node in
-                    try node.cli(["CLUSTER", "NODES"]).split(separator: "\n").contains {
-                        $0.contains("myself,slave \(victimID)")
-                    }
-                }
-            )
+            var victimReplica: RedisServerProcess?
+            for node in cluster.nodes {
+                let lines = try await node.cli(["CLUSTER", "NODES"]).split(separator: "\n")
+                if lines.contains(where: { $0.contains("myself,slave \(victimID)") }) { victimReplica = node }
+            }
+            let replica = try #require(victimReplica)
             // The writes so far reach the replica before its master dies.
-            _ = try cluster.node(port: victim)!.cli(["WAIT", "1", "2000"])
+            _ = try await cluster.node(port: victim)!.cli(["WAIT", "1", "2000"])
             // No operator steps in: the replica must win an election among the masters left
             // (cluster-node-timeout is 1 s, so that takes seconds).
             cluster.node(port: victim)!.stop()
@@ -131,11 +130,11 @@ struct RedisClusterTierTests {
             #expect(misses > 0)
             #expect(recoveredAfter != nil)
             if recoveredAfter == nil, let node = cluster.nodes.first(where: \.isRunning) {
-                Issue.record("cluster after the kill: \(try node.cli(["CLUSTER", "NODES"]))")
+                Issue.record("cluster after the kill: \(try await node.cli(["CLUSTER", "NODES"]))")
             }
             // The slot is served by the elected replica, and the tier learnt it.
-            #expect(try replica.cli(["ROLE"]).hasPrefix("master"))
-            #expect(try cluster.masterPort(ofSlot: victimSlot) == replica.port)
+            #expect(try await replica.cli(["ROLE"]).hasPrefix("master"))
+            #expect(try await cluster.masterPort(ofSlot: victimSlot) == replica.port)
             #expect(tier.clusterOwner(of: chunks[0].key) == "127.0.0.1:\(replica.port)")
             // Every chunk reads back exactly (replicated before the kill, or stored again after).
             for chunk in chunks { #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true) }
@@ -154,24 +153,26 @@ struct RedisClusterTierTests {
             #expect(try await tier.put(chunk))
             let redisKey = "{\(chunk.key.description)}"
             let slot = RedisClusterSlot.of(redisKey)
-            let from = try #require(try cluster.masterPort(ofSlot: slot))
-            let to = try #require(
-                try [0, 5461, 10923, 16383].compactMap { try cluster.masterPort(ofSlot: $0) }.first { $0 != from }
-            )
+            let from = try #require(try await cluster.masterPort(ofSlot: slot))
+            var otherMaster: Int?
+            for probe in [0, 5461, 10923, 16383] {
+                if let port = try await cluster.masterPort(ofSlot: probe), port != from { otherMaster = port }
+            }
+            let to = try #require(otherMaster)
             let source = cluster.node(port: from)!
             let target = cluster.node(port: to)!
-            let sourceID = try source.cli(["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
-            let targetID = try target.cli(["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(try target.cli(["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID]) == "OK\n")
-            #expect(try source.cli(["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID]) == "OK\n")
+            let sourceID = try await source.cli(["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let targetID = try await target.cli(["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try await target.cli(["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID]) == "OK\n")
+            #expect(try await source.cli(["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID]) == "OK\n")
             // Mid-migration: the key has moved, its slot not yet; the source answers ASK.
-            #expect(try source.cli(["MIGRATE", "127.0.0.1", "\(to)", "", "0", "5000", "KEYS", redisKey]) == "OK\n")
-            #expect(try source.cli(["GET", redisKey]).hasPrefix("ASK"))
+            #expect(try await source.cli(["MIGRATE", "127.0.0.1", "\(to)", "", "0", "5000", "KEYS", redisKey]) == "OK\n")
+            #expect(try await source.cli(["GET", redisKey]).hasPrefix("ASK"))
             #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)
             #expect(await tier.contains(chunk.key))
             #expect(tier.clusterOwner(of: chunk.key) == "127.0.0.1:\(from)")  // ASK does not change the map.
             for node in cluster.nodes where node.isRunning {
-                _ = try node.cli(["CLUSTER", "SETSLOT", "\(slot)", "NODE", targetID])
+                _ = try await node.cli(["CLUSTER", "SETSLOT", "\(slot)", "NODE", targetID])
             }
             // After: the source answers MOVED; the client follows it and learns the new owner.
             #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)

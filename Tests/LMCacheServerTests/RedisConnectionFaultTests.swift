@@ -22,23 +22,23 @@ struct RedisConnectionFaultTests {
 
             // Writes wait while the server is paused for writes; reads and CLIENT commands do not.
             // A PUT then sits on its connection when the server kills every client connection.
-            #expect(try server.cli(["CLIENT", "PAUSE", "30000", "WRITE"]) == "OK\n")
+            #expect(try await server.cli(["CLIENT", "PAUSE", "30000", "WRITE"]) == "OK\n")
             let late = RedisTierTests.chunk(60)
             let put = Task { try await tier.put(late) }
             // The PUT is on the wire once a client is blocked (flags=b) in a SET.
             let blocked = await eventually {
-                let clients = (try? server.cli(["CLIENT", "LIST"])) ?? ""
+                let clients = (try? await server.cli(["CLIENT", "LIST"])) ?? ""
                 return clients.split(separator: "\n").contains { $0.contains("flags=b ") && $0.contains("cmd=set ") }
             }
             #expect(blocked)
-            let killed = try server.cli(["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+            let killed = try await server.cli(["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
             let killedAt = ContinuousClock.now
             #expect((Int(killed.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= 1)
             #expect(try await put.value == false)
             #expect(ContinuousClock.now - killedAt < .seconds(30))
             #expect(log.contains("Redis request failed"))
             #expect(log.contains("connectionClosed"))
-            #expect(try server.cli(["CLIENT", "UNPAUSE"]) == "OK\n")
+            #expect(try await server.cli(["CLIENT", "UNPAUSE"]) == "OK\n")
 
             // Once the server accepts writes again, the tier reconnects and everything is back.
             #expect(await eventually { (try? await tier.put(late)) == true })
@@ -72,7 +72,7 @@ struct RedisConnectionFaultTests {
             for _ in 0..<5 {
                 kills +=
                     Int(
-                        try server.cli(["CLIENT", "KILL", "TYPE", "normal"]).trimmingCharacters(
+                        try await server.cli(["CLIENT", "KILL", "TYPE", "normal"]).trimmingCharacters(
                             in: .whitespacesAndNewlines
                         )
                     ) ?? 0
@@ -100,7 +100,7 @@ struct RedisConnectionFaultTests {
         // Redis closes clients idle for more than a second (checked about every 100 ms): only
         // the redis-cli asking is left.
         let closed = await eventually {
-            (try? server.cli(["INFO", "clients"]))?.contains("connected_clients:1\r") == true
+            (try? await server.cli(["INFO", "clients"]))?.contains("connected_clients:1\r") == true
         }
         #expect(closed)
         let found = await eventually {

@@ -53,18 +53,11 @@ final class RedisServerProcess: @unchecked Sendable {
         self.process = nil
     }
 
-    /// Runs `redis-cli` against the server and returns its output.
-    func cli(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(Self.executable("redis-cli")))
-        process.arguments = ["-h", "127.0.0.1", "-p", "\(port)"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+    /// Runs `redis-cli` against the server and returns its output (waiting on a thread of its
+    /// own, not on one of the few cooperative threads every other test needs).
+    func cli(_ arguments: [String]) async throws -> String {
+        let path = try #require(Self.executable("redis-cli"))
+        return try await runChildProcess(path, ["-h", "127.0.0.1", "-p", "\(port)"] + arguments).output
     }
 
     deinit { stop() }

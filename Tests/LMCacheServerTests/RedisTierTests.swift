@@ -114,13 +114,13 @@ struct RedisTierTests {
             let chunk = Self.chunk(7, tokens: 16, layout: KVLayout(layers: 3, kvHeads: 2, headDim: 8, dtype: .bfloat16))
             #expect(try await tier.put(chunk))
             let text = chunk.key.description
-            let keys = try server.cli(["--raw", "KEYS", "*"]).split(separator: "\n").map(String.init).sorted()
+            let keys = try await server.cli(["--raw", "KEYS", "*"]).split(separator: "\n").map(String.init).sorted()
             #expect(keys == [text + "kv_bytes", text + "metadata"])
             let frameLength = 64 + 4 * 16 + chunk.byteCount
-            #expect(try server.cli(["STRLEN", text + "metadata"]) == "28\n")
-            #expect(try server.cli(["STRLEN", text + "kv_bytes"]) == "\(frameLength)\n")
+            #expect(try await server.cli(["STRLEN", text + "metadata"]) == "28\n")
+            #expect(try await server.cli(["STRLEN", text + "kv_bytes"]) == "\(frameLength)\n")
             // The metadata's fields, read back as little-endian int32s.
-            let hex = try server.cli(["--no-raw", "GET", text + "metadata"])
+            let hex = try await server.cli(["--no-raw", "GET", text + "metadata"])
             var expected = ""
             // length, format, dtype, shape: the frame described as the lm:// tier describes it (binary bytes).
             for value in [Int32(frameLength), KVChunkFrame.wireFormat, KVChunkFrame.wireDType, Int32(frameLength), 0, 0, 0] {
@@ -133,7 +133,7 @@ struct RedisTierTests {
             }
             #expect(hex == "\"\(expected)\"\n")
             // A metadata key that does not match its value makes a miss, not wrong bytes.
-            _ = try server.cli(["SET", text + "metadata", "short"])
+            _ = try await server.cli(["SET", text + "metadata", "short"])
             #expect(try await tier.get(chunk.key) == nil)
             await tier.close()
         }
@@ -145,10 +145,10 @@ struct RedisTierTests {
             let tier = Self.tier(server)
             let chunk = Self.chunk(3)
             #expect(try await tier.put(chunk))
-            let keys = try server.cli(["--raw", "KEYS", "*"])
+            let keys = try await server.cli(["--raw", "KEYS", "*"])
             #expect(keys == "{\(chunk.key.description)}\n")
             // A foreign or corrupted value is a miss.
-            _ = try server.cli(["SET", "{\(chunk.key.description)}", "not a frame"])
+            _ = try await server.cli(["SET", "{\(chunk.key.description)}", "not a frame"])
             #expect(try await tier.get(chunk.key) == nil)
             await tier.close()
         }
@@ -162,12 +162,12 @@ struct RedisTierTests {
             let tier = Self.tier(server, options)
             let chunk = Self.chunk(5)
             #expect(try await tier.put(chunk))
-            let ttl = Int(try server.cli(["TTL", "{\(chunk.key.description)}"]).trimmingCharacters(in: .whitespacesAndNewlines))
+            let ttl = Int(try await server.cli(["TTL", "{\(chunk.key.description)}"]).trimmingCharacters(in: .whitespacesAndNewlines))
             #expect((90...100).contains(ttl ?? -1))
             options.ttl = .milliseconds(700)
             let short = Self.tier(server, options)
             #expect(try await short.put(Self.chunk(6)))
-            let pttl = Int(try server.cli(["PTTL", "{\(Self.chunk(6).key.description)}"]).trimmingCharacters(in: .whitespacesAndNewlines))
+            let pttl = Int(try await server.cli(["PTTL", "{\(Self.chunk(6).key.description)}"]).trimmingCharacters(in: .whitespacesAndNewlines))
             #expect(pttl == -2 || (1...700).contains(pttl ?? -1))  // -2: already gone on a slow machine.
             try await Task.sleep(for: .milliseconds(1000))
             #expect(await !short.contains(Self.chunk(6).key))
@@ -179,7 +179,7 @@ struct RedisTierTests {
     @Test("AUTH with a password, with an ACL user, and SELECT of a database")
     func authentication() async throws {
         try await withRedisServer(["--requirepass", "s3cret"]) { server in
-            _ = try server.cli(["-a", "s3cret", "--no-auth-warning", "ACL", "SETUSER", "cache", "on", ">pw", "~*", "+@all"])
+            _ = try await server.cli(["-a", "s3cret", "--no-auth-warning", "ACL", "SETUSER", "cache", "on", ">pw", "~*", "+@all"])
             var options = Self.options()
             options.password = "s3cret"
             options.database = 3
@@ -187,7 +187,7 @@ struct RedisTierTests {
             let chunk = Self.chunk(11)
             #expect(try await tier.put(chunk))
             #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)
-            #expect(try server.cli(["-a", "s3cret", "--no-auth-warning", "-n", "3", "DBSIZE"]) == "1\n")
+            #expect(try await server.cli(["-a", "s3cret", "--no-auth-warning", "-n", "3", "DBSIZE"]) == "1\n")
             options.user = "cache"
             options.password = "pw"
             let user = Self.tier(server, options)
@@ -256,7 +256,7 @@ struct RedisTierTests {
             let chunk = Self.chunk(31)
             #expect(try await tier.put(chunk))
             #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)
-            let ttl = try server.cli(["-a", "pw", "--no-auth-warning", "-n", "2", "TTL", chunk.key.description + "metadata"])
+            let ttl = try await server.cli(["-a", "pw", "--no-auth-warning", "-n", "2", "TTL", chunk.key.description + "metadata"])
             #expect((50...60).contains(Int(ttl.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1))
             await (tier as? RedisTier)?.close()
         }

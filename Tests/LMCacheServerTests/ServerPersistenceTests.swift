@@ -70,9 +70,9 @@ struct ServerPersistenceTests {
         }
 
         /// Sends SIGTERM and waits; `true` when the process exited with status 0.
-        func stop() -> Bool {
+        func stop() async -> Bool {
             kill(process.processIdentifier, SIGTERM)
-            process.waitUntilExit()
+            await process.exited()
             return process.terminationReason == .exit && process.terminationStatus == 0
         }
 
@@ -143,7 +143,7 @@ struct ServerPersistenceTests {
         var replaced = Value(40, count: 5000)
         replaced.key = values[2].key
         try await Self.put([replaced], port: port)
-        #expect(server.stop())
+        #expect(await server.stop())
 
         server = try await Server.start(in: place)
         for value in values where value.key != replaced.key {
@@ -151,7 +151,7 @@ struct ServerPersistenceTests {
         }
         #expect(Self.matches(try await Self.get(replaced.key, port: port), replaced))
         #expect(try await Self.get("model@1@0@absent@half", port: port) == nil)
-        #expect(server.stop())
+        #expect(await server.stop())
     }
 
     @Test("a corrupt file on disk is a miss with a log line; the server keeps serving")
@@ -163,7 +163,7 @@ struct ServerPersistenceTests {
         var server = try await Server.start(in: place)
         defer { server.kill9() }
         try await Self.put(values, port: port)
-        #expect(server.stop())
+        #expect(await server.stop())
 
         // Flip one byte in the middle of the first value's file (its payload, past the header).
         let victim = LMDiskStore.chunkKey(for: values[0].key)
@@ -183,7 +183,7 @@ struct ServerPersistenceTests {
         for value in values.dropFirst() {
             #expect(Self.matches(try await Self.get(value.key, port: port), value))
         }
-        #expect(server.stop())
+        #expect(await server.stop())
     }
 
     @Test("values evicted from memory are served from disk")
@@ -203,7 +203,7 @@ struct ServerPersistenceTests {
                 "\(value.key)"
             )
         }
-        #expect(server.stop())
+        #expect(await server.stop())
     }
 
     @Test("records fill a chunk layout with little padding, and read back")

@@ -52,7 +52,7 @@ struct ServerProcessTests {
         }
         try await Task.sleep(for: .milliseconds(30))
         kill(server.processIdentifier, SIGKILL)
-        server.waitUntilExit()
+        await server.exited()
         #expect(try await reader.value > 0)
         #expect(try await tier.get(chunks[0].key) == nil)
         #expect(try await tier.put(chunks[0]) == false)
@@ -65,7 +65,7 @@ struct ServerProcessTests {
 
         // SIGTERM: a graceful shutdown, exit status 0.
         kill(server.processIdentifier, SIGTERM)
-        server.waitUntilExit()
+        await server.exited()
         #expect(server.terminationReason == .exit && server.terminationStatus == 0)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LMCacheTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -198,34 +199,15 @@ struct OpenAIPythonClientTests {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Resources/openai_client.py").path
         let (status, output) = try await withLiveServer { client in
-            try await runProcess(
+            try await runChildProcess(
                 "/usr/bin/env",
-                ["python3", script, client.base.appendingPathComponent("v1").absoluteString]
+                ["python3", script, client.base.appendingPathComponent("v1").absoluteString],
+                mergeStandardError: true
             )
         }
         #expect(status == 0, "\(output)")
         #expect(output.contains("all passed"), "\(output)")
     }
-}
-
-/// Runs a program to its end; returns its exit status and its output (stdout and stderr).
-func runProcess(_ path: String, _ arguments: [String]) async throws -> (Int32, String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    // Read on a thread of its own: the pipe must be drained while the program runs.
-    let output = await withCheckedContinuation { continuation in
-        Thread.detachNewThread {
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            continuation.resume(returning: String(decoding: data, as: UTF8.self))
-        }
-    }
-    return (process.terminationStatus, output)
 }
 
 @Suite("Client disconnects")
