@@ -69,11 +69,20 @@ struct TransformerSpec: Sendable {
     var embeddingScale: Float?
     /// Multiplier of q·k.
     var attentionScale: Float
+    /// Whether llama.cpp's graph multiplies q by ``attentionScale`` before q·k (Gemma), rather than the
+    /// scores after it. Results are the same except for q's rounding to half precision, which
+    /// ``Linear/Strategy/llamaOrder`` reproduces.
+    var scalesQueries = false
     var activation: Activation
     var rope: RoPEStyle
     /// Per layer: RoPE angle factors and sliding window (0 = full attention).
     var ropeFrequencies: [[Float]]
     var windows: [Int]
+    /// Per layer: the RoPE base that `ropeFrequencies` came from, and the frequency factors it was
+    /// divided by, for ``Linear/Strategy/llamaOrder``'s angles (empty: that strategy uses
+    /// `ropeFrequencies`).
+    var ropeBases: [Float] = []
+    var ropeFactors: [Float]?
 }
 
 /// One transformer block's weights.
@@ -395,6 +404,14 @@ extension TransformerCore {
         if let b = w.vBias { Ops.add(vi, b, count: kvWidth) }
         if let qn = w.qNorm { Ops.rmsNorm(qi, weight: qn, count: hd, rows: c.heads, eps: spec.rmsEpsilon, out: qi) }
         if let kn = w.kNorm { Ops.rmsNorm(ki, weight: kn, count: hd, rows: c.kvHeads, eps: spec.rmsEpsilon, out: ki) }
+        if Linear.defaultStrategy == .llamaOrder && !spec.ropeBases.isEmpty {
+            let dims = 2 * spec.ropeFrequencies[l].count
+            for (vector, heads) in [(qi, c.heads), (ki, c.kvHeads)] {
+                Ops.ropeLlamaOrder(
+                    vector, heads: heads, headDim: hd, dimensions: dims, position: position, base: spec.ropeBases[l],
+                    factors: spec.ropeFactors, neox: spec.rope == .neox)
+            }
+        } else {
         switch spec.rope {
         case .neox:
             Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
@@ -403,9 +420,19 @@ extension TransformerCore {
             Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
             Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
         }
+        }
         if Ops.emulateHalfPrecision {
             // llama.cpp keeps K and V in half precision and rounds q to half for q·k.
-            Ops.roundToHalf(qi, count: qWidth)
+            if spec.scalesQueries && Linear.defaultStrategy == .llamaOrder {
+                // It rounds q·scale; kept divided by the scale (a power of two: exact) because attention
+                // multiplies the scores by it.
+                let scale = spec.attentionScale
+                for i in 0..<qWidth { qi[i] *= scale }
+                Ops.roundToHalf(qi, count: qWidth)
+                for i in 0..<qWidth { qi[i] /= scale }
+            } else {
+                Ops.roundToHalf(qi, count: qWidth)
+            }
             Ops.roundToHalf(ki, count: kvWidth)
             Ops.roundToHalf(vi, count: kvWidth)
         }
@@ -540,7 +567,17 @@ func linear(
     }
     let batched = blocks.filter { $0.count > 1 }
     guard !batched.isEmpty else { return }
-    if Linear.defaultStrategy == .sgemm || !w.usesQuantizedDot {
+    if Linear.defaultStrategy == .llamaOrder && Linear.supportsLlamaOrder(w) {
+        for block in batched {
+            Linear.orderedMatmul(
+                w,
+                x: x + block.lowerBound * w.columns,
+                count: block.count,
+                y: y + block.lowerBound * w.rows,
+                scratch: ws.linear
+            )
+        }
+    } else if Linear.defaultStrategy != .quantized || !w.usesQuantizedDot {
         Linear.sgemmBlocks(w, x: x, blocks: batched, y: y, scratch: ws.linear)
     } else {
         for block in batched {

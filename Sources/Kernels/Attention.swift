@@ -4,6 +4,7 @@
 // Mask semantics (as llama.cpp's standard sliding window): the query at position p sees keys at
 // positions k with k ≤ p and, when `window` > 0, p − k < window.
 
+internal import CKernels
 internal import COpenBLAS
 internal import Foundation
 
@@ -218,7 +219,13 @@ package enum Attention {
         }
         let headSteps = shape.heads / rowsPerToken
         let roundProbabilities = Ops.emulateHalfPrecision
-        let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, tile * rowsPerToken * maxWidth) }
+        // llama.cpp's summation order for q·k and P·V (see Linear.Strategy.llamaOrder), one row at a
+        // time through eight lanes per output; its operands are half-precision values.
+        let ordered = roundProbabilities && Linear.defaultStrategy == .llamaOrder
+        let scoreFloats = tile * rowsPerToken * maxWidth
+        let buffers = (0..<Parallel.threadCount).map {
+            scratch.floats(worker: $0, scoreFloats + (ordered ? 8 * hd : 0))
+        }
         // Jobs are (query tile, head or head stack); each worker uses its own score buffer and calls
         // single-threaded sgemm.
         Parallel.forEachJob(tiles.count * headSteps) { job, worker in
@@ -239,8 +246,17 @@ package enum Attention {
             let a = queries.q + i0 * rowWidth + h * hd
             let lda = stacked ? hd : rowWidth
             let o = queries.out + i0 * rowWidth + h * hd
-            // S = scale · Q Kᵀ, one sgemm per page the key range touches.
-            forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
+            if ordered {
+                for r in 0..<m {
+                    forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
+                        lmc_scores_ordered(
+                            a + r * lda, keys.pages[page] + offset * keys.rowStride + g * hd, Int64(keys.rowStride),
+                            Int64(n), Int64(hd), shape.scale, scores + r * width + (start - lo))
+                    }
+                }
+            } else {
+                // S = scale · Q Kᵀ, one sgemm per page the key range touches.
+                forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
                 cblas_sgemm(
                     CblasRowMajor,
                     CblasNoTrans,
@@ -257,6 +273,7 @@ package enum Attention {
                     scores + (start - lo),
                     Int32(width)
                 )
+                }
             }
             // Mask and softmax each row.
             for r in 0..<m {
@@ -274,6 +291,19 @@ package enum Attention {
                     Ops.softmax(s + visibleLo, count: visibleHi - visibleLo)
                 }
                 if visibleHi < width { (s + visibleHi).update(repeating: 0, count: width - visibleHi) }
+            }
+            if ordered {
+                let lanes = scores + scoreFloats
+                for r in 0..<m {
+                    lanes.update(repeating: 0, count: 8 * hd)
+                    forEachPageSpan(lo..<hi, pageSize: values.pageSize) { page, offset, start, n in
+                        lmc_values_ordered_accumulate(
+                            scores + r * width + (start - lo), values.pages[page] + offset * values.rowStride + g * hd,
+                            Int64(values.rowStride), Int64(n), Int64(start), Int64(hd), lanes)
+                    }
+                    lmc_values_ordered_finish(lanes, Int64(hd), o + r * lda)
+                }
+                return
             }
             // O = P V.
             var firstSpan = true

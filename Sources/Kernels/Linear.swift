@@ -300,12 +300,53 @@ package enum Linear {
         case quantized
         /// Dequantize weight tiles to Float and multiply with OpenBLAS sgemm.
         case sgemm
+        /// Int8 activations as llama.cpp quantizes them, and every float step of the products (and of
+        /// attention's) in llama.cpp's CPU order, so that results are bit-identical to its own
+        /// (OrderedProducts.c). Slower than `.sgemm`; for checking agreement with llama.cpp.
+        case llamaOrder
     }
 
-    /// The strategy used when callers do not choose: `LMCACHE_MATMUL=quantized` or `sgemm` (default,
-    /// measured faster for prefill).
+    /// The strategy used when callers do not choose: `LMCACHE_MATMUL=quantized`, `llamacpp`, or `sgemm`
+    /// (default, measured fastest for prefill).
     package static let defaultStrategy: Strategy =
-        ProcessInfo.processInfo.environment["LMCACHE_MATMUL"] == "quantized" ? .quantized : .sgemm
+        switch ProcessInfo.processInfo.environment["LMCACHE_MATMUL"] {
+        case "quantized": .quantized
+        case "llamacpp": .llamaOrder
+        default: .sgemm
+        }
+
+    /// Whether `.llamaOrder` has a kernel for the matrix's type.
+    package static func supportsLlamaOrder(_ w: WeightMatrix) -> Bool {
+        lmc_ordered_supports(Int32(w.type.rawValue)) != 0
+    }
+
+    /// Y = X · Wᵀ for `count` tokens in llama.cpp's order (``Strategy/llamaOrder``), for a type that
+    /// ``supportsLlamaOrder(_:)``.
+    package static func orderedMatmul(
+        _ w: WeightMatrix,
+        x: UnsafePointer<Float>,
+        count: Int,
+        y: UnsafeMutablePointer<Float>,
+        ldy: Int? = nil,
+        scratch: LinearScratch
+    ) {
+        let ldy = ldy ?? w.rows
+        let columns = w.columns
+        let act = scratch.batchActivation
+        act.reserve(count * columns)
+        Parallel.forRanges(count, minimumPerPart: 4) { tokens in
+            for t in tokens {
+                lmc_quantize_q8_0_like(
+                    x + t * columns, Int64(columns), act.qs + t * columns, act.d + t * columns / 32,
+                    act.ds + t * columns / 32)
+            }
+        }
+        Parallel.forRanges(w.rows, minimumPerPart: 16) { rows in
+            lmc_matmul_ordered(
+                Int32(w.type.rawValue), w.base, Int64(w.rowBytes), Int64(rows.lowerBound), Int64(rows.upperBound),
+                Int64(columns), Int64(count), act.qs, act.d, y, Int64(ldy))
+        }
+    }
 
     /// Y = X · Wᵀ for `count` tokens: X is `count × columns`, Y is `count × rows` (row-major, `ldy` apart).
     package static func matmul(

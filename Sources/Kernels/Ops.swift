@@ -74,6 +74,31 @@ package enum Ops {
         return result
     }
 
+    /// Rotary position embedding as llama.cpp computes it (``Linear/Strategy/llamaOrder``): angles by a
+    /// running product from the position, the rotation in fused multiply-adds (`lmc_rope_ordered`).
+    /// `neox`: element i pairs with i + dimensions/2; otherwise 2i with 2i + 1.
+    package static func ropeLlamaOrder(
+        _ x: UnsafeMutablePointer<Float>,
+        heads: Int,
+        headDim: Int,
+        dimensions: Int,
+        position: Int,
+        base: Float,
+        factors: [Float]?,
+        neox: Bool
+    ) {
+        let step = powf(base, -2 / Float(dimensions))
+        if let factors {
+            factors.withUnsafeBufferPointer {
+                lmc_rope_ordered(
+                    x, Int64(heads), Int64(headDim), Int64(dimensions), Int64(position), step, $0.baseAddress,
+                    neox ? 1 : 0)
+            }
+        } else {
+            lmc_rope_ordered(x, Int64(heads), Int64(headDim), Int64(dimensions), Int64(position), step, nil, neox ? 1 : 0)
+        }
+    }
+
     /// Rotary position embedding, NEOX style: element i pairs with i + dims/2 within each head.
     ///
     /// - Parameters:

@@ -93,6 +93,34 @@ void lmc_geglu_tanh_half_table(float *gate, const float *up, int64_t n);
 /// double, and one multiplication by the reciprocal of the sum. −∞ entries become 0.
 void lmc_softmax_aligned(float *x, int64_t n, int64_t phase);
 
+/// Whether `lmc_matmul_ordered` supports a GGML type id.
+int lmc_ordered_supports(int32_t ggml_type);
+
+/// `lmc_matmul_q8` in llama.cpp's summation order (OrderedProducts.c): Y[j][r] = y[j·ldy + r] for rows
+/// [row_begin, row_end) and tokens 0..<tokens; activation j at qs + j·n, d + j·n/32, quantized by
+/// `lmc_quantize_q8_0_like` (Q8_0, Q5_0).
+void lmc_matmul_ordered(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                        int64_t n, int64_t tokens, const int8_t *qs, const float *d, float *y, int64_t ldy);
+
+/// s[c] = scale · (q · k_c) for c < n, k_c at k + c·ldk, `hd` values each, summed in eight lanes by
+/// index mod 8 (llama.cpp's order for half-precision operands).
+void lmc_scores_ordered(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale, float *s);
+
+/// Adds p[j] · v_j (v_j at v + j·ldv, `hd` values) to lane (first + j) mod 8 of `lanes` (8 × hd floats,
+/// lane-major), j in order: P·V in llama.cpp's order, one span of cells at a time.
+void lmc_values_ordered_accumulate(const float *p, const float *v, int64_t ldv, int64_t n, int64_t first, int64_t hd,
+                                   float *lanes);
+
+/// out[i] = the eight lanes of element i summed in llama.cpp's order.
+void lmc_values_ordered_finish(const float *lanes, int64_t hd, float *out);
+
+/// RoPE of `heads` heads of `head_dim` floats (the first `dims` of each rotated, dims ≤ 512) at
+/// `position`, as llama.cpp computes it: angles by the running product θ ← θ · step from θ = position,
+/// each divided by `factors[i]` when given, and the rotation in fused multiply-adds. `neox`: element i
+/// pairs with i + dims/2; otherwise 2i with 2i + 1.
+void lmc_rope_ordered(float *x, int64_t heads, int64_t head_dim, int64_t dims, int64_t position, float step,
+                      const float *factors, int neox);
+
 /// Converts IEEE half-precision bits to float.
 float lmc_f16_to_f32(uint16_t h);
 

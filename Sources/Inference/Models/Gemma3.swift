@@ -64,7 +64,7 @@ public final class Gemma3Model: LanguageModel {
         let localFrequencies = Ops.ropeFrequencies(dimensions: headDim, base: Defaults.localRoPEBase)
         let globalFrequencies = Ops.ropeFrequencies(dimensions: headDim, base: globalBase)
         let isGlobal = (0..<layerCount).map { ($0 + 1) % Defaults.layerPatternPeriod == 0 }
-        let spec = TransformerSpec(
+        var spec = TransformerSpec(
             configuration: configuration,
             rmsEpsilon: file.hyperparameterFloat(arch, "attention.layer_norm_rms_epsilon") ?? Defaults.rmsEpsilon,
             embeddingScale: Float(hidden).squareRoot(),
@@ -73,6 +73,8 @@ public final class Gemma3Model: LanguageModel {
             rope: .neox,
             ropeFrequencies: isGlobal.map { $0 ? globalFrequencies : localFrequencies },
             windows: isGlobal.map { $0 ? 0 : window })
+        spec.scalesQueries = true
+        spec.ropeBases = isGlobal.map { $0 ? globalBase : Defaults.localRoPEBase }
 
         var layers: [LayerWeights] = []
         layers.reserveCapacity(layerCount)

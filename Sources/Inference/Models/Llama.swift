@@ -47,12 +47,13 @@ public final class LlamaModel: LanguageModel {
         guard ropeDims <= headDim, ropeDims % 2 == 0 else {
             throw InferenceError.invalidModel("RoPE over \(ropeDims) of \(headDim) values per head")
         }
-        var frequencies = Ops.ropeFrequencies(
-            dimensions: ropeDims, base: file.hyperparameterFloat(arch, "rope.freq_base") ?? 10_000)
-        if let factors = try source.optionalVector("rope_freqs.weight", count: ropeDims / 2) {
+        let ropeBase = file.hyperparameterFloat(arch, "rope.freq_base") ?? 10_000
+        var frequencies = Ops.ropeFrequencies(dimensions: ropeDims, base: ropeBase)
+        let ropeFactors = try source.optionalVector("rope_freqs.weight", count: ropeDims / 2)
+        if let factors = ropeFactors {
             for i in frequencies.indices { frequencies[i] /= factors[i] }
         }
-        let spec = TransformerSpec(
+        var spec = TransformerSpec(
             configuration: configuration,
             rmsEpsilon: file.hyperparameterFloat(arch, "attention.layer_norm_rms_epsilon")
                 ?? (arch == "qwen2" ? 1e-6 : 1e-5),
@@ -62,6 +63,8 @@ public final class LlamaModel: LanguageModel {
             rope: arch == "qwen2" ? .neox : .normal,
             ropeFrequencies: Array(repeating: frequencies, count: layerCount),
             windows: Array(repeating: 0, count: layerCount))
+        spec.ropeBases = Array(repeating: ropeBase, count: layerCount)
+        spec.ropeFactors = ropeFactors
 
         var layers: [LayerWeights] = []
         layers.reserveCapacity(layerCount)

@@ -1,0 +1,258 @@
+// Products in a fixed summation order: llama.cpp's CPU order.
+//
+// Float sums depend on their order. When two tokens are nearly tied, an engine that adds the same
+// terms in another order can pick the other one. These kernels add in the order llama.cpp's CPU
+// backend uses on x86 (AVX2), so that with the same inputs every product is bit-identical to its own,
+// and an engine built on them picks what llama.cpp picks. The integer parts of the quantized products
+// are exact whatever their order; only the float steps are pinned here:
+//
+// - 32-value block formats (Q8_0, Q5_0) and half-precision attention operands: eight float lanes per
+//   output. For a 32-value block, lane L holds the integer sum of the products of bytes 4L…4L+3, and
+//   each block adds (weight scale · activation scale) · lane with one fused multiply-add, blocks in
+//   order. For attention, lane L adds the products at indices ≡ L (mod 8), in order. The lanes are
+//   then summed as ((L0+L4) + (L2+L6)) + ((L1+L5) + (L3+L7)).
+//
+// The portable versions compute the same values with fmaf.
+
+#include "CKernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LMC_X86 1
+#include <immintrin.h>
+#define LMC_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+static inline float lanes_sum(const float l[8]) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+static inline uint16_t u16_at(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+// MARK: - 32-value blocks
+
+// The 32 weights of block `b` of a Q8_0 or Q5_0 row, as signed integers.
+static inline void block_values(int32_t t, const uint8_t *row, int64_t b, int8_t out[32], float *scale) {
+    if (t == 8) {
+        const uint8_t *blk = row + b * 34;
+        *scale = lmc_f16_to_f32(u16_at(blk));
+        memcpy(out, blk + 2, 32);
+    } else {
+        const uint8_t *blk = row + b * 22;
+        *scale = lmc_f16_to_f32(u16_at(blk));
+        uint32_t qh;
+        memcpy(&qh, blk + 2, 4);
+        const uint8_t *q = blk + 6;
+        for (int i = 0; i < 16; i++) {
+            out[i] = (int8_t)(((q[i] & 0x0f) | (((qh >> i) & 1) << 4)) - 16);
+            out[i + 16] = (int8_t)(((q[i] >> 4) | (((qh >> (i + 16)) & 1) << 4)) - 16);
+        }
+    }
+}
+
+static float dot32_portable(int32_t t, const uint8_t *row, int64_t nb, const int8_t *qs, const float *d) {
+    float lanes[8] = {0};
+    int8_t w[32];
+    for (int64_t b = 0; b < nb; b++) {
+        float ws;
+        block_values(t, row, b, w, &ws);
+        const float scale = ws * d[b];
+        const int8_t *x = qs + b * 32;
+        for (int l = 0; l < 8; l++) {
+            int s = 0;
+            for (int k = 0; k < 4; k++) s += w[4 * l + k] * x[4 * l + k];
+            lanes[l] = fmaf((float)s, scale, lanes[l]);
+        }
+    }
+    return lanes_sum(lanes);
+}
+
+#ifdef LMC_X86
+LMC_AVX2 static inline float lanes_sum_avx2(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+// Lane k: the products of bytes 4k…4k+3, as floats.
+LMC_AVX2 static inline __m256 lanes_i8_avx2(__m256i w, __m256i x) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+LMC_AVX2 static inline __m256i q5_0_avx2(const uint8_t *blk) {
+    uint32_t bits;
+    memcpy(&bits, blk + 2, 4);
+    __m256i v = _mm256_set1_epi32((int)bits);
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i pick = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i high = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, spread), pick), pick);
+    __m128i q = _mm_loadu_si128((const __m128i *)(blk + 6));
+    __m128i m = _mm_set1_epi8(0x0f);
+    __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+    // nibble − 16 where the high bit is clear, nibble where it is set.
+    return _mm256_or_si256(nib, _mm256_andnot_si256(high, _mm256_set1_epi8((char)0xF0)));
+}
+
+LMC_AVX2 static float dot32_avx2(int32_t t, const uint8_t *row, int64_t nb, const int8_t *qs, const float *d) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i w;
+        const uint8_t *blk;
+        if (t == 8) {
+            blk = row + b * 34;
+            w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        } else {
+            blk = row + b * 22;
+            w = q5_0_avx2(blk);
+        }
+        const float scale = _mm256_cvtss_f32(_mm256_cvtph_ps(_mm_set1_epi16((short)u16_at(blk)))) * d[b];
+        __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * 32));
+        acc = _mm256_fmadd_ps(lanes_i8_avx2(w, x), _mm256_set1_ps(scale), acc);
+    }
+    return lanes_sum_avx2(acc);
+}
+#endif
+
+static float dot32(int32_t t, const uint8_t *row, int64_t nb, const int8_t *qs, const float *d) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) return dot32_avx2(t, row, nb, qs, d);
+#endif
+    return dot32_portable(t, row, nb, qs, d);
+}
+
+// MARK: - Attention (half-precision operands held in floats)
+
+#ifdef LMC_X86
+LMC_AVX2 static void scores_avx2(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale,
+                                 float *s) {
+    int64_t c = 0;
+    // Four keys at a time: independent chains hide the fused multiply-add latency.
+    for (; c + 4 <= n; c += 4) {
+        const float *k0 = k + c * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < hd; i += 8) {
+            __m256 x = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i), x, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i), x, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(k2 + i), x, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(k3 + i), x, a3);
+        }
+        s[c] = scale * lanes_sum_avx2(a0);
+        s[c + 1] = scale * lanes_sum_avx2(a1);
+        s[c + 2] = scale * lanes_sum_avx2(a2);
+        s[c + 3] = scale * lanes_sum_avx2(a3);
+    }
+    for (; c < n; c++) {
+        const float *kc = k + c * ldk;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t i = 0; i < hd; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(kc + i), _mm256_loadu_ps(q + i), a);
+        s[c] = scale * lanes_sum_avx2(a);
+    }
+}
+
+LMC_AVX2 static void values_avx2(const float *p, const float *v, int64_t ldv, int64_t n, int64_t first, int64_t hd,
+                                 float *lanes) {
+    for (int64_t j = 0; j < n; j++) {
+        if (p[j] == 0) continue;  // adds exactly nothing
+        float *lane = lanes + ((first + j) & 7) * hd;
+        const float *vj = v + j * ldv;
+        __m256 pj = _mm256_set1_ps(p[j]);
+        for (int64_t i = 0; i < hd; i += 8) {
+            _mm256_storeu_ps(lane + i, _mm256_fmadd_ps(_mm256_loadu_ps(vj + i), pj, _mm256_loadu_ps(lane + i)));
+        }
+    }
+}
+#endif
+
+void lmc_scores_ordered(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale, float *s) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2 && hd % 8 == 0) {
+        scores_avx2(q, k, ldk, n, hd, scale, s);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < n; c++) {
+        const float *kc = k + c * ldk;
+        float lanes[8] = {0};
+        for (int64_t i = 0; i < hd; i++) lanes[i & 7] = fmaf(kc[i], q[i], lanes[i & 7]);
+        s[c] = scale * lanes_sum(lanes);
+    }
+}
+
+void lmc_values_ordered_accumulate(const float *p, const float *v, int64_t ldv, int64_t n, int64_t first, int64_t hd,
+                                   float *lanes) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2 && hd % 8 == 0) {
+        values_avx2(p, v, ldv, n, first, hd, lanes);
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n; j++) {
+        if (p[j] == 0) continue;
+        float *lane = lanes + ((first + j) & 7) * hd;
+        const float *vj = v + j * ldv;
+        for (int64_t i = 0; i < hd; i++) lane[i] = fmaf(vj[i], p[j], lane[i]);
+    }
+}
+
+void lmc_values_ordered_finish(const float *lanes, int64_t hd, float *out) {
+    for (int64_t i = 0; i < hd; i++) {
+        float l[8];
+        for (int k = 0; k < 8; k++) l[k] = lanes[k * hd + i];
+        out[i] = lanes_sum(l);
+    }
+}
+
+// MARK: - Row loops
+
+int lmc_ordered_supports(int32_t t) { return t == 8 || t == 6; }
+
+void lmc_matmul_ordered(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
+                        int64_t tokens, const int8_t *qs, const float *d, float *y, int64_t ldy) {
+    const uint8_t *base = (const uint8_t *)w;
+    const int64_t nb = n / 32;
+    for (int64_t r = row_begin; r < row_end; r++) {
+        const uint8_t *row = base + r * row_bytes;
+        for (int64_t j = 0; j < tokens; j++) y[j * ldy + r] = dot32(t, row, nb, qs + j * n, d + j * nb);
+    }
+}
+
+// MARK: - RoPE
+
+// The angle of pair i is p · step^i, as the running product θ ← θ · step from θ = p (each step
+// rounded), divided by the pair's frequency factor when there is one; the rotation is contracted
+// into fused multiply-adds: x0' = fma(x0, cos, −x1·sin), x1' = fma(x0, sin, x1·cos).
+void lmc_rope_ordered(float *x, int64_t heads, int64_t head_dim, int64_t dims, int64_t position, float step,
+                      const float *factors, int neox) {
+    const int64_t half = dims / 2;
+    float cs[512];
+    float *c = cs, *s = cs + 256;
+    if (half > 256) return;
+    float theta = (float)position;
+    for (int64_t i = 0; i < half; i++) {
+        const float angle = factors ? theta / factors[i] : theta;
+        c[i] = cosf(angle);
+        s[i] = sinf(angle);
+        theta *= step;
+    }
+    for (int64_t h = 0; h < heads; h++) {
+        float *v = x + h * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            float *p0 = neox ? v + i : v + 2 * i;
+            float *p1 = neox ? v + i + half : v + 2 * i + 1;
+            const float x0 = *p0, x1 = *p1;
+            const float x1s = x1 * s[i], x1c = x1 * c[i];
+            *p0 = fmaf(x0, c[i], -x1s);
+            *p1 = fmaf(x0, s[i], x1c);
+        }
+    }
+}
