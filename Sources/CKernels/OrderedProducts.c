@@ -214,7 +214,7 @@ void lmc_values_ordered_finish(const float *lanes, int64_t hd, float *out) {
 
 // MARK: - Row loops
 
-int lmc_ordered_supports(int32_t t) { return t == 8 || t == 6; }
+int lmc_ordered_supports(int32_t t) { return t == 8 || t == 6 || t == 12 || t == 14; }
 
 void lmc_matmul_ordered(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
                         int64_t tokens, const int8_t *qs, const float *d, float *y, int64_t ldy) {
@@ -255,4 +255,235 @@ void lmc_rope_ordered(float *x, int64_t heads, int64_t head_dim, int64_t dims, i
             *p1 = fmaf(x0, s[i], x1c);
         }
     }
+}
+
+// MARK: - K-quant blocks (256 values)
+//
+// llama.cpp's K-quant activations (Q8_K): one float scale d per 256 values, int8 values, and the sums
+// of each 16 of them. Its products (x86, AVX2; see the notes at each kernel):
+// - Q4_K: rows in groups of four go through its repacked 8×8 gemm, the rest of a call (count mod 4)
+//   through its repacked gemv; the two add in different steps.
+// - Q6_K: calls of at least 8 tokens go through its tiled kernel, smaller ones through its row dot.
+
+static inline int nearest_even(float v) { return (int)lrintf(v); }
+
+void lmc_quantize_q8_k_ordered(const float *x, int64_t n, int grouped, int8_t *qs, float *d, int16_t *bsums) {
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float *xb = x + b * 256;
+        int8_t *q = qs + b * 256;
+        float amax = 0, max = 0;
+        int positive_max = 0;
+        for (int i = 0; i < 256; i++) {
+            const float a = fabsf(xb[i]);
+            if (a > amax) {
+                amax = a;
+                max = xb[i];
+            }
+        }
+        for (int i = 0; i < 256 && grouped; i++) positive_max |= xb[i] == amax;
+        if (amax == 0) {
+            memset(q, 0, 256);
+            d[b] = 0;
+        } else {
+            // Ungrouped rows (quantize_row_q8_K): the first value of largest magnitude maps to −127.
+            // Grouped rows (its 4×8 quantizer): −127 for a positive maximum if there is one, else +127.
+            const float iscale = grouped ? (positive_max ? -127.0f / amax : 127.0f / amax) : -127.0f / max;
+            for (int i = 0; i < 256; i++) {
+                int v = nearest_even(iscale * xb[i]);
+                q[i] = (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
+            }
+            d[b] = 1.0f / iscale;
+        }
+        for (int k = 0; k < 16; k++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += q[16 * k + i];
+            bsums[b * 16 + k] = (int16_t)s;
+        }
+    }
+}
+
+// Σ w[i]·x[i] over each 16 of 256 values, w unsigned (below 64), x signed.
+static void sums16_portable(const uint8_t *w, const int8_t *x, int32_t out[16]) {
+    for (int k = 0; k < 16; k++) {
+        int s = 0;
+        for (int i = 0; i < 16; i++) s += w[16 * k + i] * x[16 * k + i];
+        out[k] = s;
+    }
+}
+
+#ifdef LMC_X86
+LMC_AVX2 static void sums16_avx2(const uint8_t *w, const int8_t *x, int32_t out[16]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int v = 0; v < 8; v++) {
+        __m256i p = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(w + 32 * v)),
+                                 _mm256_loadu_si256((const __m256i *)(x + 32 * v))),
+            ones);
+        int32_t l[8];
+        _mm256_storeu_si256((__m256i *)l, p);
+        out[2 * v] = (l[0] + l[1]) + (l[2] + l[3]);
+        out[2 * v + 1] = (l[4] + l[5]) + (l[6] + l[7]);
+    }
+}
+#endif
+
+static inline void sums16(const uint8_t *w, const int8_t *x, int32_t out[16]) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        sums16_avx2(w, x, out);
+        return;
+    }
+#endif
+    sums16_portable(w, x, out);
+}
+
+static inline void q4_k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+// One Q4_K super-block unpacked: values 0…15 in element order, 6-bit scales and minimums, d, dmin.
+typedef struct {
+    uint8_t q[256];
+    int sc[8], m[8];
+    float d, dmin;
+} q4k_block;
+
+static void unpack_q4_k(const uint8_t *blk, q4k_block *u) {
+    u->d = lmc_f16_to_f32(u16_at(blk));
+    u->dmin = lmc_f16_to_f32(u16_at(blk + 2));
+    for (int j = 0; j < 8; j++) q4_k_scale_min(j, blk + 4, &u->sc[j], &u->m[j]);
+    const uint8_t *qs = blk + 16;
+    for (int i = 0; i < 4; i++) {
+        for (int l = 0; l < 32; l++) {
+            u->q[64 * i + l] = qs[32 * i + l] & 0x0f;
+            u->q[64 * i + 32 + l] = qs[32 * i + l] >> 4;
+        }
+    }
+}
+
+// One Q6_K super-block unpacked: unsigned 6-bit codes (value + 32) in element order, scales, d.
+typedef struct {
+    uint8_t q[256];
+    int sc[16];
+    float d;
+} q6k_block;
+
+static void unpack_q6_k(const uint8_t *blk, q6k_block *u) {
+    const uint8_t *ql = blk, *qh = blk + 128;
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    u->d = lmc_f16_to_f32(u16_at(blk + 208));
+    for (int k = 0; k < 16; k++) u->sc[k] = sc[k];
+    for (int e = 0; e < 256; e++) {
+        const int h = e / 128, o = e % 128, g = o / 32, l = o % 32;
+        const uint8_t byte = ql[64 * h + l + 32 * (g & 1)];
+        const int nib = g < 2 ? (byte & 0x0f) : (byte >> 4);
+        u->q[e] = (uint8_t)(nib | (((qh[32 * h + l] >> (2 * g)) & 3) << 4));
+    }
+}
+
+// Q4_K, one output. gemm (grouped rows): per super-block, four steps of 64 values, each one fused
+// multiply-add of its scaled sums into the value and one of its minimum terms into the offset.
+// gemv: one step per super-block. The offset is subtracted at the end.
+static float dot_q4_k_ordered(const q4k_block *blocks, int64_t nb, const int8_t *qs, const float *d,
+                              const int16_t *bsums, int grouped) {
+    float acc = 0, accm = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const q4k_block *u = &blocks[b];
+        int32_t s16[16];
+        sums16(u->q, qs + b * 256, s16);
+        const float sd = u->d * d[b], sm = u->dmin * d[b];
+        int32_t i1 = 0, i2 = 0;
+        for (int j = 0; j < 8; j++) {
+            const int32_t dot = s16[2 * j] + s16[2 * j + 1];
+            const int32_t bs = bsums[b * 16 + 2 * j] + bsums[b * 16 + 2 * j + 1];
+            i1 += u->sc[j] * dot;
+            i2 += u->m[j] * bs;
+            if (grouped && (j & 1)) {
+                acc = fmaf((float)i1, sd, acc);
+                accm = fmaf((float)i2, sm, accm);
+                i1 = i2 = 0;
+            }
+        }
+        if (!grouped) {
+            acc = fmaf((float)i1, sd, acc);
+            accm = fmaf((float)i2, sm, accm);
+        }
+    }
+    return acc - accm;
+}
+
+// Q6_K, one output. tiled (calls of at least 8 tokens): per super-block, the exact integer sum
+// times the weight scale, then one fused multiply-add with the activation scale. Row dot: eight
+// integer lanes per super-block (lane L: values 4L…4L+3 of each 32, minus 32 × the scaled sums of
+// the activations of values 32L…32L+31), each added with one fused multiply-add of the product of the
+// two scales, then the lanes summed.
+static float dot_q6_k_ordered(const q6k_block *blocks, int64_t nb, const int8_t *qs, const float *d,
+                              const int16_t *bsums, int tiled) {
+    if (tiled) {
+        float buf = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const q6k_block *u = &blocks[b];
+            int32_t s16[16];
+            sums16(u->q, qs + b * 256, s16);
+            int32_t s1 = 0;
+            for (int k = 0; k < 16; k++) s1 += u->sc[k] * (s16[k] - 32 * bsums[b * 16 + k]);
+            buf = fmaf(u->d * (float)s1, d[b], buf);
+        }
+        return buf;
+    }
+    float lanes[8] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        const q6k_block *u = &blocks[b];
+        const int8_t *x = qs + b * 256;
+        const float dd = u->d * d[b];
+        for (int l = 0; l < 8; l++) {
+            int32_t lane = 0;
+            for (int c = 0; c < 8; c++) {
+                for (int k = 0; k < 4; k++) {
+                    const int e = 32 * c + 4 * l + k;
+                    lane += u->sc[e / 16] * u->q[e] * x[e];
+                }
+            }
+            lane -= 32 * (u->sc[2 * l] * bsums[b * 16 + 2 * l] + u->sc[2 * l + 1] * bsums[b * 16 + 2 * l + 1]);
+            lanes[l] = fmaf(dd, (float)lane, lanes[l]);
+        }
+    }
+    const float t0 = lanes[4] + lanes[0], t1 = lanes[5] + lanes[1], t2 = lanes[6] + lanes[2],
+                t3 = lanes[7] + lanes[3];
+    return (t0 + t2) + (t1 + t3);
+}
+
+void lmc_matmul_ordered_k(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                          int64_t n, int64_t tokens, const int8_t *qs, const float *d, const int16_t *bsums,
+                          float *y, int64_t ldy, void *scratch) {
+    const uint8_t *base = (const uint8_t *)w;
+    const int64_t nb = n / 256;
+    const int64_t grouped_tokens = tokens - tokens % 4;
+    for (int64_t r = row_begin; r < row_end; r++) {
+        const uint8_t *row = base + r * row_bytes;
+        if (t == 12) {
+            q4k_block *u = (q4k_block *)scratch;
+            for (int64_t b = 0; b < nb; b++) unpack_q4_k(row + b * 144, &u[b]);
+            for (int64_t j = 0; j < tokens; j++) {
+                y[j * ldy + r] = dot_q4_k_ordered(u, nb, qs + j * n, d + j * nb, bsums + j * (n / 16), j < grouped_tokens);
+            }
+        } else {
+            q6k_block *u = (q6k_block *)scratch;
+            for (int64_t b = 0; b < nb; b++) unpack_q6_k(row + b * 210, &u[b]);
+            for (int64_t j = 0; j < tokens; j++) {
+                y[j * ldy + r] = dot_q6_k_ordered(u, nb, qs + j * n, d + j * nb, bsums + j * (n / 16), tokens >= 8);
+            }
+        }
+    }
+}
+
+int64_t lmc_ordered_k_scratch_bytes(int64_t n) {
+    const int64_t a = (int64_t)sizeof(q4k_block), b = (int64_t)sizeof(q6k_block);
+    return (n / 256) * (a > b ? a : b);
 }

@@ -332,6 +332,10 @@ package enum Linear {
     ) {
         let ldy = ldy ?? w.rows
         let columns = w.columns
+        if w.type == .q4_K || w.type == .q6_K {
+            orderedSuperBlockMatmul(w, x: x, count: count, y: y, ldy: ldy, scratch: scratch)
+            return
+        }
         let act = scratch.batchActivation
         act.reserve(count * columns)
         Parallel.forRanges(count, minimumPerPart: 4) { tokens in
@@ -419,6 +423,43 @@ package enum Linear {
         scratch: LinearScratch
     ) {
         sgemmBlocks(w, x: x, blocks: [0..<count], y: y, ldy: ldy, scratch: scratch)
+    }
+
+    /// ``orderedMatmul(_:x:count:y:ldy:scratch:)`` for Q4_K and Q6_K (activations per 256 values).
+    static func orderedSuperBlockMatmul(
+        _ w: WeightMatrix,
+        x: UnsafePointer<Float>,
+        count: Int,
+        y: UnsafeMutablePointer<Float>,
+        ldy: Int,
+        scratch: LinearScratch
+    ) {
+        let columns = w.columns
+        let blocks = columns / 256
+        let grouped = w.type == .q4_K ? count - count % 4 : 0
+        let qs = UnsafeMutablePointer<Int8>.allocate(capacity: count * columns)
+        let d = UnsafeMutablePointer<Float>.allocate(capacity: count * blocks)
+        let bsums = UnsafeMutablePointer<Int16>.allocate(capacity: count * columns / 16)
+        defer {
+            qs.deallocate()
+            d.deallocate()
+            bsums.deallocate()
+        }
+        Parallel.forRanges(count, minimumPerPart: 4) { tokens in
+            for t in tokens {
+                lmc_quantize_q8_k_ordered(
+                    x + t * columns, Int64(columns), t < grouped ? 1 : 0, qs + t * columns, d + t * blocks,
+                    bsums + t * columns / 16)
+            }
+        }
+        let scratchBytes = Int(lmc_ordered_k_scratch_bytes(Int64(columns)))
+        Parallel.forRanges(w.rows, minimumPerPart: 16) { rows in
+            let unpacked = UnsafeMutableRawPointer.allocate(byteCount: scratchBytes, alignment: 64)
+            defer { unpacked.deallocate() }
+            lmc_matmul_ordered_k(
+                Int32(w.type.rawValue), w.base, Int64(w.rowBytes), Int64(rows.lowerBound), Int64(rows.upperBound),
+                Int64(columns), Int64(count), qs, d, bsums, y, Int64(ldy), unpacked)
+        }
     }
 
     /// Blocks of at most this many tokens are multiplied without sgemm (`lmc_gemm_nt_small`), which

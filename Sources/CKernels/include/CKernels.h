@@ -96,11 +96,28 @@ void lmc_softmax_aligned(float *x, int64_t n, int64_t phase);
 /// Whether `lmc_matmul_ordered` supports a GGML type id.
 int lmc_ordered_supports(int32_t ggml_type);
 
-/// `lmc_matmul_q8` in llama.cpp's summation order (OrderedProducts.c): Y[j][r] = y[j·ldy + r] for rows
-/// [row_begin, row_end) and tokens 0..<tokens; activation j at qs + j·n, d + j·n/32, quantized by
-/// `lmc_quantize_q8_0_like` (Q8_0, Q5_0).
+/// `lmc_matmul_q8` in llama.cpp's summation order (OrderedProducts.c) for Q8_0 and Q5_0 rows: Y[j][r] =
+/// y[j·ldy + r] for rows [row_begin, row_end) and tokens 0..<tokens; activation j at qs + j·n,
+/// d + j·n/32, quantized by `lmc_quantize_q8_0_like`.
 void lmc_matmul_ordered(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
                         int64_t n, int64_t tokens, const int8_t *qs, const float *d, float *y, int64_t ldy);
+
+/// Quantizes `n` floats (n % 256 == 0) as llama.cpp's K-quant activations: per 256 values a float
+/// scale d, int8 values and the sums of each 16 (`bsums`, n/16 of them). `grouped`: as its 4×8
+/// quantizer of rows taken four at a time (the largest magnitude maps to −127 when a positive value
+/// has it, else to +127); otherwise as its row quantizer (the first value of largest magnitude maps
+/// to −127).
+void lmc_quantize_q8_k_ordered(const float *x, int64_t n, int grouped, int8_t *qs, float *d, int16_t *bsums);
+
+/// `lmc_matmul_ordered` for Q4_K and Q6_K rows, against activations from `lmc_quantize_q8_k_ordered`
+/// (token j at qs + j·n, d + j·n/256, bsums + j·n/16; for Q4_K, tokens below tokens − tokens mod 4
+/// quantized `grouped`). `scratch` holds `lmc_ordered_k_scratch_bytes(n)` bytes.
+void lmc_matmul_ordered_k(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                          int64_t n, int64_t tokens, const int8_t *qs, const float *d, const int16_t *bsums,
+                          float *y, int64_t ldy, void *scratch);
+
+/// Bytes of scratch `lmc_matmul_ordered_k` needs for rows of `n` values.
+int64_t lmc_ordered_k_scratch_bytes(int64_t n);
 
 /// s[c] = scale · (q · k_c) for c < n, k_c at k + c·ldk, `hd` values each, summed in eight lanes by
 /// index mod 8 (llama.cpp's order for half-precision operands).
