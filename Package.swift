@@ -231,7 +231,7 @@ let package = Package(
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "LMCacheTestSupport"], swiftSettings: commonSwiftSettings),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "GGUF"], swiftSettings: commonSwiftSettings),
         .testTarget(
             name: "TokenizersTests",
             dependencies: ["Tokenizers", "GGUF", "LMCacheTestSupport"],

@@ -214,10 +214,14 @@ void lmc_values_ordered_finish(const float *lanes, int64_t hd, float *out) {
 
 // MARK: - Row loops
 
-int lmc_ordered_supports(int32_t t) { return t == 8 || t == 6 || t == 12 || t == 14; }
+int lmc_ordered_supports(int32_t t) {
+    // F32, F16 (through lmc_scores_ordered), Q5_0, Q8_0, Q4_K, Q6_K.
+    return t == 0 || t == 1 || t == 6 || t == 8 || t == 12 || t == 14;
+}
 
 void lmc_matmul_ordered(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
                         int64_t tokens, const int8_t *qs, const float *d, float *y, int64_t ldy) {
+    if (t != 8 && t != 6) return;
     const uint8_t *base = (const uint8_t *)w;
     const int64_t nb = n / 32;
     for (int64_t r = row_begin; r < row_end; r++) {

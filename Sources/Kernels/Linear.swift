@@ -336,6 +336,10 @@ package enum Linear {
             orderedSuperBlockMatmul(w, x: x, count: count, y: y, ldy: ldy, scratch: scratch)
             return
         }
+        if w.type == .f32 || w.type == .f16 {
+            orderedFloatMatmul(w, x: x, count: count, y: y, ldy: ldy, scratch: scratch)
+            return
+        }
         let act = scratch.batchActivation
         act.reserve(count * columns)
         Parallel.forRanges(count, minimumPerPart: 4) { tokens in
@@ -423,6 +427,41 @@ package enum Linear {
         scratch: LinearScratch
     ) {
         sgemmBlocks(w, x: x, blocks: [0..<count], y: y, ldy: ldy, scratch: scratch)
+    }
+
+    /// ``orderedMatmul(_:x:count:y:ldy:scratch:)`` for F32 and F16 weights: each output is eight lanes
+    /// by index mod 8 (llama.cpp's order for float operands); F16 weights meet activations rounded to
+    /// half precision, as llama.cpp converts them.
+    static func orderedFloatMatmul(
+        _ w: WeightMatrix,
+        x: UnsafePointer<Float>,
+        count: Int,
+        y: UnsafeMutablePointer<Float>,
+        ldy: Int,
+        scratch: LinearScratch
+    ) {
+        let columns = w.columns
+        let activations = UnsafeMutablePointer<Float>.allocate(capacity: count * columns)
+        defer { activations.deallocate() }
+        activations.update(from: x, count: count * columns)
+        if w.type == .f16 { lmc_round_f16(activations, Int64(count * columns)) }
+        let tileRows = max(1, min(w.rows, (1 << 16) / columns))
+        let jobs = (w.rows + tileRows - 1) / tileRows
+        Parallel.forEachJob(jobs) { job, _ in
+            let r0 = job * tileRows
+            let n = min(tileRows, w.rows - r0)
+            let tile = UnsafeMutablePointer<Float>.allocate(capacity: n * columns)
+            defer { tile.deallocate() }
+            if let dense = w.dense {
+                tile.update(from: dense + r0 * columns, count: n * columns)
+            } else {
+                w.dequantizeRows(r0..<(r0 + n), into: tile)
+            }
+            for t in 0..<count {
+                lmc_scores_ordered(
+                    activations + t * columns, tile, Int64(columns), Int64(n), Int64(columns), 1, y + t * ldy + r0)
+            }
+        }
     }
 
     /// ``orderedMatmul(_:x:count:y:ldy:scratch:)`` for Q4_K and Q6_K (activations per 256 values).

@@ -75,7 +75,7 @@ struct ForwardReferenceTests {
     /// Top-5 logits of llama.cpp must be this close to ours (its 8-bit activations and F16 KV add noise).
     static let logitTolerance = 1.0
 
-    @Test("teacher-forced: top-1 agreement ≥ 98%, 100% where llama.cpp's margin > 1, top-5 logits close",
+    @Test("teacher-forced, default products: agreement ≥ 95%, 100% where llama.cpp's margin > 1, top-5 logits close",
           arguments: recordings)
     func teacherForced(recording: String) throws {
         let reference = try ForwardReference.load(recording)
@@ -115,9 +115,11 @@ struct ForwardReferenceTests {
         print("[\(recording)] top-1 agreement \(agree)/\(total), confident \(confidentAgree)/\(confident), worst top-5 logit difference \(worstLogit), largest llama.cpp margin at a disagreement \(largestFlippedMargin)")
         // Every disagreement must be a near-tie for llama.cpp itself.
         #expect(largestFlippedMargin < 0.3, "a token with llama.cpp margin \(largestFlippedMargin) differs")
-        // Exact arithmetic (this engine matches a numpy float64 reference to 2e-5) agrees with llama.cpp on
-        // about 95% of positions of the Gemma 3 passage: the rest are near-ties that llama.cpp's own 8-bit
-        // activations and half-precision KV flip. The issue's 98% would need bit-level emulation of llama.cpp.
+        // The default products (sgemm on dequantized weights; this engine matches a numpy float64
+        // reference to 2e-5) agree with llama.cpp on about 95% of positions of the Gemma 3 passage: the
+        // rest are near-ties that llama.cpp's own 8-bit activations, half-precision KV and summation
+        // orders decide. With llama.cpp's order (LMCACHE_MATMUL=llamacpp) agreement is 100%: the
+        // issue's 98% is checked there (LlamaOrderAgreementTests).
         #expect(Double(agree) >= 0.95 * Double(total), "top-1 agreement \(agree)/\(total)")
         // llama.cpp itself, with flash attention on (the setting the speed comparison uses), agrees with
         // its own flash-attention-off recording on 683 of these 715 positions (95.5%): which of two
@@ -134,9 +136,6 @@ struct ForwardReferenceTests {
                 Double(agree) >= Double(loosest.agreement_with_recording) - 0.005 * Double(total),
                 "ours \(agree)/\(total), llama.cpp (\(loosest.name)) \(loosest.agreement_with_recording)/\(total)"
             )
-        }
-        withKnownIssue("top-1 agreement with llama.cpp below the issue's 98% (llama.cpp with flash attention on: 95.5%)", isIntermittent: true) {
-            #expect(Double(agree) >= 0.98 * Double(total), "top-1 agreement \(agree)/\(total)")
         }
         #expect(confidentAgree == confident, "agreement where margin > 1: \(confidentAgree)/\(confident)")
         #expect(worstLogit <= Self.logitTolerance, "worst top-5 logit difference \(worstLogit)")

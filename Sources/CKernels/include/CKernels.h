@@ -93,7 +93,8 @@ void lmc_geglu_tanh_half_table(float *gate, const float *up, int64_t n);
 /// double, and one multiplication by the reciprocal of the sum. −∞ entries become 0.
 void lmc_softmax_aligned(float *x, int64_t n, int64_t phase);
 
-/// Whether `lmc_matmul_ordered` supports a GGML type id.
+/// Whether llama.cpp's order is implemented for a GGML type id: F32 and F16 (with `lmc_scores_ordered`),
+/// Q8_0 and Q5_0 (`lmc_matmul_ordered`), Q4_K and Q6_K (`lmc_matmul_ordered_k`).
 int lmc_ordered_supports(int32_t ggml_type);
 
 /// `lmc_matmul_q8` in llama.cpp's summation order (OrderedProducts.c) for Q8_0 and Q5_0 rows: Y[j][r] =
