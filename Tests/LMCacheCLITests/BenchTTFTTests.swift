@@ -12,9 +12,9 @@ struct BenchTTFTTests {
             "cpu", "disk", "lm", "redis",
         ]
     )
-    func report(tier: String) throws {
+    func report(tier: String) async throws {
         let model = try TestModel.requirePath()
-        let result = try LMCacheExecutable.run([
+        let result = try await LMCacheExecutable.runAsync([
             "bench", "ttft", "--model", model, "--tier", tier, "--tokens", "300", "--runs", "1", "--json",
         ])
         try #require(result.status == 0, "\(result.stderr)")

@@ -5,9 +5,9 @@ import Testing
 @Suite("lmcache bench blend")
 struct BlendCLITests {
     @Test("bench blend --json reports TTFT, accuracy, agreement and KL; ratio 1 reproduces full prefill")
-    func benchBlend() throws {
+    func benchBlend() async throws {
         let model = try EngineCLITests.requireModel()
-        let result = try LMCacheExecutable.run([
+        let result = try await LMCacheExecutable.runAsync([
             "bench", "blend", "--model", model, "--documents", "2", "--document-tokens", "300", "--prompts", "1",
             "--ratio", "1", "--output-tokens", "4", "--json",
         ])
@@ -29,12 +29,12 @@ struct BlendCLITests {
     }
 
     @Test("bad options are clear errors")
-    func badOptions() throws {
+    func badOptions() async throws {
         let model = try EngineCLITests.requireModel()
-        let one = try LMCacheExecutable.run(["bench", "blend", "--model", model, "--documents", "1"])
+        let one = try await LMCacheExecutable.runAsync(["bench", "blend", "--model", model, "--documents", "1"])
         #expect(one.status != 0)
         #expect(one.stderr.contains("--documents must be at least 2"))
-        let layer = try LMCacheExecutable.run(["bench", "blend", "--model", model, "--check-layer", "99"])
+        let layer = try await LMCacheExecutable.runAsync(["bench", "blend", "--model", model, "--check-layer", "99"])
         #expect(layer.status != 0)
         #expect(layer.stderr.contains("--check-layer must be below"))
     }

@@ -1,5 +1,6 @@
 import Foundation
 import LMCacheCore
+import LMCacheTestSupport
 import Testing
 
 /// Runs the built `lmcache` executable, as a user would.
@@ -10,10 +11,16 @@ enum LMCacheExecutable {
         return bundle.appending(path: "lmcache")
     }
 
-    struct Output {
+    struct Output: Sendable {
         var status: Int32
         var stdout: String
         var stderr: String
+    }
+
+    /// ``run(_:environment:)`` from an async test: the wait happens on a thread of its own, not on one
+    /// of the cooperative threads that the other tests (and in-process servers) need.
+    static func runAsync(_ arguments: [String], environment: [String: String] = [:]) async throws -> Output {
+        try await onOwnThread { try run(arguments, environment: environment) }
     }
 
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
@@ -44,13 +51,13 @@ struct CLITests {
     static let tokens = (0..<1000).map { Int32(($0 * 7919 + 13) % 262_144) }
 
     @Test("two processes compute the same chunk keys, equal to the library's")
-    func keysAcrossProcesses() throws {
+    func keysAcrossProcesses() async throws {
         let arguments = [
             "inspect", "keys", "--tokens", Self.tokens.map(String.init).joined(separator: ","),
             "--model-name", "gemma-3-270m", "--fingerprint", "abc", "--layout", "18x1x256", "--salt", "t1",
         ]
-        let first = try LMCacheExecutable.run(arguments)
-        let second = try LMCacheExecutable.run(arguments)
+        let first = try await LMCacheExecutable.runAsync(arguments)
+        let second = try await LMCacheExecutable.runAsync(arguments)
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout == second.stdout)
         let lines = first.stdout.split(separator: "\n")
@@ -65,19 +72,19 @@ struct CLITests {
         }
         #expect(lines.map(String.init) == expected)
         // The environment reaches the keyer: save_unfull_chunk keys the tail too.
-        let unfull = try LMCacheExecutable.run(arguments, environment: ["LMCACHE_SAVE_UNFULL_CHUNK": "true"])
+        let unfull = try await LMCacheExecutable.runAsync(arguments, environment: ["LMCACHE_SAVE_UNFULL_CHUNK": "true"])
         #expect(unfull.stdout.split(separator: "\n").count == 4)
     }
 
     @Test("lmcache config shows each value's source: file < environment < --set")
-    func configLayers() throws {
+    func configLayers() async throws {
         let path = FileManager.default.temporaryDirectory.appending(path: "lmcache-cli-\(getpid()).yaml").path
         try "chunk_size: 512\ncache_policy: LFU\nmax_local_cpu_size: 2\n".write(
             toFile: path,
             atomically: true,
             encoding: .utf8
         )
-        let result = try LMCacheExecutable.run(
+        let result = try await LMCacheExecutable.runAsync(
             ["config", "--json", "--set", "chunk_size=64"],
             environment: ["LMCACHE_CONFIG_FILE": path, "LMCACHE_CACHE_POLICY": "FIFO"]
         )
@@ -91,20 +98,20 @@ struct CLITests {
     }
 
     @Test("a bad value exits non-zero with a message naming key, value and source")
-    func badValue() throws {
-        let result = try LMCacheExecutable.run(["config"], environment: ["LMCACHE_MAX_LOCAL_CPU_SIZE": "-1"])
+    func badValue() async throws {
+        let result = try await LMCacheExecutable.runAsync(["config"], environment: ["LMCACHE_MAX_LOCAL_CPU_SIZE": "-1"])
         #expect(result.status != 0)
         #expect(
             result.stderr.contains("max_local_cpu_size") && result.stderr.contains("\"-1\"")
                 && result.stderr.contains("LMCACHE_MAX_LOCAL_CPU_SIZE")
         )
-        let typo = try LMCacheExecutable.run(["config", "--set", "chunk_sise=3"])
+        let typo = try await LMCacheExecutable.runAsync(["config", "--set", "chunk_sise=3"])
         #expect(typo.status != 0 && typo.stderr.contains("did you mean chunk_size"))
     }
 
     @Test("bench storage prints the documented JSON fields and reads back exact bytes")
-    func benchStorage() throws {
-        let result = try LMCacheExecutable.run([
+    func benchStorage() async throws {
+        let result = try await LMCacheExecutable.runAsync([
             "bench", "storage", "--tier", "cpu", "--json", "--size-gib", "0.02",
             "--iterations", "1",
         ])
@@ -122,8 +129,8 @@ struct CLITests {
 @Suite("lmcache bench storage --tier disk")
 struct BenchDiskTests {
     @Test("prints cold and warm figures against a plain file and reads back exact bytes")
-    func benchDisk() throws {
-        let result = try LMCacheExecutable.run([
+    func benchDisk() async throws {
+        let result = try await LMCacheExecutable.runAsync([
             "bench", "storage", "--tier", "disk", "--json", "--size-gib", "0.02",
             "--iterations", "1",
         ])

@@ -23,9 +23,9 @@ struct EngineCLITests {
     }
 
     @Test("generate --json continues a prompt greedily, as llama.cpp does")
-    func generate() throws {
+    func generate() async throws {
         let model = try Self.requireModel()
-        let result = try LMCacheExecutable.run([
+        let result = try await LMCacheExecutable.runAsync([
             "generate", "--model", model, "--prompt", "The capital of France is", "--max-tokens", "4", "--json",
         ])
         #expect(result.status == 0, "\(result.stderr)")
@@ -38,13 +38,13 @@ struct EngineCLITests {
     }
 
     @Test("perplexity --json gives perplexity, token_ids and argmax_ids per position")
-    func perplexity() throws {
+    func perplexity() async throws {
         let model = try Self.requireModel()
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("lmcache-ppl-\(UUID().uuidString).txt")
         try "The lighthouse keeper climbed the stairs every morning to watch the sea.".write(
             to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        let result = try LMCacheExecutable.run(["perplexity", "--model", model, "--file", file.path, "--json"])
+        let result = try await LMCacheExecutable.runAsync(["perplexity", "--model", model, "--file", file.path, "--json"])
         #expect(result.status == 0, "\(result.stderr)")
         let object = try Self.json(result.stdout)
         let ids = try #require(object["token_ids"] as? [Int])
@@ -56,9 +56,9 @@ struct EngineCLITests {
     }
 
     @Test("bench engine --json prints the documented fields")
-    func benchEngine() throws {
+    func benchEngine() async throws {
         let model = try Self.requireModel()
-        let result = try LMCacheExecutable.run([
+        let result = try await LMCacheExecutable.runAsync([
             "bench", "engine", "--model", model, "--prompt-tokens", "24", "--decode-tokens", "2", "--runs", "1", "--json",
         ])
         #expect(result.status == 0, "\(result.stderr)")
@@ -71,8 +71,8 @@ struct EngineCLITests {
     }
 
     @Test("a missing model file is a clear error, not a crash")
-    func missingModel() throws {
-        let result = try LMCacheExecutable.run(["generate", "--model", "/nonexistent.gguf", "--prompt", "x"])
+    func missingModel() async throws {
+        let result = try await LMCacheExecutable.runAsync(["generate", "--model", "/nonexistent.gguf", "--prompt", "x"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("does not exist"))
     }

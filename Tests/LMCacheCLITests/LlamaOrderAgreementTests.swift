@@ -31,11 +31,11 @@ struct LlamaOrderAgreementTests {
     ]
 
     @Test("teacher-forced top-1 agreement with llama.cpp ≥ 98%", arguments: cases)
-    func agreement(_ test: Case) throws {
+    func agreement(_ test: Case) async throws {
         let model = try test.model.map { Self.resources.appending(path: $0).path } ?? EngineCLITests.requireModel()
         let recording = try JSONDecoder().decode(
             Recording.self, from: Data(contentsOf: Self.resources.appending(path: test.recording)))
-        let result = try LMCacheExecutable.run(
+        let result = try await LMCacheExecutable.runAsync(
             ["perplexity", "--model", model, "--file", Self.root.appending(path: test.text).path, "--json"],
             environment: ["LMCACHE_MATMUL": "llamacpp"])
         #expect(result.status == 0, "\(result.stderr)")

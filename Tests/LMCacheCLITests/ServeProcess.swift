@@ -143,19 +143,42 @@ enum HTTP {
     }
 }
 
-/// Runs `python3 arguments…`; returns the exit status, stdout and stderr.
+/// Runs `python3 arguments…`; returns the exit status, stdout and stderr. The waits happen on threads
+/// of their own, not on the cooperative threads that the other tests need.
 func runPython(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(filePath: "/usr/bin/env")
-    process.arguments = ["python3"] + arguments
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-    async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
-    let (o, e) = await (stdout, stderr)
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    try await onOwnThread {
+        let process = Process()
+        process.executableURL = URL(filePath: "/usr/bin/env")
+        process.arguments = ["python3"] + arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Both pipes are drained while the program runs (stderr on a second thread).
+        let errors = ErrorsReader(err.fileHandleForReading)
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = errors.wait()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// Reads a file handle to its end on a thread of its own.
+private final class ErrorsReader: @unchecked Sendable {
+    // @unchecked: `data` is written by the reading thread before it signals, and read after the wait.
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = handle.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+
+    func wait() -> Data {
+        done.wait()
+        return data
+    }
 }
