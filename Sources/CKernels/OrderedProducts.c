@@ -12,6 +12,12 @@
 //   order. For attention, lane L adds the products at indices ≡ L (mod 8), in order. The lanes are
 //   then summed as ((L0+L4) + (L2+L6)) + ((L1+L5) + (L3+L7)).
 //
+// - One token (a decode step) of float operands (attention, F16/F32 weights): llama.cpp's row dot
+//   instead, four accumulators of eight lanes over each 32 values (value i in slot i mod 32), summed
+//   as ((A0+A2) + (A1+A3)) lane by lane, then (l0+l4) + (l1+l5) and (l2+l6) + (l3+l7) added in that
+//   order; values past the last multiple of 32 are added after, one product at a time (in double
+//   for F16 operands). Its quantized row dots add as the batched kernels above.
+//
 // The portable versions compute the same values with fmaf.
 
 #include "CKernels.h"
@@ -129,9 +135,57 @@ static float dot32(int32_t t, const uint8_t *row, int64_t nb, const int8_t *qs, 
     return dot32_portable(t, row, nb, qs, d);
 }
 
-// MARK: - Attention (half-precision operands held in floats)
+// MARK: - Attention and float weights (half-precision operands held in floats)
+
+// The 32 slots of a one-token dot summed in llama.cpp's order.
+static inline float slots32_sum(const float *s, int64_t stride) {
+    float l[8];
+    for (int k = 0; k < 8; k++) l[k] = (s[k * stride] + s[(16 + k) * stride]) + (s[(8 + k) * stride] + s[(24 + k) * stride]);
+    return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
+// The one-token dot's values past the last multiple of 32 (`whole`), one product at a time.
+static inline float add_tail(float r, const float *k, const float *q, int64_t whole, int64_t n, int tail_double) {
+    if (whole == n) return r;
+    if (tail_double) {
+        double sd = r;
+        for (int64_t i = whole; i < n; i++) sd += (double)(k[i] * q[i]);
+        return (float)sd;
+    }
+    for (int64_t i = whole; i < n; i++) {
+        const float product = k[i] * q[i];
+        r += product;
+    }
+    return r;
+}
+
+// One-token dot: 32 slots over the whole multiples of 32, then the rest one product at a time.
+static float dot_one_token_portable(const float *k, const float *q, int64_t n, int tail_double) {
+    float slots[32] = {0};
+    const int64_t whole = n & ~(int64_t)31;
+    for (int64_t i = 0; i < whole; i++) slots[i & 31] = fmaf(k[i], q[i], slots[i & 31]);
+    float r = slots32_sum(slots, 1);
+    return add_tail(r, k, q, whole, n, tail_double);
+}
 
 #ifdef LMC_X86
+LMC_AVX2 static float dot_one_token_avx2(const float *k, const float *q, int64_t n, int tail_double) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const int64_t whole = n & ~(int64_t)31;
+    for (int64_t i = 0; i < whole; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k + i), _mm256_loadu_ps(q + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k + i + 8), _mm256_loadu_ps(q + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(k + i + 16), _mm256_loadu_ps(q + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(k + i + 24), _mm256_loadu_ps(q + i + 24), a3);
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    t = _mm_hadd_ps(t, t);
+    t = _mm_hadd_ps(t, t);
+    float r = _mm_cvtss_f32(t);
+    return add_tail(r, k, q, whole, n, tail_double);
+}
+
 LMC_AVX2 static void scores_avx2(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale,
                                  float *s) {
     int64_t c = 0;
@@ -160,10 +214,10 @@ LMC_AVX2 static void scores_avx2(const float *q, const float *k, int64_t ldk, in
 }
 
 LMC_AVX2 static void values_avx2(const float *p, const float *v, int64_t ldv, int64_t n, int64_t first, int64_t hd,
-                                 float *lanes) {
+                                 int64_t slots, float *lanes) {
     for (int64_t j = 0; j < n; j++) {
         if (p[j] == 0) continue;  // adds exactly nothing
-        float *lane = lanes + ((first + j) & 7) * hd;
+        float *lane = lanes + ((first + j) % slots) * hd;
         const float *vj = v + j * ldv;
         __m256 pj = _mm256_set1_ps(p[j]);
         for (int64_t i = 0; i < hd; i += 8) {
@@ -173,7 +227,19 @@ LMC_AVX2 static void values_avx2(const float *p, const float *v, int64_t ldv, in
 }
 #endif
 
-void lmc_scores_ordered(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale, float *s) {
+static float dot_one_token(const float *k, const float *q, int64_t n, int tail_double) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) return dot_one_token_avx2(k, q, n, tail_double);
+#endif
+    return dot_one_token_portable(k, q, n, tail_double);
+}
+
+void lmc_scores_ordered(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale, int one_token,
+                        float *s) {
+    if (one_token) {
+        for (int64_t c = 0; c < n; c++) s[c] = scale * dot_one_token(k + c * ldk, q, hd, 1);
+        return;
+    }
 #ifdef LMC_X86
     if (lmc_active_isa() >= LMC_ISA_AVX2 && hd % 8 == 0) {
         scores_avx2(q, k, ldk, n, hd, scale, s);
@@ -188,27 +254,41 @@ void lmc_scores_ordered(const float *q, const float *k, int64_t ldk, int64_t n, 
     }
 }
 
+void lmc_dot_ordered_f32(const float *w, int64_t ldw, int64_t rows, const float *x, int64_t n, int one_token,
+                         int tail_double, float *y) {
+    if (!one_token) {
+        lmc_scores_ordered(x, w, ldw, rows, n, 1, 0, y);
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) y[r] = dot_one_token(w + r * ldw, x, n, tail_double);
+}
+
 void lmc_values_ordered_accumulate(const float *p, const float *v, int64_t ldv, int64_t n, int64_t first, int64_t hd,
-                                   float *lanes) {
+                                   int one_token, float *lanes) {
+    const int64_t slots = one_token ? 32 : 8;
 #ifdef LMC_X86
     if (lmc_active_isa() >= LMC_ISA_AVX2 && hd % 8 == 0) {
-        values_avx2(p, v, ldv, n, first, hd, lanes);
+        values_avx2(p, v, ldv, n, first, hd, slots, lanes);
         return;
     }
 #endif
     for (int64_t j = 0; j < n; j++) {
         if (p[j] == 0) continue;
-        float *lane = lanes + ((first + j) & 7) * hd;
+        float *lane = lanes + ((first + j) % slots) * hd;
         const float *vj = v + j * ldv;
         for (int64_t i = 0; i < hd; i++) lane[i] = fmaf(vj[i], p[j], lane[i]);
     }
 }
 
-void lmc_values_ordered_finish(const float *lanes, int64_t hd, float *out) {
+void lmc_values_ordered_finish(const float *lanes, int64_t hd, int one_token, float *out) {
     for (int64_t i = 0; i < hd; i++) {
-        float l[8];
-        for (int k = 0; k < 8; k++) l[k] = lanes[k * hd + i];
-        out[i] = lanes_sum(l);
+        if (one_token) {
+            out[i] = slots32_sum(lanes + i, hd);
+        } else {
+            float l[8];
+            for (int k = 0; k < 8; k++) l[k] = lanes[k * hd + i];
+            out[i] = lanes_sum(l);
+        }
     }
 }
 

@@ -533,7 +533,11 @@ extension TransformerCore {
         if decoding {
             for (w, y) in outputs { decodeLinear(w, x: x, y: y, count: n, ws) }
         } else if n == 1 {
-            Linear.matvec(outputs, x: x, scratch: ws.linear)
+            if Linear.defaultStrategy == .llamaOrder {
+                for (w, y) in outputs { oneToken(w, x: x, y: y, ws) }
+            } else {
+                Linear.matvec(outputs, x: x, scratch: ws.linear)
+            }
         } else {
             for (w, y) in outputs { linear(w, x: x, y: y, count: n, firstPosition: p0, ws) }
         }
@@ -563,7 +567,7 @@ func linear(
     }
     // A one-token block takes the decode kernels (as a lone token would).
     for block in blocks where block.count == 1 {
-        Linear.matvec([(w, y + block.lowerBound * w.rows)], x: x + block.lowerBound * w.columns, scratch: ws.linear)
+        oneToken(w, x: x + block.lowerBound * w.columns, y: y + block.lowerBound * w.rows, ws)
     }
     let batched = blocks.filter { $0.count > 1 }
     guard !batched.isEmpty else { return }
@@ -592,6 +596,16 @@ func linear(
     }
 }
 
+/// y = W·x for one token: the decode kernels, or llama.cpp's one-token kernels with
+/// ``Linear/Strategy/llamaOrder``.
+private func oneToken(_ w: WeightMatrix, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, _ ws: Workspace) {
+    if Linear.defaultStrategy == .llamaOrder && Linear.supportsLlamaOrder(w) {
+        Linear.orderedMatmul(w, x: x, count: 1, y: y, scratch: ws.linear)
+    } else {
+        Linear.matvec([(w, y)], x: x, scratch: ws.linear)
+    }
+}
+
 /// Y = X·Wᵀ for `count` tokens of different sequences, each row computed exactly as the one-token
 /// (decode) kernels compute it, reading the weights once for all rows when the int8 products apply.
 private func decodeLinear(
@@ -601,6 +615,10 @@ private func decodeLinear(
     count: Int,
     _ ws: Workspace
 ) {
+    if Linear.defaultStrategy == .llamaOrder && Linear.supportsLlamaOrder(w) {
+        for i in 0..<count { oneToken(w, x: x + i * w.columns, y: y + i * w.rows, ws) }
+        return
+    }
     if count > 1 && w.usesQuantizedDot && !Linear.exactFloat {
         Linear.matmul(w, x: x, count: count, y: y, strategy: .quantized, scratch: ws.linear)
         return

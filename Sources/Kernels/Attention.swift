@@ -224,7 +224,7 @@ package enum Attention {
         let ordered = roundProbabilities && Linear.defaultStrategy == .llamaOrder
         let scoreFloats = tile * rowsPerToken * maxWidth
         let buffers = (0..<Parallel.threadCount).map {
-            scratch.floats(worker: $0, scoreFloats + (ordered ? 8 * hd : 0))
+            scratch.floats(worker: $0, scoreFloats + (ordered ? 32 * hd : 0))
         }
         // Jobs are (query tile, head or head stack); each worker uses its own score buffer and calls
         // single-threaded sgemm.
@@ -246,12 +246,14 @@ package enum Attention {
             let a = queries.q + i0 * rowWidth + h * hd
             let lda = stacked ? hd : rowWidth
             let o = queries.out + i0 * rowWidth + h * hd
+            // llama.cpp computes a batch of one token with its row dot, not its batched kernels.
+            let oneToken: Int32 = queries.count == 1 ? 1 : 0
             if ordered {
                 for r in 0..<m {
                     forEachPageSpan(lo..<hi, pageSize: keys.pageSize) { page, offset, start, n in
                         lmc_scores_ordered(
                             a + r * lda, keys.pages[page] + offset * keys.rowStride + g * hd, Int64(keys.rowStride),
-                            Int64(n), Int64(hd), shape.scale, scores + r * width + (start - lo))
+                            Int64(n), Int64(hd), shape.scale, oneToken, scores + r * width + (start - lo))
                     }
                 }
             } else {
@@ -295,13 +297,13 @@ package enum Attention {
             if ordered {
                 let lanes = scores + scoreFloats
                 for r in 0..<m {
-                    lanes.update(repeating: 0, count: 8 * hd)
+                    lanes.update(repeating: 0, count: 32 * hd)
                     forEachPageSpan(lo..<hi, pageSize: values.pageSize) { page, offset, start, n in
                         lmc_values_ordered_accumulate(
                             scores + r * width + (start - lo), values.pages[page] + offset * values.rowStride + g * hd,
-                            Int64(values.rowStride), Int64(n), Int64(start), Int64(hd), lanes)
+                            Int64(values.rowStride), Int64(n), Int64(start), Int64(hd), oneToken, lanes)
                     }
-                    lmc_values_ordered_finish(lanes, Int64(hd), o + r * lda)
+                    lmc_values_ordered_finish(lanes, Int64(hd), oneToken, o + r * lda)
                 }
                 return
             }

@@ -458,8 +458,9 @@ package enum Linear {
                 w.dequantizeRows(r0..<(r0 + n), into: tile)
             }
             for t in 0..<count {
-                lmc_scores_ordered(
-                    activations + t * columns, tile, Int64(columns), Int64(n), Int64(columns), 1, y + t * ldy + r0)
+                lmc_dot_ordered_f32(
+                    tile, Int64(columns), Int64(n), activations + t * columns, Int64(columns), count == 1 ? 1 : 0,
+                    w.type == .f16 ? 1 : 0, y + t * ldy + r0)
             }
         }
     }

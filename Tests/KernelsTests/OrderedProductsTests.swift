@@ -218,9 +218,23 @@ struct OrderedProductsTests {
         for k in 0..<16 { #expect(Int(bsums[k]) == qs[(16 * k)..<(16 * k + 16)].reduce(0) { $0 + Int($1) }) }
     }
 
-    @Test("attention: q·k and P·V in eight lanes by index, P·V by absolute cell across spans")
-    func attention() {
-        let hd = 64, cells = 21
+    /// llama.cpp's one-token row dot: slot i mod 32, then ((A0+A2) + (A1+A3)) per lane, then
+    /// ((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7)).
+    static func slotsSum(_ s: [Float]) -> Float {
+        let l: [Float] = (0..<8).map { (k: Int) -> Float in
+            let even: Float = s[k] + s[16 + k]
+            let odd: Float = s[8 + k] + s[24 + k]
+            return even + odd
+        }
+        return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+    }
+
+    @Test("attention: q·k and P·V by index (batches: 8 lanes; one token: 32 slots), P·V by absolute cell across spans",
+          arguments: [false, true])
+    func attention(oneToken: Bool) {
+        let hd = 64, cells = 45
+        let slots = oneToken ? 32 : 8
+        func sum(_ l: [Float]) -> Float { oneToken ? Self.slotsSum(l) : Self.lanesSum(l) }
         var rng = SplitMix(seed: 101)
         let q = (0..<hd).map { _ in Float(Float16(rng.float())) }
         let k = (0..<(cells * hd)).map { _ in Float(Float16(rng.float())) }
@@ -228,31 +242,62 @@ struct OrderedProductsTests {
         let first = 13  // absolute cell of p[0]
         let scores = Self.sameOnEveryISA {
             var s = [Float](repeating: .nan, count: cells)
-            lmc_scores_ordered(q, k, Int64(hd), Int64(cells), Int64(hd), 0.125, &s)
+            lmc_scores_ordered(q, k, Int64(hd), Int64(cells), Int64(hd), 0.125, oneToken ? 1 : 0, &s)
             return s
         }
         for c in 0..<cells {
-            var lanes = [Float](repeating: 0, count: 8)
-            for i in 0..<hd { lanes[i % 8] = lanes[i % 8].addingProduct(k[c * hd + i], q[i]) }
-            #expect(scores[c] == 0.125 * Self.lanesSum(lanes))
+            var lanes = [Float](repeating: 0, count: slots)
+            for i in 0..<hd { lanes[i % slots] = lanes[i % slots].addingProduct(k[c * hd + i], q[i]) }
+            #expect(scores[c] == 0.125 * sum(lanes))
         }
         let out = Self.sameOnEveryISA {
-            // Two spans (as two KV pages), accumulated into the same lanes.
-            var lanes = [Float](repeating: 0, count: 8 * hd)
-            lmc_values_ordered_accumulate(p, k, Int64(hd), 9, Int64(first), Int64(hd), &lanes)
+            // Two spans (as two KV pages), accumulated into the same slots.
+            var lanes = [Float](repeating: 0, count: 32 * hd)
+            let flag: Int32 = oneToken ? 1 : 0
+            lmc_values_ordered_accumulate(p, k, Int64(hd), 9, Int64(first), Int64(hd), flag, &lanes)
             p.withUnsafeBufferPointer { pp in
                 k.withUnsafeBufferPointer { kk in
-                    lmc_values_ordered_accumulate(pp.baseAddress! + 9, kk.baseAddress! + 9 * hd, Int64(hd), Int64(cells - 9), Int64(first + 9), Int64(hd), &lanes)
+                    lmc_values_ordered_accumulate(
+                        pp.baseAddress! + 9, kk.baseAddress! + 9 * hd, Int64(hd), Int64(cells - 9), Int64(first + 9),
+                        Int64(hd), flag, &lanes)
                 }
             }
             var o = [Float](repeating: .nan, count: hd)
-            lmc_values_ordered_finish(lanes, Int64(hd), &o)
+            lmc_values_ordered_finish(lanes, Int64(hd), flag, &o)
             return o
         }
         for i in 0..<hd {
-            var lanes = [Float](repeating: 0, count: 8)
-            for j in 0..<cells { lanes[(first + j) % 8] = lanes[(first + j) % 8].addingProduct(k[j * hd + i], p[j]) }
-            #expect(out[i] == Self.lanesSum(lanes))
+            var lanes = [Float](repeating: 0, count: slots)
+            for j in 0..<cells { lanes[(first + j) % slots] = lanes[(first + j) % slots].addingProduct(k[j * hd + i], p[j]) }
+            #expect(out[i] == sum(lanes))
+        }
+    }
+
+    @Test("one-token float rows: 32 slots, then the values past the last multiple of 32 one by one (in double for F16)")
+    func oneTokenTail() {
+        let n = 70, rows = 3
+        var rng = SplitMix(seed: 121)
+        let w = (0..<(rows * n)).map { _ in Float(Float16(rng.float())) }
+        let x = (0..<n).map { _ in Float(Float16(rng.float())) }
+        for tailDouble in [false, true] {
+            let y = Self.sameOnEveryISA {
+                var y = [Float](repeating: .nan, count: rows)
+                lmc_dot_ordered_f32(w, Int64(n), Int64(rows), x, Int64(n), 1, tailDouble ? 1 : 0, &y)
+                return y
+            }
+            for r in 0..<rows {
+                var slots = [Float](repeating: 0, count: 32)
+                for i in 0..<64 { slots[i % 32] = slots[i % 32].addingProduct(w[r * n + i], x[i]) }
+                var expected = Self.slotsSum(slots)
+                if tailDouble {
+                    var d = Double(expected)
+                    for i in 64..<n { d += Double(w[r * n + i] * x[i]) }
+                    expected = Float(d)
+                } else {
+                    for i in 64..<n { expected += w[r * n + i] * x[i] }
+                }
+                #expect(y[r] == expected)
+            }
         }
     }
 

@@ -120,17 +120,26 @@ void lmc_matmul_ordered_k(int32_t ggml_type, const void *w, int64_t row_bytes, i
 /// Bytes of scratch `lmc_matmul_ordered_k` needs for rows of `n` values.
 int64_t lmc_ordered_k_scratch_bytes(int64_t n);
 
-/// s[c] = scale · (q · k_c) for c < n, k_c at k + c·ldk, `hd` values each, summed in eight lanes by
-/// index mod 8 (llama.cpp's order for half-precision operands).
-void lmc_scores_ordered(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale, float *s);
+/// s[c] = scale · (q · k_c) for c < n, k_c at k + c·ldk, `hd` values each, in llama.cpp's order for
+/// half-precision operands: eight lanes by index mod 8 (a batch), or its one-token row dot
+/// (`one_token`: 32 slots by index mod 32, see OrderedProducts.c).
+void lmc_scores_ordered(const float *q, const float *k, int64_t ldk, int64_t n, int64_t hd, float scale, int one_token,
+                        float *s);
 
-/// Adds p[j] · v_j (v_j at v + j·ldv, `hd` values) to lane (first + j) mod 8 of `lanes` (8 × hd floats,
-/// lane-major), j in order: P·V in llama.cpp's order, one span of cells at a time.
+/// y[r] = w_r · x for r < rows (w_r at w + r·ldw, n values) in llama.cpp's order for F32/F16 weights:
+/// as `lmc_scores_ordered`, the one-token tail (n mod 32 values) added in double when `tail_double`
+/// (F16 operands), else in float.
+void lmc_dot_ordered_f32(const float *w, int64_t ldw, int64_t rows, const float *x, int64_t n, int one_token,
+                         int tail_double, float *y);
+
+/// Adds p[j] · v_j (v_j at v + j·ldv, `hd` values) to slot (first + j) mod 8 (mod 32 with `one_token`)
+/// of `lanes` (8 or 32 slots × hd floats, slot-major), j in order: P·V in llama.cpp's order, one span
+/// of cells at a time.
 void lmc_values_ordered_accumulate(const float *p, const float *v, int64_t ldv, int64_t n, int64_t first, int64_t hd,
-                                   float *lanes);
+                                   int one_token, float *lanes);
 
-/// out[i] = the eight lanes of element i summed in llama.cpp's order.
-void lmc_values_ordered_finish(const float *lanes, int64_t hd, float *out);
+/// out[i] = the slots of element i summed in llama.cpp's order.
+void lmc_values_ordered_finish(const float *lanes, int64_t hd, int one_token, float *out);
 
 /// RoPE of `heads` heads of `head_dim` floats (the first `dims` of each rotated, dims ≤ 512) at
 /// `position`, as llama.cpp computes it: angles by the running product θ ← θ · step from θ = position,
