@@ -3,7 +3,7 @@
 arithmetic with llama.cpp's op by op.
 
 Usage:
-  python3 scripts/reference/dump_llamacpp_tensors.py MODEL.gguf TEXT_FILE N_TOKENS OUT.npz [LAYERS]
+  python3 scripts/reference/dump_llamacpp_tensors.py [--decode-step] MODEL.gguf TEXT_FILE N_TOKENS OUT.npz [LAYERS]
 
 Runs one batch of the text's first N_TOKENS tokens (BOS first) through llama.cpp (llama-cpp-python,
 2 threads, flash attention off, batch 512: the settings of record_forward.py) with a graph
@@ -12,9 +12,12 @@ LAYERS (comma-separated, default 0) plus each layer's output (`l_out-L`), as flo
 [ne3, ne2, ne1, ne0] under ggml's names (a name computed twice gets `#1`, `#2`, ...). `logits`
 (N_TOKENS × vocabulary) and `tokens` are added. The names and ops seen are printed.
 
-Used for docs/engine.md's comparison: the engine's Q/K/V projections on int8 activations equal
-`Qcur-0`/`Kcur-0`/`Vcur-0` to float rounding; `kq-0`, `kq_soft_max-0`, `kqv-0` and `ffn_geglu-0`
-show where attention and GELU round.
+With --decode-step, the first N_TOKENS − 1 tokens run as one batch unobserved, then the last token
+runs alone, as a decode step, and only that step's tensors are saved (llama.cpp computes one-token
+batches with other kernels than larger ones).
+
+Used to derive LMCACHE_MATMUL=llamacpp (docs/engine.md): with it, the engine's tensors equal these
+bit for bit.
 """
 
 import ctypes
@@ -54,13 +57,18 @@ GGML_TYPE_F32, GGML_TYPE_F16 = 0, 1
 
 
 def main():
-    if len(sys.argv) not in (5, 6):
+    arguments = sys.argv[1:]
+    decode_step = "--decode-step" in arguments
+    if decode_step:
+        arguments.remove("--decode-step")
+    if len(arguments) not in (4, 5):
         sys.exit(__doc__)
-    model, text_file, n_tokens, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    layers = {int(x) for x in sys.argv[5].split(",")} if len(sys.argv) == 6 else {0}
+    model, text_file, n_tokens, out = arguments[0], arguments[1], int(arguments[2]), arguments[3]
+    layers = {int(x) for x in arguments[4].split(",")} if len(arguments) == 5 else {0}
 
     tensors = {}
     seen = []
+    observing = [not decode_step]
 
     def wanted(name):
         base, dash, layer = name.rpartition("-")
@@ -70,6 +78,8 @@ def main():
 
     @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)
     def observe(pointer, ask, _user):
+        if not observing[0]:
+            return not ask
         t = GGMLTensor.from_address(pointer)
         name = t.name.decode(errors="replace")
         if ask:
@@ -103,15 +113,27 @@ def main():
     if len(tokens) > 512:
         sys.exit("at most 512 tokens (one batch)")
     batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
-    for i, token in enumerate(tokens):
-        batch.token[i] = token
-        batch.pos[i] = i
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = 0
-        batch.logits[i] = 1
-    batch.n_tokens = len(tokens)
-    if llama_cpp.llama_decode(ctx, batch) != 0:
-        sys.exit("llama_decode failed")
+
+    def run(first, count):
+        for i in range(count):
+            batch.token[i] = tokens[first + i]
+            batch.pos[i] = first + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        batch.n_tokens = count
+        if llama_cpp.llama_decode(ctx, batch) != 0:
+            sys.exit("llama_decode failed")
+
+    if decode_step:
+        if len(tokens) < 2:
+            sys.exit("--decode-step needs at least 2 tokens")
+        run(0, len(tokens) - 1)
+        observing[0] = True
+        run(len(tokens) - 1, 1)
+        tokens = tokens[-1:]
+    else:
+        run(0, len(tokens))
     vocabulary = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
     logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(tokens), vocabulary))
     tensors["logits"] = logits.copy()
