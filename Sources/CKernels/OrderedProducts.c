@@ -23,6 +23,7 @@
 #include "CKernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -134,6 +135,64 @@ static float dot32(int32_t t, const uint8_t *row, int64_t nb, const int8_t *qs, 
 #endif
     return dot32_portable(t, row, nb, qs, d);
 }
+
+// A row unpacked once for many tokens: its weights as signed bytes and its block scales as floats;
+// each token's dot then adds exactly as dot32 does.
+static void unpack32(int32_t t, const uint8_t *row, int64_t nb, int8_t *w, float *ws) {
+    for (int64_t b = 0; b < nb; b++) block_values(t, row, b, w + 32 * b, &ws[b]);
+}
+
+static void dots32_unpacked_portable(const int8_t *w, const float *ws, int64_t nb, int64_t n, int64_t tokens,
+                                     const int8_t *qs, const float *d, float *y, int64_t ldy) {
+    for (int64_t j = 0; j < tokens; j++) {
+        float lanes[8] = {0};
+        const int8_t *xj = qs + j * n;
+        const float *dj = d + j * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const float scale = ws[b] * dj[b];
+            for (int l = 0; l < 8; l++) {
+                int s = 0;
+                for (int k = 0; k < 4; k++) s += w[32 * b + 4 * l + k] * xj[32 * b + 4 * l + k];
+                lanes[l] = fmaf((float)s, scale, lanes[l]);
+            }
+        }
+        y[j * ldy] = lanes_sum(lanes);
+    }
+}
+
+#ifdef LMC_X86
+// Four tokens at a time share each weight load; each token keeps its own accumulator.
+LMC_AVX2 static void dots32_unpacked_avx2(const int8_t *w, const float *ws, int64_t nb, int64_t n, int64_t tokens,
+                                          const int8_t *qs, const float *d, float *y, int64_t ldy) {
+    int64_t j = 0;
+    for (; j + 4 <= tokens; j += 4) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const int8_t *x0 = qs + j * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;
+        const float *d0 = d + j * nb, *d1 = d0 + nb, *d2 = d1 + nb, *d3 = d2 + nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const __m256i wb = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
+            a0 = _mm256_fmadd_ps(lanes_i8_avx2(wb, _mm256_loadu_si256((const __m256i *)(x0 + 32 * b))), _mm256_set1_ps(ws[b] * d0[b]), a0);
+            a1 = _mm256_fmadd_ps(lanes_i8_avx2(wb, _mm256_loadu_si256((const __m256i *)(x1 + 32 * b))), _mm256_set1_ps(ws[b] * d1[b]), a1);
+            a2 = _mm256_fmadd_ps(lanes_i8_avx2(wb, _mm256_loadu_si256((const __m256i *)(x2 + 32 * b))), _mm256_set1_ps(ws[b] * d2[b]), a2);
+            a3 = _mm256_fmadd_ps(lanes_i8_avx2(wb, _mm256_loadu_si256((const __m256i *)(x3 + 32 * b))), _mm256_set1_ps(ws[b] * d3[b]), a3);
+        }
+        y[j * ldy] = lanes_sum_avx2(a0);
+        y[(j + 1) * ldy] = lanes_sum_avx2(a1);
+        y[(j + 2) * ldy] = lanes_sum_avx2(a2);
+        y[(j + 3) * ldy] = lanes_sum_avx2(a3);
+    }
+    for (; j < tokens; j++) {
+        __m256 a = _mm256_setzero_ps();
+        const int8_t *x = qs + j * n;
+        const float *dj = d + j * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const __m256i wb = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
+            a = _mm256_fmadd_ps(lanes_i8_avx2(wb, _mm256_loadu_si256((const __m256i *)(x + 32 * b))), _mm256_set1_ps(ws[b] * dj[b]), a);
+        }
+        y[j * ldy] = lanes_sum_avx2(a);
+    }
+}
+#endif
 
 // MARK: - Attention and float weights (half-precision operands held in floats)
 
@@ -304,10 +363,25 @@ void lmc_matmul_ordered(int32_t t, const void *w, int64_t row_bytes, int64_t row
     if (t != 8 && t != 6) return;
     const uint8_t *base = (const uint8_t *)w;
     const int64_t nb = n / 32;
+    // A few tokens read the row in place; more share one unpacking of it.
+    int8_t *unpacked = tokens >= 4 ? malloc((size_t)n + (size_t)nb * sizeof(float)) : NULL;
     for (int64_t r = row_begin; r < row_end; r++) {
         const uint8_t *row = base + r * row_bytes;
-        for (int64_t j = 0; j < tokens; j++) y[j * ldy + r] = dot32(t, row, nb, qs + j * n, d + j * nb);
+        if (!unpacked) {
+            for (int64_t j = 0; j < tokens; j++) y[j * ldy + r] = dot32(t, row, nb, qs + j * n, d + j * nb);
+            continue;
+        }
+        float *scales = (float *)(unpacked + n);
+        unpack32(t, row, nb, unpacked, scales);
+#ifdef LMC_X86
+        if (lmc_active_isa() >= LMC_ISA_AVX2) {
+            dots32_unpacked_avx2(unpacked, scales, nb, n, tokens, qs, d, y + r, ldy);
+            continue;
+        }
+#endif
+        dots32_unpacked_portable(unpacked, scales, nb, n, tokens, qs, d, y + r, ldy);
     }
+    free(unpacked);
 }
 
 // MARK: - RoPE
@@ -463,11 +537,16 @@ static void unpack_q6_k(const uint8_t *blk, q6k_block *u) {
     const int8_t *sc = (const int8_t *)(blk + 192);
     u->d = lmc_f16_to_f32(u16_at(blk + 208));
     for (int k = 0; k < 16; k++) u->sc[k] = sc[k];
-    for (int e = 0; e < 256; e++) {
-        const int h = e / 128, o = e % 128, g = o / 32, l = o % 32;
-        const uint8_t byte = ql[64 * h + l + 32 * (g & 1)];
-        const int nib = g < 2 ? (byte & 0x0f) : (byte >> 4);
-        u->q[e] = (uint8_t)(nib | (((qh[32 * h + l] >> (2 * g)) & 3) << 4));
+    // Value 128h + 32g + l: a nibble of ql[64h + l + 32(g mod 2)] (low for g < 2), two bits of qh[32h + l].
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *lo = ql + 64 * h, *hi = qh + 32 * h;
+        uint8_t *q = u->q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            q[l] = (uint8_t)((lo[l] & 0x0f) | ((hi[l] & 3) << 4));
+            q[l + 32] = (uint8_t)((lo[l + 32] & 0x0f) | (((hi[l] >> 2) & 3) << 4));
+            q[l + 64] = (uint8_t)((lo[l] >> 4) | (((hi[l] >> 4) & 3) << 4));
+            q[l + 96] = (uint8_t)((lo[l + 32] >> 4) | (((hi[l] >> 6) & 3) << 4));
+        }
     }
 }
 

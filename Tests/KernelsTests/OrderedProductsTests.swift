@@ -30,9 +30,10 @@ struct OrderedProductsTests {
         return results[0]
     }
 
-    @Test("Q8_0 and Q5_0: lanes of four bytes per block, one fused multiply-add per block", arguments: [GGMLType.q8_0, .q5_0])
-    func blocks32(type: GGMLType) throws {
-        let rows = 9, columns = 256, tokens = 3
+    @Test("Q8_0 and Q5_0: lanes of four bytes per block, one fused multiply-add per block (rows read in place, or unpacked for 4+ tokens)",
+          arguments: [GGMLType.q8_0, .q5_0], [3, 9])
+    func blocks32(type: GGMLType, tokens: Int) throws {
+        let rows = 9, columns = 256
         let bytes = randomWeights(type, rows: rows, columns: columns, seed: 71)
         let w = try Dequantization.dequantize(type, bytes: bytes)
         var rng = SplitMix(seed: 72)
