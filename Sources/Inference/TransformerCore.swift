@@ -565,7 +565,7 @@ func linear(
         blocks.append(i..<(i + n))
         i += n
     }
-    // A one-token block takes the decode kernels (as a lone token would).
+    // A one-token block takes the one-token kernels (as a lone token would).
     for block in blocks where block.count == 1 {
         oneToken(w, x: x + block.lowerBound * w.columns, y: y + block.lowerBound * w.rows, ws)
     }
