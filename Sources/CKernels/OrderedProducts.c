@@ -624,10 +624,19 @@ static float dot_q6_k_ordered(const q6k_block *blocks, int64_t nb, const int8_t 
 
 void lmc_matmul_ordered_k(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
                           int64_t n, int64_t tokens, const int8_t *qs, const float *d, const int16_t *bsums,
-                          float *y, int64_t ldy, void *scratch) {
+                          float *y, int64_t ldy) {
+    if (t != 12 && t != 14) return;
     const uint8_t *base = (const uint8_t *)w;
     const int64_t nb = n / 256;
     const int64_t grouped_tokens = tokens - tokens % 4;
+    // Each row is unpacked once for all tokens.
+    void *scratch = malloc((size_t)nb * (t == 12 ? sizeof(q4k_block) : sizeof(q6k_block)));
+    if (!scratch) {
+        for (int64_t r = row_begin; r < row_end; r++) {
+            for (int64_t j = 0; j < tokens; j++) y[j * ldy + r] = NAN;
+        }
+        return;
+    }
     for (int64_t r = row_begin; r < row_end; r++) {
         const uint8_t *row = base + r * row_bytes;
         if (t == 12) {
@@ -644,9 +653,6 @@ void lmc_matmul_ordered_k(int32_t t, const void *w, int64_t row_bytes, int64_t r
             }
         }
     }
+    free(scratch);
 }
 
-int64_t lmc_ordered_k_scratch_bytes(int64_t n) {
-    const int64_t a = (int64_t)sizeof(q4k_block), b = (int64_t)sizeof(q6k_block);
-    return (n / 256) * (a > b ? a : b);
-}

@@ -182,10 +182,24 @@ package final class LinearScratch {
         w.usesSuperBlockActivation ? superBlockActivation : activation
     }
     private var tiles: [(UnsafeMutablePointer<Float>, Int)] = []
+    private var sums: (UnsafeMutablePointer<Int16>, Int) = (.allocate(capacity: 1), 1)
 
     package init() {}
 
-    deinit { for (t, _) in tiles { t.deallocate() } }
+    deinit {
+        for (t, _) in tiles { t.deallocate() }
+        sums.0.deallocate()
+    }
+
+    /// The sums of each 16 activation values of llama.cpp's K-quant activations: at least `count`,
+    /// valid until the next call.
+    package func blockSums(_ count: Int) -> UnsafeMutablePointer<Int16> {
+        if sums.1 < count {
+            sums.0.deallocate()
+            sums = (.allocate(capacity: count), count)
+        }
+        return sums.0
+    }
 
     /// Buffer `worker` with at least `count` floats, valid until the next call.
     package func workerTile(_ worker: Int, _ count: Int) -> UnsafeMutablePointer<Float> {
@@ -441,21 +455,31 @@ package enum Linear {
         scratch: LinearScratch
     ) {
         let columns = w.columns
-        let activations = UnsafeMutablePointer<Float>.allocate(capacity: count * columns)
-        defer { activations.deallocate() }
-        activations.update(from: x, count: count * columns)
-        if w.type == .f16 { lmc_round_f16(activations, Int64(count * columns)) }
+        // F32 weights are read where they are (the file, or the dense copy of F16 ones); only F16
+        // weights without a dense copy are dequantized, a tile per worker.
+        let inPlace: UnsafePointer<Float>? = w.dense ?? (w.type == .f32 ? w.base.assumingMemoryBound(to: Float.self) : nil)
+        // F16 weights meet activations rounded to half precision (a buffer past the workers' tiles).
+        let activations: UnsafePointer<Float>
+        if w.type == .f16 {
+            let copy = scratch.workerTile(Parallel.threadCount, count * columns)
+            copy.update(from: x, count: count * columns)
+            lmc_round_f16(copy, Int64(count * columns))
+            activations = UnsafePointer(copy)
+        } else {
+            activations = x
+        }
         let tileRows = max(1, min(w.rows, (1 << 16) / columns))
         let jobs = (w.rows + tileRows - 1) / tileRows
-        Parallel.forEachJob(jobs) { job, _ in
+        let tiles = inPlace != nil ? [] : (0..<Parallel.threadCount).map { scratch.workerTile($0, tileRows * columns) }
+        Parallel.forEachJob(jobs) { job, worker in
             let r0 = job * tileRows
             let n = min(tileRows, w.rows - r0)
-            let tile = UnsafeMutablePointer<Float>.allocate(capacity: n * columns)
-            defer { tile.deallocate() }
-            if let dense = w.dense {
-                tile.update(from: dense + r0 * columns, count: n * columns)
+            let tile: UnsafePointer<Float>
+            if let inPlace {
+                tile = inPlace + r0 * columns
             } else {
-                w.dequantizeRows(r0..<(r0 + n), into: tile)
+                w.dequantizeRows(r0..<(r0 + n), into: tiles[worker])
+                tile = UnsafePointer(tiles[worker])
             }
             for t in 0..<count {
                 lmc_dot_ordered_f32(
@@ -477,14 +501,10 @@ package enum Linear {
         let columns = w.columns
         let blocks = columns / 256
         let grouped = w.type == .q4_K ? count - count % 4 : 0
-        let qs = UnsafeMutablePointer<Int8>.allocate(capacity: count * columns)
-        let d = UnsafeMutablePointer<Float>.allocate(capacity: count * blocks)
-        let bsums = UnsafeMutablePointer<Int16>.allocate(capacity: count * columns / 16)
-        defer {
-            qs.deallocate()
-            d.deallocate()
-            bsums.deallocate()
-        }
+        let act = scratch.batchActivation
+        act.reserve(count * columns)
+        let qs = act.qs, d = act.d
+        let bsums = scratch.blockSums(count * columns / 16)
         Parallel.forRanges(count, minimumPerPart: 4) { tokens in
             for t in tokens {
                 lmc_quantize_q8_k_ordered(
@@ -492,13 +512,10 @@ package enum Linear {
                     bsums + t * columns / 16)
             }
         }
-        let scratchBytes = Int(lmc_ordered_k_scratch_bytes(Int64(columns)))
         Parallel.forRanges(w.rows, minimumPerPart: 16) { rows in
-            let unpacked = UnsafeMutableRawPointer.allocate(byteCount: scratchBytes, alignment: 64)
-            defer { unpacked.deallocate() }
             lmc_matmul_ordered_k(
                 Int32(w.type.rawValue), w.base, Int64(w.rowBytes), Int64(rows.lowerBound), Int64(rows.upperBound),
-                Int64(columns), Int64(count), qs, d, bsums, y, Int64(ldy), unpacked)
+                Int64(columns), Int64(count), qs, d, bsums, y, Int64(ldy))
         }
     }
 

@@ -100,6 +100,24 @@ struct OrderedProductsTests {
         return (Int(s[j + 4] & 0xF) | Int(s[j - 4] >> 6) << 4, Int(s[j + 4] >> 4) | Int(s[j] >> 6) << 4)
     }
 
+    /// `tokens` rows of `x` as llama.cpp's K-quant activations; the first `grouped` rows as its 4×8
+    /// quantizer does.
+    static func superBlockActivations(_ x: [Float], tokens: Int, columns: Int, grouped: Int)
+        -> (qs: [Int8], d: [Float], bsums: [Int16])
+    {
+        var qs = [Int8](repeating: 0, count: tokens * columns)
+        var d = [Float](repeating: 0, count: tokens * columns / 256)
+        var bsums = [Int16](repeating: 0, count: tokens * columns / 16)
+        for t in 0..<tokens {
+            x.withUnsafeBufferPointer {
+                lmc_quantize_q8_k_ordered(
+                    $0.baseAddress! + t * columns, Int64(columns), t < grouped ? 1 : 0, &qs[t * columns],
+                    &d[t * columns / 256], &bsums[t * columns / 16])
+            }
+        }
+        return (qs, d, bsums)
+    }
+
     @Test("Q4_K: four steps per super-block for rows in groups of four, one for the rest", arguments: [5, 8, 11])
     func q4k(tokens: Int) {
         let rows = 8, columns = 512
@@ -108,18 +126,10 @@ struct OrderedProductsTests {
         var rng = SplitMix(seed: 82)
         let x = (0..<(tokens * columns)).map { _ in rng.float() }
         let grouped = tokens - tokens % 4
-        var qs = [Int8](repeating: 0, count: tokens * columns)
-        var d = [Float](repeating: 0, count: tokens * columns / 256)
-        var bsums = [Int16](repeating: 0, count: tokens * columns / 16)
-        for t in 0..<tokens {
-            x.withUnsafeBufferPointer {
-                lmc_quantize_q8_k_ordered($0.baseAddress! + t * columns, Int64(columns), t < grouped ? 1 : 0, &qs[t * columns], &d[t * columns / 256], &bsums[t * columns / 16])
-            }
-        }
+        let (qs, d, bsums) = Self.superBlockActivations(x, tokens: tokens, columns: columns, grouped: grouped)
         let y = Self.sameOnEveryISA {
             var y = [Float](repeating: .nan, count: tokens * rows)
-            var scratch = [UInt8](repeating: 0, count: Int(lmc_ordered_k_scratch_bytes(Int64(columns))))
-            bytes.withUnsafeBytes { lmc_matmul_ordered_k(12, $0.baseAddress!, Int64(bytes.count / rows), 0, Int64(rows), Int64(columns), Int64(tokens), qs, d, bsums, &y, Int64(rows), &scratch) }
+            bytes.withUnsafeBytes { lmc_matmul_ordered_k(12, $0.baseAddress!, Int64(bytes.count / rows), 0, Int64(rows), Int64(columns), Int64(tokens), qs, d, bsums, &y, Int64(rows)) }
             return y
         }
         for t in 0..<tokens {
@@ -160,18 +170,10 @@ struct OrderedProductsTests {
         let q = Self.integerWeights(.q6_K, bytes, rows: rows, columns: columns)
         var rng = SplitMix(seed: 92)
         let x = (0..<(tokens * columns)).map { _ in rng.float() }
-        var qs = [Int8](repeating: 0, count: tokens * columns)
-        var d = [Float](repeating: 0, count: tokens * columns / 256)
-        var bsums = [Int16](repeating: 0, count: tokens * columns / 16)
-        for t in 0..<tokens {
-            x.withUnsafeBufferPointer {
-                lmc_quantize_q8_k_ordered($0.baseAddress! + t * columns, Int64(columns), 0, &qs[t * columns], &d[t * columns / 256], &bsums[t * columns / 16])
-            }
-        }
+        let (qs, d, bsums) = Self.superBlockActivations(x, tokens: tokens, columns: columns, grouped: 0)
         let y = Self.sameOnEveryISA {
             var y = [Float](repeating: .nan, count: tokens * rows)
-            var scratch = [UInt8](repeating: 0, count: Int(lmc_ordered_k_scratch_bytes(Int64(columns))))
-            bytes.withUnsafeBytes { lmc_matmul_ordered_k(14, $0.baseAddress!, Int64(bytes.count / rows), 0, Int64(rows), Int64(columns), Int64(tokens), qs, d, bsums, &y, Int64(rows), &scratch) }
+            bytes.withUnsafeBytes { lmc_matmul_ordered_k(14, $0.baseAddress!, Int64(bytes.count / rows), 0, Int64(rows), Int64(columns), Int64(tokens), qs, d, bsums, &y, Int64(rows)) }
             return y
         }
         for t in 0..<tokens {

@@ -112,13 +112,10 @@ void lmc_quantize_q8_k_ordered(const float *x, int64_t n, int grouped, int8_t *q
 
 /// `lmc_matmul_ordered` for Q4_K and Q6_K rows, against activations from `lmc_quantize_q8_k_ordered`
 /// (token j at qs + j·n, d + j·n/256, bsums + j·n/16; for Q4_K, tokens below tokens − tokens mod 4
-/// quantized `grouped`). `scratch` holds `lmc_ordered_k_scratch_bytes(n)` bytes.
+/// quantized `grouped`).
 void lmc_matmul_ordered_k(int32_t ggml_type, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end,
                           int64_t n, int64_t tokens, const int8_t *qs, const float *d, const int16_t *bsums,
-                          float *y, int64_t ldy, void *scratch);
-
-/// Bytes of scratch `lmc_matmul_ordered_k` needs for rows of `n` values.
-int64_t lmc_ordered_k_scratch_bytes(int64_t n);
+                          float *y, int64_t ldy);
 
 /// s[c] = scale · (q · k_c) for c < n, k_c at k + c·ldk, `hd` values each, in llama.cpp's order for
 /// half-precision operands: eight lanes by index mod 8 (a batch), or its one-token row dot
