@@ -49,14 +49,18 @@ public final class LLM: Sendable {
     ///   - cache: whether to use the cache.
     ///   - name: the model's name in chunk keys (default: the file name without `.gguf`).
     ///   - prefault: whether the CPU tier's memory is touched up front.
+    ///   - threads: CPU threads for the engine, for the whole process (``EngineThreads``; default: as
+    ///     ``EngineThreads/defaultCount``).
     /// - Throws: when the file cannot be read, its model or tokenizer is not supported, or a tier cannot be made.
     public init(
         modelPath: String,
         configuration: LMCacheConfiguration = LMCacheConfiguration(),
         cache: Bool = true,
         name: String? = nil,
-        prefault: Bool = true
+        prefault: Bool = true,
+        threads: Int? = nil
     ) throws {
+        if let threads { try EngineThreads.set(threads) }
         let file = try GGUFFile(contentsOf: modelPath)
         let model = try loadModel(from: file)
         let tokenizer = try makeTokenizer(from: file)

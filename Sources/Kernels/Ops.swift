@@ -41,13 +41,26 @@ package enum Ops {
         out: UnsafeMutablePointer<Float>
     ) {
         if rows >= 32 && rows * count >= 32_768 {
-            // Large batches: rows in parallel.
+            // Large batches: rows in parallel. Each share goes to the serial loop, never back here: with one
+            // thread the share is the whole batch, and recursing would repeat this branch forever.
             Parallel.forRanges(rows) { range in
-                rmsNorm(x + range.lowerBound * count, weight: weight, count: count, rows: range.count, eps: eps,
-                        out: out + range.lowerBound * count)
+                rmsNormRows(x + range.lowerBound * count, weight: weight, count: count, rows: range.count, eps: eps,
+                            out: out + range.lowerBound * count)
             }
             return
         }
+        rmsNormRows(x, weight: weight, count: count, rows: rows, eps: eps, out: out)
+    }
+
+    /// ``rmsNorm(_:weight:count:rows:eps:out:)`` on the calling thread.
+    static func rmsNormRows(
+        _ x: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>?,
+        count: Int,
+        rows: Int,
+        eps: Float,
+        out: UnsafeMutablePointer<Float>
+    ) {
         for r in 0..<rows {
             let xr = x + r * count, yr = out + r * count
             var sum = 0.0

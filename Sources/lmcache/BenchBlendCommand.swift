@@ -142,8 +142,7 @@ struct BenchBlendCommand: AsyncParsableCommand {
             "prompts": prompts,
             "mean_prompt_tokens": Double(promptTokens.reduce(0, +)) / Double(promptTokens.count),
             "mean_reused_tokens": Double(reusedTokens.reduce(0, +)) / Double(reusedTokens.count),
-            "threads": Int(ProcessInfo.processInfo.environment["LMCACHE_THREADS"] ?? "")
-                ?? ProcessInfo.processInfo.activeProcessorCount,
+            "threads": EngineThreads.count,
             "model": modelArguments.model,
         ]
         if sweep {

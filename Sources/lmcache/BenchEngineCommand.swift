@@ -13,7 +13,7 @@ struct BenchEngineCommand: AsyncParsableCommand {
             Prefill runs --prompt-tokens tokens into an empty sequence; decode then generates \
             --decode-tokens tokens one at a time at that depth. Figures are medians over --runs runs. \
             The prompt is a fixed pseudo-random token sequence (speed does not depend on the text). \
-            LMCACHE_THREADS sets the thread count (default: all cores). Decode reads every weight once per \
+            --threads (or LMCACHE_THREADS) sets the thread count (default: the CPUs the process may use). Decode reads every weight once per \
             token, so the JSON also gives the weight bytes read per second of decode (decode_weight_gb_s) \
             against a plain parallel read of as many bytes of the model file, measured in the same run \
             (plain_read_gb_s, best of 5 passes): their ratio is how close decode comes to memory speed.
@@ -73,8 +73,7 @@ struct BenchEngineCommand: AsyncParsableCommand {
             return MemoryBandwidth.plainReadRate(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + count)]))
         }
         let decodeRate = median(decode) * Double(weightBytes)
-        let threads = Int(ProcessInfo.processInfo.environment["LMCACHE_THREADS"] ?? "")
-            ?? ProcessInfo.processInfo.activeProcessorCount
+        let threads = EngineThreads.count
         if json {
             try printJSON([
                 "prefill_tok_s": median(prefill),

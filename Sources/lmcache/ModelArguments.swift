@@ -14,8 +14,26 @@ struct ModelArguments: ParsableArguments {
     @Option(help: "GGUF model file (default: the Gemma 3 270M file that scripts/fetch-model installs).")
     var model: String = ModelArguments.defaultModelPath
 
+    @Option(
+        help: """
+            CPU threads for the engine (default: LMCACHE_THREADS, else the CPUs this process may use: \
+            its affinity mask capped by its cgroup CPU quota).
+            """
+    )
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, not \(threads)") }
+    }
+
+    /// Applies `--threads`; call before loading a model.
+    func applyThreads() throws {
+        if let threads { try EngineThreads.set(threads) }
+    }
+
     /// Maps the file and loads the model; shows progress on a terminal.
     func load() throws -> (file: GGUFFile, model: any LanguageModel, seconds: Double) {
+        try applyThreads()
         let interactive = isatty(STDERR_FILENO) != 0
         if interactive { FileHandle.standardError.write(Data("loading \(model)…".utf8)) }
         let start = DispatchTime.now()

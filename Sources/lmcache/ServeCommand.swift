@@ -63,6 +63,14 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var maxKVTokens = SchedulerLimits().maxKVTokens
 
+    @Option(
+        help: """
+            CPU threads for the engine (default: LMCACHE_THREADS, else the CPUs this process may use: \
+            its affinity mask capped by its cgroup CPU quota, so a container limited to one CPU gets one).
+            """
+    )
+    var threads: Int?
+
     @Flag(help: "Serve without the KV cache (every prompt is computed).")
     var noCache = false
 
@@ -72,6 +80,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let problem = limits.problem {
             throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens)")
         }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, not \(threads)") }
         if prefillChunkTokens % 256 != 0 {
             throw ValidationError("--max-num-batched-tokens must be a multiple of 256, not \(prefillChunkTokens)")
         }
@@ -91,6 +100,7 @@ struct ServeCommand: AsyncParsableCommand {
                     : "model file \(path) does not exist"
             )
         }
+        if let threads { try EngineThreads.set(threads) }
         let loaded = try cacheArguments.load(logger: logger)
         // Checked before the model loads: a P2P configuration that cannot work fails at once.
         let sharing = noCache ? nil : try PeerSharing(configuration: loaded.configuration, logger: logger)
@@ -133,12 +143,13 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger
         )
         let host = self.host
+        let threads = EngineThreads.count
         let cache =
             noCache
             ? "off" : "on (chunk_size \(loaded.configuration.chunkSize)\(blender == nil ? "" : ", blending"))"
         try await withRunningServices(peerServices, logger: logger) {
             try await server.run { port in
-                logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache)")
+                logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache), \(threads == 1 ? "1 thread" : "\(threads) threads")")
             }
         }
     }

@@ -39,9 +39,10 @@ final class ServeProcess {
         try process.run()
     }
 
-    /// `lmcache serve` on the test model, any free loopback port; `settings` are `--set` pairs.
-    static func serve(settings: [String]) throws -> ServeProcess {
-        var arguments = ["serve", try TestModel.requirePath(), "--host", "127.0.0.1", "--port", "0"]
+    /// `lmcache serve` on the test model, any free loopback port; `settings` are `--set` pairs, `options`
+    /// more command-line options.
+    static func serve(settings: [String], options: [String] = []) throws -> ServeProcess {
+        var arguments = ["serve", try TestModel.requirePath(), "--host", "127.0.0.1", "--port", "0"] + options
         for setting in settings { arguments += ["--set", setting] }
         return try ServeProcess("lmcache", arguments, portMarker: "http://127.0.0.1:")
     }
