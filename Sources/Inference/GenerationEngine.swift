@@ -360,8 +360,10 @@ private final class Scheduler: @unchecked Sendable {
         var end = prompt.count
         let chunk = limits.prefillChunkTokens / linearBlockTokens * linearBlockTokens
         if end - start > chunk {
-            // Pieces end on the engine's blocks, so the result is that of one prefill.
-            end = (start + chunk) / linearBlockTokens * linearBlockTokens
+            // Pieces end where a piece gives the result of one prefill: anywhere with the invariant
+            // arithmetic, else on the engine's blocks.
+            let alignment = KVConnector.loadAlignment
+            end = (start + chunk) / alignment * alignment
         }
         do {
             let logits = try model.forward(

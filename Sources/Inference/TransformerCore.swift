@@ -558,6 +558,11 @@ func linear(
     firstPosition: Int,
     _ ws: Workspace
 ) {
+    if Linear.defaultStrategy == .invariant {
+        // Every row is computed as a lone token's: no blocks to align.
+        Linear.matmul(w, x: x, count: count, y: y, strategy: .invariant, scratch: ws.linear)
+        return
+    }
     var blocks: [Range<Int>] = []
     var i = 0
     while i < count {

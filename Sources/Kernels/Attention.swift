@@ -143,7 +143,7 @@ package enum Attention {
         }
         // Threads pay off only once the context is long enough.
         if n * shape.heads >= 2048 {
-            Parallel.run(shape.heads, body)
+            Parallel.forEachJob(shape.heads) { h, _ in body(h) }
         } else {
             for h in 0..<shape.heads { body(h) }
         }
@@ -193,6 +193,10 @@ package enum Attention {
     /// Attention of the queries of several sequences (one layer of a batched decode step), their jobs
     /// spread over the threads together. Each query is computed exactly as by a call of its own.
     package static func prefill(_ batch: [AttentionQueries], shape: AttentionShape, scratch: AttentionScratch) {
+        if Linear.defaultStrategy == .invariant {
+            invariantRows(batch, shape: shape, scratch: scratch)
+            return
+        }
         _ = Parallel.configureBLAS
         let hd = shape.headDim
         let rowWidth = shape.heads * hd
@@ -327,6 +331,47 @@ package enum Attention {
                     Int32(lda)
                 )
                 firstSpan = false
+            }
+        }
+    }
+
+    /// Attention of every query row of `batch` computed on its own: scores, softmax and weighted values
+    /// of one (token, head) depend only on that query, its position and the keys and values, never on the
+    /// other rows, the batch or the thread count (``Linear/Strategy/invariant``).
+    package static func invariantRows(_ batch: [AttentionQueries], shape: AttentionShape, scratch: AttentionScratch) {
+        let hd = shape.headDim
+        let rowWidth = shape.heads * hd
+        let group = shape.heads / shape.kvHeads
+        var starts: [Int] = []
+        var total = 0
+        var widest = 0
+        for queries in batch {
+            starts.append(total)
+            total += queries.count
+            let last = queries.firstPosition + queries.count - 1
+            widest = max(widest, last - shape.firstKey(for: last) + 1)
+        }
+        let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, widest) }
+        Parallel.forEachJob(total * shape.heads) { job, worker in
+            let row = job / shape.heads
+            let h = job % shape.heads
+            let item = (starts.lastIndex { $0 <= row })!
+            let queries = batch[item]
+            let i = row - starts[item]
+            let position = queries.firstPosition + i
+            let lo = shape.firstKey(for: position)
+            let n = position - lo + 1
+            let g = h / group
+            let qh = queries.q + i * rowWidth + h * hd
+            let s = buffers[worker]
+            for t in 0..<n {
+                s[t] = Linear.dot(qh, queries.keys.row(lo + t) + g * hd, hd) * shape.scale
+            }
+            Ops.softmax(s, count: n)
+            let o = queries.out + i * rowWidth + h * hd
+            o.update(repeating: 0, count: hd)
+            for t in 0..<n {
+                axpy(s[t], queries.values.row(lo + t) + g * hd, o, hd)
             }
         }
     }

@@ -309,6 +309,13 @@ package enum Linear {
 
     /// How batched products are computed.
     package enum Strategy: Sendable {
+        /// The default: every product computes each output row of each token with the same arithmetic
+        /// whatever the batch (int8 activations and block-format dots for quantized weights, one row dot
+        /// per output for float weights), and attention computes each query row on its own
+        /// (``Attention/invariantRows(_:shape:scratch:)``). A token's keys, values and logits are then
+        /// bit-identical whether it is computed in a long prefill, a short tail, a batched decode step or
+        /// alone, which lets the cache load a prefix that ends at any token.
+        case invariant
         /// Int8 activations and the block-format dot products (as decode); a token's result is the
         /// same whatever batch it is in. Float weights fall back to `.sgemm`.
         case quantized
@@ -320,14 +327,33 @@ package enum Linear {
         case llamaOrder
     }
 
-    /// The strategy used when callers do not choose: `LMCACHE_MATMUL=quantized`, `llamacpp`, or `sgemm`
-    /// (default, measured fastest for prefill).
+    /// The strategy used when callers do not choose: ``Strategy/invariant``, or `LMCACHE_MATMUL=sgemm`,
+    /// `quantized` or `llamacpp`.
     package static let defaultStrategy: Strategy =
         switch ProcessInfo.processInfo.environment["LMCACHE_MATMUL"] {
         case "quantized": .quantized
         case "llamacpp": .llamaOrder
-        default: .sgemm
+        case "sgemm": .sgemm
+        default: .invariant
         }
+
+    /// Names the arithmetic of the default strategy on this CPU: results computed under one identity
+    /// are bit-identical to results computed under the same identity on any other host, so the cache
+    /// puts it in its keys (KV made with other arithmetic is never mixed in silently).
+    package static var arithmeticIdentity: String {
+        // The AVX2 kernels (and faster ones that reproduce their bits) agree with each other, not with the portable C.
+        let isa = KernelISA.best == .generic ? "portable" : "x86avx2"
+        let activations = QuantizedActivation.llamaStyle ? "q8ggml" : "q8f32"
+        let kv = Ops.emulateHalfPrecision ? "kvf16" : "kvf32"
+        let strategy: String =
+            switch defaultStrategy {
+            case .invariant: "invariant1"
+            case .quantized: "quantized"
+            case .sgemm: "sgemm"
+            case .llamaOrder: "llamacpp"
+            }
+        return [strategy, isa, activations, kv, exactFloat ? "exact" : ""].filter { !$0.isEmpty }.joined(separator: ".")
+    }
 
     /// Whether `.llamaOrder` has a kernel for the matrix's type.
     package static func supportsLlamaOrder(_ w: WeightMatrix) -> Bool {
@@ -383,8 +409,13 @@ package enum Linear {
         let ldy = ldy ?? w.rows
         if count == 1 {
             matvec([(w, y)], x: x, scratch: scratch)
-        } else if strategy == .quantized && w.usesQuantizedDot && !exactFloat {
+        } else if (strategy == .quantized || strategy == .invariant) && w.usesQuantizedDot && !exactFloat {
             quantizedMatmul(w, x: x, count: count, y: y, ldy: ldy, scratch: scratch)
+        } else if strategy == .invariant {
+            // Float weights: each token through the one-token row dots, so that its result is a lone token's.
+            for t in 0..<count {
+                matvec([(w, y + t * ldy)], x: x + t * w.columns, scratch: scratch)
+            }
         } else {
             sgemmMatmul(w, x: x, count: count, y: y, ldy: ldy, scratch: scratch)
         }

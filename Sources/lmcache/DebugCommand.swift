@@ -1,4 +1,5 @@
 import ArgumentParser
+import Inference
 import LMCacheCore
 import LMCacheStorage
 
@@ -14,7 +15,7 @@ struct DebugCommand: AsyncParsableCommand {
         commandName: "debug",
         abstract: "Commands used by crash and recovery tests.",
         shouldDisplay: false,
-        subcommands: [DebugWriteDiskCommand.self]
+        subcommands: [DebugWriteDiskCommand.self, DebugFingerprintCommand.self]
     )
 }
 
@@ -37,5 +38,75 @@ struct DebugWriteDiskCommand: AsyncParsableCommand {
             print("\(index) \(chunk.key)")
             fflush(nil)
         }
+    }
+}
+
+/// Runs a fixed pseudo-random prompt through the engine (a prefill, then greedy decode steps) and prints
+/// hashes of every KV byte and every logit, so that tests can compare runs with different thread counts
+/// (or other settings that must not change results) across processes.
+struct DebugFingerprintCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "fingerprint")
+
+    @OptionGroup var modelArguments: ModelArguments
+    @Option var promptTokens = 600
+    @Option var decodeTokens = 4
+    @Option(help: "Prefill the prompt in pieces of these sizes (comma-separated; the last piece takes the rest).")
+    var pieces: String = ""
+    @Option(help: "Run the prompt's last N tokens one decode step each.")
+    var tailDecode = 0
+
+    func run() async throws {
+        let loaded = try modelArguments.load()
+        let model = loaded.model
+        let vocabulary = model.configuration.vocabularySize
+        var generator = SeededTokens(seed: 0x5eed)
+        let prompt = (0..<promptTokens).map { _ in Int32(generator.next() % UInt64(min(vocabulary, 32_000)) + 100) }
+        let sequence = model.makeSequence()
+        let workspace = Workspace()
+        let prefilled = promptTokens - tailDecode
+        var sizes = pieces.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+        let listed = sizes.reduce(0, +)
+        if listed < prefilled { sizes.append(prefilled - listed) }
+        var logits: [Float] = []
+        var start = 0
+        for size in sizes where start < prefilled {
+            let end = min(prefilled, start + size)
+            logits = try model.forward(Array(prompt[start..<end]), sequence: sequence, outputs: .last, workspace: workspace)
+            start = end
+        }
+        for token in prompt[prefilled...] {
+            logits = try model.decode([token], sequences: [sequence], workspace: workspace)
+        }
+        var allLogits = logits
+        var generated: [Int32] = []
+        for _ in 0..<decodeTokens {
+            let next = Int32(logits.indices.max(by: { logits[$0] < logits[$1] })!)
+            generated.append(next)
+            logits = try model.decode([next], sequences: [sequence], workspace: workspace)
+            allLogits += logits
+        }
+        let kv = try sequence.exportKV(0..<sequence.count)
+        let kvHash = kv.withUnsafeBytes { XXHash64.hash($0) }
+        let logitHash = allLogits.withUnsafeBytes { XXHash64.hash($0) }
+        try printJSON([
+            "threads": EngineThreads.count,
+            "tokens": sequence.count,
+            "kv_xxh64": String(kvHash, radix: 16),
+            "logits_xxh64": String(logitHash, radix: 16),
+            "generated_ids": generated.map(Int.init),
+        ])
+    }
+}
+
+/// SplitMix64: a fixed token sequence for every run.
+private struct SeededTokens {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

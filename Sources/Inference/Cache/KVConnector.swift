@@ -49,7 +49,8 @@ public final class KVConnector: Sendable {
 
     /// Positions at which a load may end so that the engine's prefill of the rest is bit-identical to a
     /// prefill of the whole prompt.
-    package static var loadAlignment: Int { linearBlockTokens }
+    /// Any position with the batch-invariant arithmetic (the default), else the engine's blocks.
+    package static var loadAlignment: Int { Linear.defaultStrategy == .invariant ? 1 : linearBlockTokens }
 
     /// The lossless dtype for stored chunks: float16 when the engine keeps K/V at half precision.
     public static var losslessDType: KVDType { Ops.emulateHalfPrecision ? .float16 : .float32 }
@@ -92,7 +93,8 @@ public final class KVConnector: Sendable {
     ) {
         self.init(
             storage: storage,
-            model: ModelIdentity(name: name, fingerprint: model.identity),
+            // The arithmetic is part of the identity: KV computed otherwise is never loaded as if exact.
+            model: ModelIdentity(name: name, fingerprint: "\(model.identity)/\(Linear.arithmeticIdentity)"),
             layout: model.kvLayout,
             chunkSize: configuration.chunkSize,
             saveUnfullChunk: configuration.saveUnfullChunk,
