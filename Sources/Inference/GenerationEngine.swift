@@ -44,12 +44,22 @@ public struct SchedulerLimits: Sendable, Hashable {
     /// `max_tokens`); a request that needs more than what is left waits. A request runs alone whatever
     /// it needs.
     public var maxKVTokens: Int
+    /// KV positions of finished requests kept in the engine's memory (with the cache on), for later
+    /// requests that start with the same tokens: the first tier, reused at token granularity and without
+    /// a copy. The least recently used are dropped first; 0 keeps none.
+    public var keptKVTokens: Int
 
     /// Limits; the defaults suit a small model on a few cores.
-    public init(maxSequences: Int = 8, prefillChunkTokens: Int = 512, maxKVTokens: Int = 131_072) {
+    public init(
+        maxSequences: Int = 8,
+        prefillChunkTokens: Int = 512,
+        maxKVTokens: Int = 131_072,
+        keptKVTokens: Int = 32_768
+    ) {
         self.maxSequences = maxSequences
         self.prefillChunkTokens = prefillChunkTokens
         self.maxKVTokens = maxKVTokens
+        self.keptKVTokens = keptKVTokens
     }
 
     /// A message saying what is wrong with these limits, or `nil` when they are usable.
@@ -59,6 +69,7 @@ public struct SchedulerLimits: Sendable, Hashable {
             return "the prefill chunk must be at least \(linearBlockTokens) tokens, not \(prefillChunkTokens)"
         }
         if maxKVTokens < 1 { return "the KV token budget must be at least 1, not \(maxKVTokens)" }
+        if keptKVTokens < 0 { return "the kept KV tokens must not be negative, not \(keptKVTokens)" }
         return nil
     }
 }
@@ -256,8 +267,13 @@ private final class Scheduler: @unchecked Sendable {
     let model: any LanguageModel
     let limits: SchedulerLimits
     let workspace = Workspace()
-    /// Sequences kept for reuse (their pages stay allocated, up to `retainedTokens` each).
+    /// Empty sequences kept for reuse (their pages stay allocated, up to `retainedTokens` each).
     var pool: [SequenceKV] = []
+    /// Finished requests' sequences with their KV, most recently used last: a new request whose prompt
+    /// starts with one's tokens takes it over and computes only the rest.
+    var kept: [KeptSequence] = []
+    /// Positions held by `kept`.
+    var keptTokens = 0
     var pending: [Job] = []
     var active: [Job] = []
     var reserved = 0
@@ -322,21 +338,53 @@ private final class Scheduler: @unchecked Sendable {
     }
 
     func admit(_ job: Job) {
-        let sequence = pool.popLast() ?? model.makeSequence()
-        job.sequence = sequence
         job.phase = .prefill
         active.append(job)
         reserved += job.reservation
         running.add(1, ordering: .relaxed)
-        guard let cache = job.cache, cache.blend == nil else { return }
+        guard let cache = job.cache, cache.blend == nil else {
+            job.sequence = pool.popLast() ?? model.makeSequence()
+            return
+        }
         guard cache.lookup.tokens == job.request.prompt else {
+            job.sequence = pool.popLast() ?? model.makeSequence()
             return fail(job, InferenceError.invalidInput("the cache lookup is of another prompt"))
         }
+        // The engine's own memory first: a kept sequence that shares more of the prompt than the tiers
+        // can load is taken over as it is (no copy), cut back to the shared tokens. At least one token
+        // is left to compute, for the logits.
+        let prompt = job.request.prompt
+        let fromTiers = cache.connector.loadableTokens(cache.lookup)
+        if let (index, shared) = bestKept(for: prompt, salt: job.request.salt), shared > fromTiers {
+            let sequence = kept.remove(at: index).sequence
+            keptTokens -= sequence.count
+            sequence.truncate(to: shared)
+            job.sequence = sequence
+            job.loaded = shared
+            return
+        }
+        let sequence = pool.popLast() ?? model.makeSequence()
+        job.sequence = sequence
         do {
             job.loaded = try cache.connector.load(cache.lookup, into: sequence)
         } catch {
             fail(job, error)
         }
+    }
+
+    /// The kept sequence of tenant `salt` sharing the longest prefix with `prompt`, and that prefix's
+    /// length (at most `prompt.count − 1`); `nil` when none shares a token.
+    func bestKept(for prompt: [Int32], salt: String?) -> (index: Int, shared: Int)? {
+        guard KVConnector.loadAlignment == 1 else { return nil }
+        var best: (index: Int, shared: Int)?
+        for (index, entry) in kept.enumerated() where entry.salt == salt {
+            let tokens = entry.sequence.tokens
+            let limit = min(tokens.count, prompt.count - 1)
+            var shared = 0
+            while shared < limit && tokens[shared] == prompt[shared] { shared += 1 }
+            if shared > (best?.shared ?? 0) { best = (index, shared) }
+        }
+        return best
     }
 
     /// Computes the next piece of `job`'s prompt; the last piece yields its first token.
@@ -420,7 +468,7 @@ private final class Scheduler: @unchecked Sendable {
             cache.connector.saveDecoded(cache.lookup, from: sequence)
         }
         let result = job.stream.result(promptTokens: job.request.prompt.count, cachedTokens: job.loaded)
-        release(job)
+        release(job, keep: true)
         job.resume(with: .success(result))
     }
 
@@ -429,21 +477,45 @@ private final class Scheduler: @unchecked Sendable {
         job.resume(with: .failure(error))
     }
 
-    /// Takes `job` out of the running set and keeps its sequence for reuse.
-    func release(_ job: Job) {
+    /// Takes `job` out of the running set; keeps its sequence with its KV for later prompts that start
+    /// with the same tokens (when the cache is on), else empties it for reuse.
+    func release(_ job: Job, keep: Bool = false) {
         guard let index = active.firstIndex(where: { $0 === job }) else { return }
         active.remove(at: index)
         reserved -= job.reservation
         running.subtract(1, ordering: .relaxed)
         job.phase = .waiting
+        let cached = job.cache != nil && job.cache?.blend == nil
         job.cache = nil
-        if let sequence = job.sequence {
-            job.sequence = nil
-            sequence.truncate(to: 0)
-            if pool.count < limits.maxSequences {
-                sequence.releasePages(keeping: retainedTokens)
-                pool.append(sequence)
+        guard let sequence = job.sequence else { return }
+        job.sequence = nil
+        if keep && cached && sequence.count > 0 && sequence.count <= limits.keptKVTokens
+            && KVConnector.loadAlignment == 1
+        {
+            kept.append(KeptSequence(sequence: sequence, salt: job.request.salt))
+            keptTokens += sequence.count
+            while keptTokens > limits.keptKVTokens, !kept.isEmpty {
+                let oldest = kept.removeFirst().sequence
+                keptTokens -= oldest.count
+                recycle(oldest)
             }
+            return
+        }
+        recycle(sequence)
+    }
+
+    /// Empties `sequence` and pools it (its first pages stay allocated) when the pool has room.
+    func recycle(_ sequence: SequenceKV) {
+        sequence.truncate(to: 0)
+        if pool.count < limits.maxSequences {
+            sequence.releasePages(keeping: retainedTokens)
+            pool.append(sequence)
         }
     }
+}
+
+/// A finished request's sequence kept in the engine's memory, with the tenant its KV belongs to.
+private struct KeptSequence {
+    let sequence: SequenceKV
+    let salt: String?
 }

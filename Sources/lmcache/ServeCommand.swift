@@ -64,6 +64,13 @@ struct ServeCommand: AsyncParsableCommand {
     var maxKVTokens = SchedulerLimits().maxKVTokens
 
     @Option(
+        name: .customLong("kept-kv-tokens"),
+        help:
+            "KV positions of finished requests kept in the engine's memory for prompts that start with the same tokens (reused at any token, without a copy); 0 keeps none."
+    )
+    var keptKVTokens = SchedulerLimits().keptKVTokens
+
+    @Option(
         help: """
             CPU threads for the engine (default: LMCACHE_THREADS, else the CPUs this process may use: \
             its affinity mask capped by its cgroup CPU quota, so a container limited to one CPU gets one).
@@ -78,7 +85,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
         if let problem = limits.problem {
-            throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens)")
+            throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens, --kept-kv-tokens)")
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, not \(threads)") }
         if prefillChunkTokens % 256 != 0 {
@@ -87,7 +94,9 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     var limits: SchedulerLimits {
-        SchedulerLimits(maxSequences: maxSequences, prefillChunkTokens: prefillChunkTokens, maxKVTokens: maxKVTokens)
+        SchedulerLimits(
+            maxSequences: maxSequences, prefillChunkTokens: prefillChunkTokens, maxKVTokens: maxKVTokens,
+            keptKVTokens: keptKVTokens)
     }
 
     func run() async throws {
