@@ -33,6 +33,11 @@ int lmc_cpu_isa(void) {
         // F16C comes with every AVX2 CPU in practice, but check CPUID leaf 1 ECX bit 29 anyway.
         unsigned a, b, c, d;
         if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29))) level = LMC_ISA_AVX2;
+        // The VNNI kernels use 256-bit EVEX instructions (32 vector registers, vpdpbusd); the runtime's
+        // checks include the operating system's support for the AVX-512 state.
+        if (level == LMC_ISA_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+            level = LMC_ISA_AVX512_VNNI;
     }
 #endif
     atomic_store_explicit(&lmc_detected, level, memory_order_relaxed);
@@ -661,6 +666,60 @@ LMC_AVX2 static float dot_q6_k_avx2(const uint8_t *w, int64_t nb, const int8_t *
     }
     return hsum_avx2(acc);
 }
+
+// MARK: - Tiles of rows × tokens
+
+// The AVX2 level: the row dots' own integer steps. 16 vector registers hold 2 × 2 elements with their
+// even/odd accumulators.
+#define LMC_TILE_TARGET LMC_AVX2
+#define LMC_TILE(name) name##_avx2
+#define LMC_TILE_DOT_ABS(a, w, x) dot_abs_avx2(a, w, x)
+#define LMC_TILE_DOT_U8(u, x) dot_u8i8_avx2(u, x)
+#define LMC_TILE_ROWS 2
+#define LMC_TILE_TOKENS 2
+
+// dot_i8_avx2 with |w| already computed (shared by the tokens of a tile).
+LMC_AVX2 static inline __m256 dot_abs_avx2(__m256i aw, __m256i w, __m256i x) {
+    __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+#include "QuantDotTiles.h"
+
+#undef LMC_TILE_TARGET
+#undef LMC_TILE
+#undef LMC_TILE_DOT_ABS
+#undef LMC_TILE_DOT_U8
+#undef LMC_TILE_ROWS
+#undef LMC_TILE_TOKENS
+
+// The VNNI level: vpdpbusd adds the four products of each lane in 32 bits where the AVX2 dots add pairs
+// in 16 bits (maddubs) and then pairs of those (madd). The results are the same integers: maddubs
+// saturates only beyond ±32767, and the pairs here stay within it (|w| ≤ 128 against |x| ≤ 128 with
+// the sign moved to x, at most 2 · 128 · 127 = 32512 above zero and 2 · 128 · −128 = −32768 below; the
+// unsigned weights are below 64). The 32 registers of AVX-512VL hold larger tiles.
+#define LMC_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define LMC_TILE_TARGET LMC_VNNI
+#define LMC_TILE(name) name##_vnni
+#define LMC_TILE_DOT_ABS(a, w, x) dot_abs_vnni(a, w, x)
+#define LMC_TILE_DOT_U8(u, x) dot_u8i8_vnni(u, x)
+#define LMC_TILE_ROWS 2
+#define LMC_TILE_TOKENS 4
+
+LMC_VNNI static inline __m256 dot_abs_vnni(__m256i aw, __m256i w, __m256i x) {
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(x, w)));
+}
+
+LMC_VNNI static inline __m256 dot_u8i8_vnni(__m256i u, __m256i x) {
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x));
+}
+
+#include "QuantDotTiles.h"
+
+#undef LMC_TILE_TARGET
+#undef LMC_TILE
+#undef LMC_TILE_DOT_ABS
+#undef LMC_TILE_DOT_U8
 #endif
 
 // MARK: - Row loops
@@ -736,6 +795,32 @@ void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
     if (!dot) return;
     const uint8_t *base = (const uint8_t *)w;
     const int64_t nb = n / 32;
+#ifdef LMC_X86
+    // Tiles of rows × tokens for the types of the models we run; Q4_0 and Q5_K keep the row dots.
+    const int isa = lmc_active_isa();
+    if (isa >= LMC_ISA_AVX2 && (t == 6 || t == 8 || t == 12 || t == 14)) {
+        const int tile_rows = isa >= LMC_ISA_AVX512_VNNI ? 2 : 2;
+        // Blocks of tokens keep their activations in L2 while each group of rows stays in L1.
+        const int64_t token_block = 64;
+        for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
+            int64_t j1 = j0 + token_block < tokens ? j0 + token_block : tokens;
+            const uint8_t *end = base + row_end * row_bytes;
+            const uint8_t *next = base + row_begin * row_bytes;
+            for (int64_t r = row_begin; r < row_end; r += tile_rows) {
+                int rows = row_end - r < tile_rows ? (int)(row_end - r) : tile_rows;
+                const uint8_t *row = base + r * row_bytes;
+                prefetch_until(&next, row + rows * row_bytes + LMC_PREFETCH_DISTANCE, end);
+                if (isa >= LMC_ISA_AVX512_VNNI)
+                    rows_tokens_vnni(t, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
+                                     y + j0 * ldy + r, ldy);
+                else
+                    rows_tokens_avx2(t, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
+                                     y + j0 * ldy + r, ldy);
+            }
+        }
+        return;
+    }
+#endif
     // Blocks of tokens keep their activations in L2 while each weight row stays in L1.
     const int64_t token_block = 64;
     for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
