@@ -675,8 +675,20 @@ LMC_AVX2 static float dot_q6_k_avx2(const uint8_t *w, int64_t nb, const int8_t *
 #define LMC_TILE(name) name##_avx2
 #define LMC_TILE_DOT_ABS(a, w, x) dot_abs_avx2(a, w, x)
 #define LMC_TILE_DOT_U8(u, x) dot_u8i8_avx2(u, x)
-#define LMC_TILE_ROWS 2
-#define LMC_TILE_TOKENS 2
+#define LMC_TILE_HAS_ZP 0
+#define LMC_TILE_Q5_0_VALUES(blk) q5_0_values_avx2(blk)
+#define LMC_TILE_ZP_INIT(w) (w)
+#define LMC_TILE_ZP_DOT(c, u, w) _mm256_setzero_ps()
+#ifndef LMC_A_R32
+#define LMC_A_R32 2
+#define LMC_A_T32 2
+#define LMC_A_RK 2
+#define LMC_A_TK 2
+#endif
+#define LMC_TILE_ROWS_32 LMC_A_R32
+#define LMC_TILE_TOKENS_32 LMC_A_T32
+#define LMC_TILE_ROWS_K LMC_A_RK
+#define LMC_TILE_TOKENS_K LMC_A_TK
 
 // dot_i8_avx2 with |w| already computed (shared by the tokens of a tile).
 LMC_AVX2 static inline __m256 dot_abs_avx2(__m256i aw, __m256i w, __m256i x) {
@@ -686,12 +698,18 @@ LMC_AVX2 static inline __m256 dot_abs_avx2(__m256i aw, __m256i w, __m256i x) {
 
 #include "QuantDotTiles.h"
 
+#undef LMC_TILE_HAS_ZP
+#undef LMC_TILE_Q5_0_VALUES
+#undef LMC_TILE_ZP_INIT
+#undef LMC_TILE_ZP_DOT
 #undef LMC_TILE_TARGET
 #undef LMC_TILE
 #undef LMC_TILE_DOT_ABS
 #undef LMC_TILE_DOT_U8
-#undef LMC_TILE_ROWS
-#undef LMC_TILE_TOKENS
+#undef LMC_TILE_ROWS_32
+#undef LMC_TILE_TOKENS_32
+#undef LMC_TILE_ROWS_K
+#undef LMC_TILE_TOKENS_K
 
 // The VNNI level: vpdpbusd adds the four products of each lane in 32 bits where the AVX2 dots add pairs
 // in 16 bits (maddubs) and then pairs of those (madd). The results are the same integers: maddubs
@@ -703,19 +721,56 @@ LMC_AVX2 static inline __m256 dot_abs_avx2(__m256i aw, __m256i w, __m256i x) {
 #define LMC_TILE(name) name##_vnni
 #define LMC_TILE_DOT_ABS(a, w, x) dot_abs_vnni(a, w, x)
 #define LMC_TILE_DOT_U8(u, x) dot_u8i8_vnni(u, x)
-#define LMC_TILE_ROWS 2
-#define LMC_TILE_TOKENS 4
+#define LMC_TILE_HAS_ZP 1
+#define LMC_TILE_Q5_0_VALUES(blk) q5_0_values_vnni(blk)
+#define LMC_TILE_ZP_INIT(w) zp_init_vnni(w)
+#define LMC_TILE_ZP_DOT(c, u, w) zp_dot_vnni(c, u, w)
+#ifndef LMC_V_R32
+#define LMC_V_R32 2
+#define LMC_V_T32 4
+#define LMC_V_RK 2
+#define LMC_V_TK 4
+#endif
+#define LMC_TILE_ROWS_32 LMC_V_R32
+#define LMC_TILE_TOKENS_32 LMC_V_T32
+#define LMC_TILE_ROWS_K LMC_V_RK
+#define LMC_TILE_TOKENS_K LMC_V_TK
 
 LMC_VNNI static inline __m256 dot_abs_vnni(__m256i aw, __m256i w, __m256i x) {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(x, w)));
+}
+
+// q5_0_values_avx2 with the high bits as a mask register: nibble − 16 where the bit is clear.
+LMC_VNNI static inline __m256i q5_0_values_vnni(const uint8_t *blk) {
+    uint32_t bits;
+    memcpy(&bits, blk + 2, 4);
+    __m256i nib = nibbles16_avx2(blk + 6);
+    return _mm256_mask_sub_epi8(nib, (__mmask32)~bits, nib, _mm256_set1_epi8(16));
 }
 
 LMC_VNNI static inline __m256 dot_u8i8_vnni(__m256i u, __m256i x) {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x));
 }
 
+// Without −128 among the activations, |w| · sign(x, w) = w · x for every byte, so the AVX2 dots' sums
+// are the plain Σ w · x, which vpdpbusd gives from x + 128 (unsigned) and w (signed) once −128 · Σw is
+// taken off: that offset is the weights' alone and starts each lane's sum, so a token costs one
+// instruction per block and row where the sign trick costs two. zp_init_vnni(w) is −128 · Σw per lane.
+LMC_VNNI static inline __m256i zp_init_vnni(__m256i w) {
+    __m256i c = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w);
+    return _mm256_sub_epi32(_mm256_setzero_si256(), c);
+}
+
+LMC_VNNI static inline __m256 zp_dot_vnni(__m256i init, __m256i xu, __m256i w) {
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(init, xu, w));
+}
+
 #include "QuantDotTiles.h"
 
+#undef LMC_TILE_HAS_ZP
+#undef LMC_TILE_Q5_0_VALUES
+#undef LMC_TILE_ZP_INIT
+#undef LMC_TILE_ZP_DOT
 #undef LMC_TILE_TARGET
 #undef LMC_TILE
 #undef LMC_TILE_DOT_ABS
@@ -723,6 +778,19 @@ LMC_VNNI static inline __m256 dot_u8i8_vnni(__m256i u, __m256i x) {
 #endif
 
 // MARK: - Row loops
+
+#ifdef LMC_X86
+// Whether any of the n bytes at p is −128.
+LMC_AVX2 static int has_int8_min(const int8_t *p, int64_t n) {
+    const __m256i m = _mm256_set1_epi8((char)0x80);
+    __m256i any = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), m));
+    int found = !_mm256_testz_si256(any, any);
+    for (; i < n; i++) found |= p[i] == -128;
+    return found;
+}
+#endif
 
 typedef float (*lmc_dot_fn)(const uint8_t *w, int64_t n, const int8_t *qs, const float *d, const float *ds);
 
@@ -799,7 +867,9 @@ void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
     // Tiles of rows × tokens for the types of the models we run; Q4_0 and Q5_K keep the row dots.
     const int isa = lmc_active_isa();
     if (isa >= LMC_ISA_AVX2 && (t == 6 || t == 8 || t == 12 || t == 14)) {
-        const int tile_rows = isa >= LMC_ISA_AVX512_VNNI ? 2 : 2;
+        const int tile_rows = isa >= LMC_ISA_AVX512_VNNI ? tile_rows_vnni(t) : tile_rows_avx2(t);
+        // The VNNI tiles' shorter form needs activations without −128 (the quantizers never write it).
+        const int zp = isa >= LMC_ISA_AVX512_VNNI && !has_int8_min(qs, tokens * n);
         // Blocks of tokens keep their activations in L2 while each group of rows stays in L1.
         const int64_t token_block = 64;
         for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
@@ -811,10 +881,10 @@ void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
                 const uint8_t *row = base + r * row_bytes;
                 prefetch_until(&next, row + rows * row_bytes + LMC_PREFETCH_DISTANCE, end);
                 if (isa >= LMC_ISA_AVX512_VNNI)
-                    rows_tokens_vnni(t, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
+                    rows_tokens_vnni(t, zp, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
                                      y + j0 * ldy + r, ldy);
                 else
-                    rows_tokens_avx2(t, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
+                    rows_tokens_avx2(t, 0, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
                                      y + j0 * ldy + r, ldy);
             }
         }

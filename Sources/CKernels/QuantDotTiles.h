@@ -4,7 +4,10 @@
 //   LMC_TILE(name)         the name of a function at this level,
 //   LMC_TILE_DOT_ABS(a, w, x)  the int32 sums of four products of the AVX2 row dots (dot_i8_avx2 with
 //                          a = |w| precomputed), as 8 floats,
-//   LMC_TILE_DOT_U8(u, x)  the same for unsigned weights below 64 (dot_u8i8_avx2).
+//   LMC_TILE_DOT_U8(u, x)  the same for unsigned weights below 64 (dot_u8i8_avx2),
+//   LMC_TILE_Q5_0_VALUES(blk)  the bytes of q5_0_values_avx2,
+//   LMC_TILE_HAS_ZP, LMC_TILE_ZP_INIT(w), LMC_TILE_ZP_DOT(c, u, w)  the shorter form of the 32-value dots
+//                          for activations without −128 (QuantDot.c, zp_init_vnni), where the level has it.
 //
 // Every (row, token) element goes through exactly the float operations of the AVX2 row dot of its type, in
 // the same order: per block the same 8-lane integer sums, converted, multiplied by the same scale and added
@@ -19,7 +22,7 @@
 // Q8_0 (34-byte blocks) and Q5_0 (22-byte blocks) rows r0..r0+R against tokens t0..t0+T:
 // y[t·ldy + r] for the R × T pairs. `w` points at row r0, `qs`/`d` at token t0.
 LMC_TILE_TARGET static inline __attribute__((always_inline)) void
-LMC_TILE(tile32)(int q5, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, int64_t n,
+LMC_TILE(tile32)(int q5, int zp, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, int64_t n,
                  const float *d, float *y, int64_t ldy) {
     __m256 acc[4][8][2];
     for (int r = 0; r < R; r++)
@@ -35,16 +38,17 @@ LMC_TILE(tile32)(int q5, int R, int T, const uint8_t *w, int64_t row_bytes, int6
             __m256 ws[4];
             for (int r = 0; r < R; r++) {
                 const uint8_t *blk = w + r * row_bytes + (b + e) * bs;
-                wv[r] = q5 ? q5_0_values_avx2(blk) : _mm256_loadu_si256((const __m256i *)(blk + 2));
-                wa[r] = _mm256_sign_epi8(wv[r], wv[r]);
+                wv[r] = q5 ? LMC_TILE_Q5_0_VALUES(blk) : _mm256_loadu_si256((const __m256i *)(blk + 2));
+                wa[r] = zp ? LMC_TILE_ZP_INIT(wv[r]) : _mm256_sign_epi8(wv[r], wv[r]);
                 ws[r] = f16x8_avx2(blk);
             }
             for (int t = 0; t < T; t++) {
                 __m256i x = _mm256_loadu_si256((const __m256i *)(qs + t * n + (b + e) * 32));
+                if (zp) x = _mm256_xor_si256(x, _mm256_set1_epi8((char)0x80));
                 __m256 dx = _mm256_broadcast_ss(d + t * nb + b + e);
                 for (int r = 0; r < R; r++) {
-                    acc[r][t][e] = _mm256_fmadd_ps(LMC_TILE_DOT_ABS(wa[r], wv[r], x), _mm256_mul_ps(ws[r], dx),
-                                                   acc[r][t][e]);
+                    __m256 p = zp ? LMC_TILE_ZP_DOT(wa[r], x, wv[r]) : LMC_TILE_DOT_ABS(wa[r], wv[r], x);
+                    acc[r][t][e] = _mm256_fmadd_ps(p, _mm256_mul_ps(ws[r], dx), acc[r][t][e]);
                 }
             }
         }
@@ -157,49 +161,62 @@ LMC_TILE(tile_q6_k)(int R, int T, const uint8_t *w, int64_t row_bytes, int64_t n
         for (int t = 0; t < T; t++) y[t * ldy + r] = hsum_avx2(acc[r][t]);
 }
 
-// One tile of type t (6, 8, 12 or 14) with constant R and T.
-#define LMC_TILE_CALL(R, T) \
-    do { \
-        switch (type) { \
-        case 6: LMC_TILE(tile32)(1, R, T, w, row_bytes, n / 32, qs, n, d, y, ldy); break; \
-        case 8: LMC_TILE(tile32)(0, R, T, w, row_bytes, n / 32, qs, n, d, y, ldy); break; \
-        case 12: LMC_TILE(tile_q4_k)(R, T, w, row_bytes, n / 256, qs, n, d, ds, y, ldy); break; \
-        case 14: LMC_TILE(tile_q6_k)(R, T, w, row_bytes, n / 256, qs, n, d, y, ldy); break; \
-        } \
-    } while (0)
-
-// Rows r0..<r1 (r1 − r0 ≤ LMC_TILE_ROWS) against tokens 0..<tokens; `w` at row r0, `y` at (token 0, row r0).
-LMC_TILE_TARGET static void LMC_TILE(rows_tokens)(int32_t type, int rows, const uint8_t *w, int64_t row_bytes, int64_t n,
-                                                 int64_t tokens, const int8_t *qs, const float *d, const float *ds,
-                                                 float *y, int64_t ldy) {
-    const int64_t nd = n / 32;
-    int64_t t = 0;
-    if (rows == LMC_TILE_ROWS) {
-        for (; t + LMC_TILE_TOKENS <= tokens; t += LMC_TILE_TOKENS) {
-            LMC_TILE_CALL(LMC_TILE_ROWS, LMC_TILE_TOKENS);
-            qs += LMC_TILE_TOKENS * n, d += LMC_TILE_TOKENS * nd, ds += LMC_TILE_TOKENS * nd, y += LMC_TILE_TOKENS * ldy;
-        }
-        for (; t < tokens; t++) {
-            LMC_TILE_CALL(LMC_TILE_ROWS, 1);
-            qs += n, d += nd, ds += nd, y += ldy;
-        }
-    } else {
-        for (int r = 0; r < rows; r++) {
-            const int8_t *qs1 = qs;
-            const float *d1 = d, *ds1 = ds;
-            float *y1 = y + r;
-            const uint8_t *w1 = w + r * row_bytes;
-            int64_t t1 = 0;
-            for (; t1 + LMC_TILE_TOKENS <= tokens; t1 += LMC_TILE_TOKENS) {
-                { const uint8_t *w = w1; const int8_t *qs = qs1; const float *d = d1, *ds = ds1; float *y = y1; LMC_TILE_CALL(1, LMC_TILE_TOKENS); }
-                qs1 += LMC_TILE_TOKENS * n, d1 += LMC_TILE_TOKENS * nd, ds1 += LMC_TILE_TOKENS * nd, y1 += LMC_TILE_TOKENS * ldy;
-            }
-            for (; t1 < tokens; t1++) {
-                { const uint8_t *w = w1; const int8_t *qs = qs1; const float *d = d1, *ds = ds1; float *y = y1; LMC_TILE_CALL(1, 1); }
-                qs1 += n, d1 += nd, ds1 += nd, y1 += ldy;
-            }
-        }
+// One tile of `type` (6, 8, 12 or 14); R and T constants.
+LMC_TILE_TARGET static inline __attribute__((always_inline)) void
+LMC_TILE(tile)(int32_t type, int zp, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t n, const int8_t *qs,
+               const float *d, const float *ds, float *y, int64_t ldy) {
+    switch (type) {
+    case 6: LMC_TILE(tile32)(1, zp, R, T, w, row_bytes, n / 32, qs, n, d, y, ldy); break;
+    case 8: LMC_TILE(tile32)(0, zp, R, T, w, row_bytes, n / 32, qs, n, d, y, ldy); break;
+    case 12: LMC_TILE(tile_q4_k)(R, T, w, row_bytes, n / 256, qs, n, d, ds, y, ldy); break;
+    case 14: LMC_TILE(tile_q6_k)(R, T, w, row_bytes, n / 256, qs, n, d, y, ldy); break;
     }
 }
 
-#undef LMC_TILE_CALL
+// Rows r0..<r0 + rows (rows ≤ R) against tokens 0..<tokens in tiles of R × T, then narrower ones;
+// `w` at row r0, `y` at (token 0, row r0).
+LMC_TILE_TARGET static inline __attribute__((always_inline)) void
+LMC_TILE(rows_tokens_of)(int32_t type, int zp, int R, int T, int rows, const uint8_t *w, int64_t row_bytes, int64_t n,
+                         int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y, int64_t ldy) {
+    const int64_t nd = n / 32;
+    if (rows == R) {
+        int64_t t = 0;
+        for (; t + T <= tokens; t += T)
+            LMC_TILE(tile)(type, zp, R, T, w, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, y + t * ldy, ldy);
+        for (; t < tokens; t++)
+            LMC_TILE(tile)(type, zp, R, 1, w, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, y + t * ldy, ldy);
+        return;
+    }
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *wr = w + r * row_bytes;
+        int64_t t = 0;
+        for (; t + T <= tokens; t += T)
+            LMC_TILE(tile)(type, zp, 1, T, wr, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, y + t * ldy + r, ldy);
+        for (; t < tokens; t++)
+            LMC_TILE(tile)(type, zp, 1, 1, wr, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, y + t * ldy + r, ldy);
+    }
+}
+
+// The rows of a full tile of `type` at this level.
+static inline int LMC_TILE(tile_rows)(int32_t type) { return type == 12 || type == 14 ? LMC_TILE_ROWS_K : LMC_TILE_ROWS_32; }
+
+LMC_TILE_TARGET static void LMC_TILE(rows_tokens)(int32_t type, int zp, int rows, const uint8_t *w, int64_t row_bytes,
+                                                 int64_t n, int64_t tokens, const int8_t *qs, const float *d,
+                                                 const float *ds, float *y, int64_t ldy) {
+#define LMC_TILE_ROWS_TOKENS(z) \
+    switch (type) { \
+    case 6: LMC_TILE(rows_tokens_of)(6, z, LMC_TILE_ROWS_32, LMC_TILE_TOKENS_32, rows, w, row_bytes, n, tokens, qs, d, ds, y, ldy); break; \
+    case 8: LMC_TILE(rows_tokens_of)(8, z, LMC_TILE_ROWS_32, LMC_TILE_TOKENS_32, rows, w, row_bytes, n, tokens, qs, d, ds, y, ldy); break; \
+    case 12: LMC_TILE(rows_tokens_of)(12, z, LMC_TILE_ROWS_K, LMC_TILE_TOKENS_K, rows, w, row_bytes, n, tokens, qs, d, ds, y, ldy); break; \
+    case 14: LMC_TILE(rows_tokens_of)(14, z, LMC_TILE_ROWS_K, LMC_TILE_TOKENS_K, rows, w, row_bytes, n, tokens, qs, d, ds, y, ldy); break; \
+    }
+#if LMC_TILE_HAS_ZP
+    if (zp) {
+        LMC_TILE_ROWS_TOKENS(1)
+        return;
+    }
+#endif
+    (void)zp;
+    LMC_TILE_ROWS_TOKENS(0)
+#undef LMC_TILE_ROWS_TOKENS
+}
