@@ -1,4 +1,5 @@
-// Quantized matrix-vector kernels: portable C and AVX2/FMA variants chosen at run time.
+// Quantized matrix-vector kernels: portable C and AVX2/FMA variants chosen at run time, and for batches
+// tiles of rows × tokens (QuantDotTiles.h) at the AVX2 and AVX-512 VNNI levels with the AVX2 row dots' bits.
 //
 // Block layouts follow the GGUF/ggml formats (see Kernels/Dequantize.swift for the documented
 // element order of each). Weights stay in their file format; the activation vector is quantized to

@@ -53,7 +53,7 @@ struct BatchedProductsTests {
         let superBlocks = type.blockSize == 256
         let rows = 29, rowRange = 3..<26
         for columns in superBlocks ? [256, 1024] : [96, 640] {
-            let bytes = randomWeights(type, rows: rows, columns: columns, seed: UInt64(type.rawValue * 100 + columns))
+            let bytes = randomWeights(type, rows: rows, columns: columns, seed: UInt64(type.rawValue) * 100 + UInt64(columns))
             let rowBytes = bytes.count / rows
             for (index, tokens) in Self.tokenCounts.enumerated() {
                 let kind = superBlocks ? (index == 2 ? 0 : 2) : index % 2
