@@ -6,6 +6,8 @@ public enum KernelISA: Int, Sendable, CaseIterable, CustomStringConvertible {
     case generic = 0
     /// AVX2 with FMA and F16C.
     case avx2 = 1
+    /// AVX2 plus AVX-512 F/BW/VL/VNNI: batched quantized products in larger tiles, with the same results as ``avx2``.
+    case avx512vnni = 2
 
     /// The best level this CPU supports.
     public static var best: KernelISA { KernelISA(rawValue: Int(lmc_cpu_isa())) ?? .generic }
@@ -22,6 +24,7 @@ public enum KernelISA: Int, Sendable, CaseIterable, CustomStringConvertible {
         switch self {
         case .generic: "generic"
         case .avx2: "avx2"
+        case .avx512vnni: "avx512vnni"
         }
     }
 }

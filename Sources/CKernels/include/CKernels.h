@@ -20,6 +20,8 @@ extern "C" {
 enum {
     LMC_ISA_GENERIC = 0,
     LMC_ISA_AVX2 = 1,
+    /// AVX2 plus AVX-512 F/BW/VL/VNNI: faster batched products with the same results as AVX2.
+    LMC_ISA_AVX512_VNNI = 2,
 };
 
 /// The best level this CPU supports (CPUID), whatever is forced.
