@@ -189,25 +189,27 @@ LMC_AVX512 LMC_INLINE void score_tile_512(int nq, int nk, const float *const *q,
         for (int b = 0; b < nk; b++) sp[a][b] = tree16(acc[a][b]) * scale;
 }
 
+// All nq (≤ BLOCK) queries against `count` keys: key tiles outside, query tiles inside, so a key tile is
+// loaded from memory once and the block's queries (hd · nq floats) stay in L1.
 LMC_AVX512 static void scores_512(int nq, const float *const *q, const float *k0, int64_t ks, int64_t count,
                                   int64_t hd, float scale, float *const *sp) {
-    float *s[4] = {0};
-    for (int a = 0; a < nq; a++) s[a] = sp[a];
     int64_t t = 0;
 #define LMC_SCORE_CASES(NK)                                                                   \
-    switch (nq) {                                                                              \
-    case 1: score_tile_512(1, NK, q, k0 + t * ks, ks, hd, scale, s); break;                    \
-    case 2: score_tile_512(2, NK, q, k0 + t * ks, ks, hd, scale, s); break;                    \
-    case 3: score_tile_512(3, NK, q, k0 + t * ks, ks, hd, scale, s); break;                    \
-    default: score_tile_512(4, NK, q, k0 + t * ks, ks, hd, scale, s); break;                   \
+    for (int a = 0; a < nq; a += 4) {                                                          \
+        float *s[4];                                                                           \
+        for (int b = 0; b < 4 && a + b < nq; b++) s[b] = sp[a + b] + t;                        \
+        switch (nq - a) {                                                                      \
+        case 1: score_tile_512(1, NK, q + a, k0 + t * ks, ks, hd, scale, s); break;            \
+        case 2: score_tile_512(2, NK, q + a, k0 + t * ks, ks, hd, scale, s); break;            \
+        case 3: score_tile_512(3, NK, q + a, k0 + t * ks, ks, hd, scale, s); break;            \
+        default: score_tile_512(4, NK, q + a, k0 + t * ks, ks, hd, scale, s); break;           \
+        }                                                                                      \
     }
     for (; t + 4 <= count; t += 4) {
         LMC_SCORE_CASES(4)
-        for (int a = 0; a < nq; a++) s[a] += 4;
     }
     for (; t < count; t++) {
         LMC_SCORE_CASES(1)
-        for (int a = 0; a < nq; a++) s[a] += 1;
     }
 #undef LMC_SCORE_CASES
 }
@@ -273,18 +275,20 @@ LMC_AVX2 LMC_INLINE void score_tile_avx2(int nq, int nk, const float *const *q, 
 
 LMC_AVX2 static void scores_avx2(int nq, const float *const *q, const float *k0, int64_t ks, int64_t count,
                                  int64_t hd, float scale, float *const *sp) {
-    float *s[2] = {0};
-    for (int a = 0; a < nq; a++) s[a] = sp[a];
     int64_t t = 0;
     for (; t + 2 <= count; t += 2) {
-        if (nq == 1) score_tile_avx2(1, 2, q, k0 + t * ks, ks, hd, scale, s);
-        else score_tile_avx2(2, 2, q, k0 + t * ks, ks, hd, scale, s);
-        for (int a = 0; a < nq; a++) s[a] += 2;
+        for (int a = 0; a < nq; a += 2) {
+            float *s[2] = {sp[a] + t, a + 1 < nq ? sp[a + 1] + t : 0};
+            if (a + 1 == nq) score_tile_avx2(1, 2, q + a, k0 + t * ks, ks, hd, scale, s);
+            else score_tile_avx2(2, 2, q + a, k0 + t * ks, ks, hd, scale, s);
+        }
     }
     for (; t < count; t++) {
-        if (nq == 1) score_tile_avx2(1, 1, q, k0 + t * ks, ks, hd, scale, s);
-        else score_tile_avx2(2, 1, q, k0 + t * ks, ks, hd, scale, s);
-        for (int a = 0; a < nq; a++) s[a] += 1;
+        for (int a = 0; a < nq; a += 2) {
+            float *s[2] = {sp[a] + t, a + 1 < nq ? sp[a + 1] + t : 0};
+            if (a + 1 == nq) score_tile_avx2(1, 1, q + a, k0 + t * ks, ks, hd, scale, s);
+            else score_tile_avx2(2, 1, q + a, k0 + t * ks, ks, hd, scale, s);
+        }
     }
 }
 
@@ -324,10 +328,10 @@ LMC_AVX2 static void values_avx2(int nq, const float *const *p, const float *v0,
 
 // Queries per block: each key/value row a block needs is read once per block (from L1 across its
 // query tiles). The block's scores take BLOCK rows of scratch.
-enum { BLOCK = 8 };
+enum { BLOCK = 16 };
 
 typedef struct {
-    int tile;  // queries per tile
+    int tile;  // queries per value tile (`scores` takes the whole active set)
     void (*scores)(int nq, const float *const *q, const float *k0, int64_t ks, int64_t count, int64_t hd,
                    float scale, float *const *sp);
     void (*values)(int nq, const float *const *p, const float *v0, int64_t vs, int64_t count, int64_t hd,
@@ -394,22 +398,23 @@ static void attend_block(const attend_ops *ops, const float *q, int64_t q_stride
                 int64_t vpage_end = (t / values.page_size + 1) * values.page_size;
                 int64_t end = t1 < page_end ? t1 : page_end;
                 end = end < vpage_end ? end : vpage_end;
-                for (int a0 = 0; a0 < nact; a0 += ops->tile) {
-                    int nq = nact - a0 < ops->tile ? (int)(nact - a0) : ops->tile;
-                    const float *qp[4];
-                    float *sp[4];
-                    float *op[4];
-                    for (int b = 0; b < nq; b++) {
-                        int a = act[a0 + b];
-                        qp[b] = q + a * q_stride;
-                        sp[b] = scratch + a * row + (t - first[a]);
-                        op[b] = out + a * out_stride;
+                const float *qp[BLOCK];
+                float *sp[BLOCK];
+                float *op[BLOCK];
+                for (int b = 0; b < nact; b++) {
+                    int a = act[b];
+                    qp[b] = q + a * q_stride;
+                    sp[b] = scratch + a * row + (t - first[a]);
+                    op[b] = out + a * out_stride;
+                }
+                if (pass == 0) {
+                    ops->scores(nact, qp, kv_row(keys, t), keys.row_stride, end - t, hd, scale, sp);
+                } else {
+                    for (int a0 = 0; a0 < nact; a0 += ops->tile) {
+                        int nq = nact - a0 < ops->tile ? nact - a0 : ops->tile;
+                        ops->values(nq, (const float *const *)sp + a0, kv_row(values, t), values.row_stride,
+                                    end - t, hd, op + a0);
                     }
-                    if (pass == 0)
-                        ops->scores(nq, qp, kv_row(keys, t), keys.row_stride, end - t, hd, scale, sp);
-                    else
-                        ops->values(nq, (const float *const *)sp, kv_row(values, t), values.row_stride, end - t,
-                                    hd, op);
                 }
                 t = end;
             }
