@@ -196,7 +196,7 @@ LMC_AVX512 static void scores_512(int nq, const float *const *q, const float *k0
     int64_t t = 0;
 #define LMC_SCORE_CASES(NK)                                                                   \
     for (int a = 0; a < nq; a += 4) {                                                          \
-        float *s[4];                                                                           \
+        float *s[4] = {0};                                                                     \
         for (int b = 0; b < 4 && a + b < nq; b++) s[b] = sp[a + b] + t;                        \
         switch (nq - a) {                                                                      \
         case 1: score_tile_512(1, NK, q + a, k0 + t * ks, ks, hd, scale, s); break;            \
