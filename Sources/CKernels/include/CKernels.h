@@ -147,6 +147,47 @@ void lmc_values_ordered_finish(const float *lanes, int64_t hd, int one_token, fl
 void lmc_rope_ordered(float *x, int64_t heads, int64_t head_dim, int64_t dims, int64_t position, float step,
                       const float *factors, int neox);
 
+/// Pages of one KV head's rows: position t is at pages[t / page_size] + (t % page_size) · row_stride + offset.
+typedef struct {
+    const float *const *pages;
+    int64_t page_size;
+    int64_t row_stride;
+    int64_t offset;
+} lmc_kv_view;
+
+/// Code paths of `lmc_attend` (all give the same bits).
+enum {
+    LMC_ATTEND_PORTABLE = 0,
+    LMC_ATTEND_AVX2 = 1,
+    LMC_ATTEND_AVX512 = 2,
+};
+
+/// Batch-invariant attention of `m` query vectors of `hd` floats (hd % 16 == 0; query i at q + i·q_stride)
+/// that share one KV head. Query i attends keys first[i]...last[i] (absolute positions, inclusive):
+/// out_i = Σ_t p_i[t] · v_t with p_i = softmax(scale · q_i · k_t); out_i at out + i·out_stride (hd floats);
+/// an empty range (first > last) gives zeros. Only positions inside some query's range are read.
+/// `scratch` holds at least lmc_attend_scratch_floats(m, max span) floats, span = last − first + 1.
+/// Every output depends only on its own query, its key range and the K/V values: not on m, the other
+/// queries or their order, page boundaries, or the code path (the fixed arithmetic is in Attention.c).
+/// Fastest when queries with the same range are adjacent (e.g. the heads of one token).
+void lmc_attend(const float *q, int64_t q_stride, int64_t m, const int64_t *first, const int64_t *last,
+                lmc_kv_view keys, lmc_kv_view values, int64_t hd, float scale, float *out, int64_t out_stride,
+                float *scratch);
+
+/// Scratch floats `lmc_attend` needs for `m` queries whose spans are at most `max_span` keys.
+int64_t lmc_attend_scratch_floats(int64_t m, int64_t max_span);
+
+/// The code path `lmc_attend` takes on this thread: the best the CPU has (AVX-512F, AVX2+FMA, portable),
+/// portable under lmc_force_isa(LMC_ISA_GENERIC), lowered by `lmc_attend_force_level`.
+int lmc_attend_level(void);
+
+/// Caps the calling thread's `lmc_attend` path at `level` (for tests); negative restores automatic choice.
+void lmc_attend_force_level(int level);
+
+/// The exponential `lmc_attend`'s softmax uses (Attention.c defines it step by step): the same bits on
+/// every ISA and platform; 0 below −87.
+float lmc_attend_exp(float x);
+
 /// Converts IEEE half-precision bits to float.
 float lmc_f16_to_f32(uint16_t h);
 
