@@ -335,43 +335,66 @@ package enum Attention {
         }
     }
 
-    /// Attention of every query row of `batch` computed on its own: scores, softmax and weighted values
-    /// of one (token, head) depend only on that query, its position and the keys and values, never on the
-    /// other rows, the batch or the thread count (``Linear/Strategy/invariant``).
+    /// Attention of every query row of `batch` computed on its own (`lmc_attend`, Attention.c): scores,
+    /// softmax and weighted values of one (token, head) depend only on that query, its position and the
+    /// keys and values, never on the other rows, the batch, the thread count or the instruction set
+    /// (``Linear/Strategy/invariant``).
     package static func invariantRows(_ batch: [AttentionQueries], shape: AttentionShape, scratch: AttentionScratch) {
         let hd = shape.headDim
         let rowWidth = shape.heads * hd
         let group = shape.heads / shape.kvHeads
-        var starts: [Int] = []
-        var total = 0
-        var widest = 0
-        for queries in batch {
-            starts.append(total)
-            total += queries.count
+        // With one KV head the heads of consecutive tokens are one run of query vectors `hd` apart, so a
+        // block of tokens is one call and each key is read once per block; otherwise one call per token
+        // and KV head. The blocks only share loads: the results are the same for any split.
+        let tokensPerJob = shape.kvHeads == 1 ? 16 : 1
+        var jobs: [(item: Int, token: Int, count: Int, kvHead: Int)] = []
+        var widest = 1
+        for (item, queries) in batch.enumerated() {
+            var i = 0
+            while i < queries.count {
+                let n = min(tokensPerJob, queries.count - i)
+                for g in 0..<shape.kvHeads { jobs.append((item, i, n, g)) }
+                i += n
+            }
             let last = queries.firstPosition + queries.count - 1
             widest = max(widest, last - shape.firstKey(for: last) + 1)
         }
-        let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, widest) }
-        Parallel.forEachJob(total * shape.heads) { job, worker in
-            let row = job / shape.heads
-            let h = job % shape.heads
-            let item = (starts.lastIndex { $0 <= row })!
+        let vectors = tokensPerJob * group
+        // Rounded to an even count, so that the Int64 bounds after it are 8-byte aligned.
+        let scratchFloats = (Int(lmc_attend_scratch_floats(Int64(vectors), Int64(widest))) + 1) / 2 * 2
+        let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, scratchFloats + 4 * vectors) }
+        let pages = batch.map { queries in
+            (keys: queries.keys.pages.map { UnsafePointer<Float>?($0) }, values: queries.values.pages.map { UnsafePointer<Float>?($0) })
+        }
+        Parallel.forEachJob(jobs.count) { job, worker in
+            let (item, i0, n, g) = jobs[job]
             let queries = batch[item]
-            let i = row - starts[item]
-            let position = queries.firstPosition + i
-            let lo = shape.firstKey(for: position)
-            let n = position - lo + 1
-            let g = h / group
-            let qh = queries.q + i * rowWidth + h * hd
-            let s = buffers[worker]
-            for t in 0..<n {
-                s[t] = Linear.dot(qh, queries.keys.row(lo + t) + g * hd, hd) * shape.scale
+            let m = n * group
+            let buffer = buffers[worker]
+            // Each query vector's key range, as Int64 positions after the scratch.
+            let bounds = UnsafeMutableRawPointer(buffer + scratchFloats).bindMemory(to: Int64.self, capacity: 2 * m)
+            for i in 0..<n {
+                let position = queries.firstPosition + i0 + i
+                for j in 0..<group {
+                    bounds[i * group + j] = Int64(shape.firstKey(for: position))
+                    bounds[m + i * group + j] = Int64(position)
+                }
             }
-            Ops.softmax(s, count: n)
-            let o = queries.out + i * rowWidth + h * hd
-            o.update(repeating: 0, count: hd)
-            for t in 0..<n {
-                axpy(s[t], queries.values.row(lo + t) + g * hd, o, hd)
+            pages[item].keys.withUnsafeBufferPointer { keyPages in
+                pages[item].values.withUnsafeBufferPointer { valuePages in
+                    let keys = lmc_kv_view(
+                        pages: keyPages.baseAddress, page_size: Int64(queries.keys.pageSize),
+                        row_stride: Int64(queries.keys.rowStride), offset: Int64(g * hd))
+                    let values = lmc_kv_view(
+                        pages: valuePages.baseAddress, page_size: Int64(queries.values.pageSize),
+                        row_stride: Int64(queries.values.rowStride), offset: Int64(g * hd))
+                    // Query vector (token i, head g·group + j) is at q + i·rowWidth + (g·group + j)·hd: with one
+                    // KV head (or one token per call) each vector is hd floats after the previous one.
+                    lmc_attend(
+                        queries.q + i0 * rowWidth + g * group * hd, Int64(hd), Int64(m), bounds, bounds + m, keys,
+                        values, Int64(hd), shape.scale, queries.out + i0 * rowWidth + g * group * hd, Int64(hd),
+                        buffer)
+                }
             }
         }
     }
