@@ -85,8 +85,11 @@ struct BlendConnectorTests {
 
         let cold = try await blendedRun(blender, model, first)
         #expect(cold.reused == 0)
+        // The document at the same position after another first segment (an exact repeat of `first`
+        // would be a prefix hit, which loads everything but the last token without blending).
+        let samePlace = BlendPrompts.prompt([BlendPrompts.text(20, seed: 13), document, question])
         // 150 tokens in 64-token chunks: 3 stored chunks (the last partial), with their positions.
-        let again = await blender.lookup(first)
+        let again = await blender.lookup(samePlace)
         #expect(
             again.hits.map(\.range) == [
                 start..<(start + 64), (start + 64)..<(start + 128), (start + 128)..<span.upperBound,
@@ -95,7 +98,7 @@ struct BlendConnectorTests {
         #expect(again.hits.allSatisfy { $0.storedPosition == $0.range.lowerBound })
 
         // Naive reuse never recomputes cached tokens, so their rows are exactly what was loaded.
-        let same = try await blendedRun(blender, model, first, checkLayers: [], save: false)
+        let same = try await blendedRun(blender, model, samePlace, checkLayers: [], save: false)
         #expect(same.reused == document.count)
         for layer in [0, model.configuration.layers - 1] {
             for kv in 0..<2 {
@@ -187,9 +190,10 @@ struct BlendConnectorTests {
             BlendPrompts.text(20, seed: 33), BlendPrompts.text(31, seed: 34), BlendPrompts.text(8, seed: 35),
         ])
         let reference = try uncachedRun(model, prompt, maxTokens: 4)
-        for _ in 0..<2 {
+        // The first run computes everything; the repeat is an ordinary prefix hit of all but the last token.
+        for expected in [0, prompt.count - 1] {
             let run = try await blendedRun(blender, model, prompt)
-            #expect(run.reused == 0)
+            #expect(run.reused == expected)
             #expect(run.lookup.chunks.isEmpty)
             let equal = run.logits == reference.logits
             #expect(equal)
@@ -204,7 +208,8 @@ struct BlendConnectorTests {
         let prompt = BlendPrompts.prompt([BlendPrompts.text(300, seed: 43), BlendPrompts.text(100, seed: 44)])
         let reference = try uncachedRun(model, prompt, maxTokens: 4)
         let connector = blender.prefix
-        for expected in [0, 256] {
+        // The repeat loads every token but the last (the partial last chunk too: save_unfull_chunk).
+        for expected in [0, prompt.count - 1] {
             let (logits, tokens, loaded) = try await cachedRun(connector, model, prompt, maxTokens: 4)
             #expect(loaded == expected)
             #expect(logits == reference.logits)
@@ -228,7 +233,7 @@ struct BlendConnectorTests {
         )
         #expect(engine.blender == nil)
         let result = try await engine.generate(GenerationRequest(prompt: prompt, maxTokens: 4))
-        #expect(result.cachedTokens == 256)
+        #expect(result.cachedTokens == prompt.count - 1)
         #expect(result.tokens == reference.tokens)
     }
 
@@ -242,8 +247,10 @@ struct BlendConnectorTests {
         let session = InferenceSession(model: model)
         _ = try blender.prefill(lookup, model: model, sequence: session.sequence, workspace: session.workspace)
         blender.save(lookup, from: session.sequence)
-        #expect(await blender.lookup(prompt, salt: "alice").hits.count == 2)
-        #expect(await blender.lookup(prompt, salt: "bob").hits.isEmpty)
-        #expect(await blender.lookup(prompt).hits.isEmpty)
+        // The document after another first segment: no prefix hit, so only segment chunks can be found.
+        let other = BlendPrompts.prompt([BlendPrompts.text(10, seed: 61), document, BlendPrompts.text(5, seed: 52)])
+        #expect(await blender.lookup(other, salt: "alice").hits.count == 2)
+        #expect(await blender.lookup(other, salt: "bob").hits.isEmpty)
+        #expect(await blender.lookup(other).hits.isEmpty)
     }
 }

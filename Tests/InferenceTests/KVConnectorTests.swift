@@ -134,7 +134,7 @@ struct KVConnectorTests {
         #expect(same)
     }
 
-    @Test("a fully cached prompt still computes its last chunk, exactly")
+    @Test("a fully cached prompt computes only its last token, exactly")
     func fullyCached() async throws {
         let model = try TestModel.model()
         let connector = try makeConnector(model: model)
@@ -142,11 +142,11 @@ struct KVConnectorTests {
         let reference = try uncachedRun(model, prompt)
         _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
         #expect(await connector.storage.lookup(connector.keyer().keys(for: prompt)) == 2)
-        // Only what a load uses is fetched: the first chunk (the second is computed again).
+        // Both chunks are fetched; the load stops one token short, which is computed for the logits.
         let lookup = await connector.lookup(prompt)
-        #expect(lookup.hitTokens == 256)
+        #expect(lookup.hitTokens == 512)
         let warm = try await cachedRun(connector, model, prompt)
-        #expect(warm.loaded == 256)
+        #expect(warm.loaded == 511)
         #expect(warm.tokens == reference.tokens)
         let same = warm.logits == reference.logits
         #expect(same)

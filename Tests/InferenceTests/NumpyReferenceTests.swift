@@ -16,8 +16,9 @@ struct NumpyReference: Decodable, Sendable {
 
 @Suite("Gemma 3 against an exact numpy forward pass")
 struct NumpyReferenceTests {
-    /// Prefill runs in Float (sgemm); with `LMCACHE_EMULATE_HALF=0` the logits match numpy's to about 2e-5,
-    /// and by default (K, V, q and attention probabilities rounded to half as llama.cpp does) to about 0.01.
+    /// With Float products (`LMCACHE_MATMUL=sgemm`) and `LMCACHE_EMULATE_HALF=0` the logits match numpy's to
+    /// about 2e-5, with K, V, q and probabilities rounded to half as llama.cpp does to about 0.01; the
+    /// default int8 activations keep every argmax and the logits within 1.
     @Test("the top-20 logits of every position match the numpy reference")
     func top20() throws {
         let reference = try NumpyReference.load()
@@ -32,6 +33,12 @@ struct NumpyReferenceTests {
         }
         print("numpy: argmax agreement \(agree)/\(reference.top20.count), worst top-20 logit difference \(worst)")
         #expect(agree >= reference.top20.count - 1)
-        #expect(worst < (ProcessInfo.processInfo.environment["LMCACHE_EMULATE_HALF"] == "0" ? 1e-3 : 0.05))
+        // The default (batch-invariant) products round activations to int8 per 32 values, as llama.cpp
+        // does: that moves logits by up to ~0.65 here (measured), without changing an argmax. The Float
+        // products (LMCACHE_MATMUL=sgemm) are held to the tight bounds.
+        let environment = ProcessInfo.processInfo.environment
+        let floatProducts = environment["LMCACHE_MATMUL"] == "sgemm" || environment["LMCACHE_EXACT_MATMUL"] == "1"
+        let tolerance = !floatProducts ? 1.0 : environment["LMCACHE_EMULATE_HALF"] == "0" ? 1e-3 : 0.05
+        #expect(worst < tolerance)
     }
 }
