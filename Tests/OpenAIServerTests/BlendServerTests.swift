@@ -68,7 +68,10 @@ struct BlendServerTests {
             for body in Self.requests() {
                 let reply = try await client.post(body.path, json: body.json)
                 #expect(reply.status == 200)
-                #expect(cachedTokens(try reply.json()) == 0)
+                // At most the text the prompts share before their first document (reused at token
+                // granularity), never a reordered document (> 100 tokens, as blending reuses above).
+                let cached = try #require(cachedTokens(try reply.json()))
+                #expect(cached < 100, "\(cached) tokens reused")
             }
         }
     }

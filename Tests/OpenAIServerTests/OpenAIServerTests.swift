@@ -52,7 +52,8 @@ struct OpenAIServerTests {
         let tokens = try #require(promptTokens(cold))
         #expect(tokens > 256)
         #expect(cachedTokens(cold) == 0)
-        #expect(cachedTokens(warm) == tokens / 256 * 256)
+        // The repeat takes over the first request's KV in the engine's memory: only its last token is computed.
+        #expect(cachedTokens(warm) == tokens - 1)
         #expect(cachedTokens(reference) == 0)
         let text = try #require(choiceText(reference))
         #expect(!text.isEmpty)
@@ -141,7 +142,8 @@ struct OpenAIServerTests {
             let aliceAgain = try await client.post("/v1/completions", json: salted).json()
             let tokens = try #require(promptTokens(aliceAgain))
             #expect(tokens > 256)
-            #expect(cachedTokens(aliceAgain) == tokens / 256 * 256)
+            // Alice's own earlier request, token for token but the last (bob's and the shared one are not hers).
+            #expect(cachedTokens(aliceAgain) == tokens - 1)
             #expect(choiceText(aliceAgain) == choiceText(bob))
         }
     }
