@@ -68,7 +68,8 @@ static int attend_cpu_level(void) {
     // that the OS saves the 512-bit state).
     __builtin_cpu_init();
     if (lmc_cpu_isa() >= LMC_ISA_AVX2) level = LMC_ATTEND_AVX2;
-    if (level == LMC_ATTEND_AVX2 && __builtin_cpu_supports("avx512f")) level = LMC_ATTEND_AVX512;
+    if (level == LMC_ATTEND_AVX2 && __builtin_cpu_supports("avx512f") && lmc_isa_cap() > LMC_ISA_AVX2)
+        level = LMC_ATTEND_AVX512;
 #endif
     atomic_store_explicit(&attend_detected, level, memory_order_relaxed);
     return level;

@@ -8,6 +8,7 @@
 #include "CKernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -23,6 +24,15 @@
 // threads (other tests, the engine) compute.
 static _Thread_local int lmc_forced = -1;
 static _Atomic int lmc_detected = -1;
+
+int lmc_isa_cap(void) {
+    // Read once per call site's first use; the environment does not change while the engine runs.
+    const char *text = getenv("LMCACHE_ISA");
+    if (!text || !*text) return 1 << 20;
+    if (!strcmp(text, "generic") || !strcmp(text, "portable")) return LMC_ISA_GENERIC;
+    if (!strcmp(text, "avx2")) return LMC_ISA_AVX2;
+    return 1 << 20;
+}
 
 int lmc_cpu_isa(void) {
     int cached = atomic_load_explicit(&lmc_detected, memory_order_relaxed);
@@ -41,6 +51,8 @@ int lmc_cpu_isa(void) {
             level = LMC_ISA_AVX512_VNNI;
     }
 #endif
+    int cap = lmc_isa_cap();
+    if (level > cap) level = cap;
     atomic_store_explicit(&lmc_detected, level, memory_order_relaxed);
     return level;
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Inference
+import Kernels
 import LMCacheCore
 import LMCacheStorage
 
@@ -90,6 +91,8 @@ struct DebugFingerprintCommand: AsyncParsableCommand {
         let logitHash = allLogits.withUnsafeBytes { XXHash64.hash($0) }
         try printJSON([
             "threads": EngineThreads.count,
+            "isa": KernelISA.best.description,
+            "arithmetic": Linear.arithmeticIdentity,
             "tokens": sequence.count,
             "kv_xxh64": String(kvHash, radix: 16),
             "logits_xxh64": String(logitHash, radix: 16),

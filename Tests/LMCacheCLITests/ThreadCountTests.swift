@@ -35,6 +35,32 @@ struct ThreadCountTests {
         }
     }
 
+    @Test("KV bytes and logits are the same on the AVX-512 and AVX2 kernels; the portable ones are keyed apart")
+    func instructionSets() async throws {
+        let model = try EngineCLITests.requireModel()
+        func fingerprint(_ isa: String?) async throws -> [String: Any] {
+            let run = try await LMCacheExecutable.runAsync(
+                ["debug", "fingerprint", "--model", model, "--prompt-tokens", "300", "--decode-tokens", "2"],
+                environment: isa.map { ["LMCACHE_ISA": $0] } ?? [:])
+            #expect(run.status == 0, "\(run.stderr)")
+            return try EngineCLITests.json(run.stdout)
+        }
+        let best = try await fingerprint(nil)
+        let avx2 = try await fingerprint("avx2")
+        let portable = try await fingerprint("generic")
+        // On an AVX2-only machine the first two runs take the same code; on an AVX-512 one (VNNI products,
+        // 512-bit attention) they must still agree bit for bit, so KV moves between such hosts exactly.
+        if best["isa"] as? String != "generic" {
+            #expect(avx2["isa"] as? String == "avx2")
+            #expect(best["kv_xxh64"] as? String == avx2["kv_xxh64"] as? String, "isa \(best["isa"] ?? "?")")
+            #expect(best["logits_xxh64"] as? String == avx2["logits_xxh64"] as? String)
+            #expect(best["arithmetic"] as? String == avx2["arithmetic"] as? String)
+        }
+        // The portable kernels sum in another order: their KV carries another identity in the chunk keys.
+        #expect(portable["isa"] as? String == "generic")
+        #expect(portable["arithmetic"] as? String != avx2["arithmetic"] as? String)
+    }
+
     @Test("--threads 0 is refused with a clear error")
     func zeroThreads() async throws {
         let model = try EngineCLITests.requireModel()

@@ -24,7 +24,12 @@ enum {
     LMC_ISA_AVX512_VNNI = 2,
 };
 
-/// The best level this CPU supports (CPUID), whatever is forced.
+/// The most the environment allows: `LMCACHE_ISA=generic` (or `portable`) or `avx2` caps every kernel's
+/// level for the whole process (to run the AVX2 code on an AVX-512 machine, e.g. to check that both give
+/// the same bits); unset or anything else, no cap.
+int lmc_isa_cap(void);
+
+/// The best level this CPU supports (CPUID), capped by `lmc_isa_cap`, whatever is forced.
 int lmc_cpu_isa(void);
 
 /// The level the kernels use now.
