@@ -137,7 +137,9 @@ final class TransformerCore: Sendable {
         let denseBytes = layers.reduce(0) { total, w in
             total + [w.q, w.k, w.v, w.o, w.gate, w.up, w.down].reduce(0) { $0 + $1.denseBytes }
         }
-        if denseBytes > 0 && denseBytes <= Self.denseWeightBudget {
+        // Only the Float products (sgemm) read dense copies; the default products read the file's blocks.
+        let sgemm = Linear.defaultStrategy == .sgemm || Linear.defaultStrategy == .llamaOrder
+        if sgemm && denseBytes > 0 && denseBytes <= Self.denseWeightBudget {
             let dense = DenseWeights()
             self.layers = layers.map { w in
                 var w = w
