@@ -64,7 +64,8 @@ struct BatchInvarianceTests {
             let pattern = "pattern \(pattern): " + described.joined(separator: ",")
             #expect(pieces.tokens == prompt)
             let kv = try pieces.exportKV(0..<pieces.count)
-            #expect(kv == referenceKV, "KV differs, \(pattern)")
+            let sameKV = kv == referenceKV
+            #expect(sameKV, "KV differs, \(pattern)")
             #expect(logits.count == reference.count)
             if logits != reference {
                 let position = (0..<prompt.count).first {
