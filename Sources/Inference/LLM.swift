@@ -48,7 +48,8 @@ public final class LLM: Sendable {
     ///   - configuration: the cache's configuration (default: a 5 GiB CPU tier, chunks of 256 tokens).
     ///   - cache: whether to use the cache.
     ///   - name: the model's name in chunk keys (default: the file name without `.gguf`).
-    ///   - prefault: whether the CPU tier's memory is touched up front.
+    ///   - prefault: whether the CPU tier's memory is touched up front (by default it is faulted in as
+    ///     it fills, so an idle process holds only what it stores).
     ///   - threads: CPU threads for the engine, for the whole process (``EngineThreads``; default: as
     ///     ``EngineThreads/defaultCount``).
     /// - Throws: when the file cannot be read, its model or tokenizer is not supported, or a tier cannot be made.
@@ -57,7 +58,7 @@ public final class LLM: Sendable {
         configuration: LMCacheConfiguration = LMCacheConfiguration(),
         cache: Bool = true,
         name: String? = nil,
-        prefault: Bool = true,
+        prefault: Bool = false,
         threads: Int? = nil
     ) throws {
         if let threads { try EngineThreads.set(threads) }

@@ -98,7 +98,7 @@ public final class StorageManager: Sendable {
     /// - Throws: ``StorageError`` when a tier cannot be created.
     public convenience init(
         configuration: LMCacheConfiguration,
-        prefault: Bool = true,
+        prefault: Bool = false,
         remoteTier: ((RemoteURL) throws -> any StorageTier)? = nil,
         additionalTiers: [any StorageTier] = [],
         logger: Logger = Logger(label: "lmcache.storage")

@@ -78,6 +78,12 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var threads: Int?
 
+    @Flag(
+        help:
+            "Touch the CPU tier's whole budget at start (max_local_cpu_size), so that no store pays for page faults; by default its memory grows with use."
+    )
+    var prefault = false
+
     @Flag(help: "Serve without the KV cache (every prompt is computed).")
     var noCache = false
 
@@ -124,6 +130,7 @@ struct ServeCommand: AsyncParsableCommand {
             let configuration = loaded.configuration
             let manager = try StorageManager(
                 configuration: configuration,
+                prefault: prefault,
                 remoteTier: { url in try makeRemoteTier(url: url, configuration: configuration, logger: logger) },
                 additionalTiers: sharing?.tier.map { [$0] } ?? [],
                 logger: logger
