@@ -120,7 +120,9 @@ public struct OpenAIServer: Sendable {
             )
         }
         router.post("/v1/completions") { request, context in
-            await respond(endpoint: "completions") { try await completions(request, clientGone: await context.clientGone) }
+            await respond(endpoint: "completions") {
+                try await completions(request, clientGone: await context.clientGone)
+            }
         }
         router.post("/v1/chat/completions") { request, context in
             await respond(endpoint: "chat_completions") {
