@@ -135,6 +135,23 @@ public final class GenerationEngine: Sendable {
         (scheduler.running.load(ordering: .relaxed), scheduler.waiting.load(ordering: .relaxed))
     }
 
+    /// Requests stopped because they were cancelled (their tasks, or ``cancelAll()``), waiting or
+    /// running, since the engine started.
+    public var cancelledRequests: Int { scheduler.cancelledCount.load(ordering: .relaxed) }
+
+    /// Whether ``cancelAll()`` was called.
+    public var isStopped: Bool { inbox.state.withLock { $0.stopped } }
+
+    /// Stops the engine for good, as a server does when it shuts down: every waiting and running request
+    /// is cancelled exactly as if its task were (the same flag, so the scheduler drops it at its next step:
+    /// waiting ones throw `CancellationError`, running ones return what they have and free their
+    /// sequences), and later calls to ``generate(_:onToken:)`` throw ``InferenceError/stopped(_:)``.
+    public func cancelAll() {
+        // The scheduler's loop marks the jobs it holds (and those submitted) when it next looks at the
+        // inbox, before its next step; an idle loop holds none.
+        inbox.state.withLock { $0.stopped = true }
+    }
+
     /// Generates a completion, calling `onToken` with each new token and its text as soon as it exists.
     ///
     /// - Parameters:
@@ -142,14 +159,15 @@ public final class GenerationEngine: Sendable {
     ///   - onToken: called on the engine's thread (keep it short: the other sequences wait); return
     ///     `false` to stop early (a client went away).
     /// - Returns: the tokens, text and finish reason, with how many prompt tokens came from the cache.
-    /// - Throws: ``InferenceError`` for an empty or too long prompt or invalid tokens; `CancellationError`
-    ///   when the task is cancelled before the request starts (a running request stops and returns what
-    ///   it has).
+    /// - Throws: ``InferenceError`` for an empty or too long prompt or invalid tokens, or once
+    ///   ``cancelAll()`` has stopped the engine; `CancellationError` when the task is cancelled before the
+    ///   request starts (a running request stops and returns what it has).
     public func generate(
         _ request: GenerationRequest,
         onToken: @escaping @Sendable (Int32, String) -> Bool = { _, _ in true }
     ) async throws -> GenerationResult {
         guard !request.prompt.isEmpty else { throw InferenceError.invalidInput("the prompt has no tokens") }
+        guard !isStopped else { throw InferenceError.stopped("the engine is shutting down") }
         guard request.prompt.count < contextLength else {
             throw InferenceError.invalidInput(
                 "the prompt has \(request.prompt.count) tokens; the model's context is \(contextLength)"
@@ -180,13 +198,17 @@ public final class GenerationEngine: Sendable {
         }
     }
 
-    /// Queues `job` and starts the scheduler's loop if it is idle.
+    /// Queues `job` and starts the scheduler's loop if it is idle; fails it once the engine is stopped.
     private func submit(_ job: Job) {
-        scheduler.waiting.add(1, ordering: .relaxed)
-        let start = inbox.state.withLock { state in
+        let start = inbox.state.withLock { state -> Bool? in
+            guard !state.stopped else { return nil }
+            self.scheduler.waiting.add(1, ordering: .relaxed)
             state.jobs.append(job)
             defer { state.running = true }
             return !state.running
+        }
+        guard let start else {
+            return job.resume(with: .failure(InferenceError.stopped("the engine is shutting down")))
         }
         guard start else { return }
         let scheduler = self.scheduler
@@ -201,6 +223,8 @@ private final class Inbox: Sendable {
     struct State: Sendable {
         var jobs: [Job] = []
         var running = false
+        /// Set by ``GenerationEngine/cancelAll()``: every job is cancelled and none is accepted.
+        var stopped = false
     }
 
     let state = Mutex(State())
@@ -279,6 +303,8 @@ private final class Scheduler: @unchecked Sendable {
     var reserved = 0
     let running = Atomic(0)
     let waiting = Atomic(0)
+    /// Jobs stopped because they were cancelled.
+    let cancelledCount = Atomic(0)
     /// Pages kept by a pooled sequence, in tokens.
     let retainedTokens = 4096
 
@@ -300,6 +326,9 @@ private final class Scheduler: @unchecked Sendable {
         inbox.state.withLock { state in
             pending.append(contentsOf: state.jobs)
             state.jobs.removeAll()
+            if state.stopped {
+                for job in pending + active { job.cancelled.store(true, ordering: .releasing) }
+            }
             if pending.isEmpty && active.isEmpty {
                 state.running = false
                 return false
@@ -312,6 +341,7 @@ private final class Scheduler: @unchecked Sendable {
     func step() {
         for job in pending where job.isCancelled {
             waiting.subtract(1, ordering: .relaxed)
+            cancelledCount.add(1, ordering: .relaxed)
             job.resume(with: .failure(CancellationError()))
         }
         pending.removeAll { $0.continuation == nil }
@@ -322,6 +352,7 @@ private final class Scheduler: @unchecked Sendable {
             waiting.subtract(1, ordering: .relaxed)
             admit(job)
         }
+        // A cancelled sequence leaves before this step computes anything for it; `finish` frees it.
         for job in active where job.isCancelled {
             finish(job)
         }
@@ -468,6 +499,7 @@ private final class Scheduler: @unchecked Sendable {
             cache.connector.saveDecoded(cache.lookup, from: sequence)
         }
         let result = job.stream.result(promptTokens: job.request.prompt.count, cachedTokens: job.loaded)
+        if job.isCancelled { cancelledCount.add(1, ordering: .relaxed) }
         release(job, keep: true)
         job.resume(with: .success(result))
     }

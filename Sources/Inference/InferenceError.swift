@@ -6,6 +6,7 @@ public struct InferenceError: Error, Hashable, Sendable, CustomStringConvertible
         case invalidModel
         case invalidInput
         case invalidKV
+        case stopped
     }
 
     private let code: Code
@@ -34,6 +35,12 @@ public struct InferenceError: Error, Hashable, Sendable, CustomStringConvertible
 
     /// KV bytes or ranges that do not match the sequence's layout.
     public static func invalidKV(_ message: String) -> InferenceError { InferenceError(.invalidKV, message) }
+
+    /// The engine was stopped (``GenerationEngine/cancelAll()``) and takes no more requests.
+    public static func stopped(_ message: String) -> InferenceError { InferenceError(.stopped, message) }
+
+    /// Whether this error says the engine was stopped, rather than what was asked of it is wrong.
+    public var isStopped: Bool { code == .stopped }
 
     public var description: String { message }
 }

@@ -21,11 +21,16 @@ internal import Tokenizers
 /// unsalted namespace.
 ///
 /// Errors are OpenAI-style JSON bodies (`{"error": {"message", "type", "param", "code"}}`): 400 for
-/// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body.
+/// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body, 503
+/// for a request that a shutdown cut short.
+///
+/// **Clients that go away.** A request whose client closes the connection is cancelled, streamed or
+/// not: it leaves the engine's queue, or its sequence leaves the next engine step and frees its KV pages.
+/// `lmcache_client_disconnects_total` counts them.
 ///
 /// ```swift
 /// let server = OpenAIServer(engine: engine, storage: manager, configuration: .init(modelName: "gemma-3-270m"))
-/// try await server.run()   // until SIGINT or SIGTERM
+/// try await server.run()   // until SIGINT or SIGTERM, then shuts down within `server.shutdownBound`
 /// ```
 public struct OpenAIServer: Sendable {
     /// Where and how to serve.
@@ -40,6 +45,8 @@ public struct OpenAIServer: Sendable {
         public var maxModelLength: Int?
         /// The largest request body accepted, bytes.
         public var maxRequestBytes: Int
+        /// How long running requests may go on after a shutdown begins before they are cancelled.
+        public var shutdownGrace: Duration
 
         /// A configuration; defaults to `127.0.0.1:8000`.
         public init(
@@ -47,13 +54,15 @@ public struct OpenAIServer: Sendable {
             port: Int = 8000,
             modelName: String,
             maxModelLength: Int? = nil,
-            maxRequestBytes: Int = 16 << 20
+            maxRequestBytes: Int = 16 << 20,
+            shutdownGrace: Duration = .seconds(5)
         ) {
             self.host = host
             self.port = port
             self.modelName = modelName
             self.maxModelLength = maxModelLength
             self.maxRequestBytes = maxRequestBytes
+            self.shutdownGrace = shutdownGrace
         }
     }
 
@@ -70,6 +79,8 @@ public struct OpenAIServer: Sendable {
     let metrics = ServerMetrics()
     let template: ChatTemplate
     let created = Int(Date().timeIntervalSince1970)
+    /// Set when a shutdown's grace period is over and the requests left are being cancelled.
+    let aborting = Latch()
 
     /// A server over `engine`; `storage` is the manager behind `engine.connector`, if any.
     public init(
@@ -92,7 +103,7 @@ public struct OpenAIServer: Sendable {
     public func makeApplication(
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        let router = Router()
+        let router = Router(context: ServerContext.self)
         router.get("/health") { _, _ in Self.json(["status": "ok"]) }
         router.get("/v1/models") { _, _ in
             Self.json(
@@ -105,17 +116,23 @@ public struct OpenAIServer: Sendable {
             Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render(storage: storage, engine: engine.load)))
+                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render(storage: storage, engine: engine)))
             )
         }
-        router.post("/v1/completions") { request, _ in
-            await respond(endpoint: "completions") { try await completions(request) }
+        router.post("/v1/completions") { request, context in
+            await respond(endpoint: "completions") {
+                try await completions(request, clientGone: await context.clientGone)
+            }
         }
-        router.post("/v1/chat/completions") { request, _ in
-            await respond(endpoint: "chat_completions") { try await chatCompletions(request) }
+        router.post("/v1/chat/completions") { request, context in
+            await respond(endpoint: "chat_completions") {
+                try await chatCompletions(request, clientGone: await context.clientGone)
+            }
         }
         return Application(
             router: router,
+            // Watches each connection, so that a request is cancelled when its client goes away.
+            server: .http1(configuration: .init(additionalChannelHandlers: [InboundCloseHandler()])),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: "lmcache"
@@ -123,18 +140,6 @@ public struct OpenAIServer: Sendable {
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger
         )
-    }
-
-    /// Serves until SIGINT or SIGTERM, running the storage manager's write-behind alongside.
-    public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let application = makeApplication(onServerRunning: onServerRunning)
-        try await withThrowingDiscardingTaskGroup { group in
-            if let storage {
-                group.addTask { await storage.run() }
-            }
-            try await application.runService()
-            group.cancelAll()
-        }
     }
 
     // MARK: Endpoints
@@ -146,6 +151,13 @@ public struct OpenAIServer: Sendable {
             response = try await body()
         } catch let error as APIError {
             response = Self.errorResponse(error)
+        } catch is ClientGone {
+            // Nobody reads this; counted under nginx's "client closed request".
+            response = Response(status: .init(code: 499, reasonPhrase: "Client Closed Request"))
+        } catch let error as InferenceError where error.isStopped {
+            response = Self.errorResponse(Self.shuttingDown)
+        } catch is CancellationError where aborting.isSet {
+            response = Self.errorResponse(Self.shuttingDown)
         } catch let error as InferenceError {
             response = Self.errorResponse(APIError(message: error.message))
         } catch {
@@ -158,7 +170,7 @@ public struct OpenAIServer: Sendable {
         return response
     }
 
-    private func completions(_ request: Request) async throws -> Response {
+    private func completions(_ request: Request, clientGone: Latch) async throws -> Response {
         var request = request
         let body = try await decode(CompletionRequest.self, from: &request)
         guard body.prompt.values.count == 1 else {
@@ -171,7 +183,7 @@ public struct OpenAIServer: Sendable {
         let created = Int(Date().timeIntervalSince1970)
         if body.stream == true {
             let includeUsage = body.streamOptions?.includeUsage == true
-            return stream(generation) { (event) -> [CompletionResponse] in
+            return stream(generation, clientGone: clientGone) { (event) -> [CompletionResponse] in
                 switch event {
                 case .start:
                     return []
@@ -195,7 +207,7 @@ public struct OpenAIServer: Sendable {
                 }
             }
         }
-        let (result, usage) = try await run(generation)
+        let (result, usage) = try await run(generation, clientGone: clientGone)
         return Self.json(
             CompletionResponse(
                 id: id,
@@ -207,7 +219,7 @@ public struct OpenAIServer: Sendable {
         )
     }
 
-    private func chatCompletions(_ request: Request) async throws -> Response {
+    private func chatCompletions(_ request: Request, clientGone: Latch) async throws -> Response {
         var request = request
         let body = try await decode(ChatCompletionRequest.self, from: &request)
         guard !body.messages.isEmpty else { throw APIError(message: "messages must not be empty", param: "messages") }
@@ -231,7 +243,7 @@ public struct OpenAIServer: Sendable {
                     choices: [ChatChoice(delta: delta, finishReason: reason)]
                 )
             }
-            return stream(generation) { event in
+            return stream(generation, clientGone: clientGone) { event in
                 switch event {
                 case .start:
                     return [chunk(ChatDelta(role: "assistant", content: ""))]
@@ -255,7 +267,7 @@ public struct OpenAIServer: Sendable {
                 }
             }
         }
-        let (result, usage) = try await run(generation)
+        let (result, usage) = try await run(generation, clientGone: clientGone)
         return Self.json(
             ChatCompletionResponse(
                 id: id,
@@ -320,16 +332,69 @@ public struct OpenAIServer: Sendable {
     }
 
     /// Runs a generation to the end and returns it with its usage.
-    private func run(_ generation: GenerationRequest) async throws -> (GenerationResult, Usage) {
+    /// - Throws: ``ClientGone`` when the client went away (the generation was cancelled);
+    ///   ``shuttingDown`` when a shutdown cut it short.
+    private func run(_ generation: GenerationRequest, clientGone: Latch) async throws -> (GenerationResult, Usage) {
         let clock = FirstTokenClock(metrics: metrics)
         metrics.adjustRunning(1)
         defer { metrics.adjustRunning(-1) }
-        let result = try await engine.generate(generation) { _, _ in
-            clock.mark()
-            return true
+        let result: GenerationResult
+        do {
+            result = try await generate(generation, until: clientGone) { _, _ in
+                clock.mark()
+                return true
+            }
+        } catch is CancellationError where clientGone.isSet {
+            metrics.countDisconnect()
+            throw ClientGone()
         }
-        return (result, record(result))
+        let usage = record(result)
+        if clientGone.isSet {
+            metrics.countDisconnect()
+            throw ClientGone()
+        }
+        if isCutByShutdown(result, generation) { throw Self.shuttingDown }
+        return (result, usage)
     }
+
+    /// Runs `generation` on the engine, cancelling it (the engine's one cancellation path: it leaves the
+    /// queue, or its sequence leaves the next step) when `clientGone` is set or this task is cancelled.
+    /// A generation cancelled while running returns what it has; one cancelled while waiting throws
+    /// `CancellationError`.
+    private func generate(
+        _ generation: GenerationRequest,
+        until clientGone: Latch,
+        onToken: @escaping @Sendable (Int32, String) -> Bool
+    ) async throws -> GenerationResult {
+        let engine = self.engine
+        return try await withThrowingTaskGroup(of: GenerationResult?.self) { group in
+            group.addTask { try await engine.generate(generation, onToken: onToken) }
+            group.addTask {
+                await clientGone.wait()
+                return nil
+            }
+            while let outcome = try await group.next() {
+                // The first to end is the generation (the watch is then cancelled) or the watch (the
+                // generation is then cancelled, and its outcome follows).
+                group.cancelAll()
+                if let result = outcome { return result }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// Whether `result` ended because a shutdown cancelled it rather than by itself.
+    private func isCutByShutdown(_ result: GenerationResult, _ generation: GenerationRequest) -> Bool {
+        aborting.isSet && result.finishReason == .length && result.tokens.count < generation.maxTokens
+    }
+
+    /// The error of a request that a shutdown cut short.
+    static let shuttingDown = APIError(
+        status: .serviceUnavailable,
+        message: "the server is shutting down; the request was cancelled before it finished",
+        type: "server_error",
+        code: "shutting_down"
+    )
 
     private func record(_ result: GenerationResult) -> Usage {
         metrics.recordGeneration(
@@ -355,27 +420,33 @@ public struct OpenAIServer: Sendable {
     /// Text is sent as each token arrives, except a tail that could be the start of a stop string.
     private func stream<Chunk: Encodable & Sendable>(
         _ generation: GenerationRequest,
+        clientGone: Latch,
         format: @escaping @Sendable (StreamEvent) -> [Chunk]
     ) -> Response {
-        let engine = self.engine
         let metrics = self.metrics
         let server = self
         let body = ResponseBody { writer in
             let (pieces, continuation) = AsyncStream.makeStream(of: String.self)
-            let stopped = StopFlag()
             let clock = FirstTokenClock(metrics: metrics)
             metrics.adjustRunning(1)
             defer { metrics.adjustRunning(-1) }
-            try await withThrowingTaskGroup(of: GenerationResult.self) { group in
+            var writeFailed = false
+            var filter = StopStringFilter(stops: generation.stop)
+            let outcome = await withTaskGroup(of: Result<GenerationResult, any Error>.self) { group in
                 group.addTask {
                     defer { continuation.finish() }
-                    return try await engine.generate(generation) { _, piece in
-                        clock.mark()
-                        if !piece.isEmpty { continuation.yield(piece) }
-                        return !stopped.isSet
+                    do {
+                        return .success(
+                            try await server.generate(generation, until: clientGone) { _, piece in
+                                clock.mark()
+                                if !piece.isEmpty { continuation.yield(piece) }
+                                return true
+                            }
+                        )
+                    } catch {
+                        return .failure(error)
                     }
                 }
-                var filter = StopStringFilter(stops: generation.stop)
                 do {
                     try await writer.write(Self.events(format(.start)))
                     for await piece in pieces {
@@ -383,21 +454,41 @@ public struct OpenAIServer: Sendable {
                         if !text.isEmpty { try await writer.write(Self.events(format(.text(text)))) }
                     }
                 } catch {
-                    // The client went away: stop generating (the engine checks between tokens), count
-                    // what was done, and free the sequence for the next request.
-                    stopped.set()
-                    if let partial = try? await group.next() { _ = server.record(partial) }
-                    metrics.countDisconnect()
-                    throw error
+                    // A write failed: the client went away. Cancelling the task cancels the generation.
+                    writeFailed = true
+                    group.cancelAll()
                 }
-                guard let result = try await group.next() else { return }
-                let rest = filter.finish(result.text)
-                var out = ByteBuffer()
-                if !rest.isEmpty { out.writeImmutableBuffer(Self.events(format(.text(rest)))) }
+                return await group.next() ?? .failure(CancellationError())
+            }
+            let gone = writeFailed || clientGone.isSet
+            switch outcome {
+            case .success(let result):
+                // What was generated is counted, even for nobody.
                 let usage = server.record(result)
-                out.writeImmutableBuffer(
-                    Self.events(format(.finish(reason: Self.finishReason(result.finishReason), usage: usage)))
-                )
+                if gone {
+                    metrics.countDisconnect()
+                    throw ClientGone()
+                }
+                var out = ByteBuffer()
+                if server.isCutByShutdown(result, generation) {
+                    out.writeImmutableBuffer(Self.events([ErrorBody(Self.shuttingDown)]))
+                } else {
+                    let rest = filter.finish(result.text)
+                    if !rest.isEmpty { out.writeImmutableBuffer(Self.events(format(.text(rest)))) }
+                    out.writeImmutableBuffer(
+                        Self.events(format(.finish(reason: Self.finishReason(result.finishReason), usage: usage)))
+                    )
+                }
+                out.writeString("data: [DONE]\n\n")
+                try await writer.write(out)
+            case .failure(let error):
+                if gone {
+                    metrics.countDisconnect()
+                    throw ClientGone()
+                }
+                let stopped = (error as? InferenceError)?.isStopped == true
+                guard stopped || (error is CancellationError && server.aborting.isSet) else { throw error }
+                var out = Self.events([ErrorBody(Self.shuttingDown)])
                 out.writeString("data: [DONE]\n\n")
                 try await writer.write(out)
             }
@@ -481,12 +572,7 @@ public struct OpenAIServer: Sendable {
     }
 
     static func errorResponse(_ error: APIError) -> Response {
-        json(
-            ErrorBody(
-                error: ErrorBody.Detail(message: error.message, type: error.type, param: error.param, code: error.code)
-            ),
-            status: error.status
-        )
+        json(ErrorBody(error), status: error.status)
     }
 }
 
@@ -499,11 +585,15 @@ struct APIError: Error {
     var code: String?
 }
 
-/// A flag set once (a client went away), read on the engine's thread.
-final class StopFlag: Sendable {
-    private let value = Atomic(false)
-    var isSet: Bool { value.load(ordering: .relaxed) }
-    func set() { value.store(true, ordering: .relaxed) }
+/// Thrown by a request whose client went away; its response goes nowhere.
+struct ClientGone: Error {}
+
+extension ErrorBody {
+    init(_ error: APIError) {
+        self.init(
+            error: Detail(message: error.message, type: error.type, param: error.param, code: error.code)
+        )
+    }
 }
 
 /// Records the time from its creation to the first `mark()` as a TTFT.

@@ -1,3 +1,4 @@
+internal import Inference
 internal import LMCacheStorage
 internal import Synchronization
 
@@ -46,15 +47,16 @@ final class ServerMetrics: Sendable {
         }
     }
 
-    /// Counts a streamed generation stopped because its client went away.
+    /// Counts a generation (streamed or not) stopped because its client went away.
     func countDisconnect() { state.withLock { $0.disconnects += 1 } }
 
     /// Marks a generation as running (`+1`) or done (`-1`).
     func adjustRunning(_ delta: Int) { state.withLock { $0.running += delta } }
 
     /// The Prometheus text exposition of every metric.
-    func render(storage: StorageManager?, engine: (running: Int, waiting: Int)) -> String {
+    func render(storage: StorageManager?, engine: GenerationEngine) -> String {
         let s = state.withLock { $0 }
+        let load = engine.load
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -66,13 +68,19 @@ final class ServerMetrics: Sendable {
         family("lmcache_requests_running", "gauge", "Generations in progress or queued.")
         out += "lmcache_requests_running \(s.running)\n"
         family("lmcache_engine_sequences_running", "gauge", "Sequences the engine is prefilling or decoding.")
-        out += "lmcache_engine_sequences_running \(engine.running)\n"
+        out += "lmcache_engine_sequences_running \(load.running)\n"
         family("lmcache_engine_requests_waiting", "gauge", "Requests waiting for the engine to admit them.")
-        out += "lmcache_engine_requests_waiting \(engine.waiting)\n"
+        out += "lmcache_engine_requests_waiting \(load.waiting)\n"
+        family(
+            "lmcache_engine_requests_cancelled_total",
+            "counter",
+            "Requests the engine stopped because they were cancelled (client gone, shutdown), waiting or running."
+        )
+        out += "lmcache_engine_requests_cancelled_total \(engine.cancelledRequests)\n"
         family(
             "lmcache_client_disconnects_total",
             "counter",
-            "Streamed generations stopped because the client went away."
+            "Generations, streamed or not, stopped because the client went away."
         )
         out += "lmcache_client_disconnects_total \(s.disconnects)\n"
         family("lmcache_time_to_first_token_seconds", "histogram", "Time from request to first generated token.")

@@ -22,7 +22,11 @@ struct ServeCommand: AsyncParsableCommand {
             header, keeps its cached KV apart from other tenants'. The cache is configured as for every \
             command (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous \
             batching): up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens \
-            between decode steps, and their reserved KV positions within --max-kv-tokens.
+            between decode steps, and their reserved KV positions within --max-kv-tokens. A request whose \
+            client closes its connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
+            stops accepting connections, lets running requests go on for --shutdown-grace seconds (a second \
+            signal ends the grace at once), cancels the rest (their clients get 503), waits up to 10 s for \
+            them to end and up to 2 s for the cache's write-behind, then exits: at most grace + 12 s.
             """
     )
 
@@ -87,9 +91,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Serve without the KV cache (every prompt is computed).")
     var noCache = false
 
+    @Option(
+        name: .customLong("shutdown-grace"),
+        help: "Seconds running requests may go on after SIGTERM or SIGINT before they are cancelled."
+    )
+    var shutdownGrace = 5.0
+
     func validate() throws {
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
+        guard shutdownGrace >= 0, shutdownGrace.isFinite else {
+            throw ValidationError("--shutdown-grace must be a number of seconds, at least 0")
+        }
         if let problem = limits.problem {
             throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens, --kept-kv-tokens)")
         }
@@ -155,7 +168,13 @@ struct ServeCommand: AsyncParsableCommand {
         let server = OpenAIServer(
             engine: engine,
             storage: storage,
-            configuration: .init(host: host, port: port, modelName: name, maxModelLength: maxModelLength),
+            configuration: .init(
+                host: host,
+                port: port,
+                modelName: name,
+                maxModelLength: maxModelLength,
+                shutdownGrace: .milliseconds(Int((shutdownGrace * 1000).rounded()))
+            ),
             logger: logger
         )
         let host = self.host
