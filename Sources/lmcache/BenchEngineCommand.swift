@@ -88,8 +88,12 @@ struct BenchEngineCommand: AsyncParsableCommand {
                 "plain_read_gb_s": plainRead / 1e9,
                 "decode_read_ratio": plainRead > 0 ? decodeRate / plainRead : 0,
                 "model": modelArguments.model,
+                "cpu": CPUDescription.model,
+                "isa": KernelISA.best.description,
+                "arithmetic": Linear.arithmeticIdentity,
             ])
         } else {
+            print("\(CPUDescription.model) (kernels: \(KernelISA.best), arithmetic \(Linear.arithmeticIdentity))")
             print(String(format: "prefill %.1f tok/s (%d tokens), decode %.1f tok/s at depth %d, %d threads, load %.0f ms",
                          median(prefill), promptTokens, median(decode), promptTokens, threads, loadSeconds * 1000))
             print(String(format: "decode reads %.1f GB/s of weights (%.0f MB per token); a plain read: %.1f GB/s (%.2f×)",
@@ -106,5 +110,18 @@ struct BenchEngineCommand: AsyncParsableCommand {
             return all
         }
         return all - embedding.byteCount
+    }
+}
+
+/// The CPU's model name, recorded beside figures (they do not travel between machines).
+enum CPUDescription {
+    static var model: String {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }
+        for line in text.split(separator: "\n") where line.hasPrefix("model name") {
+            if let colon = line.firstIndex(of: ":") {
+                return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return "unknown"
     }
 }

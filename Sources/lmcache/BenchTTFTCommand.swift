@@ -28,7 +28,9 @@ struct BenchTTFTCommand: AsyncParsableCommand {
             --runs runs; runs alternate between the three requests.
 
             Tiers (the warm hit comes from that tier only; the CPU tier is off for the others):
-            cpu: the CPU tier. disk: the disk tier in local_disk (else a temporary directory). \
+            engine: the engine's own memory (the cold request's KV kept after it finished, taken over at \
+            token granularity, as `lmcache serve` does by default; the CPU tier is on behind it). \
+            cpu: the CPU tier (the engine keeps nothing, so the hit is a load from the tier). disk: the disk tier in local_disk (else a temporary directory). \
             lm: the lm:// server in remote_url, else one started in this process. \
             redis: the Redis server in remote_url (redis://HOST:PORT), else redis-server started on a free \
             loopback port (it must be on the PATH).
@@ -40,7 +42,7 @@ struct BenchTTFTCommand: AsyncParsableCommand {
     )
 
     enum Tier: String, ExpressibleByArgument, CaseIterable {
-        case cpu, disk, lm, redis
+        case engine, cpu, disk, lm, redis
     }
 
     @OptionGroup var modelArguments: ModelArguments
@@ -100,8 +102,10 @@ struct BenchTTFTCommand: AsyncParsableCommand {
         )
         let name = URL(fileURLWithPath: modelArguments.model).deletingPathExtension().lastPathComponent
         let connector = KVConnector(storage: storage, model: model, name: name, configuration: configuration)
+        // Only the engine tier keeps finished requests' KV; the others measure loads from their tier.
+        let limits = SchedulerLimits(keptKVTokens: tier == .engine ? SchedulerLimits().keptKVTokens : 0)
         let cached = OpenAIServer(
-            engine: GenerationEngine(model: model, tokenizer: tokenizer, connector: connector),
+            engine: GenerationEngine(model: model, tokenizer: tokenizer, connector: connector, limits: limits),
             storage: storage,
             configuration: .init(host: "127.0.0.1", port: 0, modelName: name),
             logger: logger
@@ -233,7 +237,8 @@ private struct Measurement {
             let hitsBefore = storage.statistics.hits[tierName, default: 0]
             let second = try await request(1, salt: salt, port: onPort)
             let hits = storage.statistics.hits[tierName, default: 0] - hitsBefore
-            guard second.cachedTokens > 0, hits > 0 else {
+            // The engine tier's hits are kept sequences, not storage hits.
+            guard second.cachedTokens > 0, hits > 0 || tierName == BenchTTFTCommand.Tier.engine.rawValue else {
                 throw CommandFailure(
                     "the warm run loaded \(second.cachedTokens) tokens, \(hits) chunks from the \(tierName) tier"
                 )
@@ -324,12 +329,12 @@ private struct TierSetup {
     ) throws {
         configuration = given
         tierName = tier.rawValue
-        configuration.localCPU = tier == .cpu
-        configuration.maxLocalCPUSize = tier == .cpu ? budgetGiB : 0
+        configuration.localCPU = tier == .cpu || tier == .engine
+        configuration.maxLocalCPUSize = tier == .cpu || tier == .engine ? budgetGiB : 0
         if tier != .disk { configuration.localDisk = nil }
         if tier != .lm && tier != .redis { configuration.remoteURL = nil }
         switch tier {
-        case .cpu:
+        case .cpu, .engine:
             break
         case .disk:
             if configuration.localDisk == nil {

@@ -50,7 +50,9 @@ struct WorkloadTests {
         for request in passes.requests {
             let cached = request["cached_tokens"] as? Int ?? -1
             if request["pass"] as? Int == 0 {
-                #expect(cached == 0, "\(request)")
+                // No document is cached yet: at most the text all prompts begin with (reused at token
+                // granularity from an earlier request), never a document's chunk.
+                #expect(cached >= 0 && cached < 64, "\(request)")
             } else {
                 #expect(cached > 0, "\(request)")
             }
