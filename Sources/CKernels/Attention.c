@@ -14,7 +14,8 @@
 //      dot = r2[0] + r2[1]; then one float multiplication by scale.
 //   2. Softmax. mx = the largest s[t]; e[t] = lmc_attend_exp(s[t] − mx) (the exponential defined below,
 //      not libm's, so that every ISA and every platform computes the same value); S = Σ e[t] summed in
-//      double, sequentially in increasing t from 0; inv = (float)(1.0 / S); p[t] = e[t] · inv (float).
+//      double, sequentially in increasing t from 0; inv = (float)(1.0 / S); p[t] = e[t] · inv (float),
+//      rounded to the nearest half-precision value (ties to even).
 //   3. Values. out[d] starts at +0 and o = fmaf(p[t], v_t[d], o) for t = first...last in increasing t.
 //      An empty range (first > last) gives zeros.
 //
@@ -122,6 +123,10 @@ LMC_INLINE void softmax_body(float *s, int64_t n) {
     for (int64_t t = 0; t < n; t++) sum += (double)s[t];
     float inv = (float)(1.0 / sum);
     for (int64_t t = 0; t < n; t++) s[t] = s[t] * inv;
+    // Probabilities meet the half-precision values as half-precision values, as llama.cpp's product
+    // with its F16 value cache rounds them (this keeps near-ties going its way); IEEE rounding to
+    // nearest even, the same on every ISA.
+    lmc_round_f16(s, n);
 }
 
 static void softmax_portable(float *s, int64_t n) { softmax_body(s, n); }

@@ -81,7 +81,9 @@ struct SchedulerTests {
         async let a = engine.generate(GenerationRequest(prompt: prompts[0], maxTokens: 5))
         async let b = engine.generate(GenerationRequest(prompt: prompts[1], maxTokens: 5))
         let (ra, rb) = try await (a, b)
-        #expect(ra.cachedTokens == 512 && rb.cachedTokens == 512)
+        // One takes over the first request's kept KV (the whole 540-token document), the other loads the
+        // document's two full chunks from the CPU tier: both paths at once, both exact.
+        #expect(Set([ra.cachedTokens, rb.cachedTokens]) == [540, 512])
         #expect(ra.tokens == expected[0])
         #expect(rb.tokens == expected[1])
     }

@@ -173,7 +173,7 @@ struct InvariantAttentionTests {
         }
     }
 
-    @Test("outputs are within 1e-5 (relative) of attention in double precision", arguments: configs)
+    @Test("outputs are within 1e-3 (relative) of attention in double precision", arguments: configs)
     func closeToDouble(config: Config) {
         let fixture = Fixture(config, seed: 31)
         let hd = config.headDim
@@ -201,7 +201,9 @@ struct InvariantAttentionTests {
             // Relative to Σ p·|v|: the scale of the terms whose sum out[d] is.
             for d in 0..<hd { worst = max(worst, abs(Double(out[i][d]) - ref[d]) / magnitude[d]) }
         }
-        #expect(worst < 1e-5)
+        // Probabilities are rounded to half precision (2^-11 relative each, as llama.cpp rounds them for
+        // its F16 value cache): measured 2–3e-4; without that rounding the kernel is within 1e-6.
+        #expect(worst < 1e-3)
     }
 
     @Test("an empty range gives zeros; the exponential is within 2 ulp and follows its definition")
@@ -263,7 +265,7 @@ struct InvariantAttentionTests {
         var out = [Float](repeating: 0, count: hd)
         for (j, t) in range.enumerated() {
             let v = fixture.valueRow(t)
-            let p = s[j] * inv
+            let p = Float(Float16(s[j] * inv))
             for d in 0..<hd { out[d] = out[d].addingProduct(p, v[d]) }
         }
         return out

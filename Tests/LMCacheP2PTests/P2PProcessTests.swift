@@ -47,7 +47,8 @@ struct P2PProcessTests {
         let start = ContinuousClock.now
         let computed = try await cluster.complete("b", prompt: orphan)
         #expect(computed.text == orphanCold.text)
-        #expect(computed.cached == 0)
+        // Nothing of the document: at most the text every prompt begins with, from B's own earlier requests.
+        #expect(computed.cached < 64)
         let recomputeTime = ContinuousClock.now - start
         // B now holds it: C gets it from B.
         try await Task.sleep(for: .seconds(1))
