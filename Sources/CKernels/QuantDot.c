@@ -861,6 +861,94 @@ static inline void prefetch_until(const uint8_t **next, const uint8_t *target, c
     }
 }
 
+#ifdef LMC_X86
+// MARK: - One token at the VNNI level
+
+// lmc_matvec_q8 at the AVX-512 VNNI level: R rows at a time (independent accumulator chains hide the
+// latency of each row's chain), every row with exactly the float operations of its AVX2 row dot, in
+// the same order. Only the integer sums of four products per lane are formed differently, and give the
+// same integers: with no −128 among the activations the AVX2 dots' sums are the plain Σ w · x (see
+// zp_init_vnni), and vpdpbusd takes them from an unsigned form u = w + c of the weights (c = 128 for
+// Q8_0, 16 for Q5_0, 32 for Q6_K; the Q6_K and Q5_0 codes are stored that way) as Σ u · x − c · Σ x,
+// where c · Σ x per lane is the activation's alone: computed once per call, it starts each lane's sum.
+// The activations a call gets have no −128 (the quantizers never write it); a call that has one keeps
+// the AVX2 kernels.
+
+// −c · (sum of each 4 activations), 8 lanes per 32 values, for n values.
+LMC_VNNI static void act_offsets_vnni(const int8_t *qs, int64_t n, int c, __m256i *out) {
+    const __m256i cv = _mm256_set1_epi8((char)c);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), cv, _mm256_loadu_si256((const __m256i *)(qs + 32 * b)));
+        out[b] = _mm256_sub_epi32(_mm256_setzero_si256(), s);
+    }
+}
+
+// The 32 values nibble | high bit << 4 (0..31) of a Q5_0 block: q5_0_values_avx2 + 16.
+LMC_VNNI static inline __m256i q5_0_unsigned_vnni(const uint8_t *blk) {
+    uint32_t bits;
+    memcpy(&bits, blk + 2, 4);
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 6)));
+    v = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+    return _mm256_mask_add_epi8(v, (__mmask32)bits, v, _mm256_set1_epi8(16));
+}
+
+// Q8_0 (q5 = 0) or Q5_0 (q5 = 1) rows: as dot_q8_0_avx2 / dot_q5_0_avx2 (even blocks into accumulator
+// 0, odd ones into 1, a last block of an odd count into 0, then hsum(acc0 + acc1)).
+LMC_VNNI static inline __attribute__((always_inline)) void
+rows32_vnni(int q5, int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, const float *d,
+            const __m256i *off, float *y) {
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const int64_t bs = q5 ? 22 : 34;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int e_end = b + 1 < nb ? 2 : 1;
+        for (int e = 0; e < e_end; e++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + (b + e) * 32));
+            const __m256 dx = _mm256_broadcast_ss(d + b + e);
+            for (int r = 0; r < R; r++) {
+                const uint8_t *blk = w + r * row_bytes + (b + e) * bs;
+                __m256i u = q5 ? q5_0_unsigned_vnni(blk)
+                               : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), flip);
+                __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(off[b + e], u, x));
+                acc[r][e] = _mm256_fmadd_ps(p, _mm256_mul_ps(f16x8_avx2(blk), dx), acc[r][e]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) y[r] = hsum_avx2(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+// Two rows at a time measured fastest for both formats (four spilled the unpacking across more streams).
+#define LMC_MV_ROWS 2
+#define LMC_MV_MAX_BLOCKS 512
+
+// Rows row_begin..<row_end at the VNNI level; 0 where this type or activation is not handled here.
+LMC_VNNI static int matvec_vnni(int32_t t, const uint8_t *base, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                                int64_t n, const int8_t *qs, const float *d, const float *ds, float *y) {
+    (void)ds;
+    if (!(t == 8 || t == 6) || n / 32 > LMC_MV_MAX_BLOCKS || has_int8_min(qs, n)) return 0;
+    __m256i off[LMC_MV_MAX_BLOCKS];
+    act_offsets_vnni(qs, n, t == 8 ? 128 : 16, off);
+    const int64_t nb = n / 32;
+    const uint8_t *end = base + row_end * row_bytes;
+    const uint8_t *next = base + row_begin * row_bytes;
+    int64_t r = row_begin;
+    for (; r + LMC_MV_ROWS <= row_end; r += LMC_MV_ROWS) {
+        const uint8_t *row = base + r * row_bytes;
+        prefetch_until(&next, row + LMC_MV_ROWS * row_bytes + LMC_PREFETCH_DISTANCE, end);
+        if (t == 8) rows32_vnni(0, LMC_MV_ROWS, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+        else rows32_vnni(1, LMC_MV_ROWS, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+    }
+    for (; r < row_end; r++) {
+        const uint8_t *row = base + r * row_bytes;
+        prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
+        if (t == 8) rows32_vnni(0, 1, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+        else rows32_vnni(1, 1, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+    }
+    return 1;
+}
+#endif
+
 void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
                    int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y, int64_t ldy) {
     lmc_dot_fn dot = dot_for(t);
@@ -926,6 +1014,8 @@ void lmc_matvec_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
     const uint8_t *next = base + row_begin * row_bytes;
     int64_t r = row_begin;
 #ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX512_VNNI && matvec_vnni(t, base, row_bytes, row_begin, row_end, n, qs, d, ds, y))
+        return;
     // Pairs of rows for the 32-value formats (the output head and most projections); the pair kernels
     // compute each row exactly as the single-row kernels do.
     if (lmc_active_isa() >= LMC_ISA_AVX2 && (t == 8 || t == 6)) {
