@@ -873,7 +873,7 @@ static inline void prefetch_until(const uint8_t **next, const uint8_t *target, c
 // where c · Σ x per lane is the activation's alone: computed once per call, it starts each lane's sum.
 // The activations a call gets have no −128 (the quantizers never write it); a call that has one keeps
 // the AVX2 kernels. Q4_K's codes are unsigned already (vpdpbusd gives maddubs + madd's sums for any
-// activations). Q4_0 and Q5_K keep the AVX2 row dots.
+// activations). Q4_0, Q5_K and Q8_0 keep the AVX2 kernels (see LMC_MV_ROWS).
 
 // −c · (sum of each 4 activations), 8 lanes per 32 values, for n values.
 LMC_VNNI static void act_offsets_vnni(const int8_t *qs, int64_t n, int c, __m256i *out) {
@@ -1025,10 +1025,12 @@ rows_q4_k_vnni(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int
     for (int r = 0; r < R; r++) y[r] = hsum_avx2(acc[r]) - mins[r];
 }
 
-// Two rows at a time measured fastest for every format (one row leaves the K-quants waiting on their
-// accumulator chain; four spill registers).
+// Rows per step. Q5_0: two measured fastest, in cache and from memory. Q4_K and Q6_K: two were faster
+// in cache, but Q6_K read from memory at half the speed of one row at a time (Zen 4, one thread), so the
+// K-quants go one row at a time. Q8_0 (the output head, read from memory) stays with the AVX2 pair
+// kernel: this form of it, faster in cache, read from memory ~20% slower.
 #define LMC_MV_ROWS 2
-#define LMC_MV_ROWS_K 2
+#define LMC_MV_ROWS_K 1
 #define LMC_MV_MAX_BLOCKS 512
 
 // Rows row_begin..<row_end at the VNNI level; 0 where this type or activation is not handled here.
@@ -1051,7 +1053,7 @@ LMC_VNNI static int matvec_vnni(int32_t t, const uint8_t *base, int64_t row_byte
         }
         return 1;
     }
-    if (!(t == 8 || t == 6 || t == 14) || n / 32 > LMC_MV_MAX_BLOCKS || has_int8_min(qs, n)) return 0;
+    if (!(t == 6 || t == 14) || n / 32 > LMC_MV_MAX_BLOCKS || has_int8_min(qs, n)) return 0;
     __m256i off[LMC_MV_MAX_BLOCKS];
     act_offsets_vnni(qs, n, t == 8 ? 128 : t == 6 ? 16 : 32, off);
     const int64_t nb = n / 32;
