@@ -861,6 +861,231 @@ static inline void prefetch_until(const uint8_t **next, const uint8_t *target, c
     }
 }
 
+#ifdef LMC_X86
+// MARK: - One token at the VNNI level
+
+// lmc_matvec_q8 at the AVX-512 VNNI level: R rows at a time (independent accumulator chains hide the
+// latency of each row's chain), every row with exactly the float operations of its AVX2 row dot, in
+// the same order. Only the integer sums of four products per lane are formed differently, and give the
+// same integers: with no −128 among the activations the AVX2 dots' sums are the plain Σ w · x (see
+// zp_init_vnni), and vpdpbusd takes them from an unsigned form u = w + c of the weights (c = 128 for
+// Q8_0, 16 for Q5_0, 32 for Q6_K; the Q6_K and Q5_0 codes are stored that way) as Σ u · x − c · Σ x,
+// where c · Σ x per lane is the activation's alone: computed once per call, it starts each lane's sum.
+// The activations a call gets have no −128 (the quantizers never write it); a call that has one keeps
+// the AVX2 kernels. Q4_K's codes are unsigned already (vpdpbusd gives maddubs + madd's sums for any
+// activations). Q4_0, Q5_K and Q8_0 keep the AVX2 kernels (see LMC_MV_ROWS).
+
+// −c · (sum of each 4 activations), 8 lanes per 32 values, for n values.
+LMC_VNNI static void act_offsets_vnni(const int8_t *qs, int64_t n, int c, __m256i *out) {
+    const __m256i cv = _mm256_set1_epi8((char)c);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), cv, _mm256_loadu_si256((const __m256i *)(qs + 32 * b)));
+        out[b] = _mm256_sub_epi32(_mm256_setzero_si256(), s);
+    }
+}
+
+// The 32 values nibble | high bit << 4 (0..31) of a Q5_0 block: q5_0_values_avx2 + 16.
+LMC_VNNI static inline __m256i q5_0_unsigned_vnni(const uint8_t *blk) {
+    uint32_t bits;
+    memcpy(&bits, blk + 2, 4);
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 6)));
+    v = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+    return _mm256_mask_add_epi8(v, (__mmask32)bits, v, _mm256_set1_epi8(16));
+}
+
+// Q8_0 (q5 = 0) or Q5_0 (q5 = 1) rows: as dot_q8_0_avx2 / dot_q5_0_avx2 (even blocks into accumulator
+// 0, odd ones into 1, a last block of an odd count into 0, then hsum(acc0 + acc1)).
+LMC_VNNI static inline __attribute__((always_inline)) void
+rows32_vnni(int q5, int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, const float *d,
+            const __m256i *off, float *y) {
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const int64_t bs = q5 ? 22 : 34;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int e_end = b + 1 < nb ? 2 : 1;
+        for (int e = 0; e < e_end; e++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + (b + e) * 32));
+            const __m256 dx = _mm256_broadcast_ss(d + b + e);
+            for (int r = 0; r < R; r++) {
+                const uint8_t *blk = w + r * row_bytes + (b + e) * bs;
+                __m256i u = q5 ? q5_0_unsigned_vnni(blk)
+                               : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), flip);
+                __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(off[b + e], u, x));
+                acc[r][e] = _mm256_fmadd_ps(p, _mm256_mul_ps(f16x8_avx2(blk), dx), acc[r][e]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) y[r] = hsum_avx2(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+// Q6_K rows (210-byte super-blocks): as dot_q6_k_avx2 (one accumulator; per group of 32 values the
+// scale (dd · d[k]) · s for each half of the lanes). The 6-bit codes are the unsigned form (v + 32).
+LMC_VNNI static inline __attribute__((always_inline)) void
+rows_q6_k_vnni(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, const float *d,
+               const __m256i *off, float *y) {
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    // Lanes 0-3 take scale 2g, lanes 4-7 scale 2g + 1, of the 8 scales of a half.
+    const __m256i pick[4] = {_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+                             _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
+    for (int64_t b = 0; b < nb; b++) {
+        for (int half = 0; half < 2; half++) {
+            __m256i lows[4][4], h[4];
+            __m256 dd[4], sc[4];
+            for (int r = 0; r < R; r++) {
+                const uint8_t *blk = w + r * row_bytes + b * 210;
+                dd[r] = f16x8_avx2(blk + 208);
+                const uint8_t *l = blk + 64 * half;
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)l);
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(l + 32));
+                lows[r][0] = _mm256_and_si256(l0, m4);
+                lows[r][1] = _mm256_and_si256(l1, m4);
+                lows[r][2] = _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4);
+                lows[r][3] = _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4);
+                h[r] = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * half));
+                sc[r] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 192 + 8 * half))));
+            }
+            for (int g = 0; g < 4; g++) {
+                const int64_t k = b * 8 + half * 4 + g;
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + k * 32));
+                const __m256 dx = _mm256_broadcast_ss(d + k);
+                for (int r = 0; r < R; r++) {
+                    // Bits 2g, 2g + 1 of each byte of h into bits 4, 5 (16-bit shifts: the bits that cross
+                    // into the neighbouring byte are masked off).
+                    __m256i hs = g == 0 ? _mm256_slli_epi16(h[r], 4)
+                               : g == 1 ? _mm256_slli_epi16(h[r], 2)
+                               : g == 2 ? h[r]
+                                        : _mm256_srli_epi16(h[r], 2);
+                    // lows | (hs & 0x30)
+                    __m256i u = _mm256_ternarylogic_epi32(lows[r][g], hs, m30, 0xF8);
+                    __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(off[k], u, x));
+                    __m256 scale = _mm256_mul_ps(_mm256_mul_ps(dd[r], dx), _mm256_permutevar8x32_ps(sc[r], pick[g]));
+                    acc[r] = _mm256_fmadd_ps(p, scale, acc[r]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) y[r] = hsum_avx2(acc[r]);
+}
+
+// Q4_K rows (144-byte super-blocks): as dot_q4_k_avx2, the 8 products dd · s · d[k] of a super-block
+// formed at once (the same two roundings per element) and the minimums' term with its statement.
+LMC_VNNI static inline __attribute__((always_inline)) void
+rows_q4_k_vnni(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, const float *d,
+               const float *ds, float *y) {
+    __m256 acc[4];
+    float mins[4];
+    for (int r = 0; r < R; r++) {
+        acc[r] = _mm256_setzero_ps();
+        mins[r] = 0;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t k0 = b * 8;
+        const __m256 dk = _mm256_loadu_ps(d + k0);
+        float f[4][8] __attribute__((aligned(32)));
+        uint8_t mb[4][8];
+        float dmin[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + r * row_bytes + b * 144;
+            float dd = f16_avx2(blk);
+            dmin[r] = f16_avx2(blk + 2);
+            // The 6-bit scales (bytes 0-7) and minimums (bytes 8-15) of scale_min_k4, as ggml unpacks them.
+            uint32_t u[4];
+            memcpy(u, blk + 4, 12);
+            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+            const uint32_t m = u[1] & 0x3f3f3f3fu;
+            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+            u[2] = m;
+            u[0] &= 0x3f3f3f3fu;
+            __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u)));
+            _mm256_store_ps(f[r], _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(dd), s), dk));
+            memcpy(mb[r], u + 2, 8);
+        }
+        for (int j = 0; j < 4; j++) {
+            const int8_t *x1 = qs + (k0 + 2 * j) * 32;
+            const __m256i xa = _mm256_loadu_si256((const __m256i *)x1);
+            const __m256i xb = _mm256_loadu_si256((const __m256i *)(x1 + 32));
+            for (int r = 0; r < R; r++) {
+                const uint8_t *blk = w + r * row_bytes + b * 144;
+                __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * j));
+                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                __m256 p1 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, xa));
+                __m256 p2 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), hi, xb));
+                acc[r] = _mm256_fmadd_ps(p1, _mm256_broadcast_ss(&f[r][2 * j]), acc[r]);
+                acc[r] = _mm256_fmadd_ps(p2, _mm256_broadcast_ss(&f[r][2 * j + 1]), acc[r]);
+                float m1 = (float)mb[r][2 * j], m2 = (float)mb[r][2 * j + 1];
+                // The statement of dot_q4_k_avx2 (the same contraction into fused multiply-adds).
+                mins[r] += dmin[r] * (m1 * ds[k0 + 2 * j] + m2 * ds[k0 + 2 * j + 1]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) y[r] = hsum_avx2(acc[r]) - mins[r];
+}
+
+// Rows per step. Q5_0: two measured fastest, in cache and from memory. Q4_K and Q6_K: two were faster
+// in cache, but Q6_K read from memory at half the speed of one row at a time (Zen 4, one thread), so the
+// K-quants go one row at a time. Q8_0 (the output head, read from memory) stays with the AVX2 pair
+// kernel: this form of it, faster in cache, read from memory ~20% slower.
+#define LMC_MV_ROWS 2
+#define LMC_MV_ROWS_K 1
+#define LMC_MV_MAX_BLOCKS 512
+
+// Rows row_begin..<row_end at the VNNI level; 0 where this type or activation is not handled here.
+LMC_VNNI static int matvec_vnni(int32_t t, const uint8_t *base, int64_t row_bytes, int64_t row_begin, int64_t row_end,
+                                int64_t n, const int8_t *qs, const float *d, const float *ds, float *y) {
+    const uint8_t *end = base + row_end * row_bytes;
+    const uint8_t *next = base + row_begin * row_bytes;
+    int64_t r = row_begin;
+    if (t == 12) {
+        // Unsigned codes: no offsets, and any activations.
+        for (; r + LMC_MV_ROWS_K <= row_end; r += LMC_MV_ROWS_K) {
+            const uint8_t *row = base + r * row_bytes;
+            prefetch_until(&next, row + LMC_MV_ROWS_K * row_bytes + LMC_PREFETCH_DISTANCE, end);
+            rows_q4_k_vnni(LMC_MV_ROWS_K, row, row_bytes, n / 256, qs, d, ds, y + (r - row_begin));
+        }
+        for (; r < row_end; r++) {
+            const uint8_t *row = base + r * row_bytes;
+            prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
+            rows_q4_k_vnni(1, row, row_bytes, n / 256, qs, d, ds, y + (r - row_begin));
+        }
+        return 1;
+    }
+    if (!(t == 6 || t == 14) || n / 32 > LMC_MV_MAX_BLOCKS || has_int8_min(qs, n)) return 0;
+    __m256i off[LMC_MV_MAX_BLOCKS];
+    act_offsets_vnni(qs, n, t == 8 ? 128 : t == 6 ? 16 : 32, off);
+    const int64_t nb = n / 32;
+    if (t == 14) {
+        for (; r + LMC_MV_ROWS_K <= row_end; r += LMC_MV_ROWS_K) {
+            const uint8_t *row = base + r * row_bytes;
+            prefetch_until(&next, row + LMC_MV_ROWS_K * row_bytes + LMC_PREFETCH_DISTANCE, end);
+            rows_q6_k_vnni(LMC_MV_ROWS_K, row, row_bytes, n / 256, qs, d, off, y + (r - row_begin));
+        }
+        for (; r < row_end; r++) {
+            const uint8_t *row = base + r * row_bytes;
+            prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
+            rows_q6_k_vnni(1, row, row_bytes, n / 256, qs, d, off, y + (r - row_begin));
+        }
+        return 1;
+    }
+    for (; r + LMC_MV_ROWS <= row_end; r += LMC_MV_ROWS) {
+        const uint8_t *row = base + r * row_bytes;
+        prefetch_until(&next, row + LMC_MV_ROWS * row_bytes + LMC_PREFETCH_DISTANCE, end);
+        if (t == 8) rows32_vnni(0, LMC_MV_ROWS, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+        else rows32_vnni(1, LMC_MV_ROWS, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+    }
+    for (; r < row_end; r++) {
+        const uint8_t *row = base + r * row_bytes;
+        prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
+        if (t == 8) rows32_vnni(0, 1, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+        else rows32_vnni(1, 1, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+    }
+    return 1;
+}
+#endif
+
 void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t n,
                    int64_t tokens, const int8_t *qs, const float *d, const float *ds, float *y, int64_t ldy) {
     lmc_dot_fn dot = dot_for(t);
@@ -926,6 +1151,8 @@ void lmc_matvec_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
     const uint8_t *next = base + row_begin * row_bytes;
     int64_t r = row_begin;
 #ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX512_VNNI && matvec_vnni(t, base, row_bytes, row_begin, row_end, n, qs, d, ds, y))
+        return;
     // Pairs of rows for the 32-value formats (the output head and most projections); the pair kernels
     // compute each row exactly as the single-row kernels do.
     if (lmc_active_isa() >= LMC_ISA_AVX2 && (t == 8 || t == 6)) {
