@@ -60,7 +60,7 @@ struct DebugFingerprintCommand: AsyncParsableCommand {
         let loaded = try modelArguments.load()
         let model = loaded.model
         let vocabulary = model.configuration.vocabularySize
-        var generator = SeededTokens(seed: 0x5eed)
+        var generator = SeededGenerator(seed: 0x5eed)
         let prompt = (0..<promptTokens).map { _ in Int32(generator.next() % UInt64(min(vocabulary, 32_000)) + 100) }
         let sequence = model.makeSequence()
         let workspace = Workspace()
@@ -101,15 +101,3 @@ struct DebugFingerprintCommand: AsyncParsableCommand {
     }
 }
 
-/// SplitMix64: a fixed token sequence for every run.
-private struct SeededTokens {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

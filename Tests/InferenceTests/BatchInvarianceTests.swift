@@ -7,19 +7,6 @@ import Testing
 /// sequences shared a decode step. This is what lets the cache load a prefix ending at any token.
 @Suite("Batch invariance")
 struct BatchInvarianceTests {
-    /// SplitMix64, for reproducible splits.
-    struct Generator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    }
-
     /// Runs `prompt` once whole and then `patterns` times in random pieces (random lengths; some pieces
     /// token by token through decode steps, some of those batched with an unrelated sequence), and
     /// requires every position's logits and the whole KV export to be bit-identical.
@@ -30,7 +17,7 @@ struct BatchInvarianceTests {
         let whole = model.makeSequence()
         let reference = try model.forward(prompt, sequence: whole, outputs: .all, workspace: workspace)
         let referenceKV = try whole.exportKV(0..<whole.count)
-        var random = Generator(state: seed)
+        var random = SeededGenerator(seed: seed)
         for pattern in 0..<patterns {
             let pieces = model.makeSequence()
             let other = model.makeSequence()
@@ -39,9 +26,9 @@ struct BatchInvarianceTests {
             var start = 0
             var described: [String] = []
             while start < prompt.count {
-                let length = min(prompt.count - start, 1 + random.next(below: max(1, promptTokens / 3)))
+                let length = min(prompt.count - start, 1 + Int.random(in: 0..<max(1, promptTokens / 3), using: &random))
                 let end = start + length
-                switch random.next(below: 3) {
+                switch Int.random(in: 0..<3, using: &random) {
                 case 0 where length <= 8:
                     // Token by token, each step batched with the unrelated sequence.
                     for t in prompt[start..<end] {
