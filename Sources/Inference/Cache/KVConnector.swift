@@ -17,10 +17,10 @@ public import LMCacheStorage
 ///
 /// Chunks are stored losslessly: as float16 when the engine rounds every stored key and value to half
 /// precision (its default, following llama.cpp; half the bytes of float32), as float32 otherwise. So a
-/// run with a cache hit computes exactly the logits and tokens of a run without one. The
-/// engine computes its matrix products in blocks that start at multiples of 256 absolute positions, so
-/// a load always ends on such a boundary (whole chunks when `chunk_size` is a multiple of 256, the
-/// default) and at least one prompt token is always computed, to produce the logits.
+/// run with a cache hit computes exactly the logits and tokens of a run without one. With the engine's
+/// batch-invariant arithmetic (its default) a load may end at any token (``loadAlignment``); with the
+/// reference modes it ends on a multiple of 256 positions. At least one prompt token is always
+/// computed, to produce the logits.
 ///
 /// ```swift
 /// let connector = KVConnector(storage: manager, model: identity, layout: model.kvLayout)
@@ -213,14 +213,14 @@ public final class KVConnector: Sendable {
     }
 
     /// Where a load of a `hitTokens`-token hit of a `promptTokens`-token prompt ends: at least one token
-    /// is left to compute, and the end is on the engine's block boundary.
+    /// is left to compute, and the end is a multiple of ``loadAlignment``.
     static func loadTarget(hitTokens: Int, promptTokens: Int) -> Int {
         let cap = min(hitTokens, promptTokens - 1)
         return cap > 0 ? cap / loadAlignment * loadAlignment : 0
     }
 
     /// How many leading tokens of `lookup.tokens` ``load(_:into:)`` loads: the hit, cut so that at
-    /// least one token is left to compute and so that it ends on the engine's block boundary.
+    /// least one token is left to compute and so that it ends on a multiple of ``loadAlignment``.
     public func loadableTokens(_ lookup: CacheLookup) -> Int {
         Self.loadTarget(hitTokens: lookup.hitTokens, promptTokens: lookup.tokens.count)
     }
@@ -288,9 +288,9 @@ public final class KVConnector: Sendable {
     /// the prompt followed by the generated tokens that `sequence` holds, beyond the prompt's own full
     /// chunks. Does nothing when ``saveDecodeCache`` is off.
     ///
-    /// Decoding computes each token's keys and values one token at a time, which rounds differently from
-    /// a prefill of the same text: a later prompt that loads these chunks gets the same text up to float
-    /// rounding, not bit for bit (prompt chunks, which are prefill results, stay exact).
+    /// With the batch-invariant arithmetic (the default) a decoded token's keys and values are those a
+    /// prefill of the same text computes, so loading these chunks is exact; with the reference modes
+    /// (`LMCACHE_MATMUL=sgemm`, `llamacpp`) they differ from a prefill's in float rounding.
     ///
     /// - Returns: the number of chunks stored.
     @discardableResult
