@@ -682,6 +682,30 @@ LMC_AVX2 static float dot_q6_k_avx2(const uint8_t *w, int64_t nb, const int8_t *
 
 // MARK: - Tiles of rows × tokens
 
+// Per block of tokens, what the K-quant tiles read besides the activations: Q4_K the tokens' ds
+// transposed (dst[k · ldt + t], the minimums' terms of a tile's tokens as lanes), Q6_K the activations
+// with the 4-byte groups of each 32 in the order LMC_Q6_K_LANES, and at the VNNI level where none is
+// −128 the top bit of each flipped (x + 128, vpdpbusd's unsigned operand).
+typedef struct {
+    const float *dst;
+    int64_t ldt;
+    const uint8_t *xs;
+} lmc_tile_aux;
+
+#define LMC_Q6_K_LANES _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)
+
+// The two floats at p, repeated 4 times, broadcast from memory (a load: written as a plain load, the
+// compiler keeps the stored values in registers and broadcasts each with a shuffle).
+#define LMC_BROADCAST_PAIR(p, reg)                                                  \
+    ({                                                                              \
+        __m256 v_;                                                                  \
+        __asm__("vbroadcastsd %1, %0" : "=" reg(v_) : "m"(*(const double *)(p)));  \
+        v_;                                                                         \
+    })
+
+typedef float lmc_v8f __attribute__((vector_size(32)));
+typedef float lmc_v4f __attribute__((vector_size(16)));
+
 // The AVX2 level: the row dots' own integer steps. With 16 vector registers, one row against four
 // tokens measured fastest (Zen 4, one thread): 8 accumulators for the 32-value formats (even and odd
 // blocks), 4 for the K-quants.
@@ -697,6 +721,9 @@ LMC_AVX2 static float dot_q6_k_avx2(const uint8_t *w, int64_t nb, const int8_t *
 #define LMC_TILE_TOKENS_32 4
 #define LMC_TILE_ROWS_K 1
 #define LMC_TILE_TOKENS_K 4
+#define LMC_TILE_TOKENS_Q6_K 4
+#define LMC_TILE_ROWS_Q6_K 1
+#define LMC_TILE_BROADCAST_PAIR(p) LMC_BROADCAST_PAIR(p, "x")
 
 // dot_i8_avx2 with |w| already computed (shared by the tokens of a tile).
 LMC_AVX2 static inline __m256 dot_abs_avx2(__m256i aw, __m256i w, __m256i x) {
@@ -718,6 +745,9 @@ LMC_AVX2 static inline __m256 dot_abs_avx2(__m256i aw, __m256i w, __m256i x) {
 #undef LMC_TILE_TOKENS_32
 #undef LMC_TILE_ROWS_K
 #undef LMC_TILE_TOKENS_K
+#undef LMC_TILE_TOKENS_Q6_K
+#undef LMC_TILE_ROWS_Q6_K
+#undef LMC_TILE_BROADCAST_PAIR
 
 // The VNNI level: vpdpbusd adds the four products of each lane in 32 bits where the AVX2 dots add pairs
 // in 16 bits (maddubs) and then pairs of those (madd). The results are the same integers: maddubs
@@ -733,12 +763,15 @@ LMC_AVX2 static inline __m256 dot_abs_avx2(__m256i aw, __m256i w, __m256i x) {
 #define LMC_TILE_Q5_0_VALUES(blk) q5_0_values_vnni(blk)
 #define LMC_TILE_ZP_INIT(w) zp_init_vnni(w)
 #define LMC_TILE_ZP_DOT(c, u, w) zp_dot_vnni(c, u, w)
-// 32 registers: 2 rows × 4 tokens (16 accumulators) for the 32-value formats, 1 row × 8 tokens for the
-// K-quants, whose per-row setup (scales, minimums) is the larger share.
+// 32 registers: 2 rows × 4 tokens (16 accumulators) for the 32-value formats, 2 rows × 8 tokens for the
+// K-quants (measured against 1 × 8, 2 × 4, 3 × 4, 3 × 8, 4 × 4 and 1 × 16; Zen 4, one thread, 512 tokens).
 #define LMC_TILE_ROWS_32 2
 #define LMC_TILE_TOKENS_32 4
-#define LMC_TILE_ROWS_K 1
+#define LMC_TILE_ROWS_K 2
 #define LMC_TILE_TOKENS_K 8
+#define LMC_TILE_TOKENS_Q6_K 8
+#define LMC_TILE_ROWS_Q6_K 2
+#define LMC_TILE_BROADCAST_PAIR(p) LMC_BROADCAST_PAIR(p, "v")
 
 LMC_VNNI static inline __m256 dot_abs_vnni(__m256i aw, __m256i w, __m256i x) {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(x, w)));
@@ -779,6 +812,7 @@ LMC_VNNI static inline __m256 zp_dot_vnni(__m256i init, __m256i xu, __m256i w) {
 #undef LMC_TILE
 #undef LMC_TILE_DOT_ABS
 #undef LMC_TILE_DOT_U8
+#undef LMC_TILE_BROADCAST_PAIR
 #endif
 
 // MARK: - Row loops
@@ -793,6 +827,18 @@ LMC_AVX2 static int has_int8_min(const int8_t *p, int64_t n) {
     int found = !_mm256_testz_si256(any, any);
     for (; i < n; i++) found |= p[i] == -128;
     return found;
+}
+#endif
+
+#ifdef LMC_X86
+// The activations of the Q6_K tiles: src with the 4-byte groups of each 32 bytes in the order
+// LMC_Q6_K_LANES, and with flip the top bit of each byte flipped; n a multiple of 32.
+LMC_AVX2 static void q6_k_activations_avx2(const int8_t *src, uint8_t *dst, int64_t n, int flip) {
+    const __m256i top = _mm256_set1_epi8(flip ? (char)0x80 : 0);
+    for (int64_t i = 0; i < n; i += 32) {
+        __m256i x = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(src + i)), LMC_Q6_K_LANES);
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_xor_si256(x, top));
+    }
 }
 #endif
 
@@ -1101,8 +1147,20 @@ void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
         const int zp = isa >= LMC_ISA_AVX512_VNNI && !has_int8_min(qs, tokens * n);
         // Blocks of tokens keep their activations in L2 while each group of rows stays in L1.
         const int64_t token_block = 64;
+        lmc_tile_aux aux = {0, token_block, 0};
+        void *scratch = 0;
+        if (t == 12 || t == 14) {
+            scratch = t == 12 ? malloc((size_t)(token_block * nb) * sizeof(float)) : malloc((size_t)(token_block * n));
+            if (!scratch) goto rows;
+            if (t == 12) aux.dst = scratch;
+            else aux.xs = scratch;
+        }
         for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
             int64_t j1 = j0 + token_block < tokens ? j0 + token_block : tokens;
+            if (t == 12)
+                for (int64_t j = j0; j < j1; j++)
+                    for (int64_t k = 0; k < nb; k++) ((float *)scratch)[k * token_block + (j - j0)] = ds[j * nb + k];
+            if (t == 14) q6_k_activations_avx2(qs + j0 * n, scratch, (j1 - j0) * n, zp);
             const uint8_t *end = base + row_end * row_bytes;
             const uint8_t *next = base + row_begin * row_bytes;
             for (int64_t r = row_begin; r < row_end; r += tile_rows) {
@@ -1111,14 +1169,16 @@ void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
                 prefetch_until(&next, row + rows * row_bytes + LMC_PREFETCH_DISTANCE, end);
                 if (isa >= LMC_ISA_AVX512_VNNI)
                     rows_tokens_vnni(t, zp, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
-                                     y + j0 * ldy + r, ldy);
+                                     &aux, y + j0 * ldy + r, ldy);
                 else
                     rows_tokens_avx2(t, 0, rows, row, row_bytes, n, j1 - j0, qs + j0 * n, d + j0 * nb, ds + j0 * nb,
-                                     y + j0 * ldy + r, ldy);
+                                     &aux, y + j0 * ldy + r, ldy);
             }
         }
+        free(scratch);
         return;
     }
+rows:;
 #endif
     // Blocks of tokens keep their activations in L2 while each weight row stays in L1.
     const int64_t token_block = 64;
