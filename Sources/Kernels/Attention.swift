@@ -347,13 +347,23 @@ package enum Attention {
         // block of tokens is one call and each key is read once per block; otherwise one call per token
         // and KV head. The blocks only share loads: the results are the same for any split.
         let tokensPerJob = shape.kvHeads == 1 ? 16 : 1
-        var jobs: [(item: Int, token: Int, count: Int, kvHead: Int)] = []
+        // A job: `count` tokens from `token` of batch item `item`, heads `heads` of KV head `kvHead`'s group.
+        var jobs: [(item: Int, token: Int, count: Int, kvHead: Int, heads: Range<Int>)] = []
         var widest = 1
+        let tokens = batch.reduce(0) { $0 + $1.count }
+        // Fewer calls than threads (a decode step of one sequence deep in its context): the heads of a
+        // token are split between jobs, so every thread reads keys and values. Each query vector's
+        // result does not depend on which vectors share its call.
+        let headParts = tokens * shape.kvHeads < Parallel.threadCount ? min(group, Parallel.threadCount) : 1
         for (item, queries) in batch.enumerated() {
             var i = 0
             while i < queries.count {
-                let n = min(tokensPerJob, queries.count - i)
-                for g in 0..<shape.kvHeads { jobs.append((item, i, n, g)) }
+                let n = headParts > 1 ? 1 : min(tokensPerJob, queries.count - i)
+                for g in 0..<shape.kvHeads {
+                    for part in 0..<headParts {
+                        jobs.append((item, i, n, g, (group * part / headParts)..<(group * (part + 1) / headParts)))
+                    }
+                }
                 i += n
             }
             let last = queries.firstPosition + queries.count - 1
@@ -367,17 +377,19 @@ package enum Attention {
             (keys: queries.keys.pages.map { UnsafePointer<Float>?($0) }, values: queries.values.pages.map { UnsafePointer<Float>?($0) })
         }
         Parallel.forEachJob(jobs.count) { job, worker in
-            let (item, i0, n, g) = jobs[job]
+            let (item, i0, n, g, heads) = jobs[job]
             let queries = batch[item]
-            let m = n * group
+            // All heads of the group (one KV head: a run of vectors across tokens), or some heads of one token.
+            let perToken = heads.count
+            let m = n * perToken
             let buffer = buffers[worker]
             // Each query vector's key range, as Int64 positions after the scratch.
             let bounds = UnsafeMutableRawPointer(buffer + scratchFloats).bindMemory(to: Int64.self, capacity: 2 * m)
             for i in 0..<n {
                 let position = queries.firstPosition + i0 + i
-                for j in 0..<group {
-                    bounds[i * group + j] = Int64(shape.firstKey(for: position))
-                    bounds[m + i * group + j] = Int64(position)
+                for j in 0..<perToken {
+                    bounds[i * perToken + j] = Int64(shape.firstKey(for: position))
+                    bounds[m + i * perToken + j] = Int64(position)
                 }
             }
             pages[item].keys.withUnsafeBufferPointer { keyPages in
@@ -389,11 +401,11 @@ package enum Attention {
                         pages: valuePages.baseAddress, page_size: Int64(queries.values.pageSize),
                         row_stride: Int64(queries.values.rowStride), offset: Int64(g * hd))
                     // Query vector (token i, head g·group + j) is at q + i·rowWidth + (g·group + j)·hd: with one
-                    // KV head (or one token per call) each vector is hd floats after the previous one.
+                    // KV head and whole groups, or one token per call, each vector is hd floats after the last.
+                    let first = i0 * rowWidth + (g * group + heads.lowerBound) * hd
                     lmc_attend(
-                        queries.q + i0 * rowWidth + g * group * hd, Int64(hd), Int64(m), bounds, bounds + m, keys,
-                        values, Int64(hd), shape.scale, queries.out + i0 * rowWidth + g * group * hd, Int64(hd),
-                        buffer)
+                        queries.q + first, Int64(hd), Int64(m), bounds, bounds + m, keys, values, Int64(hd),
+                        shape.scale, queries.out + first, Int64(hd), buffer)
                 }
             }
         }
