@@ -66,6 +66,9 @@ public struct OpenAIServer: Sendable {
         }
     }
 
+    /// The chat roles a request may use (`model` is Gemma's name for `assistant`).
+    static let chatRoles: Set<String> = ["system", "developer", "user", "assistant", "model"]
+
     /// The header that names a request's tenant when the body has no `cache_salt`.
     public static let tenantHeader = "X-Tenant-Id"
 
@@ -223,6 +226,15 @@ public struct OpenAIServer: Sendable {
         var request = request
         let body = try await decode(ChatCompletionRequest.self, from: &request)
         guard !body.messages.isEmpty else { throw APIError(message: "messages must not be empty", param: "messages") }
+        // A role the template does not know would be rendered as a user turn: refuse it instead.
+        if let (index, message) = body.messages.enumerated().first(where: { !Self.chatRoles.contains($0.element.role) }) {
+            throw APIError(
+                message: "messages[\(index)].role '\(message.role)' is not one of \(Self.chatRoles.sorted().joined(separator: ", "))",
+                param: "messages")
+        }
+        if body.topLogprobs?.isRequested == true {
+            throw APIError(message: "top_logprobs is not supported", param: "top_logprobs")
+        }
         let text = template.render(body.messages)
         let tokens = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
         let maxTokens = body.maxCompletionTokens ?? body.maxTokens
@@ -295,6 +307,9 @@ public struct OpenAIServer: Sendable {
         request: Request
     ) throws -> GenerationRequest {
         if let n = body.n, n != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
+        if body.logprobs?.isRequested == true {
+            throw APIError(message: "logprobs is not supported", param: "logprobs")
+        }
         if let t = body.temperature, !(t >= 0 && t <= 2) {
             throw APIError(message: "temperature must be between 0 and 2", param: "temperature")
         }

@@ -37,6 +37,25 @@ protocol GenerationFields {
     var streamOptions: StreamOptions? { get }
     var n: Int? { get }
     var cacheSalt: String? { get }
+    /// `logprobs` (completions: a count; chat: a flag), refused when asked for: it is not computed.
+    var logprobs: Requested? { get }
+}
+
+/// A JSON value that asks for something when it is `true` or a positive number (`false`, 0 and `null`
+/// do not).
+struct Requested: Decodable, Sendable, Hashable {
+    var isRequested: Bool
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            isRequested = false
+        } else if let flag = try? container.decode(Bool.self) {
+            isRequested = flag
+        } else {
+            isRequested = try container.decode(Double.self) > 0
+        }
+    }
 }
 
 /// `POST /v1/completions` body.
@@ -53,9 +72,10 @@ struct CompletionRequest: Decodable, Sendable, GenerationFields {
     var streamOptions: StreamOptions?
     var n: Int?
     var cacheSalt: String?
+    var logprobs: Requested?
 
     enum CodingKeys: String, CodingKey {
-        case model, prompt, temperature, seed, stop, stream, n
+        case model, prompt, temperature, seed, stop, stream, n, logprobs
         case maxTokens = "max_tokens"
         case topP = "top_p"
         case topK = "top_k"
@@ -111,9 +131,12 @@ struct ChatCompletionRequest: Decodable, Sendable, GenerationFields {
     var streamOptions: StreamOptions?
     var n: Int?
     var cacheSalt: String?
+    var logprobs: Requested?
+    var topLogprobs: Requested?
 
     enum CodingKeys: String, CodingKey {
-        case model, messages, temperature, seed, stop, stream, n
+        case model, messages, temperature, seed, stop, stream, n, logprobs
+        case topLogprobs = "top_logprobs"
         case maxTokens = "max_tokens"
         case maxCompletionTokens = "max_completion_tokens"
         case topP = "top_p"

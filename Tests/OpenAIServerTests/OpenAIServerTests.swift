@@ -164,6 +164,17 @@ struct OpenAIServerTests {
             try expectError(try await client.post("/v1/completions", json: ["prompt": "Hi", "n": 2]))
             try expectError(try await client.post("/v1/completions", json: ["prompt": "Hi", "temperature": -1]))
             try expectError(try await client.post("/v1/chat/completions", json: ["messages": []]))
+            // An unknown role, and logprobs (not computed), are refused rather than ignored.
+            try expectError(
+                try await client.post("/v1/chat/completions", json: ["messages": [["role": "alien", "content": "Hi"]]]))
+            try expectError(try await client.post("/v1/completions", json: ["prompt": "Hi", "logprobs": 5]))
+            try expectError(
+                try await client.post(
+                    "/v1/chat/completions", json: ["messages": [["role": "user", "content": "Hi"]], "logprobs": true]))
+            // Asking for none is fine.
+            let noLogprobs = try await client.post(
+                "/v1/completions", json: ["prompt": "Hi", "max_tokens": 1, "logprobs": NSNull()])
+            #expect(noLogprobs.status == 200)
             try expectError(
                 try await client.post("/v1/completions", json: ["prompt": document(sentences: 20, seed: 3)]),
                 code: "context_length_exceeded"
