@@ -110,6 +110,17 @@ static inline void scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
     }
 }
 
+// The eight 6-bit scales (bytes 0-7 of u) and minimums (bytes 8-15) of a Q4_K super-block's 12 scale
+// bytes at sc, in sub-block order: scale_min_k4 for all eight sub-blocks at once, as ggml unpacks them.
+static inline void unpack_q4_k_scales(const uint8_t *sc, uint32_t u[4]) {
+    memcpy(u, sc, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t m = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = m;
+    u[0] &= 0x3f3f3f3fu;
+}
+
 // MARK: - Activation quantization
 
 void lmc_quantize_q8(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
@@ -914,8 +925,8 @@ static inline void prefetch_until(const uint8_t **next, const uint8_t *target, c
 // latency of each row's chain), every row with exactly the float operations of its AVX2 row dot, in
 // the same order. Only the integer sums of four products per lane are formed differently, and give the
 // same integers: with no −128 among the activations the AVX2 dots' sums are the plain Σ w · x (see
-// zp_init_vnni), and vpdpbusd takes them from an unsigned form u = w + c of the weights (c = 128 for
-// Q8_0, 16 for Q5_0, 32 for Q6_K; the Q6_K and Q5_0 codes are stored that way) as Σ u · x − c · Σ x,
+// zp_init_vnni), and vpdpbusd takes them from an unsigned form u = w + c of the weights (c = 16 for
+// Q5_0, 32 for Q6_K; the codes are stored that way) as Σ u · x − c · Σ x,
 // where c · Σ x per lane is the activation's alone: computed once per call, it starts each lane's sum.
 // The activations a call gets have no −128 (the quantizers never write it); a call that has one keeps
 // the AVX2 kernels. Q4_K's codes are unsigned already (vpdpbusd gives maddubs + madd's sums for any
@@ -939,24 +950,21 @@ LMC_VNNI static inline __m256i q5_0_unsigned_vnni(const uint8_t *blk) {
     return _mm256_mask_add_epi8(v, (__mmask32)bits, v, _mm256_set1_epi8(16));
 }
 
-// Q8_0 (q5 = 0) or Q5_0 (q5 = 1) rows: as dot_q8_0_avx2 / dot_q5_0_avx2 (even blocks into accumulator
-// 0, odd ones into 1, a last block of an odd count into 0, then hsum(acc0 + acc1)).
+// Q5_0 rows: as dot_q5_0_avx2 (even blocks into accumulator 0, odd ones into 1, a last block of an odd
+// count into 0, then hsum(acc0 + acc1)).
 LMC_VNNI static inline __attribute__((always_inline)) void
-rows32_vnni(int q5, int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, const float *d,
-            const __m256i *off, float *y) {
+rows_q5_0_vnni(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, const float *d,
+               const __m256i *off, float *y) {
     __m256 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    const int64_t bs = q5 ? 22 : 34;
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
     for (int64_t b = 0; b < nb; b += 2) {
         const int e_end = b + 1 < nb ? 2 : 1;
         for (int e = 0; e < e_end; e++) {
             const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + (b + e) * 32));
             const __m256 dx = _mm256_broadcast_ss(d + b + e);
             for (int r = 0; r < R; r++) {
-                const uint8_t *blk = w + r * row_bytes + (b + e) * bs;
-                __m256i u = q5 ? q5_0_unsigned_vnni(blk)
-                               : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), flip);
+                const uint8_t *blk = w + r * row_bytes + (b + e) * 22;
+                __m256i u = q5_0_unsigned_vnni(blk);
                 __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(off[b + e], u, x));
                 acc[r][e] = _mm256_fmadd_ps(p, _mm256_mul_ps(f16x8_avx2(blk), dx), acc[r][e]);
             }
@@ -1038,14 +1046,8 @@ rows_q4_k_vnni(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int
             const uint8_t *blk = w + r * row_bytes + b * 144;
             float dd = f16_avx2(blk);
             dmin[r] = f16_avx2(blk + 2);
-            // The 6-bit scales (bytes 0-7) and minimums (bytes 8-15) of scale_min_k4, as ggml unpacks them.
             uint32_t u[4];
-            memcpy(u, blk + 4, 12);
-            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-            const uint32_t m = u[1] & 0x3f3f3f3fu;
-            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-            u[2] = m;
-            u[0] &= 0x3f3f3f3fu;
+            unpack_q4_k_scales(blk + 4, u);
             __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u)));
             _mm256_store_ps(f[r], _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(dd), s), dk));
             memcpy(mb[r], u + 2, 8);
@@ -1079,54 +1081,41 @@ rows_q4_k_vnni(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const int
 #define LMC_MV_ROWS_K 1
 #define LMC_MV_MAX_BLOCKS 512
 
+// `R` rows at `row` (R a constant where called, so the kernels unroll) of type t (6, 12 or 14).
+LMC_VNNI static inline __attribute__((always_inline)) void
+rows_vnni(int32_t t, int R, const uint8_t *row, int64_t row_bytes, int64_t n, const int8_t *qs, const float *d,
+          const float *ds, const __m256i *off, float *y) {
+    if (t == 6) rows_q5_0_vnni(R, row, row_bytes, n / 32, qs, d, off, y);
+    else if (t == 12) rows_q4_k_vnni(R, row, row_bytes, n / 256, qs, d, ds, y);
+    else rows_q6_k_vnni(R, row, row_bytes, n / 256, qs, d, off, y);
+}
+
 // Rows row_begin..<row_end at the VNNI level; 0 where this type or activation is not handled here.
 LMC_VNNI static int matvec_vnni(int32_t t, const uint8_t *base, int64_t row_bytes, int64_t row_begin, int64_t row_end,
                                 int64_t n, const int8_t *qs, const float *d, const float *ds, float *y) {
+    // Q4_K's codes are unsigned: no offsets, any activations. Q5_0 and Q6_K take their codes' unsigned
+    // form, offset per block by the activations, which must hold no −128.
+    __m256i off[LMC_MV_MAX_BLOCKS];
+    if (t == 6 || t == 14) {
+        if (n / 32 > LMC_MV_MAX_BLOCKS || has_int8_min(qs, n)) return 0;
+        act_offsets_vnni(qs, n, t == 6 ? 16 : 32, off);
+    } else if (t != 12) {
+        return 0;
+    }
     const uint8_t *end = base + row_end * row_bytes;
     const uint8_t *next = base + row_begin * row_bytes;
+    const int64_t step = t == 6 ? LMC_MV_ROWS : LMC_MV_ROWS_K;
     int64_t r = row_begin;
-    if (t == 12) {
-        // Unsigned codes: no offsets, and any activations.
-        for (; r + LMC_MV_ROWS_K <= row_end; r += LMC_MV_ROWS_K) {
-            const uint8_t *row = base + r * row_bytes;
-            prefetch_until(&next, row + LMC_MV_ROWS_K * row_bytes + LMC_PREFETCH_DISTANCE, end);
-            rows_q4_k_vnni(LMC_MV_ROWS_K, row, row_bytes, n / 256, qs, d, ds, y + (r - row_begin));
-        }
-        for (; r < row_end; r++) {
-            const uint8_t *row = base + r * row_bytes;
-            prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
-            rows_q4_k_vnni(1, row, row_bytes, n / 256, qs, d, ds, y + (r - row_begin));
-        }
-        return 1;
-    }
-    if (!(t == 6 || t == 14) || n / 32 > LMC_MV_MAX_BLOCKS || has_int8_min(qs, n)) return 0;
-    __m256i off[LMC_MV_MAX_BLOCKS];
-    act_offsets_vnni(qs, n, t == 8 ? 128 : t == 6 ? 16 : 32, off);
-    const int64_t nb = n / 32;
-    if (t == 14) {
-        for (; r + LMC_MV_ROWS_K <= row_end; r += LMC_MV_ROWS_K) {
-            const uint8_t *row = base + r * row_bytes;
-            prefetch_until(&next, row + LMC_MV_ROWS_K * row_bytes + LMC_PREFETCH_DISTANCE, end);
-            rows_q6_k_vnni(LMC_MV_ROWS_K, row, row_bytes, n / 256, qs, d, off, y + (r - row_begin));
-        }
-        for (; r < row_end; r++) {
-            const uint8_t *row = base + r * row_bytes;
-            prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
-            rows_q6_k_vnni(1, row, row_bytes, n / 256, qs, d, off, y + (r - row_begin));
-        }
-        return 1;
-    }
-    for (; r + LMC_MV_ROWS <= row_end; r += LMC_MV_ROWS) {
+    for (; r + step <= row_end; r += step) {
         const uint8_t *row = base + r * row_bytes;
-        prefetch_until(&next, row + LMC_MV_ROWS * row_bytes + LMC_PREFETCH_DISTANCE, end);
-        if (t == 8) rows32_vnni(0, LMC_MV_ROWS, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
-        else rows32_vnni(1, LMC_MV_ROWS, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+        prefetch_until(&next, row + step * row_bytes + LMC_PREFETCH_DISTANCE, end);
+        if (step == LMC_MV_ROWS) rows_vnni(t, LMC_MV_ROWS, row, row_bytes, n, qs, d, ds, off, y + (r - row_begin));
+        else rows_vnni(t, LMC_MV_ROWS_K, row, row_bytes, n, qs, d, ds, off, y + (r - row_begin));
     }
     for (; r < row_end; r++) {
         const uint8_t *row = base + r * row_bytes;
         prefetch_until(&next, row + row_bytes + LMC_PREFETCH_DISTANCE, end);
-        if (t == 8) rows32_vnni(0, 1, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
-        else rows32_vnni(1, 1, row, row_bytes, nb, qs, d, off, y + (r - row_begin));
+        rows_vnni(t, 1, row, row_bytes, n, qs, d, ds, off, y + (r - row_begin));
     }
     return 1;
 }

@@ -92,14 +92,8 @@ LMC_TILE(tile_q4_k)(int R, int T, const uint8_t *w, int64_t row_bytes, int64_t n
             const uint8_t *blk = w + r * row_bytes + b * 144;
             float dd = f16_avx2(blk);
             dmin[r] = f16_avx2(blk + 2);
-            // The 6-bit scales (bytes 0-7) and minimums (bytes 8-15) of scale_min_k4, as ggml unpacks them.
             uint32_t u[4];
-            memcpy(u, blk + 4, 12);
-            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-            const uint32_t m = u[1] & 0x3f3f3f3fu;
-            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-            u[2] = m;
-            u[0] &= 0x3f3f3f3fu;
+            unpack_q4_k_scales(blk + 4, u);
             __m256 ds8 = _mm256_mul_ps(_mm256_set1_ps(dd),
                                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u))));
             for (int t = 0; t < T; t++) _mm256_store_ps(f[r][t], _mm256_mul_ps(ds8, _mm256_loadu_ps(d + t * nd + k0)));
