@@ -2,9 +2,6 @@ import Foundation
 import LMCacheTestSupport
 import Testing
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Parses the `data:` events of a stream into JSON objects, checking it ends with `[DONE]`.
 func streamedObjects(_ reply: HTTPClient.Reply) throws -> [[String: Any]] {
@@ -229,9 +226,14 @@ struct DisconnectTests {
     func disconnectMidStream() async throws {
         try await withLiveServer { client in
             let port = try #require(client.base.port)
-            let body = #"{"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0, "stream": true}"#
+            // Reads until the first event, then hangs up (blocking socket calls, off the cooperative pool).
             try await Task.detached {
-                try readFirstEventAndHangUp(port: port, path: "/v1/completions", body: body)
+                let connection = try RawConnection(port: port)
+                try connection.send(
+                    post: "/v1/completions",
+                    json: ["prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0, "stream": true])
+                _ = try connection.read(until: "\"text\"")
+                connection.close()
             }.value
             // Served after the abandoned stream stops (one request at a time).
             let next = try await client.post(
@@ -246,33 +248,5 @@ struct DisconnectTests {
             let count = generated.flatMap { Int($0.split(separator: " ")[1]) } ?? .max
             #expect(count < 1000, "the abandoned stream generated \(count) tokens")
         }
-    }
-}
-
-/// Sends a streamed request over a plain socket, reads until the first event, and closes the socket.
-func readFirstEventAndHangUp(port: Int, path: String, body: String) throws {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw HTTPClient.Failure(message: "socket() failed") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    guard connected == 0 else { throw HTTPClient.Failure(message: "connect() failed") }
-    let request =
-        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
-    _ = request.withCString { send(fd, $0, strlen($0), 0) }
-    var received = ""
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while !received.contains("\"text\"") {
-        let n = recv(fd, &buffer, buffer.count, 0)
-        guard n > 0 else { throw HTTPClient.Failure(message: "the server closed the stream early") }
-        received += String(decoding: buffer[..<n], as: UTF8.self)
     }
 }
