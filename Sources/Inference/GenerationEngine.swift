@@ -373,20 +373,13 @@ private final class Scheduler: @unchecked Sendable {
         active.append(job)
         reserved += job.reservation
         running.add(1, ordering: .relaxed)
-        guard let cache = job.cache, cache.blend == nil else {
-            job.sequence = pool.popLast() ?? model.makeSequence()
-            return
-        }
-        guard cache.lookup.tokens == job.request.prompt else {
-            job.sequence = pool.popLast() ?? model.makeSequence()
-            return fail(job, InferenceError.invalidInput("the cache lookup is of another prompt"))
-        }
+        let prefix = job.cache.flatMap { $0.blend == nil && $0.lookup.tokens == job.request.prompt ? $0 : nil }
         // The engine's own memory first: a kept sequence that shares more of the prompt than the tiers
         // can load is taken over as it is (no copy), cut back to the shared tokens. At least one token
         // is left to compute, for the logits.
-        let prompt = job.request.prompt
-        let fromTiers = cache.connector.loadableTokens(cache.lookup)
-        if let (index, shared) = bestKept(for: prompt, salt: job.request.salt), shared > fromTiers {
+        if let prefix, let (index, shared) = bestKept(for: job.request.prompt, salt: job.request.salt),
+            shared > prefix.connector.loadableTokens(prefix.lookup)
+        {
             let sequence = kept.remove(at: index).sequence
             keptTokens -= sequence.count
             sequence.truncate(to: shared)
@@ -396,8 +389,12 @@ private final class Scheduler: @unchecked Sendable {
         }
         let sequence = pool.popLast() ?? model.makeSequence()
         job.sequence = sequence
+        guard let cache = job.cache, cache.blend == nil else { return }
+        guard let prefix else {
+            return fail(job, InferenceError.invalidInput("the cache lookup is of another prompt"))
+        }
         do {
-            job.loaded = try cache.connector.load(cache.lookup, into: sequence)
+            job.loaded = try prefix.connector.load(prefix.lookup, into: sequence)
         } catch {
             fail(job, error)
         }
@@ -406,7 +403,6 @@ private final class Scheduler: @unchecked Sendable {
     /// The kept sequence of tenant `salt` sharing the longest prefix with `prompt`, and that prefix's
     /// length (at most `prompt.count − 1`); `nil` when none shares a token.
     func bestKept(for prompt: [Int32], salt: String?) -> (index: Int, shared: Int)? {
-        guard KVConnector.loadAlignment == 1 else { return nil }
         var best: (index: Int, shared: Int)?
         for (index, entry) in kept.enumerated() where entry.salt == salt {
             let tokens = entry.sequence.tokens
@@ -517,7 +513,7 @@ private final class Scheduler: @unchecked Sendable {
         reserved -= job.reservation
         running.subtract(1, ordering: .relaxed)
         job.phase = .waiting
-        let cached = job.cache != nil && job.cache?.blend == nil
+        let cached = job.cache.map { $0.blend == nil } ?? false
         job.cache = nil
         guard let sequence = job.sequence else { return }
         job.sequence = nil
