@@ -27,6 +27,12 @@ package struct KVPages: @unchecked Sendable {
     package func row(_ t: Int) -> UnsafeMutablePointer<Float> {
         pages[t / pageSize] + (t % pageSize) * rowStride
     }
+
+    /// Calls `body` with the page pointers as C's `const float *const *`, read in place (same layout).
+    @inline(__always)
+    func withPageTable<R>(_ body: (UnsafePointer<UnsafePointer<Float>?>?) -> R) -> R {
+        pages.withUnsafeBufferPointer { $0.withMemoryRebound(to: UnsafePointer<Float>?.self) { body($0.baseAddress) } }
+    }
 }
 
 /// The queries of one sequence for ``Attention/prefill(_:shape:scratch:)``: `count` tokens at positions
@@ -373,9 +379,6 @@ package enum Attention {
         // Rounded to an even count, so that the Int64 bounds after it are 8-byte aligned.
         let scratchFloats = (Int(lmc_attend_scratch_floats(Int64(vectors), Int64(widest))) + 1) / 2 * 2
         let buffers = (0..<Parallel.threadCount).map { scratch.floats(worker: $0, scratchFloats + 4 * vectors) }
-        let pages = batch.map { queries in
-            (keys: queries.keys.pages.map { UnsafePointer<Float>?($0) }, values: queries.values.pages.map { UnsafePointer<Float>?($0) })
-        }
         Parallel.forEachJob(jobs.count) { job, worker in
             let (item, i0, n, g, heads) = jobs[job]
             let queries = batch[item]
@@ -392,13 +395,13 @@ package enum Attention {
                     bounds[m + i * perToken + j] = Int64(position)
                 }
             }
-            pages[item].keys.withUnsafeBufferPointer { keyPages in
-                pages[item].values.withUnsafeBufferPointer { valuePages in
+            queries.keys.withPageTable { keyPages in
+                queries.values.withPageTable { valuePages in
                     let keys = lmc_kv_view(
-                        pages: keyPages.baseAddress, page_size: Int64(queries.keys.pageSize),
+                        pages: keyPages, page_size: Int64(queries.keys.pageSize),
                         row_stride: Int64(queries.keys.rowStride), offset: Int64(g * hd))
                     let values = lmc_kv_view(
-                        pages: valuePages.baseAddress, page_size: Int64(queries.values.pageSize),
+                        pages: valuePages, page_size: Int64(queries.values.pageSize),
                         row_stride: Int64(queries.values.rowStride), offset: Int64(g * hd))
                     // Query vector (token i, head g·group + j) is at q + i·rowWidth + (g·group + j)·hd: with one
                     // KV head and whole groups, or one token per call, each vector is hd floats after the last.
