@@ -163,16 +163,6 @@ public final class LMServerTier: StorageTier {
         }
     }
 
-    /// The chunks under `keys`, fetched concurrently over the pool; `nil` for each miss.
-    public func get(_ keys: [CacheKey]) async -> [KVChunk?] {
-        await withTaskGroup(of: (Int, KVChunk?).self) { group in
-            for (i, key) in keys.enumerated() { group.addTask { (i, try? await self.get(key)) } }
-            var result = [KVChunk?](repeating: nil, count: keys.count)
-            for await (i, chunk) in group { result[i] = chunk }
-            return result
-        }
-    }
-
     /// Whether the server answers HEALTH with 200.
     public func isHealthy() async -> Bool {
         let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count

@@ -300,54 +300,77 @@ public final class RedisTier: StorageTier {
 
     /// Whether Redis holds each key: one pipelined batch of EXISTS per connection.
     public func contains(_ keys: [CacheKey]) async -> [Bool] {
-        let replies = await batch(keys) { [self.existsCommand($0)] }
-        return replies.map { $0?.first == .integer(1) }
-    }
-
-    /// The chunks under `keys`, one pipelined batch of GETs per connection; `nil` for each miss.
-    public func get(_ keys: [CacheKey]) async -> [KVChunk?] {
-        let replies = await batch(keys) { self.getCommands($0) }
-        var result: [KVChunk?] = []
-        result.reserveCapacity(keys.count)
-        for (key, replies) in zip(keys, replies) {
-            let found: KVChunk? = replies.flatMap { self.chunk(from: $0[...], key: key) }
-            (found == nil ? metrics.misses : metrics.hits).increment()
-            result.append(found)
+        let found = Mutex([Bool](repeating: false, count: keys.count))
+        await batch(keys, window: .max) { [self.existsCommand($0)] } each: { index, replies in
+            if replies?.first == .integer(1) { found.withLock { $0[index] = true } }
         }
-        return result
+        return found.withLock { $0 }
     }
 
-    /// Sends the commands of each key, grouped by connection; `nil` replies where a batch failed.
-    private func batch(_ keys: [CacheKey], _ commands: @escaping @Sendable (CacheKey) -> [RESPCommand]) async
-        -> [[RESPValue]?]
-    {
-        let groups: [Int: [Int]]
+    /// Fetches the chunks under `keys`: on each connection (each slot on a cluster), pipelined
+    /// windows of ``getWindow`` keys, one after another, each chunk handed to `receive` as its
+    /// window completes. Small windows keep Redis writing replies straight to the socket (a
+    /// pipeline of hundreds of large values makes it buffer them all) and let the caller copy each
+    /// chunk out before the next arrives, so the connection's buffer is reused, not held.
+    public func get(_ keys: [CacheKey], receive: @escaping @Sendable (Int, KVChunk) -> Void) async {
+        await batch(keys, window: Self.getWindow) { self.getCommands($0) } each: { index, replies in
+            let found: KVChunk? = replies.flatMap { self.chunk(from: $0[...], key: keys[index]) }
+            (found == nil ? self.metrics.misses : self.metrics.hits).increment()
+            if let found { receive(index, found) }
+        }
+    }
+
+    /// Keys per pipelined window of a batched get.
+    static let getWindow = 2
+
+    /// Sends the commands of each key, grouped by connection, the groups concurrently, each in
+    /// pipelined windows of `window` keys one after another; on a cluster, one batch per slot
+    /// when `window` is `.max`, else windows of one key, one stream per master. Calls
+    /// `each` with every key's replies (`nil` where its window failed) as its window completes.
+    private func batch(
+        _ keys: [CacheKey], window: Int,
+        _ commands: @escaping @Sendable (CacheKey) -> [RESPCommand],
+        each: @escaping @Sendable (Int, [RESPValue]?) -> Void
+    ) async {
+        let groups: [[Int]]
+        var keysPerWindow = window
         switch backend {
         case .server(let client):
-            groups = Dictionary(grouping: keys.indices) { client.slotIndex(for: keys[$0].description) }
-        case .cluster:
-            // One pipelined batch per slot (a batch may only touch one slot).
+            groups = Array(Dictionary(grouping: keys.indices) { client.slotIndex(for: keys[$0].description) }.values)
+        case .cluster where window == .max:
+            // A pipelined batch may only touch one slot: one batch per slot.
             let layout = options.layout
-            groups = Dictionary(grouping: keys.indices) { RedisClusterSlot.of(Self.keys(of: keys[$0], layout: layout).value) }
+            groups = Array(Dictionary(grouping: keys.indices) {
+                RedisClusterSlot.of(Self.keys(of: keys[$0], layout: layout).value)
+            }.values)
+        case .cluster(let cluster):
+            // Windows of one key (one slot each, so redirects stay per slot), one stream per master.
+            let layout = options.layout
+            groups = Array(Dictionary(grouping: keys.indices) {
+                cluster.owner(ofSlot: RedisClusterSlot.of(Self.keys(of: keys[$0], layout: layout).value)) ?? ""
+            }.values)
+            keysPerWindow = 1
         }
-        return await withTaskGroup(of: [(Int, [RESPValue]?)].self) { group in
-            for (_, indices) in groups {
+        let window = keysPerWindow
+        await withTaskGroup(of: Void.self) { group in
+            for indices in groups {
                 group.addTask {
-                    let perKey = indices.map { commands(keys[$0]) }
-                    guard let replies = try? await self.send(perKey.flatMap { $0 }, about: keys[indices[0]])
-                    else { return indices.map { ($0, nil) } }
-                    var result: [(Int, [RESPValue]?)] = []
-                    var offset = 0
-                    for (index, sent) in zip(indices, perKey) {
-                        result.append((index, Array(replies[offset..<(offset + sent.count)])))
-                        offset += sent.count
+                    for start in stride(from: 0, to: indices.count, by: window) {
+                        let part = indices[start..<min(start + window, indices.count)]
+                        let perKey = part.map { commands(keys[$0]) }
+                        guard let replies = try? await self.send(perKey.flatMap { $0 }, about: keys[part.first!])
+                        else {
+                            for index in part { each(index, nil) }
+                            continue
+                        }
+                        var offset = 0
+                        for (index, sent) in zip(part, perKey) {
+                            each(index, Array(replies[offset..<(offset + sent.count)]))
+                            offset += sent.count
+                        }
                     }
-                    return result
                 }
             }
-            var result = [[RESPValue]?](repeating: nil, count: keys.count)
-            for await part in group { for (index, replies) in part { result[index] = replies } }
-            return result
         }
     }
 

@@ -115,6 +115,19 @@ public final class LocalDiskTier: StorageTier {
         }
     }
 
+    /// Fetches the chunks under `keys` into the heap with the batch in flight (see
+    /// ``promote(_:verifying:into:)``).
+    public func get(_ keys: [CacheKey], receive: @escaping @Sendable (Int, KVChunk) -> Void) async {
+        await withCheckedContinuation { continuation in
+            io.async {
+                self.inFlight(keys) { index, reader in
+                    if let chunk = self.read(reader, threads: 1) { receive(index, chunk) }
+                }
+                continuation.resume()
+            }
+        }
+    }
+
     @discardableResult
     public func put(_ chunk: KVChunk) async throws -> Bool {
         await withCheckedContinuation { continuation in
@@ -134,8 +147,68 @@ public final class LocalDiskTier: StorageTier {
         }
     }
 
+    /// Loads the chunks under `keys`, each if it holds its entry of `tokens`, into the CPU tier's
+    /// pool as ``promote(_:verifying:into:)`` does, with the whole batch in flight: every file is
+    /// opened and its payload announced to the kernel (`POSIX_FADV_WILLNEED`) before the first
+    /// read, so the device sees all of the hit at once, and up to ``readsInFlight`` chunks are read
+    /// and checked at the same time. `nil` for each miss.
+    public func promote(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier) async -> [KVChunk?] {
+        precondition(keys.count == tokens.count, "one token run per key")
+        return await withCheckedContinuation { continuation in
+            io.async { continuation.resume(returning: self.promoteNow(keys, verifying: tokens, into: cpu)) }
+        }
+    }
+
+    /// Chunks a batched read keeps in flight (each read and checked by its own thread).
+    public static let readsInFlight = 4
+
+    private func promoteNow(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier) -> [KVChunk?] {
+        let results = Mutex([KVChunk?](repeating: nil, count: keys.count))
+        inFlight(keys) { index, reader in
+            let chunk = self.promote(reader, verifying: tokens[index], into: cpu, readers: 1)
+            results.withLock { $0[index] = chunk }
+        }
+        return results.withLock { $0 }
+    }
+
+    /// Reads the chunks under `keys` into `destinations` (each exactly its chunk's size) with the
+    /// batch in flight, as ``promote(_:verifying:into:)`` does, checking each (blocking).
+    /// - Returns: for each key, whether its bytes were read and passed their checks.
+    public func read(_ keys: [CacheKey], into destinations: [UnsafeMutableRawBufferPointer]) -> [Bool] {
+        precondition(keys.count == destinations.count, "one destination per key")
+        let addresses = destinations.map { (UInt(bitPattern: $0.baseAddress), $0.count) }
+        let results = Mutex([Bool](repeating: false, count: keys.count))
+        inFlight(keys) { index, reader in
+            let (address, count) = addresses[index]
+            guard count == reader.byteCount, let base = UnsafeMutableRawPointer(bitPattern: address) else { return }
+            let ok = reader.read(into: UnsafeMutableRawBufferPointer(start: base, count: count), threads: 1)
+            results.withLock { $0[index] = ok }
+        }
+        return results.withLock { $0 }
+    }
+
+    /// Opens the files of `keys` and announces every payload to the kernel before the first read,
+    /// then runs `body` on each file opened, with up to ``readsInFlight`` at once (blocking).
+    private func inFlight(_ keys: [CacheKey], _ body: @escaping @Sendable (Int, DiskChunkReader) -> Void) {
+        let readers = keys.map { open($0) }
+        for reader in readers { reader?.willNeed() }
+        let workers = max(1, min(Self.readsInFlight, keys.count))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for index in stride(from: worker, to: keys.count, by: workers) {
+                if let reader = readers[index] { body(index, reader) }
+            }
+        }
+    }
+
     private func promoteNow(_ key: CacheKey, verifying tokens: [Int32], into cpu: LocalCPUTier) -> KVChunk? {
         guard let reader = open(key) else { return nil }
+        return promote(reader, verifying: tokens, into: cpu, readers: 2)
+    }
+
+    private func promote(_ reader: DiskChunkReader, verifying tokens: [Int32], into cpu: LocalCPUTier, readers: Int)
+        -> KVChunk?
+    {
+        let key = reader.key
         guard reader.tokens == tokens else {
             removeNow(key)
             return nil
@@ -143,7 +216,9 @@ public final class LocalDiskTier: StorageTier {
         do {
             let stored = try cpu.put(key: key, tokens: reader.tokens, layout: reader.layout) {
                 (destination) throws(StorageError) in
-                guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+                guard reader.read(into: destination, threads: readers) else {
+                    throw StorageError(.corrupt, "chunk failed its checks")
+                }
             }
             if stored, let chunk = cpu.get(key) { return chunk }
         } catch {
@@ -151,7 +226,9 @@ public final class LocalDiskTier: StorageTier {
         }
         // No room in the CPU tier (or a racing writer got there first): read into the heap.
         let storage = try? HeapChunkStorage(count: reader.byteCount) { (destination) throws(StorageError) in
-            guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+            guard reader.read(into: destination, threads: readers) else {
+                throw StorageError(.corrupt, "chunk failed its checks")
+            }
         }
         return storage.map { KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: $0) }
     }
@@ -169,8 +246,14 @@ public final class LocalDiskTier: StorageTier {
     /// Reads and checks the chunk under `key` (blocking); `nil` on a miss or a failed check.
     public func read(_ key: CacheKey) -> KVChunk? {
         guard let reader = open(key) else { return nil }
+        return read(reader, threads: 2)
+    }
+
+    private func read(_ reader: DiskChunkReader, threads: Int) -> KVChunk? {
         let storage = try? HeapChunkStorage(count: reader.byteCount) { (destination) throws(StorageError) in
-            guard reader.read(into: destination) else { throw StorageError(.corrupt, "chunk failed its checks") }
+            guard reader.read(into: destination, threads: threads) else {
+                throw StorageError(.corrupt, "chunk failed its checks")
+            }
         }
         guard let storage else { return nil }
         return KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: storage)
@@ -529,8 +612,10 @@ public final class LocalDiskTier: StorageTier {
 
 /// An open chunk file whose header passed its checks; reads the KV bytes into caller memory.
 ///
-/// Closes the file when released. Use it from one thread at a time.
-public final class DiskChunkReader {
+/// Closes the file when released. `@unchecked Sendable`: its properties never change after
+/// creation and its reads use `pread` (no shared file offset), so it may be handed to another
+/// thread; call ``read(into:threads:)`` from one thread at a time.
+public final class DiskChunkReader: @unchecked Sendable {
     /// The chunk's key, tokens and layout, from the checked header.
     public let key: CacheKey
     public let tokens: [Int32]
@@ -557,19 +642,27 @@ public final class DiskChunkReader {
     /// Bytes of KV the chunk holds.
     public var byteCount: Int { layout.byteCount(tokens: tokens.count) }
 
+    /// Asks the kernel to start reading the payload now (`POSIX_FADV_WILLNEED`), so that a batch
+    /// of chunks is queued on the device before the first is read.
+    public func willNeed() {
+        _ = posix_fadvise(fd, off_t(payloadOffset), off_t(byteCount), Int32(POSIX_FADV_WILLNEED))
+    }
+
     /// Reads the KV bytes into `destination` (exactly ``byteCount`` bytes) and checks them.
+    /// - Parameter threads: Threads that read and check blocks of this chunk (1 or 2): 2 for a
+    ///   single read, 1 when the caller already reads several chunks at once.
     /// - Returns: `false` when the read fails or the bytes fail their checksum; the chunk is then
     ///   removed from the tier (and `destination` holds garbage).
-    public func read(into destination: UnsafeMutableRawBufferPointer) -> Bool {
+    public func read(into destination: UnsafeMutableRawBufferPointer, threads: Int = 2) -> Bool {
         precondition(destination.count == byteCount, "read(into:) needs exactly \(byteCount) bytes")
-        // Each block is hashed right after it is read, while it is still in cache; the blocks are
-        // split between two threads, each reading and hashing its own, so that the kernel's copy
-        // and the checksum run on both cores.
+        // Each block is hashed right after it is read, while it is still in cache; by default the
+        // blocks are split between two threads, each reading and hashing its own, so that the
+        // kernel's copy and the checksum run on both cores.
         let blocks = DiskChunkFormat.checksumBlocks(destination.count)
         let hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: blocks)
         defer { hashes.deallocate() }
         let failed = Atomic<Bool>(false)
-        let workers = blocks >= 4 ? 2 : 1
+        let workers = blocks >= 4 ? max(1, min(threads, 2)) : 1
         let base = UInt(bitPattern: destination.baseAddress)
         let count = destination.count
         let fd = self.fd

@@ -203,14 +203,75 @@ public final class StorageManager: Sendable {
 
     /// The leading run of `chunks` available in the tiers, each checked against its tokens in
     /// `tokens`; stops at the first chunk no tier has.
+    ///
+    /// The chunks the CPU tier lacks are asked of each slower tier in one batch (``StorageTier/get(_:)-([CacheKey])``:
+    /// one pipelined round trip on Redis, many reads in flight on a disk), not one chunk after
+    /// another; hits are promoted into the CPU tier (from disk straight into its pool).
     public func retrieve(_ chunks: [TokenChunk], tokens: [Int32]) async -> [KVChunk] {
-        var result: [KVChunk] = []
-        result.reserveCapacity(chunks.count)
-        for chunk in chunks {
-            guard let hit = await get(chunk.key, tokens: tokens[chunk.range]) else { break }
-            result.append(hit)
+        guard !chunks.isEmpty else { return [] }
+        var found = [KVChunk?](repeating: nil, count: chunks.count)
+        var missing: [Int] = []
+        var tierIndex = 0
+        if let cpu {
+            let start = ContinuousClock.now
+            for (index, chunk) in chunks.enumerated() {
+                if let hit = try? await cpu.get(chunk.key, verifying: tokens[chunk.range]) {
+                    found[index] = hit
+                    record(hit: 0, since: start)
+                } else {
+                    missing.append(index)
+                }
+            }
+            tierIndex = 1
+        } else {
+            missing = Array(chunks.indices)
         }
-        return result
+        for tier in slowerTiers where !missing.isEmpty {
+            defer { tierIndex += 1 }
+            let start = ContinuousClock.now
+            let keys = missing.map { chunks[$0].key }
+            let hits: [KVChunk?]
+            if let disk = tier as? LocalDiskTier, let cpu {
+                // Disk to CPU pool directly, without an intermediate copy.
+                hits = await disk.promote(keys, verifying: missing.map { Array(tokens[chunks[$0].range]) }, into: cpu)
+                for case let hit? in hits where cpu.contains(hit.key) { countPromotion() }
+            } else {
+                // Each chunk is checked and copied into the CPU tier as it arrives, and the copy is
+                // kept, so that the tier's reply buffers are released at once.
+                let expected = missing.map { Array(tokens[chunks[$0].range]) }
+                let received = Mutex((hits: [KVChunk?](repeating: nil, count: keys.count), foreign: [CacheKey]()))
+                let cpu = self.cpu
+                await tier.get(keys) { offset, hit in
+                    guard hit.tokens == expected[offset] else {
+                        received.withLock { $0.foreign.append(hit.key) }
+                        return
+                    }
+                    var kept = hit
+                    if let cpu, cpu.put(hit) {
+                        self.countPromotion()
+                        kept = cpu.get(hit.key) ?? hit
+                    }
+                    received.withLock { $0.hits[offset] = kept }
+                }
+                let (fetched, foreign) = received.withLock { $0 }
+                // A hash collision or a corrupted store: never served, and removed.
+                for key in foreign { await tier.remove(key) }
+                hits = fetched
+            }
+            var stillMissing: [Int] = []
+            for (offset, index) in missing.enumerated() {
+                if let hit = hits[offset] {
+                    found[index] = hit
+                    record(hit: tierIndex, since: start)
+                } else {
+                    stillMissing.append(index)
+                }
+            }
+            missing = stillMissing
+        }
+        let run = found.prefix { $0 != nil }.map { $0! }
+        if run.count < chunks.count { state.withLock { $0.statistics.misses += 1 } }
+        return run
     }
 
     private func countPromotion() {

@@ -1,4 +1,5 @@
 public import LMCacheCore
+import Synchronization
 
 /// The contract every tier keeps: CPU memory, local disk, and remote stores alike.
 ///
@@ -22,6 +23,15 @@ public protocol StorageTier: AnyObject, Sendable {
     /// long as the caller holds it.
     func get(_ key: CacheKey) async throws -> KVChunk?
 
+    /// Fetches the chunks under `keys`, handing each hit to `receive` with its index in `keys` as
+    /// soon as it arrives (in any order; misses and failures are not reported). A requirement (with
+    /// a default that keeps a few single gets in flight) so that tiers which fetch many chunks at
+    /// once (pipelined windows on Redis, reads in flight on a disk) are called that way through
+    /// `any StorageTier`: a hit of many chunks then costs about one round trip, not one per chunk.
+    /// `receive` should copy what it keeps and return: a chunk may pin a connection's receive
+    /// buffer, and a batch that held every reply would hold all of its bytes at once.
+    func get(_ keys: [CacheKey], receive: @escaping @Sendable (Int, KVChunk) -> Void) async
+
     /// Stores a copy of `chunk`. Returns `false` when the tier declined it (no room that could be
     /// made, or already present); storing is best effort, like every cache.
     @discardableResult
@@ -36,6 +46,9 @@ public protocol StorageTier: AnyObject, Sendable {
     var storesChunks: Bool { get }
 }
 
+/// Single gets the default batched `get` keeps in flight.
+private let defaultGetsInFlight = 8
+
 extension StorageTier {
     /// Tiers store chunks unless they say otherwise.
     public var storesChunks: Bool { true }
@@ -46,6 +59,31 @@ extension StorageTier {
         result.reserveCapacity(keys.count)
         for key in keys { result.append(await contains(key)) }
         return result
+    }
+
+    /// Fetches the chunks under `keys` with up to eight single gets in flight.
+    public func get(_ keys: [CacheKey], receive: @escaping @Sendable (Int, KVChunk) -> Void) async {
+        await withTaskGroup(of: (Int, KVChunk?).self) { group in
+            var next = 0
+            func startNext() {
+                guard next < keys.count else { return }
+                let (index, key) = (next, keys[next])
+                group.addTask { (index, try? await self.get(key)) }
+                next += 1
+            }
+            for _ in 0..<min(defaultGetsInFlight, keys.count) { startNext() }
+            while let (index, chunk) = await group.next() {
+                if let chunk { receive(index, chunk) }
+                startNext()
+            }
+        }
+    }
+
+    /// The chunks under `keys`, in order, `nil` for each miss: ``get(_:receive:)`` collected.
+    public func get(_ keys: [CacheKey]) async -> [KVChunk?] {
+        let found = Mutex([KVChunk?](repeating: nil, count: keys.count))
+        await get(keys) { index, chunk in found.withLock { $0[index] = chunk } }
+        return found.withLock { $0 }
     }
 
     /// The number of leading keys the tier holds: the length of the cached prefix, in chunks.

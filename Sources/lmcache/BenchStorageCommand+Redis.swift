@@ -4,6 +4,7 @@ import LMCacheRemote
 import LMCacheWire
 import Logging
 import NIOCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -115,7 +116,7 @@ extension BenchStorageCommand {
         }
 
         var tierPut: [Double] = [], tierGet: [Double] = [], tierBatchGet: [Double] = []
-        var rawPut: [Double] = [], rawGet: [Double] = []
+        var rawPut: [Double] = [], rawGet: [Double] = [], rawPipelined: [Double] = []
         for _ in 0..<iterations {
             tierPut.append(try await Self.seconds {
                 for chunk in chunks { guard try await tier.put(chunk) else { throw CommandFailure("redis tier: put declined") } }
@@ -128,11 +129,17 @@ extension BenchStorageCommand {
             })
             try verify("redis tier")
             tierBatchGet.append(try await Self.seconds {
-                let hits = await tier.get(chunks.map(\.key))
-                for (index, hit) in hits.enumerated() {
-                    guard let hit else { throw CommandFailure("redis tier batch: miss") }
-                    hit.withUnsafeBytes { copyOut(index, $0) }
+                // Each chunk copied out as it arrives, as the storage manager promotes it.
+                let base = UInt(bitPattern: destination.baseAddress)
+                let received = Mutex(0)
+                await tier.get(chunks.map(\.key)) { index, hit in
+                    hit.withUnsafeBytes { bytes in
+                        precondition(bytes.count == chunkBytes, "a value of \(bytes.count) bytes came back")
+                        memcpy(UnsafeMutableRawPointer(bitPattern: base)! + index * chunkBytes, bytes.baseAddress!, chunkBytes)
+                    }
+                    received.withLock { $0 += 1 }
                 }
+                guard received.withLock({ $0 }) == chunks.count else { throw CommandFailure("redis tier batch: miss") }
             })
             try verify("redis tier batch")
             for chunk in chunks { await tier.remove(chunk.key) }
@@ -159,6 +166,18 @@ extension BenchStorageCommand {
                 }
             })
             try verify("raw GET")
+            rawPipelined.append(try await Self.seconds {
+                // Every GET of a server in one pipelined batch on its connection.
+                for (address, client) in raw.clients {
+                    let indices = values.indices.filter { raw.owners[$0] == address }
+                    let replies = try await client.send(indices.map { RESPCommand("GET", rawKeys[$0]) })
+                    for (index, reply) in zip(indices, replies) {
+                        guard case .bulkString(let value?) = reply else { throw CommandFailure("raw pipelined GET: miss") }
+                        value.withUnsafeReadableBytes { copyOut(index, $0) }
+                    }
+                }
+            })
+            try verify("raw pipelined GET")
             for index in values.indices { _ = try await raw.clients[raw.owners[index]]!.send(RESPCommand("DEL", rawKeys[index])) }
         }
         await raw.close()
@@ -190,6 +209,8 @@ extension BenchStorageCommand {
             ("baseline_get_gbps", Self.format(gbps(rawGet))),
             ("put_vs_baseline", Self.format(gbps(tierPut) / gbps(rawPut))),
             ("get_vs_baseline", Self.format(gbps(tierGet) / gbps(rawGet))),
+            ("baseline_pipelined_get_gbps", Self.format(gbps(rawPipelined))),
+            ("batch_get_vs_pipelined_baseline", Self.format(gbps(tierBatchGet) / gbps(rawPipelined))),
             (
                 "baseline_nodes",
                 "[" + nodeSeconds.keys.sorted().map { node in

@@ -100,6 +100,8 @@ struct DiskBenchmark {
         var coldPlain: [Double] = []
         var warmGets: [Double] = []
         var warmPlain: [Double] = []
+        var coldBatches: [Double] = []
+        var warmBatches: [Double] = []
         for _ in 0..<iterations {
             let tier = try LocalDiskTier(directory: tierDirectory, capacity: capacity, logger: logger)
             tier.removeAll()
@@ -123,6 +125,12 @@ struct DiskBenchmark {
             try buffers.verify()
             warmPlain.append(try BenchStorageCommand.secondsThrowing { try readPlain(plainFile) })
             try buffers.verify()
+            // Batched: every chunk of the "hit" asked for at once, as the storage manager does.
+            try dropCache(directory: tierDirectory)
+            coldBatches.append(BenchStorageCommand.seconds { readTierBatched(tier) })
+            try buffers.verify()
+            warmBatches.append(BenchStorageCommand.seconds { readTierBatched(tier) })
+            try buffers.verify()
             tier.removeAll()
         }
         let gb = Double(total) / 1e9
@@ -143,6 +151,11 @@ struct DiskBenchmark {
             ("warm_baseline_gbps", format(gb / median(warmPlain))),
             ("put_baseline_gbps", format(gb / median(plainWrites))),
             ("get_vs_baseline", format(median(coldPlain) / median(coldGets))),
+            ("batch_get_gbps", format(gb / median(coldBatches))),
+            ("warm_batch_get_gbps", format(gb / median(warmBatches))),
+            ("batch_reads_in_flight", "\(LocalDiskTier.readsInFlight)"),
+            ("batch_get_vs_baseline", format(median(coldPlain) / median(coldBatches))),
+            ("warm_batch_get_vs_baseline", format(median(warmPlain) / median(warmBatches))),
             ("warm_get_vs_baseline", format(median(warmPlain) / median(warmGets))),
             ("put_vs_baseline", format(median(plainWrites) / median(puts))),
             ("checksum_gbps", format(gb / median(checksums))),
@@ -154,6 +167,11 @@ struct DiskBenchmark {
             // Straight into the destination, as an engine (or the CPU tier, on promotion) loads it.
             _ = tier.open(chunk.key)?.read(into: buffers.destinationChunk(index))
         }
+    }
+
+    private func readTierBatched(_ tier: LocalDiskTier) {
+        let ok = tier.read(chunks.map(\.key), into: chunks.indices.map { buffers.destinationChunk($0) })
+        precondition(ok.allSatisfy { $0 }, "a batched disk read failed")
     }
 
     private func writePlain(_ path: String) throws {

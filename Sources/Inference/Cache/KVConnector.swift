@@ -175,13 +175,7 @@ public final class KVConnector: Sendable {
             // The first position that a query at `target` (the first computed token) sees in a windowed layer.
             let firstVisible = max(0, target - groups.window + 1)
             let windowStart = chunks[..<needed].firstIndex { $0.range.upperBound > firstVisible } ?? needed
-            var windowHits: [KVChunk] = []
-            for index in windowStart..<needed {
-                guard
-                    let hit = await storage.get(windowedChunks[index].key, tokens: tokens[windowedChunks[index].range])
-                else { break }
-                windowHits.append(hit)
-            }
+            let windowHits = await storage.retrieve(Array(windowedChunks[windowStart..<needed]), tokens: tokens)
             guard windowHits.count == needed - windowStart else {
                 usable = windowStart + windowHits.count
                 continue
