@@ -62,11 +62,18 @@ let package = Package(
         ),
         // CRC-32C with the SSE4.2 instruction (checked at run time): the disk tier's payload checksum.
         .target(name: "CChecksum", cSettings: [.unsafeFlags(["-O3"])]),
+        // KV codecs behind `remote_serde` / `local_disk_serde`; zstd from Debian's libzstd-dev.
+        .target(
+            name: "CKVCodec",
+            cSettings: [.unsafeFlags(["-O3"])],
+            linkerSettings: [.linkedLibrary("zstd")]
+        ),
         .target(
             name: "LMCacheStorage",
             dependencies: [
                 "LMCacheCore",
                 "CChecksum",
+                "CKVCodec",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],

@@ -1,5 +1,6 @@
 public import LMCacheCore
 public import NIOCore
+import LMCacheStorage
 
 /// The payload framing our remote tier puts around a ``KVChunk`` in an `lm://` value.
 ///
@@ -18,12 +19,12 @@ public import NIOCore
 /// | 16 | 4 | KV heads |
 /// | 20 | 4 | head size |
 /// | 24 | 4 | dtype, as its `lm://` code (2 float16, 3 bfloat16, 4 float32) |
-/// | 28 | 4 | reserved, 0 |
-/// | 32 | 8 | KV byte count |
+/// | 28 | 4 | payload codec: 0 the KV bytes as they are, else the ``KVSerde``'s codec (1 lossless, 2 q8, 3 cachegen) |
+/// | 32 | 8 | payload byte count (the KV bytes, or their encoded stream) |
 /// | 40 | 16 | the chunk hash (low, then high 64 bits) |
 /// | 56 | 8 | checksum of bytes 0..<56, the tokens and the KV bytes |
 /// | 64 | 4 × tokens | token ids, `int32` |
-/// | … | KV byte count | the KV bytes, laid out as ``KVLayout`` says |
+/// | … | payload byte count | the KV bytes, laid out as ``KVLayout`` says, or their encoded stream |
 ///
 /// The `lm://` header of such a PUT describes the value as LMCache describes opaque bytes:
 /// format ``wireFormat`` (LMCache's `BINARY`), dtype ``wireDType`` (`uint8`) and shape
@@ -44,8 +45,14 @@ public enum KVChunkFrame {
     public static let maximumTokens = 1 << 20
     private static let magic: UInt32 = 0x564B_4D4C  // "LMKV" read as a little-endian UInt32.
 
-    /// The frame header and the tokens of `chunk` (the KV bytes follow them on the wire).
-    public static func prefix(of chunk: KVChunk, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+    /// The frame header and the tokens of `chunk`, for `payload` (the chunk's KV bytes, or their
+    /// `codec` stream), which follows them on the wire.
+    public static func prefix(
+        of chunk: KVChunk,
+        codec: UInt32 = 0,
+        payload: UnsafeRawBufferPointer,
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: headerSize + 4 * chunk.tokens.count)
         let layout = chunk.layout
         buffer.writeInteger(magic, endianness: .little)
@@ -56,28 +63,45 @@ public enum KVChunkFrame {
         buffer.writeInteger(UInt32(layout.kvHeads), endianness: .little)
         buffer.writeInteger(UInt32(layout.headDim), endianness: .little)
         buffer.writeInteger(layout.dtype.wireCode, endianness: .little)
-        buffer.writeInteger(UInt32(0), endianness: .little)
-        buffer.writeInteger(UInt64(chunk.byteCount), endianness: .little)
+        buffer.writeInteger(codec, endianness: .little)
+        buffer.writeInteger(UInt64(payload.count), endianness: .little)
         buffer.writeInteger(chunk.key.hash.low, endianness: .little)
         buffer.writeInteger(chunk.key.hash.high, endianness: .little)
         var tokens = allocator.buffer(capacity: 4 * chunk.tokens.count)
         for token in chunk.tokens { tokens.writeInteger(token, endianness: .little) }
         let checksum = buffer.withUnsafeReadableBytes { head in
-            tokens.withUnsafeReadableBytes { tokenBytes in
-                chunk.withUnsafeBytes { kv in FrameChecksum.of(head, tokenBytes, kv) }
-            }
+            tokens.withUnsafeReadableBytes { tokenBytes in FrameChecksum.of(head, tokenBytes, payload) }
         }
         buffer.writeInteger(checksum, endianness: .little)
         buffer.writeBuffer(&tokens)
         return buffer
     }
 
-    /// The whole frame of `chunk` in one buffer (one copy of the KV bytes).
-    public static func encode(_ chunk: KVChunk, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        var buffer = prefix(of: chunk, allocator: allocator)
-        buffer.reserveCapacity(minimumWritableBytes: chunk.byteCount)
-        _ = chunk.withUnsafeBytes { buffer.writeBytes($0) }
-        return buffer
+    /// The whole frame of `chunk` in one buffer, its KV encoded with `serde` (float16 KV only;
+    /// other dtypes, and KV the codec refuses, travel as they are).
+    public static func encode(
+        _ chunk: KVChunk,
+        serde: KVSerde = .naive,
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) -> ByteBuffer {
+        let codec = KVCodec.codec(serde, for: chunk.layout)
+        if codec != 0,
+            let stream = chunk.withUnsafeBytes({
+                KVCodec.encode($0, codec: codec, layout: chunk.layout, tokens: chunk.tokens.count)
+            })
+        {
+            return stream.withUnsafeBytes { payload in
+                var buffer = prefix(of: chunk, codec: codec, payload: payload, allocator: allocator)
+                buffer.writeBytes(payload)
+                return buffer
+            }
+        }
+        return chunk.withUnsafeBytes { payload in
+            var buffer = prefix(of: chunk, payload: payload, allocator: allocator)
+            buffer.reserveCapacity(minimumWritableBytes: payload.count)
+            buffer.writeBytes(payload)
+            return buffer
+        }
     }
 
     /// Decodes the frame in `bytes` as the chunk stored under `key`.
@@ -106,14 +130,19 @@ public enum KVChunkFrame {
         let limit = 1 << 16
         guard tokenCount == key.tokenCount, tokenCount <= maximumTokens,
             (1...limit).contains(layers), (1...limit).contains(kvHeads), (1...limit).contains(headDim),
-            let dtype = KVDType(wireCode: Int32(truncatingIfNeeded: u32(24))), dtype.wireCode == Int32(u32(24)),
-            u32(28) == 0
+            let dtype = KVDType(wireCode: Int32(truncatingIfNeeded: u32(24))), dtype.wireCode == Int32(u32(24))
         else { return nil }
+        let codec = UInt32(u32(28))
         let layout = KVLayout(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: dtype)
         // Each factor is at most 2^16 (tokens 2^20, size 4), so no product overflows 64 bits.
         let kvCount = layout.byteCount(tokens: tokenCount)
-        guard UInt64(kvCount) == bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian,
-            bytes.count == headerSize + 4 * tokenCount + kvCount,
+        let payloadCount = bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian
+        let plausible =
+            codec == 0
+            ? payloadCount == UInt64(kvCount)
+            : KVCodec.isKnown(codec) && dtype == .float16
+                && payloadCount <= UInt64(KVCodec.bound(codec: codec, layout: layout, tokens: tokenCount))
+        guard plausible, UInt64(bytes.count) == UInt64(headerSize + 4 * tokenCount) + payloadCount,
             bytes.loadUnaligned(fromByteOffset: 40, as: UInt64.self).littleEndian == key.hash.low,
             bytes.loadUnaligned(fromByteOffset: 48, as: UInt64.self).littleEndian == key.hash.high
         else { return nil }
@@ -128,12 +157,15 @@ public enum KVChunkFrame {
         for i in 0..<tokenCount {
             tokens.append(Int32(littleEndian: tokenBytes.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
         }
-        return KVChunk(
-            key: key,
-            tokens: tokens,
-            layout: layout,
-            storage: FramedChunkStorage(owner: owner, bytes: kvBytes)
-        )
+        guard codec != 0 else {
+            return KVChunk(key: key, tokens: tokens, layout: layout, storage: FramedChunkStorage(owner: owner, bytes: kvBytes))
+        }
+        let decoded = try? HeapChunkStorage(count: kvCount) { (destination) throws(StorageError) in
+            guard KVCodec.decode(kvBytes, codec: codec, layout: layout, tokens: tokenCount, into: destination) else {
+                throw StorageError(.corrupt, "the frame's payload does not decode")
+            }
+        }
+        return decoded.map { KVChunk(key: key, tokens: tokens, layout: layout, storage: $0) }
     }
 }
 

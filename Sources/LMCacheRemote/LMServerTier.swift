@@ -44,6 +44,9 @@ public final class LMServerTier: StorageTier {
         public var maximumBackoff: Duration = .seconds(5)
         /// The largest value sent or accepted. Default 1 GiB.
         public var maximumValueBytes: Int = 1 << 30
+        /// How chunks' KV is serialized in the frames this tier stores (`remote_serde`). Frames of
+        /// any serde are read. Default `naive`.
+        public var serde: KVSerde = .naive
 
         /// The default options.
         public init() {}
@@ -118,13 +121,12 @@ public final class LMServerTier: StorageTier {
     /// when the server is unreachable or the chunk exceeds ``Options/maximumValueBytes``.
     @discardableResult
     public func put(_ chunk: KVChunk) async throws -> Bool {
-        let total = KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount
+        guard KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount <= 2 * options.maximumValueBytes,
+            let channel = await channel(slot: slot(for: Self.wireKey(chunk.key)))
+        else { return false }
+        let payload = KVChunkFrame.encode(chunk, serde: options.serde, allocator: channel.allocator)
+        let total = payload.readableBytes
         guard total <= options.maximumValueBytes else { return false }
-        guard let channel = await channel(slot: slot(for: Self.wireKey(chunk.key))) else { return false }
-        let allocator = channel.allocator
-        var payload = KVChunkFrame.prefix(of: chunk, allocator: allocator)
-        payload.reserveCapacity(minimumWritableBytes: chunk.byteCount)
-        _ = chunk.withUnsafeBytes { payload.writeBytes($0) }
         let header = LMRequestHeader(
             command: .put,
             key: Self.wireKey(chunk.key),

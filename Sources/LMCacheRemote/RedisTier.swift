@@ -49,6 +49,9 @@ public final class RedisTier: StorageTier {
         public var maximumValueBytes: Int = 1 << 30
         /// Time to live of stored chunks (`SET … EX`); `nil` keeps them until Redis evicts them.
         public var ttl: Duration?
+        /// How chunks' KV is serialized in the frames this tier stores (`remote_serde`). Frames of
+        /// any serde are read. Default `naive`.
+        public var serde: KVSerde = .naive
         /// The key layout. Default ``RedisLayout/framed``.
         public var layout: RedisLayout = .framed
         /// ACL user name (`AUTH user password`).
@@ -198,9 +201,11 @@ public final class RedisTier: StorageTier {
 
     /// The commands that store `chunk` (data first, then metadata), or `nil` when it is too large.
     func putCommands(_ chunk: KVChunk) -> [RESPCommand]? {
-        let total = KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount
+        guard KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount <= 2 * options.maximumValueBytes
+        else { return nil }
+        let frame = KVChunkFrame.encode(chunk, serde: options.serde)
+        let total = frame.readableBytes
         guard total <= options.maximumValueBytes, total <= Int(Int32.max) else { return nil }
-        let frame = KVChunkFrame.encode(chunk)
         let keys = Self.keys(of: chunk.key, layout: options.layout)
         var expiry: [ByteBuffer] = []
         if let ttl = options.ttl {

@@ -5,7 +5,8 @@ public import Logging
 /// The remote tier that `url` (`remote_url`, or `remote_server_addr`) names.
 ///
 /// `lm://host:port` gives an ``LMServerTier``; `redis://[user:password@]host:port[/db]` gives a
-/// ``RedisTier`` with `configuration`'s `remote_ttl` and `redis_layout`;
+/// ``RedisTier`` with `configuration`'s `remote_ttl` and `redis_layout`; every remote tier
+/// serializes KV as `remote_serde` says;
 /// `redis-cluster://host:port[,host:port…]` a ``RedisTier`` on that cluster (framed layout only).
 /// - Throws: ``StorageError`` with code `unavailable` for a scheme this build cannot serve
 ///   (`rediss://`: this build has no TLS), and `invalidArgument` for `redis_layout: lmcache` on a cluster.
@@ -17,13 +18,16 @@ public func makeRemoteTier(
     }
     switch url.scheme {
     case "lm":
-        return LMServerTier(host: endpoint.host, port: endpoint.port, logger: logger)
+        var options = LMServerTier.Options()
+        options.serde = configuration.remoteSerde
+        return LMServerTier(host: endpoint.host, port: endpoint.port, options: options, logger: logger)
     case "redis":
         var options = RedisTier.Options(layout: configuration.redisLayout,
             ttl: configuration.remoteTTL > 0 ? .seconds(configuration.remoteTTL) : nil)
         options.user = url.user
         options.password = url.password
         options.database = url.database
+        options.serde = configuration.remoteSerde
         return RedisTier(host: endpoint.host, port: endpoint.port, options: options, logger: logger)
     case "redis-cluster":
         guard configuration.redisLayout == .framed else {
@@ -34,6 +38,7 @@ public func makeRemoteTier(
             ttl: configuration.remoteTTL > 0 ? .seconds(configuration.remoteTTL) : nil)
         options.user = url.user
         options.password = url.password
+        options.serde = configuration.remoteSerde
         return RedisTier(cluster: url.endpoints.map { ($0.host, $0.port) }, options: options, logger: logger)
     default:
         throw StorageError(.unavailable, "remote_url scheme \(url.scheme):// is not yet supported (lm://, redis:// and redis-cluster:// are)")

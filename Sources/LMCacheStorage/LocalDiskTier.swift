@@ -32,6 +32,8 @@ public final class LocalDiskTier: StorageTier {
     private let capacity: Int
     private let policy: CachePolicy
     private let fsync: Bool
+    /// How chunk files hold the KV (``KVSerde``): as they are, or encoded.
+    public let serde: KVSerde
     private let logger: Logger
     private let state: Mutex<State>
     private let io = DispatchQueue(label: "lmcache.storage.disk", attributes: .concurrent)
@@ -45,6 +47,7 @@ public final class LocalDiskTier: StorageTier {
     ///   - policy: Eviction order.
     ///   - fsync: Flush each file (and the directory) before it becomes visible: survives power
     ///     loss, not just process crashes. Off by default: rename alone is atomic for crashes.
+    ///   - serde: How new files hold the KV (`local_disk_serde`); files of any serde are read.
     ///   - logger: Where the tier logs.
     /// - Throws: ``StorageError`` when the directory cannot be created or read.
     public init(
@@ -52,6 +55,7 @@ public final class LocalDiskTier: StorageTier {
         capacity: Int,
         policy: CachePolicy = .lru,
         fsync: Bool = false,
+        serde: KVSerde = .naive,
         logger: Logger = Logger(label: "lmcache.storage.disk")
     ) throws(StorageError) {
         guard capacity > 0 else { throw StorageError(.invalidArgument, "disk tier capacity must be positive") }
@@ -61,6 +65,7 @@ public final class LocalDiskTier: StorageTier {
         self.capacity = capacity
         self.policy = policy
         self.fsync = fsync
+        self.serde = serde
         self.logger = logger
         self.metrics = TierMetrics(tier: "disk")
         if mkdir(path, 0o755) != 0 && errno != EEXIST {
@@ -80,6 +85,7 @@ public final class LocalDiskTier: StorageTier {
             directory: directory,
             capacity: configuration.maxLocalDiskBytes,
             policy: configuration.cachePolicy,
+            serde: configuration.localDiskSerde,
             logger: logger
         )
     }
@@ -300,9 +306,25 @@ public final class LocalDiskTier: StorageTier {
     /// Writes `chunk` crash-safely (blocking); `false` when declined or failed.
     @discardableResult
     public func write(_ chunk: KVChunk) -> Bool {
+        let codec = KVCodec.codec(serde, for: chunk.layout)
+        var encoded: [UInt8]?
+        if codec != 0 {
+            guard !containsNow(chunk.key) else { return false }
+            encoded = chunk.withUnsafeBytes {
+                KVCodec.encode($0, codec: codec, layout: chunk.layout, tokens: chunk.tokens.count)
+            }
+        }
+        if let encoded {
+            return encoded.withUnsafeBytes { write(chunk, payload: $0, codec: codec) }
+        }
+        return chunk.withUnsafeBytes { write(chunk, payload: $0, codec: 0) }
+    }
+
+    /// Writes `chunk`'s file with `payload` (its KV bytes, or their `codec` stream).
+    private func write(_ chunk: KVChunk, payload: UnsafeRawBufferPointer, codec: UInt32) -> Bool {
         let nameBytes = chunk.key.modelName.utf8.count
-        let headerLength = DiskChunkFormat.headerLength(tokens: chunk.tokens.count, nameBytes: nameBytes)
-        let fileSize = headerLength + chunk.byteCount
+        let headerLength = DiskChunkFormat.headerLength(tokens: chunk.tokens.count, nameBytes: nameBytes, codec: codec)
+        let fileSize = headerLength + payload.count
         let reservation = state.withLock { $0.reserve(chunk.key, size: fileSize, capacity: capacity) }
         guard case .reserved(let victims) = reservation else {
             if case .tooLarge = reservation {
@@ -318,7 +340,10 @@ public final class LocalDiskTier: StorageTier {
         let temporaryPath =
             directory + "/" + DiskChunkFormat.temporaryPrefix
             + "\(getpid())-\(temporaryCounter.add(1, ordering: .relaxed).newValue)-" + fileName
-        let outcome = writeFile(chunk, headerLength: headerLength, temporaryPath: temporaryPath, finalPath: finalPath)
+        let outcome = writeFile(
+            chunk, payload: payload, codec: codec, headerLength: headerLength,
+            temporaryPath: temporaryPath, finalPath: finalPath
+        )
         switch outcome {
         case .success:
             state.withLock { $0.commit(chunk.key, fileName: fileName, size: fileSize) }
@@ -394,9 +419,11 @@ public final class LocalDiskTier: StorageTier {
         let declared = header.withUnsafeBytes {
             Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         }
+        // The largest header any version declares.
         let maxHeader = DiskChunkFormat.headerLength(
             tokens: DiskChunkFormat.maxTokens,
-            nameBytes: DiskChunkFormat.maxNameBytes
+            nameBytes: DiskChunkFormat.maxNameBytes,
+            codec: 1
         )
         if declared > header.count {
             guard declared <= min(fileSize, maxHeader) else {
@@ -432,6 +459,8 @@ public final class LocalDiskTier: StorageTier {
 
     private func writeFile(
         _ chunk: KVChunk,
+        payload: UnsafeRawBufferPointer,
+        codec: UInt32,
         headerLength: Int,
         temporaryPath: String,
         finalPath: String
@@ -439,19 +468,20 @@ public final class LocalDiskTier: StorageTier {
         let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: 64)
         defer { header.deallocate() }
         header.initializeMemory(as: UInt8.self, repeating: 0)
-        let checksum = chunk.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) }
         DiskChunkFormat.writeHeader(
             key: chunk.key,
             tokens: chunk.tokens,
             layout: chunk.layout,
-            payloadChecksum: checksum,
+            codec: codec,
+            payloadLength: payload.count,
+            payloadChecksum: DiskChunkFormat.payloadChecksum(payload),
             into: header
         )
         let fd = Glibc.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return .failure(IOError(code: errno, operation: "create")) }
         var closed = false
         defer { if !closed { close(fd) } }
-        let wrote = chunk.withUnsafeBytes { payload -> Result<Void, IOError> in
+        let wrote = { () -> Result<Void, IOError> in
             var vectors = [
                 iovec(iov_base: header.baseAddress, iov_len: headerLength),
                 iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count),
@@ -476,7 +506,7 @@ public final class LocalDiskTier: StorageTier {
                 }
             }
             return .success(())
-        }
+        }()
         if case .failure = wrote { return wrote }
         if fsync && Glibc.fsync(fd) != 0 { return .failure(IOError(code: errno, operation: "fsync")) }
         closed = true
@@ -594,9 +624,11 @@ public final class LocalDiskTier: StorageTier {
         let declared = fixed.withUnsafeBytes {
             Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         }
+        // The largest header any version declares.
         let maxHeader = DiskChunkFormat.headerLength(
             tokens: DiskChunkFormat.maxTokens,
-            nameBytes: DiskChunkFormat.maxNameBytes
+            nameBytes: DiskChunkFormat.maxNameBytes,
+            codec: 1
         )
         guard declared >= DiskChunkFormat.fixedHeaderSize, declared <= min(size, maxHeader) else {
             return .failure("header length \(declared) impossible for a file of \(size) bytes")
@@ -624,7 +656,10 @@ public final class DiskChunkReader: @unchecked Sendable {
     private let path: String
     private let fd: Int32
     private let payloadOffset: Int
+    private let payloadLength: Int
     private let checksum: UInt64
+    /// The payload's codec (``KVCodec``); 0 when it is the KV bytes as they are.
+    private let codec: UInt32
 
     fileprivate init(tier: LocalDiskTier, path: String, fd: Int32, header: DiskChunkFormat.Header) {
         self.tier = tier
@@ -634,7 +669,9 @@ public final class DiskChunkReader: @unchecked Sendable {
         self.tokens = header.tokens
         self.layout = header.layout
         self.payloadOffset = header.headerLength
+        self.payloadLength = header.payloadLength
         self.checksum = header.payloadChecksum
+        self.codec = header.codec
     }
 
     deinit { close(fd) }
@@ -645,16 +682,39 @@ public final class DiskChunkReader: @unchecked Sendable {
     /// Asks the kernel to start reading the payload now (`POSIX_FADV_WILLNEED`), so that a batch
     /// of chunks is queued on the device before the first is read.
     public func willNeed() {
-        _ = posix_fadvise(fd, off_t(payloadOffset), off_t(byteCount), Int32(POSIX_FADV_WILLNEED))
+        _ = posix_fadvise(fd, off_t(payloadOffset), off_t(payloadLength), Int32(POSIX_FADV_WILLNEED))
     }
 
-    /// Reads the KV bytes into `destination` (exactly ``byteCount`` bytes) and checks them.
+    /// Reads the KV bytes into `destination` (exactly ``byteCount`` bytes) and checks them; an
+    /// encoded payload is read into scratch memory, checked, and decoded into `destination`.
     /// - Parameter threads: Threads that read and check blocks of this chunk (1 or 2): 2 for a
     ///   single read, 1 when the caller already reads several chunks at once.
-    /// - Returns: `false` when the read fails or the bytes fail their checksum; the chunk is then
-    ///   removed from the tier (and `destination` holds garbage).
+    /// - Returns: `false` when the read fails, the bytes fail their checksum or do not decode; the
+    ///   chunk is then removed from the tier (and `destination` holds garbage).
     public func read(into destination: UnsafeMutableRawBufferPointer, threads: Int = 2) -> Bool {
         precondition(destination.count == byteCount, "read(into:) needs exactly \(byteCount) bytes")
+        guard codec != 0 else {
+            guard readPayload(into: destination, threads: threads) else { return false }
+            tier.countRead(bytes: payloadLength)
+            return true
+        }
+        let stream = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, payloadLength), alignment: 64)
+        defer { stream.deallocate() }
+        let payload = UnsafeMutableRawBufferPointer(rebasing: stream[0..<payloadLength])
+        guard readPayload(into: payload, threads: threads) else { return false }
+        guard KVCodec.decode(UnsafeRawBufferPointer(payload), codec: codec, layout: layout, tokens: tokens.count, into: destination)
+        else {
+            tier.quarantine(key: key, path: path, reason: "payload does not decode")
+            tier.countFailedRead()
+            return false
+        }
+        tier.countRead(bytes: payloadLength)
+        return true
+    }
+
+    /// Reads the stored payload (exactly its length) into `destination` and checks its checksum.
+    private func readPayload(into destination: UnsafeMutableRawBufferPointer, threads: Int) -> Bool {
+        precondition(destination.count == payloadLength)
         // Each block is hashed right after it is read, while it is still in cache; by default the
         // blocks are split between two threads, each reading and hashing its own, so that the
         // kernel's copy and the checksum run on both cores.
@@ -695,7 +755,6 @@ public final class DiskChunkReader: @unchecked Sendable {
             tier.countFailedRead()
             return false
         }
-        tier.countRead(bytes: destination.count)
         return true
     }
 }

@@ -124,4 +124,14 @@ enum CPUDescription {
         }
         return "unknown"
     }
+
+    /// The CPU flags that choose kernel paths (AVX2, FMA, F16C, the AVX-512 family), as
+    /// `/proc/cpuinfo` names them.
+    static var flags: [String] {
+        let relevant: Set = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        else { return [] }
+        return line.split(separator: " ").map(String.init).filter { relevant.contains($0) }
+    }
 }

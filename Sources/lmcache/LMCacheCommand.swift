@@ -17,7 +17,10 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the cache and the engine against baselines measured in the same run.",
-        subcommands: [BenchStorageCommand.self, BenchEngineCommand.self, BenchTTFTCommand.self, BenchBlendCommand.self]
+        subcommands: [
+            BenchStorageCommand.self, BenchEngineCommand.self, BenchTTFTCommand.self, BenchBlendCommand.self,
+            BenchSerdeCommand.self,
+        ]
     )
 }
 

@@ -101,6 +101,47 @@ struct KVConnectorTests {
         #expect(result.promptTokens == 600)
     }
 
+    @Test("a hit read back from a disk tier with the lossless serde is exact; lossy serdes key their chunks apart")
+    func diskSerdes() async throws {
+        let model = try TestModel.model()
+        let directory = FileManager.default.temporaryDirectory.appending(path: "lmcache-serde-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var configuration = LMCacheConfiguration()
+        configuration.localCPU = false
+        configuration.localDisk = directory
+        configuration.maxLocalDiskSize = 0.0625
+        configuration.localDiskSerde = .lossless
+        let storage = try StorageManager(configuration: configuration, prefault: false)
+        let connector = KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
+        let prompt = sampleTokens(600, seed: 21)
+        let reference = try uncachedRun(model, prompt)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await storage.run() }
+            _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
+            await storage.flush()
+            let warm = try await cachedRun(connector, model, prompt)
+            #expect(warm.loaded == 512)
+            #expect(warm.tokens == reference.tokens)
+            let same = warm.logits == reference.logits
+            #expect(same, "largest logit difference \(maxDifference(warm.logits, reference.logits))")
+            group.cancelAll()
+        }
+        // The files hold encoded streams, smaller than the float16 KV.
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".lmkv") }
+        let stored = try files.reduce(0) { total, name in
+            total + (try FileManager.default.attributesOfItem(atPath: directory + "/" + name)[.size] as! Int)
+        }
+        #expect(!files.isEmpty && stored < model.kvLayout.byteCount(tokens: 512) / 2)
+
+        var lossy = configuration
+        lossy.localDiskSerde = .q8
+        let lossyConnector = KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: lossy)
+        let exactKeys = connector.keyer().chunks(for: prompt).map(\.key)
+        let lossyKeys = lossyConnector.keyer().chunks(for: prompt).map(\.key)
+        #expect(Set(exactKeys).isDisjoint(with: lossyKeys))
+        #expect(await lossyConnector.lookup(prompt).hits.isEmpty)
+    }
+
     @Test("a prompt sharing only a prefix loads the shared full chunks and stays exact")
     func partialHit() async throws {
         let model = try TestModel.model()

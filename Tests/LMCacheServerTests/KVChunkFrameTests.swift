@@ -22,10 +22,30 @@ struct KVChunkFrameTests {
         #expect(back.contentEquals(chunk))
     }
 
-    @Test("any flipped byte, any truncation, and another key's frame decode to nothing")
-    func corruption() {
+    @Test("frames of every serde decode: lossless ones to the same bytes, lossy ones to the chunk's shape, smaller")
+    func serdes() throws {
+        let chunk = LMServerTierTests.chunk(seed: 5, tokens: 64, layout: KVLayout(layers: 2, kvHeads: 1, headDim: 64, dtype: .float16))
+        for serde in KVSerde.allCases {
+            let frame = KVChunkFrame.encode(chunk, serde: serde)
+            let back = try #require(KVChunkFrame.decodeForTesting(frame, key: chunk.key), "\(serde)")
+            #expect(back.tokens == chunk.tokens && back.layout == chunk.layout && back.byteCount == chunk.byteCount)
+            if serde.isLossless {
+                #expect(back.contentEquals(chunk), "\(serde)")
+            } else {
+                #expect(frame.readableBytes < KVChunkFrame.headerSize + 4 * 64 + chunk.byteCount * 6 / 10, "\(serde)")
+            }
+        }
+        // float32 KV travels as it is whatever the serde.
+        let wide = LMServerTierTests.chunk(seed: 6, tokens: 4, layout: KVLayout(layers: 1, kvHeads: 1, headDim: 4, dtype: .float32))
+        let frame = KVChunkFrame.encode(wide, serde: .cachegen)
+        #expect(frame.readableBytes == KVChunkFrame.headerSize + 4 * 4 + wide.byteCount)
+        #expect(KVChunkFrame.decodeForTesting(frame, key: wide.key)?.contentEquals(wide) == true)
+    }
+
+    @Test("any flipped byte, any truncation, and another key's frame decode to nothing", arguments: [KVSerde.naive, .lossless, .q8])
+    func corruption(serde: KVSerde) {
         let chunk = Self.smallChunk()
-        let frame = KVChunkFrame.encode(chunk)
+        let frame = KVChunkFrame.encode(chunk, serde: serde)
         for offset in 0..<frame.readableBytes {
             for bit in [UInt8(1), 0x80] {
                 var bad = frame

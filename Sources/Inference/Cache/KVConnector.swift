@@ -93,8 +93,13 @@ public final class KVConnector: Sendable {
     ) {
         self.init(
             storage: storage,
-            // The arithmetic is part of the identity: KV computed otherwise is never loaded as if exact.
-            model: ModelIdentity(name: name, fingerprint: "\(model.identity)/\(Linear.arithmeticIdentity)"),
+            // The arithmetic is part of the identity: KV computed otherwise is never loaded as if
+            // exact. So are lossy serdes: KV that went through one is only loaded by their users.
+            model: ModelIdentity(
+                name: name,
+                fingerprint: "\(model.identity)/\(Linear.arithmeticIdentity)"
+                    + (configuration.lossySerdeIdentity.map { "/serde.\($0)" } ?? "")
+            ),
             layout: model.kvLayout,
             chunkSize: configuration.chunkSize,
             saveUnfullChunk: configuration.saveUnfullChunk,

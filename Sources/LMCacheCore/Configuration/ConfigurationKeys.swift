@@ -66,6 +66,7 @@ extension ConfigurationKey {
         int("remote_ttl", \.remoteTTL, range: 0...Int(Int32.max)),
         choice("redis_layout", \.redisLayout),
         choice("remote_serde", \.remoteSerde),
+        choice("local_disk_serde", \.localDiskSerde),
         choice("cache_policy", \.cachePolicy, caseInsensitive: true),
         bool("save_unfull_chunk", \.saveUnfullChunk),
         bool("window_aware_loading", \.windowAwareLoading),

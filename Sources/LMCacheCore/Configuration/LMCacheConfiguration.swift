@@ -20,10 +20,26 @@ public enum RedisLayout: String, Sendable, Hashable, CaseIterable, CustomStringC
     public var description: String { rawValue }
 }
 
-/// How chunks are serialized for remote tiers (`remote_serde`).
-public enum RemoteSerde: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+/// How a tier serializes chunks' KV bytes (`remote_serde`, `local_disk_serde`).
+///
+/// The codecs work on float16 KV (the engine's default); float32 and bfloat16 chunks are stored
+/// as they are whatever the serde. Every stored chunk records its codec, so a reader decodes what
+/// any writer stored. The lossy serdes change the KV, so they are also part of the chunk keys'
+/// identity (``LMCacheConfiguration/lossySerdeIdentity``): an instance that stores exact KV never
+/// loads theirs, and the reverse.
+public enum KVSerde: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     /// The KV bytes as they are in memory (lossless).
     case naive
+    /// Bit-exact compression: float16 byte planes, the high one entropy-coded (zstd).
+    case lossless
+    /// 8 bits per value: one float16 scale per head of each token (lossy, about 2× smaller).
+    case q8
+    /// CacheGen-style: quantization steps per layer, K/V and channel, entropy-coded (lossy, about
+    /// 4× smaller or more).
+    case cachegen
+
+    /// Whether decoding gives back exactly the bytes that were encoded.
+    public var isLossless: Bool { self == .naive || self == .lossless }
 
     public var description: String { rawValue }
 }
@@ -182,8 +198,10 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     /// chunk under a hash-tagged key, cluster-safe) or `lmcache` (LMCache's `<key>kv_bytes` and
     /// `<key>metadata`). Default `framed`.
     public var redisLayout: RedisLayout = .framed
-    /// `remote_serde`: serialization for remote tiers. Default `naive`.
-    public var remoteSerde: RemoteSerde = .naive
+    /// `remote_serde`: how the remote tier serializes KV (``KVSerde``). Default `naive`.
+    public var remoteSerde: KVSerde = .naive
+    /// `local_disk_serde`: how the disk tier serializes KV (``KVSerde``). Default `naive`.
+    public var localDiskSerde: KVSerde = .naive
     /// `cache_policy`: eviction order, `LRU`, `LFU` or `FIFO`. Default LRU.
     public var cachePolicy: CachePolicy = .lru
     /// `save_unfull_chunk`: also store a prompt's trailing partial chunk. Default false.
@@ -229,6 +247,17 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     public var maxLocalCPUBytes: Int { Self.bytes(gib: maxLocalCPUSize) }
     /// The disk tier's budget in bytes.
     public var maxLocalDiskBytes: Int { Self.bytes(gib: maxLocalDiskSize) }
+
+    /// The lossy serdes of the tiers that are on (`local_disk_serde` with a disk tier,
+    /// `remote_serde` with a remote one), joined by `+`; `nil` when every tier stores exact KV.
+    /// Connectors put it in the chunk keys' identity, so lossy KV is only ever loaded by instances
+    /// configured for it.
+    public var lossySerdeIdentity: String? {
+        var lossy: [KVSerde] = []
+        if localDisk != nil && maxLocalDiskSize > 0 && !localDiskSerde.isLossless { lossy.append(localDiskSerde) }
+        if remoteURL != nil && !remoteSerde.isLossless && !lossy.contains(remoteSerde) { lossy.append(remoteSerde) }
+        return lossy.isEmpty ? nil : lossy.map(\.rawValue).joined(separator: "+")
+    }
 
     static func bytes(gib: Double) -> Int {
         let bytes = (gib * Double(1 << 30)).rounded(.down)
