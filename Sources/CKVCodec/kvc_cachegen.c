@@ -1,0 +1,385 @@
+// Codec 3, cachegen-style lossy coding (after CacheGen, Liu et al., SIGCOMM'24; own design and code).
+//
+// Each value x of plane p = (layer, K/V) and channel c is quantized directly, q = round(x / step[p][c])
+// (measured on Gemma 3 KV: coding tokens as deltas to an anchor token or to the previous token costs
+// more bits than direct quantization, so there is no delta coding). The step is
+//   step[p][c] = s(level, layer) * R_p^(1-beta) * rms[p][c]^beta
+// (R_p the plane's RMS, rms the channel's RMS over the chunk's tokens, rounded to float16), i.e. between
+// one step per plane (beta 0, least total squared error) and one step per channel relative to its scale
+// (beta 1). Earlier layers of a chunk get smaller steps.
+// q is zigzag-mapped to z and z to a symbol: z < 32 is its own symbol; larger z are coded as
+// (bit length, 2 next bits) symbols + raw low bits (like deflate's length codes). Symbols are rANS coded
+// (4 interleaved 32-bit states, 16-bit renormalization, 11-bit probabilities) with one frequency table
+// per (plane, channel class); a channel's class (0..15) is the half-octave of its mean |q|.
+//
+// Body after the common header:
+//   per plane p (layers*2, K before V within a layer):
+//     u8 mode: 0 = one step for all channels (then u16 f16 step), 1 = per-channel steps (then C x u16)
+//     class nibbles: ceil(C/2) bytes (channel 2k in the low nibble)
+//     u16 used-class bitmap, then per used class (ascending) a table: u8 n (symbols 0..n-1, n <= 100),
+//         n LEB128 frequencies summing to 2048
+//   u32 extra-bits stream size E, E bytes (LSB-first bit stream of the raw low bits, in value order)
+//   u32 rANS stream size A, A bytes: 4 initial states (u32 LE) then 16-bit LE words in reading order
+// The decoder checks every table, every size, all reads, and that the rANS states end where they began.
+#include <stdlib.h>
+#include "kvc_internal.h"
+
+#define CG_PROB_BITS 11
+#define CG_PROB_SCALE (1u << CG_PROB_BITS)
+#define CG_NSYM 100
+#define CG_NCLASS 16
+#define CG_RANS_L (1u << 16)
+#define CG_MAXZ ((1u << 21) - 1u)
+
+typedef struct { float rel; float beta; float early; } cg_preset;
+// rel: step relative to the (plane/channel) RMS; early: step multiplier for the first third of layers.
+static const cg_preset cg_presets[LMC_KV_CACHEGEN_LEVELS] = {
+    {0.20f, 0.5f, 0.7071068f},
+    {0.33f, 0.5f, 0.7071068f},
+    {0.50f, 0.5f, 0.7071068f},
+    {0.70f, 0.5f, 0.7071068f},
+};
+
+size_t kvc_cg_bound(size_t count) {
+    // worst case per value: 16-bit rANS word + 19 extra bits (< 5 bytes); side info < 4 KiB per channel-plane
+    if (count > (SIZE_MAX - 65536) / 8) return 0;
+    return LMC_KV_HEADER_SIZE + 8 * count + 65536;
+}
+
+static inline uint32_t cg_zigzag(int32_t q) { return q >= 0 ? (uint32_t)q << 1 : (((uint32_t)(-(q + 1))) << 1) | 1u; }
+static inline int32_t cg_unzigzag(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)(z & 1u); }
+static inline uint32_t cg_bitlen(uint32_t z) { return 32u - (uint32_t)__builtin_clz(z); }  // z > 0
+// symbol of z and its number of extra bits
+static inline uint32_t cg_sym(uint32_t z, uint32_t *nextra) {
+    if (z < 32u) { *nextra = 0; return z; }
+    uint32_t nb = cg_bitlen(z) - 1u;  // floor(log2 z) >= 5
+    *nextra = nb - 2u;
+    return 32u + (nb - 5u) * 4u + ((z >> (nb - 2u)) & 3u);
+}
+
+// ---- encoder ----
+
+typedef struct { uint8_t *p, *end; int overflow; } cg_out;
+static inline void cg_put(cg_out *o, const void *b, size_t n) {
+    if ((size_t)(o->end - o->p) < n) { o->overflow = 1; return; }
+    memcpy(o->p, b, n); o->p += n;
+}
+static inline void cg_put8(cg_out *o, uint8_t v) { cg_put(o, &v, 1); }
+static inline void cg_put16(cg_out *o, uint16_t v) { uint8_t b[2]; kvc_put16(b, v); cg_put(o, b, 2); }
+
+// Scales counts to frequencies summing to CG_PROB_SCALE, every used symbol >= 1. Returns n (1 + last used).
+static uint32_t cg_normalize(const uint32_t *cnt, uint32_t *freq) {
+    uint64_t total = 0; uint32_t n = 0;
+    for (uint32_t s = 0; s < CG_NSYM; s++) { total += cnt[s]; if (cnt[s]) n = s + 1; }
+    if (!total) { memset(freq, 0, CG_NSYM * sizeof(uint32_t)); return 0; }
+    uint32_t sum = 0, best = 0;
+    for (uint32_t s = 0; s < CG_NSYM; s++) {
+        uint32_t f = 0;
+        if (cnt[s]) { f = (uint32_t)(((uint64_t)cnt[s] * CG_PROB_SCALE + total / 2) / total); if (!f) f = 1; }
+        freq[s] = f; sum += f;
+        if (f > freq[best]) best = s;
+    }
+    while (sum > CG_PROB_SCALE) {  // take from the largest frequencies (> 1) first
+        uint32_t b = 0;
+        for (uint32_t s = 0; s < CG_NSYM; s++) if (freq[s] > freq[b]) b = s;
+        uint32_t take = sum - CG_PROB_SCALE; if (take > freq[b] - 1) take = freq[b] - 1;
+        freq[b] -= take; sum -= take;
+    }
+    freq[best] += CG_PROB_SCALE - sum;
+    return n;
+}
+
+static inline void cg_leb(cg_out *o, uint32_t v) {
+    while (v >= 128) { cg_put8(o, (uint8_t)(v | 128)); v >>= 7; }
+    cg_put8(o, (uint8_t)v);
+}
+
+size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap) {
+    const cg_preset pr = cg_presets[level];
+    const size_t C = d->channels, T = d->tokens, L = d->layers, P = L * 2u, N = (size_t)d->count;
+    uint8_t *syms = malloc(N);
+    uint16_t *wbuf = malloc((N + 16) * sizeof(uint16_t));  // rANS words (<= 1 per symbol), written backwards
+    uint64_t *ebuf = malloc((N * 19 + 63) / 64 * 8 + 16);
+    double *acc = malloc(C * sizeof(double));
+    float *stepf = malloc(C * sizeof(float));
+    uint16_t *steph = malloc(C * sizeof(uint16_t));
+    uint8_t *cls = malloc(P * C);
+    uint32_t *cnt = malloc((size_t)CG_NCLASS * CG_NSYM * sizeof(uint32_t));
+    uint32_t *tab = malloc(P * CG_NCLASS * CG_NSYM * sizeof(uint32_t));  // freq << 16 | start per symbol
+    uint64_t *qsum = malloc(C * sizeof(uint64_t));
+    size_t result = 0;
+    if (!syms || !wbuf || !ebuf || !acc || !stepf || !steph || !cls || !cnt || !tab || !qsum) goto done;
+    cg_out o = {dst, dst + cap, 0};
+    size_t enb = 0;  // extra bits: ebuf words, bit count
+    memset(ebuf, 0, (N * 19 + 63) / 64 * 8 + 16);
+    for (size_t p = 0; p < P; p++) {
+        const uint16_t *x = src + p * T * C;
+        const size_t layer = p / 2;
+        // channel and plane RMS (double, fixed order)
+        for (size_t c = 0; c < C; c++) acc[c] = 0.0;
+        for (size_t t = 0; t < T; t++)
+            for (size_t c = 0; c < C; c++) { double v = kvc_f16_to_f32_finite(x[t * C + c]); acc[c] += v * v; }
+        double tot = 0.0;
+        for (size_t c = 0; c < C; c++) tot += acc[c];
+        double R = __builtin_sqrt(tot / (double)(T * C));
+        double s = pr.rel;
+        if (3 * layer < L) s *= pr.early;
+        int uniform = pr.beta == 0.0f;
+        for (size_t c = 0; c < C; c++) {
+            // beta is 0, 0.5 or 1: only sqrt (correctly rounded everywhere), no pow
+            double rc = __builtin_sqrt(acc[c] / (double)T), st;
+            if (pr.beta == 0.0f) st = s * R;
+            else if (pr.beta == 1.0f) st = s * rc;
+            else st = s * __builtin_sqrt(R * rc);
+            uint16_t h = kvc_f32_to_f16((float)st);
+            if ((h & 0x7c00u) == 0x7c00u) h = 0x7bffu;  // huge: largest finite
+            if (h == 0) h = 0x0001u;                      // all-zero channel (or tiny): smallest step
+            steph[c] = h; stepf[c] = kvc_f16_to_f32(h);
+        }
+        // quantize, zigzag, classes
+        for (size_t c = 0; c < C; c++) qsum[c] = 0;
+        uint8_t *sp = syms + p * T * C;
+        for (size_t t = 0; t < T; t++)
+            for (size_t c = 0; c < C; c++) {
+                float v = kvc_f16_to_f32_finite(x[t * C + c]) / stepf[c];
+                float lim = (float)(CG_MAXZ >> 1);
+                v = v > lim ? lim : (v < -lim ? -lim : v);
+                int32_t q = (int32_t)v; float fr = v - (float)q;
+                q += (fr >= 0.5f) - (fr <= -0.5f);
+                uint32_t z = cg_zigzag(q);
+                qsum[c] += (uint32_t)(q < 0 ? -q : q);
+                uint32_t ne, sy = cg_sym(z, &ne);
+                sp[t * C + c] = (uint8_t)sy;
+                if (ne) {  // append ne low bits of z
+                    uint64_t bits = z & ((1u << ne) - 1u);
+                    ebuf[enb >> 6] |= bits << (enb & 63);
+                    if ((enb & 63) + ne > 64) ebuf[(enb >> 6) + 1] |= bits >> (64 - (enb & 63));
+                    enb += ne;
+                }
+            }
+        uint8_t *cp = cls + p * C;
+        for (size_t c = 0; c < C; c++) {
+            uint64_t a64 = (qsum[c] * 4u) / T;  // mean |q| in quarters -> half-octave class
+            uint32_t a = (uint32_t)(a64 > 0xffffffu ? 0xffffffu : a64), k = 0;
+            if (a) { uint32_t nb = cg_bitlen(a); k = 2u * nb - 1u + (nb >= 2u ? (a >> (nb - 2u)) & 1u : 0u); }
+            cp[c] = (uint8_t)(k > CG_NCLASS - 1 ? CG_NCLASS - 1 : k);
+        }
+        // histograms per class, tables
+        memset(cnt, 0, (size_t)CG_NCLASS * CG_NSYM * sizeof(uint32_t));
+        for (size_t t = 0; t < T; t++)
+            for (size_t c = 0; c < C; c++) cnt[cp[c] * CG_NSYM + sp[t * C + c]]++;
+        for (size_t c = 1; c < C && uniform; c++) if (steph[c] != steph[0]) uniform = 0;
+        cg_put8(&o, uniform ? 0 : 1);
+        if (uniform) cg_put16(&o, steph[0]);
+        else for (size_t c = 0; c < C; c++) cg_put16(&o, steph[c]);
+        for (size_t c = 0; c < C; c += 2) cg_put8(&o, (uint8_t)(cp[c] | (c + 1 < C ? cp[c + 1] << 4 : 0)));
+        uint16_t used = 0;
+        for (uint32_t k = 0; k < CG_NCLASS; k++)
+            for (uint32_t s2 = 0; s2 < CG_NSYM; s2++) if (cnt[k * CG_NSYM + s2]) { used |= (uint16_t)(1u << k); break; }
+        cg_put16(&o, used);
+        for (uint32_t k = 0; k < CG_NCLASS; k++) {
+            if (!(used & (1u << k))) continue;
+            uint32_t freq[CG_NSYM];
+            uint32_t n = cg_normalize(cnt + k * CG_NSYM, freq);
+            cg_put8(&o, (uint8_t)n);
+            uint32_t start = 0;
+            for (uint32_t s2 = 0; s2 < n; s2++) cg_leb(&o, freq[s2]);
+            uint32_t *tb = tab + (p * CG_NCLASS + k) * CG_NSYM;
+            for (uint32_t s2 = 0; s2 < CG_NSYM; s2++) { tb[s2] = (freq[s2] << 16) | start; start += freq[s2]; }
+        }
+    }
+    // extra bits
+    size_t ebytes = (enb + 7) / 8;
+    uint8_t hdr[4]; kvc_put32(hdr, (uint32_t)ebytes);
+    if (ebytes > 0xffffffffu) goto done;
+    cg_put(&o, hdr, 4);
+    if (!o.overflow && (size_t)(o.end - o.p) >= ebytes) {
+        for (size_t i = 0; i < ebytes; i++) o.p[i] = (uint8_t)(ebuf[i >> 3] >> ((i & 7) * 8));
+        o.p += ebytes;
+    } else o.overflow = 1;
+    // rANS, encoded backwards
+    {
+        uint32_t st[4] = {CG_RANS_L, CG_RANS_L, CG_RANS_L, CG_RANS_L};
+        uint16_t *w = wbuf + N + 16;
+        size_t i = N;
+        for (size_t p = P; p-- > 0;) {
+            const uint8_t *cp = cls + p * C;
+            const uint32_t *tb0 = tab + p * CG_NCLASS * CG_NSYM;
+            for (size_t t = T; t-- > 0;)
+                for (size_t c = C; c-- > 0;) {
+                    i--;
+                    uint32_t e = tb0[cp[c] * CG_NSYM + syms[i]];
+                    uint32_t f = e >> 16, start = e & 0xffffu;
+                    uint32_t x = st[i & 3];
+                    uint64_t xmax = (uint64_t)((CG_RANS_L >> CG_PROB_BITS) << 16) * f;
+                    if (x >= xmax) { *--w = (uint16_t)x; x >>= 16; }
+                    st[i & 3] = ((x / f) << CG_PROB_BITS) + (x % f) + start;
+                }
+        }
+        size_t nw = (size_t)(wbuf + N + 16 - w);
+        size_t abytes = 16 + 2 * nw;
+        if (abytes > 0xffffffffu) goto done;
+        kvc_put32(hdr, (uint32_t)abytes); cg_put(&o, hdr, 4);
+        for (int k = 0; k < 4; k++) { kvc_put32(hdr, st[k]); cg_put(&o, hdr, 4); }
+        if (!o.overflow && (size_t)(o.end - o.p) >= 2 * nw) {
+            for (size_t k = 0; k < nw; k++) kvc_put16(o.p + 2 * k, w[k]);
+            o.p += 2 * nw;
+        } else o.overflow = 1;
+    }
+    if (!o.overflow) result = (size_t)(o.p - dst);
+done:
+    free(syms); free(wbuf); free(ebuf); free(acc); free(stepf); free(steph); free(cls); free(cnt); free(tab); free(qsum);
+    return result;
+}
+
+// ---- decoder ----
+
+typedef struct {
+    const uint8_t *steps;  // f16 steps (1 or C of them)
+    int mode;
+    uint16_t used;
+    uint16_t freq[CG_NCLASS][CG_NSYM];
+} cg_plane;
+
+static void cg_row_scalar(uint16_t *restrict out, const int32_t *restrict q, const float *restrict step, size_t C) {
+    for (size_t c = 0; c < C; c++) out[c] = kvc_f32_to_f16((float)q[c] * step[c]);
+}
+
+#if KVC_X86
+#include <immintrin.h>
+__attribute__((target("avx2,f16c")))
+static void cg_row_avx2(uint16_t *restrict out, const int32_t *restrict q, const float *restrict step, size_t C) {
+    size_t c = 0;
+    for (; c + 8 <= C; c += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(q + c))), _mm256_loadu_ps(step + c));
+        _mm_storeu_si128((__m128i *)(out + c), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; c < C; c++) out[c] = kvc_f32_to_f16((float)q[c] * step[c]);
+}
+#endif
+
+int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
+
+int kvc_cg_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst) {
+    return kvc_cg_decode_impl(src, size, d, dst, 1);
+}
+
+int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd) {
+    const size_t C = d->channels, T = d->tokens, P = (size_t)d->layers * 2u;
+    int simd = 0;
+#if KVC_X86
+    simd = allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+    (void)allow_simd;
+#endif
+    // Cheap plausibility before allocating: every plane needs >= 1 + 2 + C/2 + 2 bytes.
+    if (size / P < 5 + (C + 1) / 2) return LMC_KV_ERR_TRUNCATED;
+    int rc = 0;
+    cg_plane *pl = malloc(P * sizeof(cg_plane));
+    uint8_t *cls = malloc(P * C);
+    uint32_t *tabs = malloc((size_t)CG_NCLASS * CG_PROB_SCALE * sizeof(uint32_t));
+    int32_t *rowq = malloc(C * sizeof(int32_t));
+    float *stepf = malloc(C * sizeof(float));
+    if (!pl || !cls || !tabs || !rowq || !stepf) { rc = LMC_KV_ERR_NOMEM; goto done; }
+    const uint8_t *r = src, *end = src + size;
+#define NEED(n) do { if ((size_t)(end - r) < (size_t)(n)) { rc = LMC_KV_ERR_TRUNCATED; goto done; } } while (0)
+    for (size_t p = 0; p < P; p++) {
+        cg_plane *q = &pl[p];
+        NEED(1);
+        q->mode = *r++;
+        if (q->mode > 1) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+        size_t ns = q->mode ? C : 1;
+        NEED(2 * ns);
+        q->steps = r; r += 2 * ns;
+        NEED((C + 1) / 2 + 2);
+        for (size_t c = 0; c < C; c++) cls[p * C + c] = (uint8_t)((r[c >> 1] >> ((c & 1) * 4)) & 15u);
+        r += (C + 1) / 2;
+        q->used = kvc_get16(r); r += 2;
+        for (size_t c = 0; c < C; c++)
+            if (!(q->used & (1u << cls[p * C + c]))) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+        for (uint32_t k = 0; k < CG_NCLASS; k++) {
+            if (!(q->used & (1u << k))) continue;
+            NEED(1);
+            uint32_t n = *r++, sum = 0;
+            if (n == 0 || n > CG_NSYM) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+            for (uint32_t s2 = 0; s2 < CG_NSYM; s2++) {
+                uint32_t f = 0;
+                if (s2 < n) {
+                    NEED(1);
+                    f = *r++;
+                    if (f & 128u) { NEED(1); uint32_t b = *r++; if (b == 0 || b > 16) { rc = LMC_KV_ERR_CORRUPT; goto done; } f = (f & 127u) | (b << 7); }
+                }
+                if (f > CG_PROB_SCALE) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+                q->freq[k][s2] = (uint16_t)f; sum += f;
+            }
+            if (sum != CG_PROB_SCALE) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+        }
+    }
+    NEED(4);
+    uint32_t eb = kvc_get32(r); r += 4;
+    NEED(eb);
+    const uint8_t *ep = r, *eend = r + eb; r += eb;
+    NEED(4);
+    uint32_t ab = kvc_get32(r); r += 4;
+    if ((size_t)(end - r) != ab) { rc = (size_t)(end - r) < ab ? LMC_KV_ERR_TRUNCATED : LMC_KV_ERR_CORRUPT; goto done; }
+    if (ab < 16 || (ab & 1u)) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+    uint32_t st[4];
+    for (int k = 0; k < 4; k++) {
+        st[k] = kvc_get32(r + 4 * k);
+        if (st[k] < CG_RANS_L) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+    }
+    const uint8_t *wp = r + 16, *wend = end;
+    uint64_t bb = 0; uint32_t bn = 0;  // extra-bit buffer
+    int bad = 0;
+    size_t i = 0;
+    for (size_t p = 0; p < P && !bad; p++) {
+        const cg_plane *q = &pl[p];
+        const uint8_t *cp = cls + p * C;
+        for (uint32_t k = 0; k < CG_NCLASS; k++) {
+            if (!(q->used & (1u << k))) continue;
+            uint32_t *tb = tabs + (size_t)k * CG_PROB_SCALE, start = 0;
+            for (uint32_t s2 = 0; s2 < CG_NSYM; s2++) {
+                uint32_t f = q->freq[k][s2];
+                for (uint32_t j = 0; j < f; j++) tb[start + j] = s2 | (f << 7) | (j << 19);
+                start += f;
+            }
+        }
+        for (size_t c = 0; c < C; c++) stepf[c] = kvc_f16_to_f32(kvc_get16(q->steps + (q->mode ? 2 * c : 0)));
+        for (size_t t = 0; t < T && !bad; t++) {
+            for (size_t c = 0; c < C; c++, i++) {
+                uint32_t x = st[i & 3];
+                uint32_t e = tabs[(size_t)cp[c] * CG_PROB_SCALE + (x & (CG_PROB_SCALE - 1u))];
+                uint32_t sym = e & 127u;
+                x = ((e >> 7) & 0xfffu) * (x >> CG_PROB_BITS) + (e >> 19);
+                if (x < CG_RANS_L) {
+                    if (wend - wp < 2) { bad = 1; break; }
+                    x = (x << 16) | kvc_get16(wp); wp += 2;
+                }
+                st[i & 3] = x;
+                uint32_t z = sym;
+                if (sym >= 32u) {
+                    uint32_t nb = 5u + ((sym - 32u) >> 2), ne = nb - 2u;
+                    while (bn <= 56 && ep < eend) { bb |= (uint64_t)*ep++ << bn; bn += 8; }
+                    if (bn < ne) { bad = 1; break; }
+                    z = ((4u | ((sym - 32u) & 3u)) << ne) | (uint32_t)(bb & ((1u << ne) - 1u));
+                    bb >>= ne; bn -= ne;
+                }
+                rowq[c] = cg_unzigzag(z);
+            }
+            if (bad) break;
+            uint16_t *out = dst + (p * T + t) * C;
+#if KVC_X86
+            if (simd) { cg_row_avx2(out, rowq, stepf, C); continue; }
+#endif
+            cg_row_scalar(out, rowq, stepf, C);
+        }
+    }
+    if (bad) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+    // everything consumed, states back at their start, padding bits zero
+    if (wp != wend || ep != eend || bn >= 8 || bb != 0) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+    for (int k = 0; k < 4; k++) if (st[k] != CG_RANS_L) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+#undef NEED
+done:
+    free(pl); free(cls); free(tabs); free(rowq); free(stepf);
+    return rc;
+}
