@@ -107,6 +107,40 @@ struct RedisTierTests {
         }
     }
 
+    @Test("remote_serde: a tier stores frames of its serde, and tiers of every serde read them", arguments: RedisLayout.allCases)
+    func serdes(layout: RedisLayout) async throws {
+        try await withRedisServer { server in
+            let chunk = Self.chunk(77, tokens: 64, layout: KVLayout(layers: 2, kvHeads: 1, headDim: 64, dtype: .float16))
+            var sizes: [KVSerde: Int] = [:]
+            for written in KVSerde.allCases {
+                var configuration = LMCacheConfiguration()
+                configuration.remoteSerde = written
+                configuration.redisLayout = layout
+                let url = try RemoteURL(parsing: "redis://127.0.0.1:\(server.port)")
+                let writer = try #require(
+                    try makeRemoteTier(url: url, configuration: configuration, logger: Logger(label: "test")) as? RedisTier)
+                #expect(try await writer.put(chunk))
+                let valueKey = layout == .framed ? "{\(chunk.key)}" : chunk.key.description + "kv_bytes"
+                sizes[written] = Int(try await server.cli(["STRLEN", valueKey]).trimmingCharacters(in: .whitespacesAndNewlines))
+                for reading in KVSerde.allCases {
+                    var options = Self.options(layout)
+                    options.serde = reading
+                    let reader = Self.tier(server, options)
+                    let back = try #require(try await reader.get(chunk.key), "\(reading) reading \(written)")
+                    #expect(back.tokens == chunk.tokens && back.byteCount == chunk.byteCount)
+                    if written.isLossless { #expect(back.contentEquals(chunk), "\(reading) reading \(written)") }
+                    await reader.close()
+                }
+                #expect(await writer.remove(chunk.key))
+                await writer.close()
+            }
+            let naive = try #require(sizes[.naive])
+            #expect(naive == KVChunkFrame.headerSize + 4 * 64 + chunk.byteCount)
+            #expect(try #require(sizes[.q8]) < naive * 6 / 10)
+            #expect(try #require(sizes[.cachegen]) < naive * 6 / 10)
+        }
+    }
+
     @Test("LMCache layout: exactly the two keys and the 28-byte metadata, seen with redis-cli")
     func lmcacheLayout() async throws {
         try await withRedisServer { server in
