@@ -3,9 +3,11 @@ import FoundationEssentials
 import LMCacheCore
 import LMCacheRemote
 import LMCacheServer
+import LMCacheStorage
 import LMCacheWire
 import Logging
 import NIOCore
+import Synchronization
 import NIOPosix
 
 #if canImport(Glibc)
@@ -110,8 +112,10 @@ extension BenchStorageCommand {
             }
             var tierPut: [Double] = []
             var tierGet: [Double] = []
+            var tierBatchGet: [Double] = []
             var rawPut: [Double] = []
             var rawGet: [Double] = []
+            var rawConcurrentGet: [Double] = []
             var redisPut: [Double] = []
             var redisGet: [Double] = []
             for iteration in 0..<iterations {
@@ -134,6 +138,21 @@ extension BenchStorageCommand {
                     }
                 )
                 try verify("lm tier")
+                // Batched: every chunk asked for at once, each copied out as it arrives.
+                tierBatchGet.append(
+                    try await Self.seconds {
+                        let base = UInt(bitPattern: destination.baseAddress)
+                        let received = Mutex(0)
+                        await tier.get(chunks.map(\.key)) { index, hit in
+                            hit.withUnsafeBytes {
+                                memcpy(UnsafeMutableRawPointer(bitPattern: base)! + index * chunkBytes, $0.baseAddress!, chunkBytes)
+                            }
+                            received.withLock { $0 += 1 }
+                        }
+                        guard received.withLock({ $0 }) == chunks.count else { throw CommandFailure("lm tier batch: miss") }
+                    }
+                )
+                try verify("lm tier batch")
 
                 // Raw values over lm://.
                 rawPut.append(
@@ -157,6 +176,28 @@ extension BenchStorageCommand {
                     }
                 )
                 try verify("lm raw")
+                // Raw values with as many GETs in flight as the tier's batch keeps (eight).
+                rawConcurrentGet.append(
+                    try await Self.seconds {
+                        let base = UInt(bitPattern: destination.baseAddress)
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            for start in Swift.stride(from: 0, to: values.count, by: 8) {
+                                for index in start..<min(start + 8, values.count) {
+                                    group.addTask {
+                                        guard let hit = await tier.getRaw(rawKey(iteration, index)) else {
+                                            throw CommandFailure("lm raw: miss")
+                                        }
+                                        hit.withUnsafeBytes {
+                                            memcpy(UnsafeMutableRawPointer(bitPattern: base)! + index * chunkBytes, $0.baseAddress!, chunkBytes)
+                                        }
+                                    }
+                                }
+                                try await group.waitForAll()
+                            }
+                        }
+                    }
+                )
+                try verify("lm raw concurrent")
 
                 // The same raw values on redis-server.
                 if let redisClient {
@@ -206,6 +247,9 @@ extension BenchStorageCommand {
                 ("get_gbps", Self.format(gbps(tierGet))),
                 ("raw_put_gbps", Self.format(gbps(rawPut))),
                 ("raw_get_gbps", Self.format(gbps(rawGet))),
+                ("batch_get_gbps", Self.format(gbps(tierBatchGet))),
+                ("raw_concurrent_get_gbps", Self.format(gbps(rawConcurrentGet))),
+                ("batch_get_vs_raw_concurrent", Self.format(gbps(tierBatchGet) / gbps(rawConcurrentGet))),
                 ("baseline", redisClient == nil ? "null" : "\"redis-server\""),
             ]
             if redisClient != nil {
