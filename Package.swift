@@ -217,6 +217,7 @@ let package = Package(
             name: "LMCacheWireTests",
             dependencies: [
                 "LMCacheWire",
+                "LMCacheTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
