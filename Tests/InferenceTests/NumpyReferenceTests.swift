@@ -17,8 +17,11 @@ struct NumpyReference: Decodable, Sendable {
 @Suite("Gemma 3 against an exact numpy forward pass")
 struct NumpyReferenceTests {
     /// With Float products (`LMCACHE_MATMUL=sgemm`) and `LMCACHE_EMULATE_HALF=0` the logits match numpy's to
-    /// about 2e-5, with K, V, q and probabilities rounded to half as llama.cpp does to about 0.01; the
-    /// default int8 activations keep every argmax and the logits within 1.
+    /// about 2e-5 (1.8e-5 measured with OpenBLAS's AVX-512 kernels, 2.5e-5 with its AVX2 ones: bound
+    /// 5e-5), with K, V, q and probabilities rounded to half as llama.cpp does to about 0.01 (0.0066
+    /// and 0.0083 measured: bound 0.015); the default int8 activations keep every argmax and the
+    /// logits within 1.
+    /// `scripts/test` runs this suite in all three modes.
     @Test("the top-20 logits of every position match the numpy reference")
     func top20() throws {
         let reference = try NumpyReference.load()
@@ -38,7 +41,7 @@ struct NumpyReferenceTests {
         // products (LMCACHE_MATMUL=sgemm) are held to the tight bounds.
         let environment = ProcessInfo.processInfo.environment
         let floatProducts = environment["LMCACHE_MATMUL"] == "sgemm" || environment["LMCACHE_EXACT_MATMUL"] == "1"
-        let tolerance = !floatProducts ? 1.0 : environment["LMCACHE_EMULATE_HALF"] == "0" ? 1e-3 : 0.05
+        let tolerance = !floatProducts ? 1.0 : environment["LMCACHE_EMULATE_HALF"] == "0" ? 5e-5 : 0.015
         #expect(worst < tolerance)
     }
 }
