@@ -178,12 +178,15 @@ struct P2PServiceTests {
                 #expect(try await liar.send(.report(instanceID: id, admitted: keys, removed: [])) == .ok)
             }
             try await Self.running(b.services) {
-                for chunks in [dead, stalled] {
-                    let start = ContinuousClock.now
+                // A refused connection misses at once; a stalled one after the request timeout (2 s);
+                // the documented bounds (docs/p2p.md) plus 1 s for a busy machine.
+                for (name, chunks, bound) in [("dead", dead, Duration.seconds(2)), ("stalled", stalled, .seconds(3))] {
                     #expect(await b.manager.lookup(chunks.map(\.key)) == 2)
+                    let start = ContinuousClock.now
                     #expect(await b.manager.get(chunks[0].key, tokens: chunks[0].tokens) == nil)
-                    // Bounded by the peer's connect and request timeouts (1 s and 2 s).
-                    #expect(ContinuousClock.now - start < .seconds(15))
+                    let waited = ContinuousClock.now - start
+                    print("P2P: a miss from a \(name) peer took \(waited)")
+                    #expect(waited < bound, "waited \(waited)")
                 }
                 #expect(Self.held(controller, by: "dead") == 1)
                 #expect(Self.held(controller, by: "stalled") == 1)
