@@ -210,7 +210,7 @@ let package = Package(
         .testTarget(name: "LMCacheCoreTests", dependencies: ["LMCacheCore"], swiftSettings: commonSwiftSettings),
         .testTarget(
             name: "LMCacheStorageTests",
-            dependencies: ["LMCacheStorage", "LMCacheCore"],
+            dependencies: ["LMCacheStorage", "LMCacheCore", "LMCacheTestSupport"],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(

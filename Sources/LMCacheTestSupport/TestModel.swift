@@ -31,19 +31,29 @@ package enum TestModel {
     }
 }
 
-/// A temporary directory removed when the value goes away.
-package final class TemporaryDirectory {
+/// A fresh directory under the system's temporary directory, removed by ``remove()`` or when the
+/// value goes away.
+package final class TemporaryDirectory: Sendable {
     package let url: URL
 
-    package init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-tests-\(UUID().uuidString)")
+    /// Creates `<label>-<random>` in the temporary directory.
+    package init(_ label: String = "lmcache-tests") throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 
-    deinit { try? FileManager.default.removeItem(at: url) }
+    deinit { remove() }
 
     /// The directory's path.
     package var path: String { url.path }
+
+    /// Removes the directory and everything in it.
+    package func remove() { try? FileManager.default.removeItem(at: url) }
+
+    /// The names of the directory's entries, sorted.
+    package func files() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
+    }
 
     /// Writes `bytes` to a file in the directory and returns its path.
     package func write(_ bytes: [UInt8], name: String = "test.gguf") throws -> String {

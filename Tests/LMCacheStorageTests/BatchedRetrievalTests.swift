@@ -1,6 +1,7 @@
 import LMCacheCore
 import LMCacheStorage
 import Synchronization
+import LMCacheTestSupport
 import Testing
 
 /// A real disk tier seen only through the tier contract (so the storage manager cannot take its

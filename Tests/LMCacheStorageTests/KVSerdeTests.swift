@@ -1,6 +1,7 @@
 import Foundation
 import LMCacheCore
 import LMCacheStorage
+import LMCacheTestSupport
 import Testing
 
 /// Float16 KV that looks like a model's: values spread around zero with a scale per channel, some

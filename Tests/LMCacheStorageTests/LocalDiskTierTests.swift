@@ -1,6 +1,7 @@
 import Foundation
 import LMCacheCore
 import LMCacheStorage
+import LMCacheTestSupport
 import Testing
 
 @Suite("Disk tier")

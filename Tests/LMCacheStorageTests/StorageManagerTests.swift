@@ -1,6 +1,7 @@
 import LMCacheCore
 import LMCacheStorage
 import Synchronization
+import LMCacheTestSupport
 import Testing
 
 /// A real disk tier behind a gate: its writes wait until the test opens the gate. Stands for a

@@ -1,5 +1,6 @@
 import LMCacheCore
 import LMCacheStorage
+import LMCacheTestSupport
 import Testing
 
 /// One contract, every tier: the same behaviour from the CPU tier, the disk tier and (as they
