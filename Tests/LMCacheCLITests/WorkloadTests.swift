@@ -9,7 +9,7 @@ struct WorkloadTests {
     static let scripts = URL(filePath: #filePath).deletingLastPathComponent()
         .appending(path: "../../scripts/workloads").standardized
 
-    @Test("multi-round QA and long-document QA complete with well-formed reports and cache hits")
+    @Test("multi-round QA, long-document QA and a shared system prompt complete with well-formed reports and cache hits")
     func workloads() async throws {
         let server = try ServeProcess.serve(settings: ["max_local_cpu_size=0.25"])
         defer { server.stop() }
@@ -56,6 +56,27 @@ struct WorkloadTests {
             } else {
                 #expect(cached > 0, "\(request)")
             }
+        }
+
+        try await Self.sharedPrompt(base: base, directory: directory)
+    }
+
+    /// Many users on one system prompt: 4 users, two waves, all in flight.
+    static func sharedPrompt(base: String, directory: URL) async throws {
+        let path = directory.appending(path: "shared-prompt.json")
+        let run = try await runPython([
+            Self.scripts.appending(path: "shared_prompt.py").path, "--base-url", base, "--users", "4",
+            "--system-tokens", "400", "--waves", "1", "--max-tokens", "4", "--json", path.path, "--quiet",
+        ])
+        try #require(run.status == 0, "\(run.stderr)")
+        let waves = try Self.report(path)
+        #expect(waves.workload == "shared-prompt")
+        try Self.checkShape(waves, requests: 8, groups: [0, 1], groupKey: "wave")
+        let p99 = try #require(waves.summary["ttft_p99_s"] as? Double)
+        #expect(p99 >= (waves.summary["ttft_p90_s"] as? Double ?? .infinity))
+        for request in waves.requests where request["wave"] as? Int == 1 {
+            // The second wave finds the shared prompt's KV (kept by the engine or in the CPU tier).
+            #expect((request["cached_tokens"] as? Int ?? 0) >= 256, "\(request)")
         }
     }
 

@@ -183,7 +183,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def summarize(records: list[RequestRecord], wall_s: float, group_name: str) -> dict:
-    """mean/p50/p90 TTFT, latency, requests/s and wall time, overall and per round (or pass)."""
+    """mean/p50/p90/p99 TTFT, latency, requests/s and wall time, overall and per round (or pass)."""
     ttfts = [r.ttft_s for r in records]
     groups = {}
     for record in records:
@@ -195,6 +195,7 @@ def summarize(records: list[RequestRecord], wall_s: float, group_name: str) -> d
         "ttft_mean_s": statistics.fmean(ttfts) if ttfts else float("nan"),
         "ttft_p50_s": percentile(ttfts, 50),
         "ttft_p90_s": percentile(ttfts, 90),
+        "ttft_p99_s": percentile(ttfts, 99),
         "latency_mean_s": statistics.fmean(r.latency_s for r in records) if records else float("nan"),
         "prompt_tokens_mean": _mean_or_none([r.prompt_tokens for r in records]),
         "cached_tokens_total": _sum_or_none([r.cached_tokens for r in records]),
