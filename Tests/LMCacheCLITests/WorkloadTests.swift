@@ -9,7 +9,7 @@ struct WorkloadTests {
     static let scripts = URL(filePath: #filePath).deletingLastPathComponent()
         .appending(path: "../../scripts/workloads").standardized
 
-    @Test("multi-round QA, long-document QA and a shared system prompt complete with well-formed reports and cache hits")
+    @Test("multi-round QA, long-document QA, a shared system prompt and code completion complete with well-formed reports and cache hits")
     func workloads() async throws {
         let server = try ServeProcess.serve(settings: ["max_local_cpu_size=0.25"])
         defer { server.stop() }
@@ -59,6 +59,23 @@ struct WorkloadTests {
         }
 
         try await Self.sharedPrompt(base: base, directory: directory)
+        try await Self.codeCompletion(base: base, directory: directory)
+    }
+
+    /// Code completion: 6 completions in 2 of the repository's Swift files.
+    static func codeCompletion(base: String, directory: URL) async throws {
+        let path = directory.appending(path: "code.json")
+        let run = try await runPython([
+            Self.scripts.appending(path: "code_completion.py").path, "--base-url", base, "--files", "2",
+            "--requests", "6", "--min-tokens", "400", "--max-tokens-per-file", "600", "--max-tokens", "4",
+            "--json", path.path, "--quiet",
+        ])
+        try #require(run.status == 0, "\(run.stderr)")
+        let files = try Self.report(path)
+        #expect(files.workload == "code-completion")
+        #expect(files.requests.count == 6)
+        // Completions in a file already seen share its first lines: some are loaded from the cache.
+        #expect(files.requests.contains { ($0["cached_tokens"] as? Int ?? 0) > 0 }, "\(files.requests)")
     }
 
     /// Many users on one system prompt: 4 users, two waves, all in flight.
