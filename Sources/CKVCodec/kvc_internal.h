@@ -22,7 +22,7 @@
 #define KVC_MAGIC1 'M'
 #define KVC_MAGIC2 'K'
 #define KVC_MAGIC3 'C'
-#define KVC_VERSION 1
+#define KVC_VERSION 2
 
 // Largest number of values a stream may hold (2^40): keeps all size arithmetic far from overflow.
 #define KVC_MAX_COUNT ((uint64_t)1 << 40)

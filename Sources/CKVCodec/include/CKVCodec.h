@@ -9,8 +9,10 @@
 //   LMC_KV_LOSSLESS  (1)  bit-exact. Float16s are split into a transformed high-byte plane (sign relative to
 //                         the channel's majority sign, exponent below the channel's maximum, 2 top mantissa
 //                         bits), compressed with zstd, and the low-byte plane stored raw. ~1.18x on Gemma 3 KV.
-//   LMC_KV_Q8        (2)  q8_0-like: per (layer, K/V, token, head) group of head_dim values one float16
-//                         scale (absmax/127) and head_dim int8 values, round to nearest. ~1.98x.
+//   LMC_KV_Q8        (2)  int8 with float16 scales (absmax/127), round to nearest; per (layer, K/V) plane
+//                         the encoder keeps the smaller squared error of: q8_0 blocks of 32 values per
+//                         token (8.5 bits/value), or one scale per channel over the chunk's tokens (8 bits +
+//                         16/tokens; K planes with outlier channels). ~1.94x.
 //   LMC_KV_CACHEGEN  (3)  lossy, entropy coded: uniform quantization with a step per (layer, K/V, channel),
 //                         rANS-coded with frequency tables per (layer, K/V, channel class). `level` picks a
 //                         preset (see LMC_KV_CACHEGEN_LEVELS); higher level = smaller, less accurate.
