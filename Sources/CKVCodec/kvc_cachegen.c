@@ -99,7 +99,16 @@ static inline void cg_leb(cg_out *o, uint32_t v) {
 }
 
 size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap) {
-    const cg_preset pr = cg_presets[level];
+    kvc_cg_params pr;
+    memset(&pr, 0, sizeof pr);
+    pr.rel = cg_presets[level].rel; pr.beta_k = cg_presets[level].beta_k; pr.beta_v = cg_presets[level].beta_v;
+    pr.early = cg_presets[level].early; pr.kmul = 1.0f; pr.vmul = 1.0f;
+    for (int l = 0; l < KVC_CG_MAXLM; l++) pr.layer_mul[l] = 1.0f;
+    return kvc_cg_encode_params(&pr, src, d, dst, cap);
+}
+
+size_t kvc_cg_encode_params(const kvc_cg_params *prp, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap) {
+    const kvc_cg_params pr = *prp;
     const size_t C = d->channels, T = d->tokens, L = d->layers, P = L * 2u, N = (size_t)d->count;
     uint8_t *syms = malloc(N);
     uint16_t *wbuf = malloc((N + 16) * sizeof(uint16_t));  // rANS words (<= 1 per symbol), written backwards
@@ -128,6 +137,8 @@ size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t 
         double R = __builtin_sqrt(tot / (double)(T * C));
         double s = pr.rel;
         if (3 * layer < L) s *= pr.early;
+        s *= (p & 1u) ? pr.vmul : pr.kmul;
+        if (layer < KVC_CG_MAXLM) s *= pr.layer_mul[layer];
         const float beta = (p & 1u) ? pr.beta_v : pr.beta_k;
         int uniform = beta == 0.0f;
         for (size_t c = 0; c < C; c++) {
@@ -135,7 +146,8 @@ size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t 
             double rc = __builtin_sqrt(acc[c] / (double)T), st;
             if (beta == 0.0f) st = s * R;
             else if (beta == 1.0f) st = s * rc;
-            else st = s * __builtin_sqrt(R * rc);
+            else if (beta == 0.5f) st = s * __builtin_sqrt(R * rc);
+            else st = s * __builtin_pow(R, 1.0 - beta) * __builtin_pow(rc, beta);  // tuning only
             uint16_t h = kvc_f32_to_f16((float)st);
             if ((h & 0x7c00u) == 0x7c00u) h = 0x7bffu;  // huge: largest finite
             if (h == 0) h = 0x0001u;                      // all-zero channel (or tiny): smallest step
