@@ -6,7 +6,9 @@
 //   step[p][c] = s(level, layer) * R_p^(1-beta) * rms[p][c]^beta
 // (R_p the plane's RMS, rms the channel's RMS over the chunk's tokens, rounded to float16), i.e. between
 // one step per plane (beta 0, least total squared error) and one step per channel relative to its scale
-// (beta 1). Earlier layers of a chunk get smaller steps.
+// (beta 1). Earlier layers of a chunk get smaller steps. Channels whose values sit around a nonzero
+// mean (many K channels: 45-70% of a K plane's energy is in the channel means) store that mean as a
+// whole number of steps o[c] = round(mean / step) and code q - o[c]: the same quantized values, fewer bits.
 // q is zigzag-mapped to z and z to a symbol: z < 32 is its own symbol; larger z are coded as
 // (bit length, 2 next bits) symbols + raw low bits (like deflate's length codes). Symbols are rANS coded
 // (4 interleaved 32-bit states, 16-bit renormalization, 11-bit probabilities) with one frequency table
@@ -14,7 +16,9 @@
 //
 // Body after the common header:
 //   per plane p (layers*2, K before V within a layer):
-//     u8 mode: 0 = one step for all channels (then u16 f16 step), 1 = per-channel steps (then C x u16)
+//     u8 mode: bit 0 clear: one step for all channels (then u16 f16 step), set: per-channel steps (then
+//         C x u16); bit 1 set: channel offsets follow, C x LEB128 of zigzag(o[c]), |o[c]| < 2^19; other
+//         bits 0. A value decodes as f16((q + o[c]) * step[c]).
 //     class nibbles: ceil(C/2) bytes (channel 2k in the low nibble)
 //     u16 used-class bitmap, then per used class (ascending) a table: u8 n (symbols 0..n-1, n <= 100),
 //         n LEB128 frequencies summing to 2048
@@ -38,10 +42,10 @@ cg_preset cg_presets[LMC_KV_CACHEGEN_LEVELS] = {  // tuning builds only
 #else
 static const cg_preset cg_presets[LMC_KV_CACHEGEN_LEVELS] = {
 #endif
-    {0.100f, 0.5f, 0.0f, 0.7071068f},  // ~3x on Gemma 3 270M, relRMSE ~2%
-    {0.235f, 0.5f, 0.0f, 0.7071068f},  // ~4x, ~4.7%
-    {0.420f, 0.5f, 0.0f, 0.7071068f},  // ~5x, ~8.5%
-    {0.620f, 0.5f, 0.0f, 0.7071068f},  // ~6x, ~13%
+    {0.093f, 0.5f, 0.0f, 0.7071068f},  // ~3.1x on Gemma 3 270M, relRMSE ~1.9%
+    {0.220f, 0.5f, 0.0f, 0.7071068f},  // ~4.0x, ~4.5%
+    {0.390f, 0.5f, 0.0f, 0.7071068f},  // ~5.1x, ~8.0%
+    {0.580f, 0.5f, 0.0f, 0.7071068f},  // ~6.2x, ~12%
 };
 
 size_t kvc_cg_bound(size_t count) {
@@ -102,7 +106,7 @@ size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t 
     kvc_cg_params pr;
     memset(&pr, 0, sizeof pr);
     pr.rel = cg_presets[level].rel; pr.beta_k = cg_presets[level].beta_k; pr.beta_v = cg_presets[level].beta_v;
-    pr.early = cg_presets[level].early; pr.kmul = 1.0f; pr.vmul = 1.0f;
+    pr.early = cg_presets[level].early; pr.kmul = 1.0f; pr.vmul = 1.0f; pr.offsets = 1;
     for (int l = 0; l < KVC_CG_MAXLM; l++) pr.layer_mul[l] = 1.0f;
     return kvc_cg_encode_params(&pr, src, d, dst, cap);
 }
@@ -120,8 +124,10 @@ size_t kvc_cg_encode_params(const kvc_cg_params *prp, const uint16_t *src, const
     uint32_t *cnt = malloc((size_t)CG_NCLASS * CG_NSYM * sizeof(uint32_t));
     uint32_t *tab = malloc(P * CG_NCLASS * CG_NSYM * sizeof(uint32_t));  // freq << 16 | start per symbol
     uint64_t *qsum = malloc(C * sizeof(uint64_t));
+    int32_t *off = malloc(C * sizeof(int32_t));
+    double *msum = malloc(C * sizeof(double));
     size_t result = 0;
-    if (!syms || !wbuf || !ebuf || !acc || !stepf || !steph || !cls || !cnt || !tab || !qsum) goto done;
+    if (!syms || !wbuf || !ebuf || !acc || !stepf || !steph || !cls || !cnt || !tab || !qsum || !off || !msum) goto done;
     cg_out o = {dst, dst + cap, 0};
     size_t enb = 0;  // extra bits: ebuf words, bit count
     memset(ebuf, 0, (N * 19 + 63) / 64 * 8 + 16);
@@ -129,9 +135,9 @@ size_t kvc_cg_encode_params(const kvc_cg_params *prp, const uint16_t *src, const
         const uint16_t *x = src + p * T * C;
         const size_t layer = p / 2;
         // channel and plane RMS (double, fixed order)
-        for (size_t c = 0; c < C; c++) acc[c] = 0.0;
+        for (size_t c = 0; c < C; c++) { acc[c] = 0.0; msum[c] = 0.0; }
         for (size_t t = 0; t < T; t++)
-            for (size_t c = 0; c < C; c++) { double v = kvc_f16_to_f32_finite(x[t * C + c]); acc[c] += v * v; }
+            for (size_t c = 0; c < C; c++) { double v = kvc_f16_to_f32_finite(x[t * C + c]); acc[c] += v * v; msum[c] += v; }
         double tot = 0.0;
         for (size_t c = 0; c < C; c++) tot += acc[c];
         double R = __builtin_sqrt(tot / (double)(T * C));
@@ -152,17 +158,26 @@ size_t kvc_cg_encode_params(const kvc_cg_params *prp, const uint16_t *src, const
             if ((h & 0x7c00u) == 0x7c00u) h = 0x7bffu;  // huge: largest finite
             if (h == 0) h = 0x0001u;                      // all-zero channel (or tiny): smallest step
             steph[c] = h; stepf[c] = kvc_f16_to_f32(h);
+            // channel offset: the mean in whole steps (round half away, |o| < 2^19)
+            double m = msum[c] / (double)T / (double)stepf[c];
+            m = m > 524287.0 ? 524287.0 : (m < -524287.0 ? -524287.0 : m);
+            int32_t oi = (int32_t)m; double fr = m - (double)oi;
+            oi += (fr >= 0.5) - (fr <= -0.5);
+            off[c] = pr.offsets ? oi : 0;
         }
+        int has_off = 0;
+        for (size_t c = 0; c < C; c++) has_off |= off[c] != 0;
         // quantize, zigzag, classes
         for (size_t c = 0; c < C; c++) qsum[c] = 0;
         uint8_t *sp = syms + p * T * C;
         for (size_t t = 0; t < T; t++)
             for (size_t c = 0; c < C; c++) {
                 float v = kvc_f16_to_f32_finite(x[t * C + c]) / stepf[c];
-                float lim = (float)(CG_MAXZ >> 1);
+                const float lim = 524287.0f;  // |q| < 2^19, |q - o| < 2^20: z < 2^21
                 v = v > lim ? lim : (v < -lim ? -lim : v);
                 int32_t q = (int32_t)v; float fr = v - (float)q;
                 q += (fr >= 0.5f) - (fr <= -0.5f);
+                q -= off[c];
                 uint32_t z = cg_zigzag(q);
                 qsum[c] += (uint32_t)(q < 0 ? -q : q);
                 uint32_t ne, sy = cg_sym(z, &ne);
@@ -186,9 +201,10 @@ size_t kvc_cg_encode_params(const kvc_cg_params *prp, const uint16_t *src, const
         for (size_t t = 0; t < T; t++)
             for (size_t c = 0; c < C; c++) cnt[cp[c] * CG_NSYM + sp[t * C + c]]++;
         for (size_t c = 1; c < C && uniform; c++) if (steph[c] != steph[0]) uniform = 0;
-        cg_put8(&o, uniform ? 0 : 1);
+        cg_put8(&o, (uint8_t)((uniform ? 0 : 1) | (has_off ? 2 : 0)));
         if (uniform) cg_put16(&o, steph[0]);
         else for (size_t c = 0; c < C; c++) cg_put16(&o, steph[c]);
+        if (has_off) for (size_t c = 0; c < C; c++) cg_leb(&o, cg_zigzag(off[c]));
         for (size_t c = 0; c < C; c += 2) cg_put8(&o, (uint8_t)(cp[c] | (c + 1 < C ? cp[c + 1] << 4 : 0)));
         uint16_t used = 0;
         for (uint32_t k = 0; k < CG_NCLASS; k++)
@@ -245,7 +261,7 @@ size_t kvc_cg_encode_params(const kvc_cg_params *prp, const uint16_t *src, const
     }
     if (!o.overflow) result = (size_t)(o.p - dst);
 done:
-    free(syms); free(wbuf); free(ebuf); free(acc); free(stepf); free(steph); free(cls); free(cnt); free(tab); free(qsum);
+    free(syms); free(wbuf); free(ebuf); free(acc); free(stepf); free(steph); free(cls); free(cnt); free(tab); free(qsum); free(off); free(msum);
     return result;
 }
 
@@ -253,25 +269,29 @@ done:
 
 typedef struct {
     const uint8_t *steps;  // f16 steps (1 or C of them)
+    const uint8_t *offs;   // LEB128 offsets (NULL: none)
     int mode;
     uint16_t used;
     uint16_t freq[CG_NCLASS][CG_NSYM];
 } cg_plane;
 
-static void cg_row_scalar(uint16_t *restrict out, const int32_t *restrict q, const float *restrict step, size_t C) {
-    for (size_t c = 0; c < C; c++) out[c] = kvc_f32_to_f16((float)q[c] * step[c]);
+static void cg_row_scalar(uint16_t *restrict out, const int32_t *restrict q, const int32_t *restrict off,
+                          const float *restrict step, size_t C) {
+    for (size_t c = 0; c < C; c++) out[c] = kvc_f32_to_f16((float)(q[c] + off[c]) * step[c]);
 }
 
 #if KVC_X86
 #include <immintrin.h>
 __attribute__((target("avx2,f16c")))
-static void cg_row_avx2(uint16_t *restrict out, const int32_t *restrict q, const float *restrict step, size_t C) {
+static void cg_row_avx2(uint16_t *restrict out, const int32_t *restrict q, const int32_t *restrict off,
+                        const float *restrict step, size_t C) {
     size_t c = 0;
     for (; c + 8 <= C; c += 8) {
-        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(q + c))), _mm256_loadu_ps(step + c));
+        __m256i qi = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(q + c)), _mm256_loadu_si256((const __m256i *)(off + c)));
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(qi), _mm256_loadu_ps(step + c));
         _mm_storeu_si128((__m128i *)(out + c), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     }
-    for (; c < C; c++) out[c] = kvc_f32_to_f16((float)q[c] * step[c]);
+    for (; c < C; c++) out[c] = kvc_f32_to_f16((float)(q[c] + off[c]) * step[c]);
 }
 #endif
 
@@ -307,17 +327,33 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
     uint32_t *tabs = malloc((size_t)CG_NCLASS * CG_PROB_SCALE * sizeof(uint32_t));
     int32_t *rowq = malloc(C * sizeof(int32_t));
     float *stepf = malloc(C * sizeof(float));
-    if (!pl || !cls || !tabs || !rowq || !stepf) { rc = LMC_KV_ERR_NOMEM; goto done; }
+    int32_t *offc = malloc(C * sizeof(int32_t));
+    if (!pl || !cls || !tabs || !rowq || !stepf || !offc) { rc = LMC_KV_ERR_NOMEM; goto done; }
     const uint8_t *r = src, *end = src + size;
 #define NEED(n) do { if ((size_t)(end - r) < (size_t)(n)) { rc = LMC_KV_ERR_TRUNCATED; goto done; } } while (0)
     for (size_t p = 0; p < P; p++) {
         cg_plane *q = &pl[p];
         NEED(1);
         q->mode = *r++;
-        if (q->mode > 1) { rc = LMC_KV_ERR_CORRUPT; goto done; }
-        size_t ns = q->mode ? C : 1;
+        if (q->mode > 3) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+        size_t ns = (q->mode & 1) ? C : 1;
         NEED(2 * ns);
         q->steps = r; r += 2 * ns;
+        q->offs = NULL;
+        if (q->mode & 2) {  // validate the offsets now, read them again per plane below
+            q->offs = r;
+            for (size_t c = 0; c < C; c++) {
+                uint32_t v = 0;
+                for (int k = 0;; k++) {
+                    NEED(1);
+                    uint32_t b = *r++;
+                    v |= (b & 127u) << (7 * k);
+                    if (!(b & 128u)) { if (k && !b) { rc = LMC_KV_ERR_CORRUPT; goto done; } break; }
+                    if (k == 2) { rc = LMC_KV_ERR_CORRUPT; goto done; }  // <= 3 bytes: < 2^21
+                }
+                if (v >= (1u << 20)) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+            }
+        }
         NEED((C + 1) / 2 + 2);
         for (size_t c = 0; c < C; c++) cls[p * C + c] = (uint8_t)((r[c >> 1] >> ((c & 1) * 4)) & 15u);
         r += (C + 1) / 2;
@@ -371,7 +407,15 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
                 start += f;
             }
         }
-        for (size_t c = 0; c < C; c++) stepf[c] = kvc_f16_to_f32(kvc_get16(q->steps + (q->mode ? 2 * c : 0)));
+        for (size_t c = 0; c < C; c++) stepf[c] = kvc_f16_to_f32(kvc_get16(q->steps + ((q->mode & 1) ? 2 * c : 0)));
+        {   // offsets (validated above: <= 3 bytes each, zigzag value < 2^20)
+            const uint8_t *op = q->offs;
+            for (size_t c = 0; c < C; c++) {
+                uint32_t v = 0;
+                if (op) for (int k = 0;; k++) { uint32_t b = *op++; v |= (b & 127u) << (7 * k); if (!(b & 128u)) break; }
+                offc[c] = cg_unzigzag(v);
+            }
+        }
         for (size_t t = 0; t < T && !bad; t++) {
             if ((C & 3u) == 0) {  // i & 3 == c & 3: four states in registers
                 uint32_t x0 = st[0], x1 = st[1], x2 = st[2], x3 = st[3];
@@ -416,9 +460,9 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
             if (bad) break;
             uint16_t *out = dst + (p * T + t) * C;
 #if KVC_X86
-            if (simd) { cg_row_avx2(out, rowq, stepf, C); continue; }
+            if (simd) { cg_row_avx2(out, rowq, offc, stepf, C); continue; }
 #endif
-            cg_row_scalar(out, rowq, stepf, C);
+            cg_row_scalar(out, rowq, offc, stepf, C);
         }
     }
     if (bad) { rc = LMC_KV_ERR_CORRUPT; goto done; }
@@ -427,6 +471,6 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
     for (int k = 0; k < 4; k++) if (st[k] != CG_RANS_L) { rc = LMC_KV_ERR_CORRUPT; goto done; }
 #undef NEED
 done:
-    free(pl); free(cls); free(tabs); free(rowq); free(stepf);
+    free(pl); free(cls); free(tabs); free(rowq); free(stepf); free(offc);
     return rc;
 }

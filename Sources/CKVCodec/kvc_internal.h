@@ -114,7 +114,7 @@ size_t kvc_q8_encode(const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_
 int kvc_q8_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst);
 size_t kvc_cg_bound(size_t count);
 #define KVC_CG_MAXLM 64
-typedef struct { float rel, beta_k, beta_v, early, kmul, vmul; float layer_mul[KVC_CG_MAXLM]; } kvc_cg_params;
+typedef struct { float rel, beta_k, beta_v, early, kmul, vmul; float layer_mul[KVC_CG_MAXLM]; int offsets; } kvc_cg_params;
 size_t kvc_cg_encode_params(const kvc_cg_params *pr, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
 size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
 int kvc_cg_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst);
