@@ -14,7 +14,8 @@
 //                         token (8.5 bits/value), or one scale per channel over the chunk's tokens (8 bits +
 //                         16/tokens; K planes with outlier channels). ~1.94x.
 //   LMC_KV_CACHEGEN  (3)  lossy, entropy coded: uniform quantization with a step per (layer, K/V, channel),
-//                         rANS-coded with frequency tables per (layer, K/V, channel class). `level` picks a
+//                         rANS-coded with frequency tables per (layer, K/V, channel class); channel means
+//                         are coded once per chunk as whole steps. `level` picks a
 //                         preset (see LMC_KV_CACHEGEN_LEVELS); higher level = smaller, less accurate.
 //
 // Determinism: the same input gives the same bytes and the same decoded values on every machine and ISA
