@@ -21,7 +21,9 @@ struct BenchSerdeCommand: AsyncParsableCommand {
             encode and decode speed (GB/s of float16 KV, one thread), and against the exact run: \
             agreement of the top-1 token at every evaluation position and the mean KL divergence \
             KL(exact ‖ serde) of the next-token distributions. Lossless serdes must give agreement \
-            1 and KL 0 exactly; the command fails if they do not.
+            1 and KL 0 exactly; the command fails if they do not. The baseline row "±1 ulp" moves \
+            every value by one float16 step (the smallest change any lossy serde can make) with no \
+            codec: the floor of what the engine's arithmetic lets a lossy serde reach.
             """
     )
 
@@ -54,6 +56,8 @@ struct BenchSerdeCommand: AsyncParsableCommand {
         var name: String
         var serde: KVSerde
         var level: Int32?
+        /// The ±1-ulp baseline: no codec, every value moved by one float16 step.
+        var oneULP = false
         var streamBytes = 0
         var rawBytes = 0
         var encodeSeconds = 0.0
@@ -84,8 +88,8 @@ struct BenchSerdeCommand: AsyncParsableCommand {
             layers: model.kvLayout.layers, kvHeads: model.kvLayout.kvHeads, headDim: model.kvLayout.headDim,
             dtype: .float16
         )
-        var variants = [Variant(name: "naive", serde: .naive), Variant(name: "lossless", serde: .lossless),
-            Variant(name: "q8", serde: .q8)]
+        var variants = [Variant(name: "naive", serde: .naive), Variant(name: "±1 ulp (the floor)", serde: .naive, oneULP: true),
+            Variant(name: "lossless", serde: .lossless), Variant(name: "q8", serde: .q8)]
         for level in KVCodec.cachegenLevels {
             let name = level == KVCodec.cachegenLevel ? "cachegen (level \(level), the default)" : "cachegen level \(level)"
             variants.append(Variant(name: name, serde: .cachegen, level: level))
@@ -135,6 +139,7 @@ struct BenchSerdeCommand: AsyncParsableCommand {
                         variants[index].streamBytes += stream.count
                     } else {
                         variants[index].streamBytes += bytes.count
+                        if variants[index].oneULP { Self.moveOneULP(&decoded) }
                     }
                     variants[index].rawBytes += bytes.count
                     try decoded.withUnsafeBytes {
@@ -142,7 +147,7 @@ struct BenchSerdeCommand: AsyncParsableCommand {
                     }
                 }
                 let logits = try model.forward(evaluated, sequence: sequence, outputs: .all, workspace: workspace)
-                if variants[index].serde.isLossless && logits != exact {
+                if variants[index].serde.isLossless && !variants[index].oneULP && logits != exact {
                     throw CommandFailure("\(variants[index].name) is lossless, but its logits differ from the exact run")
                 }
                 let compared = Self.distributions(logits, positions: evaluated.count, vocabulary: vocabulary)
@@ -168,6 +173,7 @@ struct BenchSerdeCommand: AsyncParsableCommand {
                 "encode_gbps": variant.encodeSeconds > 0 ? gigabytes / variant.encodeSeconds : 0.0,
                 "decode_gbps": variant.decodeSeconds > 0 ? gigabytes / variant.decodeSeconds : 0.0,
                 "top1_agreement": Double(variant.agreeing) / Double(variant.positions),
+                "baseline": variant.oneULP,
                 "mean_kl": variant.klSum / Double(variant.positions),
                 "max_kl": variant.klMax,
             ]
@@ -204,6 +210,22 @@ struct BenchSerdeCommand: AsyncParsableCommand {
             for value in row { sum += exp(Double(value) - maximum) }
             let logSum = log(sum) + maximum
             return (Sampler.argmax(row), row.map { Double($0) - logSum })
+        }
+    }
+
+    /// Moves every finite float16 value one step away from zero or toward it, alternately.
+    static func moveOneULP(_ bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { raw in
+            let values = raw.bindMemory(to: UInt16.self)
+            for i in values.indices {
+                let magnitude = values[i] & 0x7FFF
+                guard magnitude < 0x7BFF else { continue }  // keep the largest finite value, inf and NaN
+                if i % 2 == 0 || magnitude == 0 {
+                    values[i] &+= 1
+                } else {
+                    values[i] &-= 1
+                }
+            }
         }
     }
 
