@@ -15,8 +15,9 @@ import Synchronization
 ///   chunk is one key in one slot, also on Redis Cluster; a read is one GET.
 /// - `lmcache`: LMCache's Redis connector layout, `<key>kv_bytes` holding the value and
 ///   `<key>metadata` its 28-byte header (length, format, dtype, shape[4]; int32 little-endian),
-///   filled as the `lm://` tier fills its header (format ``KVChunkFrame/wireFormat``, the dtype's
-///   code, shape `[layers, 2, tokens, kvHeads × headDim]`). The value is written before the
+///   describing the frame as opaque bytes, as the `lm://` tier's header does: format
+///   ``KVChunkFrame/wireFormat`` (`BINARY`), dtype ``KVChunkFrame/wireDType`` (`uint8`), shape
+///   `[length, 0, 0, 0]`. The value is written before the
 ///   metadata (one pipelined batch on one connection, which Redis executes in order), reads GET
 ///   both, and presence is EXISTS on the metadata key. The keys carry no hash tag, as LMCache's
 ///   do, so on a cluster they may live on different shards. Batched
