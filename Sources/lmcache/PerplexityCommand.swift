@@ -30,9 +30,13 @@ struct PerplexityCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object: perplexity, token_ids, argmax_ids, nll.")
     var json = false
 
+    @Option(help: "With --json, also print the K largest logits of every position (top_logits: [[id, logit]…] per position, the logits as Float values).")
+    var topLogits = 0
+
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must not be negative") }
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
+        guard topLogits >= 0 else { throw ValidationError("--top-logits must not be negative") }
     }
 
     func run() async throws {
@@ -50,6 +54,7 @@ struct PerplexityCommand: AsyncParsableCommand {
         let sequence = model.makeSequence()
         let workspace = Workspace()
         var argmaxIDs: [Int32] = []
+        var top: [[[Double]]] = []
         var nll = 0.0
         let start = monotonicSeconds()
         var position = 0
@@ -59,6 +64,7 @@ struct PerplexityCommand: AsyncParsableCommand {
             for i in position..<end {
                 let row = logits[((i - position) * vocab)..<((i - position + 1) * vocab)]
                 argmaxIDs.append(Sampler.argmax(row))
+                if topLogits > 0 { top.append(Self.largest(topLogits, of: row).map { [Double($0.id), Double($0.logit)] }) }
                 if i + 1 < ids.count {
                     let m = row.max()!
                     var sum = 0.0
@@ -77,9 +83,23 @@ struct PerplexityCommand: AsyncParsableCommand {
                 "token_ids": ids.map(Int.init),
                 "argmax_ids": argmaxIDs.map(Int.init),
                 "seconds": seconds,
-            ])
+            ].merging(topLogits > 0 ? ["top_logits": top] : [:]) { $1 })
         } else {
             print(String(format: "perplexity %.4f over %d tokens (%.1f tok/s)", perplexity, ids.count, Double(ids.count) / seconds))
         }
+    }
+
+    /// The `count` largest logits of `row` with their token ids, largest first (ties: lower id first).
+    static func largest(_ count: Int, of row: ArraySlice<Float>) -> [(id: Int, logit: Float)] {
+        var best: [(id: Int, logit: Float)] = []
+        best.reserveCapacity(count + 1)
+        for index in row.indices {
+            let value = row[index]
+            guard best.count < count || value > best[best.count - 1].logit else { continue }
+            let slot = best.firstIndex { $0.logit < value } ?? best.count
+            best.insert((index - row.startIndex, value), at: slot)
+            if best.count > count { best.removeLast() }
+        }
+        return best
     }
 }
