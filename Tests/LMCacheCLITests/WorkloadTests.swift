@@ -9,7 +9,7 @@ struct WorkloadTests {
     static let scripts = URL(filePath: #filePath).deletingLastPathComponent()
         .appending(path: "../../scripts/workloads").standardized
 
-    @Test("multi-round QA, long-document QA, a shared system prompt and code completion complete with well-formed reports and cache hits")
+    @Test("multi-round QA, long-document QA, a shared system prompt, code completion and RAG complete with well-formed reports and cache hits")
     func workloads() async throws {
         let server = try ServeProcess.serve(settings: ["max_local_cpu_size=0.25"])
         defer { server.stop() }
@@ -60,6 +60,26 @@ struct WorkloadTests {
 
         try await Self.sharedPrompt(base: base, directory: directory)
         try await Self.codeCompletion(base: base, directory: directory)
+        try await Self.rag(base: base, directory: directory)
+    }
+
+    /// RAG: 4 requests drawing 2 or 3 of 4 documents each, in any order.
+    static func rag(base: String, directory: URL) async throws {
+        let path = directory.appending(path: "rag.json")
+        let run = try await runPython([
+            Self.scripts.appending(path: "rag.py").path, "--base-url", base, "--pool", "4", "--document-tokens", "150",
+            "--requests", "4", "--min-docs", "2", "--max-docs", "3", "--max-tokens", "4", "--json", path.path, "--quiet",
+        ])
+        try #require(run.status == 0, "\(run.stderr)")
+        let report = try Self.report(path)
+        #expect(report.workload == "rag")
+        #expect(report.requests.count == 4)
+        for request in report.requests {
+            let documents = request["documents"] as? Int ?? 0
+            #expect([2, 3].contains(documents), "\(request)")
+            // About 150 tokens per document (4 characters per token is approximate).
+            #expect((request["prompt_tokens"] as? Int ?? 0) > 100 * documents, "\(request)")
+        }
     }
 
     /// Code completion: 6 completions in 2 of the repository's Swift files.
