@@ -275,37 +275,73 @@ typedef struct {
     uint16_t freq[CG_NCLASS][CG_NSYM];
 } cg_plane;
 
-static void cg_row_scalar(uint16_t *restrict out, const int32_t *restrict q, const int32_t *restrict off,
-                          const float *restrict step, size_t C) {
-    for (size_t c = 0; c < C; c++) out[c] = kvc_f32_to_f16((float)(q[c] + off[c]) * step[c]);
+// Extra-bit reader: LSB-first. Bits of bb above bn may hold (the same) bits of bytes not yet consumed.
+typedef struct { uint64_t bb; uint32_t bn; const uint8_t *ep, *eend; } cg_bits;
+
+// z of an escape symbol (>= 32): its top bits from the symbol, its low bits from the extra-bit stream.
+static inline uint32_t cg_extra(uint32_t sym, cg_bits *br, int *bad) {
+    uint32_t nb = 5u + ((sym - 32u) >> 2), ne = nb - 2u;
+    if (br->eend - br->ep >= 8) {  // word refill: bn becomes 56..63
+        br->bb |= kvc_get64(br->ep) << br->bn;
+        br->ep += (63u - br->bn) >> 3;
+        br->bn |= 56u;
+    } else
+        while (br->bn <= 56 && br->ep < br->eend) { br->bb |= (uint64_t)*br->ep++ << br->bn; br->bn += 8; }
+    if (br->bn < ne) { *bad = 1; return 0; }
+    uint32_t z = ((4u | ((sym - 32u) & 3u)) << ne) | (uint32_t)(br->bb & ((1u << ne) - 1u));
+    br->bb >>= ne; br->bn -= ne;
+    return z;
+}
+
+// symbols of one row -> f16 values (escapes resolved in value order)
+static int cg_row_scalar(uint16_t *restrict out, const uint8_t *restrict sy, const int32_t *restrict off,
+                         const float *restrict step, size_t C, cg_bits *br) {
+    int bad = 0;
+    cg_bits b = *br;
+    for (size_t c = 0; c < C; c++) {
+        uint32_t z = sy[c];
+        if (z >= 32u) z = cg_extra(z, &b, &bad);
+        out[c] = kvc_f32_to_f16((float)(cg_unzigzag(z) + off[c]) * step[c]);
+    }
+    *br = b;
+    return bad;
 }
 
 #if KVC_X86
 #include <immintrin.h>
 __attribute__((target("avx2,f16c")))
-static void cg_row_avx2(uint16_t *restrict out, const int32_t *restrict q, const int32_t *restrict off,
-                        const float *restrict step, size_t C) {
+static int cg_row_avx2(uint16_t *restrict out, const uint8_t *restrict sy, const int32_t *restrict off,
+                       const float *restrict step, size_t C, cg_bits *br) {
+    int bad = 0;
+    cg_bits b = *br;
     size_t c = 0;
+    const __m256i one = _mm256_set1_epi32(1);
     for (; c + 8 <= C; c += 8) {
-        __m256i qi = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(q + c)), _mm256_loadu_si256((const __m256i *)(off + c)));
+        uint64_t w8;
+        memcpy(&w8, sy + c, 8);
+        __m256i z;
+        if (!(w8 & 0xe0e0e0e0e0e0e0e0ull)) z = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)w8));
+        else {
+            uint32_t zz[8];
+            for (int k = 0; k < 8; k++) { uint32_t v = sy[c + k]; zz[k] = v >= 32u ? cg_extra(v, &b, &bad) : v; }
+            z = _mm256_loadu_si256((const __m256i *)zz);
+        }
+        __m256i qi = _mm256_xor_si256(_mm256_srli_epi32(z, 1), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)));
+        qi = _mm256_add_epi32(qi, _mm256_loadu_si256((const __m256i *)(off + c)));
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(qi), _mm256_loadu_ps(step + c));
         _mm_storeu_si128((__m128i *)(out + c), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     }
-    for (; c < C; c++) out[c] = kvc_f32_to_f16((float)(q[c] + off[c]) * step[c]);
+    for (; c < C; c++) {
+        uint32_t z = sy[c];
+        if (z >= 32u) z = cg_extra(z, &b, &bad);
+        out[c] = kvc_f32_to_f16((float)(cg_unzigzag(z) + off[c]) * step[c]);
+    }
+    *br = b;
+    return bad;
 }
 #endif
 
 int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
-
-// z of an escape symbol (>= 32): its top bits from the symbol, its low bits from the extra-bit stream.
-static inline uint32_t cg_extra(uint32_t sym, uint64_t *bb, uint32_t *bn, const uint8_t **ep, const uint8_t *eend, int *bad) {
-    uint32_t nb = 5u + ((sym - 32u) >> 2), ne = nb - 2u;
-    while (*bn <= 56 && *ep < eend) { *bb |= (uint64_t)*(*ep)++ << *bn; *bn += 8; }
-    if (*bn < ne) { *bad = 1; return 0; }
-    uint32_t z = ((4u | ((sym - 32u) & 3u)) << ne) | (uint32_t)(*bb & ((1u << ne) - 1u));
-    *bb >>= ne; *bn -= ne;
-    return z;
-}
 
 int kvc_cg_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst) {
     return kvc_cg_decode_impl(src, size, d, dst, 1);
@@ -325,7 +361,7 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
     cg_plane *pl = malloc(P * sizeof(cg_plane));
     uint8_t *cls = malloc(P * C);
     uint32_t *tabs = malloc((size_t)CG_NCLASS * CG_PROB_SCALE * sizeof(uint32_t));
-    int32_t *rowq = malloc(C * sizeof(int32_t));
+    uint8_t *rowq = malloc(C + 8);
     float *stepf = malloc(C * sizeof(float));
     int32_t *offc = malloc(C * sizeof(int32_t));
     if (!pl || !cls || !tabs || !rowq || !stepf || !offc) { rc = LMC_KV_ERR_NOMEM; goto done; }
@@ -392,7 +428,7 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
         if (st[k] < CG_RANS_L) { rc = LMC_KV_ERR_CORRUPT; goto done; }
     }
     const uint8_t *wp = r + 16, *wend = end;
-    uint64_t bb = 0; uint32_t bn = 0;  // extra-bit buffer
+    cg_bits br = {0, 0, ep, eend};  // extra-bit reader
     int bad = 0;
     size_t i = 0;
     for (size_t p = 0; p < P && !bad; p++) {
@@ -420,24 +456,37 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
             if ((C & 3u) == 0) {  // i & 3 == c & 3: four states in registers
                 uint32_t x0 = st[0], x1 = st[1], x2 = st[2], x3 = st[3];
                 static const uint8_t zero2[2] = {0, 0};
-#define CG_DEC(X, CC)                                                                                   \
+#define CG_DEC(X, CC, SAFE)                                                                             \
     do {                                                                                                \
         uint32_t e_ = tabs[(size_t)cp[CC] * CG_PROB_SCALE + (X & (CG_PROB_SCALE - 1u))];               \
         uint32_t s_ = e_ & 127u;                                                                        \
         X = ((e_ >> 7) & 0xfffu) * (X >> CG_PROB_BITS) + (e_ >> 19);                                    \
         {   /* branchless renormalization (the branch would be unpredictable) */                        \
-            uint32_t need_ = X < CG_RANS_L, ok_ = wend - wp >= 2;                                       \
-            const uint8_t *rp_ = ok_ ? wp : zero2;                                                      \
-            uint32_t w_ = kvc_get16(rp_);                                                               \
-            X = need_ ? (X << 16) | w_ : X;                                                             \
-            wp += 2u * (need_ & ok_);                                                                   \
-            bad |= (int)(need_ & !ok_);                                                                 \
+            uint32_t need_ = X < CG_RANS_L;                                                             \
+            if (SAFE) {  /* >= 2 bytes left for sure: no bounds check on the serial wp chain */         \
+                uint32_t w_ = kvc_get16(wp);                                                            \
+                X = need_ ? (X << 16) | w_ : X;                                                         \
+                wp += 2u * need_;                                                                       \
+            } else {                                                                                    \
+                uint32_t ok_ = wend - wp >= 2;                                                          \
+                const uint8_t *rp_ = ok_ ? wp : zero2;                                                  \
+                uint32_t w_ = kvc_get16(rp_);                                                           \
+                X = need_ ? (X << 16) | w_ : X;                                                         \
+                wp += 2u * (need_ & ok_);                                                               \
+                bad |= (int)(need_ & !ok_);                                                             \
+            }                                                                                           \
         }                                                                                               \
-        if (s_ >= 32u) s_ = cg_extra(s_, &bb, &bn, &ep, eend, &bad);                                     \
-        rowq[CC] = cg_unzigzag(s_);                                                                     \
+        rowq[CC] = (uint8_t)s_;                                                                         \
     } while (0)
-                for (size_t c = 0; c < C; c += 4) {
-                    CG_DEC(x0, c); CG_DEC(x1, c + 1); CG_DEC(x2, c + 2); CG_DEC(x3, c + 3);
+                // a symbol takes at most one 16-bit word: with 2C bytes left the row cannot run out
+                if ((size_t)(wend - wp) >= 2 * C) {
+                    for (size_t c = 0; c < C; c += 4) {
+                        CG_DEC(x0, c, 1); CG_DEC(x1, c + 1, 1); CG_DEC(x2, c + 2, 1); CG_DEC(x3, c + 3, 1);
+                    }
+                } else {
+                    for (size_t c = 0; c < C; c += 4) {
+                        CG_DEC(x0, c, 0); CG_DEC(x1, c + 1, 0); CG_DEC(x2, c + 2, 0); CG_DEC(x3, c + 3, 0);
+                    }
                 }
 #undef CG_DEC
                 st[0] = x0; st[1] = x1; st[2] = x2; st[3] = x3;
@@ -453,21 +502,21 @@ int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
                     x = (x << 16) | kvc_get16(wp); wp += 2;
                 }
                 st[i & 3] = x;
-                uint32_t z = sym;
-                if (sym >= 32u) z = cg_extra(sym, &bb, &bn, &ep, eend, &bad);
-                rowq[c] = cg_unzigzag(z);
+                rowq[c] = (uint8_t)sym;
             }
             if (bad) break;
             uint16_t *out = dst + (p * T + t) * C;
 #if KVC_X86
-            if (simd) { cg_row_avx2(out, rowq, offc, stepf, C); continue; }
+            if (simd) { bad |= cg_row_avx2(out, rowq, offc, stepf, C, &br); continue; }
 #endif
-            cg_row_scalar(out, rowq, offc, stepf, C);
+            bad |= cg_row_scalar(out, rowq, offc, stepf, C, &br);
         }
     }
     if (bad) { rc = LMC_KV_ERR_CORRUPT; goto done; }
-    // everything consumed, states back at their start, padding bits zero
-    if (wp != wend || ep != eend || bn >= 8 || bb != 0) { rc = LMC_KV_ERR_CORRUPT; goto done; }
+    // everything consumed, states back at their start, padding bits zero (read the rest as the byte-wise
+    // reader would have: whole bytes while at most 56 bits are buffered)
+    while (br.bn <= 56 && br.ep < br.eend) { br.bb |= (uint64_t)*br.ep++ << br.bn; br.bn += 8; }
+    if (wp != wend || br.ep != br.eend || br.bn >= 8 || br.bb != 0) { rc = LMC_KV_ERR_CORRUPT; goto done; }
     for (int k = 0; k < 4; k++) if (st[k] != CG_RANS_L) { rc = LMC_KV_ERR_CORRUPT; goto done; }
 #undef NEED
 done:
