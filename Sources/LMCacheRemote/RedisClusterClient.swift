@@ -66,8 +66,10 @@ package final class RedisClusterClient: Sendable {
                 replies = try await client(for: target).send(asking ? [RESPCommand("ASKING")] + commands : commands,
                     routingKey: key)
             } catch {
-                // The node may have failed over: learn the new map and try its owner once.
-                await refresh(force: false)
+                // The node may have failed over: learn the new map (now, whatever the rate limit: a
+                // MOVED seen for another slot just before may have left this one stale) and try its
+                // owner once.
+                await refresh(force: true)
                 guard !retriedAfterFailure, let next = owner(ofSlot: slot), next != target else { throw error }
                 retriedAfterFailure = true
                 target = next
