@@ -126,8 +126,8 @@ public final class LocalDiskTier: StorageTier {
     public func get(_ keys: [CacheKey], receive: @escaping @Sendable (Int, KVChunk) -> Void) async {
         await withCheckedContinuation { continuation in
             io.async {
-                self.inFlight(keys) { index, reader in
-                    if let chunk = self.read(reader, threads: 1) { receive(index, chunk) }
+                self.inFlight(keys) { index, reader, threads in
+                    if let chunk = self.read(reader, threads: threads) { receive(index, chunk) }
                 }
                 continuation.resume()
             }
@@ -144,20 +144,12 @@ public final class LocalDiskTier: StorageTier {
     @discardableResult
     public func remove(_ key: CacheKey) async -> Bool { removeNow(key) }
 
-    /// Loads the chunk under `key`, if it holds exactly `tokens`, straight into the CPU tier's pool
-    /// (no intermediate copy) and returns it from there; falls back to a heap copy when the CPU
-    /// tier has no room. Runs off the cooperative pool.
-    public func promote(_ key: CacheKey, verifying tokens: [Int32], into cpu: LocalCPUTier) async -> KVChunk? {
-        await withCheckedContinuation { continuation in
-            io.async { continuation.resume(returning: self.promoteNow(key, verifying: tokens, into: cpu)) }
-        }
-    }
-
-    /// Loads the chunks under `keys`, each if it holds its entry of `tokens`, into the CPU tier's
-    /// pool as ``promote(_:verifying:into:)`` does, with the whole batch in flight: every file is
-    /// opened and its payload announced to the kernel (`POSIX_FADV_WILLNEED`) before the first
-    /// read, so the device sees all of the hit at once, and up to ``readsInFlight`` chunks are read
-    /// and checked at the same time. `nil` for each miss.
+    /// Loads the chunks under `keys`, each if it holds its entry of `tokens`, straight into the CPU
+    /// tier's pool (no intermediate copy; into the heap when the pool has no room) and returns them
+    /// from there, with the whole batch in flight: every file is opened and its payload announced to
+    /// the kernel (`POSIX_FADV_WILLNEED`) before the first read, so the device sees all of the hit
+    /// at once, and up to ``readsInFlight`` chunks are read and checked at the same time. `nil` for
+    /// each miss; a chunk with other tokens is removed. Runs off the cooperative pool.
     public func promote(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier) async -> [KVChunk?] {
         precondition(keys.count == tokens.count, "one token run per key")
         return await withCheckedContinuation { continuation in
@@ -170,8 +162,8 @@ public final class LocalDiskTier: StorageTier {
 
     private func promoteNow(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier) -> [KVChunk?] {
         let results = Mutex([KVChunk?](repeating: nil, count: keys.count))
-        inFlight(keys) { index, reader in
-            let chunk = self.promote(reader, verifying: tokens[index], into: cpu, readers: 1)
+        inFlight(keys) { index, reader, threads in
+            let chunk = self.promote(reader, verifying: tokens[index], into: cpu, readers: threads)
             results.withLock { $0[index] = chunk }
         }
         return results.withLock { $0 }
@@ -184,31 +176,29 @@ public final class LocalDiskTier: StorageTier {
         precondition(keys.count == destinations.count, "one destination per key")
         let addresses = destinations.map { (UInt(bitPattern: $0.baseAddress), $0.count) }
         let results = Mutex([Bool](repeating: false, count: keys.count))
-        inFlight(keys) { index, reader in
+        inFlight(keys) { index, reader, threads in
             let (address, count) = addresses[index]
             guard count == reader.byteCount, let base = UnsafeMutableRawPointer(bitPattern: address) else { return }
-            let ok = reader.read(into: UnsafeMutableRawBufferPointer(start: base, count: count), threads: 1)
+            let ok = reader.read(into: UnsafeMutableRawBufferPointer(start: base, count: count), threads: threads)
             results.withLock { $0[index] = ok }
         }
         return results.withLock { $0 }
     }
 
     /// Opens the files of `keys` and announces every payload to the kernel before the first read,
-    /// then runs `body` on each file opened, with up to ``readsInFlight`` at once (blocking).
-    private func inFlight(_ keys: [CacheKey], _ body: @escaping @Sendable (Int, DiskChunkReader) -> Void) {
+    /// then runs `body` on each file opened, with up to ``readsInFlight`` at once (blocking). `body`
+    /// gets the threads its read may use: two for a batch of one (its blocks split between them,
+    /// as a single read does), else one (the batch already keeps both cores busy).
+    private func inFlight(_ keys: [CacheKey], _ body: @escaping @Sendable (Int, DiskChunkReader, Int) -> Void) {
         let readers = keys.map { open($0) }
         for reader in readers { reader?.willNeed() }
         let workers = max(1, min(Self.readsInFlight, keys.count))
+        let threads = keys.count == 1 ? 2 : 1
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for index in stride(from: worker, to: keys.count, by: workers) {
-                if let reader = readers[index] { body(index, reader) }
+                if let reader = readers[index] { body(index, reader, threads) }
             }
         }
-    }
-
-    private func promoteNow(_ key: CacheKey, verifying tokens: [Int32], into cpu: LocalCPUTier) -> KVChunk? {
-        guard let reader = open(key) else { return nil }
-        return promote(reader, verifying: tokens, into: cpu, readers: 2)
     }
 
     private func promote(_ reader: DiskChunkReader, verifying tokens: [Int32], into cpu: LocalCPUTier, readers: Int)

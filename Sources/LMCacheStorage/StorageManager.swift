@@ -163,59 +163,37 @@ public final class StorageManager: Sendable {
     /// The chunk under `key` holding exactly `tokens`, from the fastest tier that has it; a hit in a
     /// slower tier is promoted into the CPU tier. `nil` when no tier has it.
     public func get(_ key: CacheKey, tokens: some Collection<Int32>) async -> KVChunk? {
-        var tierIndex = 0
-        if let cpu {
-            let start = ContinuousClock.now
-            if let chunk = try? await cpu.get(key, verifying: tokens) {
-                record(hit: 0, since: start)
-                return chunk
-            }
-            tierIndex = 1
-        }
-        for tier in slowerTiers {
-            defer { tierIndex += 1 }
-            let start = ContinuousClock.now
-            if let disk = tier as? LocalDiskTier, let cpu {
-                // Disk to CPU pool directly, without an intermediate copy.
-                guard let chunk = await disk.promote(key, verifying: Array(tokens), into: cpu) else { continue }
-                record(hit: tierIndex, since: start)
-                if cpu.contains(key) { countPromotion() }
-                return chunk
-            }
-            let chunk: KVChunk?
-            do {
-                chunk = try await tier.get(key, verifying: tokens)
-            } catch {
-                logger.debug(
-                    "tier get failed",
-                    metadata: ["lmcache.tier": "\(tier.name)", "lmcache.error": "\(error)"]
-                )
-                continue
-            }
-            guard let chunk else { continue }
-            record(hit: tierIndex, since: start)
-            if let cpu, cpu.put(chunk) { countPromotion() }
-            return chunk
-        }
-        state.withLock { $0.statistics.misses += 1 }
-        return nil
+        let hit = await fetch([(key, Array(tokens))])[0]
+        if hit == nil { state.withLock { $0.statistics.misses += 1 } }
+        return hit
     }
 
     /// The leading run of `chunks` available in the tiers, each checked against its tokens in
     /// `tokens`; stops at the first chunk no tier has.
     ///
-    /// The chunks the CPU tier lacks are asked of each slower tier in one batch (``StorageTier/get(_:)-([CacheKey])``:
-    /// one pipelined round trip on Redis, many reads in flight on a disk), not one chunk after
-    /// another; hits are promoted into the CPU tier (from disk straight into its pool).
+    /// The chunks the CPU tier lacks are asked of each slower tier in one batch
+    /// (``StorageTier/get(_:receive:)``: pipelined windows on Redis, many reads in flight on a
+    /// disk), not one chunk after another; hits are promoted into the CPU tier (from disk straight
+    /// into its pool).
     public func retrieve(_ chunks: [TokenChunk], tokens: [Int32]) async -> [KVChunk] {
         guard !chunks.isEmpty else { return [] }
-        var found = [KVChunk?](repeating: nil, count: chunks.count)
+        let found = await fetch(chunks.map { ($0.key, Array(tokens[$0.range])) })
+        let run = found.prefix { $0 != nil }.map { $0! }
+        if run.count < chunks.count { state.withLock { $0.statistics.misses += 1 } }
+        return run
+    }
+
+    /// Each wanted chunk from the fastest tier that holds it with exactly its tokens (`nil` where
+    /// none does): the CPU tier first, then each slower tier asked once for all that are still
+    /// missing; hits in slower tiers are promoted into the CPU tier.
+    private func fetch(_ wanted: [(key: CacheKey, tokens: [Int32])]) async -> [KVChunk?] {
+        var found = [KVChunk?](repeating: nil, count: wanted.count)
         var missing: [Int] = []
         var tierIndex = 0
         if let cpu {
             let start = ContinuousClock.now
-            for (index, chunk) in chunks.enumerated() {
-                if let hit = try? await cpu.get(chunk.key, verifying: tokens[chunk.range]) {
+            for (index, chunk) in wanted.enumerated() {
+                if let hit = try? await cpu.get(chunk.key, verifying: chunk.tokens) {
                     found[index] = hit
                     record(hit: 0, since: start)
                 } else {
@@ -224,21 +202,21 @@ public final class StorageManager: Sendable {
             }
             tierIndex = 1
         } else {
-            missing = Array(chunks.indices)
+            missing = Array(wanted.indices)
         }
         for tier in slowerTiers where !missing.isEmpty {
             defer { tierIndex += 1 }
             let start = ContinuousClock.now
-            let keys = missing.map { chunks[$0].key }
+            let keys = missing.map { wanted[$0].key }
+            let expected = missing.map { wanted[$0].tokens }
             let hits: [KVChunk?]
             if let disk = tier as? LocalDiskTier, let cpu {
                 // Disk to CPU pool directly, without an intermediate copy.
-                hits = await disk.promote(keys, verifying: missing.map { Array(tokens[chunks[$0].range]) }, into: cpu)
+                hits = await disk.promote(keys, verifying: expected, into: cpu)
                 for case let hit? in hits where cpu.contains(hit.key) { countPromotion() }
             } else {
                 // Each chunk is checked and copied into the CPU tier as it arrives, and the copy is
                 // kept, so that the tier's reply buffers are released at once.
-                let expected = missing.map { Array(tokens[chunks[$0].range]) }
                 let received = Mutex((hits: [KVChunk?](repeating: nil, count: keys.count), foreign: [CacheKey]()))
                 let cpu = self.cpu
                 await tier.get(keys) { offset, hit in
@@ -269,9 +247,7 @@ public final class StorageManager: Sendable {
             }
             missing = stillMissing
         }
-        let run = found.prefix { $0 != nil }.map { $0! }
-        if run.count < chunks.count { state.withLock { $0.statistics.misses += 1 } }
-        return run
+        return found
     }
 
     private func countPromotion() {
