@@ -341,20 +341,13 @@ static int cg_row_avx2(uint16_t *restrict out, const uint8_t *restrict sy, const
 }
 #endif
 
-int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
-
 int kvc_cg_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst) {
     return kvc_cg_decode_impl(src, size, d, dst, 1);
 }
 
 int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd) {
     const size_t C = d->channels, T = d->tokens, P = (size_t)d->layers * 2u;
-    int simd = 0;
-#if KVC_X86
-    simd = allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-#else
-    (void)allow_simd;
-#endif
+    const int simd = kvc_use_avx2(allow_simd, 1);
     // Cheap plausibility before allocating: every plane needs >= 1 + 2 + C/2 + 2 bytes.
     if (size / P < 5 + (C + 1) / 2) return LMC_KV_ERR_TRUNCATED;
     int rc = 0;

@@ -119,4 +119,21 @@ size_t kvc_cg_encode_params(const kvc_cg_params *pr, const uint16_t *src, const 
 size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
 int kvc_cg_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst);
 
+// The decoders with the choice of path: allow_simd = 0 forces the portable one (the two give the
+// same bits; harnesses compare them).
+int kvc_lossless_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
+int kvc_q8_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
+int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
+
+// Whether a decoder takes its AVX2 path (with F16C conversions when need_f16c), chosen at run time.
+static inline int kvc_use_avx2(int allow_simd, int need_f16c) {
+#if KVC_X86
+    return allow_simd && __builtin_cpu_supports("avx2") && (!need_f16c || __builtin_cpu_supports("f16c"));
+#else
+    (void)allow_simd;
+    (void)need_f16c;
+    return 0;
+#endif
+}
+
 #endif

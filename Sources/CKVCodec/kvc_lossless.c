@@ -107,8 +107,6 @@ static void lossless_row_avx2(uint16_t *restrict out, const uint8_t *restrict h,
 }
 #endif
 
-int kvc_lossless_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
-
 int kvc_lossless_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst) {
     return kvc_lossless_decode_impl(src, size, d, dst, 1);
 }
@@ -116,12 +114,7 @@ int kvc_lossless_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint
 int kvc_lossless_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd) {
     const size_t C = d->channels, T = d->tokens, P = (size_t)d->layers * 2u, N = (size_t)d->count;
     const size_t side = P * C;
-    int simd = 0;
-#if KVC_X86
-    simd = allow_simd && __builtin_cpu_supports("avx2");
-#else
-    (void)allow_simd;
-#endif
+    const int simd = kvc_use_avx2(allow_simd, 0);
     if (size < side + 8) return LMC_KV_ERR_TRUNCATED;
     uint64_t z = kvc_get64(src + side);
     if (z > size - side - 8 || size - side - 8 - z < N) return LMC_KV_ERR_TRUNCATED;

@@ -162,17 +162,10 @@ static void q8_blocks_avx2(const uint8_t *src, size_t T, size_t C, uint16_t *dst
 }
 #endif
 
-int kvc_q8_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
-
 int kvc_q8_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd) {
     const size_t C = d->channels, T = d->tokens, P = (size_t)d->layers * 2u;
     const size_t nb = (C + Q8_BLOCK - 1) / Q8_BLOCK;
-    int simd = 0;
-#if KVC_X86
-    simd = allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-#else
-    (void)allow_simd;
-#endif
+    const int simd = kvc_use_avx2(allow_simd, 1);
     // every plane takes at least T * C bytes (count = P * T * C <= 2^40: no overflow)
     if (size / P < T * C) return LMC_KV_ERR_TRUNCATED;
     float *df = malloc(C * sizeof(float));
