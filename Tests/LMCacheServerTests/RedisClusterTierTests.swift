@@ -112,16 +112,20 @@ struct RedisClusterTierTests {
             let killedAt = ContinuousClock.now
             var misses = 0
             var recoveredAfter: Duration?
+            // Recovered once a whole pass hits. (Until every master has learnt of the election, a
+            // master may answer CLUSTERDOWN for its own slots too; those are misses, not errors.)
             while ContinuousClock.now - killedAt < .seconds(30) {
+                var passMisses = 0
                 for chunk in chunks {
                     if let hit = try await tier.get(chunk.key) {
                         #expect(hit.contentEquals(chunk))
                     } else {
-                        misses += 1
+                        passMisses += 1
                         try await tier.put(chunk)  // Recomputed and stored again, as an engine would.
                     }
                 }
-                if try await tier.get(chunks[0].key)?.contentEquals(chunks[0]) == true {
+                misses += passMisses
+                if passMisses == 0 {
                     recoveredAfter = ContinuousClock.now - killedAt
                     break
                 }
