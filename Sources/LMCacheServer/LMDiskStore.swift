@@ -37,16 +37,21 @@ public final class LMDiskStore: Sendable {
     /// - Parameters:
     ///   - directory: The directory of the chunk files.
     ///   - capacity: The byte budget of the files; least recently used values are deleted beyond it.
+    ///   - fsync: Flush each file to the device before it becomes visible (`extra_config.local_disk_fsync`).
+    ///   - directIO: Read and write with `O_DIRECT` (`extra_config.use_odirect`).
     ///   - logger: Where the store logs.
     /// - Throws: ``StorageError`` when the directory cannot be created or read.
     public init(
         directory: String,
         capacity: Int,
+        fsync: Bool = false,
+        directIO: Bool = false,
         logger: Logger = Logger(label: "lmcache.server.disk")
     )
         throws(StorageError)
     {
-        self.tier = try LocalDiskTier(directory: directory, capacity: capacity, logger: logger)
+        self.tier = try LocalDiskTier(
+            directory: directory, capacity: capacity, fsync: fsync, directIO: directIO, logger: logger)
         self.logger = logger
     }
 

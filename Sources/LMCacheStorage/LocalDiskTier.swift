@@ -32,6 +32,9 @@ public final class LocalDiskTier: StorageTier {
     private let capacity: Int
     private let policy: CachePolicy
     private let fsync: Bool
+    /// Whether chunk payloads are read and written with `O_DIRECT` (see ``init(directory:capacity:policy:fsync:directIO:serde:logger:)``);
+    /// switched off, with one log line, when the file system refuses it.
+    private let directIO: Atomic<Bool>
     /// How chunk files hold the KV (``KVSerde``): as they are, or encoded.
     public let serde: KVSerde
     private let logger: Logger
@@ -47,6 +50,12 @@ public final class LocalDiskTier: StorageTier {
     ///   - policy: Eviction order.
     ///   - fsync: Flush each file (and the directory) before it becomes visible: survives power
     ///     loss, not just process crashes. Off by default: rename alone is atomic for crashes.
+    ///   - directIO: Read and write chunk payloads with `O_DIRECT`, past the kernel's page cache,
+    ///     so that the disk tier's bytes are not held a second time as cached file pages (the CPU
+    ///     tier already holds the hot ones). Reads go through an aligned buffer per reader, 1 MiB
+    ///     at a time; without `WILLNEED` read-ahead, a batch's depth is its ``readsInFlight``
+    ///     readers. A file system that refuses `O_DIRECT` (tmpfs on older kernels) gets buffered
+    ///     I/O, with one log line.
     ///   - serde: How new files hold the KV (`local_disk_serde`); files of any serde are read.
     ///   - logger: Where the tier logs.
     /// - Throws: ``StorageError`` when the directory cannot be created or read.
@@ -55,6 +64,7 @@ public final class LocalDiskTier: StorageTier {
         capacity: Int,
         policy: CachePolicy = .lru,
         fsync: Bool = false,
+        directIO: Bool = false,
         serde: KVSerde = .naive,
         logger: Logger = Logger(label: "lmcache.storage.disk")
     ) throws(StorageError) {
@@ -65,6 +75,7 @@ public final class LocalDiskTier: StorageTier {
         self.capacity = capacity
         self.policy = policy
         self.fsync = fsync
+        self.directIO = Atomic(directIO)
         self.serde = serde
         self.logger = logger
         self.metrics = TierMetrics(tier: "disk")
@@ -85,6 +96,8 @@ public final class LocalDiskTier: StorageTier {
             directory: directory,
             capacity: configuration.maxLocalDiskBytes,
             policy: configuration.cachePolicy,
+            fsync: configuration.localDiskFsync,
+            directIO: configuration.localDiskDirectIO,
             serde: configuration.localDiskSerde,
             logger: logger
         )
@@ -191,10 +204,13 @@ public final class LocalDiskTier: StorageTier {
     /// as a single read does), else one (the batch already keeps both cores busy).
     private func inFlight(_ keys: [CacheKey], _ body: @escaping @Sendable (Int, DiskChunkReader, Int) -> Void) {
         let readers = keys.map { open($0) }
-        for reader in readers { reader?.willNeed() }
+        // Read-ahead fills the page cache, which direct reads bypass.
+        for reader in readers where reader?.isDirect == false { reader?.willNeed() }
         let workers = max(1, min(Self.readsInFlight, keys.count))
         let threads = keys.count == 1 ? 2 : 1
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        // Threads of their own (not the dispatch pool, which runs as many as there are cores):
+        // a reader mostly waits for the device, and the batch's depth is the number of readers.
+        ParallelFor.run(workers) { worker in
             for index in stride(from: worker, to: keys.count, by: workers) {
                 if let reader = readers[index] { body(index, reader, threads) }
             }
@@ -264,9 +280,9 @@ public final class LocalDiskTier: StorageTier {
             return nil
         }
         let path = directory + "/" + fileName
-        switch Self.openFile(path: path) {
+        switch Self.openFile(path: path, direct: directIO.load(ordering: .relaxed)) {
         case .success(let (fd, header)) where header.key == key:
-            return DiskChunkReader(tier: self, path: path, fd: fd, header: header)
+            return DiskChunkReader(tier: self, path: path, fd: fd, directFD: openDirect(path, flags: O_RDONLY), header: header)
         case .success(let (fd, _)):
             close(fd)
             quarantine(key: key, path: path, reason: "file holds another chunk")
@@ -393,9 +409,12 @@ public final class LocalDiskTier: StorageTier {
         }
     }
 
-    private static func openFile(path: String) -> Result<(Int32, DiskChunkFormat.Header), ReadError> {
+    /// Opens the file at `path` and checks its header. With `direct` (the payload will be read
+    /// with `O_DIRECT`), the header read asks for no read-ahead, which would cache the payload.
+    private static func openFile(path: String, direct: Bool) -> Result<(Int32, DiskChunkFormat.Header), ReadError> {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(.io(IOError(code: errno, operation: "open"))) }
+        if direct { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_RANDOM)) }
         var keepOpen = false
         defer { if !keepOpen { close(fd) } }
         var info = stat()
@@ -424,7 +443,9 @@ public final class LocalDiskTier: StorageTier {
         }
         switch header.withUnsafeBytes({ DiskChunkFormat.parseHeader($0, fileSize: fileSize) }) {
         case .success(let parsed):
-            _ = posix_fadvise(fd, off_t(parsed.headerLength), off_t(parsed.payloadLength), Int32(POSIX_FADV_SEQUENTIAL))
+            if !direct {
+                _ = posix_fadvise(fd, off_t(parsed.headerLength), off_t(parsed.payloadLength), Int32(POSIX_FADV_SEQUENTIAL))
+            }
             keepOpen = true
             return .success((fd, parsed))
         case .failure(let error):
@@ -455,7 +476,7 @@ public final class LocalDiskTier: StorageTier {
         temporaryPath: String,
         finalPath: String
     ) -> Result<Void, IOError> {
-        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: 64)
+        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: DiskChunkFormat.alignment)
         defer { header.deallocate() }
         header.initializeMemory(as: UInt8.self, repeating: 0)
         DiskChunkFormat.writeHeader(
@@ -467,36 +488,21 @@ public final class LocalDiskTier: StorageTier {
             payloadChecksum: DiskChunkFormat.payloadChecksum(payload),
             into: header
         )
-        let fd = Glibc.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        var fd: Int32 = -1
+        if directIO.load(ordering: .relaxed) {
+            fd = openDirect(temporaryPath, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+            if fd < 0 { unlink(temporaryPath) }  // A refused O_DIRECT open may have created it.
+        }
+        let direct = fd >= 0
+        if !direct { fd = Glibc.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
         guard fd >= 0 else { return .failure(IOError(code: errno, operation: "create")) }
         var closed = false
         defer { if !closed { close(fd) } }
-        let wrote = { () -> Result<Void, IOError> in
-            var vectors = [
-                iovec(iov_base: header.baseAddress, iov_len: headerLength),
-                iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count),
-            ]
-            var remaining = headerLength + payload.count
-            var first = 0
-            while remaining > 0 {
-                let n = vectors[first...].withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32($0.count)) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return .failure(IOError(code: n == 0 ? EIO : errno, operation: "write")) }
-                remaining -= n
-                var advanced = n
-                while advanced > 0 && first < vectors.count {
-                    if advanced >= vectors[first].iov_len {
-                        advanced -= vectors[first].iov_len
-                        first += 1
-                    } else {
-                        vectors[first].iov_base = vectors[first].iov_base! + advanced
-                        vectors[first].iov_len -= advanced
-                        advanced = 0
-                    }
-                }
-            }
-            return .success(())
-        }()
+        let written = UnsafeRawBufferPointer(header)
+        let wrote =
+            direct
+            ? Self.writeDirect(fd, header: written, payload: payload)
+            : Self.writeBuffered(fd, header: written, payload: payload)
         if case .failure = wrote { return wrote }
         if fsync && Glibc.fsync(fd) != 0 { return .failure(IOError(code: errno, operation: "fsync")) }
         closed = true
@@ -508,6 +514,74 @@ public final class LocalDiskTier: StorageTier {
                 _ = Glibc.fsync(dirfd)
                 close(dirfd)
             }
+        }
+        return .success(())
+    }
+
+    /// Writes `header` then `payload` to `fd` with as few `writev` calls as the kernel allows.
+    private static func writeBuffered(_ fd: Int32, header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer)
+        -> Result<Void, IOError>
+    {
+        var vectors = [
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count),
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count),
+        ]
+        var remaining = header.count + payload.count
+        var first = 0
+        while remaining > 0 {
+            let n = vectors[first...].withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32($0.count)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return .failure(IOError(code: n == 0 ? EIO : errno, operation: "write")) }
+            remaining -= n
+            var advanced = n
+            while advanced > 0 && first < vectors.count {
+                if advanced >= vectors[first].iov_len {
+                    advanced -= vectors[first].iov_len
+                    first += 1
+                } else {
+                    vectors[first].iov_base = vectors[first].iov_base! + advanced
+                    vectors[first].iov_len -= advanced
+                    advanced = 0
+                }
+            }
+        }
+        return .success(())
+    }
+
+    /// Writes `header` (a whole number of pages, page-aligned) then `payload` to `fd`, opened with
+    /// `O_DIRECT`: the payload goes through an aligned buffer a piece at a time, the last piece
+    /// padded to a whole page, and the file is then cut to its true length.
+    private static func writeDirect(_ fd: Int32, header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer)
+        -> Result<Void, IOError>
+    {
+        func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> IOError? {
+            var done = 0
+            while done < bytes.count {
+                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return IOError(code: n == 0 ? EIO : errno, operation: "write") }
+                done += n
+            }
+            return nil
+        }
+        if let error = writeAll(header, at: 0) { return .failure(error) }
+        let page = DiskChunkFormat.alignment
+        let piece = DiskChunkReader.directPiece
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: piece, alignment: page)
+        defer { scratch.deallocate() }
+        var start = 0
+        while start < payload.count {
+            let length = min(piece, payload.count - start)
+            let aligned = (length + page - 1) / page * page
+            scratch.baseAddress!.copyMemory(from: payload.baseAddress! + start, byteCount: length)
+            if aligned > length { (scratch.baseAddress! + length).initializeMemory(as: UInt8.self, repeating: 0, count: aligned - length) }
+            if let error = writeAll(UnsafeRawBufferPointer(rebasing: scratch[..<aligned]), at: header.count + start) {
+                return .failure(error)
+            }
+            start += length
+        }
+        guard ftruncate(fd, off_t(header.count + payload.count)) == 0 else {
+            return .failure(IOError(code: errno, operation: "ftruncate"))
         }
         return .success(())
     }
@@ -567,7 +641,7 @@ public final class LocalDiskTier: StorageTier {
                 foreign += 1
                 continue
             }
-            switch Self.readHeader(path: path) {
+            switch Self.readHeader(path: path, direct: directIO.load(ordering: .relaxed)) {
             case .success(let (header, size, modified)) where DiskChunkFormat.fileName(for: header.key) == name:
                 found.append((header.key, name, size, modified))
             case .success:
@@ -601,9 +675,10 @@ public final class LocalDiskTier: StorageTier {
         )
     }
 
-    private static func readHeader(path: String) -> Result<(DiskChunkFormat.Header, Int, Int), DiskFormatError> {
+    private static func readHeader(path: String, direct: Bool) -> Result<(DiskChunkFormat.Header, Int, Int), DiskFormatError> {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure("cannot open: \(describeErrno())") }
+        if direct { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_RANDOM)) }  // No read-ahead into the payload.
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { return .failure("cannot stat: \(describeErrno())") }
@@ -630,6 +705,27 @@ public final class LocalDiskTier: StorageTier {
     }
 
     private static func describeErrno() -> String { String(cString: strerror(errno)) }
+
+    /// Linux's `O_DIRECT`, which Glibc's module does not export (it sits behind `_GNU_SOURCE`).
+    #if arch(arm64) || arch(arm)
+    private static let oDirect: Int32 = 0o200000
+    #else
+    private static let oDirect: Int32 = 0o40000  // x86, and the generic Linux value
+    #endif
+
+    /// `path` opened with `flags | O_DIRECT` when the tier uses direct I/O; -1 when it does not,
+    /// or when the file system refuses `O_DIRECT` (direct I/O is then switched off, logged once).
+    fileprivate func openDirect(_ path: String, flags: Int32, mode: mode_t = 0) -> Int32 {
+        guard directIO.load(ordering: .relaxed) else { return -1 }
+        let fd = Glibc.open(path, flags | Self.oDirect | O_CLOEXEC, mode)
+        if fd < 0 && errno == EINVAL && directIO.exchange(false, ordering: .relaxed) {
+            logger.warning(
+                "the file system refuses O_DIRECT; the disk tier goes on with buffered I/O",
+                metadata: ["lmcache.path": "\(directory)"]
+            )
+        }
+        return fd
+    }
 }
 
 /// An open chunk file whose header passed its checks; reads the KV bytes into caller memory.
@@ -645,16 +741,19 @@ public final class DiskChunkReader: @unchecked Sendable {
     private let tier: LocalDiskTier
     private let path: String
     private let fd: Int32
+    /// The same file opened with `O_DIRECT` for the payload; -1 for buffered reads.
+    private let directFD: Int32
     private let payloadOffset: Int
     private let payloadLength: Int
     private let checksum: UInt64
     /// The payload's codec (``KVCodec``); 0 when it is the KV bytes as they are.
     private let codec: UInt32
 
-    fileprivate init(tier: LocalDiskTier, path: String, fd: Int32, header: DiskChunkFormat.Header) {
+    fileprivate init(tier: LocalDiskTier, path: String, fd: Int32, directFD: Int32, header: DiskChunkFormat.Header) {
         self.tier = tier
         self.path = path
         self.fd = fd
+        self.directFD = directFD
         self.key = header.key
         self.tokens = header.tokens
         self.layout = header.layout
@@ -664,7 +763,13 @@ public final class DiskChunkReader: @unchecked Sendable {
         self.codec = header.codec
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        if directFD >= 0 { close(directFD) }
+    }
+
+    /// Whether the payload is read with `O_DIRECT`, past the page cache.
+    public var isDirect: Bool { directFD >= 0 }
 
     /// Bytes of KV the chunk holds.
     public var byteCount: Int { layout.byteCount(tokens: tokens.count) }
@@ -712,6 +817,9 @@ public final class DiskChunkReader: @unchecked Sendable {
         let hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: blocks)
         defer { hashes.deallocate() }
         let failed = Atomic<Bool>(false)
+        if directFD >= 0 {
+            return checkPayload(hashes, read: readDirect(into: destination, hashes: hashes))
+        }
         let workers = blocks >= 4 ? max(1, min(threads, 2)) : 1
         let base = UInt(bitPattern: destination.baseAddress)
         let count = destination.count
@@ -735,7 +843,58 @@ public final class DiskChunkReader: @unchecked Sendable {
                     DiskChunkFormat.PayloadChecksum.hash(UnsafeRawBufferPointer(block), index: index)
             }
         }
-        guard !failed.load(ordering: .relaxed) else {
+        return checkPayload(hashes, read: !failed.load(ordering: .relaxed))
+    }
+
+    /// Direct reads need an aligned buffer, length and offset (the payload starts on a page):
+    /// the payload is read a piece at a time into an aligned scratch buffer, each piece copied
+    /// into `destination` and its checksum blocks hashed while they are still in cache.
+    private func readDirect(
+        into destination: UnsafeMutableRawBufferPointer,
+        hashes: UnsafeMutableBufferPointer<UInt64>
+    ) -> Bool {
+        let block = DiskChunkFormat.checksumBlock
+        if destination.isEmpty {
+            hashes[0] = DiskChunkFormat.PayloadChecksum.hash(UnsafeRawBufferPointer(destination), index: 0)
+            return true
+        }
+        let piece = Self.directPiece
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: piece, alignment: DiskChunkFormat.alignment)
+        defer { scratch.deallocate() }
+        var start = 0
+        while start < destination.count {
+            let length = min(piece, destination.count - start)
+            let aligned = (length + DiskChunkFormat.alignment - 1) / DiskChunkFormat.alignment * DiskChunkFormat.alignment
+            // The last piece asks for whole pages; the read stops at the end of the file.
+            var done = 0
+            while done < length {
+                let n = pread(directFD, scratch.baseAddress! + done, aligned - done, off_t(payloadOffset + start + done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                done += n
+            }
+            (destination.baseAddress! + start).copyMemory(from: scratch.baseAddress!, byteCount: length)
+            var offset = 0
+            while offset < length {
+                let end = min(offset + block, length)
+                hashes[(start + offset) / block] = DiskChunkFormat.PayloadChecksum.hash(
+                    UnsafeRawBufferPointer(rebasing: destination[(start + offset)..<(start + end)]),
+                    index: (start + offset) / block
+                )
+                offset = end
+            }
+            start += length
+        }
+        return true
+    }
+
+    /// Bytes one direct read asks for (a whole number of checksum blocks).
+    static let directPiece = 4 * DiskChunkFormat.checksumBlock
+
+    /// Whether a payload whose read succeeded (`read`) has `hashes` that combine to its checksum;
+    /// the chunk is removed from the tier when not.
+    private func checkPayload(_ hashes: UnsafeMutableBufferPointer<UInt64>, read: Bool) -> Bool {
+        guard read else {
             tier.quarantine(key: key, path: path, reason: "payload shorter than its header says")
             tier.countFailedRead()
             return false

@@ -165,6 +165,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
                 tokens: tokens,
                 layout: kvLayout,
                 iterations: iterations,
+                directIO: config.localDiskDirectIO,
+                fsync: config.localDiskFsync,
                 logger: logger
             ).run()
         }

@@ -67,6 +67,8 @@ struct ServerCommand: AsyncParsableCommand {
                     diskStore = try LMDiskStore(
                         directory: directory,
                         capacity: Int(gib * Double(1 << 30)),
+                        fsync: config.localDiskFsync,
+                        directIO: config.localDiskDirectIO,
                         logger: logger
                     )
                 } catch {

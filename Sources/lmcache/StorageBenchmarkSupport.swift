@@ -60,6 +60,9 @@ struct DiskBenchmark {
     let tokens: [Int32]
     let layout: KVLayout
     let iterations: Int
+    /// `extra_config`'s `use_odirect` and `local_disk_fsync`, as the tier would be configured.
+    let directIO: Bool
+    let fsync: Bool
     let logger: Logger
 
     func run() throws -> [(String, String)] {
@@ -103,7 +106,8 @@ struct DiskBenchmark {
         var coldBatches: [Double] = []
         var warmBatches: [Double] = []
         for _ in 0..<iterations {
-            let tier = try LocalDiskTier(directory: tierDirectory, capacity: capacity, logger: logger)
+            let tier = try LocalDiskTier(
+                directory: tierDirectory, capacity: capacity, fsync: fsync, directIO: directIO, logger: logger)
             tier.removeAll()
             puts.append(
                 BenchStorageCommand.seconds {
@@ -143,6 +147,8 @@ struct DiskBenchmark {
         let median = BenchStorageCommand.median
         let format = BenchStorageCommand.format
         return [
+            ("direct_io", "\(directIO)"),
+            ("fsync", "\(fsync)"),
             ("put_gbps", format(gb / median(puts))),
             ("get_gbps", format(gb / median(coldGets))),
             ("warm_get_gbps", format(gb / median(warmGets))),

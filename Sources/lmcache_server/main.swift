@@ -52,7 +52,9 @@ do {
     for warning in loaded.warnings { logger.warning("\(warning)") }
     let config = loaded.configuration
     if let directory = config.localDisk, config.maxLocalDiskBytes > 0 {
-        disk = try LMDiskStore(directory: directory, capacity: config.maxLocalDiskBytes, logger: logger)
+        disk = try LMDiskStore(
+            directory: directory, capacity: config.maxLocalDiskBytes, fsync: config.localDiskFsync,
+            directIO: config.localDiskDirectIO, logger: logger)
     }
 } catch {
     printError("error: \(error)\n")

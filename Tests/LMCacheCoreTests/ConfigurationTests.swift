@@ -116,6 +116,8 @@ struct ConfigurationTests {
         ("max_local_cpu_size", "nan", "expected a size in GiB"),
         ("max_local_disk_size", "-0.5", "must be ≥ 0"),
         ("local_cpu", "maybe", "expected true or false"),
+        ("extra_config", "{use_odirect: maybe}", "use_odirect expects true or false"),
+        ("extra_config", "{local_disk_fsync: 2}", "local_disk_fsync expects true or false"),
         ("local_disk", "relative/dir", "absolute path"),
         ("local_disk", "s3://bucket/", "expected file:///path/"),
         ("cache_policy", "RANDOM", "expected one of LRU, LFU, FIFO"),
@@ -182,6 +184,17 @@ struct ConfigurationTests {
             try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": empty]).configuration
                 == LMCacheConfiguration()
         )
+    }
+
+    @Test("extra_config's use_odirect and local_disk_fsync, from a file and from LMCACHE_EXTRA_CONFIG")
+    func diskExtras() throws {
+        #expect(!LMCacheConfiguration().localDiskDirectIO && !LMCacheConfiguration().localDiskFsync)
+        let path = try Self.file("extra_config: {use_odirect: True, local_disk_fsync: yes, other: x}\n")
+        defer { Self.remove(path) }
+        let file = try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path]).configuration
+        #expect(file.localDiskDirectIO && file.localDiskFsync)
+        let environment = try ConfigurationLoader.load(environment: ["LMCACHE_EXTRA_CONFIG": "{'use_odirect': True}"])
+        #expect(environment.configuration.localDiskDirectIO && !environment.configuration.localDiskFsync)
     }
 
     @Test("null in a file resets an optional key; lists accept the environment's text forms")

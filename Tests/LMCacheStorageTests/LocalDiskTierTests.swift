@@ -94,19 +94,8 @@ struct LocalDiskTierTests {
         let directory = try TemporaryDirectory("lmcache-disk-full")
         defer { directory.remove() }
         // A real full file system: a 256 KiB tmpfs (tests run as root, as CI does).
-        let mount = Process()
-        mount.executableURL = URL(filePath: "/bin/mount")
-        mount.arguments = ["-t", "tmpfs", "-o", "size=256k", "tmpfs", directory.path]
-        try mount.run()
-        mount.waitUntilExit()
-        try #require(mount.terminationStatus == 0, "mounting a tmpfs needs root")
-        defer {
-            let umount = Process()
-            umount.executableURL = URL(filePath: "/bin/umount")
-            umount.arguments = [directory.path]
-            try? umount.run()
-            umount.waitUntilExit()
-        }
+        let unmount = try Self.mount(["-t", "tmpfs", "-o", "size=256k", "tmpfs"], at: directory.path)
+        defer { unmount() }
         let tier = try LocalDiskTier(directory: directory.path, capacity: 64 << 20)
         var written = 0
         for index in 0..<100 where tier.write(Fixtures.chunk(index)) { written += 1 }
@@ -115,5 +104,112 @@ struct LocalDiskTierTests {
         #expect(!tier.containsNow(Fixtures.chunk(0).key), "a switched-off tier serves nothing")
         #expect(!tier.write(Fixtures.chunk(500)))
         #expect(!directory.files().contains { $0.hasPrefix(".tmp-") }, "failed writes leave no temporary files")
+    }
+
+    /// Mounts a file system (`arguments` before the mount point) on `path`; returns the unmount.
+    /// Needs root, as the tests have (CI runs them as root).
+    static func mount(_ arguments: [String], at path: String) throws -> () -> Void {
+        let mount = Process()
+        mount.executableURL = URL(filePath: "/bin/mount")
+        mount.arguments = arguments + [path]
+        try mount.run()
+        mount.waitUntilExit()
+        try #require(mount.terminationStatus == 0, "mount \(arguments) needs root")
+        return {
+            let umount = Process()
+            umount.executableURL = URL(filePath: "/bin/umount")
+            umount.arguments = [path]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+    }
+
+    /// How many pages of `path` from `offset` on the page cache holds (`mincore` over a mapping).
+    static func residentPages(_ path: String, from offset: Int) throws -> (resident: Int, pages: Int) {
+        let fd = open(path, O_RDONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var info = stat()
+        try #require(fstat(fd, &info) == 0)
+        let length = Int(info.st_size) - offset
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let pages = (length + page - 1) / page
+        let mapping = try #require(mmap(nil, length, PROT_READ, MAP_SHARED, fd, off_t(offset)))
+        defer { munmap(mapping, length) }
+        var vector = [UInt8](repeating: 0, count: pages)
+        try #require(mincore(mapping, length, &vector) == 0)
+        return (vector.filter { $0 & 1 != 0 }.count, pages)
+    }
+
+    @Test("direct I/O (use_odirect): same files and bytes as buffered I/O, corrupt files still misses, no payload pages in the page cache")
+    func directIO() throws {
+        let directory = try TemporaryDirectory("lmcache-disk-direct")
+        defer { directory.remove() }
+        // A payload of 1.5 MiB + 136 bytes: more than one direct read and not a whole number of pages.
+        let layout = KVLayout(layers: 3, kvHeads: 1, headDim: 17, dtype: .float32)
+        let big = Fixtures.chunk(1, tokens: 1928, layout: layout)
+        let small = Fixtures.chunk(2)
+        let buffered = Fixtures.chunk(3)
+        let lossless = Fixtures.chunk(4, tokens: 300, layout: KVLayout(layers: 2, kvHeads: 1, headDim: 8, dtype: .float16))
+        let name = { (chunk: KVChunk) in directory.path + "/\(chunk.key.hash)-\(chunk.key.tokenCount).lmkv" }
+        // Resident payload pages of an unencoded chunk's file (its header comes first, in whole pages).
+        let resident = { (chunk: KVChunk) throws -> Int in
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: name(chunk))[.size] as? Int)
+            return try Self.residentPages(name(chunk), from: size - chunk.byteCount).resident
+        }
+        do {
+            let plain = try LocalDiskTier(directory: directory.path, capacity: 64 << 20)
+            #expect(plain.write(buffered))
+            // Buffered writes leave the payload in the page cache: the measurement below can see pages.
+            #expect(try resident(buffered) > 0)
+        }
+        #expect(try LocalDiskTier(directory: directory.path, capacity: 64 << 20, directIO: true, serde: .lossless)
+            .write(lossless))
+        let tier = try LocalDiskTier(directory: directory.path, capacity: 64 << 20, directIO: true)
+        #expect(tier.write(big) && tier.write(small))
+        for chunk in [big, small] {
+            // At most the last, partial page: cutting the file to its length zeroes that page's tail.
+            #expect(try resident(chunk) <= 1, "a direct write bypasses the page cache")
+            let reader = try #require(tier.open(chunk.key))
+            #expect(reader.isDirect)
+        }
+        for chunk in [big, small, buffered, lossless] { #expect(tier.read(chunk.key)?.contentEquals(chunk) == true) }
+        #expect(try resident(big) <= 1, "a direct read bypasses the page cache")
+        // A buffered tier reads what the direct one wrote, byte for byte (one format).
+        let plain = try LocalDiskTier(directory: directory.path, capacity: 64 << 20)
+        for chunk in [big, small, lossless] { #expect(plain.read(chunk.key)?.contentEquals(chunk) == true) }
+        let size = try Data(contentsOf: URL(filePath: name(big))).count
+        #expect(size > big.byteCount && (size - big.byteCount) % 4096 == 0, "a header in whole pages, then the payload, no padding")
+
+        // Corrupt and truncated payloads are misses, and their files go.
+        var bytes = try Data(contentsOf: URL(filePath: name(big)))
+        bytes[bytes.count - 300_000] ^= 0x01
+        try bytes.write(to: URL(filePath: name(big)))
+        let smallFile = try Data(contentsOf: URL(filePath: name(small)))
+        try smallFile.prefix(smallFile.count - 1000).write(to: URL(filePath: name(small)))
+        let reopened = try LocalDiskTier(directory: directory.path, capacity: 64 << 20, directIO: true)
+        #expect(reopened.read(big.key) == nil)
+        #expect(!FileManager.default.fileExists(atPath: name(big)))
+        #expect(reopened.read(small.key) == nil)
+        #expect(reopened.read(buffered.key)?.contentEquals(buffered) == true)
+    }
+
+    @Test("a file system that refuses O_DIRECT (ramfs) gets buffered I/O, and the bytes are right")
+    func directIORefused() throws {
+        let directory = try TemporaryDirectory("lmcache-disk-ramfs")
+        defer { directory.remove() }
+        let unmount = try Self.mount(["-t", "ramfs", "ramfs"], at: directory.path)
+        defer { unmount() }
+        try #require(open(directory.path + "/probe", O_WRONLY | O_CREAT | 0o40000, 0o644) < 0 && errno == EINVAL,
+            "ramfs is expected to refuse O_DIRECT")
+        unlink(directory.path + "/probe")
+        let tier = try LocalDiskTier(directory: directory.path, capacity: 1 << 20, directIO: true)
+        let chunks = (0..<3).map { Fixtures.chunk($0) }
+        for chunk in chunks { #expect(tier.write(chunk)) }
+        for chunk in chunks {
+            #expect(tier.open(chunk.key)?.isDirect == false)
+            #expect(tier.read(chunk.key)?.contentEquals(chunk) == true)
+        }
+        #expect(!directory.files().contains { $0.hasPrefix(".tmp-") })
     }
 }

@@ -8,7 +8,7 @@ import Testing
 @Suite("Tier contract")
 struct TierContractTests {
     enum Kind: String, CaseIterable, CustomTestStringConvertible {
-        case cpu, disk
+        case cpu, disk, diskDirect
         var testDescription: String { rawValue }
     }
 
@@ -21,6 +21,10 @@ struct TierContractTests {
             let directory = try TemporaryDirectory("lmcache-disk-contract")
             // A fixture chunk's file: a 4096-byte header and 2048 bytes of KV.
             let tier = try LocalDiskTier(directory: directory.path, capacity: chunks * 6144)
+            return (tier, { directory.remove() })
+        case .diskDirect:
+            let directory = try TemporaryDirectory("lmcache-disk-direct-contract")
+            let tier = try LocalDiskTier(directory: directory.path, capacity: chunks * 6144, directIO: true)
             return (tier, { directory.remove() })
         }
     }

@@ -1,3 +1,5 @@
+import Yams
+
 /// A configuration value as given, before it is checked: a scalar, a list or a mapping.
 enum RawConfigValue: Hashable, Sendable {
     case null
@@ -163,7 +165,15 @@ extension ConfigurationKey {
                 switch value {
                 case .null: config.extraConfig = [:]
                 case .mapping(let pairs): config.extraConfig = pairs
-                case .scalar, .list: throw ConfigurationValueError("must be a mapping of keys to values")
+                case .scalar(let text): config.extraConfig = try flowMapping(text)
+                case .list: throw ConfigurationValueError("must be a mapping of keys to values")
+                }
+                // The extensions this implementation reads must hold booleans.
+                for name in LMCacheConfiguration.booleanExtras {
+                    guard let text = config.extraConfig[name] else { continue }
+                    guard Self.boolean(text) != nil else {
+                        throw ConfigurationValueError("\(name) expects true or false, got \"\(text)\"")
+                    }
                 }
             },
             render: { RawConfigValue.mapping($0.extraConfig).text }
@@ -207,16 +217,47 @@ extension ConfigurationKey {
         }
     }
 
+    /// A mapping of plain values written on one line, as the environment and the command line give
+    /// it: YAML's flow form (`{use_odirect: True}`), which also reads JSON and Python's dict text
+    /// with quoted keys (`{'use_odirect': True}`).
+    static func flowMapping(_ text: String) throws(ConfigurationValueError) -> [String: String] {
+        let trimmed = text.trimmingWhitespace()
+        guard !trimmed.isEmpty else { return [:] }
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: trimmed)
+        } catch {
+            throw ConfigurationValueError("must be a mapping of keys to values, such as {use_odirect: true}")
+        }
+        guard case .mapping(let mapping) = node else {
+            throw ConfigurationValueError("must be a mapping of keys to values, such as {use_odirect: true}")
+        }
+        var pairs: [String: String] = [:]
+        for (key, value) in mapping {
+            guard case .scalar(let name) = key, case .scalar(let scalar) = value else {
+                throw ConfigurationValueError("nested values must be plain")
+            }
+            pairs[name.string] = scalar.string
+        }
+        return pairs
+    }
+
+    /// `true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`, in any case; `nil` otherwise.
+    static func boolean(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "true", "yes", "on", "1": true
+        case "false", "no", "off", "0": false
+        default: nil
+        }
+    }
+
     static func bool(_ name: String, _ path: any WritableKeyPath<LMCacheConfiguration, Bool> & Sendable) -> Self {
         ConfigurationKey(
             name: name,
             apply: { config, value throws(ConfigurationValueError) in
                 guard let text = try scalar(value, allowNull: false) else { return }
-                switch text.lowercased() {
-                case "true", "yes", "on", "1": config[keyPath: path] = true
-                case "false", "no", "off", "0": config[keyPath: path] = false
-                default: throw ConfigurationValueError("expected true or false")
-                }
+                guard let flag = boolean(text) else { throw ConfigurationValueError("expected true or false") }
+                config[keyPath: path] = flag
             },
             render: { $0[keyPath: path] ? "true" : "false" }
         )

@@ -238,8 +238,27 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     /// `p2p_port` (or the first of `p2p_init_ports`): the TCP port of that chunk server; 0 picks a
     /// free one, which is what the controller is told. Default 0.
     public var p2pPort: Int = 0
-    /// `extra_config`: free-form settings for extensions.
+    /// `extra_config`: free-form settings for extensions. This implementation reads two, both
+    /// booleans (``booleanExtras``): `use_odirect` (LMCache's name; ``localDiskDirectIO``) and
+    /// `local_disk_fsync` (``localDiskFsync``).
     public var extraConfig: [String: String] = [:]
+
+    /// The `extra_config` entries this implementation reads; each must be a boolean.
+    public static let booleanExtras = ["use_odirect", "local_disk_fsync"]
+
+    /// `extra_config: {use_odirect: true}`: the disk tier reads and writes its chunk files with
+    /// `O_DIRECT`, bypassing the kernel's page cache (the KV is then held once, in the CPU tier, not
+    /// a second time as cached file pages). Default off.
+    public var localDiskDirectIO: Bool { extraFlag("use_odirect") }
+
+    /// `extra_config: {local_disk_fsync: true}`: the disk tier flushes each chunk file (and the
+    /// directory) to the device before the chunk becomes visible, so stored chunks survive power
+    /// loss, not only process crashes. Default off (a rename alone is atomic for crashes).
+    public var localDiskFsync: Bool { extraFlag("local_disk_fsync") }
+
+    private func extraFlag(_ name: String) -> Bool {
+        extraConfig[name].flatMap { ConfigurationKey.boolean($0) } ?? false
+    }
 
     /// The defaults.
     public init() {}
