@@ -154,6 +154,51 @@ struct ServerPersistenceTests {
         #expect(await server.stop())
     }
 
+    @Test("SIGKILL: every value written to disk survives exact; killed mid-stream, what survives is a prefix of the PUTs")
+    func killKeepsWrittenValues() async throws {
+        let place = try Place()
+        let port = place.port
+        let chunkFiles = { () -> Int in
+            ((try? FileManager.default.contentsOfDirectory(atPath: place.disk)) ?? []).filter {
+                $0.hasSuffix(".lmkv") && !$0.hasPrefix(".")
+            }.count
+        }
+        let written = (0..<6).map { Value(200 + $0, count: 100_000 + $0) }
+        var server = try await Server.start(in: place)
+        defer { server.kill9() }
+        try await Self.put(written, port: port)
+        // Written once its file is in place (a file appears under its name only when complete).
+        #expect(await eventually { chunkFiles() == written.count })
+        server.kill9()
+
+        server = try await Server.start(in: place)
+        for value in written { #expect(Self.matches(try await Self.get(value.key, port: port), value), "\(value.key)") }
+
+        // Killed while a client streams PUTs: writes happen in PUT order, and a file is renamed
+        // into place only when complete, so after a restart the stream's values on disk are a
+        // prefix of it, each exact, and no temporary file is left.
+        let stream = (0..<1500).map { Value(1000 + $0, count: 64 << 10) }
+        let writer = Task { try? await Self.put(stream, port: port) }
+        #expect(await eventually { chunkFiles() >= written.count + 20 })
+        server.kill9()
+        _ = await writer.value
+        server = try await Server.start(in: place)
+        var present: [Bool] = []
+        for value in stream {
+            let reply = try await Self.get(value.key, port: port)
+            if let reply { #expect(Self.matches(reply, value), "\(value.key)") }
+            present.append(reply != nil)
+        }
+        let survivors = present.prefix { $0 }.count
+        #expect(survivors >= 20)
+        #expect(!present[survivors...].contains(true), "values after a lost one survived: not a prefix")
+        #expect(survivors < stream.count, "the kill came after the whole stream; nothing was tested mid-write")
+        for value in written { #expect(Self.matches(try await Self.get(value.key, port: port), value)) }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: place.disk).filter { $0.hasPrefix(".") }
+        #expect(leftovers.isEmpty, "temporary files after a restart: \(leftovers)")
+        #expect(await server.stop())
+    }
+
     @Test("a corrupt file on disk is a miss with a log line; the server keeps serving")
     func corruptFileIsAMiss() async throws {
         let place = try Place()
