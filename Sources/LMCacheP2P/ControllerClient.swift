@@ -3,6 +3,9 @@ public import Logging
 public import NIOCore
 import NIOPosix
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// A connection to the P2P controller: one request at a time in flight per call, replies
 /// matched in order, every request bounded by a timeout.

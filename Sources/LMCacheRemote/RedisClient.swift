@@ -3,6 +3,9 @@ package import Logging
 package import NIOCore
 import NIOPosix
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// A Redis client for one server: a small pool of pipelined connections on swift-nio.
 ///

@@ -3,6 +3,9 @@ package import Logging
 package import NIOCore
 import NIOPosix
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// A client for Redis Cluster: routes each request to the master that owns its key's slot.
 ///

@@ -5,6 +5,9 @@ public import NIOCore
 import NIOPosix
 public import ServiceLifecycle
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// The P2P controller (`lmcache controller`), as a `Service`: it knows which instance holds which
 /// chunk, and answers lookups with the peer to fetch from.

@@ -7,6 +7,9 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// Memory for the values of an ``LMValueStore``: one region mapped once (optionally
 /// pre-faulted), cut into extents, handed out as `ByteBuffer`s.

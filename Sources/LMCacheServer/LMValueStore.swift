@@ -2,6 +2,9 @@ public import LMCacheWire
 import Metrics
 public import NIOCore
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// One stored value: the payload bytes of a PUT and the metadata it came with.
 ///

@@ -1,4 +1,7 @@
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// The port a listener bound, announced to those who wait for it: a server's `listeningPort()`.
 ///

@@ -6,6 +6,9 @@ internal import NIOCore
 internal import ServiceLifecycle
 internal import Synchronization
 public import UnixSignals
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// Starts a server's shutdown from code (a test, a program that embeds the server), exactly as SIGTERM
 /// does.

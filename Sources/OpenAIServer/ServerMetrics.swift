@@ -1,6 +1,9 @@
 internal import Inference
 internal import LMCacheStorage
 internal import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// The server's counters and the TTFT histogram, rendered as Prometheus text for `GET /metrics`.
 ///
