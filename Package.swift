@@ -203,6 +203,16 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // The decoders of outside bytes as fuzz targets: libFuzzer's entry in a build with
+        // -sanitize=fuzzer and LMCACHE_FUZZING (scripts/fuzz), else a tool that replays inputs.
+        .executableTarget(
+            name: "lmcache-fuzz",
+            dependencies: [
+                "GGUF", "LMCacheCore", "LMCacheStorage", "LMCacheRemote", "LMCacheWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
 
         // MARK: Tests
         // Fixtures shared by test targets: a GGUF file builder, the test model's location, temporary directories.

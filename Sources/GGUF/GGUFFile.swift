@@ -120,6 +120,15 @@ public final class GGUFFile: Sendable {
 
 // MARK: - Parsing
 
+extension GGUFFile {
+    /// Parses and checks a GGUF header held in memory (`lmcache-fuzz gguf`), with the checks a
+    /// file gets; tensor data is not read.
+    /// - Throws: ``GGUFError`` when the bytes are not a valid GGUF v2/v3 header.
+    package static func checkHeader(_ bytes: UnsafeRawBufferPointer) throws(GGUFError) {
+        _ = unsafe try Header(parsing: bytes)
+    }
+}
+
 /// The parsed header of a GGUF file; all checks happen here.
 private struct Header {
     var version: UInt32 = 0

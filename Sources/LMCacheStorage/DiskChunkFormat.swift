@@ -120,6 +120,19 @@ package enum DiskChunkFormat {
         return (used + alignment - 1) / alignment * alignment
     }
 
+    /// The header of `chunk`'s file, stored as it is (a seed for `lmcache-fuzz disk-chunk`).
+    package static func headerBytes(of chunk: KVChunk) -> [UInt8] {
+        let length = headerLength(tokens: chunk.tokens.count, nameBytes: chunk.key.modelName.utf8.count)
+        var bytes = [UInt8](repeating: 0, count: length)
+        chunk.withUnsafeBytes { payload in
+            bytes.withUnsafeMutableBytes {
+                writeHeader(key: chunk.key, tokens: chunk.tokens, layout: chunk.layout, payloadLength: payload.count,
+                    payloadChecksum: payloadChecksum(payload), into: $0)
+            }
+        }
+        return bytes
+    }
+
     /// Writes the header of `chunk` into `buffer` (which has `headerLength` bytes, zeroed).
     package static func writeHeader(
         key: CacheKey,
@@ -158,7 +171,7 @@ package enum DiskChunkFormat {
     }
 
     /// What a valid header says.
-    struct Header {
+    package struct Header {
         var key: CacheKey
         var tokens: [Int32]
         var layout: KVLayout
@@ -171,7 +184,7 @@ package enum DiskChunkFormat {
 
     /// Parses and checks a header; `nil` with a reason when it is not a valid version-1 header.
     /// `bytes` must hold at least the whole header (the first `headerLength` bytes of the file).
-    static func parseHeader(_ bytes: UnsafeRawBufferPointer, fileSize: Int) -> Result<Header, DiskFormatError> {
+    package static func parseHeader(_ bytes: UnsafeRawBufferPointer, fileSize: Int) -> Result<Header, DiskFormatError> {
         func read<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
             T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
         }
@@ -238,8 +251,8 @@ package enum DiskChunkFormat {
 }
 
 /// Why a chunk file was rejected.
-struct DiskFormatError: Error, ExpressibleByStringInterpolation, CustomStringConvertible {
-    var description: String
-    init(stringLiteral value: String) { description = value }
+package struct DiskFormatError: Error, ExpressibleByStringInterpolation, CustomStringConvertible {
+    package var description: String
+    package init(stringLiteral value: String) { description = value }
     init(_ value: String) { description = value }
 }
