@@ -1,8 +1,27 @@
 import Foundation
 
 #if LMCACHE_FUZZING
-/// libFuzzer's entry (a build with `-sanitize=fuzzer`, from `scripts/fuzz`): libFuzzer owns the
-/// command line, so the target comes from `LMCACHE_FUZZ_TARGET`.
+/// libFuzzer's driver (a build with `-sanitize=fuzzer`, from `scripts/fuzz`): it owns the command
+/// line (corpus directories, `-max_total_time`, …), so the target comes from
+/// `LMCACHE_FUZZ_TARGET`. SwiftPM names an executable's entry point itself, so libFuzzer's own
+/// `main` is not used; this one hands over to its driver.
+@main
+struct FuzzMain {
+    static func main() {
+        var argc = CommandLine.argc
+        var argv = CommandLine.unsafeArgv
+        _ = target  // Refuse a missing or unknown target before fuzzing starts.
+        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzTestOneInput))
+    }
+}
+
+@_silgen_name("LLVMFuzzerRunDriver")
+private func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> CInt
+
 private let target: FuzzTarget = {
     guard let name = ProcessInfo.processInfo.environment["LMCACHE_FUZZ_TARGET"], let target = FuzzTarget(rawValue: name)
     else {
@@ -13,8 +32,9 @@ private let target: FuzzTarget = {
     return target
 }()
 
+/// One input, from libFuzzer (also exported under the name its own `main` would call).
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     target.run(UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size))
     return 0
 }
