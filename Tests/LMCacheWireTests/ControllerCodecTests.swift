@@ -128,6 +128,7 @@ struct ControllerCodecTests {
         var buffer = ByteBuffer()
         buffer.writeInteger(UInt32(1 << 30))
         #expect(throws: ControllerProtocolError.self) { try channel.writeInbound(buffer) }
+        _ = try? channel.finish()  // Closes the pipeline (otherwise channel and handlers keep each other alive).
     }
 
     @Test("unknown message types are refused", arguments: [UInt8(0), 7, 63, 68, 255])
