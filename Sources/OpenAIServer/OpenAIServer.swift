@@ -20,6 +20,13 @@ internal import Tokenizers
 /// keys: requests of different tenants never share cached KV; requests with neither share the
 /// unsalted namespace.
 ///
+/// **Validation**, as OpenAI and vLLM do it: a field of the wrong type or out of range is a 400 whose
+/// `param` names it (`messages[1].role`, `max_tokens`); "malformed JSON" is only for a body that is not
+/// JSON. Chat roles are `system`, `developer` (as `system`), `user` and `assistant` (or Gemma's `model`);
+/// content is text (parts other than text are refused). `logprobs` and `top_logprobs` are refused when
+/// they ask for anything: the engine does not compute log probabilities. An explicit `max_tokens` must
+/// fit the context together with the prompt.
+///
 /// Errors are OpenAI-style JSON bodies (`{"error": {"message", "type", "param", "code"}}`): 400 for
 /// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body, 503
 /// for a request that a shutdown cut short.
@@ -65,6 +72,9 @@ public struct OpenAIServer: Sendable {
             self.shutdownGrace = shutdownGrace
         }
     }
+
+    /// OpenAI's default `max_tokens` for text completions.
+    static let completionsDefaultMaxTokens = 16
 
     /// The chat roles a request may use (`model` is Gemma's name for `assistant`).
     static let chatRoles: Set<String> = ["system", "developer", "user", "assistant", "model"]
@@ -179,8 +189,14 @@ public struct OpenAIServer: Sendable {
         guard body.prompt.values.count == 1 else {
             throw APIError(message: "exactly one prompt string is supported", param: "prompt")
         }
+        if body.logprobs != nil { throw Self.logprobsRefused("logprobs") }
         let tokens = engine.tokenizer.encode(body.prompt.values[0], addSpecial: true, parseSpecial: true)
-        let generation = try makeGeneration(body, prompt: tokens, defaultMaxTokens: 16, request: request)
+        let generation = try makeGeneration(
+            body,
+            prompt: tokens,
+            defaultMaxTokens: Self.completionsDefaultMaxTokens,
+            request: request
+        )
         let id = "cmpl-" + Self.randomID()
         let model = configuration.modelName
         let created = Int(Date().timeIntervalSince1970)
@@ -230,17 +246,20 @@ public struct OpenAIServer: Sendable {
         if let (index, message) = body.messages.enumerated().first(where: { !Self.chatRoles.contains($0.element.role) }) {
             throw APIError(
                 message: "messages[\(index)].role '\(message.role)' is not one of \(Self.chatRoles.sorted().joined(separator: ", "))",
-                param: "messages")
+                param: "messages[\(index)].role")
         }
-        if body.topLogprobs?.isRequested == true {
-            throw APIError(message: "top_logprobs is not supported", param: "top_logprobs")
+        if body.logprobs == true { throw Self.logprobsRefused("logprobs") }
+        if let top = body.topLogprobs, try top.checked("top_logprobs", in: 0...20) > 0 {
+            throw Self.logprobsRefused("top_logprobs")
         }
         let text = template.render(body.messages)
         let tokens = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
-        let maxTokens = body.maxCompletionTokens ?? body.maxTokens
-        var fields = body
-        fields.maxTokens = maxTokens
-        let generation = try makeGeneration(fields, prompt: tokens, defaultMaxTokens: nil, request: request)
+        let generation = try makeGeneration(
+            body,
+            prompt: tokens,
+            defaultMaxTokens: nil,
+            request: request
+        )
         let id = "chatcmpl-" + Self.randomID()
         let model = configuration.modelName
         let created = Int(Date().timeIntervalSince1970)
@@ -299,26 +318,29 @@ public struct OpenAIServer: Sendable {
 
     // MARK: Generation
 
-    /// Checks the sampling fields and the prompt's length, and builds the engine request.
+    /// Checks the sampling fields, the length limit and the prompt's length, and builds the engine request.
+    /// A request without a length limit generates up to `defaultMaxTokens` (`nil`: what is left of the
+    /// context).
     private func makeGeneration(
         _ body: some GenerationFields,
         prompt: [Int32],
         defaultMaxTokens: Int?,
         request: Request
-    ) throws -> GenerationRequest {
-        if let n = body.n, n != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
-        if body.logprobs?.isRequested == true {
-            throw APIError(message: "logprobs is not supported", param: "logprobs")
-        }
+    ) throws(APIError) -> GenerationRequest {
+        if let n = body.n, n.value != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
         if let t = body.temperature, !(t >= 0 && t <= 2) {
-            throw APIError(message: "temperature must be between 0 and 2", param: "temperature")
+            throw APIError(message: "temperature must be a number between 0 and 2", param: "temperature")
         }
-        if let p = body.topP, !(p > 0 && p <= 1) { throw APIError(message: "top_p must be in (0, 1]", param: "top_p") }
-        if let k = body.topK, k < -1 { throw APIError(message: "top_k must be -1, 0 or positive", param: "top_k") }
-        if let m = body.maxTokens, m < 0 {
-            throw APIError(message: "max_tokens must not be negative", param: "max_tokens")
+        if let p = body.topP, !(p > 0 && p <= 1) {
+            throw APIError(message: "top_p must be a number in (0, 1]", param: "top_p")
         }
+        if let k = body.topK, (k.value ?? -2) < -1 {
+            throw APIError(message: "top_k must be an integer: -1 or 0 (every token), or a positive count", param: "top_k")
+        }
+        if let seed = body.seed, seed.value == nil { throw APIError(message: JSONSeed.range, param: "seed") }
         let limit = maxModelLength
+        var requested: (field: String, count: Int)?
+        if let (field, value) = body.lengthLimit { requested = (field, try value.checked(field, in: 1...limit)) }
         guard prompt.count < limit else {
             throw APIError(
                 message: "This model's maximum context length is \(limit) tokens. However, your prompt has "
@@ -328,21 +350,37 @@ public struct OpenAIServer: Sendable {
             )
         }
         let room = limit - prompt.count
-        let maxTokens = min(body.maxTokens ?? defaultMaxTokens ?? room, room)
+        if let requested, requested.count > room {
+            throw APIError(
+                message: "This model's maximum context length is \(limit) tokens. However, you requested "
+                    + "\(prompt.count + requested.count) tokens (\(prompt.count) in the prompt, \(requested.count) "
+                    + "in the completion). Please reduce the length of the prompt or \(requested.field).",
+                param: requested.field,
+                code: "context_length_exceeded"
+            )
+        }
         let sampling = SamplingParameters(
-            temperature: body.temperature ?? 1,
-            topK: max(0, body.topK ?? 0),
-            topP: body.topP ?? 1,
-            seed: body.seed ?? UInt64.random(in: 0...UInt64.max)
+            temperature: Float(body.temperature ?? 1),
+            topK: max(0, body.topK?.value ?? 0),
+            topP: Float(body.topP ?? 1),
+            seed: body.seed?.value ?? UInt64.random(in: 0...UInt64.max)
         )
         let headerSalt = HTTPField.Name(Self.tenantHeader).flatMap { request.headers[$0] }
         let salt = body.cacheSalt ?? headerSalt
         return GenerationRequest(
             prompt: prompt,
-            maxTokens: maxTokens,
+            maxTokens: requested?.count ?? min(defaultMaxTokens ?? room, room),
             sampling: sampling,
             stop: body.stop?.values.filter { !$0.isEmpty } ?? [],
             salt: salt.flatMap { $0.isEmpty ? nil : $0 }
+        )
+    }
+
+    /// The error of a request for log probabilities, which the engine does not compute.
+    static func logprobsRefused(_ field: String) -> APIError {
+        APIError(
+            message: "\(field) is not supported: this server does not compute log probabilities (omit the field)",
+            param: field
         )
     }
 
@@ -402,6 +440,7 @@ public struct OpenAIServer: Sendable {
     private func isCutByShutdown(_ result: GenerationResult, _ generation: GenerationRequest) -> Bool {
         aborting.isSet && result.finishReason == .length && result.tokens.count < generation.maxTokens
     }
+
 
     /// The error of a request that a shutdown cut short.
     static let shuttingDown = APIError(
@@ -528,28 +567,65 @@ public struct OpenAIServer: Sendable {
                 message: "the request body exceeds \(configuration.maxRequestBytes) bytes"
             )
         }
+        let data = Data(buffer.readableBytesView)
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+            return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DecodingError {
-            throw APIError(message: "invalid request body: \(Self.describe(error))")
+            throw Self.describe(error, body: data)
         } catch {
             throw APIError(message: "invalid request body: \(error)")
         }
     }
 
-    private static func describe(_ error: DecodingError) -> String {
-        func path(_ context: DecodingError.Context) -> String {
-            context.codingPath.map(\.stringValue).joined(separator: ".")
+    /// The error naming the field that `error` is about; "malformed JSON" only for a body that is not JSON.
+    static func describe(_ error: DecodingError, body: Data) -> APIError {
+        func path(_ codingPath: [any CodingKey]) -> String {
+            codingPath.reduce(into: "") { path, key in
+                if let index = key.intValue {
+                    path += "[\(index)]"
+                } else {
+                    path += path.isEmpty ? key.stringValue : "." + key.stringValue
+                }
+            }
         }
         switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            // The decoder says only "not valid JSON", of syntax errors and of numbers that no Swift type
+            // holds (1e400) alike; the parser's own message tells which.
+            do {
+                _ = try JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed)
+                return APIError(message: "invalid request body: \(context.debugDescription)")
+            } catch {
+                let detail = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
+                return APIError(message: detail.hasPrefix("Number ") ? "invalid number: \(detail)" : "malformed JSON: \(detail)")
+            }
         case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "malformed JSON" : "\(path(context)): \(context.debugDescription)"
-        case .keyNotFound(let key, _):
-            return "missing field '\(key.stringValue)'"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            return "field '\(path(context))' has the wrong type"
+            let field = path(context.codingPath)
+            return APIError(message: "\(field): \(context.debugDescription)", param: field)
+        case .keyNotFound(let key, let context):
+            let field = path(context.codingPath + [key])
+            return APIError(message: "\(field) is required", param: field)
+        case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
+            guard !context.codingPath.isEmpty else {
+                return APIError(message: "the request body must be a JSON object")
+            }
+            let field = path(context.codingPath)
+            return APIError(message: "\(field) must be \(expectation(type, context))", param: field)
         @unknown default:
-            return "\(error)"
+            return APIError(message: "invalid request body: \(error)")
+        }
+    }
+
+    /// What a field of `type` must be, in words (`an integer`); a type of this module says it in its error.
+    private static func expectation(_ type: Any.Type, _ context: DecodingError.Context) -> String {
+        switch type {
+        case is Bool.Type: "a boolean"
+        case is any BinaryInteger.Type: "an integer"
+        case is any BinaryFloatingPoint.Type: "a number"
+        case is String.Type: "a string"
+        case is [Any].Type: "an array"
+        case is [String: Any].Type: "an object"
+        default: context.debugDescription
         }
     }
 

@@ -1,0 +1,94 @@
+import Foundation
+import OpenAIServer
+import Testing
+
+/// The `error` object of an error reply.
+func errorDetail(_ reply: HTTPClient.Reply) throws -> [String: Any] {
+    try #require(try reply.json()["error"] as? [String: Any], "not an error: \(String(decoding: reply.body, as: UTF8.self))")
+}
+
+/// Request validation as OpenAI and vLLM do it: every field of the wrong type or out of range is a 400 that
+/// names it, and requests for what is not computed are refused rather than ignored.
+@Suite("Request validation")
+struct ValidationTests {
+    /// (route, body, the field the error must name, words its message must contain)
+    static let refused: [(String, String, String?, String)] = [
+        ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}, {"role": "alien", "content": "x"}]}"#,
+         "messages[1].role", "alien"),
+        ("chat/completions", #"{"messages": [{"role": 3, "content": "Hi"}]}"#, "messages[0].role", "must be a string"),
+        ("chat/completions", #"{"messages": [{"content": "Hi"}]}"#, "messages[0].role", "is required"),
+        ("chat/completions", #"{"messages": "Hi"}"#, "messages", "must be an array"),
+        ("chat/completions", #"{"messages": [3]}"#, "messages[0]", "must be an object"),
+        ("chat/completions", #"{"messages": [{"role": "user", "content": 3}]}"#, "messages[0].content", "string"),
+        ("chat/completions",
+         #"{"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": {"url": "x"}}]}]}"#,
+         "messages[0].content[1]", "image_url"),
+        ("completions", #"{"prompt": "Hi", "max_tokens": 1e308}"#, "max_tokens", "integer between 1 and 64"),
+        ("completions", #"{"prompt": "Hi", "max_tokens": 2.5}"#, "max_tokens", "integer between 1 and 64"),
+        ("completions", #"{"prompt": "Hi", "max_tokens": 0}"#, "max_tokens", "integer between 1 and 64"),
+        ("completions", #"{"prompt": "Hi", "max_tokens": 65}"#, "max_tokens", "integer between 1 and 64"),
+        ("completions", #"{"prompt": "Hi", "max_tokens": "8"}"#, "max_tokens", "must be an integer"),
+        ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": -1}"#,
+         "max_completion_tokens", "integer between 1 and 64"),
+        // Fits the limit alone, not with the prompt: as vLLM does, refused rather than cut short.
+        ("completions", #"{"prompt": "Hello there, how are you today?", "max_tokens": 60}"#, "max_tokens",
+         "maximum context length is 64"),
+        ("completions", #"{"prompt": "Hi", "seed": -99999999999999999999}"#, "seed", "integer between"),
+        ("completions", #"{"prompt": "Hi", "seed": 1.5}"#, "seed", "integer between"),
+        ("completions", #"{"prompt": "Hi", "seed": "x"}"#, "seed", "must be an integer"),
+        ("completions", #"{"prompt": "Hi", "temperature": 1e308}"#, "temperature", "between 0 and 2"),
+        ("completions", #"{"prompt": "Hi", "temperature": "hot"}"#, "temperature", "must be a number"),
+        ("completions", #"{"prompt": "Hi", "top_p": 0}"#, "top_p", "top_p"),
+        ("completions", #"{"prompt": "Hi", "top_k": -5}"#, "top_k", "top_k"),
+        ("completions", #"{"prompt": "Hi", "n": 2}"#, "n", "n = 1"),
+        ("completions", #"{"prompt": "Hi", "stream": "yes"}"#, "stream", "must be a boolean"),
+        ("completions", #"{"prompt": "Hi", "stop": 3}"#, "stop", "a string or an array of strings"),
+        ("completions", #"{"prompt": "Hi", "stop": ["a", 3]}"#, "stop[1]", "must be a string"),
+        ("completions", #"{"prompt": 3}"#, "prompt", "a string or an array of strings"),
+        ("completions", #"{"max_tokens": 3}"#, "prompt", "is required"),
+        ("completions", #"{"prompt": "Hi", "stream_options": {"include_usage": 1}}"#, "stream_options.include_usage",
+         "must be a boolean"),
+        // Log probabilities are not computed: asked for, they are refused (0 asks for the chosen token's).
+        ("completions", #"{"prompt": "Hi", "logprobs": 5}"#, "logprobs", "not supported"),
+        ("completions", #"{"prompt": "Hi", "logprobs": 0}"#, "logprobs", "not supported"),
+        ("completions", #"{"prompt": "Hi", "logprobs": "all"}"#, "logprobs", "must be an integer"),
+        ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}], "logprobs": true}"#, "logprobs",
+         "not supported"),
+        ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 2}"#, "top_logprobs",
+         "not supported"),
+        ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 21}"#,
+         "top_logprobs", "between 0 and 20"),
+        // Not a JSON object, or not JSON at all.
+        ("completions", #"["Hi"]"#, nil, "JSON object"),
+        ("completions", #"{"prompt": "#, nil, "malformed JSON"),
+    ]
+
+    @Test("a field of the wrong type or out of range gets a 400 that names it; malformed JSON only for non-JSON")
+    func fieldsNamed() async throws {
+        try await withLiveServer(maxModelLength: 64) { client in
+            for (route, body, field, words) in Self.refused {
+                let reply = try await client.post("/v1/" + route, body: Data(body.utf8))
+                #expect(reply.status == 400, "\(body)")
+                let error = try errorDetail(reply)
+                let message = error["message"] as? String ?? ""
+                #expect(error["type"] as? String == "invalid_request_error", "\(body)")
+                #expect(error["param"] as? String == field, "\(body): \(message)")
+                #expect(message.contains(words), "\(body): \(message)")
+                if field != nil { #expect(!message.contains("malformed"), "\(body): \(message)") }
+            }
+            // What is valid passes: a negative seed (vLLM's range), the developer role, logprobs off.
+            let accepted: [(String, [String: Any])] = [
+                ("completions", ["prompt": "Hi", "max_tokens": 1, "seed": -1, "logprobs": NSNull()]),
+                ("completions", ["prompt": "Hi", "max_tokens": 1, "seed": UInt64.max]),
+                ("chat/completions", [
+                    "messages": [["role": "developer", "content": "Be brief."], ["role": "user", "content": "Hi"]],
+                    "max_completion_tokens": 1, "logprobs": false, "top_logprobs": 0,
+                ]),
+            ]
+            for (route, body) in accepted {
+                let reply = try await client.post("/v1/" + route, json: body)
+                #expect(reply.status == 200, "\(body): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+        }
+    }
+}
