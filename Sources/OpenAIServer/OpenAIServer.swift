@@ -25,7 +25,8 @@ internal import Tokenizers
 /// JSON. Chat roles are `system`, `developer` (as `system`), `user` and `assistant` (or Gemma's `model`);
 /// content is text (parts other than text are refused). `logprobs` and `top_logprobs` are refused when
 /// they ask for anything: the engine does not compute log probabilities. An explicit `max_tokens` must
-/// fit the context together with the prompt.
+/// fit the context together with the prompt; without one a request generates at most
+/// ``Configuration/maxTokensDefault`` tokens (16 for text completions, as OpenAI's default).
 ///
 /// Errors are OpenAI-style JSON bodies (`{"error": {"message", "type", "param", "code"}}`): 400 for
 /// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body, 503
@@ -54,22 +55,31 @@ public struct OpenAIServer: Sendable {
         public var maxRequestBytes: Int
         /// How long running requests may go on after a shutdown begins before they are cancelled.
         public var shutdownGrace: Duration
+        /// The most tokens generated for a request that sets no `max_tokens` (nor `max_completion_tokens`):
+        /// a chat completion generates up to this many, a text completion up to OpenAI's default of 16 (or
+        /// this, when smaller). It keeps a client that forgets the field from holding the engine until the
+        /// context is full. An explicit `max_tokens` is not limited by it.
+        public var maxTokensDefault: Int
 
         /// A configuration; defaults to `127.0.0.1:8000`.
+        /// - Precondition: `maxTokensDefault` is at least 1.
         public init(
             host: String = "127.0.0.1",
             port: Int = 8000,
             modelName: String,
             maxModelLength: Int? = nil,
             maxRequestBytes: Int = 16 << 20,
-            shutdownGrace: Duration = .seconds(5)
+            shutdownGrace: Duration = .seconds(5),
+            maxTokensDefault: Int = 256
         ) {
+            precondition(maxTokensDefault >= 1, "maxTokensDefault must be at least 1")
             self.host = host
             self.port = port
             self.modelName = modelName
             self.maxModelLength = maxModelLength
             self.maxRequestBytes = maxRequestBytes
             self.shutdownGrace = shutdownGrace
+            self.maxTokensDefault = maxTokensDefault
         }
     }
 
@@ -194,7 +204,7 @@ public struct OpenAIServer: Sendable {
         let generation = try makeGeneration(
             body,
             prompt: tokens,
-            defaultMaxTokens: Self.completionsDefaultMaxTokens,
+            defaultMaxTokens: min(Self.completionsDefaultMaxTokens, configuration.maxTokensDefault),
             request: request
         )
         let id = "cmpl-" + Self.randomID()
@@ -257,7 +267,7 @@ public struct OpenAIServer: Sendable {
         let generation = try makeGeneration(
             body,
             prompt: tokens,
-            defaultMaxTokens: nil,
+            defaultMaxTokens: configuration.maxTokensDefault,
             request: request
         )
         let id = "chatcmpl-" + Self.randomID()
@@ -319,12 +329,11 @@ public struct OpenAIServer: Sendable {
     // MARK: Generation
 
     /// Checks the sampling fields, the length limit and the prompt's length, and builds the engine request.
-    /// A request without a length limit generates up to `defaultMaxTokens` (`nil`: what is left of the
-    /// context).
+    /// A request without a length limit generates up to `defaultMaxTokens`, or what is left of the context.
     private func makeGeneration(
         _ body: some GenerationFields,
         prompt: [Int32],
-        defaultMaxTokens: Int?,
+        defaultMaxTokens: Int,
         request: Request
     ) throws(APIError) -> GenerationRequest {
         if let n = body.n, n.value != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
@@ -369,7 +378,7 @@ public struct OpenAIServer: Sendable {
         let salt = body.cacheSalt ?? headerSalt
         return GenerationRequest(
             prompt: prompt,
-            maxTokens: requested?.count ?? min(defaultMaxTokens ?? room, room),
+            maxTokens: requested?.count ?? min(defaultMaxTokens, room),
             sampling: sampling,
             stop: body.stop?.values.filter { !$0.isEmpty } ?? [],
             salt: salt.flatMap { $0.isEmpty ? nil : $0 }

@@ -22,8 +22,9 @@ struct ServeCommand: AsyncParsableCommand {
             header, keeps its cached KV apart from other tenants'. The cache is configured as for every \
             command (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous \
             batching): up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens \
-            between decode steps, and their reserved KV positions within --max-kv-tokens. A request whose \
-            client closes its connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
+            between decode steps, and their reserved KV positions within --max-kv-tokens. A request without \
+            max_tokens generates at most --max-tokens-default tokens. A request whose client closes its \
+            connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
             stops accepting connections, lets running requests go on for --shutdown-grace seconds (a second \
             signal ends the grace at once), cancels the rest (their clients get 503), waits up to 10 s for \
             them to end and up to 2 s for the cache's write-behind, then exits: at most grace + 12 s.
@@ -92,6 +93,15 @@ struct ServeCommand: AsyncParsableCommand {
     var noCache = false
 
     @Option(
+        name: .customLong("max-tokens-default"),
+        help: """
+            Most tokens generated for a request without max_tokens (or max_completion_tokens): chat completions \
+            generate up to this many, completions up to OpenAI's 16 (or this, if smaller).
+            """
+    )
+    var maxTokensDefault = OpenAIServer.Configuration(modelName: "").maxTokensDefault
+
+    @Option(
         name: .customLong("shutdown-grace"),
         help: "Seconds running requests may go on after SIGTERM or SIGINT before they are cancelled."
     )
@@ -103,6 +113,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard shutdownGrace >= 0, shutdownGrace.isFinite else {
             throw ValidationError("--shutdown-grace must be a number of seconds, at least 0")
         }
+        if maxTokensDefault < 1 { throw ValidationError("--max-tokens-default must be at least 1, not \(maxTokensDefault)") }
         if let problem = limits.problem {
             throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens, --kept-kv-tokens)")
         }
@@ -173,7 +184,8 @@ struct ServeCommand: AsyncParsableCommand {
                 port: port,
                 modelName: name,
                 maxModelLength: maxModelLength,
-                shutdownGrace: .milliseconds(Int((shutdownGrace * 1000).rounded()))
+                shutdownGrace: .milliseconds(Int((shutdownGrace * 1000).rounded())),
+                maxTokensDefault: maxTokensDefault
             ),
             logger: logger
         )

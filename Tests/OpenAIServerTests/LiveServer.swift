@@ -48,19 +48,20 @@ enum TestModel {
     }
 }
 
-/// A server on a free loopback port for the duration of `body`, over `engine` when given.
+/// A server on a free loopback port for the duration of `body`, over `engine` when given, with its
+/// configuration changed by `configure`.
 func withLiveServer<T: Sendable>(
     cache: Bool = true,
     maxModelLength: Int? = nil,
     engine prepared: (GenerationEngine, StorageManager?)? = nil,
+    configure: (inout OpenAIServer.Configuration) -> Void = { _ in },
     _ body: (HTTPClient) async throws -> T
 ) async throws -> T {
     let (engine, storage) = try prepared ?? TestModel.engine(cache: cache)
-    let server = OpenAIServer(
-        engine: engine,
-        storage: storage,
-        configuration: .init(host: "127.0.0.1", port: 0, modelName: "gemma-3-270m", maxModelLength: maxModelLength)
-    )
+    var configuration = OpenAIServer.Configuration(
+        host: "127.0.0.1", port: 0, modelName: "gemma-3-270m", maxModelLength: maxModelLength)
+    configure(&configuration)
+    let server = OpenAIServer(engine: engine, storage: storage, configuration: configuration)
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let application = server.makeApplication { portContinuation.yield($0) }
     let services = ServiceGroup(services: [application], logger: Logger(label: "lmcache.test"))

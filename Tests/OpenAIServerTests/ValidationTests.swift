@@ -8,9 +8,12 @@ func errorDetail(_ reply: HTTPClient.Reply) throws -> [String: Any] {
 }
 
 /// Request validation as OpenAI and vLLM do it: every field of the wrong type or out of range is a 400 that
-/// names it, and requests for what is not computed are refused rather than ignored.
-@Suite("Request validation")
+/// names it, requests for what is not computed are refused rather than ignored, a request without
+/// `max_tokens` is bounded.
+@Suite("Request validation and default length")
 struct ValidationTests {
+    static var user: [[String: Any]] { [["role": "user", "content": "Hi"]] }
+
     /// (route, body, the field the error must name, words its message must contain)
     static let refused: [(String, String, String?, String)] = [
         ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}, {"role": "alien", "content": "x"}]}"#,
@@ -89,6 +92,34 @@ struct ValidationTests {
                 let reply = try await client.post("/v1/" + route, json: body)
                 #expect(reply.status == 200, "\(body): \(String(decoding: reply.body, as: UTF8.self))")
             }
+        }
+    }
+
+    @Test("a request without max_tokens generates at most the server's default; an explicit one is not capped")
+    func defaultLength() async throws {
+        // A short context, so that without the default a chat request ends soon anyway, at the context.
+        try await withLiveServer(maxModelLength: 128, configure: { $0.maxTokensDefault = 5 }) { client in
+            let prompt = "Count: one, two, three, four, five, six,"
+            func completionTokens(_ route: String, _ body: [String: Any]) async throws -> Int? {
+                let reply = try await client.post("/v1/" + route, json: body)
+                #expect(reply.status == 200)
+                return (try reply.json()["usage"] as? [String: Any])?["completion_tokens"] as? Int
+            }
+            // Without the default, a chat request would generate to the end of the context.
+            #expect(try await completionTokens("chat/completions", ["messages": Self.user, "temperature": 0]) == 5)
+            #expect(try await completionTokens("completions", ["prompt": prompt, "temperature": 0]) == 5)
+            #expect(try await completionTokens("completions", ["prompt": prompt, "max_tokens": 9, "temperature": 0]) == 9)
+            var streamed: [String: Any] = ["messages": Self.user, "temperature": 0, "stream": true]
+            streamed["stream_options"] = ["include_usage": true]
+            let objects = try streamedObjects(try await client.post("/v1/chat/completions", json: streamed))
+            let usage = try #require(objects.last?["usage"] as? [String: Any])
+            #expect(usage["completion_tokens"] as? Int == 5)
+        }
+        // Text completions keep OpenAI's default of 16 under a larger server default.
+        try await withLiveServer(configure: { $0.maxTokensDefault = 100 }) { client in
+            let reply = try await client.post(
+                "/v1/completions", json: ["prompt": "Count: one, two, three, four, five, six,", "temperature": 0])
+            #expect((try reply.json()["usage"] as? [String: Any])?["completion_tokens"] as? Int == 16)
         }
     }
 }
