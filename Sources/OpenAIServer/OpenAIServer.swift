@@ -28,9 +28,12 @@ internal import Tokenizers
 /// fit the context together with the prompt; without one a request generates at most
 /// ``Configuration/maxTokensDefault`` tokens (16 for text completions, as OpenAI's default).
 ///
+/// **Load.** At most the engine's running sequences plus ``Configuration/maxQueuedRequests`` requests
+/// are admitted at once; the others get 503 (`code: queue_full`, `Retry-After: 1`) at once.
+///
 /// Errors are OpenAI-style JSON bodies (`{"error": {"message", "type", "param", "code"}}`): 400 for
 /// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body, 503
-/// for a request that a shutdown cut short.
+/// for a full server or a request that a shutdown cut short.
 ///
 /// **Clients that go away.** A request whose client closes the connection is cancelled, streamed or
 /// not: it leaves the engine's queue, or its sequence leaves the next engine step and frees its KV pages.
@@ -60,9 +63,13 @@ public struct OpenAIServer: Sendable {
         /// this, when smaller). It keeps a client that forgets the field from holding the engine until the
         /// context is full. An explicit `max_tokens` is not limited by it.
         public var maxTokensDefault: Int
+        /// The most requests that may wait for the engine on top of the ones it runs
+        /// (``GenerationEngine/limits``' `maxSequences`): the server admits at most the sum at once and
+        /// answers the others 503 with a `Retry-After` header at once, instead of queueing without bound.
+        public var maxQueuedRequests: Int
 
         /// A configuration; defaults to `127.0.0.1:8000`.
-        /// - Precondition: `maxTokensDefault` is at least 1.
+        /// - Precondition: `maxTokensDefault` is at least 1 and `maxQueuedRequests` at least 0.
         public init(
             host: String = "127.0.0.1",
             port: Int = 8000,
@@ -70,9 +77,11 @@ public struct OpenAIServer: Sendable {
             maxModelLength: Int? = nil,
             maxRequestBytes: Int = 16 << 20,
             shutdownGrace: Duration = .seconds(5),
-            maxTokensDefault: Int = 256
+            maxTokensDefault: Int = 256,
+            maxQueuedRequests: Int = 64
         ) {
             precondition(maxTokensDefault >= 1, "maxTokensDefault must be at least 1")
+            precondition(maxQueuedRequests >= 0, "maxQueuedRequests must not be negative")
             self.host = host
             self.port = port
             self.modelName = modelName
@@ -80,6 +89,7 @@ public struct OpenAIServer: Sendable {
             self.maxRequestBytes = maxRequestBytes
             self.shutdownGrace = shutdownGrace
             self.maxTokensDefault = maxTokensDefault
+            self.maxQueuedRequests = maxQueuedRequests
         }
     }
 
@@ -207,12 +217,13 @@ public struct OpenAIServer: Sendable {
             defaultMaxTokens: min(Self.completionsDefaultMaxTokens, configuration.maxTokensDefault),
             request: request
         )
+        let admission = try admit()
         let id = "cmpl-" + Self.randomID()
         let model = configuration.modelName
         let created = Int(Date().timeIntervalSince1970)
         if body.stream == true {
             let includeUsage = body.streamOptions?.includeUsage == true
-            return stream(generation, clientGone: clientGone) { (event) -> [CompletionResponse] in
+            return stream(generation, admission: admission, clientGone: clientGone) { (event) -> [CompletionResponse] in
                 switch event {
                 case .start:
                     return []
@@ -236,7 +247,7 @@ public struct OpenAIServer: Sendable {
                 }
             }
         }
-        let (result, usage) = try await run(generation, clientGone: clientGone)
+        let (result, usage) = try await run(generation, admission: admission, clientGone: clientGone)
         return Self.json(
             CompletionResponse(
                 id: id,
@@ -270,6 +281,7 @@ public struct OpenAIServer: Sendable {
             defaultMaxTokens: configuration.maxTokensDefault,
             request: request
         )
+        let admission = try admit()
         let id = "chatcmpl-" + Self.randomID()
         let model = configuration.modelName
         let created = Int(Date().timeIntervalSince1970)
@@ -284,7 +296,7 @@ public struct OpenAIServer: Sendable {
                     choices: [ChatChoice(delta: delta, finishReason: reason)]
                 )
             }
-            return stream(generation, clientGone: clientGone) { event in
+            return stream(generation, admission: admission, clientGone: clientGone) { event in
                 switch event {
                 case .start:
                     return [chunk(ChatDelta(role: "assistant", content: ""))]
@@ -308,7 +320,7 @@ public struct OpenAIServer: Sendable {
                 }
             }
         }
-        let (result, usage) = try await run(generation, clientGone: clientGone)
+        let (result, usage) = try await run(generation, admission: admission, clientGone: clientGone)
         return Self.json(
             ChatCompletionResponse(
                 id: id,
@@ -393,13 +405,26 @@ public struct OpenAIServer: Sendable {
         )
     }
 
-    /// Runs a generation to the end and returns it with its usage.
+    /// Admits one more generation, unless as many as the engine runs plus
+    /// ``Configuration/maxQueuedRequests`` are already admitted.
+    /// - Throws: ``queueFull`` (503, `Retry-After`) when the server is full.
+    private func admit() throws(APIError) -> Admission {
+        guard metrics.admit(limit: engine.limits.maxSequences + configuration.maxQueuedRequests) else {
+            throw Self.queueFull
+        }
+        return Admission(metrics: metrics)
+    }
+
+    /// Runs a generation to the end and returns it with its usage; gives `admission` back when it ends.
     /// - Throws: ``ClientGone`` when the client went away (the generation was cancelled);
     ///   ``shuttingDown`` when a shutdown cut it short.
-    private func run(_ generation: GenerationRequest, clientGone: Latch) async throws -> (GenerationResult, Usage) {
+    private func run(
+        _ generation: GenerationRequest,
+        admission: Admission,
+        clientGone: Latch
+    ) async throws -> (GenerationResult, Usage) {
+        defer { admission.release() }
         let clock = FirstTokenClock(metrics: metrics)
-        metrics.adjustRunning(1)
-        defer { metrics.adjustRunning(-1) }
         let result: GenerationResult
         do {
             result = try await generate(generation, until: clientGone) { _, _ in
@@ -450,6 +475,15 @@ public struct OpenAIServer: Sendable {
         aborting.isSet && result.finishReason == .length && result.tokens.count < generation.maxTokens
     }
 
+    /// The error of a request that the server had no room for.
+    static let queueFull = APIError(
+        status: .serviceUnavailable,
+        message: "the server is at capacity: every running and queued place is taken; retry later",
+        type: "server_error",
+        code: "queue_full",
+        retryAfter: 1
+    )
+
 
     /// The error of a request that a shutdown cut short.
     static let shuttingDown = APIError(
@@ -483,6 +517,7 @@ public struct OpenAIServer: Sendable {
     /// Text is sent as each token arrives, except a tail that could be the start of a stop string.
     private func stream<Chunk: Encodable & Sendable>(
         _ generation: GenerationRequest,
+        admission: Admission,
         clientGone: Latch,
         format: @escaping @Sendable (StreamEvent) -> [Chunk]
     ) -> Response {
@@ -490,9 +525,8 @@ public struct OpenAIServer: Sendable {
         let server = self
         let body = ResponseBody { writer in
             let (pieces, continuation) = AsyncStream.makeStream(of: String.self)
+            defer { admission.release() }
             let clock = FirstTokenClock(metrics: metrics)
-            metrics.adjustRunning(1)
-            defer { metrics.adjustRunning(-1) }
             var writeFailed = false
             var filter = StopStringFilter(stops: generation.stop)
             let outcome = await withTaskGroup(of: Result<GenerationResult, any Error>.self) { group in
@@ -672,7 +706,9 @@ public struct OpenAIServer: Sendable {
     }
 
     static func errorResponse(_ error: APIError) -> Response {
-        json(ErrorBody(error), status: error.status)
+        var response = json(ErrorBody(error), status: error.status)
+        if let seconds = error.retryAfter { response.headers[.retryAfter] = String(seconds) }
+        return response
     }
 }
 
@@ -683,6 +719,26 @@ struct APIError: Error {
     var type = "invalid_request_error"
     var param: String?
     var code: String?
+    /// Seconds after which the client may try again (the `Retry-After` header).
+    var retryAfter: Int?
+}
+
+/// A place among the generations the server admits at once (``OpenAIServer/Configuration/maxQueuedRequests``),
+/// counted in ``ServerMetrics``; given back once, by ``release()`` or else when it is dropped (a streamed
+/// response whose body never ran).
+final class Admission: Sendable {
+    private let metrics: ServerMetrics
+    private let released = Atomic(false)
+
+    init(metrics: ServerMetrics) { self.metrics = metrics }
+
+    deinit { release() }
+
+    /// Gives the place back; later calls do nothing.
+    func release() {
+        guard !released.exchange(true, ordering: .relaxed) else { return }
+        metrics.leave()
+    }
 }
 
 /// Thrown by a request whose client went away; its response goes nowhere.

@@ -50,8 +50,17 @@ final class ServerMetrics: Sendable {
     /// Counts a generation (streamed or not) stopped because its client went away.
     func countDisconnect() { state.withLock { $0.disconnects += 1 } }
 
-    /// Marks a generation as running (`+1`) or done (`-1`).
-    func adjustRunning(_ delta: Int) { state.withLock { $0.running += delta } }
+    /// Marks one more generation as running or queued, unless `limit` are already; returns whether it did.
+    func admit(limit: Int) -> Bool {
+        state.withLock { state in
+            guard state.running < limit else { return false }
+            state.running += 1
+            return true
+        }
+    }
+
+    /// Marks an admitted generation as done.
+    func leave() { state.withLock { $0.running -= 1 } }
 
     /// The Prometheus text exposition of every metric.
     func render(storage: StorageManager?, engine: GenerationEngine) -> String {

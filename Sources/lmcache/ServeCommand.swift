@@ -22,9 +22,10 @@ struct ServeCommand: AsyncParsableCommand {
             header, keeps its cached KV apart from other tenants'. The cache is configured as for every \
             command (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous \
             batching): up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens \
-            between decode steps, and their reserved KV positions within --max-kv-tokens. A request without \
-            max_tokens generates at most --max-tokens-default tokens. A request whose client closes its \
-            connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
+            between decode steps, and their reserved KV positions within --max-kv-tokens; up to \
+            --max-queued-requests more wait, and the rest get 503 with Retry-After. A request without \
+            max_tokens generates at most --max-tokens-default tokens. A request whose client closes its connection is \
+            cancelled (streamed or not). On SIGTERM or SIGINT the server \
             stops accepting connections, lets running requests go on for --shutdown-grace seconds (a second \
             signal ends the grace at once), cancels the rest (their clients get 503), waits up to 10 s for \
             them to end and up to 2 s for the cache's write-behind, then exits: at most grace + 12 s.
@@ -102,6 +103,12 @@ struct ServeCommand: AsyncParsableCommand {
     var maxTokensDefault = OpenAIServer.Configuration(modelName: "").maxTokensDefault
 
     @Option(
+        name: .customLong("max-queued-requests"),
+        help: "Most requests waiting on top of the --max-num-seqs running ones; more get 503 with Retry-After."
+    )
+    var maxQueuedRequests = OpenAIServer.Configuration(modelName: "").maxQueuedRequests
+
+    @Option(
         name: .customLong("shutdown-grace"),
         help: "Seconds running requests may go on after SIGTERM or SIGINT before they are cancelled."
     )
@@ -114,6 +121,9 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--shutdown-grace must be a number of seconds, at least 0")
         }
         if maxTokensDefault < 1 { throw ValidationError("--max-tokens-default must be at least 1, not \(maxTokensDefault)") }
+        if maxQueuedRequests < 0 {
+            throw ValidationError("--max-queued-requests must not be negative, not \(maxQueuedRequests)")
+        }
         if let problem = limits.problem {
             throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens, --kept-kv-tokens)")
         }
@@ -185,7 +195,8 @@ struct ServeCommand: AsyncParsableCommand {
                 modelName: name,
                 maxModelLength: maxModelLength,
                 shutdownGrace: .milliseconds(Int((shutdownGrace * 1000).rounded())),
-                maxTokensDefault: maxTokensDefault
+                maxTokensDefault: maxTokensDefault,
+                maxQueuedRequests: maxQueuedRequests
             ),
             logger: logger
         )

@@ -36,6 +36,12 @@ enum TestModel {
         return (try loadModel(from: file), try makeTokenizer(from: file))
     }
 
+    /// A fresh engine without the cache that runs one sequence at a time: a second request waits.
+    static func oneSequenceEngine() throws -> GenerationEngine {
+        let (model, tokenizer) = try shared.get()
+        return GenerationEngine(model: model, tokenizer: tokenizer, limits: SchedulerLimits(maxSequences: 1))
+    }
+
     /// A fresh engine; with `cache`, over a new 64 MiB CPU tier (chunks of 256 tokens).
     static func engine(cache: Bool) throws -> (GenerationEngine, StorageManager?) {
         let (model, tokenizer) = try shared.get()
@@ -92,6 +98,8 @@ struct HTTPClient: Sendable {
     struct Reply: Sendable {
         var status: Int
         var contentType: String?
+        /// The `Retry-After` header.
+        var retryAfter: String? = nil
         var body: Data
 
         /// The body as a JSON object.
@@ -131,7 +139,12 @@ struct HTTPClient: Sendable {
     private func send(_ request: URLRequest) async throws -> Reply {
         let (data, response) = try await URLSession.shared.data(for: request)
         guard let http = response as? HTTPURLResponse else { throw Failure(message: "no HTTP response") }
-        return Reply(status: http.statusCode, contentType: http.value(forHTTPHeaderField: "Content-Type"), body: data)
+        return Reply(
+            status: http.statusCode,
+            contentType: http.value(forHTTPHeaderField: "Content-Type"),
+            retryAfter: http.value(forHTTPHeaderField: "Retry-After"),
+            body: data
+        )
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Inference
 import OpenAIServer
 import Testing
 
@@ -7,10 +8,31 @@ func errorDetail(_ reply: HTTPClient.Reply) throws -> [String: Any] {
     try #require(try reply.json()["error"] as? [String: Any], "not an error: \(String(decoding: reply.body, as: UTF8.self))")
 }
 
+/// Runs `body`, failing after `seconds` instead of waiting for it (a behaviour that is missing would
+/// otherwise show as a generation that runs for minutes).
+func within<T: Sendable>(
+    seconds: Double,
+    _ what: String,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let result = try await group.next(), let value = result else {
+            throw HTTPClient.Failure(message: "\(what): no answer within \(seconds) s")
+        }
+        return value
+    }
+}
+
 /// Request validation as OpenAI and vLLM do it: every field of the wrong type or out of range is a 400 that
 /// names it, requests for what is not computed are refused rather than ignored, a request without
-/// `max_tokens` is bounded.
-@Suite("Request validation and default length")
+/// `max_tokens` is bounded, and the server bounds its queue.
+@Suite("Request validation, default length and queue bound")
 struct ValidationTests {
     static var user: [[String: Any]] { [["role": "user", "content": "Hi"]] }
 
@@ -120,6 +142,49 @@ struct ValidationTests {
             let reply = try await client.post(
                 "/v1/completions", json: ["prompt": "Count: one, two, three, four, five, six,", "temperature": 0])
             #expect((try reply.json()["usage"] as? [String: Any])?["completion_tokens"] as? Int == 16)
+        }
+    }
+
+    @Test("a full server answers 503 with Retry-After at once, streamed or not, and admits again once places free")
+    func queueBound() async throws {
+        let engine = try TestModel.oneSequenceEngine()
+        try await withLiveServer(engine: (engine, nil), configure: { $0.maxQueuedRequests = 1 }) { client in
+            let port = try #require(client.base.port)
+            let running = try RawConnection(port: port)
+            defer { running.close() }
+            try running.send(post: "/v1/completions", json: CancellationTests.long)
+            try await waitUntil(seconds: 120) { engine.load.running == 1 }
+            let waiting = try RawConnection(port: port)
+            defer { waiting.close() }
+            try waiting.send(post: "/v1/chat/completions", json: ["messages": Self.user, "max_tokens": 20_000])
+            try await waitUntil(seconds: 30) { engine.load.waiting == 1 }
+
+            for stream in [false, true] {
+                let body = try JSONSerialization.data(withJSONObject: ["prompt": "Hi", "max_tokens": 2, "stream": stream])
+                let reply = try await within(seconds: 60, "a request to a full server") {
+                    try await client.post("/v1/completions", body: body)
+                }
+                #expect(reply.status == 503)
+                #expect(reply.retryAfter == "1")
+                let error = try errorDetail(reply)
+                #expect(error["code"] as? String == "queue_full")
+                #expect(error["type"] as? String == "server_error")
+            }
+            #expect(engine.load.waiting == 1)
+            let metrics = String(decoding: try await client.get("/metrics").body, as: UTF8.self)
+            #expect(metrics.contains("lmcache_requests_running 2"))
+            #expect(metrics.contains("lmcache_http_requests_total{endpoint=\"completions\",status=\"503\"} 2"))
+
+            // The places are given back when their requests end.
+            running.close()
+            waiting.close()
+            try await waitUntil(seconds: 30, "the abandoned requests still hold the engine") {
+                engine.load.running == 0 && engine.load.waiting == 0
+            }
+            let next = try await client.post("/v1/completions", json: ["prompt": "Hi", "max_tokens": 2])
+            #expect(next.status == 200)
+            let after = String(decoding: try await client.get("/metrics").body, as: UTF8.self)
+            #expect(after.contains("lmcache_requests_running 0"))
         }
     }
 }
