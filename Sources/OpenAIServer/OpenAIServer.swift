@@ -29,11 +29,13 @@ internal import Tokenizers
 /// ``Configuration/maxTokensDefault`` tokens (16 for text completions, as OpenAI's default).
 ///
 /// **Load.** At most the engine's running sequences plus ``Configuration/maxQueuedRequests`` requests
-/// are admitted at once; the others get 503 (`code: queue_full`, `Retry-After: 1`) at once.
+/// are admitted at once; the others get 503 (`code: queue_full`, `Retry-After: 1`) at once. With
+/// ``Configuration/requestTimeout`` a request that runs longer is cancelled and gets 504
+/// (`code: request_timeout`), or an error event that ends its stream.
 ///
 /// Errors are OpenAI-style JSON bodies (`{"error": {"message", "type", "param", "code"}}`): 400 for
 /// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body, 503
-/// for a full server or a request that a shutdown cut short.
+/// for a full server or a request that a shutdown cut short, 504 for a request past its timeout.
 ///
 /// **Clients that go away.** A request whose client closes the connection is cancelled, streamed or
 /// not: it leaves the engine's queue, or its sequence leaves the next engine step and frees its KV pages.
@@ -67,9 +69,14 @@ public struct OpenAIServer: Sendable {
         /// (``GenerationEngine/limits``' `maxSequences`): the server admits at most the sum at once and
         /// answers the others 503 with a `Retry-After` header at once, instead of queueing without bound.
         public var maxQueuedRequests: Int
+        /// How long a request may take from its admission to its last token, queueing included (`nil`: no
+        /// limit). One that takes longer is cancelled in the engine and answered 504 (an error event when
+        /// streamed).
+        public var requestTimeout: Duration?
 
         /// A configuration; defaults to `127.0.0.1:8000`.
-        /// - Precondition: `maxTokensDefault` is at least 1 and `maxQueuedRequests` at least 0.
+        /// - Precondition: `maxTokensDefault` is at least 1, `maxQueuedRequests` at least 0, and
+        ///   `requestTimeout`, when set, positive.
         public init(
             host: String = "127.0.0.1",
             port: Int = 8000,
@@ -78,10 +85,12 @@ public struct OpenAIServer: Sendable {
             maxRequestBytes: Int = 16 << 20,
             shutdownGrace: Duration = .seconds(5),
             maxTokensDefault: Int = 256,
-            maxQueuedRequests: Int = 64
+            maxQueuedRequests: Int = 64,
+            requestTimeout: Duration? = nil
         ) {
             precondition(maxTokensDefault >= 1, "maxTokensDefault must be at least 1")
             precondition(maxQueuedRequests >= 0, "maxQueuedRequests must not be negative")
+            precondition(requestTimeout.map { $0 > .zero } ?? true, "requestTimeout must be positive")
             self.host = host
             self.port = port
             self.modelName = modelName
@@ -90,6 +99,7 @@ public struct OpenAIServer: Sendable {
             self.shutdownGrace = shutdownGrace
             self.maxTokensDefault = maxTokensDefault
             self.maxQueuedRequests = maxQueuedRequests
+            self.requestTimeout = requestTimeout
         }
     }
 
@@ -356,7 +366,10 @@ public struct OpenAIServer: Sendable {
             throw APIError(message: "top_p must be a number in (0, 1]", param: "top_p")
         }
         if let k = body.topK, (k.value ?? -2) < -1 {
-            throw APIError(message: "top_k must be an integer: -1 or 0 (every token), or a positive count", param: "top_k")
+            throw APIError(
+                message: "top_k must be an integer: -1 or 0 (every token), or a positive count",
+                param: "top_k"
+            )
         }
         if let seed = body.seed, seed.value == nil { throw APIError(message: JSONSeed.range, param: "seed") }
         let limit = maxModelLength
@@ -417,7 +430,7 @@ public struct OpenAIServer: Sendable {
 
     /// Runs a generation to the end and returns it with its usage; gives `admission` back when it ends.
     /// - Throws: ``ClientGone`` when the client went away (the generation was cancelled);
-    ///   ``shuttingDown`` when a shutdown cut it short.
+    ///   ``shuttingDown`` when a shutdown cut it short; ``timedOutError`` when the request timeout did.
     private func run(
         _ generation: GenerationRequest,
         admission: Admission,
@@ -425,15 +438,19 @@ public struct OpenAIServer: Sendable {
     ) async throws -> (GenerationResult, Usage) {
         defer { admission.release() }
         let clock = FirstTokenClock(metrics: metrics)
+        let timedOut = Latch()
         let result: GenerationResult
         do {
-            result = try await generate(generation, until: clientGone) { _, _ in
+            result = try await generate(generation, until: clientGone, timedOut: timedOut) { _, _ in
                 clock.mark()
                 return true
             }
         } catch is CancellationError where clientGone.isSet {
             metrics.countDisconnect()
             throw ClientGone()
+        } catch is CancellationError where timedOut.isSet {
+            metrics.countTimeout()
+            throw timedOutError
         }
         let usage = record(result)
         if clientGone.isSet {
@@ -441,16 +458,21 @@ public struct OpenAIServer: Sendable {
             throw ClientGone()
         }
         if isCutByShutdown(result, generation) { throw Self.shuttingDown }
+        if timedOut.isSet && Self.isCut(result, generation) {
+            metrics.countTimeout()
+            throw timedOutError
+        }
         return (result, usage)
     }
 
     /// Runs `generation` on the engine, cancelling it (the engine's one cancellation path: it leaves the
-    /// queue, or its sequence leaves the next step) when `clientGone` is set or this task is cancelled.
-    /// A generation cancelled while running returns what it has; one cancelled while waiting throws
-    /// `CancellationError`.
+    /// queue, or its sequence leaves the next step) when `clientGone` is set, when the request timeout
+    /// (if any) passes, which sets `timedOut`, or when this task is cancelled. A generation cancelled
+    /// while running returns what it has; one cancelled while waiting throws `CancellationError`.
     private func generate(
         _ generation: GenerationRequest,
         until clientGone: Latch,
+        timedOut: Latch,
         onToken: @escaping @Sendable (Int32, String) -> Bool
     ) async throws -> GenerationResult {
         let engine = self.engine
@@ -460,8 +482,16 @@ public struct OpenAIServer: Sendable {
                 await clientGone.wait()
                 return nil
             }
+            if let timeout = configuration.requestTimeout {
+                group.addTask {
+                    // Cancelled when the generation ends first.
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return nil }
+                    timedOut.set()
+                    return nil
+                }
+            }
             while let outcome = try await group.next() {
-                // The first to end is the generation (the watch is then cancelled) or the watch (the
+                // The first to end is the generation (the watches are then cancelled) or a watch (the
                 // generation is then cancelled, and its outcome follows).
                 group.cancelAll()
                 if let result = outcome { return result }
@@ -470,9 +500,14 @@ public struct OpenAIServer: Sendable {
         }
     }
 
+    /// Whether `result` ended because it was cancelled rather than by itself.
+    private static func isCut(_ result: GenerationResult, _ generation: GenerationRequest) -> Bool {
+        result.finishReason == .length && result.tokens.count < generation.maxTokens
+    }
+
     /// Whether `result` ended because a shutdown cancelled it rather than by itself.
     private func isCutByShutdown(_ result: GenerationResult, _ generation: GenerationRequest) -> Bool {
-        aborting.isSet && result.finishReason == .length && result.tokens.count < generation.maxTokens
+        aborting.isSet && Self.isCut(result, generation)
     }
 
     /// The error of a request that the server had no room for.
@@ -484,6 +519,16 @@ public struct OpenAIServer: Sendable {
         retryAfter: 1
     )
 
+    /// The error of a request that ran past ``Configuration/requestTimeout``.
+    var timedOutError: APIError {
+        APIError(
+            status: .gatewayTimeout,
+            message: "the request did not finish within the server's request timeout of "
+                + "\(configuration.requestTimeout ?? .zero) and was cancelled",
+            type: "server_error",
+            code: "request_timeout"
+        )
+    }
 
     /// The error of a request that a shutdown cut short.
     static let shuttingDown = APIError(
@@ -527,6 +572,7 @@ public struct OpenAIServer: Sendable {
             let (pieces, continuation) = AsyncStream.makeStream(of: String.self)
             defer { admission.release() }
             let clock = FirstTokenClock(metrics: metrics)
+            let timedOut = Latch()
             var writeFailed = false
             var filter = StopStringFilter(stops: generation.stop)
             let outcome = await withTaskGroup(of: Result<GenerationResult, any Error>.self) { group in
@@ -534,7 +580,7 @@ public struct OpenAIServer: Sendable {
                     defer { continuation.finish() }
                     do {
                         return .success(
-                            try await server.generate(generation, until: clientGone) { _, piece in
+                            try await server.generate(generation, until: clientGone, timedOut: timedOut) { _, piece in
                                 clock.mark()
                                 if !piece.isEmpty { continuation.yield(piece) }
                                 return true
@@ -569,6 +615,9 @@ public struct OpenAIServer: Sendable {
                 var out = ByteBuffer()
                 if server.isCutByShutdown(result, generation) {
                     out.writeImmutableBuffer(Self.events([ErrorBody(Self.shuttingDown)]))
+                } else if timedOut.isSet && Self.isCut(result, generation) {
+                    metrics.countTimeout()
+                    out.writeImmutableBuffer(Self.events([ErrorBody(server.timedOutError)]))
                 } else {
                     let rest = filter.finish(result.text)
                     if !rest.isEmpty { out.writeImmutableBuffer(Self.events(format(.text(rest)))) }
@@ -583,9 +632,17 @@ public struct OpenAIServer: Sendable {
                     metrics.countDisconnect()
                     throw ClientGone()
                 }
+                let failure: APIError
                 let stopped = (error as? InferenceError)?.isStopped == true
-                guard stopped || (error is CancellationError && server.aborting.isSet) else { throw error }
-                var out = Self.events([ErrorBody(Self.shuttingDown)])
+                if stopped || (error is CancellationError && server.aborting.isSet) {
+                    failure = Self.shuttingDown
+                } else if error is CancellationError && timedOut.isSet {
+                    metrics.countTimeout()
+                    failure = server.timedOutError
+                } else {
+                    throw error
+                }
+                var out = Self.events([ErrorBody(failure)])
                 out.writeString("data: [DONE]\n\n")
                 try await writer.write(out)
             }
@@ -640,7 +697,8 @@ public struct OpenAIServer: Sendable {
                 return APIError(message: "invalid request body: \(context.debugDescription)")
             } catch {
                 let detail = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
-                return APIError(message: detail.hasPrefix("Number ") ? "invalid number: \(detail)" : "malformed JSON: \(detail)")
+                let kind = detail.hasPrefix("Number ") ? "invalid number" : "malformed JSON"
+                return APIError(message: "\(kind): \(detail)")
             }
         case .dataCorrupted(let context):
             let field = path(context.codingPath)

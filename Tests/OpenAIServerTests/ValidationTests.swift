@@ -5,7 +5,8 @@ import Testing
 
 /// The `error` object of an error reply.
 func errorDetail(_ reply: HTTPClient.Reply) throws -> [String: Any] {
-    try #require(try reply.json()["error"] as? [String: Any], "not an error: \(String(decoding: reply.body, as: UTF8.self))")
+    let text = String(decoding: reply.body, as: UTF8.self)
+    return try #require(try reply.json()["error"] as? [String: Any], "not an error: \(text)")
 }
 
 /// Runs `body`, failing after `seconds` instead of waiting for it (a behaviour that is missing would
@@ -31,8 +32,8 @@ func within<T: Sendable>(
 
 /// Request validation as OpenAI and vLLM do it: every field of the wrong type or out of range is a 400 that
 /// names it, requests for what is not computed are refused rather than ignored, a request without
-/// `max_tokens` is bounded, and the server bounds its queue.
-@Suite("Request validation, default length and queue bound")
+/// `max_tokens` is bounded, and the server bounds its queue and (optionally) each request's time.
+@Suite("Request validation, default length, queue bound and request timeout")
 struct ValidationTests {
     static var user: [[String: Any]] { [["role": "user", "content": "Hi"]] }
 
@@ -46,7 +47,7 @@ struct ValidationTests {
         ("chat/completions", #"{"messages": [3]}"#, "messages[0]", "must be an object"),
         ("chat/completions", #"{"messages": [{"role": "user", "content": 3}]}"#, "messages[0].content", "string"),
         ("chat/completions",
-         #"{"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": {"url": "x"}}]}]}"#,
+         #"{"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image_url"}]}]}"#,
          "messages[0].content[1]", "image_url"),
         ("completions", #"{"prompt": "Hi", "max_tokens": 1e308}"#, "max_tokens", "integer between 1 and 64"),
         ("completions", #"{"prompt": "Hi", "max_tokens": 2.5}"#, "max_tokens", "integer between 1 and 64"),
@@ -130,7 +131,8 @@ struct ValidationTests {
             // Without the default, a chat request would generate to the end of the context.
             #expect(try await completionTokens("chat/completions", ["messages": Self.user, "temperature": 0]) == 5)
             #expect(try await completionTokens("completions", ["prompt": prompt, "temperature": 0]) == 5)
-            #expect(try await completionTokens("completions", ["prompt": prompt, "max_tokens": 9, "temperature": 0]) == 9)
+            let explicit: [String: Any] = ["prompt": prompt, "max_tokens": 9, "temperature": 0]
+            #expect(try await completionTokens("completions", explicit) == 9)
             var streamed: [String: Any] = ["messages": Self.user, "temperature": 0, "stream": true]
             streamed["stream_options"] = ["include_usage": true]
             let objects = try streamedObjects(try await client.post("/v1/chat/completions", json: streamed))
@@ -160,7 +162,8 @@ struct ValidationTests {
             try await waitUntil(seconds: 30) { engine.load.waiting == 1 }
 
             for stream in [false, true] {
-                let body = try JSONSerialization.data(withJSONObject: ["prompt": "Hi", "max_tokens": 2, "stream": stream])
+                let request: [String: Any] = ["prompt": "Hi", "max_tokens": 2, "stream": stream]
+                let body = try JSONSerialization.data(withJSONObject: request)
                 let reply = try await within(seconds: 60, "a request to a full server") {
                     try await client.post("/v1/completions", body: body)
                 }
@@ -185,6 +188,61 @@ struct ValidationTests {
             #expect(next.status == 200)
             let after = String(decoding: try await client.get("/metrics").body, as: UTF8.self)
             #expect(after.contains("lmcache_requests_running 0"))
+        }
+    }
+
+    @Test("a request past the request timeout is cancelled: 504, or an error event ending its stream")
+    func requestTimeout() async throws {
+        let prepared = try TestModel.engine(cache: false)
+        let engine = prepared.0
+        try await withLiveServer(engine: prepared, configure: { $0.requestTimeout = .seconds(1) }) { client in
+            let started = ContinuousClock.now
+            let long = try JSONSerialization.data(withJSONObject: CancellationTests.long)
+            let reply = try await within(seconds: 60, "a long request under a 1 s timeout") {
+                try await client.post("/v1/completions", body: long)
+            }
+            #expect(reply.status == 504)
+            #expect(try errorDetail(reply)["code"] as? String == "request_timeout")
+            #expect(ContinuousClock.now - started < .seconds(30))
+
+            var streamed = CancellationTests.long
+            streamed["stream"] = true
+            let streamedBody = try JSONSerialization.data(withJSONObject: streamed)
+            let stream = try await within(seconds: 60, "a long stream under a 1 s timeout") {
+                try await client.post("/v1/completions", body: streamedBody)
+            }
+            #expect(stream.status == 200)
+            let objects = try streamedObjects(stream)
+            #expect(!streamedText(objects).isEmpty)
+            let last = try #require(objects.last?["error"] as? [String: Any])
+            #expect(last["code"] as? String == "request_timeout")
+
+            #expect(engine.cancelledRequests == 2)
+            #expect(engine.load.running == 0 && engine.load.waiting == 0)
+            let metrics = String(decoding: try await client.get("/metrics").body, as: UTF8.self)
+            #expect(metrics.contains("lmcache_request_timeouts_total 2"))
+        }
+    }
+
+    @Test("a request that times out while it waits leaves the queue; the running one is untouched")
+    func timeoutWhileWaiting() async throws {
+        let engine = try TestModel.oneSequenceEngine()
+        // Two servers on one engine: the first, without a timeout, keeps the engine busy.
+        try await withLiveServer(engine: (engine, nil)) { patient in
+            let running = try RawConnection(port: try #require(patient.base.port))
+            defer { running.close() }
+            try running.send(post: "/v1/completions", json: CancellationTests.long)
+            try await waitUntil(seconds: 120) { engine.load.running == 1 }
+            try await withLiveServer(engine: (engine, nil), configure: { $0.requestTimeout = .seconds(1) }) { client in
+                let body = try JSONSerialization.data(withJSONObject: ["messages": Self.user, "max_tokens": 4])
+                let reply = try await within(seconds: 60, "a waiting request under a 1 s timeout") {
+                    try await client.post("/v1/chat/completions", body: body)
+                }
+                #expect(reply.status == 504)
+                #expect(try errorDetail(reply)["code"] as? String == "request_timeout")
+            }
+            #expect(engine.load.running == 1 && engine.load.waiting == 0)
+            #expect(engine.cancelledRequests == 1)
         }
     }
 }
