@@ -20,9 +20,22 @@ internal import Tokenizers
 /// keys: requests of different tenants never share cached KV; requests with neither share the
 /// unsalted namespace.
 ///
+/// **Validation**, as OpenAI and vLLM do it: a field of the wrong type or out of range is a 400 whose
+/// `param` names it (`messages[1].role`, `max_tokens`); "malformed JSON" is only for a body that is not
+/// JSON. Chat roles are `system`, `developer` (as `system`), `user` and `assistant` (or Gemma's `model`);
+/// content is text (parts other than text are refused). `logprobs` and `top_logprobs` are refused when
+/// they ask for anything: the engine does not compute log probabilities. An explicit `max_tokens` must
+/// fit the context together with the prompt; without one a request generates at most
+/// ``Configuration/maxTokensDefault`` tokens (16 for text completions, as OpenAI's default).
+///
+/// **Load.** At most the engine's running sequences plus ``Configuration/maxQueuedRequests`` requests
+/// are admitted at once; the others get 503 (`code: queue_full`, `Retry-After: 1`) at once. With
+/// ``Configuration/requestTimeout`` a request that runs longer is cancelled and gets 504
+/// (`code: request_timeout`), or an error event that ends its stream.
+///
 /// Errors are OpenAI-style JSON bodies (`{"error": {"message", "type", "param", "code"}}`): 400 for
 /// malformed JSON, bad parameters or a prompt longer than the context, 413 for an oversized body, 503
-/// for a request that a shutdown cut short.
+/// for a full server or a request that a shutdown cut short, 504 for a request past its timeout.
 ///
 /// **Clients that go away.** A request whose client closes the connection is cancelled, streamed or
 /// not: it leaves the engine's queue, or its sequence leaves the next engine step and frees its KV pages.
@@ -47,24 +60,51 @@ public struct OpenAIServer: Sendable {
         public var maxRequestBytes: Int
         /// How long running requests may go on after a shutdown begins before they are cancelled.
         public var shutdownGrace: Duration
+        /// The most tokens generated for a request that sets no `max_tokens` (nor `max_completion_tokens`):
+        /// a chat completion generates up to this many, a text completion up to OpenAI's default of 16 (or
+        /// this, when smaller). It keeps a client that forgets the field from holding the engine until the
+        /// context is full. An explicit `max_tokens` is not limited by it.
+        public var maxTokensDefault: Int
+        /// The most requests that may wait for the engine on top of the ones it runs
+        /// (``GenerationEngine/limits``' `maxSequences`): the server admits at most the sum at once and
+        /// answers the others 503 with a `Retry-After` header at once, instead of queueing without bound.
+        public var maxQueuedRequests: Int
+        /// How long a request may take from its admission to its last token, queueing included (`nil`: no
+        /// limit). One that takes longer is cancelled in the engine and answered 504 (an error event when
+        /// streamed).
+        public var requestTimeout: Duration?
 
         /// A configuration; defaults to `127.0.0.1:8000`.
+        /// - Precondition: `maxTokensDefault` is at least 1, `maxQueuedRequests` at least 0, and
+        ///   `requestTimeout`, when set, positive.
         public init(
             host: String = "127.0.0.1",
             port: Int = 8000,
             modelName: String,
             maxModelLength: Int? = nil,
             maxRequestBytes: Int = 16 << 20,
-            shutdownGrace: Duration = .seconds(5)
+            shutdownGrace: Duration = .seconds(5),
+            maxTokensDefault: Int = 256,
+            maxQueuedRequests: Int = 64,
+            requestTimeout: Duration? = nil
         ) {
+            precondition(maxTokensDefault >= 1, "maxTokensDefault must be at least 1")
+            precondition(maxQueuedRequests >= 0, "maxQueuedRequests must not be negative")
+            precondition(requestTimeout.map { $0 > .zero } ?? true, "requestTimeout must be positive")
             self.host = host
             self.port = port
             self.modelName = modelName
             self.maxModelLength = maxModelLength
             self.maxRequestBytes = maxRequestBytes
             self.shutdownGrace = shutdownGrace
+            self.maxTokensDefault = maxTokensDefault
+            self.maxQueuedRequests = maxQueuedRequests
+            self.requestTimeout = requestTimeout
         }
     }
+
+    /// OpenAI's default `max_tokens` for text completions.
+    static let completionsDefaultMaxTokens = 16
 
     /// The chat roles a request may use (`model` is Gemma's name for `assistant`).
     static let chatRoles: Set<String> = ["system", "developer", "user", "assistant", "model"]
@@ -179,14 +219,21 @@ public struct OpenAIServer: Sendable {
         guard body.prompt.values.count == 1 else {
             throw APIError(message: "exactly one prompt string is supported", param: "prompt")
         }
+        if body.logprobs != nil { throw Self.logprobsRefused("logprobs") }
         let tokens = engine.tokenizer.encode(body.prompt.values[0], addSpecial: true, parseSpecial: true)
-        let generation = try makeGeneration(body, prompt: tokens, defaultMaxTokens: 16, request: request)
+        let generation = try makeGeneration(
+            body,
+            prompt: tokens,
+            defaultMaxTokens: min(Self.completionsDefaultMaxTokens, configuration.maxTokensDefault),
+            request: request
+        )
+        let admission = try admit()
         let id = "cmpl-" + Self.randomID()
         let model = configuration.modelName
         let created = Int(Date().timeIntervalSince1970)
         if body.stream == true {
             let includeUsage = body.streamOptions?.includeUsage == true
-            return stream(generation, clientGone: clientGone) { (event) -> [CompletionResponse] in
+            return stream(generation, admission: admission, clientGone: clientGone) { (event) -> [CompletionResponse] in
                 switch event {
                 case .start:
                     return []
@@ -210,7 +257,7 @@ public struct OpenAIServer: Sendable {
                 }
             }
         }
-        let (result, usage) = try await run(generation, clientGone: clientGone)
+        let (result, usage) = try await run(generation, admission: admission, clientGone: clientGone)
         return Self.json(
             CompletionResponse(
                 id: id,
@@ -230,17 +277,21 @@ public struct OpenAIServer: Sendable {
         if let (index, message) = body.messages.enumerated().first(where: { !Self.chatRoles.contains($0.element.role) }) {
             throw APIError(
                 message: "messages[\(index)].role '\(message.role)' is not one of \(Self.chatRoles.sorted().joined(separator: ", "))",
-                param: "messages")
+                param: "messages[\(index)].role")
         }
-        if body.topLogprobs?.isRequested == true {
-            throw APIError(message: "top_logprobs is not supported", param: "top_logprobs")
+        if body.logprobs == true { throw Self.logprobsRefused("logprobs") }
+        if let top = body.topLogprobs, try top.checked("top_logprobs", in: 0...20) > 0 {
+            throw Self.logprobsRefused("top_logprobs")
         }
         let text = template.render(body.messages)
         let tokens = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
-        let maxTokens = body.maxCompletionTokens ?? body.maxTokens
-        var fields = body
-        fields.maxTokens = maxTokens
-        let generation = try makeGeneration(fields, prompt: tokens, defaultMaxTokens: nil, request: request)
+        let generation = try makeGeneration(
+            body,
+            prompt: tokens,
+            defaultMaxTokens: configuration.maxTokensDefault,
+            request: request
+        )
+        let admission = try admit()
         let id = "chatcmpl-" + Self.randomID()
         let model = configuration.modelName
         let created = Int(Date().timeIntervalSince1970)
@@ -255,7 +306,7 @@ public struct OpenAIServer: Sendable {
                     choices: [ChatChoice(delta: delta, finishReason: reason)]
                 )
             }
-            return stream(generation, clientGone: clientGone) { event in
+            return stream(generation, admission: admission, clientGone: clientGone) { event in
                 switch event {
                 case .start:
                     return [chunk(ChatDelta(role: "assistant", content: ""))]
@@ -279,7 +330,7 @@ public struct OpenAIServer: Sendable {
                 }
             }
         }
-        let (result, usage) = try await run(generation, clientGone: clientGone)
+        let (result, usage) = try await run(generation, admission: admission, clientGone: clientGone)
         return Self.json(
             ChatCompletionResponse(
                 id: id,
@@ -299,26 +350,31 @@ public struct OpenAIServer: Sendable {
 
     // MARK: Generation
 
-    /// Checks the sampling fields and the prompt's length, and builds the engine request.
+    /// Checks the sampling fields, the length limit and the prompt's length, and builds the engine request.
+    /// A request without a length limit generates up to `defaultMaxTokens`, or what is left of the context.
     private func makeGeneration(
         _ body: some GenerationFields,
         prompt: [Int32],
-        defaultMaxTokens: Int?,
+        defaultMaxTokens: Int,
         request: Request
-    ) throws -> GenerationRequest {
-        if let n = body.n, n != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
-        if body.logprobs?.isRequested == true {
-            throw APIError(message: "logprobs is not supported", param: "logprobs")
-        }
+    ) throws(APIError) -> GenerationRequest {
+        if let n = body.n, n.value != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
         if let t = body.temperature, !(t >= 0 && t <= 2) {
-            throw APIError(message: "temperature must be between 0 and 2", param: "temperature")
+            throw APIError(message: "temperature must be a number between 0 and 2", param: "temperature")
         }
-        if let p = body.topP, !(p > 0 && p <= 1) { throw APIError(message: "top_p must be in (0, 1]", param: "top_p") }
-        if let k = body.topK, k < -1 { throw APIError(message: "top_k must be -1, 0 or positive", param: "top_k") }
-        if let m = body.maxTokens, m < 0 {
-            throw APIError(message: "max_tokens must not be negative", param: "max_tokens")
+        if let p = body.topP, !(p > 0 && p <= 1) {
+            throw APIError(message: "top_p must be a number in (0, 1]", param: "top_p")
         }
+        if let k = body.topK, (k.value ?? -2) < -1 {
+            throw APIError(
+                message: "top_k must be an integer: -1 or 0 (every token), or a positive count",
+                param: "top_k"
+            )
+        }
+        if let seed = body.seed, seed.value == nil { throw APIError(message: JSONSeed.range, param: "seed") }
         let limit = maxModelLength
+        var requested: (field: String, count: Int)?
+        if let (field, value) = body.lengthLimit { requested = (field, try value.checked(field, in: 1...limit)) }
         guard prompt.count < limit else {
             throw APIError(
                 message: "This model's maximum context length is \(limit) tokens. However, your prompt has "
@@ -328,40 +384,73 @@ public struct OpenAIServer: Sendable {
             )
         }
         let room = limit - prompt.count
-        let maxTokens = min(body.maxTokens ?? defaultMaxTokens ?? room, room)
+        if let requested, requested.count > room {
+            throw APIError(
+                message: "This model's maximum context length is \(limit) tokens. However, you requested "
+                    + "\(prompt.count + requested.count) tokens (\(prompt.count) in the prompt, \(requested.count) "
+                    + "in the completion). Please reduce the length of the prompt or \(requested.field).",
+                param: requested.field,
+                code: "context_length_exceeded"
+            )
+        }
         let sampling = SamplingParameters(
-            temperature: body.temperature ?? 1,
-            topK: max(0, body.topK ?? 0),
-            topP: body.topP ?? 1,
-            seed: body.seed ?? UInt64.random(in: 0...UInt64.max)
+            temperature: Float(body.temperature ?? 1),
+            topK: max(0, body.topK?.value ?? 0),
+            topP: Float(body.topP ?? 1),
+            seed: body.seed?.value ?? UInt64.random(in: 0...UInt64.max)
         )
         let headerSalt = HTTPField.Name(Self.tenantHeader).flatMap { request.headers[$0] }
         let salt = body.cacheSalt ?? headerSalt
         return GenerationRequest(
             prompt: prompt,
-            maxTokens: maxTokens,
+            maxTokens: requested?.count ?? min(defaultMaxTokens, room),
             sampling: sampling,
             stop: body.stop?.values.filter { !$0.isEmpty } ?? [],
             salt: salt.flatMap { $0.isEmpty ? nil : $0 }
         )
     }
 
-    /// Runs a generation to the end and returns it with its usage.
+    /// The error of a request for log probabilities, which the engine does not compute.
+    static func logprobsRefused(_ field: String) -> APIError {
+        APIError(
+            message: "\(field) is not supported: this server does not compute log probabilities (omit the field)",
+            param: field
+        )
+    }
+
+    /// Admits one more generation, unless as many as the engine runs plus
+    /// ``Configuration/maxQueuedRequests`` are already admitted.
+    /// - Throws: ``queueFull`` (503, `Retry-After`) when the server is full.
+    private func admit() throws(APIError) -> Admission {
+        guard metrics.admit(limit: engine.limits.maxSequences + configuration.maxQueuedRequests) else {
+            throw Self.queueFull
+        }
+        return Admission(metrics: metrics)
+    }
+
+    /// Runs a generation to the end and returns it with its usage; gives `admission` back when it ends.
     /// - Throws: ``ClientGone`` when the client went away (the generation was cancelled);
-    ///   ``shuttingDown`` when a shutdown cut it short.
-    private func run(_ generation: GenerationRequest, clientGone: Latch) async throws -> (GenerationResult, Usage) {
+    ///   ``shuttingDown`` when a shutdown cut it short; ``timedOutError`` when the request timeout did.
+    private func run(
+        _ generation: GenerationRequest,
+        admission: Admission,
+        clientGone: Latch
+    ) async throws -> (GenerationResult, Usage) {
+        defer { admission.release() }
         let clock = FirstTokenClock(metrics: metrics)
-        metrics.adjustRunning(1)
-        defer { metrics.adjustRunning(-1) }
+        let timedOut = Latch()
         let result: GenerationResult
         do {
-            result = try await generate(generation, until: clientGone) { _, _ in
+            result = try await generate(generation, until: clientGone, timedOut: timedOut) { _, _ in
                 clock.mark()
                 return true
             }
         } catch is CancellationError where clientGone.isSet {
             metrics.countDisconnect()
             throw ClientGone()
+        } catch is CancellationError where timedOut.isSet {
+            metrics.countTimeout()
+            throw timedOutError
         }
         let usage = record(result)
         if clientGone.isSet {
@@ -369,16 +458,21 @@ public struct OpenAIServer: Sendable {
             throw ClientGone()
         }
         if isCutByShutdown(result, generation) { throw Self.shuttingDown }
+        if timedOut.isSet && Self.isCut(result, generation) {
+            metrics.countTimeout()
+            throw timedOutError
+        }
         return (result, usage)
     }
 
     /// Runs `generation` on the engine, cancelling it (the engine's one cancellation path: it leaves the
-    /// queue, or its sequence leaves the next step) when `clientGone` is set or this task is cancelled.
-    /// A generation cancelled while running returns what it has; one cancelled while waiting throws
-    /// `CancellationError`.
+    /// queue, or its sequence leaves the next step) when `clientGone` is set, when the request timeout
+    /// (if any) passes, which sets `timedOut`, or when this task is cancelled. A generation cancelled
+    /// while running returns what it has; one cancelled while waiting throws `CancellationError`.
     private func generate(
         _ generation: GenerationRequest,
         until clientGone: Latch,
+        timedOut: Latch,
         onToken: @escaping @Sendable (Int32, String) -> Bool
     ) async throws -> GenerationResult {
         let engine = self.engine
@@ -388,8 +482,16 @@ public struct OpenAIServer: Sendable {
                 await clientGone.wait()
                 return nil
             }
+            if let timeout = configuration.requestTimeout {
+                group.addTask {
+                    // Cancelled when the generation ends first.
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return nil }
+                    timedOut.set()
+                    return nil
+                }
+            }
             while let outcome = try await group.next() {
-                // The first to end is the generation (the watch is then cancelled) or the watch (the
+                // The first to end is the generation (the watches are then cancelled) or a watch (the
                 // generation is then cancelled, and its outcome follows).
                 group.cancelAll()
                 if let result = outcome { return result }
@@ -398,9 +500,34 @@ public struct OpenAIServer: Sendable {
         }
     }
 
+    /// Whether `result` ended because it was cancelled rather than by itself.
+    private static func isCut(_ result: GenerationResult, _ generation: GenerationRequest) -> Bool {
+        result.finishReason == .length && result.tokens.count < generation.maxTokens
+    }
+
     /// Whether `result` ended because a shutdown cancelled it rather than by itself.
     private func isCutByShutdown(_ result: GenerationResult, _ generation: GenerationRequest) -> Bool {
-        aborting.isSet && result.finishReason == .length && result.tokens.count < generation.maxTokens
+        aborting.isSet && Self.isCut(result, generation)
+    }
+
+    /// The error of a request that the server had no room for.
+    static let queueFull = APIError(
+        status: .serviceUnavailable,
+        message: "the server is at capacity: every running and queued place is taken; retry later",
+        type: "server_error",
+        code: "queue_full",
+        retryAfter: 1
+    )
+
+    /// The error of a request that ran past ``Configuration/requestTimeout``.
+    var timedOutError: APIError {
+        APIError(
+            status: .gatewayTimeout,
+            message: "the request did not finish within the server's request timeout of "
+                + "\(configuration.requestTimeout ?? .zero) and was cancelled",
+            type: "server_error",
+            code: "request_timeout"
+        )
     }
 
     /// The error of a request that a shutdown cut short.
@@ -435,6 +562,7 @@ public struct OpenAIServer: Sendable {
     /// Text is sent as each token arrives, except a tail that could be the start of a stop string.
     private func stream<Chunk: Encodable & Sendable>(
         _ generation: GenerationRequest,
+        admission: Admission,
         clientGone: Latch,
         format: @escaping @Sendable (StreamEvent) -> [Chunk]
     ) -> Response {
@@ -442,9 +570,9 @@ public struct OpenAIServer: Sendable {
         let server = self
         let body = ResponseBody { writer in
             let (pieces, continuation) = AsyncStream.makeStream(of: String.self)
+            defer { admission.release() }
             let clock = FirstTokenClock(metrics: metrics)
-            metrics.adjustRunning(1)
-            defer { metrics.adjustRunning(-1) }
+            let timedOut = Latch()
             var writeFailed = false
             var filter = StopStringFilter(stops: generation.stop)
             let outcome = await withTaskGroup(of: Result<GenerationResult, any Error>.self) { group in
@@ -452,7 +580,7 @@ public struct OpenAIServer: Sendable {
                     defer { continuation.finish() }
                     do {
                         return .success(
-                            try await server.generate(generation, until: clientGone) { _, piece in
+                            try await server.generate(generation, until: clientGone, timedOut: timedOut) { _, piece in
                                 clock.mark()
                                 if !piece.isEmpty { continuation.yield(piece) }
                                 return true
@@ -487,6 +615,9 @@ public struct OpenAIServer: Sendable {
                 var out = ByteBuffer()
                 if server.isCutByShutdown(result, generation) {
                     out.writeImmutableBuffer(Self.events([ErrorBody(Self.shuttingDown)]))
+                } else if timedOut.isSet && Self.isCut(result, generation) {
+                    metrics.countTimeout()
+                    out.writeImmutableBuffer(Self.events([ErrorBody(server.timedOutError)]))
                 } else {
                     let rest = filter.finish(result.text)
                     if !rest.isEmpty { out.writeImmutableBuffer(Self.events(format(.text(rest)))) }
@@ -501,9 +632,17 @@ public struct OpenAIServer: Sendable {
                     metrics.countDisconnect()
                     throw ClientGone()
                 }
+                let failure: APIError
                 let stopped = (error as? InferenceError)?.isStopped == true
-                guard stopped || (error is CancellationError && server.aborting.isSet) else { throw error }
-                var out = Self.events([ErrorBody(Self.shuttingDown)])
+                if stopped || (error is CancellationError && server.aborting.isSet) {
+                    failure = Self.shuttingDown
+                } else if error is CancellationError && timedOut.isSet {
+                    metrics.countTimeout()
+                    failure = server.timedOutError
+                } else {
+                    throw error
+                }
+                var out = Self.events([ErrorBody(failure)])
                 out.writeString("data: [DONE]\n\n")
                 try await writer.write(out)
             }
@@ -528,28 +667,66 @@ public struct OpenAIServer: Sendable {
                 message: "the request body exceeds \(configuration.maxRequestBytes) bytes"
             )
         }
+        let data = Data(buffer.readableBytesView)
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+            return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DecodingError {
-            throw APIError(message: "invalid request body: \(Self.describe(error))")
+            throw Self.describe(error, body: data)
         } catch {
             throw APIError(message: "invalid request body: \(error)")
         }
     }
 
-    private static func describe(_ error: DecodingError) -> String {
-        func path(_ context: DecodingError.Context) -> String {
-            context.codingPath.map(\.stringValue).joined(separator: ".")
+    /// The error naming the field that `error` is about; "malformed JSON" only for a body that is not JSON.
+    static func describe(_ error: DecodingError, body: Data) -> APIError {
+        func path(_ codingPath: [any CodingKey]) -> String {
+            codingPath.reduce(into: "") { path, key in
+                if let index = key.intValue {
+                    path += "[\(index)]"
+                } else {
+                    path += path.isEmpty ? key.stringValue : "." + key.stringValue
+                }
+            }
         }
         switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            // The decoder says only "not valid JSON", of syntax errors and of numbers that no Swift type
+            // holds (1e400) alike; the parser's own message tells which.
+            do {
+                _ = try JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed)
+                return APIError(message: "invalid request body: \(context.debugDescription)")
+            } catch {
+                let detail = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
+                let kind = detail.hasPrefix("Number ") ? "invalid number" : "malformed JSON"
+                return APIError(message: "\(kind): \(detail)")
+            }
         case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "malformed JSON" : "\(path(context)): \(context.debugDescription)"
-        case .keyNotFound(let key, _):
-            return "missing field '\(key.stringValue)'"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            return "field '\(path(context))' has the wrong type"
+            let field = path(context.codingPath)
+            return APIError(message: "\(field): \(context.debugDescription)", param: field)
+        case .keyNotFound(let key, let context):
+            let field = path(context.codingPath + [key])
+            return APIError(message: "\(field) is required", param: field)
+        case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
+            guard !context.codingPath.isEmpty else {
+                return APIError(message: "the request body must be a JSON object")
+            }
+            let field = path(context.codingPath)
+            return APIError(message: "\(field) must be \(expectation(type, context))", param: field)
         @unknown default:
-            return "\(error)"
+            return APIError(message: "invalid request body: \(error)")
+        }
+    }
+
+    /// What a field of `type` must be, in words (`an integer`); a type of this module says it in its error.
+    private static func expectation(_ type: Any.Type, _ context: DecodingError.Context) -> String {
+        switch type {
+        case is Bool.Type: "a boolean"
+        case is any BinaryInteger.Type: "an integer"
+        case is any BinaryFloatingPoint.Type: "a number"
+        case is String.Type: "a string"
+        case is [Any].Type: "an array"
+        case is [String: Any].Type: "an object"
+        default: context.debugDescription
         }
     }
 
@@ -587,7 +764,9 @@ public struct OpenAIServer: Sendable {
     }
 
     static func errorResponse(_ error: APIError) -> Response {
-        json(ErrorBody(error), status: error.status)
+        var response = json(ErrorBody(error), status: error.status)
+        if let seconds = error.retryAfter { response.headers[.retryAfter] = String(seconds) }
+        return response
     }
 }
 
@@ -598,6 +777,26 @@ struct APIError: Error {
     var type = "invalid_request_error"
     var param: String?
     var code: String?
+    /// Seconds after which the client may try again (the `Retry-After` header).
+    var retryAfter: Int?
+}
+
+/// A place among the generations the server admits at once (``OpenAIServer/Configuration/maxQueuedRequests``),
+/// counted in ``ServerMetrics``; given back once, by ``release()`` or else when it is dropped (a streamed
+/// response whose body never ran).
+final class Admission: Sendable {
+    private let metrics: ServerMetrics
+    private let released = Atomic(false)
+
+    init(metrics: ServerMetrics) { self.metrics = metrics }
+
+    deinit { release() }
+
+    /// Gives the place back; later calls do nothing.
+    func release() {
+        guard !released.exchange(true, ordering: .relaxed) else { return }
+        metrics.leave()
+    }
 }
 
 /// Thrown by a request whose client went away; its response goes nowhere.

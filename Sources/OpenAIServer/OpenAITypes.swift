@@ -9,8 +9,68 @@ struct OneOrMany: Decodable, Sendable, Hashable {
         let container = try decoder.singleValueContainer()
         if let one = try? container.decode(String.self) {
             values = [one]
-        } else {
+        } else if (try? decoder.unkeyedContainer()) != nil {
+            // An array: an element of the wrong type is named by its index.
             values = try container.decode([String].self)
+        } else {
+            throw DecodingError.typeMismatch(
+                Self.self,
+                .init(codingPath: decoder.codingPath, debugDescription: "a string or an array of strings")
+            )
+        }
+    }
+}
+
+/// A JSON number given for an integer field.
+///
+/// `value` is the integer when the number is a whole number that fits an `Int`, and `nil` when it is a
+/// fraction or out of range (`1e308`): such a request is still valid JSON, and the field's range check
+/// names the field and its range rather than the whole body failing to decode. Anything but a number
+/// fails to decode as a type mismatch at the field.
+struct JSONInteger: Decodable, Sendable, Hashable {
+    var value: Int?
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let value = try? container.decode(Int.self) {
+            self.value = value
+        } else if (try? container.decode(Double.self)) != nil {
+            value = nil
+        } else {
+            throw DecodingError.typeMismatch(
+                Int.self,
+                .init(codingPath: decoder.codingPath, debugDescription: "an integer")
+            )
+        }
+    }
+
+    /// The value when it is in `range`.
+    /// - Throws: an error naming `field` and the range, for a number outside it.
+    func checked(_ field: String, in range: ClosedRange<Int>) throws(APIError) -> Int {
+        guard let value, range.contains(value) else {
+            throw APIError(
+                message: "\(field) must be an integer between \(range.lowerBound) and \(range.upperBound)",
+                param: field
+            )
+        }
+        return value
+    }
+}
+
+/// `seed`: any integer from `Int64.min` (as vLLM accepts) to `UInt64.max`; a negative seed is used as its
+/// two's-complement bit pattern. `value` is `nil` for a fraction or a number out of that range.
+struct JSONSeed: Decodable, Sendable, Hashable {
+    var value: UInt64?
+
+    /// The message of a seed out of range.
+    static let range = "seed must be an integer between \(Int64.min) and \(UInt64.max)"
+
+    init(from decoder: any Decoder) throws {
+        // A number, else a type mismatch; past `Int.max`, perhaps still a `UInt64`.
+        if let signed = try JSONInteger(from: decoder).value {
+            value = UInt64(bitPattern: Int64(signed))
+        } else {
+            value = try? decoder.singleValueContainer().decode(UInt64.self)
         }
     }
 }
@@ -24,55 +84,43 @@ struct StreamOptions: Decodable, Sendable, Hashable {
     }
 }
 
-/// The fields completions and chat completions share.
+/// The fields completions and chat completions share. Numbers are kept as sent (`Double`,
+/// ``JSONInteger``), so that the server checks their ranges and names the field that is out of range.
 protocol GenerationFields {
     var model: String? { get }
-    var maxTokens: Int? { get }
-    var temperature: Float? { get }
-    var topP: Float? { get }
-    var topK: Int? { get }
-    var seed: UInt64? { get }
+    /// The field that limits the completion's length, when the request has one: `max_tokens`, or for chat
+    /// `max_completion_tokens` (which wins when both are sent).
+    var lengthLimit: (field: String, value: JSONInteger)? { get }
+    var temperature: Double? { get }
+    var topP: Double? { get }
+    var topK: JSONInteger? { get }
+    var seed: JSONSeed? { get }
     var stop: OneOrMany? { get }
     var stream: Bool? { get }
     var streamOptions: StreamOptions? { get }
-    var n: Int? { get }
+    var n: JSONInteger? { get }
     var cacheSalt: String? { get }
-    /// `logprobs` (completions: a count; chat: a flag), refused when asked for: it is not computed.
-    var logprobs: Requested? { get }
-}
-
-/// A JSON value that asks for something when it is `true` or a positive number (`false`, 0 and `null`
-/// do not).
-struct Requested: Decodable, Sendable, Hashable {
-    var isRequested: Bool
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            isRequested = false
-        } else if let flag = try? container.decode(Bool.self) {
-            isRequested = flag
-        } else {
-            isRequested = try container.decode(Double.self) > 0
-        }
-    }
 }
 
 /// `POST /v1/completions` body.
 struct CompletionRequest: Decodable, Sendable, GenerationFields {
     var model: String?
     var prompt: OneOrMany
-    var maxTokens: Int?
-    var temperature: Float?
-    var topP: Float?
-    var topK: Int?
-    var seed: UInt64?
+    var maxTokens: JSONInteger?
+    var temperature: Double?
+    var topP: Double?
+    var topK: JSONInteger?
+    var seed: JSONSeed?
     var stop: OneOrMany?
     var stream: Bool?
     var streamOptions: StreamOptions?
-    var n: Int?
+    var n: JSONInteger?
     var cacheSalt: String?
-    var logprobs: Requested?
+    /// How many most likely tokens to report per position; log probabilities are not computed, so any
+    /// value but `null` is refused.
+    var logprobs: JSONInteger?
+
+    var lengthLimit: (field: String, value: JSONInteger)? { maxTokens.map { ("max_tokens", $0) } }
 
     enum CodingKeys: String, CodingKey {
         case model, prompt, temperature, seed, stop, stream, n, logprobs
@@ -90,7 +138,8 @@ struct ChatMessage: Codable, Sendable, Hashable {
     var content: MessageContent?
 }
 
-/// A message's content: a string, or an array of parts of which the text parts are used.
+/// A message's content: a string, or an array of text parts (`{"type": "text", "text": …}`), joined.
+/// Other parts (images, audio) are refused rather than dropped: the model reads text only.
 struct MessageContent: Codable, Sendable, Hashable {
     var text: String
 
@@ -102,17 +151,44 @@ struct MessageContent: Codable, Sendable, Hashable {
             self.text = text
             return
         }
+        guard var parts = try? decoder.unkeyedContainer() else {
+            throw DecodingError.typeMismatch(
+                Self.self,
+                .init(codingPath: decoder.codingPath, debugDescription: "a string or an array of text parts")
+            )
+        }
         struct Part: Decodable {
             var type: String
             var text: String?
         }
-        let parts = try container.decode([Part].self)
-        text = parts.compactMap { $0.type == "text" ? $0.text : nil }.joined()
+        var texts: [String] = []
+        while !parts.isAtEnd {
+            let path = parts.codingPath + [PartIndex(intValue: parts.currentIndex)]
+            let part = try parts.decode(Part.self)
+            guard part.type == "text", let text = part.text else {
+                throw DecodingError.dataCorrupted(
+                    .init(
+                        codingPath: path,
+                        debugDescription: "a part of type '\(part.type)' is not supported (text parts only)"
+                    )
+                )
+            }
+            texts.append(text)
+        }
+        text = texts.joined()
     }
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(text)
+    }
+
+    /// An array index in a coding path.
+    private struct PartIndex: CodingKey {
+        var intValue: Int?
+        var stringValue: String { "Index \(intValue ?? 0)" }
+        init(intValue: Int) { self.intValue = intValue }
+        init?(stringValue: String) { nil }
     }
 }
 
@@ -120,19 +196,25 @@ struct MessageContent: Codable, Sendable, Hashable {
 struct ChatCompletionRequest: Decodable, Sendable, GenerationFields {
     var model: String?
     var messages: [ChatMessage]
-    var maxTokens: Int?
-    var maxCompletionTokens: Int?
-    var temperature: Float?
-    var topP: Float?
-    var topK: Int?
-    var seed: UInt64?
+    var maxTokens: JSONInteger?
+    var maxCompletionTokens: JSONInteger?
+    var temperature: Double?
+    var topP: Double?
+    var topK: JSONInteger?
+    var seed: JSONSeed?
     var stop: OneOrMany?
     var stream: Bool?
     var streamOptions: StreamOptions?
-    var n: Int?
+    var n: JSONInteger?
     var cacheSalt: String?
-    var logprobs: Requested?
-    var topLogprobs: Requested?
+    /// Whether to report log probabilities: they are not computed, so `true` is refused.
+    var logprobs: Bool?
+    /// How many most likely tokens to report per position: refused above 0, as `logprobs` is.
+    var topLogprobs: JSONInteger?
+
+    var lengthLimit: (field: String, value: JSONInteger)? {
+        maxCompletionTokens.map { ("max_completion_tokens", $0) } ?? maxTokens.map { ("max_tokens", $0) }
+    }
 
     enum CodingKeys: String, CodingKey {
         case model, messages, temperature, seed, stop, stream, n, logprobs

@@ -23,6 +23,7 @@ final class ServerMetrics: Sendable {
         var generatedTokens = 0
         var running = 0
         var disconnects = 0
+        var timeouts = 0
     }
 
     private let state = Mutex(State())
@@ -53,8 +54,20 @@ final class ServerMetrics: Sendable {
     /// Counts a generation (streamed or not) stopped because its client went away.
     func countDisconnect() { state.withLock { $0.disconnects += 1 } }
 
-    /// Marks a generation as running (`+1`) or done (`-1`).
-    func adjustRunning(_ delta: Int) { state.withLock { $0.running += delta } }
+    /// Counts a request cancelled because it ran past the request timeout.
+    func countTimeout() { state.withLock { $0.timeouts += 1 } }
+
+    /// Marks one more generation as running or queued, unless `limit` are already; returns whether it did.
+    func admit(limit: Int) -> Bool {
+        state.withLock { state in
+            guard state.running < limit else { return false }
+            state.running += 1
+            return true
+        }
+    }
+
+    /// Marks an admitted generation as done.
+    func leave() { state.withLock { $0.running -= 1 } }
 
     /// The Prometheus text exposition of every metric.
     func render(storage: StorageManager?, engine: GenerationEngine) -> String {
@@ -86,6 +99,12 @@ final class ServerMetrics: Sendable {
             "Generations, streamed or not, stopped because the client went away."
         )
         out += "lmcache_client_disconnects_total \(s.disconnects)\n"
+        family(
+            "lmcache_request_timeouts_total",
+            "counter",
+            "Requests cancelled because they ran past the request timeout."
+        )
+        out += "lmcache_request_timeouts_total \(s.timeouts)\n"
         family("lmcache_time_to_first_token_seconds", "histogram", "Time from request to first generated token.")
         for (index, bound) in Self.ttftBuckets.enumerated() {
             out += "lmcache_time_to_first_token_seconds_bucket{le=\"\(bound)\"} \(s.ttftCounts[index])\n"

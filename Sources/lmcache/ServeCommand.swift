@@ -17,16 +17,18 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve a GGUF model through an OpenAI-compatible HTTP API, with the KV cache on.",
         discussion: """
-            Routes: POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events), \
-            GET /v1/models, GET /health, GET /metrics. A request's cache_salt field, or its X-Tenant-Id \
-            header, keeps its cached KV apart from other tenants'. The cache is configured as for every \
-            command (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous \
-            batching): up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens \
-            between decode steps, and their reserved KV positions within --max-kv-tokens. A request whose \
-            client closes its connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
+            Routes: POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events), GET \
+            /v1/models, GET /health, GET /metrics. A request's cache_salt field, or its X-Tenant-Id header, \
+            keeps its cached KV apart from other tenants'. The cache is configured as for every command \
+            (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous batching): \
+            up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens between decode \
+            steps, and their reserved KV positions within --max-kv-tokens; up to --max-queued-requests more \
+            wait, and the rest get 503 with Retry-After. A request without max_tokens generates at most \
+            --max-tokens-default tokens; one that runs past --request-timeout is cancelled (504). A request \
+            whose client closes its connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
             stops accepting connections, lets running requests go on for --shutdown-grace seconds (a second \
-            signal ends the grace at once), cancels the rest (their clients get 503), waits up to 10 s for \
-            them to end and up to 2 s for the cache's write-behind, then exits: at most grace + 12 s.
+            signal ends the grace at once), cancels the rest (their clients get 503), waits up to 10 s for them \
+            to end and up to 2 s for the cache's write-behind, then exits: at most grace + 12 s.
             """
     )
 
@@ -92,6 +94,27 @@ struct ServeCommand: AsyncParsableCommand {
     var noCache = false
 
     @Option(
+        name: .customLong("max-tokens-default"),
+        help: """
+            Most tokens generated for a request without max_tokens (or max_completion_tokens): chat completions \
+            generate up to this many, completions up to OpenAI's 16 (or this, if smaller).
+            """
+    )
+    var maxTokensDefault = OpenAIServer.Configuration(modelName: "").maxTokensDefault
+
+    @Option(
+        name: .customLong("max-queued-requests"),
+        help: "Most requests waiting on top of the --max-num-seqs running ones; more get 503 with Retry-After."
+    )
+    var maxQueuedRequests = OpenAIServer.Configuration(modelName: "").maxQueuedRequests
+
+    @Option(
+        name: .customLong("request-timeout"),
+        help: "Seconds a request may take, queueing included, before it is cancelled and answered 504 (0: no limit)."
+    )
+    var requestTimeout = 0.0
+
+    @Option(
         name: .customLong("shutdown-grace"),
         help: "Seconds running requests may go on after SIGTERM or SIGINT before they are cancelled."
     )
@@ -102,6 +125,15 @@ struct ServeCommand: AsyncParsableCommand {
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
         guard shutdownGrace >= 0, shutdownGrace.isFinite else {
             throw ValidationError("--shutdown-grace must be a number of seconds, at least 0")
+        }
+        if maxTokensDefault < 1 {
+            throw ValidationError("--max-tokens-default must be at least 1, not \(maxTokensDefault)")
+        }
+        if maxQueuedRequests < 0 {
+            throw ValidationError("--max-queued-requests must not be negative, not \(maxQueuedRequests)")
+        }
+        guard requestTimeout >= 0, requestTimeout <= 1e6 else {
+            throw ValidationError("--request-timeout must be a number of seconds from 0 (no limit) to 1000000")
         }
         if let problem = limits.problem {
             throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens, --kept-kv-tokens)")
@@ -173,7 +205,10 @@ struct ServeCommand: AsyncParsableCommand {
                 port: port,
                 modelName: name,
                 maxModelLength: maxModelLength,
-                shutdownGrace: .milliseconds(Int((shutdownGrace * 1000).rounded()))
+                shutdownGrace: .milliseconds(Int((shutdownGrace * 1000).rounded())),
+                maxTokensDefault: maxTokensDefault,
+                maxQueuedRequests: maxQueuedRequests,
+                requestTimeout: requestTimeout > 0 ? .seconds(requestTimeout) : nil
             ),
             logger: logger
         )

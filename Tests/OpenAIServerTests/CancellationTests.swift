@@ -53,8 +53,7 @@ struct CancellationTests {
 
     @Test("a waiting request whose client goes away leaves the queue; the running one is untouched")
     func disconnectWhileWaiting() async throws {
-        let (model, tokenizer) = try TestModel.shared.get()
-        let engine = GenerationEngine(model: model, tokenizer: tokenizer, limits: SchedulerLimits(maxSequences: 1))
+        let engine = try TestModel.oneSequenceEngine()
         try await withLiveServer(engine: (engine, nil)) { client in
             let port = try #require(client.base.port)
             let running = try RawConnection(port: port)
@@ -173,9 +172,8 @@ struct CancellationTests {
 
     @Test("cancelAll stops running and waiting generations, and later ones throw")
     func engineCancelAll() async throws {
-        let (model, tokenizer) = try TestModel.shared.get()
-        let engine = GenerationEngine(model: model, tokenizer: tokenizer, limits: SchedulerLimits(maxSequences: 1))
-        let request = GenerationRequest(prompt: tokenizer.encode("Once upon a time"), maxTokens: 20_000)
+        let engine = try TestModel.oneSequenceEngine()
+        let request = GenerationRequest(prompt: engine.tokenizer.encode("Once upon a time"), maxTokens: 20_000)
         let running = Task { try await engine.generate(request) }
         try await waitUntil(seconds: 120) { engine.load.running == 1 }
         let waiting = Task { try await engine.generate(request) }

@@ -36,6 +36,12 @@ enum TestModel {
         return (try loadModel(from: file), try makeTokenizer(from: file))
     }
 
+    /// A fresh engine without the cache that runs one sequence at a time: a second request waits.
+    static func oneSequenceEngine() throws -> GenerationEngine {
+        let (model, tokenizer) = try shared.get()
+        return GenerationEngine(model: model, tokenizer: tokenizer, limits: SchedulerLimits(maxSequences: 1))
+    }
+
     /// A fresh engine; with `cache`, over a new 64 MiB CPU tier (chunks of 256 tokens).
     static func engine(cache: Bool) throws -> (GenerationEngine, StorageManager?) {
         let (model, tokenizer) = try shared.get()
@@ -48,19 +54,20 @@ enum TestModel {
     }
 }
 
-/// A server on a free loopback port for the duration of `body`, over `engine` when given.
+/// A server on a free loopback port for the duration of `body`, over `engine` when given, with its
+/// configuration changed by `configure`.
 func withLiveServer<T: Sendable>(
     cache: Bool = true,
     maxModelLength: Int? = nil,
     engine prepared: (GenerationEngine, StorageManager?)? = nil,
+    configure: (inout OpenAIServer.Configuration) -> Void = { _ in },
     _ body: (HTTPClient) async throws -> T
 ) async throws -> T {
     let (engine, storage) = try prepared ?? TestModel.engine(cache: cache)
-    let server = OpenAIServer(
-        engine: engine,
-        storage: storage,
-        configuration: .init(host: "127.0.0.1", port: 0, modelName: "gemma-3-270m", maxModelLength: maxModelLength)
-    )
+    var configuration = OpenAIServer.Configuration(
+        host: "127.0.0.1", port: 0, modelName: "gemma-3-270m", maxModelLength: maxModelLength)
+    configure(&configuration)
+    let server = OpenAIServer(engine: engine, storage: storage, configuration: configuration)
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let application = server.makeApplication { portContinuation.yield($0) }
     let services = ServiceGroup(services: [application], logger: Logger(label: "lmcache.test"))
@@ -91,6 +98,8 @@ struct HTTPClient: Sendable {
     struct Reply: Sendable {
         var status: Int
         var contentType: String?
+        /// The `Retry-After` header.
+        var retryAfter: String? = nil
         var body: Data
 
         /// The body as a JSON object.
@@ -130,7 +139,12 @@ struct HTTPClient: Sendable {
     private func send(_ request: URLRequest) async throws -> Reply {
         let (data, response) = try await URLSession.shared.data(for: request)
         guard let http = response as? HTTPURLResponse else { throw Failure(message: "no HTTP response") }
-        return Reply(status: http.statusCode, contentType: http.value(forHTTPHeaderField: "Content-Type"), body: data)
+        return Reply(
+            status: http.statusCode,
+            contentType: http.value(forHTTPHeaderField: "Content-Type"),
+            retryAfter: http.value(forHTTPHeaderField: "Retry-After"),
+            body: data
+        )
     }
 }
 
