@@ -86,6 +86,18 @@ public struct KVLayout: Hashable, Sendable, CustomStringConvertible {
     /// Bytes of a chunk of `tokens` tokens.
     public func byteCount(tokens: Int) -> Int { tokens * bytesPerToken }
 
+    /// ``byteCount(tokens:)`` for a layout and token count read from outside bytes: `nil` when
+    /// the product overflows `Int` (each factor may be within its own cap and the product not).
+    public func checkedByteCount(tokens: Int) -> Int? {
+        var count = tokens
+        for factor in [layers, 2, kvHeads, headDim, dtype.size] {
+            let (product, overflow) = count.multipliedReportingOverflow(by: factor)
+            guard !overflow else { return nil }
+            count = product
+        }
+        return count
+    }
+
     /// A stable text form, part of every chunk key: `"kv1:L18:H1:D256:float16"`.
     public var description: String { "kv1:L\(layers):H\(kvHeads):D\(headDim):\(dtype)" }
 }

@@ -43,6 +43,8 @@ public enum KVChunkFrame {
     public static let wireDType: Int32 = 6
     /// The most tokens a frame may declare.
     public static let maximumTokens = 1 << 20
+    /// The most KV bytes a frame may describe (an `lm://` value is at most 2^31 - 1 bytes).
+    public static let maximumKVBytes = 1 << 34
     private static let magic: UInt32 = 0x564B_4D4C  // "LMKV" read as a little-endian UInt32.
 
     /// The frame header and the tokens of `chunk`, for `payload` (the chunk's KV bytes, or their
@@ -134,8 +136,9 @@ public enum KVChunkFrame {
         else { return nil }
         let codec = UInt32(u32(28))
         let layout = KVLayout(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: dtype)
-        // Each factor is at most 2^16 (tokens 2^20, size 4), so no product overflows 64 bits.
-        let kvCount = layout.byteCount(tokens: tokenCount)
+        // Each factor is capped, but their product can still pass 2^63 (2^16 layers, heads and
+        // head size, 2^20 tokens): refuse that, and more KV than any frame can carry.
+        guard let kvCount = layout.checkedByteCount(tokens: tokenCount), kvCount <= maximumKVBytes else { return nil }
         let payloadCount = bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian
         let plausible =
             codec == 0

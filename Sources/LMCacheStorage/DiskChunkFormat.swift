@@ -222,7 +222,11 @@ package enum DiskChunkFormat {
         else { return .failure("invalid KV layout") }
         let layout = KVLayout(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: dtype)
         let payloadLength = read(UInt64.self, at: 56)
-        let expected = UInt64(layout.byteCount(tokens: tokenCount))
+        // The caps allow a product of exactly 2^63 bytes (a header with a valid checksum, made by hand).
+        guard let byteCount = layout.checkedByteCount(tokens: tokenCount), byteCount <= 1 << 40 else {
+            return .failure("KV layout too large")
+        }
+        let expected = UInt64(byteCount)
         let plausible =
             codec == 0
             ? payloadLength == expected

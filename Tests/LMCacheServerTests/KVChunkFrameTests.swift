@@ -64,6 +64,22 @@ struct KVChunkFrameTests {
         #expect(KVChunkFrame.decodeForTesting(frame, key: other.key) == nil)
     }
 
+    @Test("a header whose layout times its tokens passes 2^63 bytes is refused, not a crash (found by lmcache-fuzz kv-frame)")
+    func overflowingLayout() {
+        let chunk = Self.smallChunk()
+        // The most tokens a frame may declare, under a key that says as many.
+        let tokens = KVChunkFrame.maximumTokens
+        let key = CacheKey(hash: chunk.key.hash, tokenCount: tokens, modelName: chunk.key.modelName, dtype: .float16)
+        for (layers, heads, size) in [(0x1_0000, 0x1_0000, 0x1_0000), (0x7E02, 0x1001, 0x1_0000), (1, 1, 0x1_0000)] {
+            var frame = KVChunkFrame.encode(chunk)
+            frame.setInteger(UInt32(tokens).littleEndian, at: 8, endianness: .host)
+            frame.setInteger(UInt32(layers).littleEndian, at: 12, endianness: .host)
+            frame.setInteger(UInt32(heads).littleEndian, at: 16, endianness: .host)
+            frame.setInteger(UInt32(size).littleEndian, at: 20, endianness: .host)
+            #expect(KVChunkFrame.decodeForTesting(frame, key: key) == nil)
+        }
+    }
+
     @Test("random bytes never decode and never crash")
     func randomBytes() {
         let key = Self.smallChunk().key
