@@ -19,11 +19,9 @@ wall time, per-file means; groups are files by popularity, 0 the most requested)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -78,23 +76,13 @@ def build(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[i
 
 
 async def workload(args: argparse.Namespace) -> dict:
-    client = common.make_client(args.base_url, args.timeout)
-    model = args.model or await common.first_model(client)
     files, plan = build(args)
-    slots = asyncio.Semaphore(args.concurrency)
-    records: list[common.RequestRecord] = []
-    origin = time.perf_counter()
-
-    async def ask(index: int, point: int) -> None:
-        async with slots:
-            path, text = files[index]
-            content = f"Continue this Swift file ({path}) from where it stops.\n\n```swift\n{text[:point]}"
-            messages = [{"role": "user", "content": content}]
-            records.append(await common.stream_chat(client, model, messages, args.max_tokens, path, index, origin))
-
-    await asyncio.gather(*(ask(index, point) for index, point in plan))
-    wall = time.perf_counter() - origin
-    await client.close()
+    chats = []
+    for index, point in plan:
+        path, text = files[index]
+        content = f"Continue this Swift file ({path}) from where it stops.\n\n```swift\n{text[:point]}"
+        chats.append(([{"role": "user", "content": content}], path, index))
+    model, records, wall = await common.run_waves(args, [chats])
     config = {
         "base_url": args.base_url, "model": model, "files": [path for path, _ in files], "requests": args.requests,
         "min_tokens": args.min_tokens, "file_tokens": args.file_tokens, "concurrency": args.concurrency,

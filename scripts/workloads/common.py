@@ -104,6 +104,28 @@ class RequestRecord:
     answer: str = field(default="", repr=False)
 
 
+async def run_waves(
+    args: argparse.Namespace, waves: list[list[tuple[list[dict], str, int]]]
+) -> tuple[str, list[RequestRecord], float]:
+    """Sends each wave's chats (messages, label, group) at once, at most --concurrency in flight,
+    one wave after the other; returns the model asked, the records and the wall time."""
+    client = make_client(args.base_url, args.timeout)
+    model = args.model or await first_model(client)
+    slots = asyncio.Semaphore(args.concurrency)
+    records: list[RequestRecord] = []
+    origin = time.perf_counter()
+
+    async def ask(messages: list[dict], label: str, group: int) -> None:
+        async with slots:
+            records.append(await stream_chat(client, model, messages, args.max_tokens, label, group, origin))
+
+    for wave in waves:
+        await asyncio.gather(*(ask(*chat) for chat in wave))
+    wall = time.perf_counter() - origin
+    await client.close()
+    return model, records, wall
+
+
 async def stream_chat(
     client: openai.AsyncOpenAI, model: str, messages: list[dict], max_tokens: int, label: str, round_index: int,
     origin: float,

@@ -15,11 +15,9 @@ time, per-pass means; pass 0 is the first pass) on stdout or into --json, and a 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -48,25 +46,13 @@ def build(args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
 
 
 async def workload(args: argparse.Namespace) -> dict:
-    client = common.make_client(args.base_url, args.timeout)
-    model = args.model or await common.first_model(client)
     documents, passes = build(args)
-    slots = asyncio.Semaphore(args.concurrency)
-    records: list[common.RequestRecord] = []
-    origin = time.perf_counter()
-
-    async def ask(pass_index: int, index: int) -> None:
-        async with slots:
-            content = f"Document:\n{documents[index]}\n\nQuestion: {passes[pass_index][index]}"
-            messages = [{"role": "user", "content": content}]
-            records.append(
-                await common.stream_chat(client, model, messages, args.max_tokens, f"doc{index}", pass_index, origin)
-            )
-
-    for pass_index in range(len(passes)):
-        await asyncio.gather(*(ask(pass_index, index) for index in range(len(documents))))
-    wall = time.perf_counter() - origin
-    await client.close()
+    waves = [
+        [([{"role": "user", "content": f"Document:\n{document}\n\nQuestion: {questions[index]}"}], f"doc{index}", p)
+            for index, document in enumerate(documents)]
+        for p, questions in enumerate(passes)
+    ]
+    model, records, wall = await common.run_waves(args, waves)
     config = {
         "base_url": args.base_url, "model": model, "documents": args.documents,
         "document_tokens": args.document_tokens, "repeats": args.repeats, "concurrency": args.concurrency,

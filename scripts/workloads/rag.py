@@ -19,11 +19,9 @@ wall time, per-group means; groups are the number of documents retrieved) on std
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -66,23 +64,12 @@ def build(args: argparse.Namespace) -> tuple[list[str], list[tuple[list[int], st
 
 
 async def workload(args: argparse.Namespace) -> dict:
-    client = common.make_client(args.base_url, args.timeout)
-    model = args.model or await common.first_model(client)
     documents, plan = build(args)
-    slots = asyncio.Semaphore(args.concurrency)
-    records: list[common.RequestRecord] = []
-    origin = time.perf_counter()
-
-    async def ask(index: int, chosen: list[int], question: str) -> None:
-        async with slots:
-            context = "\n\n".join(f"[Document {d}]\n{documents[d]}" for d in chosen)
-            messages = [{"role": "user", "content": f"{context}\n\nQuestion: {question}"}]
-            record = await common.stream_chat(client, model, messages, args.max_tokens, f"request{index}", len(chosen), origin)
-            records.append(record)
-
-    await asyncio.gather(*(ask(index, chosen, question) for index, (chosen, question) in enumerate(plan)))
-    wall = time.perf_counter() - origin
-    await client.close()
+    chats = []
+    for index, (chosen, question) in enumerate(plan):
+        context = "\n\n".join(f"[Document {d}]\n{documents[d]}" for d in chosen)
+        chats.append(([{"role": "user", "content": f"{context}\n\nQuestion: {question}"}], f"request{index}", len(chosen)))
+    model, records, wall = await common.run_waves(args, [chats])
     config = {
         "base_url": args.base_url, "model": model, "pool": args.pool, "document_tokens": args.document_tokens,
         "requests": args.requests, "min_docs": args.min_docs, "max_docs": args.max_docs, "zipf": args.zipf,

@@ -17,11 +17,9 @@ wall time, per-wave means; wave 0 is the first) on stdout or into --json, and a 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -52,22 +50,13 @@ def build(args: argparse.Namespace) -> tuple[str, list[list[str]]]:
 
 
 async def workload(args: argparse.Namespace) -> dict:
-    client = common.make_client(args.base_url, args.timeout)
-    model = args.model or await common.first_model(client)
     system, waves = build(args)
-    slots = asyncio.Semaphore(args.concurrency)
-    records: list[common.RequestRecord] = []
-    origin = time.perf_counter()
-
-    async def ask(wave: int, user: int) -> None:
-        async with slots:
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": waves[wave][user]}]
-            records.append(await common.stream_chat(client, model, messages, args.max_tokens, f"user{user}", wave, origin))
-
-    for wave in range(len(waves)):
-        await asyncio.gather(*(ask(wave, user) for user in range(args.users)))
-    wall = time.perf_counter() - origin
-    await client.close()
+    chats = [
+        [([{"role": "system", "content": system}, {"role": "user", "content": questions[user]}], f"user{user}", wave)
+            for user in range(args.users)]
+        for wave, questions in enumerate(waves)
+    ]
+    model, records, wall = await common.run_waves(args, chats)
     config = {
         "base_url": args.base_url, "model": model, "users": args.users, "system_tokens": args.system_tokens,
         "waves": args.waves, "concurrency": args.concurrency, "max_tokens": args.max_tokens, "seed": args.seed,
