@@ -184,6 +184,17 @@ struct ValidationTests {
             try await waitUntil(seconds: 30, "the abandoned requests still hold the engine") {
                 engine.load.running == 0 && engine.load.waiting == 0
             }
+            // The engine lets go first; the server's place is given back when the request's handler ends.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !String(decoding: try await client.get("/metrics").body, as: UTF8.self)
+                .contains("lmcache_requests_running 0")
+            {
+                guard ContinuousClock.now < deadline else {
+                    Issue.record("the abandoned requests' places were never given back")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
             let next = try await client.post("/v1/completions", json: ["prompt": "Hi", "max_tokens": 2])
             #expect(next.status == 200)
             let after = String(decoding: try await client.get("/metrics").body, as: UTF8.self)
