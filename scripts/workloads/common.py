@@ -256,7 +256,7 @@ def report(workload: str, config: dict, records: list[RequestRecord], wall_s: fl
 
 
 def _request_json(record: RequestRecord, group_name: str) -> dict:
-    fields = {k: v for k, v in asdict(record).items() if k != "answer"}
+    fields = asdict(record)
     fields[group_name] = fields.pop("round")
     return fields
 

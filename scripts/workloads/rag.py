@@ -10,8 +10,8 @@ blending can. Requests are streamed chat completions at temperature 0, --concurr
 (default 1). Texts, draws and questions depend only on --seed.
 
 Prints a JSON report (per-request TTFT, latency, prompt size; mean/p50/p90/p99 TTFT, requests/s,
-wall time, per-group means; groups are the number of documents retrieved) on stdout or into
---json, and a table on stderr. The report's config keeps every request's documents in prompt order.
+wall time, per-group means; groups are the number of documents retrieved; each request's answer)
+on stdout or into --json, and a table on stderr. The report's config keeps every request's documents in prompt order.
 
     python3 scripts/workloads/rag.py --base-url http://127.0.0.1:8000/v1
 """
@@ -36,6 +36,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-docs", type=int, default=6, help="most documents retrieved per request (default 6)")
     parser.add_argument("--zipf", type=float, default=1.0, help="popularity exponent (default 1)")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight (default 1)")
+    parser.add_argument("--separator", default="\n\n",
+                        help="text between the documents (default a blank line; \" # # \" is what lmcache's "
+                        "blending splits at by default)")
     args = parser.parse_args(argv)
     common.check_positive(parser, args, ["pool", "document_tokens", "requests", "min_docs", "max_docs",
                                          "concurrency", "max_tokens"])
@@ -67,13 +70,14 @@ async def workload(args: argparse.Namespace) -> dict:
     documents, plan = build(args)
     chats = []
     for index, (chosen, question) in enumerate(plan):
-        context = "\n\n".join(f"[Document {d}]\n{documents[d]}" for d in chosen)
-        chats.append(([{"role": "user", "content": f"{context}\n\nQuestion: {question}"}], f"request{index}", len(chosen)))
+        context = args.separator.join(f"[Document {d}]\n{documents[d]}" for d in chosen)
+        chats.append(([{"role": "user", "content": f"{context}{args.separator}Question: {question}"}], f"request{index}",
+                      len(chosen)))
     model, records, wall = await common.run_waves(args, [chats])
     config = {
         "base_url": args.base_url, "model": model, "pool": args.pool, "document_tokens": args.document_tokens,
         "requests": args.requests, "min_docs": args.min_docs, "max_docs": args.max_docs, "zipf": args.zipf,
-        "concurrency": args.concurrency, "max_tokens": args.max_tokens, "seed": args.seed,
+        "concurrency": args.concurrency, "max_tokens": args.max_tokens, "seed": args.seed, "separator": args.separator,
         "plan": [chosen for chosen, _ in plan],
     }
     return common.report("rag", config, records, wall, "documents")
