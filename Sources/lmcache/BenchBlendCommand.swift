@@ -41,6 +41,14 @@ struct BenchBlendCommand: AsyncParsableCommand {
     @Option(help: "The layer at which deviations are measured (blend_check_layers).")
     var checkLayer = 1
 
+    @Option(
+        help: """
+            Unrelated documents placed before each document in the prompt where its KV is first stored \
+            (0: right after the instruction, so within the first sliding window).
+            """
+    )
+    var storedAfter = 0
+
     @Option(help: "Output tokens compared with full prefill.")
     var outputTokens = 16
 
@@ -54,6 +62,7 @@ struct BenchBlendCommand: AsyncParsableCommand {
         guard documents >= 2 else { throw ValidationError("--documents must be at least 2") }
         guard documentTokens >= 64 else { throw ValidationError("--document-tokens must be at least 64") }
         guard prompts > 0 else { throw ValidationError("--prompts must be positive") }
+        guard storedAfter >= 0 else { throw ValidationError("--stored-after must be ≥ 0") }
         guard ratio >= 0, ratio <= 1 else { throw ValidationError("--ratio must be in [0, 1]") }
         guard checkLayer >= 0 else { throw ValidationError("--check-layer must be ≥ 0") }
         guard outputTokens > 0 else { throw ValidationError("--output-tokens must be positive") }
@@ -65,7 +74,12 @@ struct BenchBlendCommand: AsyncParsableCommand {
             throw ValidationError("--check-layer must be below the model's \(model.configuration.layers) layers")
         }
         let tokenizer = try makeTokenizer(from: file)
-        let workload = RAGWorkload(documents: documents, documentTokens: documentTokens, tokenizer: tokenizer)
+        let workload = RAGWorkload(
+            documents: documents,
+            fillers: storedAfter,
+            documentTokens: documentTokens,
+            tokenizer: tokenizer
+        )
         var configuration = LMCacheConfiguration()
         configuration.maxLocalCPUSize = 2
         configuration.saveUnfullChunk = true
@@ -310,6 +324,8 @@ struct RAGWorkload {
     let tokenizer: any Tokenizer
     let separator = LMCacheConfiguration().blendSpecialString
     private(set) var documents: [Document] = []
+    /// Documents that precede each document where it is first stored (`--stored-after`), never asked about.
+    private(set) var fillers: [Document] = []
 
     private static let names = [
         "Marta Okafor", "Julien Brandt", "Ines Halvorsen", "Tomasz Ricci", "Priya Lindqvist", "Oscar Nakamura",
@@ -337,10 +353,10 @@ struct RAGWorkload {
         "at the request of the mayor", "over several long weeks", "without any public notice",
     ]
 
-    init(documents count: Int, documentTokens: Int, tokenizer: any Tokenizer) {
+    init(documents count: Int, fillers: Int, documentTokens: Int, tokenizer: any Tokenizer) {
         self.tokenizer = tokenizer
         var generator = SplitMix(seed: 2025)
-        for index in 0..<count {
+        for index in 0..<(count + fillers) {
             let name =
                 Self.names[index % Self.names.count]
                 + (index < Self.names.count ? "" : " \(index / Self.names.count + 1)")
@@ -357,7 +373,8 @@ struct RAGWorkload {
                     + "\(Self.pick(Self.objects, &generator)) near \(place) \(Self.pick(Self.endings, &generator))."
                 if before.count <= after.count { before += sentence } else { after += sentence }
             }
-            documents.append(Document(name: name, code: code, text: before + fact + after))
+            let document = Document(name: name, code: code, text: before + fact + after)
+            if index < count { documents.append(document) } else { self.fillers.append(document) }
         }
     }
 
@@ -371,7 +388,8 @@ struct RAGWorkload {
 
     /// A prompt holding only `document`, in which its KV is first computed and stored.
     func warmupText(_ document: Document) -> String {
-        "<start_of_turn>user\n" + instruction + separator + document.text + separator
+        "<start_of_turn>user\n" + instruction + fillers.map { separator + $0.text }.joined() + separator
+            + document.text + separator
     }
 
     /// Every document in `order`, then a question about document `asked`.
