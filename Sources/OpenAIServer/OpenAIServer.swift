@@ -24,7 +24,9 @@ internal import Tokenizers
 /// `param` names it (`messages[1].role`, `max_tokens`); "malformed JSON" is only for a body that is not
 /// JSON. Chat roles are `system`, `developer` (as `system`), `user` and `assistant` (or Gemma's `model`);
 /// content is text (parts other than text are refused). `logprobs` and `top_logprobs` are refused when
-/// they ask for anything: the engine does not compute log probabilities. An explicit `max_tokens` must
+/// they ask for anything: the engine does not compute log probabilities. So are the other fields that
+/// would change the output and are not implemented (penalties, `logit_bias`, tools, `response_format`,
+/// `best_of`, `echo`, `suffix`: ``UnsupportedFields``). An explicit `max_tokens` must
 /// fit the context together with the prompt; without one a request generates at most
 /// ``Configuration/maxTokensDefault`` tokens (16 for text completions, as OpenAI's default).
 ///
@@ -669,7 +671,11 @@ public struct OpenAIServer: Sendable {
         }
         let data = Data(buffer.readableBytesView)
         do {
-            return try JSONDecoder().decode(T.self, from: data)
+            let body = try JSONDecoder().decode(T.self, from: data)
+            try UnsupportedFields.check(data)
+            return body
+        } catch let error as APIError {
+            throw error
         } catch let error as DecodingError {
             throw Self.describe(error, body: data)
         } catch {

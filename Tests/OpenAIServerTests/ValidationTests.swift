@@ -84,6 +84,21 @@ struct ValidationTests {
          "not supported"),
         ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 21}"#,
          "top_logprobs", "between 0 and 20"),
+        // Fields that would change the output and are not implemented: refused unless neutral.
+        ("completions", #"{"prompt": "Hi", "presence_penalty": 0.5}"#, "presence_penalty", "not supported"),
+        ("completions", #"{"prompt": "Hi", "frequency_penalty": -1}"#, "frequency_penalty", "not supported"),
+        ("completions", #"{"prompt": "Hi", "frequency_penalty": false}"#, "frequency_penalty", "not supported"),
+        ("completions", #"{"prompt": "Hi", "logit_bias": {"42": 5}}"#, "logit_bias", "not supported"),
+        ("completions", #"{"prompt": "Hi", "best_of": 2}"#, "best_of", "not supported"),
+        ("completions", #"{"prompt": "Hi", "echo": true}"#, "echo", "not supported"),
+        ("completions", #"{"prompt": "Hi", "suffix": "end"}"#, "suffix", "not supported"),
+        ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]}"#,
+         "tools", "not supported"),
+        ("chat/completions", #"{"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "auto"}"#,
+         "tool_choice", "not supported"),
+        ("chat/completions",
+         #"{"messages": [{"role": "user", "content": "Hi"}], "response_format": {"type": "json_object"}}"#,
+         "response_format", "not supported"),
         // Not a JSON object, or not JSON at all.
         ("completions", #"["Hi"]"#, nil, "JSON object"),
         ("completions", #"{"prompt": "#, nil, "malformed JSON"),
@@ -110,6 +125,13 @@ struct ValidationTests {
                     "messages": [["role": "developer", "content": "Be brief."], ["role": "user", "content": "Hi"]],
                     "max_completion_tokens": 1, "logprobs": false, "top_logprobs": 0,
                 ]),
+                // Unsupported fields at their neutral values ask for nothing.
+                ("chat/completions", [
+                    "messages": [["role": "user", "content": "Hi"]], "max_tokens": 1, "presence_penalty": 0,
+                    "frequency_penalty": 0.0, "logit_bias": [String: Any](), "tools": [Any](), "tool_choice": "none",
+                    "response_format": ["type": "text"], "repetition_penalty": 1,
+                ]),
+                ("completions", ["prompt": "Hi", "max_tokens": 1, "best_of": 1, "echo": false, "suffix": NSNull()]),
             ]
             for (route, body) in accepted {
                 let reply = try await client.post("/v1/" + route, json: body)
