@@ -13,9 +13,13 @@ import asyncio
 import json
 import os
 import random
+import signal
+import socket
+import subprocess
 import statistics
 import sys
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 
 import openai
@@ -301,3 +305,37 @@ def main(parse, workload, argv: list[str] | None) -> dict:
     result = asyncio.run(workload(args))
     emit(result, args.json, args.quiet)
     return result
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout: float) -> None:
+    """Waits until `base`/models answers 200; raises when `process` exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(base + "/models", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the server did not answer {base}/models within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
