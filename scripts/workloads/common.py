@@ -132,9 +132,10 @@ async def run_waves(
 
 async def stream_chat(
     client: openai.AsyncOpenAI, model: str, messages: list[dict], max_tokens: int, label: str, round_index: int,
-    origin: float,
+    origin: float, extra_body: dict | None = None,
 ) -> RequestRecord:
-    """Streams one chat completion (temperature 0); TTFT is the first chunk that carries text."""
+    """Streams one chat completion (temperature 0); TTFT is the first chunk that carries text.
+    `extra_body` adds fields to the request (e.g. `cache_salt`)."""
     prompt_chars = sum(len(m["content"]) for m in messages)
     start = time.perf_counter()
     first = None
@@ -142,7 +143,7 @@ async def stream_chat(
     usage = None
     stream = await client.chat.completions.create(
         model=model, messages=messages, max_tokens=max_tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True},
+        stream_options={"include_usage": True}, extra_body=extra_body,
     )
     async for chunk in stream:
         if chunk.usage is not None:
