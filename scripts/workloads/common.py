@@ -13,9 +13,13 @@ import asyncio
 import json
 import os
 import random
+import signal
+import socket
+import subprocess
 import statistics
 import sys
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 
 import openai
@@ -128,9 +132,10 @@ async def run_waves(
 
 async def stream_chat(
     client: openai.AsyncOpenAI, model: str, messages: list[dict], max_tokens: int, label: str, round_index: int,
-    origin: float,
+    origin: float, extra_body: dict | None = None,
 ) -> RequestRecord:
-    """Streams one chat completion (temperature 0); TTFT is the first chunk that carries text."""
+    """Streams one chat completion (temperature 0); TTFT is the first chunk that carries text.
+    `extra_body` adds fields to the request (e.g. `cache_salt`)."""
     prompt_chars = sum(len(m["content"]) for m in messages)
     start = time.perf_counter()
     first = None
@@ -138,7 +143,7 @@ async def stream_chat(
     usage = None
     stream = await client.chat.completions.create(
         model=model, messages=messages, max_tokens=max_tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True},
+        stream_options={"include_usage": True}, extra_body=extra_body,
     )
     async for chunk in stream:
         if chunk.usage is not None:
@@ -301,3 +306,37 @@ def main(parse, workload, argv: list[str] | None) -> dict:
     result = asyncio.run(workload(args))
     emit(result, args.json, args.quiet)
     return result
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout: float) -> None:
+    """Waits until `base`/models answers 200; raises when `process` exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(base + "/models", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the server did not answer {base}/models within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
