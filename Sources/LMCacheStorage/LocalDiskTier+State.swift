@@ -21,7 +21,11 @@ extension LocalDiskTier {
         }
 
         let policy: CachePolicy
-        var enabled = true
+        /// False for good once the file system refused a write for a reason that does not pass
+        /// (read-only, no permission); reads go on.
+        var writable = true
+        /// While set, a full disk keeps new chunks out until this instant; reads go on.
+        var writesPausedUntil: ContinuousClock.Instant?
         var entries: [CacheKey: Entry] = [:]
         /// Keys being written, with the bytes reserved for them.
         var writing: [CacheKey: Int] = [:]
@@ -29,7 +33,7 @@ extension LocalDiskTier {
         var reservedBytes = 0
         var clock: UInt64 = 0
         var counters = Statistics(
-            enabled: true,
+            writable: true,
             usedBytes: 0,
             count: 0,
             hits: 0,
@@ -44,7 +48,7 @@ extension LocalDiskTier {
 
         var statistics: Statistics {
             var result = counters
-            result.enabled = enabled
+            result.writable = writable && writesPausedUntil == nil
             result.usedBytes = usedBytes
             result.count = entries.count
             return result
@@ -52,7 +56,7 @@ extension LocalDiskTier {
 
         /// Marks a hit and returns the file name, or counts a miss.
         mutating func use(_ key: CacheKey) -> String? {
-            guard enabled, var entry = entries[key] else {
+            guard var entry = entries[key] else {
                 counters.misses += 1
                 return nil
             }
@@ -65,8 +69,9 @@ extension LocalDiskTier {
         }
 
         /// Reserves room for a file of `size` bytes, choosing victims to delete first.
-        mutating func reserve(_ key: CacheKey, size: Int, capacity: Int) -> Reservation {
-            guard enabled, entries[key] == nil, writing[key] == nil else {
+        mutating func reserve(_ key: CacheKey, size: Int, capacity: Int, now: ContinuousClock.Instant) -> Reservation {
+            if let until = writesPausedUntil, now >= until { writesPausedUntil = nil }
+            guard writable, writesPausedUntil == nil, entries[key] == nil, writing[key] == nil else {
                 counters.rejected += 1
                 return .declined
             }

@@ -20,8 +20,10 @@ import Darwin
 /// files are left alone. Every read checks the payload checksum, so a corrupted file is a miss
 /// (and is deleted), never wrong data.
 ///
-/// A byte budget (the files' sizes) is kept with the same policies as the CPU tier. A full disk or
-/// a permission error switches the tier off with one error log line; requests go on without it.
+/// A byte budget (the files' sizes) is kept with the same policies as the CPU tier. A full disk
+/// pauses new writes for ``fullDiskPause`` (one warning), after which they are tried again; a
+/// read-only file system or a permission error stops writes for good (one error). Either way the
+/// chunks on disk are still served and requests go on.
 ///
 /// The synchronous methods block on I/O; the ``StorageTier`` methods run them on a dispatch queue
 /// so that they never block Swift's cooperative threads.
@@ -32,7 +34,7 @@ public final class LocalDiskTier: StorageTier {
     private let capacity: Int
     private let policy: CachePolicy
     private let fsync: Bool
-    /// Whether chunk payloads are read and written with `O_DIRECT` (see ``init(directory:capacity:policy:fsync:directIO:serde:logger:)``);
+    /// Whether chunk payloads are read and written with `O_DIRECT` (see ``init(directory:capacity:policy:fsync:directIO:serde:fullDiskPause:logger:)``);
     /// switched off, with one log line, when the file system refuses it.
     private let directIO: Atomic<Bool>
     /// How chunk files hold the KV (``KVSerde``): as they are, or encoded.
@@ -42,6 +44,8 @@ public final class LocalDiskTier: StorageTier {
     private let io = DispatchQueue(label: "lmcache.storage.disk", attributes: .concurrent)
     private let temporaryCounter = Atomic<Int>(0)
     private let metrics: TierMetrics
+    /// How long a full disk keeps new chunks out before writes are tried again.
+    public let fullDiskPause: Duration
 
     /// Opens (creating if needed) the tier in `directory` and rebuilds its index from the files there.
     /// - Parameters:
@@ -57,6 +61,8 @@ public final class LocalDiskTier: StorageTier {
     ///     readers. A file system that refuses `O_DIRECT` (tmpfs on older kernels) gets buffered
     ///     I/O, with one log line.
     ///   - serde: How new files hold the KV (`local_disk_serde`); files of any serde are read.
+    ///   - fullDiskPause: How long a full disk (`ENOSPC`, `EDQUOT`) keeps new chunks out before writes
+    ///     are tried again; the chunks already on disk are served meanwhile.
     ///   - logger: Where the tier logs.
     /// - Throws: ``StorageError`` when the directory cannot be created or read.
     public init(
@@ -66,6 +72,7 @@ public final class LocalDiskTier: StorageTier {
         fsync: Bool = false,
         directIO: Bool = false,
         serde: KVSerde = .naive,
+        fullDiskPause: Duration = .seconds(30),
         logger: Logger = Logger(label: "lmcache.storage.disk")
     ) throws(StorageError) {
         guard capacity > 0 else { throw StorageError(.invalidArgument, "disk tier capacity must be positive") }
@@ -77,6 +84,7 @@ public final class LocalDiskTier: StorageTier {
         self.fsync = fsync
         self.directIO = Atomic(directIO)
         self.serde = serde
+        self.fullDiskPause = fullDiskPause
         self.logger = logger
         self.metrics = TierMetrics(tier: "disk")
         if mkdir(path, 0o755) != 0 && errno != EEXIST {
@@ -105,8 +113,9 @@ public final class LocalDiskTier: StorageTier {
 
     /// Counters and gauges of the tier.
     public struct Statistics: Hashable, Sendable {
-        /// Whether the tier is on (a full disk or a permission error turns it off).
-        public var enabled: Bool
+        /// Whether the tier takes new chunks now: false while a full disk pauses its writes, and for
+        /// good once the file system refuses them (read-only, no permission). Its chunks are read either way.
+        public var writable: Bool
         /// Bytes of chunk files indexed.
         public var usedBytes: Int
         /// Chunks indexed.
@@ -117,7 +126,7 @@ public final class LocalDiskTier: StorageTier {
         public var evicted: Int
         /// Files found corrupt (at start or on read) and deleted.
         public var corrupt: Int
-        /// Writes declined (no room, already present, tier off) or failed.
+        /// Writes declined (no room, already present, writes paused or refused) or failed.
         public var rejected: Int
     }
 
@@ -255,7 +264,7 @@ public final class LocalDiskTier: StorageTier {
     // MARK: Synchronous operations
 
     /// Whether the index holds `key`.
-    public func containsNow(_ key: CacheKey) -> Bool { state.withLock { $0.enabled && $0.entries[key] != nil } }
+    public func containsNow(_ key: CacheKey) -> Bool { state.withLock { $0.entries[key] != nil } }
 
     /// Reads and checks the chunk under `key` (blocking); `nil` on a miss or a failed check.
     public func read(_ key: CacheKey) -> KVChunk? {
@@ -333,7 +342,8 @@ public final class LocalDiskTier: StorageTier {
         let nameBytes = chunk.key.modelName.utf8.count
         let headerLength = DiskChunkFormat.headerLength(tokens: chunk.tokens.count, nameBytes: nameBytes, codec: codec)
         let fileSize = headerLength + payload.count
-        let reservation = state.withLock { $0.reserve(chunk.key, size: fileSize, capacity: capacity) }
+        let now = ContinuousClock.now
+        let reservation = state.withLock { $0.reserve(chunk.key, size: fileSize, capacity: capacity, now: now) }
         guard case .reserved(let victims) = reservation else {
             if case .tooLarge = reservation {
                 logger.debug("chunk larger than the disk tier", metadata: ["lmcache.chunk.bytes": "\(fileSize)"])
@@ -362,8 +372,10 @@ public final class LocalDiskTier: StorageTier {
             unlink(temporaryPath)
             state.withLock { $0.abandon(chunk.key, size: fileSize) }
             metrics.rejections.increment()
-            if error.disablesTier {
-                disable(reason: error.description)
+            if error.isFull {
+                pauseWrites(reason: error.description)
+            } else if error.refusesWrites {
+                refuseWrites(reason: error.description)
             } else {
                 logger.warning(
                     "disk tier write failed",
@@ -395,8 +407,10 @@ public final class LocalDiskTier: StorageTier {
         var operation: String
         var description: String { "\(operation): \(String(cString: strerror(code)))" }
         var isMissing: Bool { code == ENOENT }
-        /// Conditions that will not go away by retrying: the tier switches itself off.
-        var disablesTier: Bool { [ENOSPC, EDQUOT, EACCES, EPERM, EROFS].contains(code) }
+        /// A full disk or quota: writes pause for ``LocalDiskTier/fullDiskPause``, then are tried again.
+        var isFull: Bool { code == ENOSPC || code == EDQUOT }
+        /// Refusals that will not go away by retrying: the tier stops writing for good.
+        var refusesWrites: Bool { [EACCES, EPERM, EROFS].contains(code) }
     }
 
     private enum ReadError: Error, CustomStringConvertible {
@@ -601,14 +615,31 @@ public final class LocalDiskTier: StorageTier {
         unlink(path)
     }
 
-    private func disable(reason: String) {
-        let wasEnabled = state.withLock { state -> Bool in
-            defer { state.enabled = false }
-            return state.enabled
+    /// Keeps new chunks out for ``fullDiskPause`` after the disk filled up (by this tier or by anyone
+    /// else); the chunks on disk are still served, and writes are tried again after the pause.
+    private func pauseWrites(reason: String) {
+        let until = ContinuousClock.now + fullDiskPause
+        let wasWriting = state.withLock { state -> Bool in
+            defer { state.writesPausedUntil = until }
+            return state.writesPausedUntil == nil
         }
-        if wasEnabled {
+        if wasWriting {
+            logger.warning(
+                "disk full: the disk tier stops writing for \(fullDiskPause); its chunks are still served",
+                metadata: ["lmcache.path": "\(directory)", "lmcache.reason": "\(reason)"]
+            )
+        }
+    }
+
+    /// Stops writing for good after a refusal that retrying will not cure; reads go on.
+    private func refuseWrites(reason: String) {
+        let wasWritable = state.withLock { state -> Bool in
+            defer { state.writable = false }
+            return state.writable
+        }
+        if wasWritable {
             logger.error(
-                "disk tier switched off; serving continues without it",
+                "the disk tier stops writing; its chunks are still served",
                 metadata: ["lmcache.path": "\(directory)", "lmcache.reason": "\(reason)"]
             )
         }

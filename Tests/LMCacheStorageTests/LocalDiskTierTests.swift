@@ -89,21 +89,51 @@ struct LocalDiskTierTests {
         #expect(directory.files().count == 3)
     }
 
-    @Test("a full disk switches the tier off with serving going on")
+    @Test("a full disk pauses writes, its chunks are still served, and writes resume after the pause")
     func fullDisk() throws {
         let directory = try TemporaryDirectory("lmcache-disk-full")
         defer { directory.remove() }
         // A real full file system: a 256 KiB tmpfs (tests run as root, as CI does).
         let unmount = try Self.mount(["-t", "tmpfs", "-o", "size=256k", "tmpfs"], at: directory.path)
         defer { unmount() }
-        let tier = try LocalDiskTier(directory: directory.path, capacity: 64 << 20)
+        let tier = try LocalDiskTier(directory: directory.path, capacity: 64 << 20, fullDiskPause: .milliseconds(300))
         var written = 0
         for index in 0..<100 where tier.write(Fixtures.chunk(index)) { written += 1 }
         #expect(written > 0 && written < 100)
-        #expect(!tier.statistics.enabled)
-        #expect(!tier.containsNow(Fixtures.chunk(0).key), "a switched-off tier serves nothing")
-        #expect(!tier.write(Fixtures.chunk(500)))
+        #expect(!tier.statistics.writable)
         #expect(!directory.files().contains { $0.hasPrefix(".tmp-") }, "failed writes leave no temporary files")
+        // The chunks already written are served while writes are paused.
+        #expect(tier.read(Fixtures.chunk(0).key)?.contentEquals(Fixtures.chunk(0)) == true)
+        #expect(!tier.write(Fixtures.chunk(500)), "writes are paused")
+
+        // Room comes back (here: the tier's own files); after the pause writes go through again.
+        for index in 0..<written { tier.removeNow(Fixtures.chunk(index).key) }
+        Thread.sleep(forTimeInterval: 0.4)
+        #expect(tier.write(Fixtures.chunk(500)))
+        #expect(tier.statistics.writable)
+        #expect(tier.read(Fixtures.chunk(500).key)?.contentEquals(Fixtures.chunk(500)) == true)
+    }
+
+    @Test("a read-only file system stops writes for good; the chunks on it are still served")
+    func readOnly() throws {
+        let directory = try TemporaryDirectory("lmcache-disk-readonly")
+        defer { directory.remove() }
+        let unmount = try Self.mount(["-t", "tmpfs", "-o", "size=1m", "tmpfs"], at: directory.path)
+        defer { unmount() }
+        #expect(try LocalDiskTier(directory: directory.path, capacity: 64 << 20).write(Fixtures.chunk(1)))
+        let remount = Process()
+        remount.executableURL = URL(filePath: "/bin/mount")
+        remount.arguments = ["-o", "remount,ro", directory.path]
+        try remount.run()
+        remount.waitUntilExit()
+        try #require(remount.terminationStatus == 0)
+        let tier = try LocalDiskTier(directory: directory.path, capacity: 64 << 20, fullDiskPause: .milliseconds(1))
+        #expect(tier.read(Fixtures.chunk(1).key)?.contentEquals(Fixtures.chunk(1)) == true)
+        #expect(!tier.write(Fixtures.chunk(2)))
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(!tier.write(Fixtures.chunk(3)), "a refusal that retrying will not cure stops writes for good")
+        #expect(!tier.statistics.writable)
+        #expect(tier.read(Fixtures.chunk(1).key)?.contentEquals(Fixtures.chunk(1)) == true)
     }
 
     /// Mounts a file system (`arguments` before the mount point) on `path`; returns the unmount.
