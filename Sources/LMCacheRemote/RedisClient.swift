@@ -38,6 +38,8 @@ package final class RedisClient: Sendable {
         package var password: String?
         /// Database number for `SELECT`; `nil` or 0 sends none.
         package var database: Int?
+        /// TLS around each connection (`rediss://`); `nil` for plain TCP.
+        package var security: ConnectionSecurity?
 
         package init() {}
     }
@@ -197,6 +199,8 @@ package final class RedisClient: Sendable {
     /// Opens a connection, then authenticates and selects the database.
     private func connect() async throws -> any Channel {
         let maximumBulk = options.maximumValueBytes
+        let security = options.security
+        let host = host
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: eventLoopGroup)
@@ -205,6 +209,7 @@ package final class RedisClient: Sendable {
                 .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try security?.addHandlers(channel, host)
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(RESPValueDecoder(maximumBulkBytes: maximumBulk)))
                         try channel.pipeline.syncOperations.addHandler(RedisConnectionHandler())
