@@ -276,7 +276,7 @@ let package = Package(
             name: "LMCacheTLSTests",
             dependencies: [
                 "LMCacheTLS", "LMCacheRemote", "LMCacheServer", "LMCacheWire", "LMCacheCore", "LMCacheStorage",
-                "LMCacheP2P", "LMCacheTestSupport",
+                "LMCacheP2P", "LMCacheTestSupport", "lmcache_server",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

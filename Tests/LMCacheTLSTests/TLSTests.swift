@@ -232,3 +232,55 @@ struct TLSTests {
         }
     }
 }
+
+/// `lmcache_server` as a process, configured for TLS and a token from the environment, as an
+/// operator would run it.
+@Suite(.enabled(if: TestCertificates.isAvailable, "needs the openssl command"))
+struct ServerProcessTLSTests {
+    static var executable: String {
+        URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: "lmcache_server").path
+    }
+
+    @Test("lmcache_server with lm_tls_cert_file, lm_tls_key_file and lm_token from LMCACHE_EXTRA_CONFIG")
+    func serverProcess() async throws {
+        let certificates = try await TestCertificates()
+        let port = freeLoopbackPort()
+        let process = Process()
+        process.executableURL = URL(filePath: Self.executable)
+        process.arguments = ["127.0.0.1", "\(port)"]
+        process.environment = [
+            "LMCACHE_SERVER_MAX_SIZE": "0.25", "LMCACHE_LOG_LEVEL": "warning",
+            "LMCACHE_EXTRA_CONFIG":
+                "{lm_tls_cert_file: \(certificates.certificateFile), lm_tls_key_file: \(certificates.keyFile), lm_token: s3cret}",
+        ]
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let client = try TLS.client(TLSFiles(link: "lm_tls", caFile: certificates.caFile))
+        let tier = LMServerTier(
+            host: "127.0.0.1", port: port, options: TLSTests.options(security: client, token: "s3cret"))
+        var healthy = false
+        for _ in 0..<200 where !healthy {
+            healthy = await tier.isHealthy()
+            if !healthy { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(healthy)
+        #expect(try await TLSTests.roundTrips(tier, 0..<4))
+        let noToken = LMServerTier(host: "127.0.0.1", port: port, options: TLSTests.options(security: client))
+        #expect(await noToken.isHealthy() == false)
+        for tier in [tier, noToken] { await tier.close() }
+    }
+
+    @Test("lmcache_server with a certificate file that does not exist stops with the key and the path")
+    func missingCertificate() async throws {
+        let result = try await runChildProcess(
+            "/usr/bin/env",
+            ["LMCACHE_EXTRA_CONFIG={lm_tls_cert_file: /nonexistent/server.pem, lm_tls_key_file: /nonexistent/server.key}",
+                Self.executable, "127.0.0.1", "0"],
+            mergeStandardError: true)
+        #expect(result.status == 2)
+        #expect(result.output.contains("extra_config lm_tls_cert_file (/nonexistent/server.pem)"), "\(result.output)")
+    }
+}
