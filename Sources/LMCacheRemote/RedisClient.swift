@@ -220,6 +220,20 @@ package final class RedisClient: Sendable {
         } catch {
             throw RedisClientError(.unreachable, "cannot connect to \(address): \(error)")
         }
+        if let security {
+            // The TLS handshake's own error (a certificate that does not verify), not the failed
+            // write of AUTH that would follow it; a stalled one is cut at the connect timeout.
+            let cutoff = channel.eventLoop.scheduleTask(in: TimeAmount(options.connectTimeout)) {
+                channel.close(promise: nil)
+            }
+            defer { cutoff.cancel() }
+            do {
+                try await security.ready(channel).get()
+            } catch {
+                try? await channel.close()
+                throw RedisClientError(.unreachable, "TLS with \(address) failed: \(error)")
+            }
+        }
         var handshake: [RESPCommand] = []
         if let password = options.password {
             if let user = options.user {
