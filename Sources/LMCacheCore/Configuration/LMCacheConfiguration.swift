@@ -270,11 +270,11 @@ public struct LMCacheConfiguration: Hashable, Sendable {
 
     /// `extra_config: {lm_token: …}`: the shared token our `lm://` server requires, and that the
     /// `lm://` remote tier presents. Default none.
-    public var lmToken: String? { extraConfig["lm_token"].flatMap { $0.isEmpty ? nil : $0 } }
+    public var lmToken: String? { extraConfig["lm_token"] }
 
     /// `extra_config: {p2p_token: …}`: the shared token every P2P chunk server requires and every
     /// fetch presents. Default none.
-    public var p2pToken: String? { extraConfig["p2p_token"].flatMap { $0.isEmpty ? nil : $0 } }
+    public var p2pToken: String? { extraConfig["p2p_token"] }
 
     /// The certificate files of one TLS link from `extra_config`: `<link>_ca_file`,
     /// `<link>_cert_file` and `<link>_key_file`, for `link` `redis_tls`, `lm_tls` or `p2p_tls`.
