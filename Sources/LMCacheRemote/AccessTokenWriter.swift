@@ -13,7 +13,10 @@ final class AccessTokenWriter: ChannelInboundHandler, RemovableChannelHandler {
     init(token: String) { self.token = token }
 
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(LMAccessToken.message(token, allocator: context.channel.allocator)), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(LMAccessToken.message(token, allocator: context.channel.allocator)),
+            promise: nil
+        )
         context.fireChannelActive()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }

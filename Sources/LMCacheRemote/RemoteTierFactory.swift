@@ -21,8 +21,10 @@ public typealias ClientSecurityFactory = @Sendable (TLSFiles) throws -> Connecti
 ///   `invalidArgument` for `redis_layout: lmcache` on a cluster or certificate files that
 ///   cannot be used (the message names the key and the path).
 public func makeRemoteTier(
-    url: RemoteURL, configuration: LMCacheConfiguration = LMCacheConfiguration(),
-    security: ClientSecurityFactory? = nil, logger: Logger
+    url: RemoteURL,
+    configuration: LMCacheConfiguration = LMCacheConfiguration(),
+    security: ClientSecurityFactory? = nil,
+    logger: Logger
 ) throws -> any StorageTier {
     guard let endpoint = url.endpoints.first else {
         throw StorageError(.invalidArgument, "remote_url \(url) names no host:port")
@@ -45,8 +47,10 @@ public func makeRemoteTier(
         if configuration.lmTLS { options.security = try secure("lm_tls", "extra_config lm_tls") }
         return LMServerTier(host: endpoint.host, port: endpoint.port, options: options, logger: logger)
     case "redis", "rediss":
-        var options = RedisTier.Options(layout: configuration.redisLayout,
-            ttl: configuration.remoteTTL > 0 ? .seconds(configuration.remoteTTL) : nil)
+        var options = RedisTier.Options(
+            layout: configuration.redisLayout,
+            ttl: configuration.remoteTTL > 0 ? .seconds(configuration.remoteTTL) : nil
+        )
         options.user = url.user
         options.password = url.password
         options.database = url.database
@@ -55,18 +59,24 @@ public func makeRemoteTier(
         return RedisTier(host: endpoint.host, port: endpoint.port, options: options, logger: logger)
     case "redis-cluster", "rediss-cluster":
         guard configuration.redisLayout == .framed else {
-            throw StorageError(.invalidArgument,
-                "redis_layout lmcache puts a chunk's two keys in different cluster slots; use redis_layout framed with \(url.scheme)://")
+            throw StorageError(
+                .invalidArgument,
+                "redis_layout lmcache puts a chunk's two keys in different cluster slots; use redis_layout framed with \(url.scheme)://"
+            )
         }
-        var options = RedisTier.Options(layout: .framed,
-            ttl: configuration.remoteTTL > 0 ? .seconds(configuration.remoteTTL) : nil)
+        var options = RedisTier.Options(
+            layout: .framed,
+            ttl: configuration.remoteTTL > 0 ? .seconds(configuration.remoteTTL) : nil
+        )
         options.user = url.user
         options.password = url.password
         options.serde = configuration.remoteSerde
         if url.scheme == "rediss-cluster" { options.security = try secure("redis_tls", "rediss-cluster://") }
         return RedisTier(cluster: url.endpoints.map { ($0.host, $0.port) }, options: options, logger: logger)
     default:
-        throw StorageError(.unavailable,
-            "remote_url scheme \(url.scheme):// is not yet supported (\(RemoteURL.schemes.map { "\($0)://" }.joined(separator: ", ")) are)")
+        throw StorageError(
+            .unavailable,
+            "remote_url scheme \(url.scheme):// is not yet supported (\(RemoteURL.schemes.map { "\($0)://" }.joined(separator: ", ")) are)"
+        )
     }
 }

@@ -85,7 +85,8 @@ public enum TLS {
     }
 
     private static func identity(
-        _ files: TLSFiles, required: Bool
+        _ files: TLSFiles,
+        required: Bool
     ) throws(TLSSetupError) -> ([NIOSSLCertificate], NIOSSLPrivateKey)? {
         switch (files.certificateFile, files.keyFile) {
         case (let certificateFile?, let keyFile?):
@@ -93,19 +94,34 @@ public enum TLS {
             do {
                 return (chain, try NIOSSLPrivateKey(file: keyFile, format: .pem))
             } catch {
-                throw TLSSetupError(key: "\(files.link)_key_file", path: keyFile, "is not a readable PEM private key", cause: error)
+                throw TLSSetupError(
+                    key: "\(files.link)_key_file",
+                    path: keyFile,
+                    "is not a readable PEM private key",
+                    cause: error
+                )
             }
         case (nil, nil) where !required:
             return nil
         case (nil, _):
-            throw TLSSetupError(key: "\(files.link)_cert_file", path: nil, "is not set (\(files.link) needs a certificate and its key)")
+            throw TLSSetupError(
+                key: "\(files.link)_cert_file",
+                path: nil,
+                "is not set (\(files.link) needs a certificate and its key)"
+            )
         case (_, nil):
-            throw TLSSetupError(key: "\(files.link)_key_file", path: nil, "is not set (\(files.link) needs a certificate and its key)")
+            throw TLSSetupError(
+                key: "\(files.link)_key_file",
+                path: nil,
+                "is not set (\(files.link) needs a certificate and its key)"
+            )
         }
     }
 
     private static func certificates(
-        _ files: TLSFiles, _ suffix: String, _ path: String
+        _ files: TLSFiles,
+        _ suffix: String,
+        _ path: String
     ) throws(TLSSetupError) -> [NIOSSLCertificate] {
         let key = "\(files.link)_\(suffix)"
         let loaded: [NIOSSLCertificate]
@@ -119,12 +135,18 @@ public enum TLS {
     }
 
     private static func makeContext(
-        _ configuration: TLSConfiguration, _ files: TLSFiles
+        _ configuration: TLSConfiguration,
+        _ files: TLSFiles
     ) throws(TLSSetupError) -> NIOSSLContext {
         do {
             return try NIOSSLContext(configuration: configuration)
         } catch {
-            throw TLSSetupError(key: files.link, path: nil, "cannot be set up (does the key match the certificate?)", cause: error)
+            throw TLSSetupError(
+                key: files.link,
+                path: nil,
+                "cannot be set up (does the key match the certificate?)",
+                cause: error
+            )
         }
     }
 

@@ -23,13 +23,18 @@ struct P2PTLSTests {
             var configuration = LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 1 << 20)
             configuration.accessToken = "peers only"
             let server = LMServer(
-                configuration: configuration, fallback: PeerChunkSource(cpu: cpu),
-                security: try TLS.server(certificates.serverFiles("p2p_tls")))
+                configuration: configuration,
+                fallback: PeerChunkSource(cpu: cpu),
+                security: try TLS.server(certificates.serverFiles("p2p_tls"))
+            )
             var agentOptions = P2PAgent.Options()
             agentOptions.reportInterval = .milliseconds(20)
             let agent = P2PAgent(
-                instanceID: "a", cpu: cpu, controller: ControllerClient(host: "127.0.0.1", port: controllerPort),
-                advertisedHost: "127.0.0.1", options: agentOptions
+                instanceID: "a",
+                cpu: cpu,
+                controller: ControllerClient(host: "127.0.0.1", port: controllerPort),
+                advertisedHost: "127.0.0.1",
+                options: agentOptions
             ) { try await server.listeningPort() }
             try await withRunningServices([server, agent], logger: logger) {
                 let chunks = (0..<3).map { TLSTests.chunk(100 + $0) }
@@ -43,8 +48,11 @@ struct P2PTLSTests {
                     var options = P2PTier.Options()
                     options.peer.security = try TLS.client(TLSFiles(link: "p2p_tls", caFile: caFile))
                     options.peer.token = token
-                    return P2PTier(instanceID: id, controller: ControllerClient(host: "127.0.0.1", port: controllerPort),
-                        options: options)
+                    return P2PTier(
+                        instanceID: id,
+                        controller: ControllerClient(host: "127.0.0.1", port: controllerPort),
+                        options: options
+                    )
                 }
                 let b = try peer("b", caFile: certificates.caFile, token: "peers only")
                 #expect(await b.contains(chunks.map(\.key)) == [true, true, true])

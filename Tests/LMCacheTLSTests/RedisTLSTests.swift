@@ -17,17 +17,28 @@ struct RedisTLSTests {
         return configuration
     }
 
-    static func tier(_ url: String, _ extra: [String: String], logger: Logger = Logger(label: "test.redis")) throws
+    static func tier(
+        _ url: String,
+        _ extra: [String: String],
+        logger: Logger = Logger(label: "test.redis")
+    ) throws
         -> any StorageTier
     {
-        try makeRemoteTier(url: RemoteURL(parsing: url), configuration: configuration(extra),
-            security: { try TLS.client($0) }, logger: logger)
+        try makeRemoteTier(
+            url: RemoteURL(parsing: url),
+            configuration: configuration(extra),
+            security: { try TLS.client($0) },
+            logger: logger
+        )
     }
 
     @Test("rediss:// with a password: AUTH over TLS, chunks round-trip; a wrong CA or password is a miss")
     func roundTrip() async throws {
         let certificates = try await TestCertificates()
-        let server = try await RedisTLSServer.start(certificates, ["--requirepass", "pa55", "--tls-auth-clients", "no"])
+        let server = try await RedisTLSServer.start(
+            certificates,
+            ["--requirepass", "pa55", "--tls-auth-clients", "no"]
+        )
         defer { server.stop() }
         let url = "rediss://:pa55@127.0.0.1:\(server.port)"
         let tier = try Self.tier(url, ["redis_tls_ca_file": certificates.caFile])
@@ -40,7 +51,10 @@ struct RedisTLSTests {
         #expect(try await wrongCA.put(TLSTests.chunk(9)) == false)
         #expect(log.contains("CERTIFICATE_VERIFY_FAILED"), "\(log.all)")
 
-        let wrongPassword = try Self.tier("rediss://:nope@127.0.0.1:\(server.port)", ["redis_tls_ca_file": certificates.caFile])
+        let wrongPassword = try Self.tier(
+            "rediss://:nope@127.0.0.1:\(server.port)",
+            ["redis_tls_ca_file": certificates.caFile]
+        )
         #expect(try await wrongPassword.get(TLSTests.chunk(3).key) == nil)
         // Plain redis:// against the TLS port: a miss, not a hang or a crash.
         let plain = try Self.tier("redis://:pa55@127.0.0.1:\(server.port)", [:])
@@ -53,10 +67,13 @@ struct RedisTLSTests {
         let server = try await RedisTLSServer.start(certificates, ["--tls-auth-clients", "yes"])
         defer { server.stop() }
         let url = "rediss://127.0.0.1:\(server.port)"
-        let withCertificate = try Self.tier(url, [
-            "redis_tls_ca_file": certificates.caFile, "redis_tls_cert_file": certificates.certificateFile,
-            "redis_tls_key_file": certificates.keyFile,
-        ])
+        let withCertificate = try Self.tier(
+            url,
+            [
+                "redis_tls_ca_file": certificates.caFile, "redis_tls_cert_file": certificates.certificateFile,
+                "redis_tls_key_file": certificates.keyFile,
+            ]
+        )
         #expect(try await TLSTests.roundTrips(withCertificate, 0..<4))
         let without = try Self.tier(url, ["redis_tls_ca_file": certificates.caFile])
         #expect(try await without.get(TLSTests.chunk(0).key) == nil)
@@ -80,18 +97,27 @@ final class RedisTLSServer: Sendable {
         let port = freeLoopbackPort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try #require(TestCertificates.executable("redis-server")))
-        process.arguments = ["--port", "0", "--tls-port", "\(port)", "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--tls-cert-file", certificates.certificateFile, "--tls-key-file",
-            certificates.keyFile, "--tls-ca-cert-file", certificates.caFile, "--loglevel", "warning"] + extra
+        process.arguments =
+            [
+                "--port", "0", "--tls-port", "\(port)", "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--tls-cert-file", certificates.certificateFile, "--tls-key-file",
+                certificates.keyFile, "--tls-ca-cert-file", certificates.caFile, "--loglevel", "warning",
+            ] + extra
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
         let server = RedisTLSServer(port: port, process: process)
         let cli = try #require(TestCertificates.executable("redis-cli"))
         for _ in 0..<250 {
-            let reply = try await runChildProcess(cli, ["--tls", "--cacert", certificates.caFile, "--cert",
-                certificates.certificateFile, "--key", certificates.keyFile, "-h", "127.0.0.1", "-p", "\(port)",
-                "PING"], mergeStandardError: true)
+            let reply = try await runChildProcess(
+                cli,
+                [
+                    "--tls", "--cacert", certificates.caFile, "--cert",
+                    certificates.certificateFile, "--key", certificates.keyFile, "-h", "127.0.0.1", "-p", "\(port)",
+                    "PING",
+                ],
+                mergeStandardError: true
+            )
             // PONG, or NOAUTH from a server with a password: either way it answers over TLS.
             if reply.output.contains("PONG") || reply.output.contains("NOAUTH") { return server }
             try await Task.sleep(for: .milliseconds(40))

@@ -73,8 +73,11 @@ struct TLSTests {
             var configuration = LMCacheConfiguration()
             configuration.extraConfig = ["lm_tls": "true", "lm_tls_ca_file": certificates.caFile]
             let byName = try makeRemoteTier(
-                url: RemoteURL(parsing: "lm://localhost:\(port)"), configuration: configuration,
-                security: { try TLS.client($0) }, logger: log.logger)
+                url: RemoteURL(parsing: "lm://localhost:\(port)"),
+                configuration: configuration,
+                security: { try TLS.client($0) },
+                logger: log.logger
+            )
             // Written by the first tier, read over a TLS connection of the second.
             for i in 0..<8 {
                 #expect(try await byName.get(Self.chunk(i).key)?.contentEquals(Self.chunk(i)) == true, "\(log.all)")
@@ -88,16 +91,22 @@ struct TLSTests {
         let server = try TLS.server(certificates.serverFiles("lm_tls"))
         try await withServer(security: server) { port async throws in
             let trusted = LMServerTier(
-                host: "127.0.0.1", port: port,
-                options: Self.options(security: try TLS.client(TLSFiles(link: "lm_tls", caFile: certificates.caFile))))
+                host: "127.0.0.1",
+                port: port,
+                options: Self.options(security: try TLS.client(TLSFiles(link: "lm_tls", caFile: certificates.caFile)))
+            )
             #expect(try await trusted.put(Self.chunk(1)))
             #expect(try await trusted.get(Self.chunk(1).key) != nil)
 
             let log = LogRecorder()
             let wrong = LMServerTier(
-                host: "127.0.0.1", port: port,
-                options: Self.options(security: try TLS.client(TLSFiles(link: "lm_tls", caFile: certificates.otherCAFile))),
-                logger: log.logger)
+                host: "127.0.0.1",
+                port: port,
+                options: Self.options(
+                    security: try TLS.client(TLSFiles(link: "lm_tls", caFile: certificates.otherCAFile))
+                ),
+                logger: log.logger
+            )
             #expect(try await wrong.get(Self.chunk(1).key) == nil)
             #expect(await wrong.contains(Self.chunk(1).key) == false)
             #expect(await wrong.isHealthy() == false)
@@ -107,7 +116,10 @@ struct TLSTests {
             let plain = LMServerTier(host: "127.0.0.1", port: port, options: Self.options())
             #expect(try await plain.get(Self.chunk(1).key) == nil)
             let system = LMServerTier(
-                host: "127.0.0.1", port: port, options: Self.options(security: try TLS.client(TLSFiles(link: "lm_tls"))))
+                host: "127.0.0.1",
+                port: port,
+                options: Self.options(security: try TLS.client(TLSFiles(link: "lm_tls")))
+            )
             #expect(try await system.get(Self.chunk(1).key) == nil)
             for tier in [trusted, wrong, plain, system] { await tier.close() }
         }
@@ -133,8 +145,13 @@ struct TLSTests {
         }
         #expect(noKey?.description.contains("p2p_tls_key_file is not set") == true)
         let keyIsCertificate = #expect(throws: TLSSetupError.self) {
-            try TLS.server(TLSFiles(link: "lm_tls", certificateFile: certificates.certificateFile,
-                keyFile: certificates.caFile))
+            try TLS.server(
+                TLSFiles(
+                    link: "lm_tls",
+                    certificateFile: certificates.certificateFile,
+                    keyFile: certificates.caFile
+                )
+            )
         }
         #expect(keyIsCertificate?.description.contains("lm_tls_key_file (\(certificates.caFile))") == true)
         let badCA = #expect(throws: TLSSetupError.self) {
@@ -146,8 +163,12 @@ struct TLSTests {
         var configuration = LMCacheConfiguration()
         configuration.extraConfig = ["redis_tls_ca_file": missing]
         let factory = #expect(throws: StorageError.self) {
-            try makeRemoteTier(url: RemoteURL(parsing: "rediss://127.0.0.1:6380"), configuration: configuration,
-                security: { try TLS.client($0) }, logger: Logger(label: "test"))
+            try makeRemoteTier(
+                url: RemoteURL(parsing: "rediss://127.0.0.1:6380"),
+                configuration: configuration,
+                security: { try TLS.client($0) },
+                logger: Logger(label: "test")
+            )
         }
         #expect(factory?.message.contains("redis_tls_ca_file (\(missing))") == true)
         #expect(throws: StorageError.self) {
@@ -155,8 +176,11 @@ struct TLSTests {
         }
         configuration.extraConfig = ["lm_tls": "true"]
         #expect(throws: StorageError.self) {
-            try makeRemoteTier(url: RemoteURL(parsing: "lm://127.0.0.1:1"), configuration: configuration,
-                logger: Logger(label: "test"))
+            try makeRemoteTier(
+                url: RemoteURL(parsing: "lm://127.0.0.1:1"),
+                configuration: configuration,
+                logger: Logger(label: "test")
+            )
         }
     }
 
@@ -197,7 +221,11 @@ struct TLSTests {
         let server = try TLS.server(certificates.serverFiles("lm_tls"))
         try await withServer(security: server, token: "t0ken") { port async throws in
             let client = try TLS.client(TLSFiles(link: "lm_tls", caFile: certificates.caFile))
-            let both = LMServerTier(host: "127.0.0.1", port: port, options: Self.options(security: client, token: "t0ken"))
+            let both = LMServerTier(
+                host: "127.0.0.1",
+                port: port,
+                options: Self.options(security: client, token: "t0ken")
+            )
             #expect(try await Self.roundTrips(both, 0..<4))
             let tlsOnly = LMServerTier(host: "127.0.0.1", port: port, options: Self.options(security: client))
             #expect(try await tlsOnly.get(Self.chunk(0).key) == nil)
@@ -260,7 +288,10 @@ struct ServerProcessTLSTests {
         }
         let client = try TLS.client(TLSFiles(link: "lm_tls", caFile: certificates.caFile))
         let tier = LMServerTier(
-            host: "127.0.0.1", port: port, options: TLSTests.options(security: client, token: "s3cret"))
+            host: "127.0.0.1",
+            port: port,
+            options: TLSTests.options(security: client, token: "s3cret")
+        )
         var healthy = false
         for _ in 0..<200 where !healthy {
             healthy = await tier.isHealthy()
@@ -277,9 +308,12 @@ struct ServerProcessTLSTests {
     func missingCertificate() async throws {
         let result = try await runChildProcess(
             "/usr/bin/env",
-            ["LMCACHE_EXTRA_CONFIG={lm_tls_cert_file: /nonexistent/server.pem, lm_tls_key_file: /nonexistent/server.key}",
-                Self.executable, "127.0.0.1", "0"],
-            mergeStandardError: true)
+            [
+                "LMCACHE_EXTRA_CONFIG={lm_tls_cert_file: /nonexistent/server.pem, lm_tls_key_file: /nonexistent/server.key}",
+                Self.executable, "127.0.0.1", "0",
+            ],
+            mergeStandardError: true
+        )
         #expect(result.status == 2)
         #expect(result.output.contains("extra_config lm_tls_cert_file (/nonexistent/server.pem)"), "\(result.output)")
     }

@@ -20,16 +20,31 @@ final class TestCertificates: Sendable {
     init() async throws {
         directory = try TemporaryDirectory("lmcache-tls")
         let ecKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        try await Self.openssl(["req", "-x509"] + ecKey + ["-keyout", path("ca.key"), "-out", path("ca.pem"),
-            "-days", "2", "-subj", "/CN=lmcache test CA"])
-        try await Self.openssl(["req", "-x509"] + ecKey + ["-keyout", path("other-ca.key"), "-out",
-            path("other-ca.pem"), "-days", "2", "-subj", "/CN=lmcache other test CA"])
-        try await Self.openssl(["req"] + ecKey + ["-keyout", path("leaf.key"), "-out", path("leaf.csr"),
-            "-subj", "/CN=localhost"])
-        try "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
+        try await Self.openssl(
+            ["req", "-x509"] + ecKey + [
+                "-keyout", path("ca.key"), "-out", path("ca.pem"),
+                "-days", "2", "-subj", "/CN=lmcache test CA",
+            ]
+        )
+        try await Self.openssl(
+            ["req", "-x509"] + ecKey + [
+                "-keyout", path("other-ca.key"), "-out",
+                path("other-ca.pem"), "-days", "2", "-subj", "/CN=lmcache other test CA",
+            ]
+        )
+        try await Self.openssl(
+            ["req"] + ecKey + [
+                "-keyout", path("leaf.key"), "-out", path("leaf.csr"),
+                "-subj", "/CN=localhost",
+            ]
+        )
+        try
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
             .write(toFile: path("leaf.ext"), atomically: true, encoding: .utf8)
-        try await Self.openssl(["x509", "-req", "-in", path("leaf.csr"), "-CA", path("ca.pem"), "-CAkey",
-            path("ca.key"), "-set_serial", "2", "-days", "2", "-extfile", path("leaf.ext"), "-out", path("leaf.pem")])
+        try await Self.openssl([
+            "x509", "-req", "-in", path("leaf.csr"), "-CA", path("ca.pem"), "-CAkey",
+            path("ca.key"), "-set_serial", "2", "-days", "2", "-extfile", path("leaf.ext"), "-out", path("leaf.pem"),
+        ])
     }
 
     /// `lm_tls`-style files for a server with the signed certificate.
