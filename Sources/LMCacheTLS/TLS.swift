@@ -76,12 +76,14 @@ public enum TLS {
         }
     }
 
-    /// ``server(_:)`` when ``TLSFiles/certificateFile`` or ``TLSFiles/keyFile`` is set, else `nil`
-    /// (plain TCP): how `lmcache server` and `lmcache_server` read `lm_tls_cert_file` and
-    /// `lm_tls_key_file`.
+    /// ``server(_:)`` with the certificate and key when ``TLSFiles/certificateFile`` or
+    /// ``TLSFiles/keyFile`` is set, else `nil` (plain TCP): how `lmcache server` and
+    /// `lmcache_server` read `lm_tls_cert_file` and `lm_tls_key_file`. ``TLSFiles/caFile`` is left
+    /// out: in a configuration shared with engines, `lm_tls_ca_file` is what the clients verify the
+    /// server against, not a demand for client certificates.
     public static func serverIfConfigured(_ files: TLSFiles) throws(TLSSetupError) -> ConnectionSecurity? {
         guard files.certificateFile != nil || files.keyFile != nil else { return nil }
-        return try server(files)
+        return try server(TLSFiles(link: files.link, certificateFile: files.certificateFile, keyFile: files.keyFile))
     }
 
     private static func identity(

@@ -269,7 +269,9 @@ struct ServerProcessTLSTests {
         URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: "lmcache_server").path
     }
 
-    @Test("lmcache_server with lm_tls_cert_file, lm_tls_key_file and lm_token from LMCACHE_EXTRA_CONFIG")
+    @Test(
+        "lmcache_server with lm_tls_cert_file, lm_tls_key_file and lm_token from LMCACHE_EXTRA_CONFIG (shared with clients: lm_tls_ca_file asks no client certificate)"
+    )
     func serverProcess() async throws {
         let certificates = try await TestCertificates()
         let port = freeLoopbackPort()
@@ -279,7 +281,8 @@ struct ServerProcessTLSTests {
         process.environment = [
             "LMCACHE_SERVER_MAX_SIZE": "0.25", "LMCACHE_LOG_LEVEL": "warning",
             "LMCACHE_EXTRA_CONFIG":
-                "{lm_tls_cert_file: \(certificates.certificateFile), lm_tls_key_file: \(certificates.keyFile), lm_token: s3cret}",
+                "{lm_tls: true, lm_tls_ca_file: \(certificates.caFile), lm_tls_cert_file: \(certificates.certificateFile), "
+                + "lm_tls_key_file: \(certificates.keyFile), lm_token: s3cret}",
         ]
         try process.run()
         defer {
