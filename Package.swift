@@ -45,6 +45,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // TLS (BoringSSL) for rediss://, lm:// and P2P links; only LMCacheTLS and the programs link it.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         // The OpenAI-compatible server; no traits (swift-configuration and full Foundation are not needed).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
@@ -115,6 +117,18 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // TLS hooks (`ConnectionSecurity`) for the network targets, which do not depend on it, so
+        // the fuzz build does not compile BoringSSL.
+        .target(
+            name: "LMCacheTLS",
+            dependencies: [
+                "LMCacheCore", "LMCacheWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
         // Peer-to-peer sharing: the P2P tier, the chunk source peers fetch from, the controller agent.
         .target(
             name: "LMCacheP2P",
@@ -177,6 +191,7 @@ let package = Package(
                 "LMCacheServer",
                 "LMCacheWire",
                 "LMCacheP2P",
+                "LMCacheTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 // `lmcache bench ttft`: a streaming HTTP client timing the first token.
@@ -197,6 +212,7 @@ let package = Package(
             dependencies: [
                 "LMCacheServer",
                 "LMCacheCore",
+                "LMCacheTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -216,7 +232,11 @@ let package = Package(
 
         // MARK: Tests
         // Fixtures shared by test targets: a GGUF file builder, the test model's location, temporary directories.
-        .target(name: "LMCacheTestSupport", swiftSettings: commonSwiftSettings),
+        .target(
+            name: "LMCacheTestSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: commonSwiftSettings
+        ),
         .testTarget(name: "LMCacheCoreTests", dependencies: ["LMCacheCore"], swiftSettings: commonSwiftSettings),
         .testTarget(
             name: "LMCacheStorageTests",
@@ -248,6 +268,17 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        // TLS and access tokens over real sockets, certificates made by `openssl` at test time.
+        .testTarget(
+            name: "LMCacheTLSTests",
+            dependencies: [
+                "LMCacheTLS", "LMCacheRemote", "LMCacheServer", "LMCacheWire", "LMCacheCore", "LMCacheStorage",
+                "LMCacheP2P", "LMCacheTestSupport", "lmcache_server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: commonSwiftSettings
         ),

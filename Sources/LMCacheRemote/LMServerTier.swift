@@ -1,6 +1,6 @@
 public import LMCacheCore
 public import LMCacheStorage
-import LMCacheWire
+public import LMCacheWire
 public import Logging
 import Metrics
 public import NIOCore
@@ -47,6 +47,12 @@ public final class LMServerTier: StorageTier {
         /// How chunks' KV is serialized in the frames this tier stores (`remote_serde`). Frames of
         /// any serde are read. Default `naive`.
         public var serde: KVSerde = .naive
+        /// TLS around each connection (`extra_config: {lm_tls: true}`, from `LMCacheTLS`); `nil`
+        /// (default) speaks plain TCP, as LMCache's servers do.
+        public var security: ConnectionSecurity?
+        /// The shared token sent first on each connection (`lm_token`; ``LMAccessToken``); `nil`
+        /// (default) sends none, as LMCache's clients do.
+        public var token: String?
 
         /// The default options.
         public init() {}
@@ -325,7 +331,11 @@ public final class LMServerTier: StorageTier {
 
     private func makeConnection() -> EventLoopFuture<any Channel> {
         let maximumReply = options.maximumValueBytes
-        return ClientBootstrap(group: eventLoopGroup)
+        let security = options.security
+        let host = host
+        let token = options.token
+        let connectTimeout = TimeAmount(options.connectTimeout)
+        let connecting = ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(TimeAmount(options.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(
@@ -334,10 +344,28 @@ public final class LMServerTier: StorageTier {
             )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try security?.addHandlers(channel, host)
+                    if let token { try channel.pipeline.syncOperations.addHandler(AccessTokenWriter(token: token)) }
                     try channel.pipeline.syncOperations.addHandler(LMClientHandler(maximumReplyBytes: maximumReply))
                 }
             }
             .connect(host: host, port: port)
+        guard let security else { return connecting }
+        // A TLS handshake that fails (a certificate that does not verify) is a failed connect,
+        // logged and backed off like a refused one; one that stalls is cut at the connect timeout.
+        return connecting.flatMap { channel in
+            let cutoff = channel.eventLoop.scheduleTask(in: connectTimeout) { channel.close(promise: nil) }
+            return security.ready(channel)
+                .map { _ -> any Channel in
+                    cutoff.cancel()
+                    return channel
+                }
+                .flatMapErrorThrowing { error in
+                    cutoff.cancel()
+                    channel.close(promise: nil)
+                    throw error
+                }
+        }
     }
 
     /// Closes every connection. Requests after this reconnect.

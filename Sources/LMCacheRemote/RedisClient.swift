@@ -38,6 +38,8 @@ package final class RedisClient: Sendable {
         package var password: String?
         /// Database number for `SELECT`; `nil` or 0 sends none.
         package var database: Int?
+        /// TLS around each connection (`rediss://`); `nil` for plain TCP.
+        package var security: ConnectionSecurity?
 
         package init() {}
     }
@@ -197,6 +199,8 @@ package final class RedisClient: Sendable {
     /// Opens a connection, then authenticates and selects the database.
     private func connect() async throws -> any Channel {
         let maximumBulk = options.maximumValueBytes
+        let security = options.security
+        let host = host
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: eventLoopGroup)
@@ -205,6 +209,7 @@ package final class RedisClient: Sendable {
                 .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try security?.addHandlers(channel, host)
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(RESPValueDecoder(maximumBulkBytes: maximumBulk)))
                         try channel.pipeline.syncOperations.addHandler(RedisConnectionHandler())
@@ -214,6 +219,20 @@ package final class RedisClient: Sendable {
                 .get()
         } catch {
             throw RedisClientError(.unreachable, "cannot connect to \(address): \(error)")
+        }
+        if let security {
+            // The TLS handshake's own error (a certificate that does not verify), not the failed
+            // write of AUTH that would follow it; a stalled one is cut at the connect timeout.
+            let cutoff = channel.eventLoop.scheduleTask(in: TimeAmount(options.connectTimeout)) {
+                channel.close(promise: nil)
+            }
+            defer { cutoff.cancel() }
+            do {
+                try await security.ready(channel).get()
+            } catch {
+                try? await channel.close()
+                throw RedisClientError(.unreachable, "TLS with \(address) failed: \(error)")
+            }
         }
         var handshake: [RESPCommand] = []
         if let password = options.password {

@@ -1,6 +1,6 @@
 public import LMCacheCore
 public import LMCacheStorage
-import LMCacheWire
+public import LMCacheWire
 public import Logging
 import Metrics
 public import NIOCore
@@ -61,6 +61,9 @@ public final class RedisTier: StorageTier {
         public var password: String?
         /// Database number (`SELECT`).
         public var database: Int?
+        /// TLS around each connection (`rediss://`, `rediss-cluster://`; from `LMCacheTLS`); `nil`
+        /// (default) for plain TCP.
+        public var security: ConnectionSecurity?
 
         /// Options with the given layout and time to live.
         public init(layout: RedisLayout = .framed, ttl: Duration? = nil) {
@@ -127,6 +130,7 @@ public final class RedisTier: StorageTier {
         clientOptions.user = options.user
         clientOptions.password = options.password
         clientOptions.database = options.database
+        clientOptions.security = options.security
         return clientOptions
     }
 

@@ -1,5 +1,5 @@
 import LMCacheStorage
-import LMCacheWire
+public import LMCacheWire
 public import Logging
 import Metrics
 public import NIOCore
@@ -35,6 +35,8 @@ public final class LMServer: Service {
     public let configuration: LMServerConfiguration
     /// The second tier on disk, if any: written through on PUT, read on a memory miss.
     public let disk: LMDiskStore?
+    /// TLS around each connection, if any.
+    public let security: ConnectionSecurity?
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let listening = PortAnnouncement()
@@ -42,6 +44,7 @@ public final class LMServer: Service {
     private let connectionsGauge = Gauge(label: "lmcache.server.connections")
     private let acceptedCounter = Counter(label: "lmcache.server.connections.accepted")
     private let protocolErrors = Counter(label: "lmcache.server.protocol_errors")
+    private let refusedConnections = Counter(label: "lmcache.server.connections.refused")
 
     /// Creates a server; it listens when ``run()`` is called.
     /// - Parameters:
@@ -49,6 +52,7 @@ public final class LMServer: Service {
     ///   - store: The store to serve (a new one of `configuration.capacityBytes` by default).
     ///   - fallback: Values served for keys the store lacks (read only: PUTs go to the store).
     ///   - disk: A disk directory as second tier (see ``LMDiskStore``); none by default.
+    ///   - security: TLS for every connection (from `LMCacheTLS`); none by default.
     ///   - eventLoopGroup: The NIO event loops (the shared singleton by default).
     ///   - logger: Where the server logs.
     public init(
@@ -56,9 +60,15 @@ public final class LMServer: Service {
         store: LMValueStore? = nil,
         fallback: (any LMValueSource)? = nil,
         disk: LMDiskStore? = nil,
+        security: ConnectionSecurity? = nil,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "lmcache.server")
     ) {
+        precondition(
+            configuration.accessToken.map { (1...LMAccessToken.maximumLength).contains($0.utf8.count) } ?? true,
+            "an access token is 1...\(LMAccessToken.maximumLength) bytes"
+        )
+        self.security = security
         self.configuration = configuration
         self.store =
             store ?? LMValueStore(capacity: configuration.capacityBytes, prefault: configuration.prefaultMemory)
@@ -80,6 +90,8 @@ public final class LMServer: Service {
         let maximumValue = configuration.effectiveMaximumValueBytes
         let configuration = self.configuration
         let logger = self.logger
+        let security = self.security
+        let refused = refusedConnections
         let server: NIOAsyncChannel<NIOAsyncChannel<LMRequest, ByteBuffer>, Never>
         do {
             server = try await ServerBootstrap(group: eventLoopGroup)
@@ -94,6 +106,17 @@ public final class LMServer: Service {
                     channel.eventLoop.makeCompletedFuture {
                         let progress = FrameProgress()
                         let operations = channel.pipeline.syncOperations
+                        try security?.addHandlers(channel, nil)
+                        if let token = configuration.accessToken {
+                            try operations.addHandler(
+                                AccessTokenGate(
+                                    token: token,
+                                    timeout: TimeAmount(configuration.stallTimeout),
+                                    logger: logger,
+                                    onRefusal: { refused.increment() }
+                                )
+                            )
+                        }
                         try operations.addHandler(
                             ConnectionTimeoutHandler(
                                 progress: progress,
@@ -121,6 +144,8 @@ public final class LMServer: Service {
             metadata: [
                 "lmcache.address": "\(configuration.host):\(port)",
                 "lmcache.capacity_bytes": "\(configuration.capacityBytes)",
+                "lmcache.security": "\(security?.summary ?? "plain TCP")",
+                "lmcache.access_token": "\(configuration.accessToken == nil ? "none" : "required")",
             ]
         )
         listening.finish(.success(port))

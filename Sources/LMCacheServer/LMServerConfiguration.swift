@@ -20,6 +20,11 @@ public struct LMServerConfiguration: Hashable, Sendable {
     /// Touch all of the store's value pool (as much memory as ``capacityBytes``) at start, so
     /// that no PUT pays for first-touch page faults. Default off.
     public var prefaultMemory = false
+    /// The shared token every connection must present first (``LMAccessToken``; `lm_token`, or
+    /// `p2p_token` on a P2P chunk server); a connection without it is closed with a log line.
+    /// Default none: the server speaks LMCache's protocol unchanged, as LMCache's clients (which
+    /// cannot send a token) need.
+    public var accessToken: String?
 
     /// Creates a configuration.
     public init(

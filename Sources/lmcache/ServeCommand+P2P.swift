@@ -1,7 +1,10 @@
 import LMCacheCore
 import LMCacheP2P
+import LMCacheRemote
 import LMCacheServer
 import LMCacheStorage
+import LMCacheTLS
+import LMCacheWire
 import Logging
 import ServiceLifecycle
 
@@ -13,6 +16,8 @@ struct PeerSharing {
     let controller: ControllerClient
     /// The P2P tier, with `enable_p2p`.
     let tier: P2PTier?
+    /// TLS of the chunk server (`p2p_tls`), if on.
+    let serverSecurity: ConnectionSecurity?
     let logger: Logger
 
     /// `nil` when neither `enable_p2p` nor `enable_controller` is on.
@@ -35,9 +40,28 @@ struct PeerSharing {
         self.configuration = configuration
         self.logger = logger
         controller = ControllerClient(host: endpoint.host, port: endpoint.port, logger: logger)
+        // TLS and the token are off by default, as for lm://; with p2p_tls every instance serves
+        // with its certificate and verifies its peers'.
+        var options = P2PTier.Options()
+        options.peer.token = configuration.p2pToken
+        var serverSecurity: ConnectionSecurity?
+        if configuration.p2pTLS {
+            do {
+                let files = configuration.tlsFiles("p2p_tls")
+                options.peer.security = try TLS.client(TLSFiles(link: files.link, caFile: files.caFile))
+                if configuration.enableP2P {
+                    serverSecurity = try TLS.server(
+                        TLSFiles(link: files.link, certificateFile: files.certificateFile, keyFile: files.keyFile))
+                }
+            } catch {
+                throw CommandFailure("\(error)")
+            }
+        }
+        self.serverSecurity = serverSecurity
         tier =
             configuration.enableP2P
-            ? P2PTier(instanceID: configuration.instanceID, controller: controller, logger: logger) : nil
+            ? P2PTier(instanceID: configuration.instanceID, controller: controller, options: options, logger: logger)
+            : nil
     }
 
     /// The services to run beside the HTTP server: with `enable_p2p` the chunk server and the agent;
@@ -54,16 +78,19 @@ struct PeerSharing {
                 ) { 0 }
             ]
         }
+        var serverConfiguration = LMServerConfiguration(
+            host: configuration.p2pHost,
+            port: configuration.p2pPort,
+            // Peers only read (from the CPU tier, through the fallback); the store stays empty.
+            capacityBytes: 1 << 20,
+            idleTimeout: .seconds(600),
+            stallTimeout: .seconds(10)
+        )
+        serverConfiguration.accessToken = configuration.p2pToken
         let server = LMServer(
-            configuration: LMServerConfiguration(
-                host: configuration.p2pHost,
-                port: configuration.p2pPort,
-                // Peers only read (from the CPU tier, through the fallback); the store stays empty.
-                capacityBytes: 1 << 20,
-                idleTimeout: .seconds(600),
-                stallTimeout: .seconds(10)
-            ),
+            configuration: serverConfiguration,
             fallback: PeerChunkSource(cpu: cpu),
+            security: serverSecurity,
             logger: logger
         )
         let agent = P2PAgent(

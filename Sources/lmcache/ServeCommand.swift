@@ -6,6 +6,7 @@ import LMCacheCore
 import LMCacheP2P
 import LMCacheRemote
 import LMCacheStorage
+import LMCacheTLS
 import Logging
 import OpenAIServer
 import ServiceLifecycle
@@ -176,7 +177,10 @@ struct ServeCommand: AsyncParsableCommand {
             let manager = try StorageManager(
                 configuration: configuration,
                 prefault: prefault,
-                remoteTier: { url in try makeRemoteTier(url: url, configuration: configuration, logger: logger) },
+                remoteTier: { url in
+                    try makeRemoteTier(
+                        url: url, configuration: configuration, security: { try TLS.client($0) }, logger: logger)
+                },
                 additionalTiers: sharing?.tier.map { [$0] } ?? [],
                 logger: logger
             )

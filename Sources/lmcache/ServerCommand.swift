@@ -1,6 +1,8 @@
 import ArgumentParser
 import LMCacheCore
 import LMCacheServer
+import LMCacheTLS
+import LMCacheWire
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -84,9 +86,17 @@ struct ServerCommand: AsyncParsableCommand {
             idleTimeout: .seconds(idleTimeout)
         )
         configuration.prefaultMemory = prefault
+        configuration.accessToken = config.lmToken
+        let security: ConnectionSecurity?
+        do {
+            security = try TLS.serverIfConfigured(config.tlsFiles("lm_tls"))
+        } catch {
+            throw CommandFailure("\(error)")
+        }
         let server = LMServer(
             configuration: configuration,
             disk: diskStore,
+            security: security,
             logger: logger
         )
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -8,6 +8,8 @@
 
 import LMCacheCore
 import LMCacheServer
+import LMCacheTLS
+import LMCacheWire
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -47,6 +49,8 @@ LoggingSystem.bootstrap { label in
 }
 let logger = Logger(label: "lmcache.server")
 var disk: LMDiskStore?
+var configuration = LMServerConfiguration(host: arguments[1], port: port, capacityBytes: capacity)
+var security: ConnectionSecurity?
 do {
     let loaded = try ConfigurationLoader.load()
     for warning in loaded.warnings { logger.warning("\(warning)") }
@@ -56,15 +60,15 @@ do {
             directory: directory, capacity: config.maxLocalDiskBytes, fsync: config.localDiskFsync,
             directIO: config.localDiskDirectIO, logger: logger)
     }
+    // Off unless configured (extra_config lm_token, lm_tls_cert_file, lm_tls_key_file): LMCache's
+    // own clients speak plain TCP and send no token.
+    configuration.accessToken = config.lmToken
+    security = try TLS.serverIfConfigured(config.tlsFiles("lm_tls"))
 } catch {
     printError("error: \(error)\n")
     exit(2)
 }
-let server = LMServer(
-    configuration: LMServerConfiguration(host: arguments[1], port: port, capacityBytes: capacity),
-    disk: disk,
-    logger: logger
-)
+let server = LMServer(configuration: configuration, disk: disk, security: security, logger: logger)
 let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
 do {
     try await group.run()

@@ -118,6 +118,10 @@ struct ConfigurationTests {
         ("local_cpu", "maybe", "expected true or false"),
         ("extra_config", "{use_odirect: maybe}", "use_odirect expects true or false"),
         ("extra_config", "{local_disk_fsync: 2}", "local_disk_fsync expects true or false"),
+        ("extra_config", "{lm_tls: sometimes}", "lm_tls expects true or false"),
+        ("extra_config", "{lm_token: ''}", "lm_token must be 1...1024 bytes, got 0"),
+        ("extra_config", "{p2p_token: \(String(repeating: "x", count: 1025))}", "p2p_token must be 1...1024 bytes"),
+        ("remote_url", "rediss://h:1/x", "unexpected path"),
         ("local_disk", "relative/dir", "absolute path"),
         ("local_disk", "s3://bucket/", "expected file:///path/"),
         ("cache_policy", "RANDOM", "expected one of LRU, LFU, FIFO"),
@@ -195,6 +199,21 @@ struct ConfigurationTests {
         #expect(file.localDiskDirectIO && file.localDiskFsync)
         let environment = try ConfigurationLoader.load(environment: ["LMCACHE_EXTRA_CONFIG": "{'use_odirect': True}"])
         #expect(environment.configuration.localDiskDirectIO && !environment.configuration.localDiskFsync)
+    }
+
+    @Test("extra_config's TLS files and tokens, and rediss-cluster:// with several hosts")
+    func tlsExtras() throws {
+        let loaded = try ConfigurationLoader.load(environment: [
+            "LMCACHE_EXTRA_CONFIG": "{lm_tls: true, lm_tls_ca_file: /ca.pem, lm_token: t, redis_tls_cert_file: /c.pem}",
+            "LMCACHE_REMOTE_URL": "rediss-cluster://:pw@a:7000,b:7001",
+        ]).configuration
+        #expect(loaded.lmTLS && !loaded.p2pTLS)
+        #expect(loaded.lmToken == "t" && loaded.p2pToken == nil)
+        #expect(loaded.tlsFiles("lm_tls") == TLSFiles(link: "lm_tls", caFile: "/ca.pem"))
+        #expect(loaded.tlsFiles("redis_tls") == TLSFiles(link: "redis_tls", certificateFile: "/c.pem"))
+        #expect(loaded.remoteURL?.scheme == "rediss-cluster")
+        #expect(loaded.remoteURL?.endpoints.count == 2)
+        #expect(loaded.remoteURL?.password == "pw")
     }
 
     @Test("null in a file resets an optional key; lists accept the environment's text forms")

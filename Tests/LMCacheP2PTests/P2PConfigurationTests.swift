@@ -3,7 +3,7 @@ import LMCacheTestSupport
 import Testing
 
 /// `lmcache serve` refuses P2P settings that cannot work, with a message naming the key, before
-/// it loads the model.
+/// it loads the model; and TLS files it cannot use, naming the key and the path.
 struct P2PConfigurationTests {
     static func serve(_ settings: [String]) throws -> (status: Int32, stderr: String) {
         let process = Process()
@@ -30,6 +30,14 @@ struct P2PConfigurationTests {
                 "needs the CPU tier"
             ),
             (["p2p_port=70000"], "p2p_port"),
+            (
+                ["enable_p2p=true", "controller_url=127.0.0.1:9", "lmcache_instance_id=a", "extra_config={p2p_tls: true}"],
+                "extra_config p2p_tls_cert_file is not set"
+            ),
+            (
+                ["remote_url=rediss://127.0.0.1:1", "extra_config={redis_tls_ca_file: /nonexistent/ca.pem}"],
+                "extra_config redis_tls_ca_file (/nonexistent/ca.pem) is not a readable PEM certificate file"
+            ),
         ]
     )
     func refused(_ settings: [String], _ message: String) throws {

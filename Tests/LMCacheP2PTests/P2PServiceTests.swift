@@ -1,5 +1,6 @@
 import LMCacheCore
 import LMCacheP2P
+import LMCacheRemote
 import LMCacheServer
 import LMCacheStorage
 import LMCacheWire
@@ -131,6 +132,45 @@ struct P2PServiceTests {
                 await Self.eventually("A's removals reported") { Self.held(controller, by: "a") == 0 }
                 let c = try Instance("c", controllerPort: port)
                 #expect(await c.tier.contains(keys) == [true, true, true, true])  // from B
+            }
+        }
+    }
+
+    @Test(
+        "tenant salts: a peer never serves one tenant's chunks for another tenant's keys of the same tokens",
+        .timeLimit(.minutes(1))
+    )
+    func tenantSalts() async throws {
+        try await Self.withPair { controller, _, a, b in
+            do {
+                let model = ModelIdentity(name: "p2p-test", fingerprint: "1")
+                let tokens = (0..<Int32(32)).map { $0 &* 17 &+ 5 }
+                func keyer(_ salt: String) -> ChunkKeyer {
+                    ChunkKeyer(model: model, layout: Self.layout, chunkSize: 16, salt: salt)
+                }
+                let keysA = keyer("tenant-a").keys(for: tokens)
+                let keysB = keyer("tenant-b").keys(for: tokens)
+                #expect(Set(keysA).isDisjoint(with: keysB))
+                for (i, key) in keysA.enumerated() {
+                    let storage = HeapChunkStorage(count: Self.layout.byteCount(tokens: 16)) { bytes in
+                        for j in bytes.indices { bytes[j] = UInt8(truncatingIfNeeded: j &+ i) }
+                    }
+                    a.manager.store(
+                        KVChunk(key: key, tokens: Array(tokens[(16 * i)..<(16 * i + 16)]), layout: Self.layout,
+                            storage: storage))
+                }
+                await Self.eventually("A's chunks reported") { Self.held(controller, by: "a") == 2 }
+                // Tenant B's keys for the same tokens: no route, no fetch, no bytes.
+                #expect(await b.manager.lookup(keysB) == 0)
+                #expect(await b.manager.retrieve(keyer("tenant-b").chunks(for: tokens), tokens: tokens).isEmpty)
+                #expect(b.manager.statistics.hits["p2p", default: 0] == 0)
+                // Asked directly, A's chunk server has nothing under tenant B's keys either.
+                let peer = LMServerTier(host: "127.0.0.1", port: try await a.server.listeningPort())
+                for key in keysB { #expect(await peer.getRaw(P2PTier.wireKey(key)) == nil) }
+                #expect(await peer.getRaw(P2PTier.wireKey(keysA[0])) != nil)
+                await peer.close()
+                // Tenant A's own keys are shared, as usual.
+                #expect(await b.manager.lookup(keysA) == 2)
             }
         }
     }

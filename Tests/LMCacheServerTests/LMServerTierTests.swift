@@ -215,7 +215,7 @@ struct LMServerTierTests {
         await tier.close()
     }
 
-    @Test("makeRemoteTier builds the lm:// and redis:// tiers and refuses rediss:// (no TLS in this build)")
+    @Test("makeRemoteTier builds the lm:// and redis:// tiers and refuses rediss:// without a TLS provider")
     func factory() throws {
         let tier = try makeRemoteTier(url: RemoteURL(parsing: "lm://localhost:65432"), logger: Logger(label: "test"))
         #expect(tier.name == "lm")

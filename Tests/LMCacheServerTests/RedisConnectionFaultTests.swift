@@ -1,8 +1,8 @@
 import Foundation
 import LMCacheCore
 import LMCacheRemote
+import LMCacheTestSupport
 import Logging
-import Synchronization
 import Testing
 
 /// The Redis tier when the server closes its connections: misses or errors reported cleanly (a
@@ -108,31 +108,5 @@ struct RedisConnectionFaultTests {
         }
         #expect(found)
         await tier.close()
-    }
-}
-
-/// Log lines kept in memory, for tests that assert what a component logged.
-final class LogRecorder: Sendable {
-    private let lines = Mutex<[String]>([])
-
-    var logger: Logger {
-        Logger(label: "test.recorded") { _ in Handler(recorder: self) }
-    }
-
-    func contains(_ text: String) -> Bool { lines.withLock { $0.contains { $0.contains(text) } } }
-
-    private struct Handler: LogHandler {
-        let recorder: LogRecorder
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .debug
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            recorder.lines.withLock { $0.append("\(event.level) \(event.message) \(event.metadata ?? [:])") }
-        }
     }
 }

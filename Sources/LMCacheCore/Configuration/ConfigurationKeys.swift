@@ -175,6 +175,13 @@ extension ConfigurationKey {
                         throw ConfigurationValueError("\(name) expects true or false, got \"\(text)\"")
                     }
                 }
+                // The access tokens travel in a message that holds 1...1024 bytes (LMAccessToken).
+                for name in ["lm_token", "p2p_token"] {
+                    guard let text = config.extraConfig[name] else { continue }
+                    guard (1...1024).contains(text.utf8.count) else {
+                        throw ConfigurationValueError("\(name) must be 1...1024 bytes, got \(text.utf8.count)")
+                    }
+                }
             },
             render: { RawConfigValue.mapping($0.extraConfig).text }
         ),

@@ -47,12 +47,12 @@ public enum KVSerde: String, Sendable, Hashable, CaseIterable, CustomStringConve
 /// A remote tier's address, parsed from `remote_url` (or the older `remote_server_addr`).
 ///
 /// Supported schemes: `lm://host:port` (an LMCache-compatible cache server),
-/// `redis://[user:password@]host:port[/db]`, `rediss://…` (the same over TLS),
-/// `redis-cluster://host:port[,host:port…]`.
+/// `redis://[user:password@]host:port[/db]`, `redis-cluster://host:port[,host:port…]`, and
+/// `rediss://…` and `rediss-cluster://…`, the same over TLS.
 public struct RemoteURL: Hashable, Sendable, CustomStringConvertible {
-    /// `lm`, `redis`, `rediss` or `redis-cluster`.
+    /// `lm`, `redis`, `rediss`, `redis-cluster` or `rediss-cluster`.
     public var scheme: String
-    /// One or more `host:port` endpoints (several only for `redis-cluster`).
+    /// One or more `host:port` endpoints (several only for `redis-cluster` and `rediss-cluster`).
     public var endpoints: [Endpoint]
     /// The user name, for Redis ACL authentication.
     public var user: String?
@@ -77,8 +77,9 @@ public struct RemoteURL: Hashable, Sendable, CustomStringConvertible {
         public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
     }
 
-    /// The schemes this build understands.
-    public static let schemes = ["lm", "redis", "rediss", "redis-cluster"]
+    /// The schemes this build understands (`rediss` and `rediss-cluster` are their Redis
+    /// counterparts over TLS).
+    public static let schemes = ["lm", "redis", "rediss", "redis-cluster", "rediss-cluster"]
 
     /// Parses `text`; throws a message naming what is wrong.
     public init(parsing text: String) throws(ConfigurationValueError) {
@@ -117,7 +118,7 @@ public struct RemoteURL: Hashable, Sendable, CustomStringConvertible {
             }
         }
         let hosts = rest.split(separator: ",", omittingEmptySubsequences: false)
-        guard scheme == "redis-cluster" || hosts.count == 1 else {
+        guard scheme.hasSuffix("-cluster") || hosts.count == 1 else {
             throw ConfigurationValueError("\(scheme):// takes one host:port; use redis-cluster:// for several")
         }
         var endpoints: [Endpoint] = []
@@ -188,7 +189,7 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     /// `max_local_disk_size`: the disk tier's budget in GiB; the tier is on when > 0 and
     /// `local_disk` is set. Default 0.
     public var maxLocalDiskSize: Double = 0
-    /// `remote_url`: the remote tier (`lm://`, `redis://`, `rediss://`, `redis-cluster://`). Default none.
+    /// `remote_url`: the remote tier (`lm://`, `redis://`, `rediss://`, `redis-cluster://`, `rediss-cluster://`). Default none.
     /// The older `remote_server_addr: host:port` sets `lm://host:port`.
     public var remoteURL: RemoteURL?
     /// `remote_ttl`: seconds a chunk stored in Redis lives (`SET … EX`); 0 keeps it until Redis
@@ -238,13 +239,14 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     /// `p2p_port` (or the first of `p2p_init_ports`): the TCP port of that chunk server; 0 picks a
     /// free one, which is what the controller is told. Default 0.
     public var p2pPort: Int = 0
-    /// `extra_config`: free-form settings for extensions. This implementation reads two, both
-    /// booleans (``booleanExtras``): `use_odirect` (LMCache's name; ``localDiskDirectIO``) and
-    /// `local_disk_fsync` (``localDiskFsync``).
+    /// `extra_config`: free-form settings for extensions. This implementation reads the booleans
+    /// in ``booleanExtras`` (`use_odirect`, LMCache's name, ``localDiskDirectIO``; `local_disk_fsync`,
+    /// ``localDiskFsync``; `lm_tls` and `p2p_tls`), the certificate files of the TLS links
+    /// (``tlsFiles(_:)``) and the shared tokens `lm_token` and `p2p_token`.
     public var extraConfig: [String: String] = [:]
 
-    /// The `extra_config` entries this implementation reads; each must be a boolean.
-    public static let booleanExtras = ["use_odirect", "local_disk_fsync"]
+    /// The `extra_config` entries this implementation reads that must be booleans.
+    public static let booleanExtras = ["use_odirect", "local_disk_fsync", "lm_tls", "p2p_tls"]
 
     /// `extra_config: {use_odirect: true}`: the disk tier reads and writes its chunk files with
     /// `O_DIRECT`, bypassing the kernel's page cache (the KV is then held once, in the CPU tier, not
@@ -255,6 +257,35 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     /// directory) to the device before the chunk becomes visible, so stored chunks survive power
     /// loss, not only process crashes. Default off (a rename alone is atomic for crashes).
     public var localDiskFsync: Bool { extraFlag("local_disk_fsync") }
+
+    /// `extra_config: {lm_tls: true}`: `remote_url: lm://…` connects with TLS, verifying the server's
+    /// certificate against `lm_tls_ca_file` or the system's trust store. Default off (LMCache's own
+    /// servers speak plain TCP).
+    public var lmTLS: Bool { extraFlag("lm_tls") }
+
+    /// `extra_config: {p2p_tls: true}`: the P2P chunk server speaks TLS with `p2p_tls_cert_file` and
+    /// `p2p_tls_key_file`, and fetches from peers verify their certificates against `p2p_tls_ca_file`
+    /// or the system's trust store. Default off.
+    public var p2pTLS: Bool { extraFlag("p2p_tls") }
+
+    /// `extra_config: {lm_token: …}`: the shared token our `lm://` server requires, and that the
+    /// `lm://` remote tier presents. Default none.
+    public var lmToken: String? { extraConfig["lm_token"] }
+
+    /// `extra_config: {p2p_token: …}`: the shared token every P2P chunk server requires and every
+    /// fetch presents. Default none.
+    public var p2pToken: String? { extraConfig["p2p_token"] }
+
+    /// The certificate files of one TLS link from `extra_config`: `<link>_ca_file`,
+    /// `<link>_cert_file` and `<link>_key_file`, for `link` `redis_tls`, `lm_tls` or `p2p_tls`.
+    public func tlsFiles(_ link: String) -> TLSFiles {
+        TLSFiles(
+            link: link,
+            caFile: extraConfig["\(link)_ca_file"],
+            certificateFile: extraConfig["\(link)_cert_file"],
+            keyFile: extraConfig["\(link)_key_file"]
+        )
+    }
 
     private func extraFlag(_ name: String) -> Bool {
         extraConfig[name].flatMap { ConfigurationKey.boolean($0) } ?? false
@@ -282,5 +313,26 @@ public struct LMCacheConfiguration: Hashable, Sendable {
     static func bytes(gib: Double) -> Int {
         let bytes = (gib * Double(1 << 30)).rounded(.down)
         return bytes >= Double(Int.max) ? Int.max : Int(bytes)
+    }
+}
+
+/// The certificate files of one TLS link (`extra_config`'s `<link>_ca_file`, `<link>_cert_file`,
+/// `<link>_key_file`); paths as written, checked when the link is set up.
+public struct TLSFiles: Hashable, Sendable {
+    /// The keys' common prefix: `redis_tls`, `lm_tls` or `p2p_tls`.
+    public var link: String
+    /// PEM certificates to verify the other side against instead of the system's trust store.
+    public var caFile: String?
+    /// This side's PEM certificate chain (a server's; a client's for mutual TLS).
+    public var certificateFile: String?
+    /// The PEM private key of ``certificateFile``.
+    public var keyFile: String?
+
+    /// Creates the set.
+    public init(link: String, caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
+        self.link = link
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
     }
 }
