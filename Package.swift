@@ -166,25 +166,51 @@ let package = Package(
             swiftSettings: commonSwiftSettings
         ),
 
-        // MARK: Executables
-        .executableTarget(
-            name: "lmcache",
+        // MARK: Command line
+        // What `lmcache`'s commands share: `--model`, `--config`/`--set`, logging set-up, JSON output.
+        .target(
+            name: "LMCacheCommandSupport",
             dependencies: [
-                "LMCacheCore",
-                "LMCacheStorage",
-                "Inference",
-                "LMCacheRemote",
-                "LMCacheServer",
-                "LMCacheWire",
-                "LMCacheP2P",
+                "GGUF", "Inference", "LMCacheCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        // `lmcache bench …`: the storage, engine, TTFT, blending and serde benchmarks (docs/benchmarks.md).
+        .target(
+            name: "LMCacheBenchmarks",
+            dependencies: [
+                "LMCacheCommandSupport",
+                "LMCacheCore", "LMCacheStorage", "LMCacheWire", "LMCacheRemote", "LMCacheServer",
+                "GGUF", "Kernels", "Tokenizers", "Inference", "OpenAIServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 // `lmcache bench ttft`: a streaming HTTP client timing the first token.
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                "OpenAIServer",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "lmcache",
+            dependencies: [
+                "LMCacheCommandSupport",
+                "LMCacheBenchmarks",
+                "LMCacheCore",
+                "LMCacheStorage",
+                "LMCacheRemote",
+                "LMCacheServer",
+                "LMCacheP2P",
                 "GGUF",
                 "Kernels",
                 "Tokenizers",
+                "Inference",
+                "OpenAIServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
