@@ -241,8 +241,17 @@ let package = Package(
         ),
 
         // MARK: Tests
-        // Fixtures shared by test targets: a GGUF file builder, the test model's location, temporary directories.
-        .target(name: "LMCacheTestSupport", swiftSettings: commonSwiftSettings),
+        // Fixtures shared by test targets: a GGUF file builder, the test model's location, temporary
+        // directories, child processes, free ports, polling, an in-process `lm://` server.
+        .target(
+            name: "LMCacheTestSupport",
+            dependencies: [
+                "LMCacheServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
         .testTarget(name: "LMCacheCoreTests", dependencies: ["LMCacheCore"], swiftSettings: commonSwiftSettings),
         .testTarget(
             name: "LMCacheStorageTests",
@@ -269,7 +278,6 @@ let package = Package(
                 "LMCacheRemote",
                 "LMCacheWire",
                 "LMCacheCore",
-                "LMCacheStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -277,8 +285,30 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // The remote tiers (`lm://`, Redis, Redis Cluster) and their chunk frame, against an
+        // in-process `lm://` server, `lmcache_server` processes and real `redis-server` processes.
+        .testTarget(
+            name: "LMCacheRemoteTests",
+            dependencies: [
+                "LMCacheRemote",
+                "LMCacheTestSupport",
+                "LMCacheServer",
+                "lmcache_server",
+                "LMCacheWire",
+                "LMCacheStorage",
+                "LMCacheCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "LMCacheTestSupport"], swiftSettings: commonSwiftSettings),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(
+            name: "KernelsTests",
+            dependencies: ["Kernels", "CKernels", "GGUF", "LMCacheTestSupport"],
+            swiftSettings: commonSwiftSettings
+        ),
         .testTarget(
             name: "TokenizersTests",
             dependencies: ["Tokenizers", "GGUF", "LMCacheTestSupport"],
@@ -287,7 +317,9 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage"],
+            dependencies: [
+                "Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport",
+            ],
             resources: [.copy("Resources")],
             swiftSettings: commonSwiftSettings
         ),

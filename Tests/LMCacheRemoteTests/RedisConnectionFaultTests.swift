@@ -1,6 +1,7 @@
 import Foundation
 import LMCacheCore
 import LMCacheRemote
+import LMCacheTestSupport
 import Logging
 import Synchronization
 import Testing
