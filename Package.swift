@@ -1,8 +1,13 @@
 // swift-tools-version: 6.2
 //
 // LMCache for Swift: a KV-cache layer for LLM inference, with its own CPU inference engine.
-// Layers (arrows point down only): LMCacheCore ◀ LMCacheStorage ◀ executables;
-// GGUF ◀ Tokenizers, Kernels ◀ Inference ◀ executables. See docs/ARCHITECTURE.md.
+// Layers (arrows point down only):
+// LMCacheCore ◀ LMCacheStorage ◀ LMCacheRemote, LMCacheServer ◀ LMCacheP2P;
+// GGUF ◀ Tokenizers, Kernels ◀ Inference ◀ OpenAIServer; LMCacheStorage ◀ Inference (the KV connector);
+// LMCacheWire ◀ the network targets;
+// LMCacheCommandSupport ◀ LMCacheBenchmarks (`lmcache bench`) ◀ lmcache; LMCacheServer ◀ lmcache_server.
+// Linux only (Glibc, cgroups, Debian's libopenblas and libzstd), so no Apple platform is declared.
+// The `FastKernels` trait (on by default) holds the only unsafe flags. See docs/ARCHITECTURE.md.
 
 import PackageDescription
 
@@ -15,15 +20,19 @@ let commonSwiftSettings: [SwiftSetting] = [
     // Internal invariant checks (`_checkInvariants()`); CI turns them on with `-Xswiftc -DLMCACHE_INTERNAL_CHECKS`.
 ]
 
-/// Release builds of the math kernels are what users run; keep them fast in debug builds too
-/// so that tests on the real model finish in seconds.
+/// The trait that optimizes the math kernels, C codecs and checksum in every build configuration.
+let fastKernels = "FastKernels"
+
+/// The math kernels: `-Ounchecked` under `FastKernels` (see the trait).
 let kernelSwiftSettings: [SwiftSetting] = commonSwiftSettings + [
-    .unsafeFlags(["-Ounchecked"])
+    .unsafeFlags(["-Ounchecked"], .when(traits: [fastKernels]))
 ]
+
+/// The C targets: `-O3` under `FastKernels`, in debug builds too (SwiftPM gives C `-O0` in debug and `-O2` in release).
+let fastCSettings: [CSetting] = [.unsafeFlags(["-O3"], .when(traits: [fastKernels]))]
 
 let package = Package(
     name: "lmcache-swift",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "LMCacheCore", targets: ["LMCacheCore"]),
         .library(name: "LMCacheStorage", targets: ["LMCacheStorage"]),
@@ -38,6 +47,20 @@ let package = Package(
         .library(name: "LMCacheP2P", targets: ["LMCacheP2P"]),
         .executable(name: "lmcache", targets: ["lmcache"]),
         .executable(name: "lmcache_server", targets: ["lmcache_server"]),
+    ],
+    traits: [
+        // On by default, for this package and for packages that depend on it; `traits: []` in a
+        // dependent's `.package(…)` (or `swift build --disable-default-traits` here) turns it off.
+        // SwiftPM 6.2 and later accept unsafe flags in a dependency whose manifest says 6.2 or later;
+        // older ones reject them whatever their condition, and cannot read this manifest anyway.
+        .trait(
+            name: fastKernels,
+            description: """
+                Kernels with -Ounchecked and the C kernels, codecs and checksum with -O3, in debug builds \
+                too, so that debug-build tests on the real model run in seconds.
+                """
+        ),
+        .default(enabledTraits: [fastKernels]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -61,11 +84,11 @@ let package = Package(
             swiftSettings: commonSwiftSettings
         ),
         // CRC-32C with the SSE4.2 instruction (checked at run time): the disk tier's payload checksum.
-        .target(name: "CChecksum", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CChecksum", cSettings: fastCSettings),
         // KV codecs behind `remote_serde` / `local_disk_serde`; zstd from Debian's libzstd-dev.
         .target(
             name: "CKVCodec",
-            cSettings: [.unsafeFlags(["-O3"])],
+            cSettings: fastCSettings,
             linkerSettings: [.linkedLibrary("zstd")]
         ),
         .target(
@@ -135,7 +158,7 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         // The innermost quantized dot products with AVX2 variants picked at run time (Swift has no
         // per-function target attributes); optimized in debug builds too.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels", cSettings: fastCSettings),
         .target(
             name: "Kernels",
             dependencies: ["GGUF", "CKernels", "COpenBLAS"],
