@@ -1,8 +1,13 @@
 // swift-tools-version: 6.2
 //
 // LMCache for Swift: a KV-cache layer for LLM inference, with its own CPU inference engine.
-// Layers (arrows point down only): LMCacheCore ◀ LMCacheStorage ◀ executables;
-// GGUF ◀ Tokenizers, Kernels ◀ Inference ◀ executables. See docs/ARCHITECTURE.md.
+// Layers (arrows point down only):
+// LMCacheCore ◀ LMCacheStorage ◀ LMCacheRemote, LMCacheServer ◀ LMCacheP2P;
+// GGUF ◀ Tokenizers, Kernels ◀ Inference ◀ OpenAIServer; LMCacheStorage ◀ Inference (the KV connector);
+// LMCacheWire ◀ the network targets;
+// LMCacheCommandSupport ◀ LMCacheBenchmarks (`lmcache bench`) ◀ lmcache; LMCacheServer ◀ lmcache_server.
+// Linux only (Glibc, cgroups, Debian's libopenblas and libzstd), so no Apple platform is declared.
+// The `FastKernels` trait (on by default) holds the only unsafe flags. See docs/ARCHITECTURE.md.
 
 import PackageDescription
 
@@ -15,15 +20,19 @@ let commonSwiftSettings: [SwiftSetting] = [
     // Internal invariant checks (`_checkInvariants()`); CI turns them on with `-Xswiftc -DLMCACHE_INTERNAL_CHECKS`.
 ]
 
-/// Release builds of the math kernels are what users run; keep them fast in debug builds too
-/// so that tests on the real model finish in seconds.
+/// The trait that optimizes the math kernels, C codecs and checksum in every build configuration.
+let fastKernels = "FastKernels"
+
+/// The math kernels: `-Ounchecked` under `FastKernels` (see the trait).
 let kernelSwiftSettings: [SwiftSetting] = commonSwiftSettings + [
-    .unsafeFlags(["-Ounchecked"])
+    .unsafeFlags(["-Ounchecked"], .when(traits: [fastKernels]))
 ]
+
+/// The C targets: `-O3` under `FastKernels`, in debug builds too (SwiftPM gives C `-O0` in debug and `-O2` in release).
+let fastCSettings: [CSetting] = [.unsafeFlags(["-O3"], .when(traits: [fastKernels]))]
 
 let package = Package(
     name: "lmcache-swift",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "LMCacheCore", targets: ["LMCacheCore"]),
         .library(name: "LMCacheStorage", targets: ["LMCacheStorage"]),
@@ -38,6 +47,20 @@ let package = Package(
         .library(name: "LMCacheP2P", targets: ["LMCacheP2P"]),
         .executable(name: "lmcache", targets: ["lmcache"]),
         .executable(name: "lmcache_server", targets: ["lmcache_server"]),
+    ],
+    traits: [
+        // On by default, for this package and for packages that depend on it; `traits: []` in a
+        // dependent's `.package(…)` (or `swift build --disable-default-traits` here) turns it off.
+        // SwiftPM 6.2 and later accept unsafe flags in a dependency whose manifest says 6.2 or later;
+        // older ones reject them whatever their condition, and cannot read this manifest anyway.
+        .trait(
+            name: fastKernels,
+            description: """
+                Kernels with -Ounchecked and the C kernels, codecs and checksum with -O3, in debug builds \
+                too, so that debug-build tests on the real model run in seconds.
+                """
+        ),
+        .default(enabledTraits: [fastKernels]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -63,11 +86,11 @@ let package = Package(
             swiftSettings: commonSwiftSettings
         ),
         // CRC-32C with the SSE4.2 instruction (checked at run time): the disk tier's payload checksum.
-        .target(name: "CChecksum", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CChecksum", cSettings: fastCSettings),
         // KV codecs behind `remote_serde` / `local_disk_serde`; zstd from Debian's libzstd-dev.
         .target(
             name: "CKVCodec",
-            cSettings: [.unsafeFlags(["-O3"])],
+            cSettings: fastCSettings,
             linkerSettings: [.linkedLibrary("zstd")]
         ),
         .target(
@@ -149,7 +172,7 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         // The innermost quantized dot products with AVX2 variants picked at run time (Swift has no
         // per-function target attributes); optimized in debug builds too.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels", cSettings: fastCSettings),
         .target(
             name: "Kernels",
             dependencies: ["GGUF", "CKernels", "COpenBLAS"],
@@ -180,26 +203,52 @@ let package = Package(
             swiftSettings: commonSwiftSettings
         ),
 
-        // MARK: Executables
-        .executableTarget(
-            name: "lmcache",
+        // MARK: Command line
+        // What `lmcache`'s commands share: `--model`, `--config`/`--set`, logging set-up, JSON output.
+        .target(
+            name: "LMCacheCommandSupport",
             dependencies: [
-                "LMCacheCore",
-                "LMCacheStorage",
-                "Inference",
-                "LMCacheRemote",
-                "LMCacheServer",
-                "LMCacheWire",
-                "LMCacheP2P",
-                "LMCacheTLS",
+                "GGUF", "Inference", "LMCacheCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        // `lmcache bench …`: the storage, engine, TTFT, blending and serde benchmarks (docs/benchmarks.md).
+        .target(
+            name: "LMCacheBenchmarks",
+            dependencies: [
+                "LMCacheCommandSupport",
+                "LMCacheCore", "LMCacheStorage", "LMCacheWire", "LMCacheRemote", "LMCacheServer",
+                "GGUF", "Kernels", "Tokenizers", "Inference", "OpenAIServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 // `lmcache bench ttft`: a streaming HTTP client timing the first token.
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                "OpenAIServer",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "lmcache",
+            dependencies: [
+                "LMCacheCommandSupport",
+                "LMCacheBenchmarks",
+                "LMCacheCore",
+                "LMCacheStorage",
+                "LMCacheRemote",
+                "LMCacheServer",
+                "LMCacheP2P",
+                "LMCacheTLS",
                 "GGUF",
                 "Kernels",
                 "Tokenizers",
+                "Inference",
+                "OpenAIServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -231,10 +280,15 @@ let package = Package(
         ),
 
         // MARK: Tests
-        // Fixtures shared by test targets: a GGUF file builder, the test model's location, temporary directories.
+        // Fixtures shared by test targets: a GGUF file builder, the test model's location, temporary
+        // directories, child processes, free ports, polling, an in-process `lm://` server.
         .target(
             name: "LMCacheTestSupport",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "LMCacheServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(name: "LMCacheCoreTests", dependencies: ["LMCacheCore"], swiftSettings: commonSwiftSettings),
@@ -263,7 +317,6 @@ let package = Package(
                 "LMCacheRemote",
                 "LMCacheWire",
                 "LMCacheCore",
-                "LMCacheStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -282,8 +335,30 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // The remote tiers (`lm://`, Redis, Redis Cluster) and their chunk frame, against an
+        // in-process `lm://` server, `lmcache_server` processes and real `redis-server` processes.
+        .testTarget(
+            name: "LMCacheRemoteTests",
+            dependencies: [
+                "LMCacheRemote",
+                "LMCacheTestSupport",
+                "LMCacheServer",
+                "lmcache_server",
+                "LMCacheWire",
+                "LMCacheStorage",
+                "LMCacheCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "LMCacheTestSupport"], swiftSettings: commonSwiftSettings),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "GGUF"], swiftSettings: commonSwiftSettings),
+        .testTarget(
+            name: "KernelsTests",
+            dependencies: ["Kernels", "CKernels", "GGUF", "LMCacheTestSupport"],
+            swiftSettings: commonSwiftSettings
+        ),
         .testTarget(
             name: "TokenizersTests",
             dependencies: ["Tokenizers", "GGUF", "LMCacheTestSupport"],
@@ -292,7 +367,9 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage"],
+            dependencies: [
+                "Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport",
+            ],
             resources: [.copy("Resources")],
             swiftSettings: commonSwiftSettings
         ),

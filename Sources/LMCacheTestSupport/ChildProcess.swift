@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// Runs blocking work on a thread of its own and returns its result.
 ///
@@ -45,4 +45,10 @@ extension Process {
 /// `Process` is a reference the caller owns; handing it to one waiting thread is safe.
 private struct UncheckedProcess: @unchecked Sendable {
     let process: Process
+}
+
+/// A program this package builds (`lmcache`, `lmcache_server`): it lies next to the test bundle in
+/// the build directory, when the test target depends on it.
+package func builtExecutable(_ name: String) -> URL {
+    URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: name)
 }

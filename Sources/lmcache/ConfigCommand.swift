@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import LMCacheCommandSupport
 import LMCacheCore
 
 /// `lmcache config`: the effective configuration and where each value came from.

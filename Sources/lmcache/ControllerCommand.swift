@@ -1,4 +1,5 @@
 import ArgumentParser
+import LMCacheCommandSupport
 import LMCacheServer
 import Logging
 import ServiceLifecycle

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Inference
 import Kernels
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheStorage
 

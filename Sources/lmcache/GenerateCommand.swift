@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Inference
+import LMCacheCommandSupport
 import Tokenizers
 
 /// `lmcache generate`: continue a prompt with the built-in engine.

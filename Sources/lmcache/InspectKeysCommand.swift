@@ -1,4 +1,5 @@
 import ArgumentParser
+import LMCacheCommandSupport
 import LMCacheCore
 
 /// `lmcache inspect keys`: the chunk keys of a token sequence.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import LMCacheBenchmarks
 
 @main
 struct LMCacheCommand: AsyncParsableCommand {
@@ -8,18 +9,6 @@ struct LMCacheCommand: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, ConfigCommand.self, BenchCommand.self, InspectCommand.self, GenerateCommand.self,
             PerplexityCommand.self, ServerCommand.self, ControllerCommand.self, DebugCommand.self,
-        ]
-    )
-}
-
-/// `lmcache bench …`: measurements printed as ratios against a baseline measured in the same run.
-struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "Measure the cache and the engine against baselines measured in the same run.",
-        subcommands: [
-            BenchStorageCommand.self, BenchEngineCommand.self, BenchTTFTCommand.self, BenchBlendCommand.self,
-            BenchSerdeCommand.self,
         ]
     )
 }

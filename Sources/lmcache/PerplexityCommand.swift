@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Inference
+import LMCacheCommandSupport
 import Tokenizers
 
 /// `lmcache perplexity`: teacher-forced evaluation of a text file.

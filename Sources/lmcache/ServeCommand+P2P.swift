@@ -1,3 +1,4 @@
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheP2P
 import LMCacheRemote

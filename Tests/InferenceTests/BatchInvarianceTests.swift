@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import LMCacheTestSupport
 import Testing
 
 /// The default arithmetic is batch-invariant: a token's keys, values and logits do not depend on how
@@ -17,7 +18,7 @@ struct BatchInvarianceTests {
         let whole = model.makeSequence()
         let reference = try model.forward(prompt, sequence: whole, outputs: .all, workspace: workspace)
         let referenceKV = try whole.exportKV(0..<whole.count)
-        var random = SeededGenerator(seed: seed)
+        var random = Inference.SeededGenerator(seed: seed)
         for pattern in 0..<patterns {
             let pieces = model.makeSequence()
             let other = model.makeSequence()

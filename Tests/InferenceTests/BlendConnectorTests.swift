@@ -3,6 +3,7 @@ import GGUF
 import Inference
 import LMCacheCore
 import LMCacheStorage
+import LMCacheTestSupport
 import Testing
 import Tokenizers
 

@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import Inference
+import LMCacheTestSupport
 import Testing
 
 /// llama.cpp recordings made by scripts/reference/record_forward.py (see scripts/reference/README.md).

@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import Inference
+import LMCacheTestSupport
 import Testing
 
 @Suite("Gemma 3 against llama.cpp")

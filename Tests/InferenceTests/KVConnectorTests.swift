@@ -2,6 +2,7 @@ import Foundation
 import Inference
 import LMCacheCore
 import LMCacheStorage
+import LMCacheTestSupport
 import Testing
 
 /// A connector over a fresh CPU-only cache (64 MiB, not pre-faulted).

@@ -1,6 +1,7 @@
 import Foundation
 import Inference
 import LMCacheCore
+import LMCacheTestSupport
 import Testing
 
 @Suite("Offline batch API")

@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import Inference
+import LMCacheTestSupport
 import Testing
 
 /// An exact-arithmetic numpy forward pass of Gemma 3 (scripts/reference/gemma3_forward_numpy.py).

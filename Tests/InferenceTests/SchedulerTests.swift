@@ -2,6 +2,7 @@ import Foundation
 import GGUF
 import Inference
 import LMCacheCore
+import LMCacheTestSupport
 import Synchronization
 import Testing
 import Tokenizers

@@ -2,6 +2,7 @@ import Foundation
 import GGUF
 import Inference
 import LMCacheCore
+import LMCacheTestSupport
 import Testing
 
 /// Tokens of ordinary text (ids from the model's vocabulary, deterministic).

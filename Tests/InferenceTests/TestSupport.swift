@@ -1,29 +1,17 @@
 import Foundation
 import GGUF
 import Inference
+import LMCacheTestSupport
 import Testing
 
 /// Directory of this test target's data files.
 let resourcesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Resources")
 
-/// The default model: `LMCACHE_TEST_MODEL`, else `~/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf`.
-/// Tests that need it fail (never skip) when it is missing.
-enum TestModel {
-    static var path: String {
-        if let path = ProcessInfo.processInfo.environment["LMCACHE_TEST_MODEL"], !path.isEmpty { return path }
-        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-        return home + "/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf"
-    }
-
-    struct Missing: Error, CustomStringConvertible {
-        let path: String
-        var description: String { "test model not found at \(path): run scripts/fetch-model (or set LMCACHE_TEST_MODEL)" }
-    }
-
-    /// The loaded model, shared by all tests of the process (loading maps the file).
+extension TestModel {
+    /// The loaded model, shared by all tests of the process (loading maps the file). Fails (never
+    /// skips) when the file is missing.
     static let shared: Result<any LanguageModel, any Error> = Result {
-        guard FileManager.default.fileExists(atPath: path) else { throw Missing(path: path) }
-        return try loadModel(from: GGUFFile(contentsOf: path))
+        try loadModel(from: GGUFFile(contentsOf: requirePath()))
     }
 
     static func model() throws -> any LanguageModel { try shared.get() }

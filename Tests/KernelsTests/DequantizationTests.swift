@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import Kernels
+import LMCacheTestSupport
 import Testing
 
 /// Reference values from the `gguf` package, made once per test run by scripts/reference/dequant_reference.py.
@@ -15,9 +16,10 @@ struct DequantizationReference {
 
     static let cases: [Case] = {
         do {
-            let dir = try temporaryDirectory()
-            defer { try? FileManager.default.removeItem(at: dir) }
-            try runPython("scripts/reference/dequant_reference.py", [dir.path, try testModelPath()])
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            let dir = directory.url
+            try runPython("scripts/reference/dequant_reference.py", [dir.path, try TestModel.requirePath()])
             let manifest = try String(contentsOf: dir.appendingPathComponent("manifest.tsv"), encoding: .utf8)
             return try manifest.split(separator: "\n").map { line in
                 let fields = line.split(separator: "\t").map(String.init)

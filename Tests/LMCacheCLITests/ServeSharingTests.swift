@@ -1,4 +1,5 @@
 import Foundation
+import LMCacheTestSupport
 import Testing
 
 /// Two `lmcache serve` processes sharing one `lmcache_server` (`remote_url: lm://…`), all real
@@ -38,7 +39,7 @@ struct ServeSharingTests {
 
         // The first instance writes its chunks to the server behind the response: wait for them.
         let fullChunks = Double(promptTokens / 256)
-        let written = await eventually {
+        let written = await eventually(timeout: .seconds(60), interval: .milliseconds(100)) {
             let completed = try? await HTTP.metric(first.base, "lmcache_storage_writes_total{outcome=\"completed\"}")
             return (completed ?? 0) >= fullChunks
         }
@@ -65,14 +66,4 @@ struct ServeSharingTests {
     private func choiceText(_ object: [String: Any]) -> String? {
         ((object["choices"] as? [[String: Any]])?.first)?["text"] as? String
     }
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(60), _ condition: () async -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(100))
-    }
-    return await condition()
 }

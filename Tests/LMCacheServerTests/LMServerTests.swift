@@ -1,4 +1,5 @@
 import LMCacheServer
+import LMCacheTestSupport
 import LMCacheWire
 import Logging
 import NIOCore

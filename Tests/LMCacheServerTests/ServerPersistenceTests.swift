@@ -37,7 +37,7 @@ struct ServerPersistenceTests {
 
         init() throws {
             directory = try TemporaryDirectory()
-            port = try ServerProcessTests.freePort()
+            port = try freeLoopbackPort()
         }
     }
 
@@ -52,7 +52,7 @@ struct ServerPersistenceTests {
             let disk = place.disk
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             let process = Process()
-            process.executableURL = ServerProcessTests.executable
+            process.executableURL = builtExecutable("lmcache_server")
             process.arguments = ["127.0.0.1", "\(place.port)"]
             process.environment = [
                 "LMCACHE_SERVER_MAX_SIZE": "\(memoryGiB)",

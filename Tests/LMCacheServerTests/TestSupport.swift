@@ -5,35 +5,6 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
-/// Runs an in-process server on a free loopback port for the duration of `body`.
-func withServer<R: Sendable>(
-    _ configuration: LMServerConfiguration = LMServerConfiguration(host: "127.0.0.1", port: 0, capacityBytes: 64 << 20),
-    _ body: @Sendable (LMServer, Int) async throws -> R
-) async throws -> R {
-    var configuration = configuration
-    configuration.host = "127.0.0.1"
-    let server = LMServer(configuration: configuration, logger: Logger(label: "test.server"))
-    // Stopped by a graceful shutdown, as the executables stop it on SIGTERM.
-    let services = ServiceGroup(services: [server], logger: Logger(label: "test.services"))
-    return try await withThrowingTaskGroup(of: R?.self) { group in
-        group.addTask {
-            try await services.run()
-            return nil
-        }
-        let port = try await server.listeningPort()
-        let result: R
-        do {
-            result = try await body(server, port)
-        } catch {
-            await services.triggerGracefulShutdown()
-            throw error
-        }
-        await services.triggerGracefulShutdown()
-        while try await group.next() != nil {}
-        return result
-    }
-}
-
 /// A raw TCP connection for byte-level tests.
 struct RawConnection {
     let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
@@ -92,14 +63,4 @@ func withRawConnection<R: Sendable>(port: Int, _ body: (inout RawConnection) asy
         var connection = RawConnection(channel: channel, iterator: inbound.makeAsyncIterator(), outbound: outbound)
         return try await body(&connection)
     }
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(15), _ condition: () async -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return await condition()
 }

@@ -2,6 +2,7 @@ import Foundation
 import Inference
 import LMCacheCore
 import LMCacheStorage
+import LMCacheTestSupport
 import OpenAIServer
 import Testing
 import Tokenizers

@@ -4,6 +4,7 @@ import Hummingbird
 import Inference
 import LMCacheCore
 import LMCacheStorage
+import LMCacheTestSupport
 import Logging
 import OpenAIServer
 import ServiceLifecycle
@@ -14,25 +15,11 @@ import Tokenizers
 import FoundationNetworking
 #endif
 
-/// The default model: `LMCACHE_TEST_MODEL`, else `~/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf`.
-/// Tests that need it fail (never skip) when it is missing.
-enum TestModel {
-    static var path: String {
-        if let path = ProcessInfo.processInfo.environment["LMCACHE_TEST_MODEL"], !path.isEmpty { return path }
-        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-        return home + "/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf"
-    }
-
-    struct Missing: Error, CustomStringConvertible {
-        let path: String
-        var description: String {
-            "test model not found at \(path): run scripts/fetch-model (or set LMCACHE_TEST_MODEL)"
-        }
-    }
-
+extension TestModel {
+    /// The loaded model and its tokenizer, shared by all tests of the process. Fails (never skips)
+    /// when the file is missing.
     static let shared: Result<(any LanguageModel, any Tokenizer), any Error> = Result {
-        guard FileManager.default.fileExists(atPath: path) else { throw Missing(path: path) }
-        let file = try GGUFFile(contentsOf: path)
+        let file = try GGUFFile(contentsOf: requirePath())
         return (try loadModel(from: file), try makeTokenizer(from: file))
     }
 

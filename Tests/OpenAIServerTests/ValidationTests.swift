@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import LMCacheTestSupport
 import OpenAIServer
 import Testing
 

@@ -1,18 +1,18 @@
-import ArgumentParser
+package import ArgumentParser
 import Foundation
-import GGUF
-import Inference
+package import GGUF
+package import Inference
 
 /// `--model PATH`, shared by the engine commands.
-struct ModelArguments: ParsableArguments {
+package struct ModelArguments: ParsableArguments {
     /// Where `scripts/fetch-model` puts the default model.
-    static var defaultModelPath: String {
+    package static var defaultModelPath: String {
         let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
         return home + "/.cache/lmcache/models/gemma-3-270m-Q4_K_M.gguf"
     }
 
     @Option(help: "GGUF model file (default: the Gemma 3 270M file that scripts/fetch-model installs).")
-    var model: String = ModelArguments.defaultModelPath
+    package var model: String = ModelArguments.defaultModelPath
 
     @Option(
         help: """
@@ -20,19 +20,21 @@ struct ModelArguments: ParsableArguments {
             its affinity mask capped by its cgroup CPU quota).
             """
     )
-    var threads: Int?
+    package var threads: Int?
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, not \(threads)") }
     }
 
     /// Applies `--threads`; call before loading a model.
-    func applyThreads() throws {
+    package func applyThreads() throws {
         if let threads { try EngineThreads.set(threads) }
     }
 
     /// Maps the file and loads the model; shows progress on a terminal.
-    func load() throws -> (file: GGUFFile, model: any LanguageModel, seconds: Double) {
+    package func load() throws -> (file: GGUFFile, model: any LanguageModel, seconds: Double) {
         try applyThreads()
         let interactive = isatty(STDERR_FILENO) != 0
         if interactive { FileHandle.standardError.write(Data("loading \(model)…".utf8)) }
@@ -52,10 +54,10 @@ struct ModelArguments: ParsableArguments {
 }
 
 /// Seconds since an arbitrary point, for timing.
-func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+package func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
 /// Prints one JSON object with sorted keys.
-func printJSON(_ object: [String: Any]) throws {
+package func printJSON(_ object: [String: Any]) throws {
     let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
     print(String(decoding: data, as: UTF8.self))
 }

@@ -8,9 +8,7 @@ import Testing
 /// that lives through both, and stopped gracefully by SIGTERM.
 struct ServerProcessTests {
     /// The `lmcache_server` binary next to the test bundle in the build directory.
-    static var executable: URL {
-        URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: "lmcache_server")
-    }
+    static var executable: URL { builtExecutable("lmcache_server") }
 
     static func freePort() throws -> Int { freeLoopbackPort() }
 

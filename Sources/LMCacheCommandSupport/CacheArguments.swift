@@ -1,6 +1,6 @@
-import ArgumentParser
-import LMCacheCore
-import Logging
+package import ArgumentParser
+package import LMCacheCore
+package import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -9,9 +9,9 @@ import Darwin
 #endif
 
 /// Options every command that uses the cache shares: where the configuration comes from.
-struct CacheArguments: ParsableArguments {
+package struct CacheArguments: ParsableArguments {
     @Option(name: .long, help: "A YAML configuration file (instead of LMCACHE_CONFIG_FILE).")
-    var config: String?
+    package var config: String?
 
     @Option(
         name: .customLong("set"),
@@ -20,10 +20,12 @@ struct CacheArguments: ParsableArguments {
             valueName: "key=value"
         )
     )
-    var overrides: [String] = []
+    package var overrides: [String] = []
+
+    package init() {}
 
     /// Loads file < environment < `--set`, logging warnings; exits with a clear message on errors.
-    func load(logger: Logger) throws -> LoadedConfiguration {
+    package func load(logger: Logger) throws -> LoadedConfiguration {
         do {
             var pairs: [(key: String, value: String)] = []
             for text in overrides { pairs.append(try ConfigurationLoader.parseOverride(text)) }
@@ -37,8 +39,8 @@ struct CacheArguments: ParsableArguments {
 }
 
 /// Sets up logging for a command: stderr, level from `LMCACHE_LOG_LEVEL` (default `info`).
-enum CommandLogging {
-    static func bootstrap(label: String) -> Logger {
+package enum CommandLogging {
+    package static func bootstrap(label: String) -> Logger {
         let level =
             getenv("LMCACHE_LOG_LEVEL").map { String(cString: $0) }.flatMap { Logger.Level(rawValue: $0.lowercased()) }
             ?? .info
@@ -52,14 +54,14 @@ enum CommandLogging {
 }
 
 /// Fails the command with `message` on stderr and exit status 1.
-struct CommandFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ message: String) { description = message }
+package struct CommandFailure: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ message: String) { description = message }
 }
 
 extension String {
     /// The string padded with spaces to `width` characters (unchanged if already as long).
-    func padded(to width: Int) -> String {
+    package func padded(to width: Int) -> String {
         count >= width ? self : self + String(repeating: " ", count: width - count)
     }
 }

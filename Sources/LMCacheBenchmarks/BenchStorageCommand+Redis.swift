@@ -1,4 +1,5 @@
 import ArgumentParser
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheRemote
 import LMCacheWire

@@ -1,3 +1,4 @@
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheStorage
 import Logging

@@ -2,6 +2,7 @@ import Foundation
 import LMCacheCore
 import LMCacheRemote
 import LMCacheStorage
+import LMCacheTestSupport
 import Logging
 import Testing
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheStorage
 

@@ -2,6 +2,7 @@ import LMCacheCore
 import LMCacheRemote
 import LMCacheServer
 import LMCacheStorage
+import LMCacheTestSupport
 import LMCacheWire
 import Logging
 import NIOCore

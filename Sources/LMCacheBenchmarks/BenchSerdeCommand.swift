@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Inference
 import Kernels
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheStorage
 import Tokenizers

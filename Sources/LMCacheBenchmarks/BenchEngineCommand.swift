@@ -3,6 +3,7 @@ import Foundation
 import GGUF
 import Inference
 import Kernels
+import LMCacheCommandSupport
 
 /// `lmcache bench engine`: prefill and decode speed of the built-in engine.
 struct BenchEngineCommand: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Inference
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheStorage
 import Tokenizers

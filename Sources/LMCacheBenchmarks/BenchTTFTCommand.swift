@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GGUF
 import Inference
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheRemote
 import LMCacheServer

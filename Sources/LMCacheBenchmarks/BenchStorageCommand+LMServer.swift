@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import LMCacheCommandSupport
 import LMCacheCore
 import LMCacheRemote
 import LMCacheServer
@@ -7,8 +8,8 @@ import LMCacheStorage
 import LMCacheWire
 import Logging
 import NIOCore
-import Synchronization
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
