@@ -335,6 +335,8 @@ public final class LMServerTier: StorageTier {
         let host = host
         let token = options.token
         let connectTimeout = TimeAmount(options.connectTimeout)
+        // The TLS handshake's outcome, made with the handlers (a failed channel empties its pipeline).
+        let secured = Mutex<EventLoopFuture<Void>?>(nil)
         let connecting = ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(TimeAmount(options.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -344,18 +346,21 @@ public final class LMServerTier: StorageTier {
             )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try security?.addHandlers(channel, host)
+                    if let handshake = try security?.addHandlers(channel, host) {
+                        secured.withLock { $0 = handshake }
+                    }
                     if let token { try channel.pipeline.syncOperations.addHandler(AccessTokenWriter(token: token)) }
                     try channel.pipeline.syncOperations.addHandler(LMClientHandler(maximumReplyBytes: maximumReply))
                 }
             }
             .connect(host: host, port: port)
-        guard let security else { return connecting }
+        guard security != nil else { return connecting }
         // A TLS handshake that fails (a certificate that does not verify) is a failed connect,
         // logged and backed off like a refused one; one that stalls is cut at the connect timeout.
         return connecting.flatMap { channel in
             let cutoff = channel.eventLoop.scheduleTask(in: connectTimeout) { channel.close(promise: nil) }
-            return security.ready(channel)
+            let handshake = secured.withLock { $0 } ?? channel.eventLoop.makeSucceededVoidFuture()
+            return handshake
                 .map { _ -> any Channel in
                     cutoff.cancel()
                     return channel

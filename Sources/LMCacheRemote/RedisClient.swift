@@ -202,6 +202,8 @@ package final class RedisClient: Sendable {
         let security = options.security
         let host = host
         let channel: any Channel
+        // The TLS handshake's outcome, made with the handlers (a failed channel empties its pipeline).
+        let secured = Mutex<EventLoopFuture<Void>?>(nil)
         do {
             channel = try await ClientBootstrap(group: eventLoopGroup)
                 .connectTimeout(TimeAmount(options.connectTimeout))
@@ -209,7 +211,9 @@ package final class RedisClient: Sendable {
                 .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try security?.addHandlers(channel, host)
+                        if let handshake = try security?.addHandlers(channel, host) {
+                            secured.withLock { $0 = handshake }
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(RESPValueDecoder(maximumBulkBytes: maximumBulk)))
                         try channel.pipeline.syncOperations.addHandler(RedisConnectionHandler())
@@ -220,7 +224,7 @@ package final class RedisClient: Sendable {
         } catch {
             throw RedisClientError(.unreachable, "cannot connect to \(address): \(error)")
         }
-        if let security {
+        if let handshake = secured.withLock({ $0 }) {
             // The TLS handshake's own error (a certificate that does not verify), not the failed
             // write of AUTH that would follow it; a stalled one is cut at the connect timeout.
             let cutoff = channel.eventLoop.scheduleTask(in: TimeAmount(options.connectTimeout)) {
@@ -228,7 +232,7 @@ package final class RedisClient: Sendable {
             }
             defer { cutoff.cancel() }
             do {
-                try await security.ready(channel).get()
+                try await handshake.get()
             } catch {
                 try? await channel.close()
                 throw RedisClientError(.unreachable, "TLS with \(address) failed: \(error)")

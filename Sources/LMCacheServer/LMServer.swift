@@ -106,7 +106,7 @@ public final class LMServer: Service {
                     channel.eventLoop.makeCompletedFuture {
                         let progress = FrameProgress()
                         let operations = channel.pipeline.syncOperations
-                        try security?.addHandlers(channel, nil)
+                        _ = try security?.addHandlers(channel, nil)
                         if let token = configuration.accessToken {
                             try operations.addHandler(
                                 AccessTokenGate(

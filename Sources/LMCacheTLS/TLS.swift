@@ -43,11 +43,10 @@ public enum TLS {
                 // cannot carry) is checked against the certificate's IP addresses.
                 let name = host.flatMap { isAddress($0) ? nil : $0 }
                 let operations = channel.pipeline.syncOperations
+                let handshake = channel.eventLoop.makePromise(of: Void.self)
                 try operations.addHandler(NIOSSLClientHandler(context: context, serverHostname: name))
-                try operations.addHandler(HandshakeWaiter(promise: channel.eventLoop.makePromise()))
-            },
-            ready: { channel in
-                channel.pipeline.handler(type: HandshakeWaiter.self).flatMap { $0.promise.futureResult }
+                try operations.addHandler(HandshakeWaiter(promise: handshake))
+                return handshake.futureResult
             }
         )
     }
@@ -73,6 +72,8 @@ public enum TLS {
         let context = try makeContext(configuration, files)
         return ConnectionSecurity(summary: summary) { channel, _ in
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+            // The server does not wait: a client that fails the handshake is closed by the handler.
+            return channel.eventLoop.makeSucceededVoidFuture()
         }
     }
 
@@ -192,7 +193,6 @@ private final class HandshakeWaiter: ChannelInboundHandler {
     init(promise: EventLoopPromise<Void>) { self.promise = promise }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // It stays in the pipeline (passing everything on): `ready` may look for it after this.
         if case .handshakeCompleted = event as? TLSUserEvent { promise.succeed() }
         context.fireUserInboundEventTriggered(event)
     }
