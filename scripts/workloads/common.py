@@ -190,7 +190,9 @@ def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, na
 
 
 def make_client(base_url: str, timeout: float) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=timeout)
+    # Two retries, as the client's default: a server that closes a kept-alive connection after a few
+    # requests (llama-server does) makes the next request on it fail to connect. A retry's time counts.
+    return openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=2, timeout=timeout)
 
 
 async def first_model(client: openai.AsyncOpenAI) -> str:
