@@ -48,7 +48,7 @@ extension LocalDiskTier {
 
         var statistics: Statistics {
             var result = counters
-            result.writable = writable && writesPausedUntil == nil
+            result.writable = writable && writesPausedUntil.map { ContinuousClock.now >= $0 } ?? true
             result.usedBytes = usedBytes
             result.count = entries.count
             return result
