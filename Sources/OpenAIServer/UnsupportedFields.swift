@@ -84,10 +84,29 @@ enum UnsupportedFields {
         Rule(name: "suffix", neutral: "\"\"", accepts: string("")),
     ]
 
+    /// The rules' fields of a request body, and nothing else (the prompt is not decoded again).
+    private struct Fields: Decodable {
+        var values: [String: Value] = [:]
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: Key.self)
+            for rule in UnsupportedFields.rules {
+                values[rule.name] = try container.decodeIfPresent(Value.self, forKey: Key(stringValue: rule.name))
+            }
+        }
+    }
+
     /// Throws for the first unsupported field of the JSON object `body` that asks for something;
     /// absent and `null` fields pass.
     static func check(_ body: Data) throws(APIError) {
-        guard let object = try? JSONDecoder().decode([String: Value].self, from: body) else { return }
+        guard let object = try? JSONDecoder().decode(Fields.self, from: body).values else { return }
         for rule in rules {
             guard let value = object[rule.name] else { continue }
             if case .null = value { continue }
