@@ -400,16 +400,21 @@ private final class Scheduler: @unchecked Sendable {
         }
     }
 
-    /// The kept sequence of tenant `salt` sharing the longest prefix with `prompt`, and that prefix's
-    /// length (at most `prompt.count − 1`); `nil` when none shares a token.
+    /// The kept sequence of tenant `salt` sharing the longest prefix with `prompt` that the rest of the
+    /// prompt can be computed after, and that prefix's length (at most `prompt.count − 1`); `nil` when
+    /// none shares a token. A sequence loaded from the cache holds its sliding-window layers only near
+    /// the end of what it loaded, so it cannot continue after a prefix that ends much earlier.
     func bestKept(for prompt: [Int32], salt: String?) -> (index: Int, shared: Int)? {
         var best: (index: Int, shared: Int)?
+        let windows = model.attentionWindows
         for (index, entry) in kept.enumerated() where entry.salt == salt {
             let tokens = entry.sequence.tokens
             let limit = min(tokens.count, prompt.count - 1)
             var shared = 0
             while shared < limit && tokens[shared] == prompt[shared] { shared += 1 }
-            if shared > (best?.shared ?? 0) { best = (index, shared) }
+            if shared > (best?.shared ?? 0) && entry.sequence.canContinue(at: shared, windows: windows) {
+                best = (index, shared)
+            }
         }
         return best
     }

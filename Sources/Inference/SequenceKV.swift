@@ -30,6 +30,11 @@ public final class SequenceKV {
     public let capacity: Int
     /// The tokens whose keys and values are stored, in order; `tokens.count` is the next position.
     public private(set) var tokens: [Int32] = []
+    /// Per layer, the first position whose keys and values the layer holds. All 0, but after a cache
+    /// load that filled the sliding-window layers only where the next token's window reaches (see
+    /// ``assumeTokens(_:partialLayers:from:)``): rows before it hold nothing, or another request's
+    /// bytes, and are never exported or attended to (``canContinue(at:windows:)``).
+    public private(set) var firstFilled: [Int]
 
     private var pages: [UnsafeMutablePointer<Float>] = []
 
@@ -44,6 +49,7 @@ public final class SequenceKV {
         self.layout = layout
         self.pageSize = pageSize
         self.capacity = capacity
+        self.firstFilled = Array(repeating: 0, count: layout.layers)
     }
 
     deinit {
@@ -130,6 +136,41 @@ public final class SequenceKV {
     public func truncate(to newCount: Int) {
         precondition(newCount >= 0 && newCount <= count, "cannot truncate to \(newCount) of \(count) tokens")
         tokens.removeLast(count - newCount)
+        forgetRows(from: newCount)
+    }
+
+    /// Records that positions from `position` on are about to be rewritten in every layer: a layer
+    /// that held nothing before `position` then holds nothing before it either, and then everything.
+    private func forgetRows(from position: Int) {
+        for layer in firstFilled.indices where firstFilled[layer] > position {
+            firstFilled[layer] = position
+        }
+    }
+
+    /// Whether tokens can be computed from `position` on after the first `position` tokens: every
+    /// layer holds the rows that such a token attends to (in a layer with window `w > 0`, the positions
+    /// from `position − w + 1`; with full attention, all). False when a cache load left a
+    /// sliding-window layer's earlier rows empty and `position` lies too close to them.
+    /// - Precondition: `windows` has one entry per layer; `position <= count`.
+    public func canContinue(at position: Int, windows: [Int]) -> Bool {
+        precondition(windows.count == firstFilled.count, "\(windows.count) windows for \(firstFilled.count) layers")
+        for (layer, first) in firstFilled.enumerated() where first > 0 {
+            let window = windows[layer]
+            let needed = window > 0 ? max(0, position - window + 1) : 0
+            if min(first, position) > needed { return false }
+        }
+        return true
+    }
+
+    /// Throws when a layer of `layers` (all when `nil`) holds nothing for part of `range`.
+    private func checkFilled(_ range: Range<Int>, layers: [Int]?) throws(InferenceError) {
+        guard !range.isEmpty else { return }
+        for layer in layers ?? Array(firstFilled.indices) where firstFilled[layer] > range.lowerBound {
+            throw InferenceError.invalidKV(
+                "layer \(layer) holds no keys and values before position \(firstFilled[layer]) "
+                    + "(a cache load filled only the window the next token sees), so \(range) cannot be exported"
+            )
+        }
     }
 
     /// The keys and values of `range`, as `layers × {K, V} × tokens × kvHeads × headDim` float32 bytes.
@@ -175,6 +216,7 @@ public final class SequenceKV {
         guard buffer.count == target.byteCount(tokens: range.count) else {
             throw InferenceError.invalidKV("\(buffer.count) bytes cannot hold \(range.count) tokens of \(target)")
         }
+        try checkFilled(range, layers: nil)
         guard !range.isEmpty, let base = buffer.baseAddress else { return }
         copyRows(range, buffer: base, export: true, dtype: dtype)
     }
@@ -241,6 +283,7 @@ public final class SequenceKV {
             copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false, dtype: dtype)
         }
         tokens.removeLast(count - start)
+        forgetRows(from: start)
         tokens.append(contentsOf: newTokens)
     }
 
@@ -268,6 +311,7 @@ public final class SequenceKV {
             throw InferenceError.invalidKV("export range \(range) is outside the \(count) stored tokens")
         }
         try checkLayers(layers, bytes: buffer.count, tokens: range.count, elementSize: dtype.size)
+        try checkFilled(range, layers: layers)
         guard !range.isEmpty, let base = buffer.baseAddress else { return }
         copyRows(range, buffer: base, export: true, layers: layers, dtype: dtype)
     }
@@ -275,7 +319,7 @@ public final class SequenceKV {
     /// Writes the keys and values of `layers` for positions `range` from `bytes` (the layout of
     /// ``exportKV(_:layers:into:)``), without changing which tokens the sequence holds: the caller
     /// completes the other layers, or knows they are never read (positions outside a layer's window),
-    /// and then records the tokens with ``assumeTokens(_:)``.
+    /// and then records the tokens with ``assumeTokens(_:partialLayers:from:)``.
     ///
     /// - Throws: ``InferenceError`` when a layer does not exist, the byte count does not match, or
     ///   `range` exceeds the capacity.
@@ -307,14 +351,26 @@ public final class SequenceKV {
     }
 
     /// Records that the sequence holds exactly `tokens`, whose keys and values the caller has written
-    /// with ``importKV(_:layers:positions:)``.
-    /// - Throws: ``InferenceError`` when `tokens` exceed the capacity.
-    public func assumeTokens(_ newTokens: [Int32]) throws(InferenceError) {
+    /// with ``importKV(_:layers:positions:)``: every layer for every position, but `partialLayers`,
+    /// which hold them only from position `start` on (a cache load fills a sliding-window layer only
+    /// where the next token's window reaches).
+    /// - Throws: ``InferenceError`` when `tokens` exceed the capacity or a layer does not exist.
+    public func assumeTokens(
+        _ newTokens: [Int32],
+        partialLayers: [Int] = [],
+        from start: Int = 0
+    ) throws(InferenceError) {
         guard newTokens.count <= capacity else {
             throw InferenceError.invalidKV("\(newTokens.count) tokens exceed capacity \(capacity)")
         }
+        if let bad = partialLayers.first(where: { !firstFilled.indices.contains($0) }) {
+            throw InferenceError.invalidKV("layer \(bad) does not exist in \(layout)")
+        }
         reserve(newTokens.count)
         tokens = newTokens
+        for layer in firstFilled.indices { firstFilled[layer] = 0 }
+        let first = min(max(start, 0), newTokens.count)
+        for layer in partialLayers { firstFilled[layer] = first }
     }
 
     private func checkLayers(

@@ -295,6 +295,7 @@ final class TransformerCore: Sendable {
         }
         try checkVocabulary(tokens)
         let positions = sequences.map(\.count)
+        for (kv, p) in zip(sequences, positions) { try checkAttended(kv, from: p) }
         for (kv, p) in zip(sequences, positions) { kv.reserve(p + 1) }
 
         let d = c.hiddenSize
@@ -449,8 +450,20 @@ extension TransformerCore {
         guard p0 + tokens.count <= kv.capacity else {
             throw InferenceError.invalidInput("\(p0 + tokens.count) tokens exceed the context of \(kv.capacity)")
         }
+        try checkAttended(kv, from: p0)
         kv.reserve(p0 + tokens.count)
         return p0
+    }
+
+    /// Throws when a token computed at `position` would attend to rows of `kv` that a cache load left
+    /// empty (a sliding-window layer filled only near the end of the loaded prefix).
+    func checkAttended(_ kv: SequenceKV, from position: Int) throws(InferenceError) {
+        guard kv.canContinue(at: position, windows: spec.windows) else {
+            throw InferenceError.invalidKV(
+                "the sequence's sliding-window layers hold no keys and values for the window of position "
+                    + "\(position) (filled from \(kv.firstFilled.max() ?? 0))"
+            )
+        }
     }
 
     /// The attention norm of `count` rows of `x` into the `h` slot, then their queries, keys and values

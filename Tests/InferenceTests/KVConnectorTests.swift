@@ -251,6 +251,44 @@ struct KVConnectorTests {
         #expect(partial.tokens == reference.tokens)
     }
 
+    @Test("a window-aware load records where its sliding-window layers start; nothing reads or exports before it")
+    func partialLayersGuarded() async throws {
+        let model = try TestModel.model()
+        let connector = try makeConnector(model: model)
+        let groups = try #require(connector.layerGroups)
+        let prompt = sampleTokens(1300, seed: 18)
+        _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
+        let lookup = await connector.lookup(prompt + [818])
+        let sequence = model.makeSequence()
+        #expect(try connector.load(lookup, into: sequence) == 1280)
+        // The windowed layers hold positions 768..<1280 (chunks 3 and 4), the full-attention ones all.
+        for layer in groups.windowed { #expect(sequence.firstFilled[layer] == 768) }
+        for layer in groups.full { #expect(sequence.firstFilled[layer] == 0) }
+        let windows = model.attentionWindows
+        #expect(sequence.canContinue(at: 1280, windows: windows))
+        // Position 1279's window starts at 768; position 1278's at 767, which was never filled.
+        #expect(sequence.canContinue(at: 1279, windows: windows))
+        #expect(!sequence.canContinue(at: 1278, windows: windows))
+        #expect(!sequence.canContinue(at: 300, windows: windows))
+        // Exports of rows never filled are refused, of filled ones allowed.
+        #expect(throws: InferenceError.self) { try sequence.exportKV(512..<768) }
+        var windowedRows = [UInt8](repeating: 0, count: groups.windowed.count * 2 * 256 * sequence.layout.rowElements * 4)
+        windowedRows.withUnsafeMutableBytes { buffer in
+            #expect(throws: InferenceError.self) { try sequence.exportKV(0..<256, layers: groups.windowed, into: buffer) }
+            #expect(throws: Never.self) { try sequence.exportKV(768..<1024, layers: groups.windowed, into: buffer) }
+        }
+        #expect(try sequence.exportKV(768..<1024).count == connector.engineLayout.byteCount(tokens: 256))
+        // Computing after a prefix the windowed rows do not cover is an error, not wrong logits.
+        sequence.truncate(to: 300)
+        #expect(throws: InferenceError.self) {
+            _ = try model.forward([818], sequence: sequence, outputs: .last, workspace: Workspace())
+        }
+        // Emptied, the sequence is whole again.
+        sequence.truncate(to: 0)
+        #expect(sequence.firstFilled.allSatisfy { $0 == 0 })
+        #expect(sequence.canContinue(at: 0, windows: windows))
+    }
+
     @Test("window_aware_loading off: one object of all layers per chunk, exact")
     func wholeChunks() async throws {
         let model = try TestModel.model()

@@ -89,6 +89,34 @@ struct SchedulerTests {
         #expect(rb.tokens == expected[1])
     }
 
+    @Test("a kept sequence loaded from the cache is taken over only where its sliding-window layers reach")
+    func keptAfterWindowedLoad() async throws {
+        let model = try TestModel.model()
+        let document = BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [1300])[0]
+        let connector = try makeConnector(model: model)
+        let limits = SchedulerLimits(maxSequences: 1, prefillChunkTokens: 256)
+        // One engine computes and stores the document; a second, on the same tiers, loads it (its
+        // sliding-window layers only from position 768, the window of position 1280) and keeps it.
+        let storer = GenerationEngine(
+            model: model, tokenizer: try Self.tokenizer(), connector: connector, limits: limits)
+        _ = try await storer.generate(GenerationRequest(prompt: document + [25], maxTokens: 1))
+        let engine = GenerationEngine(
+            model: model, tokenizer: try Self.tokenizer(), connector: connector, limits: limits)
+        let loaded = try await engine.generate(GenerationRequest(prompt: document + [818], maxTokens: 1))
+        #expect(loaded.cachedTokens == 1280)
+        // A prompt sharing the document's first 300 tokens: the kept sequence lacks the windowed rows
+        // those tokens' windows need, so the first chunk comes from the tiers instead.
+        let branch = Array(document[..<300]) + BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [40])[0].dropFirst()
+        let early = try await engine.generate(GenerationRequest(prompt: branch, maxTokens: 5))
+        #expect(early.cachedTokens == 256)
+        #expect(early.tokens == (try Self.alone(model, branch, maxTokens: 5)))
+        // A prompt sharing 1290 tokens takes the kept sequence over: its window starts at 779.
+        let late = Array(document[..<1290]) + [1437, 603, 496]
+        let taken = try await engine.generate(GenerationRequest(prompt: late, maxTokens: 5))
+        #expect(taken.cachedTokens == 1290)
+        #expect(taken.tokens == (try Self.alone(model, late, maxTokens: 5)))
+    }
+
     @Test("no more sequences run at once than allowed, by count and by KV budget")
     func limits() async throws {
         let model = try TestModel.model()

@@ -261,7 +261,10 @@ public final class KVConnector: Sendable {
                 try sequence.importKV(bytes, of: layout.dtype, layers: groups.windowed, positions: range)
             }
         }
-        try sequence.assumeTokens(Array(lookup.tokens[..<target]))
+        // The sliding-window layers hold only the window of the first token to compute.
+        let windowedFrom =
+            lookup.windowHits.isEmpty ? target : lookup.windowedChunks[lookup.windowStart].range.lowerBound
+        try sequence.assumeTokens(Array(lookup.tokens[..<target]), partialLayers: groups.windowed, from: windowedFrom)
         return target
     }
 
