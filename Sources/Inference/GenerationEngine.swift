@@ -139,6 +139,10 @@ public final class GenerationEngine: Sendable {
     /// running, since the engine started.
     public var cancelledRequests: Int { scheduler.cancelledCount.load(ordering: .relaxed) }
 
+    /// Prompt tokens copied from another request's keys and values (running or kept) instead of computed,
+    /// since the engine started.
+    public var copiedPromptTokens: Int { scheduler.copiedTokens.load(ordering: .relaxed) }
+
     /// Whether ``cancelAll()`` was called.
     public var isStopped: Bool { inbox.state.withLock { $0.stopped } }
 
@@ -305,6 +309,8 @@ private final class Scheduler: @unchecked Sendable {
     let waiting = Atomic(0)
     /// Jobs stopped because they were cancelled.
     let cancelledCount = Atomic(0)
+    /// Prompt tokens copied from another request's sequence instead of computed.
+    let copiedTokens = Atomic(0)
     /// Pages kept by a pooled sequence, in tokens.
     let retainedTokens = 4096
 
@@ -356,10 +362,18 @@ private final class Scheduler: @unchecked Sendable {
         for job in active where job.isCancelled {
             finish(job)
         }
-        // The prompt with the fewest tokens left goes first (the oldest on ties): short prompts, such as
-        // a cache hit's tail, get their first token without waiting for a long prompt to finish.
         let prefilling = active.filter { $0.phase == .prefill }
-        if let job = prefilling.min(by: { $0.remainingPromptTokens < $1.remainingPromptTokens }) {
+        if let (job, donor) = nextPrefill(prefilling) {
+            if let (source, shared) = donor, let sequence = job.sequence {
+                do {
+                    let held = sequence.count
+                    try sequence.copyPrefix(of: source, count: shared)
+                    job.loaded = shared
+                    copiedTokens.add(shared - held, ordering: .relaxed)
+                } catch {
+                    // Not expected (same model, checked lengths); the prompt is then computed instead.
+                }
+            }
             prefillPiece(job)
         }
         let decoding = active.filter { $0.phase == .decode }
@@ -400,6 +414,69 @@ private final class Scheduler: @unchecked Sendable {
         }
     }
 
+    /// The prompt to compute a piece of next, and the sequence to copy its first tokens from first.
+    ///
+    /// The prompt with the fewest tokens left goes first (the oldest on ties): short prompts, such as a
+    /// cache hit's tail, get their first token without waiting for a long prompt to finish. Tokens that
+    /// another sequence of the same tenant holds (a request running or finished, not blended) count as
+    /// done: they are copied instead of computed. A prompt that shares more with a prompt being computed
+    /// ahead of it than it holds waits for it, so that many requests arriving at once with one system
+    /// prompt compute it once, not once each.
+    func nextPrefill(_ prefilling: [Job]) -> (job: Job, donor: (SequenceKV, Int)?)? {
+        var best: (job: Job, donor: (SequenceKV, Int)?, remaining: Int)?
+        for job in prefilling {
+            guard let sequence = job.sequence else { continue }
+            var donor: (SequenceKV, Int)?
+            if sharesPrefixes(job) && sequence.count == job.loaded {
+                if isWaitingForPrefix(job, among: prefilling) { continue }
+                donor = bestDonor(for: job, holding: sequence.count)
+            }
+            let remaining = job.request.prompt.count - max(sequence.count, donor?.1 ?? 0)
+            if remaining < best?.remaining ?? .max { best = (job, donor, remaining) }
+        }
+        return best.map { ($0.job, $0.donor) }
+    }
+
+    /// Whether `job` may take keys and values that other requests computed: it uses the cache for
+    /// prefix reuse, with the arithmetic that makes every split of a prompt compute the same values.
+    func sharesPrefixes(_ job: Job) -> Bool {
+        guard let cache = job.cache else { return false }
+        return cache.blend == nil && KVConnector.loadAlignment == 1
+    }
+
+    /// Whether a prompt of the same tenant being computed ahead of `job` (more tokens computed, or as
+    /// many and older) will hold more of `job`'s prompt than `job` holds and has not yet.
+    func isWaitingForPrefix(_ job: Job, among prefilling: [Job]) -> Bool {
+        guard let held = job.sequence?.count, let order = active.firstIndex(where: { $0 === job }) else { return false }
+        for other in prefilling where other !== job && other.request.salt == job.request.salt && sharesPrefixes(other) {
+            guard let progress = other.sequence?.count,
+                progress > held || (progress == held && (active.firstIndex { $0 === other } ?? .max) < order)
+            else { continue }
+            let common = sharedPrefix(other.request.prompt, job.request.prompt, limit: job.request.prompt.count - 1)
+            if common > held && progress < common { return true }
+        }
+        return false
+    }
+
+    /// The sequence of `job`'s tenant (a running request's, or a kept one) holding the longest prefix of
+    /// its prompt beyond `held` tokens that the rest can be computed after, and that prefix's length.
+    func bestDonor(for job: Job, holding held: Int) -> (SequenceKV, Int)? {
+        let prompt = job.request.prompt
+        let windows = model.attentionWindows
+        var candidates: [SequenceKV] = active.compactMap { other in
+            other !== job && other.request.salt == job.request.salt && sharesPrefixes(other) ? other.sequence : nil
+        }
+        candidates += kept.lazy.filter { $0.salt == job.request.salt }.map(\.sequence)
+        var best: (SequenceKV, Int)?
+        for candidate in candidates {
+            let shared = sharedPrefix(candidate.tokens, prompt, limit: prompt.count - 1)
+            if shared > max(held, best?.1 ?? 0) && candidate.canContinue(at: shared, windows: windows) {
+                best = (candidate, shared)
+            }
+        }
+        return best
+    }
+
     /// The kept sequence of tenant `salt` sharing the longest prefix with `prompt` that the rest of the
     /// prompt can be computed after, and that prefix's length (at most `prompt.count − 1`); `nil` when
     /// none shares a token. A sequence loaded from the cache holds its sliding-window layers only near
@@ -408,10 +485,7 @@ private final class Scheduler: @unchecked Sendable {
         var best: (index: Int, shared: Int)?
         let windows = model.attentionWindows
         for (index, entry) in kept.enumerated() where entry.salt == salt {
-            let tokens = entry.sequence.tokens
-            let limit = min(tokens.count, prompt.count - 1)
-            var shared = 0
-            while shared < limit && tokens[shared] == prompt[shared] { shared += 1 }
+            let shared = sharedPrefix(entry.sequence.tokens, prompt, limit: prompt.count - 1)
             if shared > (best?.shared ?? 0) && entry.sequence.canContinue(at: shared, windows: windows) {
                 best = (index, shared)
             }
@@ -545,6 +619,14 @@ private final class Scheduler: @unchecked Sendable {
             pool.append(sequence)
         }
     }
+}
+
+/// How many leading tokens `a` and `b` have in common, at most `limit`.
+private func sharedPrefix(_ a: [Int32], _ b: [Int32], limit: Int) -> Int {
+    let end = min(a.count, b.count, limit)
+    var shared = 0
+    while shared < end && a[shared] == b[shared] { shared += 1 }
+    return shared
 }
 
 /// A finished request's sequence kept in the engine's memory, with the tenant its KV belongs to.

@@ -287,6 +287,46 @@ public final class SequenceKV {
         tokens.append(contentsOf: newTokens)
     }
 
+    /// Makes this sequence hold the first `count` tokens of `source` with their keys and values, copied
+    /// row by row (no conversion). Rows this sequence already holds for the same leading tokens are
+    /// kept; a layer that `source` holds only from some position on is held from there on here too.
+    ///
+    /// Exact only when both sequences were computed with the same arithmetic, as every sequence of one
+    /// model is.
+    ///
+    /// - Throws: ``InferenceError`` when `source` is this sequence, has another layout, holds fewer
+    ///   than `count` tokens, or `count` exceeds the capacity.
+    /// - Complexity: O(copied tokens × layers × kvHeads × headDim).
+    package func copyPrefix(of source: SequenceKV, count newCount: Int) throws(InferenceError) {
+        guard source !== self, source.layout == layout else {
+            throw InferenceError.invalidKV("cannot copy KV from \(source === self ? "the sequence itself" : "\(source.layout)")")
+        }
+        guard newCount >= 0, newCount <= source.count, newCount <= capacity else {
+            throw InferenceError.invalidKV("cannot copy \(newCount) tokens of a sequence of \(source.count)")
+        }
+        var common = 0
+        let limit = min(count, newCount)
+        while common < limit && tokens[common] == source.tokens[common] { common += 1 }
+        reserve(newCount)
+        let row = layout.rowElements
+        for layer in 0..<layout.layers {
+            let sourceFirst = min(source.firstFilled[layer], newCount)
+            // Rows this sequence holds for the common tokens stay when both hold the layer from 0.
+            let start = firstFilled[layer] == 0 && sourceFirst == 0 ? common : sourceFirst
+            for kv in 0..<2 {
+                var t = start
+                while t < newCount {
+                    let n = min(pageSize - t % pageSize, source.pageSize - t % source.pageSize, newCount - t)
+                    self.row(layer: layer, kv: kv, position: t)
+                        .update(from: source.row(layer: layer, kv: kv, position: t), count: n * row)
+                    t += n
+                }
+            }
+            firstFilled[layer] = sourceFirst
+        }
+        tokens = Array(source.tokens[..<newCount])
+    }
+
     /// Writes the keys and values of `layers` (in that order) for `range` into `buffer`: the
     /// ``exportKV(_:into:)`` layout restricted to those layers.
     ///

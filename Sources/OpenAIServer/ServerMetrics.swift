@@ -94,6 +94,12 @@ final class ServerMetrics: Sendable {
         )
         out += "lmcache_engine_requests_cancelled_total \(engine.cancelledRequests)\n"
         family(
+            "lmcache_engine_copied_prompt_tokens_total",
+            "counter",
+            "Prompt tokens copied from another request's keys and values in the engine instead of computed."
+        )
+        out += "lmcache_engine_copied_prompt_tokens_total \(engine.copiedPromptTokens)\n"
+        family(
             "lmcache_client_disconnects_total",
             "counter",
             "Generations, streamed or not, stopped because the client went away."

@@ -83,8 +83,10 @@ struct SchedulerTests {
         async let b = engine.generate(GenerationRequest(prompt: prompts[1], maxTokens: 5))
         let (ra, rb) = try await (a, b)
         // One takes over the first request's kept KV (the whole 540-token document), the other loads the
-        // document's two full chunks from the CPU tier: both paths at once, both exact.
-        #expect(Set([ra.cachedTokens, rb.cachedTokens]) == [540, 512])
+        // document's two full chunks from the CPU tier and copies the last 28 tokens from the first:
+        // the three paths at once, all exact.
+        #expect(ra.cachedTokens == 540 && rb.cachedTokens == 540)
+        #expect(engine.copiedPromptTokens == 28)
         #expect(ra.tokens == expected[0])
         #expect(rb.tokens == expected[1])
     }
@@ -115,6 +117,39 @@ struct SchedulerTests {
         let taken = try await engine.generate(GenerationRequest(prompt: late, maxTokens: 5))
         #expect(taken.cachedTokens == 1290)
         #expect(taken.tokens == (try Self.alone(model, late, maxTokens: 5)))
+    }
+
+    @Test("requests arriving together with one long prefix compute it once, exactly; another tenant copies nothing")
+    func sharedPrefixInFlight() async throws {
+        let model = try TestModel.model()
+        let system = BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [700])[0]
+        let questions: [[Int32]] = [[818, 5279, 603], [1437, 603], [496, 818, 25, 1437], [5279, 25]]
+        let prompts = questions.map { system + $0 }
+        let expected = try prompts.map { try Self.alone(model, $0, maxTokens: 4) }
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            connector: try makeConnector(model: model),
+            limits: SchedulerLimits(maxSequences: 5, prefillChunkTokens: 256)
+        )
+        let requests = prompts.map { GenerationRequest(prompt: $0, maxTokens: 4) }
+            + [GenerationRequest(prompt: prompts[0], maxTokens: 4, salt: "other tenant")]
+        let results = try await withThrowingTaskGroup(of: (Int, GenerationResult).self) { group in
+            for (i, request) in requests.enumerated() {
+                group.addTask { (i, try await engine.generate(request)) }
+            }
+            return try await group.reduce(into: [Int: GenerationResult]()) { $0[$1.0] = $1.1 }
+        }
+        for i in prompts.indices {
+            #expect(results[i]?.tokens == expected[i], "request \(i)")
+        }
+        #expect(results[4]?.tokens == expected[0])
+        // One request computes the 700 shared tokens; the other three of its tenant copy them.
+        let cached = prompts.indices.map { results[$0]?.cachedTokens ?? -1 }
+        #expect(cached.sorted() == [0, 700, 700, 700], "cached tokens \(cached)")
+        #expect(engine.copiedPromptTokens >= 700)
+        // The other tenant's request runs beside them and reuses none of their keys and values.
+        #expect(results[4]?.cachedTokens == 0)
     }
 
     @Test("no more sequences run at once than allowed, by count and by KV budget")

@@ -274,7 +274,8 @@ public final class KVConnector: Sendable {
         }
     }
 
-    /// Stores the chunks of `lookup` that the cache lacked and whose tokens `sequence` now holds.
+    /// Stores the chunks of `lookup` that the cache lacked and whose tokens `sequence` now holds (but
+    /// those the CPU tier holds by now, stored by another request).
     ///
     /// Each chunk is exported into a new heap buffer and passed to ``StorageManager/store(_:)``, which
     /// copies it into the CPU tier and queues it for the slower tiers; this call never waits for I/O.
@@ -324,6 +325,9 @@ public final class KVConnector: Sendable {
             } else {
                 parts = [(chunk.key, nil)]
             }
+            // A chunk the CPU tier holds already (stored by the request whose KV this one copied or
+            // took over) is not exported again.
+            if let cpu = storage.cpu, parts.allSatisfy({ cpu.contains($0.key) }) { continue }
             var exported: [KVChunk] = []
             for (key, layers) in parts {
                 guard let object = try? export(chunk.range, layers: layers, from: sequence) else { break }
