@@ -1,6 +1,7 @@
 public import LMCacheWire
 public import Logging
 public import NIOCore
+import LMCacheRemote
 import NIOPosix
 import Synchronization
 #if LMCACHE_TSAN
@@ -28,6 +29,12 @@ public final class ControllerClient: Sendable {
         public var requestTimeout: Duration = .seconds(2)
         /// After a failed connect, requests fail at once for this long. Default 500 ms.
         public var retryDelay: Duration = .milliseconds(500)
+        /// The shared token sent first on each connection (``LMAccessToken``; `p2p_token`), for a
+        /// controller started with one; `nil` sends none.
+        public var token: String?
+        /// TLS handlers for each connection (`p2p_tls`; `LMCacheTLS` makes them), for a controller that
+        /// speaks TLS; a certificate that does not verify is a failed connect.
+        public var security: ConnectionSecurity?
 
         /// The defaults.
         public init() {}
@@ -140,17 +147,18 @@ public final class ControllerClient: Sendable {
     }
 
     private func makeConnection() -> EventLoopFuture<any Channel> {
-        ClientBootstrap(group: eventLoopGroup)
-            .connectTimeout(TimeAmount(options.connectTimeout))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let operations = channel.pipeline.syncOperations
-                    try operations.addHandler(ByteToMessageHandler(ControllerMessageDecoder()))
-                    try operations.addHandler(ControllerClientHandler())
-                }
-            }
-            .connect(host: host, port: port)
+        SecuredConnection(
+            host: host,
+            port: port,
+            connectTimeout: options.connectTimeout,
+            security: options.security,
+            token: options.token
+        ) { channel in
+            let operations = channel.pipeline.syncOperations
+            try operations.addHandler(ByteToMessageHandler(ControllerMessageDecoder()))
+            try operations.addHandler(ControllerClientHandler())
+        }
+        .connect(on: eventLoopGroup)
     }
 }
 

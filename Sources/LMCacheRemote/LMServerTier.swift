@@ -331,46 +331,16 @@ public final class LMServerTier: StorageTier {
 
     private func makeConnection() -> EventLoopFuture<any Channel> {
         let maximumReply = options.maximumValueBytes
-        let security = options.security
-        let host = host
-        let token = options.token
-        let connectTimeout = TimeAmount(options.connectTimeout)
-        // The TLS handshake's outcome, made with the handlers (a failed channel empties its pipeline).
-        let secured = Mutex<EventLoopFuture<Void>?>(nil)
-        let connecting = ClientBootstrap(group: eventLoopGroup)
-            .connectTimeout(TimeAmount(options.connectTimeout))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(
-                .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20)
-            )
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let handshake = try security?.addHandlers(channel, host) {
-                        secured.withLock { $0 = handshake }
-                    }
-                    if let token { try channel.pipeline.syncOperations.addHandler(AccessTokenWriter(token: token)) }
-                    try channel.pipeline.syncOperations.addHandler(LMClientHandler(maximumReplyBytes: maximumReply))
-                }
-            }
-            .connect(host: host, port: port)
-        guard security != nil else { return connecting }
-        // A TLS handshake that fails (a certificate that does not verify) is a failed connect,
-        // logged and backed off like a refused one; one that stalls is cut at the connect timeout.
-        return connecting.flatMap { channel in
-            let cutoff = channel.eventLoop.scheduleTask(in: connectTimeout) { channel.close(promise: nil) }
-            let handshake = secured.withLock { $0 } ?? channel.eventLoop.makeSucceededVoidFuture()
-            return handshake
-                .map { _ -> any Channel in
-                    cutoff.cancel()
-                    return channel
-                }
-                .flatMapErrorThrowing { error in
-                    cutoff.cancel()
-                    channel.close(promise: nil)
-                    throw error
-                }
+        return SecuredConnection(
+            host: host,
+            port: port,
+            connectTimeout: options.connectTimeout,
+            security: options.security,
+            token: options.token
+        ) { channel in
+            try channel.pipeline.syncOperations.addHandler(LMClientHandler(maximumReplyBytes: maximumReply))
         }
+        .connect(on: eventLoopGroup)
     }
 
     /// Closes every connection. Requests after this reconnect.

@@ -199,44 +199,25 @@ package final class RedisClient: Sendable {
     /// Opens a connection, then authenticates and selects the database.
     private func connect() async throws -> any Channel {
         let maximumBulk = options.maximumValueBytes
-        let security = options.security
-        let host = host
         let channel: any Channel
-        // The TLS handshake's outcome, made with the handlers (a failed channel empties its pipeline).
-        let secured = Mutex<EventLoopFuture<Void>?>(nil)
         do {
-            channel = try await ClientBootstrap(group: eventLoopGroup)
-                .connectTimeout(TimeAmount(options.connectTimeout))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        if let handshake = try security?.addHandlers(channel, host) {
-                            secured.withLock { $0 = handshake }
-                        }
-                        try channel.pipeline.syncOperations.addHandler(
-                            ByteToMessageHandler(RESPValueDecoder(maximumBulkBytes: maximumBulk)))
-                        try channel.pipeline.syncOperations.addHandler(RedisConnectionHandler())
-                    }
-                }
-                .connect(host: host, port: port)
-                .get()
+            channel = try await SecuredConnection(
+                host: host,
+                port: port,
+                connectTimeout: options.connectTimeout,
+                security: options.security
+            ) { channel in
+                try channel.pipeline.syncOperations.addHandler(
+                    ByteToMessageHandler(RESPValueDecoder(maximumBulkBytes: maximumBulk)))
+                try channel.pipeline.syncOperations.addHandler(RedisConnectionHandler())
+            }
+            .connect(on: eventLoopGroup)
+            .get()
         } catch {
-            throw RedisClientError(.unreachable, "cannot connect to \(address): \(error)")
-        }
-        if let handshake = secured.withLock({ $0 }) {
-            // The TLS handshake's own error (a certificate that does not verify), not the failed
-            // write of AUTH that would follow it; a stalled one is cut at the connect timeout.
-            let cutoff = channel.eventLoop.scheduleTask(in: TimeAmount(options.connectTimeout)) {
-                channel.close(promise: nil)
-            }
-            defer { cutoff.cancel() }
-            do {
-                try await handshake.get()
-            } catch {
-                try? await channel.close()
-                throw RedisClientError(.unreachable, "TLS with \(address) failed: \(error)")
-            }
+            // With TLS, a certificate that does not verify is reported here as itself, not as the
+            // failed write of AUTH that would follow it.
+            let link = options.security == nil ? "" : " over TLS"
+            throw RedisClientError(.unreachable, "cannot connect to \(address)\(link): \(error)")
         }
         var handshake: [RESPCommand] = []
         if let password = options.password {

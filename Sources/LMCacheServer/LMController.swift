@@ -38,6 +38,11 @@ public final class LMController: Service {
         public var maximumMessageBytes: Int
         /// Connections beyond this many are closed as soon as they are accepted. Default 1024.
         public var maximumConnections: Int
+        /// The shared token every connection must present first (``LMAccessToken``; `p2p_token`);
+        /// `nil` (the default) requires none. A connection without it is closed before any message
+        /// is read, so nobody without it can register an instance, report chunks or make the
+        /// controller forget them.
+        public var accessToken: String?
 
         /// Creates a configuration.
         public init(
@@ -57,6 +62,7 @@ public final class LMController: Service {
 
     /// The controller's settings.
     public let configuration: Configuration
+    private let security: ConnectionSecurity?
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let registry: Mutex<ControllerRegistry>
@@ -65,14 +71,23 @@ public final class LMController: Service {
     private let lookups = Counter(label: "lmcache.controller.lookups")
     private let lookupHits = Counter(label: "lmcache.controller.lookup_hits")
     private let protocolErrors = Counter(label: "lmcache.controller.protocol_errors")
+    private let refusedConnections = Counter(label: "lmcache.controller.refused_connections")
 
-    /// Creates a controller; it listens when ``run()`` is called.
+    /// Creates a controller; it listens when ``run()`` is called. `security` adds TLS to every
+    /// connection (`LMCacheTLS` makes it from `p2p_tls_cert_file` and `p2p_tls_key_file`).
+    /// - Precondition: ``Configuration/accessToken``, if set, is 1...1024 UTF-8 bytes.
     public init(
         configuration: Configuration,
+        security: ConnectionSecurity? = nil,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "lmcache.controller")
     ) {
+        precondition(
+            configuration.accessToken.map { (1...LMAccessToken.maximumLength).contains($0.utf8.count) } ?? true,
+            "an access token is 1...\(LMAccessToken.maximumLength) bytes"
+        )
         self.configuration = configuration
+        self.security = security
         self.registry = Mutex(ControllerRegistry(heartbeatTimeout: configuration.heartbeatTimeout))
         self.eventLoopGroup = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
         self.logger = logger
@@ -88,6 +103,10 @@ public final class LMController: Service {
     /// Listens, answers, and drops silent instances until a graceful shutdown or cancellation.
     public func run() async throws {
         let maximum = configuration.maximumMessageBytes
+        let token = configuration.accessToken
+        let security = security
+        let logger = logger
+        let refused = refusedConnections
         let server: NIOAsyncChannel<NIOAsyncChannel<ControllerMessage, ControllerMessage>, Never>
         do {
             server = try await ServerBootstrap(group: eventLoopGroup)
@@ -97,6 +116,17 @@ public final class LMController: Service {
                 .bind(host: configuration.host, port: configuration.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let operations = channel.pipeline.syncOperations
+                        _ = try security?.addHandlers(channel, nil)
+                        if let token {
+                            try operations.addHandler(
+                                AccessTokenGate(
+                                    token: token,
+                                    timeout: .seconds(10),
+                                    logger: logger,
+                                    onRefusal: { refused.increment() }
+                                )
+                            )
+                        }
                         try operations.addHandler(
                             ByteToMessageHandler(ControllerMessageDecoder(maximumLength: maximum))
                         )
@@ -117,6 +147,8 @@ public final class LMController: Service {
             metadata: [
                 "lmcache.address": "\(configuration.host):\(bound)",
                 "lmcache.heartbeat_timeout": "\(configuration.heartbeatTimeout)",
+                "lmcache.access_token": "\(token == nil ? "none" : "required")",
+                "lmcache.security": "\(security?.summary ?? "plain TCP")",
             ]
         )
         listening.finish(.success(bound))

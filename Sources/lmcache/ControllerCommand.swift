@@ -1,6 +1,9 @@
 import ArgumentParser
 import LMCacheCommandSupport
+import LMCacheCore
 import LMCacheServer
+import LMCacheTLS
+import LMCacheWire
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -15,7 +18,11 @@ struct ControllerCommand: AsyncParsableCommand {
             register, report the chunks they store and evict, and send heartbeats; a lookup answers \
             with the live peer holding the longest leading run of a prompt's chunks. The map lives \
             in memory: after a restart the instances register again and re-report what they hold. \
-            Stops gracefully on SIGTERM or SIGINT. See docs/p2p.md.
+            From the configuration (LMCACHE_CONFIG_FILE, --config, LMCACHE_* variables, --set), \
+            extra_config's p2p_token makes every connection present that token first, and \
+            p2p_tls (with p2p_tls_cert_file and p2p_tls_key_file, a certificate for the address in \
+            the instances' controller_url) makes the controller speak TLS: give it the instances' \
+            configuration. Stops gracefully on SIGTERM or SIGINT. See docs/p2p.md.
             """
     )
 
@@ -31,6 +38,8 @@ struct ControllerCommand: AsyncParsableCommand {
     )
     var heartbeatTimeout: Double = 10
 
+    @OptionGroup var cache: CacheArguments
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         guard heartbeatTimeout >= 0.1, heartbeatTimeout <= 86_400 else {
@@ -40,14 +49,24 @@ struct ControllerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = CommandLogging.bootstrap(label: "lmcache.controller")
-        let controller = LMController(
-            configuration: LMController.Configuration(
-                host: host,
-                port: port,
-                heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000))
-            ),
-            logger: logger
+        let config = try cache.load(logger: logger).configuration
+        var configuration = LMController.Configuration(
+            host: host,
+            port: port,
+            heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000))
         )
+        configuration.accessToken = config.p2pToken
+        var security: ConnectionSecurity?
+        if config.p2pTLS {
+            do {
+                let files = config.tlsFiles("p2p_tls")
+                security = try TLS.server(
+                    TLSFiles(link: files.link, certificateFile: files.certificateFile, keyFile: files.keyFile))
+            } catch {
+                throw CommandFailure("\(error)")
+            }
+        }
+        let controller = LMController(configuration: configuration, security: security, logger: logger)
         let group = ServiceGroup(services: [controller], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }

@@ -40,16 +40,19 @@ struct PeerSharing {
         let endpoint = try RemoteURL.endpoint(address)
         self.configuration = configuration
         self.logger = logger
-        controller = ControllerClient(host: endpoint.host, port: endpoint.port, logger: logger)
         // TLS and the token are off by default, as for lm://; with p2p_tls every instance serves
-        // with its certificate and verifies its peers'.
+        // with its certificate and verifies its peers' and the controller's; with p2p_token it
+        // presents the token to both.
         var options = P2PTier.Options()
         options.peer.token = configuration.p2pToken
+        var controllerOptions = ControllerClient.Options()
+        controllerOptions.token = configuration.p2pToken
         var serverSecurity: ConnectionSecurity?
         if configuration.p2pTLS {
             do {
                 let files = configuration.tlsFiles("p2p_tls")
                 options.peer.security = try TLS.client(TLSFiles(link: files.link, caFile: files.caFile))
+                controllerOptions.security = options.peer.security
                 if configuration.enableP2P {
                     serverSecurity = try TLS.server(
                         TLSFiles(link: files.link, certificateFile: files.certificateFile, keyFile: files.keyFile))
@@ -59,6 +62,8 @@ struct PeerSharing {
             }
         }
         self.serverSecurity = serverSecurity
+        controller = ControllerClient(
+            host: endpoint.host, port: endpoint.port, options: controllerOptions, logger: logger)
         tier =
             configuration.enableP2P
             ? P2PTier(instanceID: configuration.instanceID, controller: controller, options: options, logger: logger)

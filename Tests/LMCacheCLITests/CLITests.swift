@@ -81,7 +81,7 @@ struct CLITests {
         let path = FileManager.default.temporaryDirectory.appending(path: "lmcache-cli-\(getpid()).yaml").path
         try "chunk_size: 512\ncache_policy: LFU\nmax_local_cpu_size: 2\n".write(
             toFile: path,
-            atomically: true,
+            atomically: false,
             encoding: .utf8
         )
         let result = try await LMCacheExecutable.runAsync(

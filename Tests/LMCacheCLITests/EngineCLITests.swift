@@ -42,7 +42,7 @@ struct EngineCLITests {
         let model = try Self.requireModel()
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("lmcache-ppl-\(UUID().uuidString).txt")
         try "The lighthouse keeper climbed the stairs every morning to watch the sea.".write(
-            to: file, atomically: true, encoding: .utf8)
+            to: file, atomically: false, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         let result = try await LMCacheExecutable.runAsync(["perplexity", "--model", model, "--file", file.path, "--json"])
         #expect(result.status == 0, "\(result.stderr)")

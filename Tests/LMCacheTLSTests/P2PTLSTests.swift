@@ -72,4 +72,44 @@ struct P2PTLSTests {
             }
         }
     }
+
+    @Test("a controller with p2p_tls and p2p_token serves only instances with the CA and the token")
+    func controllerOverTLS() async throws {
+        let certificates = try await TestCertificates()
+        var configuration = LMController.Configuration(host: "127.0.0.1", port: 0)
+        configuration.accessToken = "members"
+        let controller = LMController(
+            configuration: configuration,
+            security: try TLS.server(certificates.serverFiles("p2p_tls"))
+        )
+        try await withRunningServices([controller], logger: Logger(label: "test.controller")) {
+            let port = try await controller.listeningPort()
+            func client(caFile: String?, token: String?) throws -> ControllerClient {
+                var options = ControllerClient.Options()
+                options.token = token
+                options.security = try caFile.map { try TLS.client(TLSFiles(link: "p2p_tls", caFile: $0)) }
+                options.retryDelay = .zero
+                return ControllerClient(host: "127.0.0.1", port: port, options: options)
+            }
+            let member = try client(caFile: certificates.caFile, token: "members")
+            #expect(try await member.send(.register(instanceID: "a", host: "127.0.0.1", port: 8200)) == .ok)
+            // Without the token, with a wrong one, with another CA or without TLS: no answer, and
+            // nothing registered or forgotten.
+            for (id, caFile, token) in [
+                ("b", certificates.caFile, nil), ("c", certificates.caFile, "guess"),
+                ("d", certificates.otherCAFile, "members"), ("e", nil, "members"),
+            ] {
+                let outsider = try client(caFile: caFile, token: token)
+                await #expect(throws: ControllerClientError.self, "instance \(id)") {
+                    _ = try await outsider.send(.register(instanceID: id, host: "127.0.0.1", port: 8200))
+                }
+                await #expect(throws: ControllerClientError.self, "instance \(id)") {
+                    _ = try await outsider.send(.deregister(instanceID: "a"))
+                }
+                await outsider.close()
+            }
+            #expect(controller.snapshot.instances.keys.sorted() == ["a"])
+            await member.close()
+        }
+    }
 }

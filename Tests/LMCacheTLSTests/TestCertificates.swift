@@ -40,7 +40,7 @@ final class TestCertificates: Sendable {
         )
         try
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
-            .write(toFile: path("leaf.ext"), atomically: true, encoding: .utf8)
+            .write(toFile: path("leaf.ext"), atomically: false, encoding: .utf8)
         try await Self.openssl([
             "x509", "-req", "-in", path("leaf.csr"), "-CA", path("ca.pem"), "-CAkey",
             path("ca.key"), "-set_serial", "2", "-days", "2", "-extfile", path("leaf.ext"), "-out", path("leaf.pem"),

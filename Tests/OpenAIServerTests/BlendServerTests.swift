@@ -11,7 +11,7 @@ import Tokenizers
 private func configuredEngine(yaml: String) throws -> (GenerationEngine, StorageManager?) {
     let (model, tokenizer) = try TestModel.shared.get()
     let file = FileManager.default.temporaryDirectory.appendingPathComponent("lmcache-blend-\(UUID().uuidString).yaml")
-    try yaml.write(to: file, atomically: true, encoding: .utf8)
+    try yaml.write(to: file, atomically: false, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: file) }
     let configuration = try ConfigurationLoader.load(environment: [:], configFile: file.path).configuration
     let storage = try StorageManager(configuration: configuration, prefault: false)
