@@ -189,10 +189,13 @@ let package = Package(
         ),
 
         // MARK: Serving
+        // The OpenAI request bodies, their checks and the chat template: no HTTP, so the fuzz build
+        // links them.
+        .target(name: "OpenAIProtocol", swiftSettings: commonSwiftSettings),
         .target(
             name: "OpenAIServer",
             dependencies: [
-                "Inference", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                "OpenAIProtocol", "Inference", "Tokenizers", "LMCacheCore", "LMCacheStorage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -273,7 +276,7 @@ let package = Package(
         .executableTarget(
             name: "lmcache-fuzz",
             dependencies: [
-                "GGUF", "LMCacheCore", "LMCacheStorage", "LMCacheRemote", "LMCacheWire",
+                "GGUF", "LMCacheCore", "LMCacheStorage", "LMCacheRemote", "LMCacheWire", "OpenAIProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: commonSwiftSettings
@@ -371,6 +374,11 @@ let package = Package(
                 "Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport",
             ],
             resources: [.copy("Resources")],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(
+            name: "OpenAIProtocolTests",
+            dependencies: ["OpenAIProtocol"],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(

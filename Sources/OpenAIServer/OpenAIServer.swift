@@ -1,5 +1,6 @@
 internal import Foundation
 internal import HTTPTypes
+internal import OpenAIProtocol
 public import Hummingbird
 public import Inference
 public import LMCacheStorage
@@ -108,9 +109,6 @@ public struct OpenAIServer: Sendable {
     /// OpenAI's default `max_tokens` for text completions.
     static let completionsDefaultMaxTokens = 16
 
-    /// The chat roles a request may use (`model` is Gemma's name for `assistant`).
-    static let chatRoles: Set<String> = ["system", "developer", "user", "assistant", "model"]
-
     /// The header that names a request's tenant when the body has no `cache_salt`.
     public static let tenantHeader = "X-Tenant-Id"
 
@@ -208,7 +206,7 @@ public struct OpenAIServer: Sendable {
         } catch {
             logger.error("request failed", metadata: ["lmcache.error": "\(error)"])
             response = Self.errorResponse(
-                APIError(status: .internalServerError, message: "\(error)", type: "server_error")
+                APIError(status: 500, message: "\(error)", type: "server_error")
             )
         }
         metrics.countRequest(endpoint: endpoint, status: response.status.code)
@@ -218,10 +216,7 @@ public struct OpenAIServer: Sendable {
     private func completions(_ request: Request, clientGone: Latch) async throws -> Response {
         var request = request
         let body = try await decode(CompletionRequest.self, from: &request)
-        guard body.prompt.values.count == 1 else {
-            throw APIError(message: "exactly one prompt string is supported", param: "prompt")
-        }
-        if body.logprobs != nil { throw Self.logprobsRefused("logprobs") }
+        try OpenAIRequestParser.checkCompletion(body)
         let tokens = engine.tokenizer.encode(body.prompt.values[0], addSpecial: true, parseSpecial: true)
         let generation = try makeGeneration(
             body,
@@ -274,17 +269,7 @@ public struct OpenAIServer: Sendable {
     private func chatCompletions(_ request: Request, clientGone: Latch) async throws -> Response {
         var request = request
         let body = try await decode(ChatCompletionRequest.self, from: &request)
-        guard !body.messages.isEmpty else { throw APIError(message: "messages must not be empty", param: "messages") }
-        // A role the template does not know would be rendered as a user turn: refuse it instead.
-        if let (index, message) = body.messages.enumerated().first(where: { !Self.chatRoles.contains($0.element.role) }) {
-            throw APIError(
-                message: "messages[\(index)].role '\(message.role)' is not one of \(Self.chatRoles.sorted().joined(separator: ", "))",
-                param: "messages[\(index)].role")
-        }
-        if body.logprobs == true { throw Self.logprobsRefused("logprobs") }
-        if let top = body.topLogprobs, try top.checked("top_logprobs", in: 0...20) > 0 {
-            throw Self.logprobsRefused("top_logprobs")
-        }
+        try OpenAIRequestParser.checkChat(body)
         let text = template.render(body.messages)
         let tokens = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
         let generation = try makeGeneration(
@@ -360,23 +345,9 @@ public struct OpenAIServer: Sendable {
         defaultMaxTokens: Int,
         request: Request
     ) throws(APIError) -> GenerationRequest {
-        if let n = body.n, n.value != 1 { throw APIError(message: "only n = 1 is supported", param: "n") }
-        if let t = body.temperature, !(t >= 0 && t <= 2) {
-            throw APIError(message: "temperature must be a number between 0 and 2", param: "temperature")
-        }
-        if let p = body.topP, !(p > 0 && p <= 1) {
-            throw APIError(message: "top_p must be a number in (0, 1]", param: "top_p")
-        }
-        if let k = body.topK, (k.value ?? -2) < -1 {
-            throw APIError(
-                message: "top_k must be an integer: -1 or 0 (every token), or a positive count",
-                param: "top_k"
-            )
-        }
-        if let seed = body.seed, seed.value == nil { throw APIError(message: JSONSeed.range, param: "seed") }
         let limit = maxModelLength
-        var requested: (field: String, count: Int)?
-        if let (field, value) = body.lengthLimit { requested = (field, try value.checked(field, in: 1...limit)) }
+        let parameters = try OpenAIRequestParser.parameters(body, maxModelLength: limit)
+        let requested = parameters.lengthLimit
         guard prompt.count < limit else {
             throw APIError(
                 message: "This model's maximum context length is \(limit) tokens. However, your prompt has "
@@ -396,29 +367,22 @@ public struct OpenAIServer: Sendable {
             )
         }
         let sampling = SamplingParameters(
-            temperature: Float(body.temperature ?? 1),
-            topK: max(0, body.topK?.value ?? 0),
-            topP: Float(body.topP ?? 1),
-            seed: body.seed?.value ?? UInt64.random(in: 0...UInt64.max)
+            temperature: Float(parameters.temperature),
+            topK: parameters.topK,
+            topP: Float(parameters.topP),
+            seed: parameters.seed ?? UInt64.random(in: 0...UInt64.max)
         )
         let headerSalt = HTTPField.Name(Self.tenantHeader).flatMap { request.headers[$0] }
-        let salt = body.cacheSalt ?? headerSalt
+        let salt = parameters.cacheSalt ?? headerSalt
         return GenerationRequest(
             prompt: prompt,
             maxTokens: requested?.count ?? min(defaultMaxTokens, room),
             sampling: sampling,
-            stop: body.stop?.values.filter { !$0.isEmpty } ?? [],
+            stop: parameters.stop,
             salt: salt.flatMap { $0.isEmpty ? nil : $0 }
         )
     }
 
-    /// The error of a request for log probabilities, which the engine does not compute.
-    static func logprobsRefused(_ field: String) -> APIError {
-        APIError(
-            message: "\(field) is not supported: this server does not compute log probabilities (omit the field)",
-            param: field
-        )
-    }
 
     /// Admits one more generation, unless as many as the engine runs plus
     /// ``Configuration/maxQueuedRequests`` are already admitted.
@@ -514,7 +478,7 @@ public struct OpenAIServer: Sendable {
 
     /// The error of a request that the server had no room for.
     static let queueFull = APIError(
-        status: .serviceUnavailable,
+        status: 503,
         message: "the server is at capacity: every running and queued place is taken; retry later",
         type: "server_error",
         code: "queue_full",
@@ -524,7 +488,7 @@ public struct OpenAIServer: Sendable {
     /// The error of a request that ran past ``Configuration/requestTimeout``.
     var timedOutError: APIError {
         APIError(
-            status: .gatewayTimeout,
+            status: 504,
             message: "the request did not finish within the server's request timeout of "
                 + "\(configuration.requestTimeout ?? .zero) and was cancelled",
             type: "server_error",
@@ -534,7 +498,7 @@ public struct OpenAIServer: Sendable {
 
     /// The error of a request that a shutdown cut short.
     static let shuttingDown = APIError(
-        status: .serviceUnavailable,
+        status: 503,
         message: "the server is shutting down; the request was cancelled before it finished",
         type: "server_error",
         code: "shutting_down"
@@ -665,75 +629,11 @@ public struct OpenAIServer: Sendable {
             buffer = try await request.collectBody(upTo: configuration.maxRequestBytes)
         } catch {
             throw APIError(
-                status: .contentTooLarge,
+                status: 413,
                 message: "the request body exceeds \(configuration.maxRequestBytes) bytes"
             )
         }
-        let data = Data(buffer.readableBytesView)
-        do {
-            let body = try JSONDecoder().decode(T.self, from: data)
-            try UnsupportedFields.check(data)
-            return body
-        } catch let error as APIError {
-            throw error
-        } catch let error as DecodingError {
-            throw Self.describe(error, body: data)
-        } catch {
-            throw APIError(message: "invalid request body: \(error)")
-        }
-    }
-
-    /// The error naming the field that `error` is about; "malformed JSON" only for a body that is not JSON.
-    static func describe(_ error: DecodingError, body: Data) -> APIError {
-        func path(_ codingPath: [any CodingKey]) -> String {
-            codingPath.reduce(into: "") { path, key in
-                if let index = key.intValue {
-                    path += "[\(index)]"
-                } else {
-                    path += path.isEmpty ? key.stringValue : "." + key.stringValue
-                }
-            }
-        }
-        switch error {
-        case .dataCorrupted(let context) where context.codingPath.isEmpty:
-            // The decoder says only "not valid JSON", of syntax errors and of numbers that no Swift type
-            // holds (1e400) alike; the parser's own message tells which.
-            do {
-                _ = try JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed)
-                return APIError(message: "invalid request body: \(context.debugDescription)")
-            } catch {
-                let detail = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
-                let kind = detail.hasPrefix("Number ") ? "invalid number" : "malformed JSON"
-                return APIError(message: "\(kind): \(detail)")
-            }
-        case .dataCorrupted(let context):
-            let field = path(context.codingPath)
-            return APIError(message: "\(field): \(context.debugDescription)", param: field)
-        case .keyNotFound(let key, let context):
-            let field = path(context.codingPath + [key])
-            return APIError(message: "\(field) is required", param: field)
-        case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
-            guard !context.codingPath.isEmpty else {
-                return APIError(message: "the request body must be a JSON object")
-            }
-            let field = path(context.codingPath)
-            return APIError(message: "\(field) must be \(expectation(type, context))", param: field)
-        @unknown default:
-            return APIError(message: "invalid request body: \(error)")
-        }
-    }
-
-    /// What a field of `type` must be, in words (`an integer`); a type of this module says it in its error.
-    private static func expectation(_ type: Any.Type, _ context: DecodingError.Context) -> String {
-        switch type {
-        case is Bool.Type: "a boolean"
-        case is any BinaryInteger.Type: "an integer"
-        case is any BinaryFloatingPoint.Type: "a number"
-        case is String.Type: "a string"
-        case is [Any].Type: "an array"
-        case is [String: Any].Type: "an object"
-        default: context.debugDescription
-        }
+        return try OpenAIRequestParser.decode(T.self, from: Data(buffer.readableBytesView))
     }
 
     static func finishReason(_ reason: FinishReason) -> String {
@@ -769,23 +669,25 @@ public struct OpenAIServer: Sendable {
         return buffer
     }
 
+    /// The status of an error's code, with its standard reason phrase.
+    static func httpStatus(_ code: Int) -> HTTPResponse.Status {
+        switch code {
+        case 400: .badRequest
+        case 413: .contentTooLarge
+        case 500: .internalServerError
+        case 503: .serviceUnavailable
+        case 504: .gatewayTimeout
+        default: HTTPResponse.Status(code: code)
+        }
+    }
+
     static func errorResponse(_ error: APIError) -> Response {
-        var response = json(ErrorBody(error), status: error.status)
+        var response = json(ErrorBody(error), status: httpStatus(error.status))
         if let seconds = error.retryAfter { response.headers[.retryAfter] = String(seconds) }
         return response
     }
 }
 
-/// A client's mistake (or a server failure), sent as an OpenAI-style error body.
-struct APIError: Error {
-    var status: HTTPResponse.Status = .badRequest
-    var message: String
-    var type = "invalid_request_error"
-    var param: String?
-    var code: String?
-    /// Seconds after which the client may try again (the `Retry-After` header).
-    var retryAfter: Int?
-}
 
 /// A place among the generations the server admits at once (``OpenAIServer/Configuration/maxQueuedRequests``),
 /// counted in ``ServerMetrics``; given back once, by ``release()`` or else when it is dropped (a streamed

@@ -5,6 +5,7 @@ import LMCacheRemote
 import LMCacheStorage
 import LMCacheWire
 import NIOCore
+import OpenAIProtocol
 
 /// The decoders that take bytes from outside, each as a fuzz target: it feeds one input to the
 /// decoder and lets it accept or refuse it. A crash, a trap (an overflow, an out-of-range index, a
@@ -27,6 +28,8 @@ enum FuzzTarget: String, CaseIterable {
     case gguf
     /// A configuration file (`LMCACHE_CONFIG_FILE`).
     case config
+    /// An OpenAI request body, as `lmcache serve` checks it for completions and for chat.
+    case openaiBody = "openai-body"
 
     /// Runs the target's decoder on `data`.
     func run(_ data: UnsafeRawBufferPointer) {
@@ -76,6 +79,29 @@ enum FuzzTarget: String, CaseIterable {
             let path = FileManager.default.temporaryDirectory.appending(path: "lmcache-fuzz-\(getpid()).yaml").path
             guard FileManager.default.createFile(atPath: path, contents: Data(data)) else { return }
             _ = try? ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path])
+        case .openaiBody:
+            let body = Data(data)
+            func expectClientError(_ check: () throws(APIError) -> Void) {
+                do {
+                    try check()
+                } catch {
+                    // A body is the client's: anything it can say is a 4xx, never a server error.
+                    precondition((400..<500).contains(error.status), "status \(error.status) for a request body")
+                }
+            }
+            expectClientError { () throws(APIError) in
+                let request = try OpenAIRequestParser.decode(CompletionRequest.self, from: body)
+                try OpenAIRequestParser.checkCompletion(request)
+                _ = try OpenAIRequestParser.parameters(request, maxModelLength: 32_768)
+            }
+            expectClientError { () throws(APIError) in
+                let request = try OpenAIRequestParser.decode(ChatCompletionRequest.self, from: body)
+                try OpenAIRequestParser.checkChat(request)
+                _ = try OpenAIRequestParser.parameters(request, maxModelLength: 32_768)
+                for architecture in ["gemma3", "llama"] {
+                    _ = ChatTemplate(architecture: architecture).render(request.messages)
+                }
+            }
         }
     }
 
@@ -124,6 +150,15 @@ enum FuzzTarget: String, CaseIterable {
             return ["chunk_size: 256\nlocal_cpu: true\nmax_local_cpu_size: 2.5\nremote_url: lm://localhost:65432\n"
                 + "remote_serde: cachegen\nblend_recompute_ratios: [0.15, 0.3]\nextra_config: {use_odirect: true}\n"]
                 .map { Array($0.utf8) }
+        case .openaiBody:
+            return [
+                #"{"model": "m", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0, "stream": true, "#
+                    + #""stream_options": {"include_usage": true}, "stop": ["\n", "."], "seed": -7, "cache_salt": "t"}"#,
+                #"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "#
+                    + #"[{"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": "Hello"}], "#
+                    + #""max_completion_tokens": 8, "top_p": 0.9, "top_k": 40, "n": 1, "logprobs": false, "#
+                    + #""top_logprobs": 0, "logit_bias": {}, "presence_penalty": 0}"#,
+            ].map { Array($0.utf8) }
         }
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// Request fields of the OpenAI API that change what a model generates and that this server does not
 /// implement. A request that sets one to anything but its neutral value is refused with a 400 naming
@@ -7,7 +7,7 @@ import Foundation
 /// ```swift
 /// try UnsupportedFields.check(body)   // throws for {"logit_bias": {"42": 5}}, not for {"logit_bias": {}}
 /// ```
-enum UnsupportedFields {
+package enum UnsupportedFields {
     /// A JSON value, as much of it as the rules look at.
     enum Value: Decodable, Sendable {
         case null, bool(Bool), number(Double), string(String), array([Value]), object([String: Value])
@@ -105,7 +105,7 @@ enum UnsupportedFields {
 
     /// Throws for the first unsupported field of the JSON object `body` that asks for something;
     /// absent and `null` fields pass.
-    static func check(_ body: Data) throws(APIError) {
+    package static func check(_ body: Data) throws(APIError) {
         guard let object = try? JSONDecoder().decode(Fields.self, from: body).values else { return }
         for rule in rules {
             guard let value = object[rule.name] else { continue }

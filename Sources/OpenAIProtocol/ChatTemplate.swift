@@ -6,12 +6,14 @@
 /// `<start_of_turn>model\n` for the reply. The tokenizer adds `<bos>`.
 ///
 /// Other architectures get a plain `role: text` transcript ending with `assistant:`.
-struct ChatTemplate: Sendable, Hashable {
+package struct ChatTemplate: Sendable, Hashable {
     /// The GGUF architecture (`gemma3`, …).
-    var architecture: String
+    package var architecture: String
+
+    package init(architecture: String) { self.architecture = architecture }
 
     /// The prompt text for `messages`, ready to be tokenized with special tokens parsed.
-    func render(_ messages: [ChatMessage]) -> String {
+    package func render(_ messages: [ChatMessage]) -> String {
         architecture == "gemma3" ? gemma3(messages) : plain(messages)
     }
 
