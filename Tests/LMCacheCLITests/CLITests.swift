@@ -6,10 +6,7 @@ import Testing
 /// Runs the built `lmcache` executable, as a user would.
 enum LMCacheExecutable {
     /// The `lmcache` binary next to the test bundle in the build directory.
-    static var url: URL {
-        let bundle = URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent()
-        return bundle.appending(path: "lmcache")
-    }
+    static var url: URL { builtExecutable("lmcache") }
 
     struct Output: Sendable {
         var status: Int32

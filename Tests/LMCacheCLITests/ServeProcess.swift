@@ -18,17 +18,13 @@ final class ServeProcess {
     private(set) var port = 0
 
     /// The binary named `name` next to the test bundle in the build directory.
-    static func executable(_ name: String) -> URL {
-        URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: name)
-    }
-
     /// Starts `name arguments…` with `environment` added to this process's (less any `LMCACHE_*`).
     init(_ name: String, _ arguments: [String], portMarker: String, environment: [String: String] = [:]) throws {
         self.portMarker = portMarker
         log = FileManager.default.temporaryDirectory.appending(path: "\(name)-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
-        process.executableURL = Self.executable(name)
+        process.executableURL = builtExecutable(name)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LMCACHE_") }
         env["LMCACHE_LOG_LEVEL"] = "info"

@@ -11,9 +11,7 @@ import FoundationNetworking
 /// and the logs' tails are printed when a test failed.
 final class P2PCluster: @unchecked Sendable {
     /// The `lmcache` binary next to the test bundle in the build directory.
-    static var executable: String {
-        URL(filePath: CommandLine.arguments[0]).deletingLastPathComponent().appending(path: "lmcache").path
-    }
+    static var executable: String { builtExecutable("lmcache").path }
 
     struct Instance {
         var name: String
