@@ -508,7 +508,8 @@ public struct OpenAIServer: Sendable {
         metrics.recordGeneration(
             promptTokens: result.promptTokens,
             cachedTokens: result.cachedTokens,
-            generatedTokens: result.tokens.count
+            generatedTokens: result.tokens.count,
+            cached: engine.connector != nil
         )
         return Usage(
             promptTokens: result.promptTokens,

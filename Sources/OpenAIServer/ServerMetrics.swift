@@ -1,61 +1,83 @@
 internal import Inference
 internal import LMCacheStorage
+internal import Prometheus
 internal import Synchronization
 #if LMCACHE_TSAN
 import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
 #endif
 
-/// The server's counters and the TTFT histogram, rendered as Prometheus text for `GET /metrics`.
+/// The server's metrics for `GET /metrics`, in a Prometheus registry of the server's own.
 ///
-/// Storage figures (hits per tier, write-behind, CPU tier bytes) are read from the
-/// ``StorageManager`` when the page is rendered.
+/// The page holds this registry's metrics, then those of the process's swift-metrics backend when it
+/// is this package's (``PrometheusBackend/bootstrap()``: the counters the tiers, servers and peers keep).
+/// The request counters and the time-to-first-token histogram are updated as requests run; the
+/// engine's and the tiers' figures (their ``StorageManager/Statistics``) are copied in when the page
+/// is rendered. LMCache's own names (`lmcache:num_hit_tokens`, …) stand beside ours, so that
+/// dashboards made for LMCache read the same figures.
 final class ServerMetrics: Sendable {
     /// Upper bounds of the time-to-first-token buckets, seconds.
     static let ttftBuckets: [Double] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
+    let registry = PrometheusCollectorRegistry()
+
+    /// What the page copies in: generations running or queued, and the token tallies.
     private struct State {
-        var requests: [String: Int] = [:]
-        var ttftCounts = [Int](repeating: 0, count: ServerMetrics.ttftBuckets.count)
-        var ttftSum = 0.0
-        var ttftCount = 0
+        var running = 0
         var promptTokensComputed = 0
         var promptTokensLoaded = 0
         var generatedTokens = 0
-        var running = 0
-        var disconnects = 0
-        var timeouts = 0
+        var retrieveRequests = 0
+        var requestedTokens = 0
+        var hitTokens = 0
     }
 
     private let state = Mutex(State())
+    private let ttft: ValueHistogram
+    private let disconnects: Counter
+    private let timeouts: Counter
+
+    init() {
+        ttft = registry.makeValueHistogram(
+            descriptor: MetricNameDescriptor(metricName: "lmcache_time_to_first_token_seconds", unitName: "", helpText: "Time from request to first generated token."),
+            buckets: Self.ttftBuckets
+        )
+        disconnects = registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "lmcache_client_disconnects_total",
+                unitName: "", helpText: "Generations, streamed or not, stopped because the client went away."))
+        timeouts = registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "lmcache_request_timeouts_total",
+                unitName: "", helpText: "Requests cancelled because they ran past the request timeout."))
+    }
 
     /// Counts a finished request to `endpoint` with HTTP `status`.
     func countRequest(endpoint: String, status: Int) {
-        state.withLock { $0.requests["endpoint=\"\(endpoint)\",status=\"\(status)\"", default: 0] += 1 }
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "lmcache_http_requests_total", unitName: "", helpText: "HTTP requests by endpoint and status."),
+            labels: [("endpoint", endpoint), ("status", String(status))]
+        ).increment()
     }
 
     /// Records one time to first token.
-    func recordTTFT(seconds: Double) {
-        state.withLock { state in
-            for (index, bound) in Self.ttftBuckets.enumerated() where seconds <= bound { state.ttftCounts[index] += 1 }
-            state.ttftSum += seconds
-            state.ttftCount += 1
-        }
-    }
+    func recordTTFT(seconds: Double) { ttft.record(seconds) }
 
-    /// Records a generation's token counts.
-    func recordGeneration(promptTokens: Int, cachedTokens: Int, generatedTokens: Int) {
-        state.withLock {
-            $0.promptTokensComputed += promptTokens - cachedTokens
-            $0.promptTokensLoaded += cachedTokens
-            $0.generatedTokens += generatedTokens
+    /// Records a generation's token counts; `cached` says whether the cache was on for it.
+    func recordGeneration(promptTokens: Int, cachedTokens: Int, generatedTokens: Int, cached: Bool) {
+        state.withLock { state in
+            state.promptTokensComputed += promptTokens - cachedTokens
+            state.promptTokensLoaded += cachedTokens
+            state.generatedTokens += generatedTokens
+            guard cached else { return }
+            state.retrieveRequests += 1
+            state.requestedTokens += promptTokens
+            state.hitTokens += cachedTokens
         }
     }
 
     /// Counts a generation (streamed or not) stopped because its client went away.
-    func countDisconnect() { state.withLock { $0.disconnects += 1 } }
+    func countDisconnect() { disconnects.increment() }
 
     /// Counts a request cancelled because it ran past the request timeout.
-    func countTimeout() { state.withLock { $0.timeouts += 1 } }
+    func countTimeout() { timeouts.increment() }
 
     /// Marks one more generation as running or queued, unless `limit` are already; returns whether it did.
     func admit(limit: Int) -> Bool {
@@ -71,87 +93,73 @@ final class ServerMetrics: Sendable {
 
     /// The Prometheus text exposition of every metric.
     func render(storage: StorageManager?, engine: GenerationEngine) -> String {
-        let s = state.withLock { $0 }
+        // Under the lock, so that two pages rendered at once do not interleave a counter's reset.
+        state.withLock { state in
+            copyFigures(state, storage: storage, engine: engine)
+        }
+        var out = registry.emitToBuffer()
+        if let shared = PrometheusBackend.registry { shared.emit(into: &out) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Sets the gauges, and the counters kept elsewhere, to their current values.
+    private func copyFigures(_ s: State, storage: StorageManager?, engine: GenerationEngine) {
+        func gauge(_ name: String, _ help: String, _ value: Double, _ labels: [(String, String)] = []) {
+            registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels).set(value)
+        }
+        func counter(_ name: String, _ help: String, _ value: Int, _ labels: [(String, String)] = []) {
+            let counter = registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+            counter.reset()
+            counter.increment(by: Int64(value))
+        }
         let load = engine.load
-        var out = ""
-        func family(_ name: String, _ type: String, _ help: String) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-        }
-        family("lmcache_http_requests_total", "counter", "HTTP requests by endpoint and status.")
-        for (labels, count) in s.requests.sorted(by: { $0.key < $1.key }) {
-            out += "lmcache_http_requests_total{\(labels)} \(count)\n"
-        }
-        family("lmcache_requests_running", "gauge", "Generations in progress or queued.")
-        out += "lmcache_requests_running \(s.running)\n"
-        family("lmcache_engine_sequences_running", "gauge", "Sequences the engine is prefilling or decoding.")
-        out += "lmcache_engine_sequences_running \(load.running)\n"
-        family("lmcache_engine_requests_waiting", "gauge", "Requests waiting for the engine to admit them.")
-        out += "lmcache_engine_requests_waiting \(load.waiting)\n"
-        family(
+        gauge("lmcache_requests_running", "Generations in progress or queued.", Double(s.running))
+        gauge("lmcache_engine_sequences_running", "Sequences the engine is prefilling or decoding.", Double(load.running))
+        gauge("lmcache_engine_requests_waiting", "Requests waiting for the engine to admit them.", Double(load.waiting))
+        counter(
             "lmcache_engine_requests_cancelled_total",
-            "counter",
-            "Requests the engine stopped because they were cancelled (client gone, shutdown), waiting or running."
+            "Requests the engine stopped because they were cancelled (client gone, shutdown), waiting or running.",
+            engine.cancelledRequests
         )
-        out += "lmcache_engine_requests_cancelled_total \(engine.cancelledRequests)\n"
-        family(
+        counter(
             "lmcache_engine_copied_prompt_tokens_total",
-            "counter",
-            "Prompt tokens copied from another request's keys and values in the engine instead of computed."
+            "Prompt tokens copied from another request's keys and values in the engine instead of computed.",
+            engine.copiedPromptTokens
         )
-        out += "lmcache_engine_copied_prompt_tokens_total \(engine.copiedPromptTokens)\n"
-        family(
-            "lmcache_client_disconnects_total",
-            "counter",
-            "Generations, streamed or not, stopped because the client went away."
-        )
-        out += "lmcache_client_disconnects_total \(s.disconnects)\n"
-        family(
-            "lmcache_request_timeouts_total",
-            "counter",
-            "Requests cancelled because they ran past the request timeout."
-        )
-        out += "lmcache_request_timeouts_total \(s.timeouts)\n"
-        family("lmcache_time_to_first_token_seconds", "histogram", "Time from request to first generated token.")
-        for (index, bound) in Self.ttftBuckets.enumerated() {
-            out += "lmcache_time_to_first_token_seconds_bucket{le=\"\(bound)\"} \(s.ttftCounts[index])\n"
-        }
-        out += "lmcache_time_to_first_token_seconds_bucket{le=\"+Inf\"} \(s.ttftCount)\n"
-        out += "lmcache_time_to_first_token_seconds_sum \(s.ttftSum)\n"
-        out += "lmcache_time_to_first_token_seconds_count \(s.ttftCount)\n"
-        family(
-            "lmcache_prompt_tokens_total",
-            "counter",
-            "Prompt tokens, by whether they were computed or loaded from the cache."
-        )
-        out += "lmcache_prompt_tokens_total{source=\"computed\"} \(s.promptTokensComputed)\n"
-        out += "lmcache_prompt_tokens_total{source=\"cache\"} \(s.promptTokensLoaded)\n"
-        family("lmcache_generation_tokens_total", "counter", "Generated tokens.")
-        out += "lmcache_generation_tokens_total \(s.generatedTokens)\n"
+        let prompt = "Prompt tokens, by whether they were computed or loaded from the cache."
+        counter("lmcache_prompt_tokens_total", prompt, s.promptTokensComputed, [("source", "computed")])
+        counter("lmcache_prompt_tokens_total", prompt, s.promptTokensLoaded, [("source", "cache")])
+        counter("lmcache_generation_tokens_total", "Generated tokens.", s.generatedTokens)
         let total = s.promptTokensComputed + s.promptTokensLoaded
-        family("lmcache_cache_hit_rate", "gauge", "Share of prompt tokens loaded from the cache.")
-        out += "lmcache_cache_hit_rate \(total == 0 ? 0 : Double(s.promptTokensLoaded) / Double(total))\n"
-        if let storage {
-            let stats = storage.statistics
-            family("lmcache_storage_hits_total", "counter", "Chunks served, by tier.")
-            for (tier, hits) in stats.hits.sorted(by: { $0.key < $1.key }) {
-                out += "lmcache_storage_hits_total{tier=\"\(tier)\"} \(hits)\n"
-            }
-            family("lmcache_storage_misses_total", "counter", "Chunk reads no tier could serve.")
-            out += "lmcache_storage_misses_total \(stats.misses)\n"
-            family("lmcache_storage_writes_total", "counter", "Write-behind to slower tiers, by outcome.")
-            out += "lmcache_storage_writes_total{outcome=\"completed\"} \(stats.writesCompleted)\n"
-            out += "lmcache_storage_writes_total{outcome=\"failed\"} \(stats.writesFailed)\n"
-            out += "lmcache_storage_writes_total{outcome=\"dropped\"} \(stats.writesDropped)\n"
-            if let cpu = storage.cpu?.statistics {
-                family("lmcache_cpu_tier_bytes", "gauge", "CPU tier bytes, used and capacity.")
-                out += "lmcache_cpu_tier_bytes{kind=\"used\"} \(cpu.usedBytes)\n"
-                out += "lmcache_cpu_tier_bytes{kind=\"capacity\"} \(cpu.capacity)\n"
-                family("lmcache_cpu_tier_chunks", "gauge", "Chunks in the CPU tier.")
-                out += "lmcache_cpu_tier_chunks \(cpu.count)\n"
-                family("lmcache_cpu_tier_evictions_total", "counter", "Chunks evicted from the CPU tier.")
-                out += "lmcache_cpu_tier_evictions_total \(cpu.evicted)\n"
-            }
+        gauge(
+            "lmcache_cache_hit_rate", "Share of prompt tokens loaded from the cache.",
+            total == 0 ? 0 : Double(s.promptTokensLoaded) / Double(total))
+        counter(
+            "lmcache:num_retrieve_requests", "Generations whose prompt the cache was asked for (LMCache's name).",
+            s.retrieveRequests)
+        counter("lmcache:num_requested_tokens", "Prompt tokens of those generations (LMCache's name).", s.requestedTokens)
+        counter("lmcache:num_hit_tokens", "Prompt tokens loaded from the cache (LMCache's name).", s.hitTokens)
+        gauge(
+            "lmcache:retrieve_hit_rate", "Share of the requested prompt tokens loaded from the cache (LMCache's name).",
+            s.requestedTokens == 0 ? 0 : Double(s.hitTokens) / Double(s.requestedTokens))
+        guard let storage else { return }
+        let stats = storage.statistics
+        for (tier, hits) in stats.hits {
+            counter("lmcache_storage_hits_total", "Chunks served, by tier.", hits, [("tier", tier)])
         }
-        return out
+        counter("lmcache_storage_misses_total", "Chunk reads no tier could serve.", stats.misses)
+        let writes = "Write-behind to slower tiers, by outcome."
+        counter("lmcache_storage_writes_total", writes, stats.writesCompleted, [("outcome", "completed")])
+        counter("lmcache_storage_writes_total", writes, stats.writesFailed, [("outcome", "failed")])
+        counter("lmcache_storage_writes_total", writes, stats.writesDropped, [("outcome", "dropped")])
+        if let cpu = storage.cpu?.statistics {
+            let bytes = "CPU tier bytes, used and capacity."
+            gauge("lmcache_cpu_tier_bytes", bytes, Double(cpu.usedBytes), [("kind", "used")])
+            gauge("lmcache_cpu_tier_bytes", bytes, Double(cpu.capacity), [("kind", "capacity")])
+            gauge("lmcache_cpu_tier_chunks", "Chunks in the CPU tier.", Double(cpu.count))
+            counter("lmcache_cpu_tier_evictions_total", "Chunks evicted from the CPU tier.", cpu.evicted)
+            gauge("lmcache:local_cache_usage", "CPU tier bytes in use (LMCache's name).", Double(cpu.usedBytes))
+            counter("lmcache:local_cpu_evict_count", "Chunks evicted from the CPU tier (LMCache's name).", cpu.evicted)
+        }
     }
 }

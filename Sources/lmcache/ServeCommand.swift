@@ -154,6 +154,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = CommandLogging.bootstrap(label: "lmcache.serve")
+        // Before any tier or server is built: their swift-metrics counters then appear in /metrics.
+        PrometheusBackend.bootstrap()
         let path = model ?? ModelArguments.defaultModelPath
         guard FileManager.default.fileExists(atPath: path) else {
             throw CommandFailure(

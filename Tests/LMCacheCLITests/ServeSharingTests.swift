@@ -50,6 +50,11 @@ struct ServeSharingTests {
         let hit = try #require(cachedTokens(loaded))
         #expect(hit > 0 && hit % 256 == 0 && hit < promptTokens, "cached_tokens \(hit) of \(promptTokens)")
         #expect(try await HTTP.metric(second.base, "lmcache_storage_hits_total{tier=\"lm\"}") >= fullChunks)
+        // The same figures under LMCache's names, and the tier's own swift-metrics counter through
+        // the Prometheus backend that `lmcache serve` bootstraps.
+        #expect(try await HTTP.metric(second.base, "lmcache:num_hit_tokens") == Double(hit))
+        #expect(try await HTTP.metric(second.base, "lmcache:num_requested_tokens") == Double(promptTokens))
+        #expect(try await HTTP.metric(second.base, "lmcache_storage_hits{tier=\"lm\"}") >= fullChunks)
         let text = try #require(choiceText(computed))
         #expect(!text.isEmpty)
         #expect(choiceText(loaded) == text)
