@@ -362,8 +362,15 @@ private final class Scheduler: @unchecked Sendable {
         for job in active where job.isCancelled {
             finish(job)
         }
+        // Prompt pieces up to one piece's worth of tokens in all: several short prompts (the questions
+        // after a shared document) start in one step rather than one step each, and the decoding
+        // sequences still wait for no more prefill than one piece. With the reference arithmetic,
+        // whose pieces must end on the engine's blocks, one piece per step.
         let prefilling = active.filter { $0.phase == .prefill }
-        if let (job, donor) = nextPrefill(prefilling) {
+        var candidates = prefilling
+        var budget = pieceTokens
+        while budget > 0, let (job, donor) = nextPrefill(candidates, prefilling: prefilling) {
+            candidates.removeAll { $0 === job }
             if let (source, shared) = donor, let sequence = job.sequence {
                 do {
                     let held = sequence.count
@@ -374,7 +381,8 @@ private final class Scheduler: @unchecked Sendable {
                     // Not expected (same model, checked lengths); the prompt is then computed instead.
                 }
             }
-            prefillPiece(job)
+            let computed = prefillPiece(job, limit: budget)
+            budget = KVConnector.loadAlignment == 1 ? budget - computed : 0
         }
         let decoding = active.filter { $0.phase == .decode }
         if !decoding.isEmpty {
@@ -414,7 +422,8 @@ private final class Scheduler: @unchecked Sendable {
         }
     }
 
-    /// The prompt to compute a piece of next, and the sequence to copy its first tokens from first.
+    /// The prompt among `candidates` to compute a piece of next, and the sequence to copy its first
+    /// tokens from first; `prefilling` are all the prompts being computed.
     ///
     /// The prompt with the fewest tokens left goes first (the oldest on ties): short prompts, such as a
     /// cache hit's tail, get their first token without waiting for a long prompt to finish. Tokens that
@@ -422,9 +431,9 @@ private final class Scheduler: @unchecked Sendable {
     /// done: they are copied instead of computed. A prompt that shares more with a prompt being computed
     /// ahead of it than it holds waits for it, so that many requests arriving at once with one system
     /// prompt compute it once, not once each.
-    func nextPrefill(_ prefilling: [Job]) -> (job: Job, donor: (SequenceKV, Int)?)? {
+    func nextPrefill(_ candidates: [Job], prefilling: [Job]) -> (job: Job, donor: (SequenceKV, Int)?)? {
         var best: (job: Job, donor: (SequenceKV, Int)?, remaining: Int)?
-        for job in prefilling {
+        for job in candidates {
             guard let sequence = job.sequence else { continue }
             var donor: (SequenceKV, Int)?
             if sharesPrefixes(job) && sequence.count == job.loaded {
@@ -493,9 +502,15 @@ private final class Scheduler: @unchecked Sendable {
         return best
     }
 
-    /// Computes the next piece of `job`'s prompt; the last piece yields its first token.
-    func prefillPiece(_ job: Job) {
-        guard let sequence = job.sequence else { return }
+    /// Most prompt tokens computed in one piece (and in one step).
+    var pieceTokens: Int { limits.prefillChunkTokens / linearBlockTokens * linearBlockTokens }
+
+    /// Computes the next piece of `job`'s prompt, of at most `limit` tokens (``pieceTokens`` at most;
+    /// a blended prompt whole); the last piece yields its first token.
+    /// - Returns: the tokens computed.
+    @discardableResult
+    func prefillPiece(_ job: Job, limit: Int) -> Int {
+        guard let sequence = job.sequence else { return 0 }
         let prompt = job.request.prompt
         if let blend = job.cache?.blend {
             // Blending computes the whole prompt in one pass (segments are re-rotated and partly recomputed).
@@ -508,11 +523,11 @@ private final class Scheduler: @unchecked Sendable {
             } catch {
                 fail(job, error)
             }
-            return
+            return prompt.count
         }
         let start = sequence.count
         var end = prompt.count
-        let chunk = limits.prefillChunkTokens / linearBlockTokens * linearBlockTokens
+        let chunk = min(pieceTokens, limit)
         if end - start > chunk {
             // Pieces end where a piece gives the result of one prefill: anywhere with the invariant
             // arithmetic, else on the engine's blocks.
@@ -533,6 +548,7 @@ private final class Scheduler: @unchecked Sendable {
         } catch {
             fail(job, error)
         }
+        return end - start
     }
 
     /// One token for every sequence in `jobs`, in one batched pass.
