@@ -383,7 +383,6 @@ public struct OpenAIServer: Sendable {
         )
     }
 
-
     /// Admits one more generation, unless as many as the engine runs plus
     /// ``Configuration/maxQueuedRequests`` are already admitted.
     /// - Throws: ``queueFull`` (503, `Retry-After`) when the server is full.
