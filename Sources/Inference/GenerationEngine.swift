@@ -51,7 +51,7 @@ public struct SchedulerLimits: Sendable, Hashable {
 
     /// Limits; the defaults suit a small model on a few cores.
     public init(
-        maxSequences: Int = 8,
+        maxSequences: Int = 16,
         prefillChunkTokens: Int = 512,
         maxKVTokens: Int = 131_072,
         keptKVTokens: Int = 32_768
