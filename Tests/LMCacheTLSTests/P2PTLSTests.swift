@@ -89,6 +89,9 @@ struct P2PTLSTests {
                 options.token = token
                 options.security = try caFile.map { try TLS.client(TLSFiles(link: "p2p_tls", caFile: $0)) }
                 options.retryDelay = .zero
+                // A TLS handshake under the address sanitizer, beside other suites, can take seconds.
+                options.connectTimeout = .seconds(20)
+                options.requestTimeout = .seconds(20)
                 return ControllerClient(host: "127.0.0.1", port: port, options: options)
             }
             let member = try client(caFile: certificates.caFile, token: "members")
