@@ -470,33 +470,38 @@ private final class Scheduler: @unchecked Sendable {
     /// The sequence of `job`'s tenant (a running request's, or a kept one) holding the longest prefix of
     /// its prompt beyond `held` tokens that the rest can be computed after, and that prefix's length.
     func bestDonor(for job: Job, holding held: Int) -> (SequenceKV, Int)? {
-        let prompt = job.request.prompt
-        let windows = model.attentionWindows
-        var candidates: [SequenceKV] = active.compactMap { other in
-            other !== job && other.request.salt == job.request.salt && sharesPrefixes(other) ? other.sequence : nil
-        }
-        candidates += kept.lazy.filter { $0.salt == job.request.salt }.map(\.sequence)
-        var best: (SequenceKV, Int)?
-        for candidate in candidates {
-            let shared = sharedPrefix(candidate.tokens, prompt, limit: prompt.count - 1)
-            if shared > max(held, best?.1 ?? 0) && candidate.canContinue(at: shared, windows: windows) {
-                best = (candidate, shared)
-            }
-        }
-        return best
+        let running = active.lazy.filter { $0 !== job && $0.request.salt == job.request.salt && self.sharesPrefixes($0) }
+        let candidates = running.compactMap(\.sequence) + kept.lazy.filter { $0.salt == job.request.salt }.map(\.sequence)
+        return longestPrefix(of: job.request.prompt, among: candidates, longerThan: held)
     }
 
     /// The kept sequence of tenant `salt` sharing the longest prefix with `prompt` that the rest of the
-    /// prompt can be computed after, and that prefix's length (at most `prompt.count − 1`); `nil` when
-    /// none shares a token. A sequence loaded from the cache holds its sliding-window layers only near
-    /// the end of what it loaded, so it cannot continue after a prefix that ends much earlier.
+    /// prompt can be computed after, its index in `kept` and that prefix's length; `nil` when none
+    /// shares a token.
     func bestKept(for prompt: [Int32], salt: String?) -> (index: Int, shared: Int)? {
-        var best: (index: Int, shared: Int)?
+        let candidates = kept.lazy.filter { $0.salt == salt }.map(\.sequence)
+        guard let (sequence, shared) = longestPrefix(of: prompt, among: candidates, longerThan: 0),
+            let index = kept.firstIndex(where: { $0.sequence === sequence })
+        else { return nil }
+        return (index, shared)
+    }
+
+    /// Among `sequences`, the one holding the longest prefix of `prompt` (at most `prompt.count − 1`
+    /// tokens, so that one is left to compute) longer than `minimum` tokens that the rest of the prompt
+    /// can be computed after, and that prefix's length. A sequence loaded from the cache holds its
+    /// sliding-window layers only near the end of what it loaded, so it cannot continue after a prefix
+    /// that ends much earlier.
+    func longestPrefix(
+        of prompt: [Int32],
+        among sequences: some Sequence<SequenceKV>,
+        longerThan minimum: Int
+    ) -> (SequenceKV, Int)? {
         let windows = model.attentionWindows
-        for (index, entry) in kept.enumerated() where entry.salt == salt {
-            let shared = sharedPrefix(entry.sequence.tokens, prompt, limit: prompt.count - 1)
-            if shared > (best?.shared ?? 0) && entry.sequence.canContinue(at: shared, windows: windows) {
-                best = (index, shared)
+        var best: (SequenceKV, Int)?
+        for sequence in sequences {
+            let shared = sharedPrefix(sequence.tokens, prompt, limit: prompt.count - 1)
+            if shared > max(minimum, best?.1 ?? 0) && sequence.canContinue(at: shared, windows: windows) {
+                best = (sequence, shared)
             }
         }
         return best

@@ -295,8 +295,10 @@ final class TransformerCore: Sendable {
         }
         try checkVocabulary(tokens)
         let positions = sequences.map(\.count)
-        for (kv, p) in zip(sequences, positions) { try checkAttended(kv, from: p) }
-        for (kv, p) in zip(sequences, positions) { kv.reserve(p + 1) }
+        for (kv, p) in zip(sequences, positions) {
+            try checkAttended(kv, from: p)
+            kv.reserve(p + 1)
+        }
 
         let d = c.hiddenSize
         let hd = c.headDim
