@@ -2,6 +2,24 @@ import LMCacheWire
 import Logging
 import NIOCore
 
+/// What comes first in an accepted connection's pipeline, before the protocol's own handlers: TLS
+/// when `security` is set, then the token gate when `token` is set (the `lm://` server, P2P chunk
+/// servers and the controller alike). Call it from a child channel initializer, on the channel's loop.
+func addServerGuards(
+    to channel: any Channel,
+    security: ConnectionSecurity?,
+    token: String?,
+    timeout: TimeAmount,
+    logger: Logger,
+    onRefusal: @escaping @Sendable () -> Void
+) throws {
+    _ = try security?.addHandlers(channel, nil)
+    guard let token else { return }
+    try channel.pipeline.syncOperations.addHandler(
+        AccessTokenGate(token: token, timeout: timeout, logger: logger, onRefusal: onRefusal)
+    )
+}
+
 /// Sits first in a connection's `lm://` pipeline when the server requires a shared token: reads
 /// the ``LMAccessToken`` message, then passes the bytes after it on and leaves the pipeline. A
 /// connection that starts with anything else, presents a wrong token, or has not presented one

@@ -116,17 +116,14 @@ public final class LMController: Service {
                 .bind(host: configuration.host, port: configuration.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let operations = channel.pipeline.syncOperations
-                        _ = try security?.addHandlers(channel, nil)
-                        if let token {
-                            try operations.addHandler(
-                                AccessTokenGate(
-                                    token: token,
-                                    timeout: .seconds(10),
-                                    logger: logger,
-                                    onRefusal: { refused.increment() }
-                                )
-                            )
-                        }
+                        try addServerGuards(
+                            to: channel,
+                            security: security,
+                            token: token,
+                            timeout: .seconds(10),
+                            logger: logger,
+                            onRefusal: { refused.increment() }
+                        )
                         try operations.addHandler(
                             ByteToMessageHandler(ControllerMessageDecoder(maximumLength: maximum))
                         )

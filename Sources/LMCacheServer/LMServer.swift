@@ -106,17 +106,14 @@ public final class LMServer: Service {
                     channel.eventLoop.makeCompletedFuture {
                         let progress = FrameProgress()
                         let operations = channel.pipeline.syncOperations
-                        _ = try security?.addHandlers(channel, nil)
-                        if let token = configuration.accessToken {
-                            try operations.addHandler(
-                                AccessTokenGate(
-                                    token: token,
-                                    timeout: TimeAmount(configuration.stallTimeout),
-                                    logger: logger,
-                                    onRefusal: { refused.increment() }
-                                )
-                            )
-                        }
+                        try addServerGuards(
+                            to: channel,
+                            security: security,
+                            token: configuration.accessToken,
+                            timeout: TimeAmount(configuration.stallTimeout),
+                            logger: logger,
+                            onRefusal: { refused.increment() }
+                        )
                         try operations.addHandler(
                             ConnectionTimeoutHandler(
                                 progress: progress,
