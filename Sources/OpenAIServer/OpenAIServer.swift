@@ -507,8 +507,7 @@ public struct OpenAIServer: Sendable {
         metrics.recordGeneration(
             promptTokens: result.promptTokens,
             cachedTokens: result.cachedTokens,
-            generatedTokens: result.tokens.count,
-            cached: engine.connector != nil
+            generatedTokens: result.tokens.count
         )
         return Usage(
             promptTokens: result.promptTokens,

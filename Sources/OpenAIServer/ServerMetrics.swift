@@ -26,9 +26,7 @@ final class ServerMetrics: Sendable {
         var promptTokensComputed = 0
         var promptTokensLoaded = 0
         var generatedTokens = 0
-        var retrieveRequests = 0
-        var requestedTokens = 0
-        var hitTokens = 0
+        var generations = 0
     }
 
     private let state = Mutex(State())
@@ -60,16 +58,13 @@ final class ServerMetrics: Sendable {
     /// Records one time to first token.
     func recordTTFT(seconds: Double) { ttft.record(seconds) }
 
-    /// Records a generation's token counts; `cached` says whether the cache was on for it.
-    func recordGeneration(promptTokens: Int, cachedTokens: Int, generatedTokens: Int, cached: Bool) {
+    /// Records a generation's token counts.
+    func recordGeneration(promptTokens: Int, cachedTokens: Int, generatedTokens: Int) {
         state.withLock { state in
             state.promptTokensComputed += promptTokens - cachedTokens
             state.promptTokensLoaded += cachedTokens
             state.generatedTokens += generatedTokens
-            guard cached else { return }
-            state.retrieveRequests += 1
-            state.requestedTokens += promptTokens
-            state.hitTokens += cachedTokens
+            state.generations += 1
         }
     }
 
@@ -134,14 +129,20 @@ final class ServerMetrics: Sendable {
         gauge(
             "lmcache_cache_hit_rate", "Share of prompt tokens loaded from the cache.",
             total == 0 ? 0 : Double(s.promptTokensLoaded) / Double(total))
+        // With the cache on, every generation asks it for its prompt; with it off, none does.
+        let cached = engine.connector != nil
         counter(
             "lmcache:num_retrieve_requests", "Generations whose prompt the cache was asked for (LMCache's name).",
-            s.retrieveRequests)
-        counter("lmcache:num_requested_tokens", "Prompt tokens of those generations (LMCache's name).", s.requestedTokens)
-        counter("lmcache:num_hit_tokens", "Prompt tokens loaded from the cache (LMCache's name).", s.hitTokens)
+            cached ? s.generations : 0)
+        counter(
+            "lmcache:num_requested_tokens", "Prompt tokens of those generations (LMCache's name).",
+            cached ? total : 0)
+        counter(
+            "lmcache:num_hit_tokens", "Prompt tokens loaded from the cache (LMCache's name).",
+            cached ? s.promptTokensLoaded : 0)
         gauge(
             "lmcache:retrieve_hit_rate", "Share of the requested prompt tokens loaded from the cache (LMCache's name).",
-            s.requestedTokens == 0 ? 0 : Double(s.hitTokens) / Double(s.requestedTokens))
+            cached && total > 0 ? Double(s.promptTokensLoaded) / Double(total) : 0)
         guard let storage else { return }
         let stats = storage.statistics
         for (tier, hits) in stats.hits {
