@@ -126,7 +126,7 @@ package enum OpenAIRequestParser {
     }
 
     /// The error naming the field that `error` is about; "malformed JSON" only for a body that is not JSON.
-    package static func describe(_ error: DecodingError, body: Data) -> APIError {
+    private static func describe(_ error: DecodingError, body: Data) -> APIError {
         func path(_ codingPath: [any CodingKey]) -> String {
             codingPath.reduce(into: "") { path, key in
                 if let index = key.intValue {
@@ -177,7 +177,6 @@ package enum OpenAIRequestParser {
         default: context.debugDescription
         }
     }
-
 }
 
 /// The generation a request asks for, its fields checked (``OpenAIRequestParser/parameters(_:maxModelLength:)``).

@@ -7,11 +7,16 @@ import Testing
 /// target runs these functions on hostile bytes.)
 @Suite("OpenAI request bodies")
 struct OpenAIRequestParserTests {
-    /// The error a chat body gets, or `nil` when it is accepted.
-    static func chatError(_ json: String) -> APIError? {
-        do {
-            let body = try OpenAIRequestParser.decode(ChatCompletionRequest.self, from: Data(json.utf8))
-            try OpenAIRequestParser.checkChat(body)
+    /// The error a body of `type` gets from the server's checks (`check`, then the parameters), or
+    /// `nil` when it is accepted.
+    static func error<Body: Decodable & GenerationFields>(
+        _ json: String,
+        as type: Body.Type,
+        _ check: (Body) throws(APIError) -> Void
+    ) -> APIError? {
+        do throws(APIError) {
+            let body = try OpenAIRequestParser.decode(type, from: Data(json.utf8))
+            try check(body)
             _ = try OpenAIRequestParser.parameters(body, maxModelLength: 32_768)
             return nil
         } catch {
@@ -19,15 +24,12 @@ struct OpenAIRequestParserTests {
         }
     }
 
+    static func chatError(_ json: String) -> APIError? {
+        error(json, as: ChatCompletionRequest.self, OpenAIRequestParser.checkChat)
+    }
+
     static func completionError(_ json: String) -> APIError? {
-        do {
-            let body = try OpenAIRequestParser.decode(CompletionRequest.self, from: Data(json.utf8))
-            try OpenAIRequestParser.checkCompletion(body)
-            _ = try OpenAIRequestParser.parameters(body, maxModelLength: 32_768)
-            return nil
-        } catch {
-            return error
-        }
+        error(json, as: CompletionRequest.self, OpenAIRequestParser.checkCompletion)
     }
 
     static let user = #""messages": [{"role": "user", "content": "Hi"}]"#
