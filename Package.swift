@@ -40,6 +40,7 @@ let package = Package(
         .library(name: "Kernels", targets: ["Kernels"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "Inference", targets: ["Inference"]),
+        .library(name: "LMCacheConnector", targets: ["LMCacheConnector"]),
         .library(name: "LMCacheWire", targets: ["LMCacheWire"]),
         .library(name: "LMCacheRemote", targets: ["LMCacheRemote"]),
         .library(name: "LMCacheServer", targets: ["LMCacheServer"]),
@@ -180,10 +181,22 @@ let package = Package(
             swiftSettings: kernelSwiftSettings
         ),
         .target(name: "Tokenizers", dependencies: ["GGUF"], swiftSettings: commonSwiftSettings + [.strictMemorySafety()]),
+        // The engine knows the cache only through its `KVCacheConnector` protocol (and the shared
+        // `KVLayout` of LMCacheCore); it does not import the tiers.
         .target(
             name: "Inference",
             dependencies: [
-                "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                "GGUF", "Kernels", "Tokenizers", "LMCacheCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
+        // The seam's implementations: prefix reuse and blending over the tiers, the cache an engine is
+        // built with (`EngineCache`), and the offline `LLM` API.
+        .target(
+            name: "LMCacheConnector",
+            dependencies: [
+                "Inference", "LMCacheStorage", "LMCacheCore", "Kernels", "Tokenizers", "GGUF",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: commonSwiftSettings
@@ -226,7 +239,7 @@ let package = Package(
             dependencies: [
                 "LMCacheCommandSupport",
                 "LMCacheCore", "LMCacheStorage", "LMCacheWire", "LMCacheRemote", "LMCacheServer",
-                "GGUF", "Kernels", "Tokenizers", "Inference", "OpenAIServer",
+                "GGUF", "Kernels", "Tokenizers", "Inference", "LMCacheConnector", "OpenAIServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -254,6 +267,7 @@ let package = Package(
                 "Kernels",
                 "Tokenizers",
                 "Inference",
+                "LMCacheConnector",
                 "OpenAIServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -374,7 +388,8 @@ let package = Package(
         .testTarget(
             name: "InferenceTests",
             dependencies: [
-                "Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport",
+                "Inference", "LMCacheConnector", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                "LMCacheTestSupport",
             ],
             resources: [.copy("Resources")],
             swiftSettings: commonSwiftSettings
@@ -387,7 +402,8 @@ let package = Package(
         .testTarget(
             name: "OpenAIServerTests",
             dependencies: [
-                "OpenAIServer", "Inference", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport",
+                "OpenAIServer", "Inference", "LMCacheConnector", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage",
+                "LMCacheTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

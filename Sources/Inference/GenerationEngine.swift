@@ -77,17 +77,18 @@ public struct SchedulerLimits: Sendable, Hashable {
 /// A model, its tokenizer and (optionally) the cache, serving many requests at once on a dedicated
 /// thread, so that long prefills never block the caller's executor.
 ///
-/// Each request goes through the KV connector: its cached prefix is looked up and fetched (on the
-/// caller's task), then on the engine's thread loaded, the rest prefilled, the new chunks saved right
-/// after the first token, and the continuation decoded.
+/// Each request goes through the KV connector (``KVCacheConnector``), the engine's only view of the
+/// cache: what the cache holds of the prompt is looked up and fetched (on the caller's task), then on
+/// the engine's thread loaded, the rest prefilled, the new KV saved right after the first token, and
+/// the continuation decoded.
 ///
 /// Scheduling is continuous batching: up to ``SchedulerLimits/maxSequences`` sequences run at once;
 /// every step computes one piece (at most ``SchedulerLimits/prefillChunkTokens``) of the unfinished
 /// prompt with the fewest tokens left, then one token of every sequence that is decoding, all of them in a single
 /// batched pass that reads the weights once. New requests join at the next step and finished ones
-/// leave. Batching never changes a result: prompt pieces end on the engine's 256-position blocks and a
-/// batched decode step computes each sequence exactly as a step of its own, so a request's tokens are
-/// the same whatever else runs.
+/// leave. Batching never changes a result: prompt pieces end where a split prefill equals a whole one
+/// (``PrefillSplit``) and a batched decode step computes each sequence exactly as a step of its own, so
+/// a request's tokens are the same whatever else runs.
 ///
 /// ```swift
 /// let engine = GenerationEngine(model: model, tokenizer: tokenizer, connector: connector)
@@ -99,12 +100,10 @@ public final class GenerationEngine: Sendable {
     public let model: any LanguageModel
     /// Its tokenizer.
     public let tokenizer: any Tokenizer
-    /// The cache, or `nil` when it is off.
-    public let connector: KVConnector?
+    /// The cache (prefix reuse, or blending), or `nil` when it is off.
+    public let connector: (any KVCacheConnector)?
     /// How requests share the engine.
     public let limits: SchedulerLimits
-    /// Segment reuse (CacheBlend) over ``connector``'s storage, when blending is on.
-    public let blender: BlendConnector?
     private let queue = DispatchQueue(label: "lmcache.engine")
     private let scheduler: Scheduler
     private let inbox = Inbox()
@@ -114,15 +113,13 @@ public final class GenerationEngine: Sendable {
     public init(
         model: any LanguageModel,
         tokenizer: any Tokenizer,
-        connector: KVConnector? = nil,
-        blender: BlendConnector? = nil,
+        connector: (any KVCacheConnector)? = nil,
         limits: SchedulerLimits = SchedulerLimits()
     ) {
         precondition(limits.problem == nil, limits.problem ?? "")
         self.model = model
         self.tokenizer = tokenizer
-        self.connector = connector ?? blender?.prefix
-        self.blender = blender
+        self.connector = connector
         self.limits = limits
         self.scheduler = Scheduler(model: model, limits: limits)
     }
@@ -177,14 +174,8 @@ public final class GenerationEngine: Sendable {
                 "the prompt has \(request.prompt.count) tokens; the model's context is \(contextLength)"
             )
         }
-        let blend: BlendCache? =
-            if let blender { BlendCache(connector: blender, lookup: await blender.lookup(request.prompt, salt: request.salt)) } else { nil }
-        let lookup: CacheLookup? =
-            if let connector, blend == nil { await connector.lookup(request.prompt, salt: request.salt) } else { nil }
+        let cache: (any CachedPrompt)? = await connector?.lookup(request.prompt, salt: request.salt)
         try Task.checkCancellation()
-        let cache =
-            blend.map(PromptCache.init(blending:))
-            ?? connector.flatMap { connector in lookup.map { PromptCache(connector: connector, lookup: $0) } }
         let job = Job(
             request: request,
             maxTokens: min(request.maxTokens, contextLength - request.prompt.count),
@@ -249,7 +240,7 @@ private final class Job: @unchecked Sendable {
     var continuation: CheckedContinuation<GenerationResult, any Error>?
 
     var phase = Phase.waiting
-    var cache: PromptCache?
+    var cache: (any CachedPrompt)?
     var sequence: SequenceKV?
     var stream: TokenStream
     var loaded = 0
@@ -259,7 +250,7 @@ private final class Job: @unchecked Sendable {
     init(
         request: GenerationRequest,
         maxTokens: Int,
-        cache: PromptCache?,
+        cache: (any CachedPrompt)?,
         tokenizer: any Tokenizer,
         onToken: @escaping @Sendable (Int32, String) -> Bool
     ) {
@@ -382,7 +373,7 @@ private final class Scheduler: @unchecked Sendable {
                 }
             }
             let computed = prefillPiece(job, limit: budget)
-            budget = KVConnector.loadAlignment == 1 ? budget - computed : 0
+            budget = PrefillSplit.alignment == 1 ? budget - computed : 0
         }
         let decoding = active.filter { $0.phase == .decode }
         if !decoding.isEmpty {
@@ -395,12 +386,12 @@ private final class Scheduler: @unchecked Sendable {
         active.append(job)
         reserved += job.reservation
         running.add(1, ordering: .relaxed)
-        let prefix = job.cache.flatMap { $0.blend == nil && $0.lookup.tokens == job.request.prompt ? $0 : nil }
+        let prefix = job.cache.flatMap { $0.isExact && $0.tokens == job.request.prompt ? $0 : nil }
         // The engine's own memory first: a kept sequence that shares more of the prompt than the tiers
         // can load is taken over as it is (no copy), cut back to the shared tokens. At least one token
         // is left to compute, for the logits.
         if let prefix, let (index, shared) = bestKept(for: job.request.prompt, salt: job.request.salt),
-            shared > prefix.connector.loadableTokens(prefix.lookup)
+            shared > prefix.loadableTokens
         {
             let sequence = kept.remove(at: index).sequence
             keptTokens -= sequence.count
@@ -411,12 +402,12 @@ private final class Scheduler: @unchecked Sendable {
         }
         let sequence = pool.popLast() ?? model.makeSequence()
         job.sequence = sequence
-        guard let cache = job.cache, cache.blend == nil else { return }
+        guard let cache = job.cache, cache.isExact else { return }
         guard let prefix else {
             return fail(job, InferenceError.invalidInput("the cache lookup is of another prompt"))
         }
         do {
-            job.loaded = try prefix.connector.load(prefix.lookup, into: sequence)
+            job.loaded = try prefix.load(into: sequence)
         } catch {
             fail(job, error)
         }
@@ -450,7 +441,7 @@ private final class Scheduler: @unchecked Sendable {
     /// prefix reuse, with the arithmetic that makes every split of a prompt compute the same values.
     func sharesPrefixes(_ job: Job) -> Bool {
         guard let cache = job.cache else { return false }
-        return cache.blend == nil && KVConnector.loadAlignment == 1
+        return cache.isExact && PrefillSplit.alignment == 1
     }
 
     /// Whether a prompt of the same tenant being computed ahead of `job` (more tokens computed, or as
@@ -517,11 +508,10 @@ private final class Scheduler: @unchecked Sendable {
     func prefillPiece(_ job: Job, limit: Int) -> Int {
         guard let sequence = job.sequence else { return 0 }
         let prompt = job.request.prompt
-        if let blend = job.cache?.blend {
+        if let cache = job.cache, !cache.isExact {
             // Blending computes the whole prompt in one pass (segments are re-rotated and partly recomputed).
             do {
-                let blended = try blend.connector.prefill(
-                    blend.lookup, model: model, sequence: sequence, workspace: workspace)
+                let blended = try cache.prefill(model: model, sequence: sequence, workspace: workspace)
                 job.loaded = blended.reused
                 job.phase = .decode
                 deliver(blended.logits[...], to: job)
@@ -536,7 +526,7 @@ private final class Scheduler: @unchecked Sendable {
         if end - start > chunk {
             // Pieces end where a piece gives the result of one prefill: anywhere with the invariant
             // arithmetic, else on the engine's blocks.
-            let alignment = KVConnector.loadAlignment
+            let alignment = PrefillSplit.alignment
             end = (start + chunk) / alignment * alignment
         }
         do {
@@ -592,7 +582,7 @@ private final class Scheduler: @unchecked Sendable {
     func finish(_ job: Job) {
         saveIfPending(job)
         if job.promptSaved, let cache = job.cache, let sequence = job.sequence {
-            cache.connector.saveDecoded(cache.lookup, from: sequence)
+            cache.saveDecoded(from: sequence)
         }
         let result = job.stream.result(promptTokens: job.request.prompt.count, cachedTokens: job.loaded)
         if job.isCancelled { cancelledCount.add(1, ordering: .relaxed) }
@@ -613,12 +603,12 @@ private final class Scheduler: @unchecked Sendable {
         reserved -= job.reservation
         running.subtract(1, ordering: .relaxed)
         job.phase = .waiting
-        let cached = job.cache.map { $0.blend == nil } ?? false
+        let cached = job.cache?.isExact ?? false
         job.cache = nil
         guard let sequence = job.sequence else { return }
         job.sequence = nil
         if keep && cached && sequence.count > 0 && sequence.count <= limits.keptKVTokens
-            && KVConnector.loadAlignment == 1
+            && PrefillSplit.alignment == 1
         {
             kept.append(KeptSequence(sequence: sequence, salt: job.request.salt))
             keptTokens += sequence.count

@@ -25,22 +25,6 @@ public struct GenerationResult: Sendable, Hashable {
     public var cachedTokens: Int = 0
 }
 
-/// A prompt's cache for one generation: the connector, and what its lookup found.
-public struct PromptCache: Sendable {
-    /// The connector that loads and saves.
-    public var connector: KVConnector
-    /// The lookup of the prompt.
-    public var lookup: CacheLookup
-    /// Segment reuse on top of the prefix (``BlendConnector``); `nil`: prefix reuse only.
-    public var blend: BlendCache? = nil
-
-    /// Pairs a connector with a lookup of the prompt about to be generated from.
-    public init(connector: KVConnector, lookup: CacheLookup) {
-        self.connector = connector
-        self.lookup = lookup
-    }
-}
-
 /// One sequence being run on a model: its KV memory, scratch memory, and a generation loop.
 ///
 /// A session is used by one task at a time. A cache connector fills ``sequence`` with
@@ -73,20 +57,18 @@ public final class InferenceSession {
     /// Prefills `prompt` into the (empty) sequence through the cache: loads what `cache` found, computes the
     /// rest, and returns the logits of the last prompt token with the number of tokens loaded.
     ///
-    /// New chunks are not saved here; call ``KVConnector/save(_:from:)`` when convenient (``generate``
+    /// New chunks are not saved here; call ``CachedPrompt/save(from:)`` when convenient (``generate``
     /// saves them right after the first token).
     /// - Throws: ``InferenceError`` when the sequence is not empty, for invalid tokens or a full context.
-    public func prefill(_ prompt: [Int32], cache: PromptCache) throws(InferenceError) -> (logits: [Float], loaded: Int)
-    {
-        guard cache.lookup.tokens == prompt else {
+    public func prefill(
+        _ prompt: [Int32],
+        cache: some CachedPrompt
+    ) throws(InferenceError) -> (logits: [Float], loaded: Int) {
+        guard cache.tokens == prompt else {
             throw InferenceError.invalidInput("the cache lookup is of another prompt")
         }
-        if let blend = cache.blend {
-            let blended = try blend.connector.prefill(blend.lookup, model: model, sequence: sequence, workspace: workspace)
-            return (blended.logits, blended.reused)
-        }
-        let loaded = try cache.connector.load(cache.lookup, into: sequence)
-        return (try prefill(Array(prompt[loaded...])), loaded)
+        let prefilled = try cache.prefill(model: model, sequence: sequence, workspace: workspace)
+        return (prefilled.logits, prefilled.reused)
     }
 
     /// Generates up to `maxTokens` tokens after `prompt` (appended to what the sequence already holds).
@@ -108,7 +90,7 @@ public final class InferenceSession {
         sampling: SamplingParameters = .greedy,
         stopStrings: [String] = [],
         tokenizer: (any Tokenizer)? = nil,
-        cache: PromptCache? = nil,
+        cache: (any CachedPrompt)? = nil,
         onToken: (Int32, String) -> Bool = { _, _ in true }
     ) throws(InferenceError) -> GenerationResult {
         guard !prompt.isEmpty else { throw InferenceError.invalidInput("the prompt has no tokens") }
@@ -129,7 +111,7 @@ public final class InferenceSession {
         var pendingSave = cache
         defer {
             pendingSave?.save(from: sequence)
-            cache.map { _ = $0.connector.saveDecoded($0.lookup, from: sequence) }
+            cache?.saveDecoded(from: sequence)
         }
         while let (next, piece) = stream.accept(logits) {
             let keepGoing = onToken(next, piece)

@@ -79,6 +79,32 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// - Returns: `tokens.count × vocabularySize` logits, row after row.
     /// - Throws: ``InferenceError`` as ``forward(_:sequence:outputs:workspace:)``, or when the counts differ.
     func decode(_ tokens: [Int32], sequences: [SequenceKV], workspace: Workspace) throws(InferenceError) -> [Float]
+
+    /// A prefill of `tokens` after `sequence`'s tokens in which the rows of the tokens marked in
+    /// `plan.cached` already hold loaded KV and are recomputed only as the plan says (blending, see
+    /// ``BlendPlan``).
+    /// - Returns: the last token's logits.
+    /// - Throws: ``InferenceError`` as ``forward(_:sequence:outputs:workspace:)``, for a check layer
+    ///   outside the model, or for models that cannot blend.
+    func forwardBlend(
+        _ tokens: [Int32],
+        sequence: SequenceKV,
+        plan: BlendPlan,
+        workspace: Workspace
+    ) throws(InferenceError) -> [Float]
+
+    /// Copies KV computed for `positions.count` tokens starting at position `computedAt` (`bytes`:
+    /// layers × {K, V} × tokens × kvHeads × headDim values of `dtype`) into rows `positions` of
+    /// `sequence`, keys re-rotated to their new positions; the rows must be reserved. Values do not
+    /// depend on the position and are copied as they are.
+    /// - Throws: ``InferenceError`` when the bytes do not fit, or for models that cannot blend.
+    func importMovedKV(
+        _ bytes: UnsafeRawBufferPointer,
+        of dtype: KVDType,
+        computedAt: Int,
+        into sequence: SequenceKV,
+        positions: Range<Int>
+    ) throws(InferenceError)
 }
 
 extension LanguageModel {

@@ -4,23 +4,47 @@
 // whose loaded KV deviates most from what a full prefill would compute.
 
 internal import Kernels
+public import LMCacheCore
 
 /// How a blended prefill recomputes.
-package struct BlendPlan: Sendable, Hashable {
+public struct BlendPlan: Sendable, Hashable {
     /// Per token of the prefill: whether its KV rows (every layer) were loaded from the cache.
-    package var cached: [Bool]
+    public var cached: [Bool]
     /// Layers at which each computed token's deviation is measured, ascending. Empty: naive reuse,
     /// where only the tokens not found in the cache are computed, at every layer.
-    package var checkLayers: [Int]
+    public var checkLayers: [Int]
     /// Per check layer (the last one repeats): the fraction of the cached tokens still computed in
     /// the layers after it, those with the largest deviation.
-    package var ratios: [Double]
+    public var ratios: [Double]
 
-    package init(cached: [Bool], checkLayers: [Int], ratios: [Double]) {
+    /// A plan; `ratios` may be empty only without check layers.
+    public init(cached: [Bool], checkLayers: [Int], ratios: [Double]) {
         precondition(!ratios.isEmpty || checkLayers.isEmpty, "a check layer needs a ratio")
         self.cached = cached
         self.checkLayers = checkLayers.sorted()
         self.ratios = ratios
+    }
+}
+
+// Blending is something a model does: the engine's transformers implement it, other models throw.
+extension LanguageModel {
+    public func forwardBlend(
+        _ tokens: [Int32],
+        sequence: SequenceKV,
+        plan: BlendPlan,
+        workspace: Workspace
+    ) throws(InferenceError) -> [Float] {
+        throw InferenceError.unsupportedModel("blending needs one of the engine's transformer models")
+    }
+
+    public func importMovedKV(
+        _ bytes: UnsafeRawBufferPointer,
+        of dtype: KVDType,
+        computedAt: Int,
+        into sequence: SequenceKV,
+        positions: Range<Int>
+    ) throws(InferenceError) {
+        throw InferenceError.unsupportedModel("blending needs one of the engine's transformer models")
     }
 }
 
@@ -29,10 +53,79 @@ protocol TransformerModel: LanguageModel {
     var core: TransformerCore { get }
 }
 
+extension TransformerModel {
+    public func forwardBlend(
+        _ tokens: [Int32],
+        sequence: SequenceKV,
+        plan: BlendPlan,
+        workspace: Workspace
+    ) throws(InferenceError) -> [Float] {
+        if let layer = plan.checkLayers.first(where: { $0 >= core.layers.count }) {
+            throw InferenceError.invalidInput(
+                "blend check layer \(layer) is outside the model's \(core.layers.count) layers"
+            )
+        }
+        return try core.forwardBlend(tokens, sequence: sequence, plan: plan, workspace: workspace)
+    }
+
+    public func importMovedKV(
+        _ bytes: UnsafeRawBufferPointer,
+        of dtype: KVDType,
+        computedAt: Int,
+        into sequence: SequenceKV,
+        positions: Range<Int>
+    ) throws(InferenceError) {
+        try core.importMovedKV(bytes, of: dtype, computedAt: computedAt, into: sequence, positions: positions)
+    }
+}
+
 extension Gemma3Model: TransformerModel {}
 extension LlamaModel: TransformerModel {}
 
 extension TransformerCore {
+    /// See ``LanguageModel/importMovedKV(_:of:computedAt:into:positions:)``.
+    func importMovedKV(
+        _ bytes: UnsafeRawBufferPointer,
+        of dtype: KVDType,
+        computedAt: Int,
+        into sequence: SequenceKV,
+        positions: Range<Int>
+    ) throws(InferenceError) {
+        let layout = sequence.layout
+        let row = layout.kvHeads * layout.headDim
+        let tokens = positions.count
+        let count = layout.layers * 2 * tokens * row
+        let stored = KVLayout(layers: layout.layers, kvHeads: layout.kvHeads, headDim: layout.headDim, dtype: dtype)
+        guard bytes.count == stored.byteCount(tokens: tokens), dtype == .float32 || dtype == .float16 else {
+            throw InferenceError.invalidKV("moved KV of \(bytes.count) bytes does not fit \(stored) for \(tokens) tokens")
+        }
+        guard positions.upperBound <= sequence.capacity else {
+            throw InferenceError.invalidKV("positions \(positions) are beyond the sequence's \(sequence.capacity)")
+        }
+        let delta = positions.lowerBound - computedAt
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats in
+            let base = floats.baseAddress!
+            if dtype == .float32 {
+                // Safe: `bytes` holds `count` floats (checked above).
+                UnsafeMutableRawPointer(base).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            } else {
+                // Safe: `bytes` holds `count` half-precision values, `floats` room for `count` floats.
+                Ops.convertFromHalf(bytes.baseAddress!, base, count: count)
+            }
+            // Layout: layers × {K, V} × tokens × row.
+            for layer in 0..<layout.layers {
+                rerotateKeys(base + (layer * 2) * tokens * row, rows: tokens, layer: layer, by: delta)
+                for kv in 0..<2 {
+                    let source = base + (layer * 2 + kv) * tokens * row
+                    for j in 0..<tokens {
+                        sequence.row(layer: layer, kv: kv, position: positions.lowerBound + j)
+                            .update(from: source + j * row, count: row)
+                    }
+                }
+            }
+        }
+    }
+
     /// Re-rotates `rows` key rows (each `kvHeads × headDim` floats) of layer `layer` from the
     /// position they were computed at to `delta` positions later, and rounds them as the engine
     /// stores keys. A zero `delta` leaves them untouched, bit for bit.

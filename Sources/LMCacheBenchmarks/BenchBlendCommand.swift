@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Inference
 import LMCacheCommandSupport
+import LMCacheConnector
 import LMCacheCore
 import LMCacheStorage
 import Tokenizers
@@ -101,8 +102,8 @@ struct BenchBlendCommand: AsyncParsableCommand {
             let prompt = workload.encode(workload.warmupText(document))
             let lookup = await blender.lookup(prompt)
             let session = InferenceSession(model: model)
-            _ = try blender.prefill(lookup, model: model, sequence: session.sequence, workspace: session.workspace)
-            blender.save(lookup, from: session.sequence)
+            _ = try lookup.prefill(model: model, sequence: session.sequence, workspace: session.workspace)
+            lookup.save(from: session.sequence)
         }
 
         var generator = SplitMix(seed: 7)

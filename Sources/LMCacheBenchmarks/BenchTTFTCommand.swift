@@ -3,6 +3,7 @@ import Foundation
 import GGUF
 import Inference
 import LMCacheCommandSupport
+import LMCacheConnector
 import LMCacheCore
 import LMCacheRemote
 import LMCacheServer
@@ -94,15 +95,18 @@ struct BenchTTFTCommand: AsyncParsableCommand {
         let setup = try TierSetup(tier: tier, configuration: configuration, budgetGiB: budgetGiB, logger: logger)
         defer { setup.stop() }
         configuration = setup.configuration
-        let storage = try StorageManager(
+        let name = URL(fileURLWithPath: modelArguments.model).deletingPathExtension().lastPathComponent
+        let engineCache = try EngineCache(
             configuration: configuration,
+            model: model,
+            tokenizer: tokenizer,
+            name: name,
             remoteTier: { [configuration] url in
                 try makeRemoteTier(url: url, configuration: configuration, logger: logger)
             },
             logger: logger
         )
-        let name = URL(fileURLWithPath: modelArguments.model).deletingPathExtension().lastPathComponent
-        let connector = KVConnector(storage: storage, model: model, name: name, configuration: configuration)
+        let (storage, connector) = (engineCache.storage, engineCache.prefix)
         // Only the engine tier keeps finished requests' KV; the others measure loads from their tier.
         let limits = SchedulerLimits(keptKVTokens: tier == .engine ? SchedulerLimits().keptKVTokens : 0)
         let cached = OpenAIServer(

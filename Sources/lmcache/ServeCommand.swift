@@ -3,6 +3,7 @@ import Foundation
 import GGUF
 import Inference
 import LMCacheCommandSupport
+import LMCacheConnector
 import LMCacheCore
 import LMCacheP2P
 import LMCacheRemote
@@ -172,41 +173,33 @@ struct ServeCommand: AsyncParsableCommand {
         let languageModel = try loadModel(from: file)
         let tokenizer = try makeTokenizer(from: file)
         let name = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        var storage: StorageManager?
-        var connector: KVConnector?
+        var cache: EngineCache?
         var peerServices: [any Service] = []
         if !noCache {
             let configuration = loaded.configuration
-            let manager = try StorageManager(
-                configuration: configuration,
-                prefault: prefault,
-                remoteTier: { url in
-                    try makeRemoteTier(
-                        url: url, configuration: configuration, security: { try TLS.client($0) }, logger: logger)
-                },
-                additionalTiers: sharing?.tier.map { [$0] } ?? [],
-                logger: logger
-            )
-            if let sharing, let cpu = manager.cpu { peerServices = sharing.services(cpu: cpu) }
-            storage = manager
-            connector = KVConnector(
-                storage: manager,
-                model: languageModel,
-                name: name,
-                configuration: loaded.configuration
-            )
+            do {
+                cache = try EngineCache(
+                    configuration: configuration,
+                    model: languageModel,
+                    tokenizer: tokenizer,
+                    name: name,
+                    prefault: prefault,
+                    remoteTier: { url in
+                        try makeRemoteTier(
+                            url: url, configuration: configuration, security: { try TLS.client($0) }, logger: logger)
+                    },
+                    additionalTiers: sharing?.tier.map { [$0] } ?? [],
+                    logger: logger
+                )
+            } catch let error as InferenceError {
+                throw ValidationError(error.message)
+            }
+            if let sharing, let cpu = cache?.storage.cpu { peerServices = sharing.services(cpu: cpu) }
         }
-        let blender = connector.flatMap {
-            BlendConnector(prefix: $0, configuration: loaded.configuration, tokenizer: tokenizer)
-        }
-        if let blender, let layer = blender.options.checkLayers.first(where: { $0 >= languageModel.configuration.layers }) {
-            throw ValidationError("blend_check_layers: layer \(layer) is outside the model's \(languageModel.configuration.layers) layers")
-        }
-        let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: connector, blender: blender,
-            limits: limits)
+        let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: cache?.connector, limits: limits)
         let server = OpenAIServer(
             engine: engine,
-            storage: storage,
+            storage: cache?.storage,
             configuration: .init(
                 host: host,
                 port: port,
@@ -221,12 +214,12 @@ struct ServeCommand: AsyncParsableCommand {
         )
         let host = self.host
         let threads = EngineThreads.count
-        let cache =
+        let cacheState =
             noCache
-            ? "off" : "on (chunk_size \(loaded.configuration.chunkSize)\(blender == nil ? "" : ", blending"))"
+            ? "off" : "on (chunk_size \(loaded.configuration.chunkSize)\(cache?.blender == nil ? "" : ", blending"))"
         try await withRunningServices(peerServices, logger: logger) {
             try await server.run { port in
-                logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cache), \(threads == 1 ? "1 thread" : "\(threads) threads")")
+                logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cacheState), \(threads == 1 ? "1 thread" : "\(threads) threads")")
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import LMCacheConnector
 import LMCacheCore
 import LMCacheStorage
 import LMCacheTestSupport
@@ -60,7 +61,7 @@ func cachedRun(
 ) async throws -> (logits: [Float], tokens: [Int32], loaded: Int) {
     let lookup = await connector.lookup(prompt, salt: salt)
     let session = InferenceSession(model: model)
-    let (logits, loaded) = try session.prefill(prompt, cache: PromptCache(connector: connector, lookup: lookup))
+    let (logits, loaded) = try session.prefill(prompt, cache: lookup)
     connector.save(lookup, from: session.sequence)
     return (logits, try greedyContinuation(session, logits: logits, count: maxTokens), loaded)
 }
@@ -95,7 +96,7 @@ struct KVConnectorTests {
         let result = try InferenceSession(model: model).generate(
             prompt: prompt,
             maxTokens: 6,
-            cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt))
+            cache: await connector.lookup(prompt)
         )
         #expect(result.tokens == reference.tokens)
         #expect(result.cachedTokens == 512)
@@ -317,7 +318,7 @@ struct KVConnectorTests {
         let result = try session.generate(
             prompt: prompt,
             maxTokens: 16,
-            cache: PromptCache(connector: connector, lookup: await connector.lookup(prompt))
+            cache: await connector.lookup(prompt)
         )
         #expect(result.tokens.count == 16)
         // The sequence holds the prompt and 15 generated tokens (the last one was never run).

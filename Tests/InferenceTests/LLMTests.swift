@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import LMCacheConnector
 import LMCacheCore
 import LMCacheTestSupport
 import Testing

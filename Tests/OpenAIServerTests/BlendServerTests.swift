@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import Inference
+import LMCacheConnector
 import LMCacheCore
 import LMCacheStorage
 import LMCacheTestSupport
@@ -14,10 +15,8 @@ private func configuredEngine(yaml: String) throws -> (GenerationEngine, Storage
     try yaml.write(to: file, atomically: false, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: file) }
     let configuration = try ConfigurationLoader.load(environment: [:], configFile: file.path).configuration
-    let storage = try StorageManager(configuration: configuration, prefault: false)
-    let connector = KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
-    let blender = BlendConnector(prefix: connector, configuration: configuration, tokenizer: tokenizer)
-    return (GenerationEngine(model: model, tokenizer: tokenizer, connector: connector, blender: blender), storage)
+    let cache = try EngineCache(configuration: configuration, model: model, tokenizer: tokenizer, name: "gemma-3-270m")
+    return (GenerationEngine(model: model, tokenizer: tokenizer, connector: cache.connector), cache.storage)
 }
 
 @Suite("Blending through the OpenAI server")
@@ -64,7 +63,7 @@ struct BlendServerTests {
     func blendingOff() async throws {
         let off = Self.yaml.replacingOccurrences(of: "enable_blending: true", with: "enable_blending: false")
         let (engine, storage) = try configuredEngine(yaml: off)
-        #expect(engine.blender == nil)
+        #expect(engine.connector is KVConnector)
         try await withLiveServer(engine: (engine, storage)) { client in
             for body in Self.requests() {
                 let reply = try await client.post(body.path, json: body.json)

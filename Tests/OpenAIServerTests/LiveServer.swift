@@ -2,6 +2,7 @@ import Foundation
 import GGUF
 import Hummingbird
 import Inference
+import LMCacheConnector
 import LMCacheCore
 import LMCacheStorage
 import LMCacheTestSupport

@@ -1,11 +1,12 @@
+public import Inference
 internal import Kernels
 public import LMCacheCore
 public import LMCacheStorage
 
-/// The seam between the engine and the cache: before a prefill, find and load the cached prefix of a
+/// Prefix reuse through the cache's tiers: before a prefill, find and load the cached prefix of a
 /// prompt; after it, store the prompt's new chunks.
 ///
-/// Modelled on vLLM's KV connector, in three steps:
+/// The engine's ``KVCacheConnector``, in three steps:
 ///
 /// 1. **Lookup** (``lookup(_:salt:)``, async): the prompt's chunk keys, how many leading chunks some tier
 ///    holds, and those chunks, pinned while the returned ``CacheLookup`` lives.
@@ -18,7 +19,7 @@ public import LMCacheStorage
 /// Chunks are stored losslessly: as float16 when the engine rounds every stored key and value to half
 /// precision (its default, following llama.cpp; half the bytes of float32), as float32 otherwise. So a
 /// run with a cache hit computes exactly the logits and tokens of a run without one. With the engine's
-/// batch-invariant arithmetic (its default) a load may end at any token (``loadAlignment``); with the
+/// batch-invariant arithmetic (its default) a load may end at any token (``PrefillSplit/alignment``); with the
 /// reference modes it ends on a multiple of 256 positions. At least one prompt token is always
 /// computed, to produce the logits.
 ///
@@ -26,9 +27,10 @@ public import LMCacheStorage
 /// let connector = KVConnector(storage: manager, model: identity, layout: model.kvLayout)
 /// let hit = await connector.lookup(prompt)
 /// let session = InferenceSession(model: model)
-/// let (logits, loaded) = try session.prefill(prompt, cache: hit, connector: connector)
+/// let (logits, loaded) = try session.prefill(prompt, cache: hit)
+/// hit.save(from: session.sequence)
 /// ```
-public final class KVConnector: Sendable {
+public final class KVConnector: KVCacheConnector {
     /// Where chunks are kept.
     public let storage: StorageManager
     /// The model whose KV this connector moves; part of every key.
@@ -46,11 +48,6 @@ public final class KVConnector: Sendable {
     /// How chunks are split between full-attention and sliding-window layers (`window_aware_loading`),
     /// or `nil` when each chunk is one object of all layers.
     public let layerGroups: LayerGroups?
-
-    /// Positions at which a load may end so that the engine's prefill of the rest is bit-identical to a
-    /// prefill of the whole prompt.
-    /// Any position with the batch-invariant arithmetic (the default), else the engine's blocks.
-    package static var loadAlignment: Int { Linear.defaultStrategy == .invariant ? 1 : linearBlockTokens }
 
     /// The lossless dtype for stored chunks: float16 when the engine keeps K/V at half precision.
     public static var losslessDType: KVDType { Ops.emulateHalfPrecision ? .float16 : .float32 }
@@ -169,7 +166,7 @@ public final class KVConnector: Sendable {
                 ? 0 : Self.loadTarget(hitTokens: chunks[available - 1].range.upperBound, promptTokens: tokens.count)
             let needed = chunks.prefix { $0.range.lowerBound < target }.count
             let loaded = needed == 0 ? [] : await storage.retrieve(Array(chunks[..<needed]), tokens: tokens)
-            return CacheLookup(tokens: tokens, salt: salt, chunks: chunks, hits: loaded)
+            return CacheLookup(connector: self, tokens: tokens, salt: salt, chunks: chunks, hits: loaded)
         }
         let windowedChunks = windowedKeyer(groups, salt: salt).chunks(for: tokens)
         var usable = available
@@ -191,6 +188,7 @@ public final class KVConnector: Sendable {
                 continue
             }
             return CacheLookup(
+                connector: self,
                 tokens: tokens,
                 salt: salt,
                 chunks: chunks,
@@ -201,6 +199,7 @@ public final class KVConnector: Sendable {
             )
         }
         return CacheLookup(
+            connector: self,
             tokens: tokens,
             salt: salt,
             chunks: chunks,
@@ -212,14 +211,14 @@ public final class KVConnector: Sendable {
     }
 
     /// Where a load of a `hitTokens`-token hit of a `promptTokens`-token prompt ends: at least one token
-    /// is left to compute, and the end is a multiple of ``loadAlignment``.
+    /// is left to compute, and the end is a multiple of ``PrefillSplit/alignment``.
     static func loadTarget(hitTokens: Int, promptTokens: Int) -> Int {
         let cap = min(hitTokens, promptTokens - 1)
-        return cap > 0 ? cap / loadAlignment * loadAlignment : 0
+        return cap > 0 ? cap / PrefillSplit.alignment * PrefillSplit.alignment : 0
     }
 
     /// How many leading tokens of `lookup.tokens` ``load(_:into:)`` loads: the hit, cut so that at
-    /// least one token is left to compute and so that it ends on a multiple of ``loadAlignment``.
+    /// least one token is left to compute and so that it ends on a multiple of ``PrefillSplit/alignment``.
     public func loadableTokens(_ lookup: CacheLookup) -> Int {
         Self.loadTarget(hitTokens: lookup.hitTokens, promptTokens: lookup.tokens.count)
     }
@@ -303,6 +302,7 @@ public final class KVConnector: Sendable {
         }
         let tokens = sequence.tokens
         let extended = CacheLookup(
+            connector: self,
             tokens: tokens,
             salt: lookup.salt,
             chunks: keyer(salt: lookup.salt).chunks(for: tokens),
@@ -395,7 +395,9 @@ public struct LayerGroups: Sendable, Hashable {
 
 /// What the cache holds of one prompt: its chunk keys and the leading chunks found, pinned in memory
 /// for as long as this value lives.
-public struct CacheLookup: Sendable {
+public struct CacheLookup: CachedPrompt {
+    /// The connector that made this lookup, and loads and saves it.
+    public let connector: KVConnector
     /// The prompt.
     public let tokens: [Int32]
     /// The tenant salt the keys were made with.
@@ -412,6 +414,7 @@ public struct CacheLookup: Sendable {
     public let windowStart: Int
 
     init(
+        connector: KVConnector,
         tokens: [Int32],
         salt: String?,
         chunks: [TokenChunk],
@@ -420,6 +423,7 @@ public struct CacheLookup: Sendable {
         windowHits: [KVChunk] = [],
         windowStart: Int = 0
     ) {
+        self.connector = connector
         self.tokens = tokens
         self.salt = salt
         self.chunks = chunks
@@ -435,8 +439,24 @@ public struct CacheLookup: Sendable {
     /// Bytes of KV fetched for this prompt: ``hits`` and ``windowHits``.
     public var hitBytes: Int { (hits + windowHits).reduce(0) { $0 + $1.byteCount } }
 
-    /// A lookup that found nothing (a cache that is off, or a miss).
-    public static func miss(_ tokens: [Int32], salt: String? = nil) -> CacheLookup {
-        CacheLookup(tokens: tokens, salt: salt, chunks: [], hits: [])
+    /// Prefix reuse is exact.
+    public var isExact: Bool { true }
+
+    /// See ``KVConnector/loadableTokens(_:)``.
+    public var loadableTokens: Int { connector.loadableTokens(self) }
+
+    /// See ``KVConnector/load(_:into:)``.
+    public func load(into sequence: SequenceKV) throws(InferenceError) -> Int {
+        try connector.load(self, into: sequence)
+    }
+
+    /// See ``KVConnector/save(_:from:)``.
+    public func save(from sequence: SequenceKV) {
+        connector.save(self, from: sequence)
+    }
+
+    /// See ``KVConnector/saveDecoded(_:from:)``.
+    public func saveDecoded(from sequence: SequenceKV) {
+        connector.saveDecoded(self, from: sequence)
     }
 }

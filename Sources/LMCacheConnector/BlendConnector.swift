@@ -1,4 +1,4 @@
-internal import Kernels
+public import Inference
 public import LMCacheCore
 internal import LMCacheStorage
 public import Tokenizers
@@ -66,10 +66,10 @@ public struct BlendOptions: Sendable, Hashable {
 /// ```swift
 /// let blender = BlendConnector(prefix: connector, options: BlendOptions(configuration: config, tokenizer: tokenizer))
 /// let lookup = await blender.lookup(prompt)
-/// let (logits, reused) = try blender.prefill(lookup, model: model, sequence: sequence, workspace: workspace)
-/// blender.save(lookup, from: sequence)
+/// let (logits, reused) = try lookup.prefill(model: model, sequence: sequence, workspace: workspace)
+/// lookup.save(from: sequence)
 /// ```
-public final class BlendConnector: Sendable {
+public final class BlendConnector: KVCacheConnector {
     /// The prefix connector: storage, model identity, stored layout and chunk size.
     public let prefix: KVConnector
     /// How prompts are split and how much is recomputed.
@@ -125,7 +125,7 @@ public final class BlendConnector: Sendable {
                 hits.append(SegmentHit(range: chunk.range, storedPosition: position, chunk: kv))
             }
         }
-        return BlendLookup(prefix: prefixLookup, salt: salt, chunks: chunks, hits: hits)
+        return BlendLookup(connector: self, prefix: prefixLookup, salt: salt, chunks: chunks, hits: hits)
     }
 
     /// Prefills `lookup.tokens` into `sequence` (which must be empty): the cached prefix loaded
@@ -161,64 +161,24 @@ public final class BlendConnector: Sendable {
         guard !hits.isEmpty else {
             return (try model.forward(rest, sequence: sequence, outputs: .last, workspace: workspace), loaded)
         }
-        guard let core = (model as? any TransformerModel)?.core else {
-            throw InferenceError.unsupportedModel("blending needs one of the engine's transformer models")
-        }
-        if let layer = checkLayers.first(where: { $0 >= core.layers.count }) {
-            throw InferenceError.invalidInput(
-                "blend check layer \(layer) is outside the model's \(core.layers.count) layers"
-            )
-        }
         guard sequence.layout == prefix.engineLayout, loaded + rest.count <= sequence.capacity else {
             throw InferenceError.invalidKV("the sequence cannot hold the blended prompt")
         }
         sequence.reserve(tokens.count)
         var cached = [Bool](repeating: false, count: rest.count)
         for hit in hits {
-            try write(hit, into: sequence, core: core)
+            guard hit.chunk.layout == prefix.layout else {
+                throw InferenceError.invalidKV("cached segment chunk layout \(hit.chunk.layout) is not \(prefix.layout)")
+            }
+            try hit.chunk.withUnsafeBytes { bytes throws(InferenceError) in
+                try model.importMovedKV(
+                    bytes, of: prefix.layout.dtype, computedAt: hit.storedPosition, into: sequence, positions: hit.range)
+            }
             for t in hit.range { cached[t - loaded] = true }
         }
         let plan = BlendPlan(cached: cached, checkLayers: checkLayers, ratios: ratios ?? options.recomputeRatios)
-        let logits = try core.forwardBlend(rest, sequence: sequence, plan: plan, workspace: workspace)
+        let logits = try model.forwardBlend(rest, sequence: sequence, plan: plan, workspace: workspace)
         return (logits, loaded + hits.reduce(0) { $0 + $1.range.count })
-    }
-
-    /// Copies a hit's KV into the sequence rows of its new positions, keys re-rotated.
-    private func write(_ hit: SegmentHit, into sequence: SequenceKV, core: TransformerCore) throws(InferenceError) {
-        let layout = prefix.layout
-        let row = layout.kvHeads * layout.headDim
-        let count = layout.layers * 2 * hit.range.count * row
-        let delta = hit.range.lowerBound - hit.storedPosition
-        try withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats throws(InferenceError) in
-            let base = floats.baseAddress!
-            try hit.chunk.withUnsafeBytes { bytes throws(InferenceError) in
-                guard bytes.count == layout.byteCount(tokens: hit.range.count) else {
-                    throw InferenceError.invalidKV(
-                        "cached segment chunk of \(bytes.count) bytes does not fit \(layout)"
-                    )
-                }
-                if layout.dtype == .float32 {
-                    // Safe: `bytes` holds `count` floats (checked above).
-                    UnsafeMutableRawPointer(base).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-                } else {
-                    // Safe: `bytes` holds `count` half-precision values, `floats` room for `count` floats.
-                    Ops.convertFromHalf(bytes.baseAddress!, base, count: count)
-                }
-            }
-            // Layout: layers × {K, V} × tokens × row.
-            let tokens = hit.range.count
-            for layer in 0..<layout.layers {
-                let keys = base + (layer * 2) * tokens * row
-                core.rerotateKeys(keys, rows: tokens, layer: layer, by: delta)
-                for kv in 0..<2 {
-                    let source = base + (layer * 2 + kv) * tokens * row
-                    for j in 0..<tokens {
-                        sequence.row(layer: layer, kv: kv, position: hit.range.lowerBound + j)
-                            .update(from: source + j * row, count: row)
-                    }
-                }
-            }
-        }
     }
 
     /// Stores the prompt's prefix chunks as ``KVConnector/save(_:from:)`` does, and each segment chunk
@@ -271,7 +231,9 @@ public struct SegmentHit: Sendable {
 }
 
 /// What the cache holds of one prompt for blending: its prefix lookup and its cached segment chunks.
-public struct BlendLookup: Sendable {
+public struct BlendLookup: CachedPrompt {
+    /// The connector that made this lookup, and prefills and saves it.
+    public let connector: BlendConnector
     /// The ordinary prefix lookup of the prompt (its ``CacheLookup/tokens`` are the prompt).
     public let prefix: CacheLookup
     /// The tenant salt the keys were made with.
@@ -283,36 +245,35 @@ public struct BlendLookup: Sendable {
 
     /// The prompt.
     public var tokens: [Int32] { prefix.tokens }
-}
 
-/// A prompt's blend lookup with the connector that made it, carried by ``PromptCache``.
-public struct BlendCache: Sendable {
-    /// The connector.
-    public var connector: BlendConnector
-    /// The lookup of the prompt.
-    public var lookup: BlendLookup
+    /// Blending is approximate (but with a recompute ratio of 1).
+    public var isExact: Bool { false }
 
-    /// Pairs a connector and a lookup.
-    public init(connector: BlendConnector, lookup: BlendLookup) {
-        self.connector = connector
-        self.lookup = lookup
-    }
-}
+    /// The exact prefix that a blended prefill loads first.
+    public var loadableTokens: Int { prefix.loadableTokens }
 
-extension PromptCache {
-    /// A prompt cache that blends: prefix reuse through `cache.connector.prefix`, segment reuse on top.
-    public init(blending cache: BlendCache) {
-        self.init(connector: cache.connector.prefix, lookup: cache.lookup.prefix)
-        blend = cache
+    /// Loads the exact prefix only (``prefill(model:sequence:workspace:)`` blends the rest).
+    public func load(into sequence: SequenceKV) throws(InferenceError) -> Int {
+        try prefix.load(into: sequence)
     }
 
-    /// Stores what the prompt's prefill computed: segment chunks too when blending.
-    func save(from sequence: SequenceKV) {
-        if let blend {
-            blend.connector.save(blend.lookup, from: sequence)
-        } else {
-            connector.save(lookup, from: sequence)
-        }
+    /// See ``BlendConnector/prefill(_:model:sequence:workspace:)``.
+    public func prefill(
+        model: any LanguageModel,
+        sequence: SequenceKV,
+        workspace: Workspace
+    ) throws(InferenceError) -> (logits: [Float], reused: Int) {
+        try connector.prefill(self, model: model, sequence: sequence, workspace: workspace)
+    }
+
+    /// See ``BlendConnector/save(_:from:)``.
+    public func save(from sequence: SequenceKV) {
+        connector.save(self, from: sequence)
+    }
+
+    /// Generated tokens are stored as prefix chunks (`save_decode_cache`).
+    public func saveDecoded(from sequence: SequenceKV) {
+        prefix.saveDecoded(from: sequence)
     }
 }
 

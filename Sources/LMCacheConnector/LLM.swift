@@ -1,4 +1,5 @@
 internal import GGUF
+public import Inference
 public import LMCacheCore
 public import LMCacheStorage
 internal import Tokenizers
@@ -68,12 +69,10 @@ public final class LLM: Sendable {
         let fileName = modelPath.split(separator: "/").last.map(String.init) ?? modelPath
         let modelName = name ?? (fileName.hasSuffix(".gguf") ? String(fileName.dropLast(5)) : fileName)
         if cache {
-            let storage = try StorageManager(configuration: configuration, prefault: prefault)
-            self.storage = storage
-            let connector = KVConnector(storage: storage, model: model, name: modelName, configuration: configuration)
-            engine = GenerationEngine(
-                model: model, tokenizer: tokenizer, connector: connector,
-                blender: BlendConnector(prefix: connector, configuration: configuration, tokenizer: tokenizer))
+            let cache = try EngineCache(
+                configuration: configuration, model: model, tokenizer: tokenizer, name: modelName, prefault: prefault)
+            storage = cache.storage
+            engine = GenerationEngine(model: model, tokenizer: tokenizer, connector: cache.connector)
         } else {
             storage = nil
             engine = GenerationEngine(model: model, tokenizer: tokenizer)
