@@ -305,7 +305,7 @@ let package = Package(
         .target(
             name: "LMCacheTestSupport",
             dependencies: [
-                "LMCacheServer",
+                "LMCacheServer", "LMCacheConnector", "Inference", "LMCacheCore", "GGUF", "Tokenizers",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -22,13 +22,11 @@ private enum BlendPrompts {
 }
 
 /// A blender over a fresh CPU-only cache: 64-token chunks, partial chunks stored, segments of 32+ tokens.
-private func makeBlender(model: any LanguageModel, ratios: [Double] = [0.15]) throws -> BlendConnector {
-    var configuration = LMCacheConfiguration()
-    configuration.chunkSize = 64
-    configuration.saveUnfullChunk = true
-    configuration.maxLocalCPUSize = 0.0625
-    let storage = try StorageManager(configuration: configuration, prefault: false)
-    let prefix = KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
+private func makeBlender(ratios: [Double] = [0.15]) throws -> BlendConnector {
+    let prefix = try TestModel.cache {
+        $0.chunkSize = 64
+        $0.saveUnfullChunk = true
+    }.prefix
     return BlendConnector(
         prefix: prefix,
         options: BlendOptions(
@@ -75,7 +73,7 @@ struct BlendConnectorTests {
     @Test("a segment reused at its stored position loads its KV bit for bit; elsewhere K is re-rotated, V unchanged")
     func rerotation() async throws {
         let model = try TestModel.model()
-        let blender = try makeBlender(model: model)
+        let blender = try makeBlender()
         let document = BlendPrompts.text(150, seed: 5)
         let question = BlendPrompts.text(12, seed: 6)
         let first = BlendPrompts.prompt([BlendPrompts.text(20, seed: 3), document, question])
@@ -140,7 +138,7 @@ struct BlendConnectorTests {
     @Test("with ratio 1 every token is recomputed: output equals full prefill exactly, at any position")
     func fullRatioIsExact() async throws {
         let model = try TestModel.model()
-        let blender = try makeBlender(model: model, ratios: [1.0])
+        let blender = try makeBlender(ratios: [1.0])
         let document = BlendPrompts.text(150, seed: 15)
         let other = BlendPrompts.text(70, seed: 16)
         let question = BlendPrompts.text(10, seed: 17)
@@ -164,7 +162,7 @@ struct BlendConnectorTests {
     @Test("at the default ratio a moved segment is reused and only part of it is recomputed")
     func selectiveRecompute() async throws {
         let model = try TestModel.model()
-        let blender = try makeBlender(model: model)
+        let blender = try makeBlender()
         let document = BlendPrompts.text(200, seed: 25)
         let question = BlendPrompts.text(10, seed: 27)
         _ = try await blendedRun(
@@ -187,7 +185,7 @@ struct BlendConnectorTests {
     @Test("segments shorter than blend_min_tokens and prompts without hits take the ordinary path")
     func shortSegmentsAndMisses() async throws {
         let model = try TestModel.model()
-        let blender = try makeBlender(model: model)
+        let blender = try makeBlender()
         let prompt = BlendPrompts.prompt([
             BlendPrompts.text(20, seed: 33), BlendPrompts.text(31, seed: 34), BlendPrompts.text(8, seed: 35),
         ])
@@ -206,7 +204,7 @@ struct BlendConnectorTests {
     @Test("with blending off the engine stores and loads prefix chunks only, exactly as before")
     func blendingOff() async throws {
         let model = try TestModel.model()
-        let blender = try makeBlender(model: model)
+        let blender = try makeBlender()
         let prompt = BlendPrompts.prompt([BlendPrompts.text(300, seed: 43), BlendPrompts.text(100, seed: 44)])
         let reference = try uncachedRun(model, prompt, maxTokens: 4)
         let connector = blender.prefix
@@ -242,7 +240,7 @@ struct BlendConnectorTests {
     @Test("tenants with different salts never share segments")
     func salts() async throws {
         let model = try TestModel.model()
-        let blender = try makeBlender(model: model)
+        let blender = try makeBlender()
         let document = BlendPrompts.text(100, seed: 53)
         let prompt = BlendPrompts.prompt([BlendPrompts.text(10, seed: 51), document, BlendPrompts.text(5, seed: 52)])
         let lookup = await blender.lookup(prompt, salt: "alice")

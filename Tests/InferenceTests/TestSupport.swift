@@ -7,16 +7,6 @@ import Testing
 /// Directory of this test target's data files.
 let resourcesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Resources")
 
-extension TestModel {
-    /// The loaded model, shared by all tests of the process (loading maps the file). Fails (never
-    /// skips) when the file is missing.
-    static let shared: Result<any LanguageModel, any Error> = Result {
-        try loadModel(from: GGUFFile(contentsOf: requirePath()))
-    }
-
-    static func model() throws -> any LanguageModel { try shared.get() }
-}
-
 /// The index of the largest value.
 func argmax(_ values: ArraySlice<Float>) -> Int {
     var best = values.startIndex

@@ -97,16 +97,13 @@ struct CancellationTests {
     @Test("shutdown under load: the grace period, then running and waiting requests get 503, within the bound")
     func shutdownUnderLoad() async throws {
         let (model, tokenizer) = try TestModel.shared.get()
-        var configuration = LMCacheConfiguration()
-        configuration.maxLocalCPUSize = 0.0625
-        let storage = try StorageManager(configuration: configuration, prefault: false)
-        let connector = KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
+        let cache = try TestModel.cache()
         // Two run and one waits.
         let engine = GenerationEngine(
-            model: model, tokenizer: tokenizer, connector: connector, limits: SchedulerLimits(maxSequences: 2))
+            model: model, tokenizer: tokenizer, connector: cache.connector, limits: SchedulerLimits(maxSequences: 2))
         let server = OpenAIServer(
             engine: engine,
-            storage: storage,
+            storage: cache.storage,
             configuration: .init(port: 0, modelName: "gemma-3-270m", shutdownGrace: .seconds(1))
         )
         let trigger = ShutdownTrigger()

@@ -17,13 +17,6 @@ import FoundationNetworking
 #endif
 
 extension TestModel {
-    /// The loaded model and its tokenizer, shared by all tests of the process. Fails (never skips)
-    /// when the file is missing.
-    static let shared: Result<(any LanguageModel, any Tokenizer), any Error> = Result {
-        let file = try GGUFFile(contentsOf: requirePath())
-        return (try loadModel(from: file), try makeTokenizer(from: file))
-    }
-
     /// A fresh engine without the cache that runs one sequence at a time: a second request waits.
     static func oneSequenceEngine() throws -> GenerationEngine {
         let (model, tokenizer) = try shared.get()
@@ -34,11 +27,8 @@ extension TestModel {
     static func engine(cache: Bool) throws -> (GenerationEngine, StorageManager?) {
         let (model, tokenizer) = try shared.get()
         guard cache else { return (GenerationEngine(model: model, tokenizer: tokenizer), nil) }
-        var configuration = LMCacheConfiguration()
-        configuration.maxLocalCPUSize = 0.0625
-        let storage = try StorageManager(configuration: configuration, prefault: false)
-        let connector = KVConnector(storage: storage, model: model, name: "gemma-3-270m", configuration: configuration)
-        return (GenerationEngine(model: model, tokenizer: tokenizer, connector: connector), storage)
+        let engineCache = try TestModel.cache()
+        return (GenerationEngine(model: model, tokenizer: tokenizer, connector: engineCache.connector), engineCache.storage)
     }
 }
 
