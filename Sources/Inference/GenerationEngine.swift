@@ -353,31 +353,77 @@ private final class Scheduler: @unchecked Sendable {
         for job in active where job.isCancelled {
             finish(job)
         }
-        // Prompt pieces up to one piece's worth of tokens in all: several short prompts (the questions
-        // after a shared document) start in one step rather than one step each, and the decoding
-        // sequences still wait for no more prefill than one piece. With the reference arithmetic,
-        // whose pieces must end on the engine's blocks, one piece per step.
+        // With the batch-invariant arithmetic, prompt pieces up to one piece's worth of tokens in all
+        // and a token of every decoding sequence run in one pass: several short prompts (the questions
+        // after a shared document) start in one step rather than one step each, the weights are read
+        // once for all of them, and the decoding sequences wait for no more prefill than one piece.
+        // With the reference arithmetic, whose pieces must end on the engine's blocks, one piece per
+        // step, then a decode step.
+        guard PrefillSplit.alignment == 1 else {
+            let prefilling = active.filter { $0.phase == .prefill }
+            if let (job, donor) = nextPrefill(prefilling, prefilling: prefilling) {
+                take(donor, for: job)
+                prefillPiece(job, limit: pieceTokens)
+            }
+            let decoding = active.filter { $0.phase == .decode }
+            if !decoding.isEmpty { decodeStep(decoding) }
+            return
+        }
+        let decoding = active.filter { $0.phase == .decode }
         let prefilling = active.filter { $0.phase == .prefill }
         var candidates = prefilling
+        var pieces: [(job: Job, end: Int)] = []
         var budget = pieceTokens
         while budget > 0, let (job, donor) = nextPrefill(candidates, prefilling: prefilling) {
             candidates.removeAll { $0 === job }
-            if let (source, shared) = donor, let sequence = job.sequence {
-                do {
-                    let held = sequence.count
-                    try sequence.copyPrefix(of: source, count: shared)
-                    job.loaded = shared
-                    copiedTokens.add(shared - held, ordering: .relaxed)
-                } catch {
-                    // Not expected (same model, checked lengths); the prompt is then computed instead.
-                }
+            take(donor, for: job)
+            guard let sequence = job.sequence, job.cache?.isExact ?? true else {
+                // A blended prompt is computed whole, in a pass of its own.
+                budget -= prefillPiece(job, limit: budget)
+                continue
             }
-            let computed = prefillPiece(job, limit: budget)
-            budget = PrefillSplit.alignment == 1 ? budget - computed : 0
+            let end = min(job.request.prompt.count, sequence.count + budget)
+            budget -= end - sequence.count
+            pieces.append((job, end))
         }
-        let decoding = active.filter { $0.phase == .decode }
-        if !decoding.isEmpty {
-            decodeStep(decoding)
+        guard !pieces.isEmpty || !decoding.isEmpty else { return }
+        let work =
+            pieces.map { job, end in
+                let prompt = job.request.prompt
+                return ForwardPiece(
+                    tokens: Array(prompt[job.sequence!.count..<end]),
+                    sequence: job.sequence!,
+                    wantsLogits: end == prompt.count
+                )
+            } + decoding.map { ForwardPiece(tokens: [$0.next], sequence: $0.sequence!) }
+        let logits: [Float]
+        do {
+            logits = try model.forward(work, workspace: workspace)
+        } catch {
+            // Nothing was computed (a pass checks every piece first): the pieces one by one, so that only
+            // the request at fault fails.
+            for (job, end) in pieces { prefillPiece(job, limit: end - job.sequence!.count) }
+            if !decoding.isEmpty { decodeStep(decoding) }
+            return
+        }
+        let vocabulary = model.configuration.vocabularySize
+        let finishing = pieces.filter { $0.end == $0.job.request.prompt.count }.map(\.job)
+        for (i, job) in (finishing + decoding).enumerated() {
+            job.phase = .decode
+            deliver(logits[(i * vocabulary)..<((i + 1) * vocabulary)], to: job)
+        }
+    }
+
+    /// Copies the prefix `donor` holds of `job`'s prompt into its sequence (see ``nextPrefill``).
+    func take(_ donor: (SequenceKV, Int)?, for job: Job) {
+        guard let (source, shared) = donor, let sequence = job.sequence else { return }
+        do {
+            let held = sequence.count
+            try sequence.copyPrefix(of: source, count: shared)
+            job.loaded = shared
+            copiedTokens.add(shared - held, ordering: .relaxed)
+        } catch {
+            // Not expected (same model, checked lengths); the prompt is then computed instead.
         }
     }
 

@@ -11,6 +11,24 @@ public enum LogitOutputs: Sendable, Hashable {
     case all
 }
 
+/// Tokens to run at the next positions of a sequence, as part of a pass over several sequences
+/// (``LanguageModel/forward(_:workspace:)``).
+public struct ForwardPiece {
+    /// The tokens (at least one).
+    public var tokens: [Int32]
+    /// The sequence they extend.
+    public var sequence: SequenceKV
+    /// Whether the last token's logits are wanted (not for a prompt piece that more pieces follow).
+    public var wantsLogits: Bool
+
+    /// A piece of `tokens` after `sequence`'s.
+    public init(tokens: [Int32], sequence: SequenceKV, wantsLogits: Bool = true) {
+        self.tokens = tokens
+        self.sequence = sequence
+        self.wantsLogits = wantsLogits
+    }
+}
+
 /// Hyperparameters of a decoder-only transformer, read from GGUF metadata.
 public struct ModelConfiguration: Sendable, Hashable {
     /// The GGUF architecture name (`gemma3`, `llama`, `qwen2`).
@@ -80,6 +98,17 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// - Throws: ``InferenceError`` as ``forward(_:sequence:outputs:workspace:)``, or when the counts differ.
     func decode(_ tokens: [Int32], sequences: [SequenceKV], workspace: Workspace) throws(InferenceError) -> [Float]
 
+    /// Runs each piece's tokens at the next positions of its sequence (distinct sequences), in one
+    /// batched pass where the arithmetic allows: prompt pieces of several requests and decode steps
+    /// together. Each piece's keys, values and logits equal those of
+    /// ``forward(_:sequence:outputs:workspace:)`` of that piece alone, bit for bit.
+    ///
+    /// - Returns: the logits of the last token of each piece that ``ForwardPiece/wantsLogits``,
+    ///   `vocabularySize` floats each, in order.
+    /// - Throws: ``InferenceError`` as ``forward(_:sequence:outputs:workspace:)``, or when a sequence
+    ///   appears twice.
+    func forward(_ pieces: [ForwardPiece], workspace: Workspace) throws(InferenceError) -> [Float]
+
     /// A prefill of `tokens` after `sequence`'s tokens in which the rows of the tokens marked in
     /// `plan.cached` already hold loaded KV and are recomputed only as the plan says (blending, see
     /// ``BlendPlan``).
@@ -110,6 +139,16 @@ public protocol LanguageModel: AnyObject, Sendable {
 extension LanguageModel {
     /// Full causal attention in every layer.
     public var attentionWindows: [Int] { Array(repeating: 0, count: configuration.layers) }
+
+    /// One piece after the other (models without a batched path).
+    public func forward(_ pieces: [ForwardPiece], workspace: Workspace) throws(InferenceError) -> [Float] {
+        var logits: [Float] = []
+        for piece in pieces {
+            logits += try forward(
+                piece.tokens, sequence: piece.sequence, outputs: piece.wantsLogits ? .last : .none, workspace: workspace)
+        }
+        return logits
+    }
 
     /// One sequence after the other (models without a batched path).
     public func decode(

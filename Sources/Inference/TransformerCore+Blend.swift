@@ -48,11 +48,6 @@ extension LanguageModel {
     }
 }
 
-/// A model built on the shared transformer machinery.
-protocol TransformerModel: LanguageModel {
-    var core: TransformerCore { get }
-}
-
 extension TransformerModel {
     public func forwardBlend(
         _ tokens: [Int32],
@@ -79,8 +74,6 @@ extension TransformerModel {
     }
 }
 
-extension Gemma3Model: TransformerModel {}
-extension LlamaModel: TransformerModel {}
 
 extension TransformerCore {
     /// See ``LanguageModel/importMovedKV(_:of:computedAt:into:positions:)``.

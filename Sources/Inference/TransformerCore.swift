@@ -177,92 +177,15 @@ final class TransformerCore: Sendable {
         outputs: LogitOutputs,
         workspace ws: Workspace
     ) throws(InferenceError) -> [Float] {
-        let c = spec.configuration
+        guard !tokens.isEmpty else { throw InferenceError.invalidInput("no tokens to run") }
         let n = tokens.count
-        guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
-        guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else {
-            throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)")
-        }
-        let p0 = try reserve(tokens, in: kv)
-
-        let d = c.hiddenSize
-        let hd = c.headDim
-        let qWidth = c.heads * hd
-        let kvWidth = c.kvHeads * hd
-        let x = ws.buffer(Slot.x, n * d)
-        let q = ws.buffer(Slot.q, n * qWidth)
-        let k = ws.buffer(Slot.k, n * kvWidth)
-        let v = ws.buffer(Slot.v, n * kvWidth)
-        let attn = ws.buffer(Slot.attn, n * qWidth)
-
-        embed(tokens, into: x)
-
-        for (l, w) in layers.enumerated() {
-            // Attention block.
-            projectQKV(w, x: x, count: n, firstPosition: p0, ws)
-            // Per token: biases, QK norms, RoPE, KV write (tokens in parallel for large batches).
-            Parallel.forRanges(n, minimumPerPart: 16) { tokens in
-                for i in tokens {
-                    prepare(
-                        layer: l,
-                        w,
-                        q: q + i * qWidth,
-                        k: k + i * kvWidth,
-                        v: v + i * kvWidth,
-                        position: p0 + i,
-                        kv: kv
-                    )
-                }
-            }
-            let views = kv.views(layer: l)
-            let shape = AttentionShape(
-                heads: c.heads,
-                kvHeads: c.kvHeads,
-                headDim: hd,
-                window: spec.windows[l],
-                scale: spec.attentionScale
-            )
-            Attention.prefill(
-                q: q,
-                count: n,
-                firstPosition: p0,
-                keys: views.keys,
-                values: views.values,
-                shape: shape,
-                out: attn,
-                scratch: ws.attention
-            )
-            attentionOutput(w, x: x, count: n, firstPosition: p0, ws)
-            feedForward(w, x: x, count: n, firstPosition: p0, ws)
-        }
-        kv.append(tokens)
-
-        // Output head.
         let first: Int
         switch outputs {
-        case .none: return []
+        case .none: first = n
         case .last: first = n - 1
         case .all: first = 0
         }
-        return logits(x + first * d, rows: n - first, firstPosition: p0 + first, ws)
-    }
-
-    /// One token's attention inputs at `position` of layer `l` (``projectToken``), with its K and V
-    /// written into `kv`.
-    @inline(__always)
-    private func prepare(
-        layer l: Int,
-        _ w: LayerWeights,
-        q qi: UnsafeMutablePointer<Float>,
-        k ki: UnsafeMutablePointer<Float>,
-        v vi: UnsafeMutablePointer<Float>,
-        position: Int,
-        kv: SequenceKV
-    ) {
-        projectToken(layer: l, w, q: qi, k: ki, v: vi, position: position)
-        let kvWidth = spec.configuration.kvHeads * spec.configuration.headDim
-        kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
-        kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+        return try pass([ForwardPiece(tokens: tokens, sequence: kv)], rowwise: false, logitRows: Array(first..<n), ws)
     }
 
     /// One decode step of several sequences at once: `tokens[i]` runs at the next position of
@@ -275,66 +198,114 @@ final class TransformerCore: Sendable {
     ///
     /// - Returns: `tokens.count × vocabularySize` logits, row `i` for `sequences[i]`.
     func decode(_ tokens: [Int32], sequences: [SequenceKV], workspace ws: Workspace) throws(InferenceError) -> [Float] {
-        let c = spec.configuration
-        let n = tokens.count
-        guard n == sequences.count else {
-            throw InferenceError.invalidInput("\(n) tokens for \(sequences.count) sequences")
+        guard tokens.count == sequences.count else {
+            throw InferenceError.invalidInput("\(tokens.count) tokens for \(sequences.count) sequences")
         }
-        if n == 1 { return try forward(tokens, sequence: sequences[0], outputs: .last, workspace: ws) }
-        guard n > 0 else { throw InferenceError.invalidInput("no tokens to run") }
-        for (i, kv) in sequences.enumerated() {
+        return try forward(zip(tokens, sequences).map { ForwardPiece(tokens: [$0], sequence: $1) }, workspace: ws)
+    }
+
+    /// Pieces of several sequences in one pass (see ``LanguageModel/forward(_:workspace:)``): rows
+    /// computed each as a lone token's when every piece is one token or the arithmetic is
+    /// batch-invariant; otherwise one pass per piece.
+    func forward(_ pieces: [ForwardPiece], workspace ws: Workspace) throws(InferenceError) -> [Float] {
+        guard !pieces.isEmpty else { throw InferenceError.invalidInput("no tokens to run") }
+        var ends: [Int] = []
+        var rows = 0
+        for piece in pieces {
+            rows += piece.tokens.count
+            if piece.wantsLogits { ends.append(rows - 1) }
+        }
+        if pieces.count == 1 {
+            return try pass(pieces, rowwise: false, logitRows: ends, ws)
+        }
+        guard rows == pieces.count || Linear.defaultStrategy == .invariant else {
+            // The reference arithmetic aligns a batch's products on its positions: one piece at a time.
+            var logits: [Float] = []
+            for piece in pieces {
+                logits += try forward(
+                    piece.tokens, sequence: piece.sequence, outputs: piece.wantsLogits ? .last : .none, workspace: ws)
+            }
+            return logits
+        }
+        return try pass(pieces, rowwise: true, logitRows: ends, ws)
+    }
+
+    /// The layer loop of every pass: `pieces` run at the next positions of their sequences (distinct
+    /// ones), their tokens the rows of one batch; returns the logits of the batch's rows `logitRows`
+    /// (ascending), row after row.
+    ///
+    /// `rowwise`: every row is computed as a lone token's (decode steps; any batch with the invariant
+    /// arithmetic, where this gives the same bits as the aligned products). Otherwise there is one
+    /// piece and the batched products align their blocks on its positions.
+    private func pass(
+        _ pieces: [ForwardPiece],
+        rowwise: Bool,
+        logitRows: [Int],
+        _ ws: Workspace
+    ) throws(InferenceError) -> [Float] {
+        let c = spec.configuration
+        var groups: [(kv: SequenceKV, first: Int, row: Int, count: Int)] = []
+        var rowPositions: [Int] = []
+        var rowGroups: [Int] = []
+        for (index, piece) in pieces.enumerated() {
+            let kv = piece.sequence
+            guard !piece.tokens.isEmpty else { throw InferenceError.invalidInput("no tokens to run") }
             guard kv.layout.with(dtype: .float32) == kvLayout.with(dtype: .float32) else {
                 throw InferenceError.invalidKV("sequence layout \(kv.layout) is not the model's \(kvLayout)")
             }
-            guard kv.count + 1 <= kv.capacity else {
-                throw InferenceError.invalidInput("\(kv.count + 1) tokens exceed the context of \(kv.capacity)")
+            guard !pieces[..<index].contains(where: { $0.sequence === kv }) else {
+                throw InferenceError.invalidInput("a sequence appears twice in one pass")
             }
-            guard !sequences[..<i].contains(where: { $0 === kv }) else {
-                throw InferenceError.invalidInput("a sequence appears twice in one decode step")
+            try checkVocabulary(piece.tokens)
+            let p0 = kv.count
+            guard p0 + piece.tokens.count <= kv.capacity else {
+                throw InferenceError.invalidInput("\(p0 + piece.tokens.count) tokens exceed the context of \(kv.capacity)")
             }
+            try checkAttended(kv, from: p0)
+            groups.append((kv, p0, rowPositions.count, piece.tokens.count))
+            rowPositions += p0..<(p0 + piece.tokens.count)
+            rowGroups += repeatElement(index, count: piece.tokens.count)
         }
-        try checkVocabulary(tokens)
-        let positions = sequences.map(\.count)
-        for (kv, p) in zip(sequences, positions) {
-            try checkAttended(kv, from: p)
-            kv.reserve(p + 1)
-        }
+        for group in groups { group.kv.reserve(group.first + group.count) }
 
+        let n = rowPositions.count
         let d = c.hiddenSize
         let hd = c.headDim
         let qWidth = c.heads * hd
         let kvWidth = c.kvHeads * hd
         let x = ws.buffer(Slot.x, n * d)
-        let h = ws.buffer(Slot.h, n * d)
         let q = ws.buffer(Slot.q, n * qWidth)
         let k = ws.buffer(Slot.k, n * kvWidth)
         let v = ws.buffer(Slot.v, n * kvWidth)
         let attn = ws.buffer(Slot.attn, n * qWidth)
+        // The products' blocks start at the piece's first position (rowwise: no blocks).
+        let p0 = rowwise ? 0 : groups[0].first
 
-        embed(tokens, into: x)
+        embed(pieces.lazy.flatMap(\.tokens), into: x)
 
         for (l, w) in layers.enumerated() {
-            projectQKV(w, x: x, count: n, firstPosition: 0, ws, decoding: true)
-            for i in 0..<n {
-                prepare(
-                    layer: l,
-                    w,
-                    q: q + i * qWidth,
-                    k: k + i * kvWidth,
-                    v: v + i * kvWidth,
-                    position: positions[i],
-                    kv: sequences[i]
-                )
+            // Attention block.
+            projectQKV(w, x: x, count: n, firstPosition: p0, ws, decoding: rowwise)
+            // Per row: biases, QK norms, RoPE, KV write (rows in parallel for large batches).
+            Parallel.forRanges(n, minimumPerPart: 16) { rows in
+                for i in rows {
+                    let (qi, ki, vi) = (q + i * qWidth, k + i * kvWidth, v + i * kvWidth)
+                    let position = rowPositions[i]
+                    let kv = groups[rowGroups[i]].kv
+                    projectToken(layer: l, w, q: qi, k: ki, v: vi, position: position)
+                    kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
+                    kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+                }
             }
-            let batch = (0..<n).map { i in
-                let views = sequences[i].views(layer: l)
+            let batch = groups.map { group in
+                let views = group.kv.views(layer: l)
                 return AttentionQueries(
-                    q: q + i * qWidth,
-                    count: 1,
-                    firstPosition: positions[i],
+                    q: q + group.row * qWidth,
+                    count: group.count,
+                    firstPosition: group.first,
                     keys: views.keys,
                     values: views.values,
-                    out: attn + i * qWidth
+                    out: attn + group.row * qWidth
                 )
             }
             let shape = AttentionShape(
@@ -345,16 +316,22 @@ final class TransformerCore: Sendable {
                 scale: spec.attentionScale
             )
             Attention.prefill(batch, shape: shape, scratch: ws.attention)
-            attentionOutput(w, x: x, count: n, firstPosition: 0, ws, decoding: true)
-            feedForward(w, x: x, count: n, firstPosition: 0, ws, decoding: true)
+            attentionOutput(w, x: x, count: n, firstPosition: p0, ws, decoding: rowwise)
+            feedForward(w, x: x, count: n, firstPosition: p0, ws, decoding: rowwise)
         }
-        for (kv, t) in zip(sequences, tokens) { kv.append([t]) }
+        for (piece, group) in zip(pieces, groups) { group.kv.append(piece.tokens) }
 
-        Ops.rmsNorm(x, weight: outputNorm, count: d, rows: n, eps: spec.rmsEpsilon, out: h)
-        return [Float](unsafeUninitializedCapacity: n * c.vocabularySize) { out, initialized in
-            decodeLinear(output, x: h, y: out.baseAddress!, count: n, ws)
-            initialized = n * c.vocabularySize
+        // Output head.
+        guard let firstRow = logitRows.first else { return [] }
+        let m = logitRows.count
+        if logitRows.last! - firstRow + 1 != m {
+            // Gather the rows (ascending, so each moves towards the front).
+            for (to, from) in logitRows.enumerated() where to != from {
+                (x + to * d).update(from: x + from * d, count: d)
+            }
+            return logits(x, rows: m, firstPosition: 0, ws, rowwise: rowwise)
         }
+        return logits(x + firstRow * d, rows: m, firstPosition: p0 + firstRow, ws, rowwise: rowwise)
     }
 }
 
@@ -378,14 +355,25 @@ extension TransformerCore {
         if let s = spec.embeddingScale { Ops.scale(x, by: s, count: count * d) }
     }
 
-    /// The output head over `rows` rows of hidden states at positions `firstPosition…`.
-    func logits(_ x: UnsafePointer<Float>, rows: Int, firstPosition: Int, _ ws: Workspace) -> [Float] {
+    /// The output head over `rows` rows of hidden states at positions `firstPosition…`, or with
+    /// `rowwise` each row as a lone token's.
+    func logits(
+        _ x: UnsafePointer<Float>,
+        rows: Int,
+        firstPosition: Int,
+        _ ws: Workspace,
+        rowwise: Bool = false
+    ) -> [Float] {
         let c = spec.configuration
         let d = c.hiddenSize
         let h = ws.buffer(Slot.h, rows * d)
         Ops.rmsNorm(x, weight: outputNorm, count: d, rows: rows, eps: spec.rmsEpsilon, out: h)
         return [Float](unsafeUninitializedCapacity: rows * c.vocabularySize) { out, initialized in
-            linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: firstPosition, ws)
+            if rowwise {
+                decodeLinear(output, x: h, y: out.baseAddress!, count: rows, ws)
+            } else {
+                linear(output, x: h, y: out.baseAddress!, count: rows, firstPosition: firstPosition, ws)
+            }
             initialized = rows * c.vocabularySize
         }
     }

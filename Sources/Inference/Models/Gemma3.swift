@@ -9,7 +9,7 @@
 //   `gemma3.rope.freq_base`, 1 000 000 by default), repeating.
 
 public import GGUF
-public import LMCacheCore
+internal import LMCacheCore
 internal import Kernels
 
 /// Gemma 3 text model.
@@ -30,8 +30,6 @@ public final class Gemma3Model: LanguageModel {
 
     let core: TransformerCore
 
-    public var configuration: ModelConfiguration { core.spec.configuration }
-    public var kvLayout: KVLayout { core.kvLayout }
     public let identity: String
 
     /// Whether layer `index` attends over the whole context (the others use the sliding window).
@@ -103,24 +101,5 @@ public final class Gemma3Model: LanguageModel {
             file: file, spec: spec, layers: layers, embedding: embedding,
             outputNorm: try source.vector("output_norm.weight", count: hidden), output: output)
         identity = file.fingerprint
-    }
-
-    public func forward(
-        _ tokens: [Int32],
-        sequence: SequenceKV,
-        outputs: LogitOutputs,
-        workspace: Workspace
-    ) throws(InferenceError) -> [Float] {
-        try core.forward(tokens, sequence: sequence, outputs: outputs, workspace: workspace)
-    }
-
-    public var attentionWindows: [Int] { core.spec.windows }
-
-    public func decode(
-        _ tokens: [Int32],
-        sequences: [SequenceKV],
-        workspace: Workspace
-    ) throws(InferenceError) -> [Float] {
-        try core.decode(tokens, sequences: sequences, workspace: workspace)
     }
 }

@@ -8,15 +8,13 @@
 // - output head `output.weight`, or the embedding when the file ties them.
 
 public import GGUF
-public import LMCacheCore
+internal import LMCacheCore
 internal import Kernels
 
 /// Llama 3 / Qwen2 family text model.
 public final class LlamaModel: LanguageModel {
     let core: TransformerCore
 
-    public var configuration: ModelConfiguration { core.spec.configuration }
-    public var kvLayout: KVLayout { core.kvLayout }
     public let identity: String
 
     /// Reads hyperparameters and maps the weights of a `llama` or `qwen2` GGUF file.
@@ -93,24 +91,5 @@ public final class LlamaModel: LanguageModel {
             file: file, spec: spec, layers: layers, embedding: embedding,
             outputNorm: try source.vector("output_norm.weight", count: hidden), output: output)
         identity = file.fingerprint
-    }
-
-    public func forward(
-        _ tokens: [Int32],
-        sequence: SequenceKV,
-        outputs: LogitOutputs,
-        workspace: Workspace
-    ) throws(InferenceError) -> [Float] {
-        try core.forward(tokens, sequence: sequence, outputs: outputs, workspace: workspace)
-    }
-
-    public var attentionWindows: [Int] { core.spec.windows }
-
-    public func decode(
-        _ tokens: [Int32],
-        sequences: [SequenceKV],
-        workspace: Workspace
-    ) throws(InferenceError) -> [Float] {
-        try core.decode(tokens, sequences: sequences, workspace: workspace)
     }
 }
