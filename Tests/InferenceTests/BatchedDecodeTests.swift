@@ -63,6 +63,46 @@ struct BatchedDecodeTests {
         try compare(model, lengths: [3, 20, 64], steps: 5)
     }
 
+    @Test("prompt pieces of several sequences and decode tokens in one pass equal each computed alone")
+    func mixedPass() throws {
+        let model = try TestModel.model()
+        let vocabulary = model.configuration.vocabularySize
+        let prompts = Self.prompts(vocabulary: vocabulary, lengths: [700, 300, 40, 90])
+        let workspace = Workspace()
+        // Sequences 0 and 1 are decoding, 2 starts its prompt, 3 continues its prompt without logits.
+        var together: [SequenceKV] = []
+        var alone: [SequenceKV] = []
+        let starts = [700, 300, 0, 50]
+        for (prompt, start) in zip(prompts, starts) {
+            let a = model.makeSequence()
+            let b = model.makeSequence()
+            if start > 0 {
+                _ = try model.forward(Array(prompt[..<start]), sequence: a, outputs: .none, workspace: workspace)
+                try b.importKV(a.exportKV(0..<a.count), tokens: a.tokens, at: 0)
+            }
+            together.append(a)
+            alone.append(b)
+        }
+        let pieces = [
+            ForwardPiece(tokens: [9_001], sequence: together[0]),
+            ForwardPiece(tokens: Array(prompts[2]), sequence: together[2]),
+            ForwardPiece(tokens: [9_002], sequence: together[1]),
+            ForwardPiece(tokens: Array(prompts[3][50..<80]), sequence: together[3], wantsLogits: false),
+        ]
+        let logits = try model.forward(pieces, workspace: workspace)
+        #expect(logits.count == 3 * vocabulary)
+        var expected: [Float] = []
+        expected += try model.forward([9_001], sequence: alone[0], outputs: .last, workspace: workspace)
+        expected += try model.forward(Array(prompts[2]), sequence: alone[2], outputs: .last, workspace: workspace)
+        expected += try model.forward([9_002], sequence: alone[1], outputs: .last, workspace: workspace)
+        _ = try model.forward(Array(prompts[3][50..<80]), sequence: alone[3], outputs: .none, workspace: workspace)
+        #expect(logits == expected)
+        for (a, b) in zip(together, alone) {
+            #expect(a.tokens == b.tokens)
+            #expect(try a.exportKV(0..<a.count) == b.exportKV(0..<b.count))
+        }
+    }
+
     @Test("a batch of two entries for one sequence is refused")
     func duplicateSequence() throws {
         let model = try TestModel.model()
@@ -75,6 +115,13 @@ struct BatchedDecodeTests {
         #expect(throws: InferenceError.self) {
             _ = try model.decode([5], sequences: [kv, model.makeSequence()], workspace: workspace)
         }
-        #expect(kv.count == 2)
+        // A pass checks every piece before computing any: a bad one leaves the others untouched.
+        let other = model.makeSequence()
+        #expect(throws: InferenceError.self) {
+            _ = try model.forward(
+                [ForwardPiece(tokens: [2, 818], sequence: other), ForwardPiece(tokens: [-1], sequence: kv)],
+                workspace: workspace)
+        }
+        #expect(kv.count == 2 && other.count == 0)
     }
 }
