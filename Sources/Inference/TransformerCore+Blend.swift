@@ -174,9 +174,7 @@ extension TransformerCore {
         }
         let p0 = try reserve(tokens, in: kv)
         let d = c.hiddenSize
-        let hd = c.headDim
-        let qWidth = c.heads * hd
-        let kvWidth = c.kvHeads * hd
+        let kvWidth = c.kvHeads * c.headDim
         let cached = plan.cached
 
         // Rows of `x` belong to the computed tokens `active` (ascending, always ending with n − 1).
@@ -187,98 +185,43 @@ extension TransformerCore {
         let deviation = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
         deviation.initialize(repeating: 0)
         defer { deviation.deallocate() }
-        let scratches = (0..<Parallel.threadCount).map { _ in AttentionScratch() }
         var nextCheck = 0
-
-        for (l, w) in layers.enumerated() {
-            let m = active.count
-            // `active` is ascending and unique, so m == n means every token, in order: then every
-            // call below is the one `forward` makes.
-            let everything = m == n
-            let first = everything ? p0 : 0
-            let q = ws.buffer(Slot.q, m * qWidth)
-            let k = ws.buffer(Slot.k, m * kvWidth)
-            let v = ws.buffer(Slot.v, m * kvWidth)
-            let attn = ws.buffer(Slot.attn, m * qWidth)
-            projectQKV(w, x: x, count: m, firstPosition: first, ws)
-            let checking = nextCheck < plan.checkLayers.count && plan.checkLayers[nextCheck] == l
-            let rows = active
-            Parallel.forRanges(m, minimumPerPart: 16) { range in
-                for i in range {
-                    let t = rows[i]
-                    let position = p0 + t
-                    let qi = q + i * qWidth
-                    let ki = k + i * kvWidth
-                    let vi = v + i * kvWidth
-                    projectToken(layer: l, w, q: qi, k: ki, v: vi, position: position)
-                    let keyRow = kv.row(layer: l, kv: 0, position: position)
-                    if checking && cached[t] {
-                        var sum: Float = 0
-                        for e in 0..<kvWidth {
-                            let diff = ki[e] - keyRow[e]
-                            sum += diff * diff
-                        }
-                        deviation[t] = sum
-                    }
-                    keyRow.update(from: ki, count: kvWidth)
-                    kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+        // The row of `x` each token has in the current layer is its index in `active`.
+        let measured = { (layer: Int) in nextCheck < plan.checkLayers.count && plan.checkLayers[nextCheck] == layer }
+        runLayers(
+            x,
+            rows: active.map { PassRow(kv: kv, position: p0 + $0) },
+            rowwise: false,
+            ws,
+            beforeWrite: { row, layer, key in
+                // A cached token's deviation at a check layer: the squared distance between its loaded
+                // key row (still in the sequence) and the one just computed.
+                let t = active[row]
+                guard cached[t], measured(layer) else { return }
+                let loaded = kv.row(layer: layer, kv: 0, position: p0 + t)
+                var sum: Float = 0
+                for e in 0..<kvWidth {
+                    let diff = key[e] - loaded[e]
+                    sum += diff * diff
                 }
-            }
-            let views = kv.views(layer: l)
-            let shape = AttentionShape(
-                heads: c.heads,
-                kvHeads: c.kvHeads,
-                headDim: hd,
-                window: spec.windows[l],
-                scale: spec.attentionScale
-            )
-            if everything {
-                Attention.prefill(
-                    q: q,
-                    count: n,
-                    firstPosition: p0,
-                    keys: views.keys,
-                    values: views.values,
-                    shape: shape,
-                    out: attn,
-                    scratch: ws.attention
-                )
-            } else {
-                Parallel.forEachJob(m) { i, worker in
-                    Attention.decode(
-                        q: q + i * qWidth,
-                        position: p0 + rows[i],
-                        keys: views.keys,
-                        values: views.values,
-                        shape: shape,
-                        out: attn + i * qWidth,
-                        scratch: scratches[worker]
-                    )
-                }
-            }
-            attentionOutput(w, x: x, count: m, firstPosition: first, ws)
-            feedForward(w, x: x, count: m, firstPosition: first, ws)
-
-            if checking {
+                deviation[t] = sum
+            },
+            afterLayer: { layer, rows in
+                guard measured(layer) else { return }
                 let ratio = plan.ratios[min(nextCheck, plan.ratios.count - 1)]
                 nextCheck += 1
-                let kept = Self.selection(
-                    active,
-                    cached: cached,
-                    deviation: UnsafeBufferPointer(deviation),
-                    ratio: ratio
-                )
-                if kept.count < m {
-                    // `kept` is an ascending subsequence of `active`, so rows only move towards the front.
-                    var from = 0
-                    for (to, t) in kept.enumerated() {
-                        while active[from] != t { from += 1 }
-                        if from != to { (x + to * d).update(from: x + from * d, count: d) }
-                    }
-                    active = kept
+                let kept = Self.selection(active, cached: cached, deviation: UnsafeBufferPointer(deviation), ratio: ratio)
+                guard kept.count < active.count else { return }
+                // `kept` is an ascending subsequence of `active`, so rows only move towards the front.
+                var from = 0
+                for (to, t) in kept.enumerated() {
+                    while active[from] != t { from += 1 }
+                    if from != to { (x + to * d).update(from: x + from * d, count: d) }
                 }
+                active = kept
+                rows = kept.map { PassRow(kv: kv, position: p0 + $0) }
             }
-        }
+        )
         kv.append(tokens)
         return logits(x + (active.count - 1) * d, rows: 1, firstPosition: p0 + n - 1, ws)
     }

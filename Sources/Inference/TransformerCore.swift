@@ -270,39 +270,88 @@ final class TransformerCore: Sendable {
 
         let n = rowPositions.count
         let d = c.hiddenSize
+        let x = ws.buffer(Slot.x, n * d)
+        embed(pieces.lazy.flatMap(\.tokens), into: x)
+        let rows = (0..<n).map { PassRow(kv: groups[rowGroups[$0]].kv, position: rowPositions[$0]) }
+        runLayers(x, rows: rows, rowwise: rowwise, ws)
+        for (piece, group) in zip(pieces, groups) { group.kv.append(piece.tokens) }
+
+        // Output head.
+        guard let firstRow = logitRows.first else { return [] }
+        let m = logitRows.count
+        if logitRows.last! - firstRow + 1 != m {
+            // Gather the rows (ascending, so each moves towards the front).
+            for (to, from) in logitRows.enumerated() where to != from {
+                (x + to * d).update(from: x + from * d, count: d)
+            }
+            return logits(x, rows: m, firstPosition: 0, ws, rowwise: rowwise)
+        }
+        return logits(x + firstRow * d, rows: m, firstPosition: rowPositions[firstRow], ws, rowwise: rowwise)
+    }
+
+    /// The layer loop that every pass runs (prefill, decode, both at once, blending): the rows of
+    /// `x` are tokens at `rows`' sequence positions, whose pages are reserved; each layer writes their
+    /// keys and values into their sequences and leaves their hidden states in `x`.
+    ///
+    /// - Parameters:
+    ///   - rowwise: every row is computed as a lone token's (decode steps; any batch with the invariant
+    ///     arithmetic, where this gives the same bits as the aligned products); otherwise the batched
+    ///     products align their blocks on the first row's position when the rows are one run of
+    ///     consecutive positions of one sequence, else on position 0.
+    ///   - beforeWrite: called with each row's index, layer and final key row just before the key is
+    ///     written (from several threads at once; rows are distinct).
+    ///   - afterLayer: called after each layer; may drop rows (keeping the rest in order, their states
+    ///     moved to the front of `x`), which the later layers then skip.
+    func runLayers(
+        _ x: UnsafeMutablePointer<Float>,
+        rows initial: [PassRow],
+        rowwise: Bool,
+        _ ws: Workspace,
+        beforeWrite: ((_ row: Int, _ layer: Int, _ key: UnsafePointer<Float>) -> Void)? = nil,
+        afterLayer: ((_ layer: Int, _ rows: inout [PassRow]) -> Void)? = nil
+    ) {
+        let c = spec.configuration
         let hd = c.headDim
         let qWidth = c.heads * hd
         let kvWidth = c.kvHeads * hd
-        let x = ws.buffer(Slot.x, n * d)
-        let q = ws.buffer(Slot.q, n * qWidth)
-        let k = ws.buffer(Slot.k, n * kvWidth)
-        let v = ws.buffer(Slot.v, n * kvWidth)
-        let attn = ws.buffer(Slot.attn, n * qWidth)
-        // The products' blocks start at the piece's first position (rowwise: no blocks).
-        let p0 = rowwise ? 0 : groups[0].first
-
-        embed(pieces.lazy.flatMap(\.tokens), into: x)
-
+        var rows = initial
         for (l, w) in layers.enumerated() {
+            let n = rows.count
+            let q = ws.buffer(Slot.q, n * qWidth)
+            let k = ws.buffer(Slot.k, n * kvWidth)
+            let v = ws.buffer(Slot.v, n * kvWidth)
+            let attn = ws.buffer(Slot.attn, n * qWidth)
+            // Runs of consecutive positions of one sequence: one attention group each.
+            var groups: [(row: Int, count: Int)] = []
+            for (i, row) in rows.enumerated() {
+                if let last = groups.last, rows[i - 1].kv === row.kv, rows[i - 1].position + 1 == row.position {
+                    groups[groups.count - 1].count = last.count + 1
+                } else {
+                    groups.append((i, 1))
+                }
+            }
+            let p0 = rowwise || groups.count > 1 ? 0 : rows[0].position
+
             // Attention block.
             projectQKV(w, x: x, count: n, firstPosition: p0, ws, decoding: rowwise)
             // Per row: biases, QK norms, RoPE, KV write (rows in parallel for large batches).
-            Parallel.forRanges(n, minimumPerPart: 16) { rows in
-                for i in rows {
+            Parallel.forRanges(n, minimumPerPart: 16) { range in
+                for i in range {
                     let (qi, ki, vi) = (q + i * qWidth, k + i * kvWidth, v + i * kvWidth)
-                    let position = rowPositions[i]
-                    let kv = groups[rowGroups[i]].kv
-                    projectToken(layer: l, w, q: qi, k: ki, v: vi, position: position)
-                    kv.row(layer: l, kv: 0, position: position).update(from: ki, count: kvWidth)
-                    kv.row(layer: l, kv: 1, position: position).update(from: vi, count: kvWidth)
+                    let row = rows[i]
+                    projectToken(layer: l, w, q: qi, k: ki, v: vi, position: row.position)
+                    beforeWrite?(i, l, ki)
+                    row.kv.row(layer: l, kv: 0, position: row.position).update(from: ki, count: kvWidth)
+                    row.kv.row(layer: l, kv: 1, position: row.position).update(from: vi, count: kvWidth)
                 }
             }
             let batch = groups.map { group in
-                let views = group.kv.views(layer: l)
+                let first = rows[group.row]
+                let views = first.kv.views(layer: l)
                 return AttentionQueries(
                     q: q + group.row * qWidth,
                     count: group.count,
-                    firstPosition: group.first,
+                    firstPosition: first.position,
                     keys: views.keys,
                     values: views.values,
                     out: attn + group.row * qWidth
@@ -318,21 +367,15 @@ final class TransformerCore: Sendable {
             Attention.prefill(batch, shape: shape, scratch: ws.attention)
             attentionOutput(w, x: x, count: n, firstPosition: p0, ws, decoding: rowwise)
             feedForward(w, x: x, count: n, firstPosition: p0, ws, decoding: rowwise)
+            afterLayer?(l, &rows)
         }
-        for (piece, group) in zip(pieces, groups) { group.kv.append(piece.tokens) }
-
-        // Output head.
-        guard let firstRow = logitRows.first else { return [] }
-        let m = logitRows.count
-        if logitRows.last! - firstRow + 1 != m {
-            // Gather the rows (ascending, so each moves towards the front).
-            for (to, from) in logitRows.enumerated() where to != from {
-                (x + to * d).update(from: x + from * d, count: d)
-            }
-            return logits(x, rows: m, firstPosition: 0, ws, rowwise: rowwise)
-        }
-        return logits(x + firstRow * d, rows: m, firstPosition: p0 + firstRow, ws, rowwise: rowwise)
     }
+}
+
+/// One row of a pass: a token at `position` of sequence `kv`.
+struct PassRow {
+    let kv: SequenceKV
+    let position: Int
 }
 
 extension TransformerCore {
