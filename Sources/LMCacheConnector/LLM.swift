@@ -120,15 +120,6 @@ public final class LLM: Sendable {
         }
         guard let storage, !storage.slowerTiers.isEmpty else { return try await work() }
         // Write-behind to the slower tiers runs alongside, and is flushed before returning.
-        return try await withThrowingTaskGroup(of: [Completion]?.self) { group in
-            group.addTask {
-                await storage.run()
-                return nil
-            }
-            defer { group.cancelAll() }
-            let completions = try await work()
-            await storage.flush()
-            return completions
-        }
+        return try await storage.withWriteBehind(work).result
     }
 }

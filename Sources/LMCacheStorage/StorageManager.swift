@@ -14,16 +14,15 @@ import Synchronization
 ///   `store` never waits.
 /// - **Prefetch** queues loads from slower tiers into the CPU tier ahead of use.
 ///
-/// Queued work runs in ``run()``, which the owner runs for the manager's lifetime (as a service in
-/// a service group, or a child task); ``flush()`` waits for the queue to drain.
+/// Queued work runs in ``run()``, which the owner runs for the manager's lifetime, most simply around
+/// its own work with ``withWriteBehind(flushTimeout:_:)`` (as `lmcache serve` and `LLM` do); ``flush()``
+/// waits for the queue to drain.
 ///
 /// ```swift
 /// let manager = try StorageManager(configuration: config)
-/// try await withThrowingDiscardingTaskGroup { group in
-///     group.addTask { await manager.run() }
+/// let (cached, _) = try await manager.withWriteBehind(flushTimeout: .seconds(2)) {
 ///     manager.store(chunk)
-///     let cached = await manager.lookup(keys)
-///     group.cancelAll()
+///     return await manager.lookup(keys)
 /// }
 /// ```
 public final class StorageManager: Sendable {
@@ -319,6 +318,46 @@ public final class StorageManager: Sendable {
             return state.waiters
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Runs `body` with the write-behind (``run()``) running alongside, then waits until what was
+    /// queued has reached the slower tiers, at most `flushTimeout` (`nil`: as long as it takes); what is
+    /// left after that is dropped (the cache is only an optimisation). The one way a server or a batch
+    /// job runs the cache's background work.
+    ///
+    /// The timeout holds even when a tier stalls inside a write: the write-behind is then cancelled
+    /// and left to end on its own when the write returns (its tier's I/O timeout), without this call
+    /// waiting for it. Like ``run()``, once per manager: its queue closes when the write-behind stops.
+    ///
+    /// - Returns: `body`'s result, and whether the queue drained.
+    /// - Throws: what `body` throws (nothing is flushed then).
+    public func withWriteBehind<T: Sendable>(
+        flushTimeout: Duration? = nil,
+        _ body: () async throws -> T
+    ) async throws -> (result: T, flushed: Bool) {
+        let writer = Task { await self.run() }
+        defer { writer.cancel() }
+        let result = try await body()
+        guard let flushTimeout else {
+            await flush()
+            return (result, true)
+        }
+        // The first of the flush and the timer; neither is awaited after that.
+        let (outcomes, outcome) = AsyncStream.makeStream(of: Bool.self)
+        let flusher = Task {
+            await self.flush()
+            outcome.yield(true)
+        }
+        let timer = Task {
+            try? await Task.sleep(for: flushTimeout)
+            outcome.yield(false)
+        }
+        var first = outcomes.makeAsyncIterator()
+        let flushed = await first.next() ?? false
+        timer.cancel()
+        flusher.cancel()
+        outcome.finish()
+        return (result, flushed)
     }
 
     /// Waits until every job queued so far has run (or `run()` has stopped).

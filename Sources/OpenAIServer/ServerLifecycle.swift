@@ -48,30 +48,14 @@ extension OpenAIServer {
         shutdown trigger: ShutdownTrigger = ShutdownTrigger(),
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
-        enum Event { case storageStopped, flushed, flushTimedOut }
-        try await withThrowingTaskGroup(of: Event.self) { group in
-            if let storage {
-                group.addTask {
-                    await storage.run()
-                    return .storageStopped
-                }
-            }
+        guard let storage else {
+            return try await serve(signals: signals, trigger: trigger, onServerRunning: onServerRunning)
+        }
+        let (_, flushed) = try await storage.withWriteBehind(flushTimeout: Self.flushTimeout) {
             try await serve(signals: signals, trigger: trigger, onServerRunning: onServerRunning)
-            guard let storage else { return }
-            // `run()` ends only when cancelled, so the first to end is the flush or its timer; cancelling
-            // `run()` then releases a flush still waiting.
-            group.addTask {
-                await storage.flush()
-                return .flushed
-            }
-            group.addTask {
-                try? await Task.sleep(for: Self.flushTimeout)
-                return .flushTimedOut
-            }
-            if try await group.next() == .flushTimedOut {
-                logger.warning("the cache's write-behind did not drain within \(Self.flushTimeout); the rest is dropped")
-            }
-            group.cancelAll()
+        }
+        if !flushed {
+            logger.warning("the cache's write-behind did not drain within \(Self.flushTimeout); the rest is dropped")
         }
     }
 

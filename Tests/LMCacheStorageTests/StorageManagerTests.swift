@@ -44,14 +44,6 @@ final class GatedTier: StorageTier {
 @Suite("Storage manager")
 struct StorageManagerTests {
     /// Runs `body` with `manager.run()` going in a child task.
-    static func running(_ manager: StorageManager, _ body: () async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await manager.run() }
-            try await body()
-            group.cancelAll()
-        }
-    }
-
     @Test("a chunk evicted from CPU is served from disk and promoted back")
     func tiering() async throws {
         let directory = try TemporaryDirectory("lmcache-manager")
@@ -60,7 +52,7 @@ struct StorageManagerTests {
         let disk = try LocalDiskTier(directory: directory.path, capacity: 1 << 20)
         let manager = StorageManager(cpu: cpu, slowerTiers: [disk])
         let chunks = (0..<5).map { Fixtures.chunk($0) }
-        try await Self.running(manager) {
+        _ = try await manager.withWriteBehind {
             for chunk in chunks { manager.store(chunk) }
             await manager.flush()
             #expect(disk.statistics.count == 5)
@@ -117,7 +109,7 @@ struct StorageManagerTests {
         let gated = GatedTier(try LocalDiskTier(directory: directory.path, capacity: 1 << 22))
         let manager = StorageManager(cpu: cpu, slowerTiers: [gated], writeQueueCapacity: 4)
         let chunks = (0..<100).map { Fixtures.chunk($0) }
-        try await Self.running(manager) {
+        _ = try await manager.withWriteBehind {
             // The gate is shut: if store waited for the tier, this loop would never finish.
             for chunk in chunks { manager.store(chunk) }
             let stats = manager.statistics
@@ -130,6 +122,30 @@ struct StorageManagerTests {
         }
     }
 
+    @Test("withWriteBehind drains the queue after its body, or gives up after the timeout")
+    func writeBehindAround() async throws {
+        let directory = try TemporaryDirectory("lmcache-manager-around")
+        defer { directory.remove() }
+        let gated = GatedTier(try LocalDiskTier(directory: directory.path, capacity: 1 << 22))
+        let manager = StorageManager(cpu: nil, slowerTiers: [gated])
+        let started = ContinuousClock.now
+        let (value, flushed) = try await manager.withWriteBehind(flushTimeout: .milliseconds(300)) {
+            manager.store(Fixtures.chunk(1))
+            return 7
+        }
+        #expect(value == 7 && !flushed, "the gate is shut: the flush cannot finish")
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(gated.inner.statistics.count == 0)
+        // A manager's queue closes when its write-behind stops: a new one over the same (now open) tier.
+        gated.open()
+        let next = StorageManager(cpu: nil, slowerTiers: [gated])
+        let (_, drained) = try await next.withWriteBehind(flushTimeout: .seconds(30)) {
+            next.store(Fixtures.chunk(2))
+        }
+        #expect(drained)
+        #expect(await gated.inner.contains(Fixtures.chunk(2).key))
+    }
+
     @Test("prefetch loads chunks from disk into the CPU tier ahead of use")
     func prefetch() async throws {
         let directory = try TemporaryDirectory("lmcache-manager-prefetch")
@@ -139,7 +155,7 @@ struct StorageManagerTests {
         let manager = StorageManager(cpu: cpu, slowerTiers: [disk])
         let chunks = (0..<3).map { Fixtures.chunk($0) }
         for chunk in chunks { disk.write(chunk) }
-        try await Self.running(manager) {
+        _ = try await manager.withWriteBehind {
             manager.prefetch(chunks.map(\.key))
             await manager.flush()
             for chunk in chunks { #expect(cpu.get(chunk.key)?.contentEquals(chunk) == true) }
