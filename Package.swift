@@ -305,7 +305,7 @@ let package = Package(
         .target(
             name: "LMCacheTestSupport",
             dependencies: [
-                "LMCacheServer", "LMCacheConnector", "Inference", "LMCacheCore", "GGUF", "Tokenizers",
+                "LMCacheServer", "LMCacheConnector", "Inference", "LMCacheCore", "LMCacheStorage", "GGUF", "Tokenizers",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -82,6 +82,18 @@ struct LMServerTierTests {
         }
     }
 
+    @Test("contract: round trips, batches and concurrent use (lm:// has no delete)")
+    func contract() async throws {
+        try await withServer { (_, port) async throws in
+            let tier = LMServerTier(host: "127.0.0.1", port: port, options: Self.fastOptions())
+            let chunks = (0..<48).map { Self.chunk(seed: UInt64($0)) }
+            try await TierContract.roundTrip(
+                tier, chunks: Array(chunks.prefix(4)), missing: Self.chunk(seed: 999), removable: false)
+            try await TierContract.concurrent(tier, chunks: chunks)
+            await tier.close()
+        }
+    }
+
     @Test("a foreign or corrupted value under a chunk's key is a miss")
     func foreignValues() async throws {
         try await withServer { (_, port) async throws in

@@ -2,6 +2,7 @@ import Foundation
 import LMCacheCore
 import LMCacheRemote
 import LMCacheStorage
+import LMCacheTestSupport
 import LMCacheWire
 import Logging
 import Testing
@@ -27,40 +28,8 @@ struct RedisClusterTierTests {
         try await withRedisCluster { cluster in
             let tier = Self.tier(cluster)
             let chunks = (0..<40).map { RedisTierTests.chunk($0) }
-            for chunk in chunks { #expect(try await tier.put(chunk)) }
-            for chunk in chunks {
-                #expect(await tier.contains(chunk.key))
-                #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)
-            }
-            #expect(try await tier.get(RedisTierTests.chunk(999).key) == nil)
-            #expect(await tier.remove(chunks[1].key))
-            #expect(await !tier.remove(chunks[1].key))
-            var expected = chunks.map { _ in true }
-            expected[1] = false
-            #expect(await tier.contains(chunks.map(\.key)) == expected)
-            let batch = await tier.get(chunks.map(\.key))
-            #expect(batch[1] == nil)
-            #expect(
-                zip(batch, chunks).enumerated().allSatisfy {
-                    $0.offset == 1 || $0.element.0?.contentEquals($0.element.1) == true
-                }
-            )
-            // Concurrent use from several tasks.
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in 0..<4 {
-                    group.addTask {
-                        for round in 0..<30 {
-                            let chunk = chunks[(worker * 7 + round * 3) % chunks.count]
-                            if round % 2 == 0 {
-                                try await tier.put(chunk)
-                            } else if let hit = try await tier.get(chunk.key) {
-                                #expect(hit.contentEquals(chunk))
-                            }
-                        }
-                    }
-                }
-                try await group.waitForAll()
-            }
+            try await TierContract.roundTrip(tier, chunks: chunks, missing: RedisTierTests.chunk(999))
+            try await TierContract.concurrent(tier, chunks: chunks, workers: 4, rounds: 30)
             await tier.close()
         }
     }

@@ -30,26 +30,14 @@ struct RedisTierTests {
         RedisTier(host: "127.0.0.1", port: server.port, options: options, logger: Logger(label: "test.redis"))
     }
 
-    // MARK: The tier contract (mirrors TierContractTests; Redis evicts by its own policy, so the
-    // budget case is Redis's maxmemory, not ours, and is not repeated here)
+    // MARK: The tier contract (TierContract; Redis evicts by its own policy, so the budget case is
+    // Redis's maxmemory, not ours, and is not checked here)
 
-    @Test("contract: put, get, contains and remove round-trip exact bytes", arguments: RedisLayout.allCases)
+    @Test("contract: put, get, contains, remove and batches round-trip exact bytes", arguments: RedisLayout.allCases)
     func contractRoundTrip(layout: RedisLayout) async throws {
         try await withRedisServer { server in
             let tier = Self.tier(server, Self.options(layout))
-            let chunks = (0..<4).map { Self.chunk($0) }
-            for chunk in chunks { #expect(try await tier.put(chunk)) }
-            for chunk in chunks {
-                #expect(await tier.contains(chunk.key))
-                let hit = try #require(try await tier.get(chunk.key))
-                #expect(hit.contentEquals(chunk) && hit.key == chunk.key)
-            }
-            #expect(try await tier.get(Self.chunk(99).key) == nil)
-            #expect(await tier.remove(chunks[1].key))
-            #expect(await !tier.contains(chunks[1].key))
-            #expect(try await tier.get(chunks[1].key) == nil)
-            #expect(await !tier.remove(chunks[1].key))
-            #expect(await tier.contains(chunks.map(\.key)) == [true, false, true, true])
+            try await TierContract.roundTrip(tier, chunks: (0..<4).map { Self.chunk($0) }, missing: Self.chunk(99))
             await tier.close()
         }
     }
@@ -58,26 +46,7 @@ struct RedisTierTests {
     func contractConcurrent(layout: RedisLayout) async throws {
         try await withRedisServer { server in
             let tier = Self.tier(server, Self.options(layout))
-            let chunks = (0..<48).map { Self.chunk($0) }
-            let hits = try await withThrowingTaskGroup(of: Int.self) { group in
-                for worker in 0..<6 {
-                    group.addTask {
-                        var hits = 0
-                        for round in 0..<60 {
-                            let chunk = chunks[(worker * 11 + round * 5) % chunks.count]
-                            if round % 2 == 0 {
-                                try await tier.put(chunk)
-                            } else if let hit = try await tier.get(chunk.key) {
-                                #expect(hit.contentEquals(chunk))
-                                hits += 1
-                            }
-                        }
-                        return hits
-                    }
-                }
-                return try await group.reduce(0, +)
-            }
-            #expect(hits > 0)
+            try await TierContract.concurrent(tier, chunks: (0..<48).map { Self.chunk($0) })
             await tier.close()
         }
     }

@@ -3,8 +3,8 @@ import LMCacheStorage
 import LMCacheTestSupport
 import Testing
 
-/// One contract, every tier: the same behaviour from the CPU tier, the disk tier and (as they
-/// land) the remote tiers against real servers.
+/// The tier contract (`TierContract`, shared with the remote tiers' tests) on the CPU and disk
+/// tiers, plus what only a tier with its own budget promises.
 @Suite("Tier contract")
 struct TierContractTests {
     enum Kind: String, CaseIterable, CustomTestStringConvertible {
@@ -29,23 +29,11 @@ struct TierContractTests {
         }
     }
 
-    @Test("put, get, contains and remove round-trip exact bytes", arguments: Kind.allCases)
+    @Test("put, get, contains, remove and batches round-trip exact bytes", arguments: Kind.allCases)
     func roundTrip(kind: Kind) async throws {
         let (tier, cleanup) = try Self.make(kind, chunks: 8)
         defer { cleanup() }
-        let chunks = (0..<4).map { Fixtures.chunk($0) }
-        for chunk in chunks { #expect(try await tier.put(chunk)) }
-        for chunk in chunks {
-            #expect(await tier.contains(chunk.key))
-            let hit = try #require(try await tier.get(chunk.key))
-            #expect(hit.contentEquals(chunk) && hit.key == chunk.key)
-        }
-        #expect(try await tier.get(Fixtures.chunk(99).key) == nil)
-        #expect(await tier.remove(chunks[1].key))
-        #expect(await !tier.contains(chunks[1].key))
-        #expect(try await tier.get(chunks[1].key) == nil)
-        #expect(await !tier.remove(chunks[1].key))
-        #expect(await tier.contains(chunks.map(\.key)) == [true, false, true, true])
+        try await TierContract.roundTrip(tier, chunks: (0..<4).map { Fixtures.chunk($0) }, missing: Fixtures.chunk(99))
     }
 
     @Test("eviction keeps the tier within its budget and keeps the newest chunks", arguments: Kind.allCases)
@@ -66,25 +54,6 @@ struct TierContractTests {
     func concurrentAccess(kind: Kind) async throws {
         let (tier, cleanup) = try Self.make(kind, chunks: 24)
         defer { cleanup() }
-        let chunks = (0..<48).map { Fixtures.chunk($0) }
-        let hits = try await withThrowingTaskGroup(of: Int.self) { group in
-            for worker in 0..<6 {
-                group.addTask {
-                    var hits = 0
-                    for round in 0..<60 {
-                        let chunk = chunks[(worker * 11 + round * 5) % chunks.count]
-                        if round % 2 == 0 {
-                            try await tier.put(chunk)
-                        } else if let hit = try await tier.get(chunk.key) {
-                            #expect(hit.contentEquals(chunk))
-                            hits += 1
-                        }
-                    }
-                    return hits
-                }
-            }
-            return try await group.reduce(0, +)
-        }
-        #expect(hits > 0)
+        try await TierContract.concurrent(tier, chunks: (0..<48).map { Fixtures.chunk($0) })
     }
 }
