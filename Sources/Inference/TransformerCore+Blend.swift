@@ -128,24 +128,14 @@ extension TransformerCore {
         let width = c.kvHeads * c.headDim
         for r in 0..<rows {
             let row = k + r * width
-            switch spec.rope {
-            case .neox:
-                Ops.ropeNeox(
-                    row,
-                    heads: c.kvHeads,
-                    headDim: c.headDim,
-                    position: delta,
-                    frequencies: spec.ropeFrequencies[layer]
-                )
-            case .normal:
-                Ops.ropeNormal(
-                    row,
-                    heads: c.kvHeads,
-                    headDim: c.headDim,
-                    position: delta,
-                    frequencies: spec.ropeFrequencies[layer]
-                )
-            }
+            Ops.rope(
+                row,
+                heads: c.kvHeads,
+                headDim: c.headDim,
+                position: delta,
+                frequencies: spec.ropeFrequencies[layer],
+                style: spec.rope
+            )
             if Ops.emulateHalfPrecision { Ops.roundToHalf(row, count: width) }
         }
     }

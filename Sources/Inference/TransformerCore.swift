@@ -61,8 +61,6 @@ struct TensorSource {
 /// How an architecture uses the shared machinery.
 struct TransformerSpec: Sendable {
     enum Activation: Sendable { case geluTanh, silu }
-    enum RoPEStyle: Sendable { case neox, normal }
-
     var configuration: ModelConfiguration
     var rmsEpsilon: Float
     /// Multiplier of the embedding rows (Gemma: √hidden).
@@ -74,7 +72,7 @@ struct TransformerSpec: Sendable {
     /// ``Linear/Strategy/llamaOrder`` reproduces.
     var scalesQueries = false
     var activation: Activation
-    var rope: RoPEStyle
+    var rope: Ops.RoPEStyle
     /// Per layer: RoPE angle factors and sliding window (0 = full attention).
     var ropeFrequencies: [[Float]]
     var windows: [Int]
@@ -448,14 +446,9 @@ extension TransformerCore {
                     factors: spec.ropeFactors, neox: spec.rope == .neox)
             }
         } else {
-        switch spec.rope {
-        case .neox:
-            Ops.ropeNeox(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-            Ops.ropeNeox(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-        case .normal:
-            Ops.ropeNormal(qi, heads: c.heads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-            Ops.ropeNormal(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: spec.ropeFrequencies[l])
-        }
+            let frequencies = spec.ropeFrequencies[l]
+            Ops.rope(qi, heads: c.heads, headDim: hd, position: position, frequencies: frequencies, style: spec.rope)
+            Ops.rope(ki, heads: c.kvHeads, headDim: hd, position: position, frequencies: frequencies, style: spec.rope)
         }
         if Ops.emulateHalfPrecision {
             // llama.cpp keeps K and V in half precision and rounds q to half for q·k.

@@ -112,20 +112,32 @@ package enum Ops {
         }
     }
 
-    /// Rotary position embedding, NEOX style: element i pairs with i + dims/2 within each head.
+    /// How rotary position embedding pairs a head's elements.
+    package enum RoPEStyle: Sendable {
+        /// NEOX (Gemma, Qwen2): element i pairs with i + dims/2.
+        case neox
+        /// The original GPT-J / Llama style: element 2i pairs with 2i + 1.
+        case normal
+    }
+
+    /// Rotary position embedding of one token's heads, in place.
     ///
     /// - Parameters:
     ///   - x: `heads × headDim` floats for one token, rotated in place.
     ///   - position: the token's position.
     ///   - frequencies: from ``ropeFrequencies(dimensions:base:)`` with `dims` ≤ headDim rotated values.
-    package static func ropeNeox(
+    ///   - style: which elements form the rotated pairs.
+    package static func rope(
         _ x: UnsafeMutablePointer<Float>,
         heads: Int,
         headDim: Int,
         position: Int,
-        frequencies: [Float]
+        frequencies: [Float],
+        style: RoPEStyle
     ) {
         let half = frequencies.count
+        // Pair i is (i · step, i · step + offset).
+        let (step, offset) = style == .neox ? (1, half) : (2, 1)
         frequencies.withUnsafeBufferPointer { freq in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { cs in
                 // Same angle for every head: compute cos/sin once per token.
@@ -138,40 +150,11 @@ package enum Ops {
                 for h in 0..<heads {
                     let v = x + h * headDim
                     for i in 0..<half {
-                        let a = v[i], b = v[i + half]
+                        let j = i * step
+                        let a = v[j], b = v[j + offset]
                         let c = cs[i], s = cs[half + i]
-                        v[i] = a * c - b * s
-                        v[i + half] = a * s + b * c
-                    }
-                }
-            }
-        }
-    }
-
-    /// Rotary position embedding, original (GPT-J / Llama) style: element 2i pairs with 2i + 1.
-    package static func ropeNormal(
-        _ x: UnsafeMutablePointer<Float>,
-        heads: Int,
-        headDim: Int,
-        position: Int,
-        frequencies: [Float]
-    ) {
-        let half = frequencies.count
-        frequencies.withUnsafeBufferPointer { freq in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { cs in
-                let p = Float(position)
-                for i in 0..<half {
-                    let theta = p * freq[i]
-                    cs[i] = cosf(theta)
-                    cs[half + i] = sinf(theta)
-                }
-                for h in 0..<heads {
-                    let v = x + h * headDim
-                    for i in 0..<half {
-                        let a = v[2 * i], b = v[2 * i + 1]
-                        let c = cs[i], s = cs[half + i]
-                        v[2 * i] = a * c - b * s
-                        v[2 * i + 1] = a * s + b * c
+                        v[j] = a * c - b * s
+                        v[j + offset] = a * s + b * c
                     }
                 }
             }

@@ -190,7 +190,7 @@ struct OpsTests {
         var x: [Float] = (0..<(2 * d)).map { Float($0) * 0.1 + 0.3 }
         let original = x
         let freqs = Ops.ropeFrequencies(dimensions: d, base: 10_000)
-        Ops.ropeNeox(&x, heads: 2, headDim: d, position: 5, frequencies: freqs)
+        Ops.rope(&x, heads: 2, headDim: d, position: 5, frequencies: freqs, style: .neox)
         for h in 0..<2 {
             for i in 0..<(d / 2) {
                 let theta = 5 * pow(10_000, -2 * Double(i) / Double(d))
