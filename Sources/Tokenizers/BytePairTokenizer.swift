@@ -7,7 +7,7 @@ public import GGUF
 /// `tokenizer.ggml.pre` names (see ``PreTokenizer``); each word's bytes are written with GPT-2's
 /// byte-to-unicode alphabet and merged pair by pair in the order of `tokenizer.ggml.merges`
 /// (lowest rank first, leftmost on ties). For Llama 3 a word that is already a token is not merged.
-public struct BytePairTokenizer: Tokenizer {
+public struct BytePairTokenizer: VocabularyTokenizer {
     let vocabulary: Vocabulary
     private let splitter: SpecialTokenSplitter
     private let preTokenizer: PreTokenizer
@@ -139,15 +139,6 @@ public struct BytePairTokenizer: Tokenizer {
         self.mergeResult = mergeResult
         bytePiece = byteCharacters.map { pieces.id(of: $0) ?? -1 }
     }
-
-    public var vocabularySize: Int { vocabulary.count }
-    public var bosID: Int32? { vocabulary.bosID }
-    public var eosID: Int32? { vocabulary.eosID }
-    public var paddingID: Int32? { vocabulary.paddingID }
-    public var unknownID: Int32? { vocabulary.unknownID }
-    public var endOfGenerationIDs: Set<Int32> { vocabulary.endOfGenerationIDs }
-    public var addsBOS: Bool { vocabulary.addsBOS }
-    public var addsEOS: Bool { vocabulary.addsEOS }
 
     public func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
         var output: [Int32] = []

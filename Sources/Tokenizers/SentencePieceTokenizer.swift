@@ -9,7 +9,7 @@ public import GGUF
 /// first, until no pair is a token. Characters that are not tokens become byte tokens
 /// (`<0xXX>`). A space is put in front of the text only when `tokenizer.ggml.add_space_prefix`
 /// says so (Gemma's files say no).
-public struct SentencePieceTokenizer: Tokenizer {
+public struct SentencePieceTokenizer: VocabularyTokenizer {
     let vocabulary: Vocabulary
     private let splitter: SpecialTokenSplitter
     /// The token for each byte value, for characters that are not tokens.
@@ -38,15 +38,6 @@ public struct SentencePieceTokenizer: Tokenizer {
         }
         self.byteTokens = byteTokens
     }
-
-    public var vocabularySize: Int { vocabulary.count }
-    public var bosID: Int32? { vocabulary.bosID }
-    public var eosID: Int32? { vocabulary.eosID }
-    public var paddingID: Int32? { vocabulary.paddingID }
-    public var unknownID: Int32? { vocabulary.unknownID }
-    public var endOfGenerationIDs: Set<Int32> { vocabulary.endOfGenerationIDs }
-    public var addsBOS: Bool { vocabulary.addsBOS }
-    public var addsEOS: Bool { vocabulary.addsEOS }
 
     public func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
         var output: [Int32] = []

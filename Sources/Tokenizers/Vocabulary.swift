@@ -277,3 +277,19 @@ struct Vocabulary: Sendable {
 
     func attributes(of id: Int32) -> TokenAttributes { attributes[Int(id)] }
 }
+
+/// A tokenizer whose special tokens and flags are its vocabulary's: the two algorithms share these.
+protocol VocabularyTokenizer: Tokenizer {
+    var vocabulary: Vocabulary { get }
+}
+
+extension VocabularyTokenizer {
+    public var vocabularySize: Int { vocabulary.count }
+    public var bosID: Int32? { vocabulary.bosID }
+    public var eosID: Int32? { vocabulary.eosID }
+    public var paddingID: Int32? { vocabulary.paddingID }
+    public var unknownID: Int32? { vocabulary.unknownID }
+    public var endOfGenerationIDs: Set<Int32> { vocabulary.endOfGenerationIDs }
+    public var addsBOS: Bool { vocabulary.addsBOS }
+    public var addsEOS: Bool { vocabulary.addsEOS }
+}
