@@ -23,6 +23,21 @@ public struct GenerationResult: Sendable, Hashable {
     public var promptTokens: Int = 0
     /// Prompt tokens whose keys and values were loaded from the cache instead of computed.
     public var cachedTokens: Int = 0
+
+    /// A result (for engines other than ``GenerationEngine`` behind a ``ServingEngine``).
+    public init(
+        tokens: [Int32],
+        text: String,
+        finishReason: FinishReason,
+        promptTokens: Int = 0,
+        cachedTokens: Int = 0
+    ) {
+        self.tokens = tokens
+        self.text = text
+        self.finishReason = finishReason
+        self.promptTokens = promptTokens
+        self.cachedTokens = cachedTokens
+    }
 }
 
 /// One sequence being run on a model: its KV memory, scratch memory, and a generation loop.

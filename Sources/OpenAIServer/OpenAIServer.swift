@@ -8,7 +8,7 @@ public import Logging
 internal import Synchronization
 internal import Tokenizers
 
-/// An OpenAI-compatible HTTP API over a ``GenerationEngine`` with the KV cache plugged in.
+/// An OpenAI-compatible HTTP API over a ``ServingEngine`` (a ``GenerationEngine`` with the KV cache plugged in).
 ///
 /// Routes:
 /// - `POST /v1/completions` and `POST /v1/chat/completions`: `max_tokens`, `temperature`, `top_p`,
@@ -113,7 +113,7 @@ public struct OpenAIServer: Sendable {
     public static let tenantHeader = "X-Tenant-Id"
 
     /// The engine requests run on.
-    public let engine: GenerationEngine
+    public let engine: any ServingEngine
     /// The cache's storage, run alongside the server (write-behind) and reported in `/metrics`.
     public let storage: StorageManager?
     /// Settings.
@@ -125,9 +125,9 @@ public struct OpenAIServer: Sendable {
     /// Set when a shutdown's grace period is over and the requests left are being cancelled.
     let aborting = Latch()
 
-    /// A server over `engine`; `storage` is the manager behind `engine.connector`, if any.
+    /// A server over `engine`; `storage` is the manager behind its cache, if any (run and reported here).
     public init(
-        engine: GenerationEngine,
+        engine: any ServingEngine,
         storage: StorageManager? = nil,
         configuration: Configuration,
         logger: Logger = Logger(label: "lmcache.serve")
@@ -136,7 +136,7 @@ public struct OpenAIServer: Sendable {
         self.storage = storage
         self.configuration = configuration
         self.logger = logger
-        self.template = ChatTemplate(architecture: engine.model.configuration.architecture)
+        self.template = ChatTemplate(architecture: engine.architecture)
     }
 
     /// The longest prompt plus completion, in tokens.
@@ -604,8 +604,13 @@ public struct OpenAIServer: Sendable {
                 } else if error is CancellationError && timedOut.isSet {
                     metrics.countTimeout()
                     failure = server.timedOutError
+                } else if let error = error as? InferenceError {
+                    // As a response that has not started would report it (`respond`), but as an event:
+                    // the status line went out with the first event.
+                    failure = APIError(message: error.message)
                 } else {
-                    throw error
+                    server.logger.error("streamed request failed", metadata: ["lmcache.error": "\(error)"])
+                    failure = APIError(status: 500, message: "\(error)", type: "server_error")
                 }
                 var out = Self.events([ErrorBody(failure)])
                 out.writeString("data: [DONE]\n\n")

@@ -87,7 +87,7 @@ final class ServerMetrics: Sendable {
     func leave() { state.withLock { $0.running -= 1 } }
 
     /// The Prometheus text exposition of every metric.
-    func render(storage: StorageManager?, engine: GenerationEngine) -> String {
+    func render(storage: StorageManager?, engine: any ServingEngine) -> String {
         // Under the lock, so that two pages rendered at once do not interleave a counter's reset.
         state.withLock { state in
             copyFigures(state, storage: storage, engine: engine)
@@ -98,7 +98,7 @@ final class ServerMetrics: Sendable {
     }
 
     /// Sets the gauges, and the counters kept elsewhere, to their current values.
-    private func copyFigures(_ s: State, storage: StorageManager?, engine: GenerationEngine) {
+    private func copyFigures(_ s: State, storage: StorageManager?, engine: any ServingEngine) {
         func gauge(_ name: String, _ help: String, _ value: Double, _ labels: [(String, String)] = []) {
             registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels).set(value)
         }
@@ -130,7 +130,7 @@ final class ServerMetrics: Sendable {
             "lmcache_cache_hit_rate", "Share of prompt tokens loaded from the cache.",
             total == 0 ? 0 : Double(s.promptTokensLoaded) / Double(total))
         // With the cache on, every generation asks it for its prompt; with it off, none does.
-        let cached = engine.connector != nil
+        let cached = engine.usesCache
         counter(
             "lmcache:num_retrieve_requests", "Generations whose prompt the cache was asked for (LMCache's name).",
             cached ? s.generations : 0)

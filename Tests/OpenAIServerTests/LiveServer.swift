@@ -37,11 +37,11 @@ extension TestModel {
 func withLiveServer<T: Sendable>(
     cache: Bool = true,
     maxModelLength: Int? = nil,
-    engine prepared: (GenerationEngine, StorageManager?)? = nil,
+    engine prepared: (any ServingEngine, StorageManager?)? = nil,
     configure: (inout OpenAIServer.Configuration) -> Void = { _ in },
     _ body: (HTTPClient) async throws -> T
 ) async throws -> T {
-    let (engine, storage) = try prepared ?? TestModel.engine(cache: cache)
+    let (engine, storage): (any ServingEngine, StorageManager?) = try prepared ?? TestModel.engine(cache: cache)
     var configuration = OpenAIServer.Configuration(
         host: "127.0.0.1", port: 0, modelName: "gemma-3-270m", maxModelLength: maxModelLength)
     configure(&configuration)
