@@ -42,5 +42,9 @@ public struct InferenceError: Error, Hashable, Sendable, CustomStringConvertible
     /// Whether this error says the engine was stopped, rather than what was asked of it is wrong.
     public var isStopped: Bool { code == .stopped }
 
+    /// Whether this error is about the input (the caller's to fix), rather than the model or the
+    /// engine's own state.
+    public var isInvalidInput: Bool { code == .invalidInput }
+
     public var description: String { message }
 }

@@ -202,7 +202,7 @@ public struct OpenAIServer: Sendable {
         } catch is CancellationError where aborting.isSet {
             response = Self.errorResponse(Self.shuttingDown)
         } catch let error as InferenceError {
-            response = Self.errorResponse(APIError(message: error.message))
+            response = Self.errorResponse(Self.apiError(error))
         } catch {
             logger.error("request failed", metadata: ["lmcache.error": "\(error)"])
             response = Self.errorResponse(
@@ -607,7 +607,7 @@ public struct OpenAIServer: Sendable {
                 } else if let error = error as? InferenceError {
                     // As a response that has not started would report it (`respond`), but as an event:
                     // the status line went out with the first event.
-                    failure = APIError(message: error.message)
+                    failure = Self.apiError(error)
                 } else {
                     server.logger.error("streamed request failed", metadata: ["lmcache.error": "\(error)"])
                     failure = APIError(status: 500, message: "\(error)", type: "server_error")
@@ -638,6 +638,12 @@ public struct OpenAIServer: Sendable {
             )
         }
         return try OpenAIRequestParser.decode(T.self, from: Data(buffer.readableBytesView))
+    }
+
+    /// How an engine error is reported: a 400 for input the client can fix, else a 500.
+    static func apiError(_ error: InferenceError) -> APIError {
+        error.isInvalidInput
+            ? APIError(message: error.message) : APIError(status: 500, message: error.message, type: "server_error")
     }
 
     static func finishReason(_ reason: FinishReason) -> String {

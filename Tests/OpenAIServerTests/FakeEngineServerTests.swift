@@ -109,7 +109,7 @@ struct FakeEngineServerTests {
         }
     }
 
-    @Test("an engine failure is a JSON error (400 for invalid input), and the server serves the next request")
+    @Test("an engine failure is a JSON error (400 for invalid input, else 500), and the server serves the next request")
     func engineFailure() async throws {
         let failing = FakeEngine(.fail(.invalidInput("token id 99999 is outside the vocabulary"), afterTokens: 0))
         try await withLiveServer(engine: (failing, nil)) { client in
@@ -118,6 +118,13 @@ struct FakeEngineServerTests {
             #expect(try errorDetail(reply)["message"] as? String == "token id 99999 is outside the vocabulary")
             let health = try await client.get("/health")
             #expect(health.status == 200)
+        }
+        // The engine's own state, not the request, is at fault: a server error.
+        let broken = FakeEngine(.fail(.invalidKV("the sequence's rows are gone"), afterTokens: 0))
+        try await withLiveServer(engine: (broken, nil)) { client in
+            let reply = try await client.post("/v1/completions", json: ["prompt": "Hello", "max_tokens": 4])
+            #expect(reply.status == 500)
+            #expect(try errorDetail(reply)["type"] as? String == "server_error")
         }
     }
 
