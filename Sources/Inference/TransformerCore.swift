@@ -254,12 +254,7 @@ final class TransformerCore: Sendable {
             guard !pieces[..<index].contains(where: { $0.sequence === kv }) else {
                 throw InferenceError.invalidInput("a sequence appears twice in one pass")
             }
-            try checkVocabulary(piece.tokens)
-            let p0 = kv.count
-            guard p0 + piece.tokens.count <= kv.capacity else {
-                throw InferenceError.invalidInput("\(p0 + piece.tokens.count) tokens exceed the context of \(kv.capacity)")
-            }
-            try checkAttended(kv, from: p0)
+            let p0 = try checkFits(piece.tokens, after: kv)
             groups.append((kv, p0, rowPositions.count, piece.tokens.count))
             rowPositions += p0..<(p0 + piece.tokens.count)
             rowGroups += repeatElement(index, count: piece.tokens.count)
@@ -471,13 +466,22 @@ extension TransformerCore {
     ///
     /// - Returns: the position of the first token.
     func reserve(_ tokens: [Int32], in kv: SequenceKV) throws(InferenceError) -> Int {
+        let p0 = try checkFits(tokens, after: kv)
+        kv.reserve(p0 + tokens.count)
+        return p0
+    }
+
+    /// Checks that `tokens` are in the vocabulary, fit after `kv`'s tokens and attend only to rows it
+    /// holds, without reserving anything (a pass checks every piece before it touches any).
+    ///
+    /// - Returns: the position of the first token.
+    func checkFits(_ tokens: [Int32], after kv: SequenceKV) throws(InferenceError) -> Int {
         try checkVocabulary(tokens)
         let p0 = kv.count
         guard p0 + tokens.count <= kv.capacity else {
             throw InferenceError.invalidInput("\(p0 + tokens.count) tokens exceed the context of \(kv.capacity)")
         }
         try checkAttended(kv, from: p0)
-        kv.reserve(p0 + tokens.count)
         return p0
     }
 
