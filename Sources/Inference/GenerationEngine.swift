@@ -434,10 +434,13 @@ private final class Scheduler: @unchecked Sendable {
         running.add(1, ordering: .relaxed)
         let prefix = job.cache.flatMap { $0.isExact && $0.tokens == job.request.prompt ? $0 : nil }
         // The engine's own memory first: a kept sequence that shares more of the prompt than the tiers
-        // can load is taken over as it is (no copy), cut back to the shared tokens. At least one token
-        // is left to compute, for the logits.
+        // can load is taken over as it is (no copy), cut back to the shared tokens, when that keeps at
+        // least as many of its tokens as it drops (a new question after a document, the next round of a
+        // chat). One that shares less (another document after the same few template tokens) stays kept
+        // for the prompts of its own document: the shared rows are copied from it instead (see
+        // `nextPrefill`). At least one token is left to compute, for the logits.
         if let prefix, let (index, shared) = bestKept(for: job.request.prompt, salt: job.request.salt),
-            shared > prefix.loadableTokens
+            shared > prefix.loadableTokens, kept[index].sequence.count - shared <= shared
         {
             let sequence = kept.remove(at: index).sequence
             keptTokens -= sequence.count

@@ -119,6 +119,35 @@ struct SchedulerTests {
         #expect(taken.tokens == (try Self.alone(model, late, maxTokens: 5)))
     }
 
+    @Test("a prompt sharing a few tokens with a kept document copies them and leaves the document's KV kept")
+    func keptNotTakenForAFewTokens() async throws {
+        let model = try TestModel.model()
+        let documents = BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [600, 600])
+        // Two documents after the same 8 tokens (a chat template's), each asked a question, then the
+        // first asked another: its KV must still be in the engine, beyond the tiers' whole chunks.
+        let first = documents[0] + [818, 5279]
+        let second = Array(documents[0][..<8]) + documents[1].dropFirst(8) + [1437, 603]
+        let again = documents[0] + [496, 25, 1437]
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            connector: try makeConnector(),
+            limits: SchedulerLimits(maxSequences: 2, prefillChunkTokens: 256)
+        )
+        let a = try await engine.generate(GenerationRequest(prompt: first, maxTokens: 3))
+        #expect(a.cachedTokens == 0)
+        let b = try await engine.generate(GenerationRequest(prompt: second, maxTokens: 3))
+        #expect(b.cachedTokens == 8, "the template's tokens, copied from the first document's sequence")
+        #expect(engine.copiedPromptTokens == 8)
+        let c = try await engine.generate(GenerationRequest(prompt: again, maxTokens: 3))
+        // Taken over from the kept sequence: all 600 document tokens, not the tiers' 512.
+        #expect(c.cachedTokens == 600)
+        #expect(engine.copiedPromptTokens == 8)
+        #expect(a.tokens == (try Self.alone(model, first, maxTokens: 3)))
+        #expect(b.tokens == (try Self.alone(model, second, maxTokens: 3)))
+        #expect(c.tokens == (try Self.alone(model, again, maxTokens: 3)))
+    }
+
     @Test("requests arriving together with one long prefix compute it once, exactly; another tenant copies nothing")
     func sharedPrefixInFlight() async throws {
         let model = try TestModel.model()
