@@ -184,8 +184,11 @@ public final class LocalDiskTier: StorageTier {
     /// Announcing every payload up front (`POSIX_FADV_WILLNEED`) was measured and dropped: the
     /// advice reads the whole hit in the calling thread before the first chunk is checked, which
     /// made cold batches no faster and warm ones half as fast (7.3–7.7 against 12.8–13.2 GB/s).
-    public func promote(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier) async -> [KVChunk?] {
+    ///
+    /// Without a CPU tier, each chunk is read into the heap (``promoteByCopying(_:verifying:into:)``).
+    public func promote(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier?) async -> [KVChunk?] {
         precondition(keys.count == tokens.count, "one token run per key")
+        guard let cpu else { return await promoteByCopying(keys, verifying: tokens, into: nil) }
         return await onIO { self.promoteNow(keys, verifying: tokens, into: cpu) }
     }
 

@@ -208,32 +208,9 @@ public final class StorageManager: Sendable {
             let start = ContinuousClock.now
             let keys = missing.map { wanted[$0].key }
             let expected = missing.map { wanted[$0].tokens }
-            let hits: [KVChunk?]
-            if let disk = tier as? LocalDiskTier, let cpu {
-                // Disk to CPU pool directly, without an intermediate copy.
-                hits = await disk.promote(keys, verifying: expected, into: cpu)
+            let hits = await tier.promote(keys, verifying: expected, into: cpu)
+            if let cpu {
                 for case let hit? in hits where cpu.contains(hit.key) { countPromotion() }
-            } else {
-                // Each chunk is checked and copied into the CPU tier as it arrives, and the copy is
-                // kept, so that the tier's reply buffers are released at once.
-                let received = Mutex((hits: [KVChunk?](repeating: nil, count: keys.count), foreign: [CacheKey]()))
-                let cpu = self.cpu
-                await tier.get(keys) { offset, hit in
-                    guard hit.tokens == expected[offset] else {
-                        received.withLock { $0.foreign.append(hit.key) }
-                        return
-                    }
-                    var kept = hit
-                    if let cpu, cpu.put(hit) {
-                        self.countPromotion()
-                        kept = cpu.get(hit.key) ?? hit
-                    }
-                    received.withLock { $0.hits[offset] = kept }
-                }
-                let (fetched, foreign) = received.withLock { $0 }
-                // A hash collision or a corrupted store: never served, and removed.
-                for key in foreign { await tier.remove(key) }
-                hits = fetched
             }
             var stillMissing: [Int] = []
             for (offset, index) in missing.enumerated() {

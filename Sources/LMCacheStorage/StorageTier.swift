@@ -32,6 +32,15 @@ public protocol StorageTier: AnyObject, Sendable {
     /// buffer, and a batch that held every reply would hold all of its bytes at once.
     func get(_ keys: [CacheKey], receive: @escaping @Sendable (Int, KVChunk) -> Void) async
 
+    /// Fetches the chunks under `keys`, each if it holds its entry of `tokens`, into `cpu` (the
+    /// storage manager's CPU tier) where it has room, and returns them in order, from there when
+    /// stored, `nil` for each miss. A chunk with other tokens (a hash collision, a corrupted store) is
+    /// never returned, and is removed. A requirement, with a default that copies each chunk of the
+    /// batched ``get(_:receive:)`` as it arrives (``promoteByCopying(_:verifying:into:)``), so that a
+    /// tier that reads straight into the CPU tier's memory (the disk tier) is called that way through
+    /// `any StorageTier`.
+    func promote(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier?) async -> [KVChunk?]
+
     /// Stores a copy of `chunk`. Returns `false` when the tier declined it (no room that could be
     /// made, or already present); storing is best effort, like every cache.
     @discardableResult
@@ -77,6 +86,33 @@ extension StorageTier {
                 startNext()
             }
         }
+    }
+
+    /// Promotes by copying each chunk of the batched ``get(_:receive:)`` as it arrives.
+    public func promote(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier?) async -> [KVChunk?] {
+        await promoteByCopying(keys, verifying: tokens, into: cpu)
+    }
+
+    /// ``promote(_:verifying:into:)`` through the batched ``get(_:receive:)``: each chunk is checked
+    /// and copied into `cpu` as it arrives, and the copy is kept, so that the tier's reply buffers are
+    /// released at once.
+    public func promoteByCopying(_ keys: [CacheKey], verifying tokens: [[Int32]], into cpu: LocalCPUTier?) async
+        -> [KVChunk?]
+    {
+        precondition(keys.count == tokens.count, "one token run per key")
+        let received = Mutex((hits: [KVChunk?](repeating: nil, count: keys.count), foreign: [CacheKey]()))
+        await get(keys) { offset, hit in
+            guard hit.tokens == tokens[offset] else {
+                received.withLock { $0.foreign.append(hit.key) }
+                return
+            }
+            var kept = hit
+            if let cpu, cpu.put(hit) { kept = cpu.get(hit.key) ?? hit }
+            received.withLock { $0.hits[offset] = kept }
+        }
+        let (hits, foreign) = received.withLock { $0 }
+        for key in foreign { await remove(key) }
+        return hits
     }
 
     /// The chunks under `keys`, in order, `nil` for each miss: ``get(_:receive:)`` collected.

@@ -63,6 +63,29 @@ package enum TierContract {
         for (index, hit) in hits {
             try check(hit.key == keys[index] && hit.contentEquals(chunks[index]), "batched get: chunk \(index) differs")
         }
+
+        // Promotion into a CPU tier: the same hits, in order, now held by the CPU tier; a chunk asked
+        // for with other tokens is never served (and is removed where the tier can remove).
+        let bytes = chunks.reduce(0) { $0 + $1.byteCount }
+        let cpu = try LocalCPUTier(capacity: 2 * bytes + (1 << 20), prefault: false)
+        let tokens = chunks.map(\.tokens) + [missing.tokens]
+        let promoted = await tier.promote(keys, verifying: tokens, into: cpu)
+        try check(promoted.count == keys.count, "promote returned \(promoted.count) answers for \(keys.count) keys")
+        for index in keys.indices {
+            guard let hit = promoted[index] else {
+                try check(!expected[index], "promote missed chunk \(index)")
+                continue
+            }
+            try check(expected[index], "promote found chunk \(index), which is not stored")
+            try check(hit.key == keys[index] && hit.contentEquals(chunks[index]), "promote: chunk \(index) differs")
+            try check(cpu.contains(keys[index]), "promote did not put chunk \(index) into the CPU tier")
+        }
+        let other = chunks[0].tokens.map { $0 &+ 1 }
+        let refused = await tier.promote([chunks[0].key], verifying: [other], into: cpu)
+        try check(refused.count == 1 && refused[0] == nil, "promote served a chunk asked for with other tokens")
+        if removable {
+            try check(await !tier.contains(chunks[0].key), "a chunk found with other tokens was not removed")
+        }
     }
 
     /// Puts and gets of overlapping chunks from `workers` tasks at once never return wrong bytes, and
