@@ -69,35 +69,104 @@ public struct Sampler: Sendable {
     }
 
     /// Picks the next token from one row of logits.
-    /// - Complexity: O(n) for greedy; O(n log n) with temperature (sorting the candidates).
+    ///
+    /// With a temperature, token *i* weighs exp((logit_i − max) / temperature). Top-k keeps the `topK`
+    /// most likely tokens, top-p then the smallest run of the most likely ones whose share of the
+    /// weight reaches `topP`; the draw walks the kept tokens from the most likely down (ties: the lower
+    /// id first). Only the most likely tokens are ever sorted: those within a distance of the largest
+    /// logit that doubles until they hold what the filters and the draw need (a full sort of a
+    /// 262,144-token vocabulary took longer than the decode step that produced the logits).
+    /// - Complexity: O(n) for greedy; O(n + m log m) with temperature, m the tokens sorted (the whole
+    ///   vocabulary only when the logits are nearly flat).
     public mutating func sample(_ logits: some Collection<Float>) -> Int32 {
         guard parameters.temperature > 0 else { return Self.argmax(logits) }
-        var candidates = logits.enumerated().map { (token: Int32($0.offset), logit: $0.element) }
-        candidates.sort { $0.logit > $1.logit }
-        if parameters.topK > 0 && parameters.topK < candidates.count {
-            candidates.removeLast(candidates.count - parameters.topK)
+        let row = Array(logits)
+        guard let maxLogit = row.max() else { return 0 }
+        let temperature = parameters.temperature
+        let limited = parameters.topK > 0 && parameters.topK < row.count
+        var ranked = RankedTokens(row, maxLogit: maxLogit, temperature: temperature)
+        // The candidates, most likely first, and the sum of all their weights.
+        var candidates: Int
+        var total: Float
+        if limited {
+            candidates = parameters.topK
+            ranked.extend(toHold: candidates)
+            total = ranked.weightOfFirst(candidates)
+        } else {
+            candidates = row.count
+            total = row.reduce(Float(0)) { $0 + expf(($1 - maxLogit) / temperature) }
         }
-        let maxLogit = candidates[0].logit
-        var probabilities = candidates.map { expf(($0.logit - maxLogit) / parameters.temperature) }
-        var total = probabilities.reduce(0, +)
         if parameters.topP < 1 {
             var cumulative: Float = 0
-            var keep = probabilities.count
-            for (i, p) in probabilities.enumerated() {
-                cumulative += p / total
-                if cumulative >= parameters.topP {
-                    keep = i + 1
-                    break
-                }
+            var index = 0
+            while index < candidates {
+                if index == ranked.count { ranked.extend(toHold: index + 1) }
+                cumulative += ranked.weight(index) / total
+                index += 1
+                if cumulative >= parameters.topP { break }
             }
-            probabilities.removeLast(probabilities.count - keep)
-            total = probabilities.reduce(0, +)
+            candidates = index
+            total = ranked.weightOfFirst(candidates)
         }
         var r = Float(Double(generator.next() >> 11) / Double(1 << 53)) * total
-        for (i, p) in probabilities.enumerated() {
-            r -= p
-            if r < 0 { return candidates[i].token }
+        var index = 0
+        while index < candidates {
+            if index == ranked.count { ranked.extend(toHold: index + 1) }
+            r -= ranked.weight(index)
+            if r < 0 { return ranked.token(index) }
+            index += 1
         }
-        return candidates[probabilities.count - 1].token
+        // Rounding left some of the draw: the least likely candidate, as a walk to the end gives.
+        ranked.extend(toHold: candidates)
+        return ranked.token(candidates - 1)
+    }
+}
+
+/// The most likely tokens of one row of logits, sorted (the largest logit first, the lower id on
+/// ties), gathered a band of logits at a time.
+private struct RankedTokens {
+    let row: [Float]
+    let maxLogit: Float
+    let temperature: Float
+    /// The sorted tokens so far: every token whose logit is at least `floor`.
+    private(set) var tokens: [Int32] = []
+    private var weights: [Float] = []
+    /// How far below the largest logit the band reaches, in units of the temperature.
+    private var depth: Float = 4
+    private var floor: Float = .infinity
+
+    init(_ row: [Float], maxLogit: Float, temperature: Float) {
+        self.row = row
+        self.maxLogit = maxLogit
+        self.temperature = temperature
+    }
+
+    var count: Int { tokens.count }
+
+    func token(_ index: Int) -> Int32 { tokens[index] }
+
+    func weight(_ index: Int) -> Float { weights[index] }
+
+    /// The sum of the first `count` weights, added most likely first.
+    func weightOfFirst(_ count: Int) -> Float { weights[..<count].reduce(0, +) }
+
+    /// Widens the band until it holds at least `count` tokens (or the whole row).
+    mutating func extend(toHold count: Int) {
+        while tokens.count < min(count, row.count) {
+            depth *= 2
+            let newFloor = depth.isFinite && depth < 1e30 ? maxLogit - depth * temperature : -.infinity
+            var band: [Int32] = []
+            for (index, logit) in row.enumerated() where logit < floor && (logit >= newFloor || newFloor == -.infinity) {
+                band.append(Int32(index))
+            }
+            // NaN logits fall in no band; they are gathered last, after every number.
+            if newFloor == -.infinity {
+                for (index, logit) in row.enumerated() where logit.isNaN { band.append(Int32(index)) }
+            }
+            band.sort { row[Int($0)] > row[Int($1)] || (row[Int($0)] == row[Int($1)] && $0 < $1) }
+            tokens += band
+            weights += band.map { expf((row[Int($0)] - maxLogit) / temperature) }
+            floor = newFloor
+        }
     }
 }
