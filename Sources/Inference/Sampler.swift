@@ -154,9 +154,9 @@ private struct RankedTokens {
     mutating func extend(toHold count: Int) {
         while tokens.count < min(count, row.count) {
             depth *= 2
-            let newFloor = depth.isFinite && depth < 1e30 ? maxLogit - depth * temperature : -.infinity
+            let newFloor = depth < 1e30 ? maxLogit - depth * temperature : -.infinity
             var band: [Int32] = []
-            for (index, logit) in row.enumerated() where logit < floor && (logit >= newFloor || newFloor == -.infinity) {
+            for (index, logit) in row.enumerated() where logit < floor && logit >= newFloor {
                 band.append(Int32(index))
             }
             // NaN logits fall in no band; they are gathered last, after every number.
