@@ -8,42 +8,42 @@ import Testing
 /// returns or throws.
 final class RedisClusterProcess: @unchecked Sendable {
     // `@unchecked Sendable`: the nodes are only started and stopped by the test that owns them.
-    let nodes: [RedisServerProcess]
+    private(set) var nodes: [RedisServerProcess]
     let directory: String
 
     init() throws {
         directory = NSTemporaryDirectory() + "lmcache-redis-cluster-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var ports: [Int] = []
-        while ports.count < 6 {
+        nodes = []
+    }
+
+    /// A node on a port that no other node uses and nothing listens on (nor on its bus port).
+    private func makeNode() -> RedisServerProcess {
+        var port: Int
+        repeat {
             // The cluster bus listens on port + 10000. Both stay below Linux's ephemeral range
             // (32768 and up), where the tests' own client connections could hold the port.
-            let port = Int.random(in: 10000...22000)
-            if !ports.contains(port), !RedisServerProcess.canConnect(port: port),
-                !RedisServerProcess.canConnect(port: port + 10000)
-            {
-                ports.append(port)
-            }
-        }
-        let directory = directory
-        nodes = ports.map { port in
-            RedisServerProcess(
-                port: port,
-                extraArguments: [
-                    "--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(port).conf",
-                    "--cluster-node-timeout", "1000", "--dir", directory,
-                    // A replica may be elected however long ago it last heard from its master (on a
-                    // busy machine the last exchange can be older than the default limit allows).
-                    "--cluster-replica-validity-factor", "0",
-                ]
-            )
-        }
+            port = Int.random(in: 10000...22000)
+        } while ports.contains(port) || RedisServerProcess.canConnect(port: port)
+            || RedisServerProcess.canConnect(port: port + 10000)
+        return RedisServerProcess(
+            port: port,
+            extraArguments: [
+                "--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(port).conf",
+                "--cluster-node-timeout", "1000", "--dir", directory,
+                // A replica may be elected however long ago it last heard from its master (on a
+                // busy machine the last exchange can be older than the default limit allows).
+                "--cluster-replica-validity-factor", "0",
+            ]
+        )
     }
 
     var ports: [Int] { nodes.map(\.port) }
 
     func start() async throws {
-        for node in nodes { try await node.start() }
+        // A node that cannot start (its port or bus port taken meanwhile) is replaced by one on
+        // other ports.
+        while nodes.count < 6 { nodes.append(try await RedisServerProcess.started { makeNode() }) }
         let create = try await nodes[0].cli(
             ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"]
         )

@@ -87,8 +87,9 @@ struct RedisConnectionFaultTests {
 
     @Test("redis-server's own idle timeout closes the tier's connections: the next requests reconnect")
     func serverIdleTimeout() async throws {
-        let server = RedisServerProcess(port: RedisServerProcess.freePort(), extraArguments: ["--timeout", "1"])
-        try await server.start()
+        let server = try await RedisServerProcess.started {
+            RedisServerProcess(port: RedisServerProcess.freePort(), extraArguments: ["--timeout", "1"])
+        }
         defer { server.stop() }
         let tier = RedisTierTests.tier(server)
         let chunk = RedisTierTests.chunk(90)

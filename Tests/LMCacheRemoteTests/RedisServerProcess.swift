@@ -21,25 +21,46 @@ final class RedisServerProcess: @unchecked Sendable {
     init(port: Int, extraArguments: [String]) {
         self.port = port
         arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "warning", "--logfile", "", "--daemonize", "no"] + extraArguments
+            "--protected-mode", "no", "--loglevel", "notice", "--logfile", "", "--daemonize", "no"] + extraArguments
     }
 
-    /// Starts the server and waits until it answers.
+    /// Starts the server and waits until it answers; records an issue and throws if it does not.
     func start() async throws {
+        if let failure = try await launch() {
+            Issue.record("redis-server on port \(port) did not start: \(failure)")
+            throw CancellationError()
+        }
+    }
+
+    /// Starts the server and waits until it answers. Returns why it did not (the process exited,
+    /// for instance because another process took the port first, or it never listened), with the
+    /// end of its log, after stopping it; `nil` once it answers.
+    func launch(timeout: Duration = .seconds(30)) async throws -> String? {
+        let log = NSTemporaryDirectory() + "lmcache-redis-\(port)-\(UUID().uuidString).log"
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let output = try #require(FileHandle(forWritingAtPath: log))
+        defer { try? output.close() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try #require(Self.executable("redis-server")))
         process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        process.standardOutput = output
+        process.standardError = output
         try process.run()
         self.process = process
-        for _ in 0..<500 {
-            if Self.canConnect(port: port) { return }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, process.isRunning {
+            // Its own log says it listens (something else may answer on the port: that one exits).
+            let ready = (try? String(contentsOfFile: log, encoding: .utf8))?.contains("Ready to accept connections")
+            if ready == true, Self.canConnect(port: port) { return nil }
             try await Task.sleep(for: .milliseconds(20))
         }
+        let exited = !process.isRunning
         stop()
-        Issue.record("redis-server did not listen on port \(port)")
-        throw CancellationError()
+        let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5)
+            .joined(separator: " | ") ?? ""
+        let status = exited ? "exited with status \(process.terminationStatus)" : "did not listen within \(timeout)"
+        return "\(status); its log: \(tail.isEmpty ? "(empty)" : tail)"
     }
 
     /// Whether the process runs.
@@ -78,11 +99,28 @@ final class RedisServerProcess: @unchecked Sendable {
 }
 
 /// Runs a fresh `redis-server` for the duration of `body`, stopping it also when `body` throws.
+///
+/// A server that cannot start on its port (another process took it between the choice and the
+/// bind) is started again on another one, up to three times.
 func withRedisServer<R>(
     _ extraArguments: [String] = [], _ body: (RedisServerProcess) async throws -> R
 ) async throws -> R {
-    let server = RedisServerProcess(port: RedisServerProcess.freePort(), extraArguments: extraArguments)
-    try await server.start()
+    let server = try await RedisServerProcess.started { RedisServerProcess(port: freeLoopbackPort(), extraArguments: extraArguments) }
     defer { server.stop() }
     return try await body(server)
+}
+
+extension RedisServerProcess {
+    /// A server made by `make` and started, made again (on another port) when one fails to
+    /// start; records an issue and throws after `attempts` failures.
+    static func started(attempts: Int = 3, _ make: () -> RedisServerProcess) async throws -> RedisServerProcess {
+        var failures: [String] = []
+        for _ in 0..<attempts {
+            let server = make()
+            guard let failure = try await server.launch() else { return server }
+            failures.append("port \(server.port): \(failure)")
+        }
+        Issue.record("redis-server did not start: \(failures.joined(separator: "; "))")
+        throw CancellationError()
+    }
 }

@@ -249,6 +249,23 @@ struct RedisTierTests {
         await tier.close()
     }
 
+    @Test("a test server whose port is taken reports redis-server's exit and log; started() moves to another port")
+    func portTaken() async throws {
+        try await withRedisServer { holder in
+            let clash = RedisServerProcess(port: holder.port, extraArguments: [])
+            let failure = try #require(try await clash.launch())
+            #expect(failure.contains("exited with status"), "\(failure)")
+            #expect(!clash.isRunning)
+            var ports = [holder.port, RedisServerProcess.freePort()]  // The first one made clashes.
+            let moved = try await RedisServerProcess.started {
+                RedisServerProcess(port: ports.removeFirst(), extraArguments: [])
+            }
+            defer { moved.stop() }
+            #expect(moved.port != holder.port && ports.isEmpty)
+            #expect(try await moved.cli(["PING"]) == "PONG\n")
+        }
+    }
+
     @Test("remote_url redis://user:password@host:port/db through makeRemoteTier and the configuration")
     func factory() async throws {
         try await withRedisServer(["--requirepass", "pw"]) { server in
