@@ -66,10 +66,12 @@ final class RedisServerProcess: @unchecked Sendable {
     /// Whether the process runs.
     var isRunning: Bool { process?.isRunning ?? false }
 
-    /// Kills the server (SIGKILL) and waits for it.
+    /// Kills the server (SIGKILL) if it runs, and waits for it.
     func stop() {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
+        guard let process else { return }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        // Also for a process that exited by itself: Foundation holds a `Process` until it has been
+        // waited for.
         process.waitUntilExit()
         self.process = nil
     }
