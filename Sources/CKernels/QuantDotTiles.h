@@ -7,7 +7,9 @@
 //   LMC_TILE_DOT_U8(u, x)  the same for unsigned weights below 64 (dot_u8i8_avx2),
 //   LMC_TILE_Q5_0_VALUES(blk)  the bytes of q5_0_values_avx2,
 //   LMC_TILE_HAS_ZP, LMC_TILE_ZP_INIT(w), LMC_TILE_ZP_DOT(c, u, w)  the shorter form of the 32-value dots
-//                          for activations without −128 (QuantDot.c, zp_init_vnni), where the level has it.
+//                          for activations without −128 (QuantDot.c, zp_init_vnni), where the level has it,
+//   LMC_TILE_SPLIT_32      1 to run the 32-value tiles' even blocks and odd blocks as two passes (tile32),
+//   LMC_TILE_BROADCAST_ONE(p)  the float at p in 8 lanes, broadcast from memory.
 //
 // Every (row, token) element goes through exactly the float operations of the AVX2 row dot of its type, in
 // the same order: per block the same 8-lane integer sums, converted, multiplied by the same scale and added
@@ -21,42 +23,72 @@
 // R (rows) and T (tokens) are compile-time constants at every call, so the accumulator arrays live in
 // registers.
 
-// Q8_0 (34-byte blocks) and Q5_0 (22-byte blocks) rows r0..r0+R against tokens t0..t0+T:
-// y[t·ldy + r] for the R × T pairs. `w` points at row r0, `qs`/`d` at token t0.
+// One 32-value block b of rows r0..r0+R into the accumulators acc[r][t] of tokens t0..t0+T. The block's
+// scale for (r, t) is ws[r] · d[t], formed per element (pre = 0) or, with pre = 1, for 8 tokens at once
+// from the tokens' scales transposed (dT[b · ldt + t], 8 readable from each row) and broadcast from
+// memory: the same products, one multiplication for the tile's tokens instead of one per element.
 LMC_TILE_TARGET static inline __attribute__((always_inline)) void
-LMC_TILE(tile32)(int q5, int zp, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, int64_t n,
-                 const float *d, float *y, int64_t ldy) {
-    __m256 acc[4][8][2];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+LMC_TILE(block32)(int q5, int zp, int pre, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t b, int64_t nb,
+                  const int8_t *qs, int64_t n, const float *d, const float *dT, int64_t ldt, __m256 acc[4][8]) {
     const int64_t bs = q5 ? 22 : 34;
-    int64_t b = 0;
-    // Blocks in pairs: the even one into accumulator 0, the odd one into 1, as the row dots do; a last
-    // block of an odd count into accumulator 0.
-    for (; b < nb; b += 2) {
-        const int e_end = b + 1 < nb ? 2 : 1;
-        for (int e = 0; e < e_end; e++) {
-            __m256i wv[4], wa[4];
-            __m256 ws[4];
-            for (int r = 0; r < R; r++) {
-                const uint8_t *blk = w + r * row_bytes + (b + e) * bs;
-                wv[r] = q5 ? LMC_TILE_Q5_0_VALUES(blk) : _mm256_loadu_si256((const __m256i *)(blk + 2));
-                wa[r] = zp ? LMC_TILE_ZP_INIT(wv[r]) : _mm256_sign_epi8(wv[r], wv[r]);
-                ws[r] = f16x8_avx2(blk);
-            }
-            for (int t = 0; t < T; t++) {
-                __m256i x = _mm256_loadu_si256((const __m256i *)(qs + t * n + (b + e) * 32));
-                if (zp) x = _mm256_xor_si256(x, _mm256_set1_epi8((char)0x80));
-                __m256 dx = _mm256_broadcast_ss(d + t * nb + b + e);
-                for (int r = 0; r < R; r++) {
-                    __m256 p = zp ? LMC_TILE_ZP_DOT(wa[r], x, wv[r]) : LMC_TILE_DOT_ABS(wa[r], wv[r], x);
-                    acc[r][t][e] = _mm256_fmadd_ps(p, _mm256_mul_ps(ws[r], dx), acc[r][t][e]);
-                }
-            }
+    __m256i wv[4], wa[4];
+    __m256 ws[4];
+    float sc[4][8] __attribute__((aligned(32)));
+    for (int r = 0; r < R; r++) {
+        const uint8_t *blk = w + r * row_bytes + b * bs;
+        wv[r] = q5 ? LMC_TILE_Q5_0_VALUES(blk) : _mm256_loadu_si256((const __m256i *)(blk + 2));
+        wa[r] = zp ? LMC_TILE_ZP_INIT(wv[r]) : _mm256_sign_epi8(wv[r], wv[r]);
+        ws[r] = f16x8_avx2(blk);
+        if (pre) _mm256_store_ps(sc[r], _mm256_mul_ps(ws[r], _mm256_loadu_ps(dT + b * ldt)));
+    }
+    for (int t = 0; t < T; t++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(qs + t * n + b * 32));
+        if (zp) x = _mm256_xor_si256(x, _mm256_set1_epi8((char)0x80));
+        __m256 dx = pre ? _mm256_setzero_ps() : _mm256_broadcast_ss(d + t * nb + b);
+        for (int r = 0; r < R; r++) {
+            __m256 p = zp ? LMC_TILE_ZP_DOT(wa[r], x, wv[r]) : LMC_TILE_DOT_ABS(wa[r], wv[r], x);
+            acc[r][t] = _mm256_fmadd_ps(p, pre ? LMC_TILE_BROADCAST_ONE(&sc[r][t]) : _mm256_mul_ps(ws[r], dx), acc[r][t]);
         }
     }
+}
+
+// Q8_0 (34-byte blocks) and Q5_0 (22-byte blocks) rows r0..r0+R against tokens t0..t0+T:
+// y[t·ldy + r] for the R × T pairs. `w` points at row r0, `qs`/`d` at token t0, `dT` (read where
+// LMC_TILE_SPLIT_32) at the tile's first token in the transposed scales.
+//
+// The row dots add even blocks into one accumulator and odd ones into another (a last block of an odd
+// count into the even one), then hsum(even + odd). The tile does the same, either block by block with
+// both sets of accumulators live, or (LMC_TILE_SPLIT_32) all even blocks and then all odd ones, which
+// halves the registers the accumulators hold so that a tile can span more tokens: each accumulator
+// receives the same blocks in the same order either way.
+LMC_TILE_TARGET static inline __attribute__((always_inline)) void
+LMC_TILE(tile32)(int q5, int zp, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t nb, const int8_t *qs, int64_t n,
+                 const float *d, const float *dT, int64_t ldt, float *y, int64_t ldy) {
+#if LMC_TILE_SPLIT_32
+    __m256 acc[4][8], even[4][8];
+    for (int e = 0; e < 2; e++) {
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+        for (int64_t b = e; b < nb; b += 2) LMC_TILE(block32)(q5, zp, 1, R, T, w, row_bytes, b, nb, qs, n, d, dT, ldt, acc);
+        if (e == 0)
+            for (int r = 0; r < R; r++)
+                for (int t = 0; t < T; t++) even[r][t] = acc[r][t];
+    }
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) y[t * ldy + r] = hsum_avx2(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+        for (int t = 0; t < T; t++) y[t * ldy + r] = hsum_avx2(_mm256_add_ps(even[r][t], acc[r][t]));
+#else
+    (void)dT, (void)ldt;
+    __m256 acc[2][4][8];
+    for (int e = 0; e < 2; e++)
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) acc[e][r][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        LMC_TILE(block32)(q5, zp, 0, R, T, w, row_bytes, b, nb, qs, n, d, 0, 0, acc[0]);
+        if (b + 1 < nb) LMC_TILE(block32)(q5, zp, 0, R, T, w, row_bytes, b + 1, nb, qs, n, d, 0, 0, acc[1]);
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[t * ldy + r] = hsum_avx2(_mm256_add_ps(acc[0][r][t], acc[1][r][t]));
+#endif
 }
 
 // Q4_K rows (144-byte super-blocks), as dot_q4_k_avx2: one accumulator per element, and the minimums'
@@ -215,8 +247,8 @@ LMC_TILE_TARGET static inline __attribute__((always_inline)) void
 LMC_TILE(tile)(int32_t type, int zp, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t n, const int8_t *qs,
                const float *d, const float *ds, const lmc_tile_aux *aux, int64_t t0, float *y, int64_t ldy) {
     switch (type) {
-    case 6: LMC_TILE(tile32)(1, zp, R, T, w, row_bytes, n / 32, qs, n, d, y, ldy); break;
-    case 8: LMC_TILE(tile32)(0, zp, R, T, w, row_bytes, n / 32, qs, n, d, y, ldy); break;
+    case 6: LMC_TILE(tile32)(1, zp, R, T, w, row_bytes, n / 32, qs, n, d, aux->dst + t0, aux->ldt, y, ldy); break;
+    case 8: LMC_TILE(tile32)(0, zp, R, T, w, row_bytes, n / 32, qs, n, d, aux->dst + t0, aux->ldt, y, ldy); break;
     case 12: LMC_TILE(tile_q4_k)(R, T, w, row_bytes, n / 256, qs, n, d, ds, aux->dst + t0, aux->ldt, y, ldy); break;
     case 14: LMC_TILE(tile_q6_k)(zp, R, T, w, row_bytes, n / 256, aux->xs + t0 * n, n, d, y, ldy); break;
     }
@@ -233,6 +265,10 @@ LMC_TILE(rows_tokens_of)(int32_t type, int zp, int R, int T, int rows, const uin
         int64_t t = 0;
         for (; t + T <= tokens; t += T)
             LMC_TILE(tile)(type, zp, R, T, w, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, aux, t, y + t * ldy, ldy);
+        // The 32-value formats' tiles of 8 tokens leave up to 7: half a tile, then one at a time.
+        if (T == 8 && (type == 6 || type == 8))
+            for (; t + 4 <= tokens; t += 4)
+                LMC_TILE(tile)(type, zp, R, 4, w, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, aux, t, y + t * ldy, ldy);
         for (; t < tokens; t++)
             LMC_TILE(tile)(type, zp, R, 1, w, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, aux, t, y + t * ldy, ldy);
         return;
@@ -242,6 +278,9 @@ LMC_TILE(rows_tokens_of)(int32_t type, int zp, int R, int T, int rows, const uin
         int64_t t = 0;
         for (; t + T <= tokens; t += T)
             LMC_TILE(tile)(type, zp, 1, T, wr, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, aux, t, y + t * ldy + r, ldy);
+        if (T == 8 && (type == 6 || type == 8))
+            for (; t + 4 <= tokens; t += 4)
+                LMC_TILE(tile)(type, zp, 1, 4, wr, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, aux, t, y + t * ldy + r, ldy);
         for (; t < tokens; t++)
             LMC_TILE(tile)(type, zp, 1, 1, wr, row_bytes, n, qs + t * n, d + t * nd, ds + t * nd, aux, t, y + t * ldy + r, ldy);
     }
