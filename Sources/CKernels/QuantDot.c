@@ -145,8 +145,13 @@ void lmc_quantize_q8(const float *x, int64_t n, int8_t *qs, float *d, float *ds)
     }
 }
 
-// Round to nearest, ties to even, as ggml's nearest_int does.
+// Round to nearest, ties to even, as ggml's nearest_int does: lrintf in the default rounding mode, which
+// on x86 is one cvtss2si (lrintf itself is a library call, since it may set errno).
+#ifdef LMC_X86
+static inline int nearest_int(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }
+#else
 static inline int nearest_int(float v) { return (int)lrintf(v); }
+#endif
 
 float lmc_round_f16_scalar(float f) {
     uint32_t x;
@@ -173,7 +178,7 @@ float lmc_round_f16_scalar(float f) {
     return f;
 }
 
-void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+static void quantize_q8_0_like_scalar(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
     for (int64_t b = 0; b < n / 32; b++) {
         const float *xb = x + b * 32;
         float amax = 0;
@@ -198,7 +203,7 @@ void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, flo
     }
 }
 
-void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+static void quantize_q8_k_like_scalar(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
     for (int64_t b = 0; b < n / 256; b++) {
         const float *xb = x + b * 256;
         float amax = 0, max = 0;
@@ -443,6 +448,105 @@ LMC_AVX2 static inline float hsum_avx2(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+// MARK: - AVX2 activation quantizers
+
+// The largest |x| of 8k floats, as the scalar loops find it: NaNs are skipped (max_ps returns its second
+// operand when either is NaN, and the running maximum is always the second), and the order of a
+// maximum does not matter.
+LMC_AVX2 static inline float amax_avx2(const float *x, int vectors) {
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < vectors; k++) m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 8 * k), abs), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+// 32 values × m rounded to the nearest integer, ties to even (cvtps2dq in the default rounding mode: the
+// scalar loops' nearest_int), at most `hi`, stored as 32 bytes; returns their sum.
+LMC_AVX2 static inline int round32_avx2(const float *x, __m256 m, int hi, int8_t *out) {
+    __m256i q[4];
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), m)), _mm256_set1_epi32(hi));
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    // Within ±127 (the values are at most amax · 127 / amax), so the saturating packs keep every value.
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)out, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return _mm_cvtsi128_si32(t);
+}
+
+// quantize_q8_0_like_scalar, 8 values at a time: the same multiplier, roundings and sums.
+LMC_AVX2 static void quantize_q8_0_like_avx2(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = amax_avx2(xb, 4);
+        float scale = amax / 127.0f;
+        float inv = amax != 0 ? 127.0f / amax : 0.0f;
+        // No upper clamp in the scalar loop: none is needed (127 is above every value here).
+        int sum = round32_avx2(xb, _mm256_set1_ps(inv), 127, qs + b * 32);
+        d[b] = lmc_round_f16_scalar(scale);
+        ds[b] = d[b] * (float)sum;
+    }
+}
+
+// quantize_q8_k_like_scalar, 8 values at a time. Its extreme value is the first whose |x| is the
+// largest (the scalar loop replaces it only on a strictly larger one).
+LMC_AVX2 static void quantize_q8_k_like_avx2(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float *xb = x + b * 256;
+        float amax = amax_avx2(xb, 32);
+        float scale = 0;
+        int sums[8] = {0};
+        if (amax == 0) {
+            memset(qs + b * 256, 0, 256);
+        } else {
+            float max = 0;
+            for (int k = 0; k < 32; k++) {
+                __m256 v = _mm256_loadu_ps(xb + 8 * k);
+                int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+                if (mask) {
+                    max = xb[8 * k + __builtin_ctz((unsigned)mask)];
+                    break;
+                }
+            }
+            float iscale = -127.0f / max;
+            for (int s = 0; s < 8; s++) sums[s] = round32_avx2(xb + 32 * s, _mm256_set1_ps(iscale), 127, qs + b * 256 + 32 * s);
+            scale = 1.0f / iscale;
+        }
+        for (int s = 0; s < 8; s++) {
+            d[b * 8 + s] = scale;
+            ds[b * 8 + s] = scale * (float)sums[s];
+        }
+    }
+}
+#endif
+
+void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        quantize_q8_0_like_avx2(x, n, qs, d, ds);
+        return;
+    }
+#endif
+    quantize_q8_0_like_scalar(x, n, qs, d, ds);
+}
+
+void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds) {
+#ifdef LMC_X86
+    if (lmc_active_isa() >= LMC_ISA_AVX2) {
+        quantize_q8_k_like_avx2(x, n, qs, d, ds);
+        return;
+    }
+#endif
+    quantize_q8_k_like_scalar(x, n, qs, d, ds);
+}
+
+#ifdef LMC_X86
 // A broadcast load writes the whole register, so the conversion does not depend on earlier values
 // (a scalar conversion compiles to an insert into a live register, which chained every block to the
 // accumulator and made the loops latency-bound).

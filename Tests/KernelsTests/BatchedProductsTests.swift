@@ -100,4 +100,46 @@ struct BatchedProductsTests {
             }
         }
     }
+
+    @Test("the activation quantizers' AVX2 path writes the portable path's bytes and scales")
+    func quantizersAgree() throws {
+        defer { KernelISA.force(nil) }
+        try #require(KernelISA.best.rawValue >= KernelISA.avx2.rawValue, "needs AVX2 (CI's machines have it)")
+        var rng = SplitMix(seed: 7)
+        let columns = 1024
+        for trial in 0..<40 {
+            // Plain values, tiny ones, zeros, subnormals, repeated extremes of either sign (the first
+            // one sets Q8_K's scale), an all-zero block, and rounding ties: with 127 leading each block
+            // the multipliers are exactly ±1, so the half-integers stay halves.
+            var x = (0..<columns).map { _ in rng.float() * (trial % 3 == 0 ? 1e-3 : 6) }
+            for i in 0..<columns {
+                switch rng.next() % 40 {
+                case 0: x[i] = 0
+                case 1: x[i] = 1e-40
+                case 2 where i > 0: x[i] = -x[i - 1]
+                case 3...12 where trial % 2 == 0: x[i] = Float(Int(rng.next() % 253) - 126) + 0.5
+                default: break
+                }
+            }
+            if trial % 2 == 0 { for b in 0..<(columns / 32) { x[b * 32] = 127 } }
+            if trial % 4 == 1 { for i in 0..<256 { x[i] = 0 } }
+            if trial % 5 == 1 { for i in 256..<512 { x[i] = i % 2 == 0 ? 2.5 : -2.5 } }
+            for kind in 0..<2 {
+                var results: [[UInt32]] = []
+                for isa in [KernelISA.generic, .avx2] {
+                    KernelISA.force(isa)
+                    var qs = [Int8](repeating: 0, count: columns)
+                    var d = [Float](repeating: 0, count: columns / 32)
+                    var ds = d
+                    if kind == 0 {
+                        lmc_quantize_q8_0_like(x, Int64(columns), &qs, &d, &ds)
+                    } else {
+                        lmc_quantize_q8_k_like(x, Int64(columns), &qs, &d, &ds)
+                    }
+                    results.append(qs.map { UInt32(UInt8(bitPattern: $0)) } + d.map(\.bitPattern) + ds.map(\.bitPattern))
+                }
+                #expect(results[0] == results[1], "trial \(trial), \(kind == 0 ? "Q8_0" : "Q8_K")-like")
+            }
+        }
+    }
 }

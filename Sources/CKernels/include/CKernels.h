@@ -42,11 +42,12 @@ void lmc_force_isa(int level);
 /// Quantizes `n` floats (n % 32 == 0) to Q8 activations.
 void lmc_quantize_q8(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
 
-/// Quantizes like ggml's Q8_0 activations: one scale per 32 values, rounded to half precision.
+/// Quantizes like ggml's Q8_0 activations: one scale per 32 values, rounded to half precision. The AVX2
+/// path writes the portable path's bytes (rounding ties to even either way).
 void lmc_quantize_q8_0_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
 
 /// Quantizes like ggml's Q8_K activations (n % 256 == 0): one float scale per 256 values, written to
-/// all eight 32-value entries of `d`.
+/// all eight 32-value entries of `d`. The AVX2 path writes the portable path's bytes.
 void lmc_quantize_q8_k_like(const float *x, int64_t n, int8_t *qs, float *d, float *ds);
 
 /// Rounds `n` floats to the nearest half-precision value, in place.
