@@ -115,7 +115,7 @@ struct BatchedProductsTests {
             for i in 0..<columns {
                 switch rng.next() % 40 {
                 case 0: x[i] = 0
-                case 1: x[i] = 1e-40
+                case 1: x[i] = Float.leastNormalMagnitude / 64  // subnormal
                 case 2 where i > 0: x[i] = -x[i - 1]
                 case 3...12 where trial % 2 == 0: x[i] = Float(Int(rng.next() % 253) - 126) + 0.5
                 default: break
