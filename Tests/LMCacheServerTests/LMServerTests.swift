@@ -272,13 +272,13 @@ struct LMServerTests {
                 Issue.record("\(what): the machine held the test past the idle timeout in every attempt")
             }
             try await attempt("stalled mid-frame") {
+                let connecting = ContinuousClock.now
                 try await withRawConnection(port: port) { stalled in
-                    let connected = ContinuousClock.now
                     var half = ByteBuffer()
                     LMRequestHeader(command: .get, key: "k").write(to: &half)
                     do {
                         try await stalled.send(half.getSlice(at: 0, length: 90)!)
-                    } catch where held(since: connected) {
+                    } catch where held(since: connecting) {
                         throw MachineStalled()
                     }
                     #expect(await stalled.isClosed())
@@ -286,19 +286,23 @@ struct LMServerTests {
             }
             // A connection that keeps talking stays open past the idle timeout.
             try await attempt("busy") {
+                // The server's idle clock starts when it accepts the connection and again when it
+                // reads a request, both after the test asked: a close is legitimate only once the idle
+                // timeout has passed since the test connected or sent the previous request.
+                var previousSend = ContinuousClock.now
                 try await withRawConnection(port: port) { busy in
-                    var last = ContinuousClock.now
                     for _ in 0..<15 {
                         let reply: Int32?
                         do {
+                            let send = ContinuousClock.now
                             try await busy.send(LMRequestHeader(command: .health, key: ""))
                             reply = try await busy.readReply()?.0.code
-                        } catch where held(since: last) {
+                            if reply == nil, held(since: previousSend) { throw MachineStalled() }
+                            previousSend = send
+                        } catch where held(since: previousSend) {
                             throw MachineStalled()
                         }
-                        if reply == nil, held(since: last) { throw MachineStalled() }
                         #expect(reply == 200)
-                        last = ContinuousClock.now
                         try await Task.sleep(for: .milliseconds(100))
                     }
                 }
