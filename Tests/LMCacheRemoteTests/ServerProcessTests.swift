@@ -30,6 +30,10 @@ struct ServerProcessTests {
         let chunks = (0..<6).map { LMServerTierTests.chunk(seed: UInt64(100 + $0), tokens: 64) }
 
         var server = try Self.start(port: port)
+        // Listening before the tier's first request: a connection refused while the process starts
+        // would leave that connection answering misses for its back-off (as it should), and a put
+        // that lands on it would be a miss here.
+        #expect(await eventually { RedisServerProcess.canConnect(port: port) })
         #expect(await eventually { await tier.isHealthy() })
         for chunk in chunks { #expect(try await tier.put(chunk)) }
         for chunk in chunks { #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true) }
