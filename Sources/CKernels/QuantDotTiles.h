@@ -247,8 +247,9 @@ LMC_TILE_TARGET static inline __attribute__((always_inline)) void
 LMC_TILE(tile)(int32_t type, int zp, int R, int T, const uint8_t *w, int64_t row_bytes, int64_t n, const int8_t *qs,
                const float *d, const float *ds, const lmc_tile_aux *aux, int64_t t0, float *y, int64_t ldy) {
     switch (type) {
-    case 6: LMC_TILE(tile32)(1, zp, R, T, w, row_bytes, n / 32, qs, n, d, aux->dst + t0, aux->ldt, y, ldy); break;
-    case 8: LMC_TILE(tile32)(0, zp, R, T, w, row_bytes, n / 32, qs, n, d, aux->dst + t0, aux->ldt, y, ldy); break;
+    // The transposed scales exist only where LMC_TILE_SPLIT_32 reads them.
+    case 6: LMC_TILE(tile32)(1, zp, R, T, w, row_bytes, n / 32, qs, n, d, aux->dst ? aux->dst + t0 : 0, aux->ldt, y, ldy); break;
+    case 8: LMC_TILE(tile32)(0, zp, R, T, w, row_bytes, n / 32, qs, n, d, aux->dst ? aux->dst + t0 : 0, aux->ldt, y, ldy); break;
     case 12: LMC_TILE(tile_q4_k)(R, T, w, row_bytes, n / 256, qs, n, d, ds, aux->dst + t0, aux->ldt, y, ldy); break;
     case 14: LMC_TILE(tile_q6_k)(zp, R, T, w, row_bytes, n / 256, aux->xs + t0 * n, n, d, y, ldy); break;
     }
