@@ -49,8 +49,8 @@ struct TLSTests {
 
     /// Stores chunks through `tier` and reads them back; `true` when every one came back intact.
     static func roundTrips(_ tier: any StorageTier, _ indices: Range<Int>) async throws -> Bool {
-        // A tier that cannot connect answers with a miss. On a loaded machine (the sanitizer stages
-        // run every suite at once) a TLS handshake can outlast the tiers' 1-s connect timeout, so a
+        // A tier that cannot connect answers with a miss. On a loaded machine (a sanitizer build,
+        // other suites beside it) a TLS handshake can outlast the tiers' 1-s connect timeout, so a
         // miss is tried again for a while; a link that never works still fails, and bytes that come
         // back must be the chunk's.
         for i in indices {
