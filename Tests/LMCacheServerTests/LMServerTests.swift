@@ -292,17 +292,17 @@ struct LMServerTests {
                 var previousSend = ContinuousClock.now
                 try await withRawConnection(port: port) { busy in
                     for _ in 0..<15 {
+                        let send = ContinuousClock.now
                         let reply: Int32?
                         do {
-                            let send = ContinuousClock.now
                             try await busy.send(LMRequestHeader(command: .health, key: ""))
                             reply = try await busy.readReply()?.0.code
-                            if reply == nil, held(since: previousSend) { throw MachineStalled() }
-                            previousSend = send
                         } catch where held(since: previousSend) {
                             throw MachineStalled()
                         }
+                        if reply == nil, held(since: previousSend) { throw MachineStalled() }
                         #expect(reply == 200)
+                        previousSend = send
                         try await Task.sleep(for: .milliseconds(100))
                     }
                 }
