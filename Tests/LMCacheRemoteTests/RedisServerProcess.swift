@@ -107,7 +107,9 @@ final class RedisServerProcess: @unchecked Sendable {
 func withRedisServer<R>(
     _ extraArguments: [String] = [], _ body: (RedisServerProcess) async throws -> R
 ) async throws -> R {
-    let server = try await RedisServerProcess.started { RedisServerProcess(port: freeLoopbackPort(), extraArguments: extraArguments) }
+    let server = try await RedisServerProcess.started {
+        RedisServerProcess(port: RedisServerProcess.freePort(), extraArguments: extraArguments)
+    }
     defer { server.stop() }
     return try await body(server)
 }
