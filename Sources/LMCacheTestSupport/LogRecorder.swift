@@ -1,5 +1,8 @@
 package import Logging
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 
 /// Log lines kept in memory, for tests that assert what a component logged: each line is the
 /// level, the message and the metadata.

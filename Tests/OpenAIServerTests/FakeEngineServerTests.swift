@@ -2,6 +2,9 @@ import Foundation
 import Inference
 import LMCacheTestSupport
 import Synchronization
+#if LMCACHE_TSAN
+import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
+#endif
 import Testing
 import Tokenizers
 
