@@ -76,9 +76,7 @@ enum FuzzTarget: String, CaseIterable {
         case .gguf:
             _ = try? GGUFFile.checkHeader(data)
         case .config:
-            let path = FileManager.default.temporaryDirectory.appending(path: "lmcache-fuzz-\(getpid()).yaml").path
-            guard FileManager.default.createFile(atPath: path, contents: Data(data)) else { return }
-            _ = try? ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path])
+            _ = try? ConfigurationLoader.load(fileContents: Data(data), named: "fuzz.yaml")
         case .openaiBody:
             let body = Data(data)
             func expectClientError(_ check: () throws(APIError) -> Void) {

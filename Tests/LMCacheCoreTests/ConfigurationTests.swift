@@ -190,6 +190,30 @@ struct ConfigurationTests {
         )
     }
 
+    @Test("a file's contents given in memory load as the file does, and errors name them as given")
+    func fileContents() throws {
+        let yaml = "chunk_size: 512\nremote_url: lm://cache:65432\nmax_local_cpu_size: 1.5\n"
+        let path = try Self.file(yaml)
+        defer { Self.remove(path) }
+        let fromFile = try ConfigurationLoader.load(environment: ["LMCACHE_CONFIG_FILE": path])
+        let fromMemory = try ConfigurationLoader.load(
+            fileContents: Data(yaml.utf8), named: "inline.yaml", environment: ["LMCACHE_CHUNK_SIZE": "1024"])
+        #expect(fromMemory.file == "inline.yaml" && fromMemory.sources["remote_url"] == .file("inline.yaml"))
+        var expected = fromFile.configuration
+        expected.chunkSize = 1024  // The environment still overrides the file.
+        #expect(fromMemory.configuration == expected)
+        for bad in ["- a\n", "max_local_cpu_size: -3\n"] {
+            let error = try #require(throws: ConfigurationError.self) {
+                try ConfigurationLoader.load(fileContents: Data(bad.utf8), named: "inline.yaml")
+            }
+            #expect(error.description.contains("inline.yaml"), "\(error)")
+        }
+        let notText = try #require(throws: ConfigurationError.self) {
+            try ConfigurationLoader.load(fileContents: Data([0xff, 0xfe, 0x3a]), named: "inline.yaml")
+        }
+        #expect(notText.isFileError && notText.description.contains("UTF-8"))
+    }
+
     @Test("extra_config's use_odirect and local_disk_fsync, from a file and from LMCACHE_EXTRA_CONFIG")
     func diskExtras() throws {
         #expect(!LMCacheConfiguration().localDiskDirectIO && !LMCacheConfiguration().localDiskFsync)

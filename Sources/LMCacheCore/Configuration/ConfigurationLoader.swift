@@ -48,12 +48,36 @@ public enum ConfigurationLoader {
         configFile: String? = nil,
         overrides: [(key: String, value: String)] = []
     ) throws(ConfigurationError) -> LoadedConfiguration {
+        var file: (path: String, values: [(String, RawConfigValue)])?
+        if let path = configFile ?? environment[configFileVariable].flatMap({ $0.isEmpty ? nil : $0 }) {
+            file = (path, try readFile(path))
+        }
+        return try load(file: file, environment: environment, overrides: overrides)
+    }
+
+    /// Loads a configuration as ``load(environment:configFile:overrides:)`` does, with the YAML file's
+    /// contents given rather than read (a configuration held in memory, or sent by another program).
+    ///
+    /// - Parameter name: What errors and ``LoadedConfiguration/sources`` call the file.
+    public static func load(
+        fileContents: Data,
+        named name: String,
+        environment: [String: String] = [:],
+        overrides: [(key: String, value: String)] = []
+    ) throws(ConfigurationError) -> LoadedConfiguration {
+        try load(file: (name, try parseFile(fileContents, path: name)), environment: environment, overrides: overrides)
+    }
+
+    private static func load(
+        file: (path: String, values: [(String, RawConfigValue)])?,
+        environment: [String: String],
+        overrides: [(key: String, value: String)]
+    ) throws(ConfigurationError) -> LoadedConfiguration {
         var loaded = LoadedConfiguration(configuration: LMCacheConfiguration(), sources: [:], warnings: [], file: nil)
 
-        if let path = configFile ?? environment[configFileVariable].flatMap({ $0.isEmpty ? nil : $0 }) {
-            loaded.file = path
-            let values = try readFile(path)
-            try apply(values, source: .file(path), unknownKeysAreErrors: false, to: &loaded)
+        if let file {
+            loaded.file = file.path
+            try apply(file.values, source: .file(file.path), unknownKeysAreErrors: false, to: &loaded)
         }
 
         var fromEnvironment: [(String, RawConfigValue)] = []
@@ -136,17 +160,18 @@ public enum ConfigurationLoader {
     }
 
     private static func readFile(_ path: String) throws(ConfigurationError) -> [(String, RawConfigValue)] {
-        let text: String
+        let data: Data
         do {
-            let data = try Data(contentsOf: URL(filePath: path))
-            guard let decoded = String(data: data, encoding: .utf8) else {
-                throw ConfigurationError.malformedFile(path, reason: "not UTF-8 text")
-            }
-            text = decoded
-        } catch let error as ConfigurationError {
-            throw error
+            data = try Data(contentsOf: URL(filePath: path))
         } catch {
             throw .unreadableFile(path, reason: "\(error)")
+        }
+        return try parseFile(data, path: path)
+    }
+
+    private static func parseFile(_ data: Data, path: String) throws(ConfigurationError) -> [(String, RawConfigValue)] {
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw .malformedFile(path, reason: "not UTF-8 text")
         }
         let root: Node?
         do {
