@@ -103,6 +103,7 @@ let package = Package(
                 "CKVCodec",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: commonSwiftSettings
         ),
@@ -314,7 +315,11 @@ let package = Package(
         .testTarget(name: "LMCacheCoreTests", dependencies: ["LMCacheCore"], swiftSettings: commonSwiftSettings),
         .testTarget(
             name: "LMCacheStorageTests",
-            dependencies: ["LMCacheStorage", "LMCacheCore", "LMCacheTestSupport"],
+            dependencies: [
+                "LMCacheStorage", "LMCacheCore", "LMCacheTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 public import LMCacheCore
 public import Logging
 import Metrics
+public import ServiceLifecycle
 import Synchronization
 
 /// All tiers acting as one cache: the CPU tier first, then slower tiers (disk, remote) in order.
@@ -14,9 +15,10 @@ import Synchronization
 ///   `store` never waits.
 /// - **Prefetch** queues loads from slower tiers into the CPU tier ahead of use.
 ///
-/// Queued work runs in ``run()``, which the owner runs for the manager's lifetime, most simply around
-/// its own work with ``withWriteBehind(flushTimeout:_:)`` (as `lmcache serve` and `LLM` do); ``flush()``
-/// waits for the queue to drain.
+/// Queued work runs in ``run()``: the manager is a `Service`, run in the program's `ServiceGroup`
+/// (as `lmcache serve` runs it beside the HTTP server and the peers; listed before them, it shuts
+/// down after them and flushes its queue within ``flushTimeout``), or around a piece of work with
+/// ``withWriteBehind(flushTimeout:_:)`` (as `LLM` does). ``flush()`` waits for the queue to drain.
 ///
 /// ```swift
 /// let manager = try StorageManager(configuration: config)
@@ -25,7 +27,10 @@ import Synchronization
 ///     return await manager.lookup(keys)
 /// }
 /// ```
-public final class StorageManager: Sendable {
+public final class StorageManager: Service, Sendable {
+    /// How long the queue may take to drain when a service group shuts the manager down; what is
+    /// left after it is dropped (the cache is only an optimisation). `nil`: as long as it takes.
+    public let flushTimeout: Duration?
     /// The CPU tier, when `local_cpu` is on.
     public let cpu: LocalCPUTier?
     /// The slower tiers, in lookup order.
@@ -74,13 +79,16 @@ public final class StorageManager: Sendable {
     ///   - cpu: The CPU tier, or `nil` when it is off.
     ///   - slowerTiers: Disk and remote tiers, fastest first.
     ///   - writeQueueCapacity: Jobs the write-behind queue holds before dropping writes.
+    ///   - flushTimeout: How long the queue may take to drain at a service group's shutdown.
     public init(
         cpu: LocalCPUTier?,
         slowerTiers: [any StorageTier],
         writeQueueCapacity: Int = 256,
+        flushTimeout: Duration? = .seconds(2),
         logger: Logger = Logger(label: "lmcache.storage")
     ) {
         precondition(writeQueueCapacity > 0, "writeQueueCapacity must be positive")
+        self.flushTimeout = flushTimeout
         self.cpu = cpu
         self.slowerTiers = slowerTiers
         self.logger = logger
@@ -274,8 +282,25 @@ public final class StorageManager: Sendable {
         }
     }
 
-    /// Runs queued writes and prefetches until the task is cancelled.
+    /// Runs queued writes and prefetches until the task is cancelled, or, in a `ServiceGroup`, until the
+    /// group shuts the manager down: then what is queued gets ``flushTimeout`` to reach the slower
+    /// tiers, and the rest is dropped.
+    ///
+    /// Neither way waits for a write stuck in a stalled tier: the write-behind is cancelled and left to
+    /// end on its own when the write returns (its tier's I/O timeout). Once per manager: its queue
+    /// closes when the write-behind stops.
     public func run() async {
+        let writer = Task { await self.processJobs() }
+        defer { writer.cancel() }
+        // Returns at the group's graceful shutdown (never outside a group); throws when cancelled.
+        guard (try? await gracefulShutdown()) != nil else { return }
+        if await !drain(within: flushTimeout), let flushTimeout {
+            logger.warning("the cache's write-behind did not drain within \(flushTimeout); the rest is dropped")
+        }
+    }
+
+    /// Runs queued writes and prefetches until the task is cancelled.
+    private func processJobs() async {
         await withTaskCancellationHandler {
             for await job in jobs {
                 switch job {
@@ -297,14 +322,13 @@ public final class StorageManager: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Runs `body` with the write-behind (``run()``) running alongside, then waits until what was
-    /// queued has reached the slower tiers, at most `flushTimeout` (`nil`: as long as it takes); what is
-    /// left after that is dropped (the cache is only an optimisation). The one way a server or a batch
-    /// job runs the cache's background work.
+    /// Runs `body` with the write-behind running alongside, then waits until what was queued has
+    /// reached the slower tiers, at most `flushTimeout` (`nil`: as long as it takes); what is left
+    /// after that is dropped (the cache is only an optimisation). For a piece of work (a batch job,
+    /// a test) rather than a service's lifetime (``run()``).
     ///
-    /// The timeout holds even when a tier stalls inside a write: the write-behind is then cancelled
-    /// and left to end on its own when the write returns (its tier's I/O timeout), without this call
-    /// waiting for it. Like ``run()``, once per manager: its queue closes when the write-behind stops.
+    /// The timeout holds even when a tier stalls inside a write, as in ``run()``; and like it, once
+    /// per manager.
     ///
     /// - Returns: `body`'s result, and whether the queue drained.
     /// - Throws: what `body` throws (nothing is flushed then).
@@ -312,12 +336,18 @@ public final class StorageManager: Sendable {
         flushTimeout: Duration? = nil,
         _ body: () async throws -> T
     ) async throws -> (result: T, flushed: Bool) {
-        let writer = Task { await self.run() }
+        let writer = Task { await self.processJobs() }
         defer { writer.cancel() }
         let result = try await body()
-        guard let flushTimeout else {
+        return (result, await drain(within: flushTimeout))
+    }
+
+    /// Waits for ``flush()``, at most `timeout`; whether the queue drained. Neither the flush nor the
+    /// timer is awaited after the first of them.
+    private func drain(within timeout: Duration?) async -> Bool {
+        guard let timeout else {
             await flush()
-            return (result, true)
+            return true
         }
         // The first of the flush and the timer; neither is awaited after that.
         let (outcomes, outcome) = AsyncStream.makeStream(of: Bool.self)
@@ -326,7 +356,7 @@ public final class StorageManager: Sendable {
             outcome.yield(true)
         }
         let timer = Task {
-            try? await Task.sleep(for: flushTimeout)
+            try? await Task.sleep(for: timeout)
             outcome.yield(false)
         }
         var first = outcomes.makeAsyncIterator()
@@ -334,7 +364,7 @@ public final class StorageManager: Sendable {
         timer.cancel()
         flusher.cancel()
         outcome.finish()
-        return (result, flushed)
+        return flushed
     }
 
     /// Waits until every job queued so far has run (or `run()` has stopped).

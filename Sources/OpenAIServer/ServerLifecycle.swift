@@ -3,7 +3,7 @@ internal import Inference
 internal import LMCacheStorage
 internal import Logging
 internal import NIOCore
-internal import ServiceLifecycle
+public import ServiceLifecycle
 internal import Synchronization
 public import UnixSignals
 #if LMCACHE_TSAN
@@ -27,54 +27,43 @@ extension OpenAIServer {
     /// less) before the server is stopped outright.
     public static let abortTimeout: Duration = .seconds(10)
 
-    /// How long the cache's write-behind queue may take to drain once the server has stopped; what is
-    /// left after it is dropped (the cache is only an optimisation).
-    public static let flushTimeout: Duration = .seconds(2)
+    /// The longest a shutdown takes, from the signal (or ``ShutdownTrigger/fire()``) to
+    /// ``run(services:signals:shutdown:onServerRunning:)`` returning: the grace period, the abort, the
+    /// storage manager's flush (``StorageManager/flushTimeout``).
+    public var shutdownBound: Duration {
+        configuration.shutdownGrace + Self.abortTimeout + (storage?.flushTimeout ?? .zero)
+    }
 
-    /// The longest a shutdown takes, from the signal (or ``ShutdownTrigger/fire()``) to ``run(signals:shutdown:onServerRunning:)``
-    /// returning: the grace period, the abort, the flush.
-    public var shutdownBound: Duration { configuration.shutdownGrace + Self.abortTimeout + Self.flushTimeout }
-
-    /// Serves until `signals` (SIGTERM and SIGINT by default) or `shutdown` fires, running the storage
-    /// manager's write-behind alongside, then shuts down within ``shutdownBound``:
+    /// Serves until `signals` (SIGTERM and SIGINT by default) or `shutdown` fires, then shuts down within
+    /// ``shutdownBound``.
+    ///
+    /// The HTTP server, `services` (a program's other services: `lmcache serve`'s peers) and the storage
+    /// manager (its write-behind) run in one `ServiceGroup`, which shuts them down in the reverse order:
     ///
     /// 1. the server stops accepting connections and closes idle ones; running requests go on for
     ///    ``Configuration/shutdownGrace`` (a second signal ends the grace period at once);
     /// 2. then every request still in the engine is cancelled (``GenerationEngine/cancelAll()``: the same
     ///    path as a client that goes away); their clients get a 503 error (an error event when streamed);
-    /// 3. once the server has stopped, the write-behind queue gets ``flushTimeout`` to drain.
+    /// 3. once the server has stopped, `services` shut down, last first;
+    /// 4. then the storage manager's write-behind queue gets ``StorageManager/flushTimeout`` to drain.
     public func run(
+        services: [any Service] = [],
         signals: [UnixSignal] = [.sigterm, .sigint],
         shutdown trigger: ShutdownTrigger = ShutdownTrigger(),
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
-        guard let storage else {
-            return try await serve(signals: signals, trigger: trigger, onServerRunning: onServerRunning)
-        }
-        let (_, flushed) = try await storage.withWriteBehind(flushTimeout: Self.flushTimeout) {
-            try await serve(signals: signals, trigger: trigger, onServerRunning: onServerRunning)
-        }
-        if !flushed {
-            logger.warning("the cache's write-behind did not drain within \(Self.flushTimeout); the rest is dropped")
-        }
-    }
-
-    /// Runs the HTTP server until it has shut down (see ``run(signals:shutdown:onServerRunning:)``).
-    private func serve(
-        signals: [UnixSignal],
-        trigger: ShutdownTrigger,
-        onServerRunning: @escaping @Sendable (Int) async -> Void
-    ) async throws {
         let services = ServiceGroup(
-            services: [makeApplication(onServerRunning: onServerRunning)],
+            services: (storage.map { [$0] } ?? []) + services + [makeApplication(onServerRunning: onServerRunning)],
             logger: logger
         )
         let grace = configuration.shutdownGrace
-        enum Event { case serverStopped, abortTimedOut, cancelled }
+        // After the abort, the server's own stop, then the storage manager's flush.
+        let stopTimeout = Self.abortTimeout + (storage?.flushTimeout ?? .zero)
+        enum Event { case stopped, stopTimedOut, cancelled }
         try await withThrowingTaskGroup(of: Event.self) { group in
             group.addTask {
                 try await services.run()
-                return .serverStopped
+                return .stopped
             }
             if !signals.isEmpty {
                 group.addTask {
@@ -102,14 +91,14 @@ extension OpenAIServer {
                 await services.triggerGracefulShutdown()
                 do { try await Task.sleep(for: grace) } catch { return .cancelled }
                 abortRequests()
-                do { try await Task.sleep(for: Self.abortTimeout) } catch { return .cancelled }
-                return .abortTimedOut
+                do { try await Task.sleep(for: stopTimeout) } catch { return .cancelled }
+                return .stopTimedOut
             }
-            // The server normally stops on its own once its requests are done; if cancelled requests do not
-            // end in time, it is stopped outright.
+            // The services normally stop on their own once the server's requests are done; if cancelled
+            // requests do not end in time, or the flush does not, they are stopped outright.
             while let event = try await group.next() {
-                if event == .abortTimedOut {
-                    logger.warning("requests still running \(Self.abortTimeout) after they were cancelled: stopping")
+                if event == .stopTimedOut {
+                    logger.warning("still stopping \(stopTimeout) after the requests were cancelled: stopping outright")
                 }
                 if event != .cancelled { break }
             }

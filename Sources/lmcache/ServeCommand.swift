@@ -217,10 +217,8 @@ struct ServeCommand: AsyncParsableCommand {
         let cacheState =
             noCache
             ? "off" : "on (chunk_size \(loaded.configuration.chunkSize)\(cache?.blender == nil ? "" : ", blending"))"
-        try await withRunningServices(peerServices, logger: logger) {
-            try await server.run { port in
-                logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cacheState), \(threads == 1 ? "1 thread" : "\(threads) threads")")
-            }
+        try await server.run(services: peerServices) { port in
+            logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cacheState), \(threads == 1 ? "1 thread" : "\(threads) threads")")
         }
     }
 }
