@@ -392,11 +392,15 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: [
-                "Inference", "LMCacheConnector", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheStorage",
-                "LMCacheTestSupport",
-            ],
+            dependencies: ["Inference", "GGUF", "Kernels", "Tokenizers", "LMCacheCore", "LMCacheTestSupport"],
             resources: [.copy("Resources")],
+            swiftSettings: commonSwiftSettings
+        ),
+        .testTarget(
+            name: "LMCacheConnectorTests",
+            dependencies: [
+                "LMCacheConnector", "Inference", "GGUF", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheTestSupport",
+            ],
             swiftSettings: commonSwiftSettings
         ),
         .testTarget(

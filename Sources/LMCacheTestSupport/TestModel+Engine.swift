@@ -24,4 +24,17 @@ extension TestModel {
         configure(&configuration)
         return try EngineCache(configuration: configuration, model: model, tokenizer: tokenizer, name: "gemma-3-270m")
     }
+
+    /// A prefix connector over a fresh ``cache(_:)``.
+    package static func connector(
+        chunkSize: Int = 256,
+        windowAware: Bool = true,
+        saveDecodeCache: Bool = false
+    ) throws -> KVConnector {
+        try cache {
+            $0.chunkSize = chunkSize
+            $0.windowAwareLoading = windowAware
+            $0.saveDecodeCache = saveDecodeCache
+        }.prefix
+    }
 }

@@ -73,7 +73,7 @@ struct SchedulerTests {
         let engine = GenerationEngine(
             model: model,
             tokenizer: try Self.tokenizer(),
-            connector: try makeConnector(),
+            connector: try TestModel.connector(),
             limits: SchedulerLimits(maxSequences: 2, prefillChunkTokens: 256)
         )
         // A first request stores the document; then both run at once, loading it.
@@ -95,7 +95,7 @@ struct SchedulerTests {
     func keptAfterWindowedLoad() async throws {
         let model = try TestModel.model()
         let document = BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [1300])[0]
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let limits = SchedulerLimits(maxSequences: 1, prefillChunkTokens: 256)
         // One engine computes and stores the document; a second, on the same tiers, loads it (its
         // sliding-window layers only from position 768, the window of position 1280) and keeps it.
@@ -131,7 +131,7 @@ struct SchedulerTests {
         let engine = GenerationEngine(
             model: model,
             tokenizer: try Self.tokenizer(),
-            connector: try makeConnector(),
+            connector: try TestModel.connector(),
             limits: SchedulerLimits(maxSequences: 2, prefillChunkTokens: 256)
         )
         let a = try await engine.generate(GenerationRequest(prompt: first, maxTokens: 3))
@@ -158,7 +158,7 @@ struct SchedulerTests {
         let engine = GenerationEngine(
             model: model,
             tokenizer: try Self.tokenizer(),
-            connector: try makeConnector(),
+            connector: try TestModel.connector(),
             limits: SchedulerLimits(maxSequences: 5, prefillChunkTokens: 256)
         )
         let requests = prompts.map { GenerationRequest(prompt: $0, maxTokens: 4) }

@@ -6,19 +6,6 @@ import LMCacheStorage
 import LMCacheTestSupport
 import Testing
 
-/// A connector over a fresh CPU-only cache (64 MiB, not pre-faulted).
-func makeConnector(
-    chunkSize: Int = 256,
-    windowAware: Bool = true,
-    saveDecodeCache: Bool = false
-) throws -> KVConnector {
-    try TestModel.cache {
-        $0.chunkSize = chunkSize
-        $0.windowAwareLoading = windowAware
-        $0.saveDecodeCache = saveDecodeCache
-    }.prefix
-}
-
 /// Greedy continuation of `count` tokens from the logits of the last token in `session`.
 func greedyContinuation(_ session: InferenceSession, logits first: [Float], count: Int) throws -> [Int32] {
     var logits = first
@@ -68,7 +55,7 @@ struct KVConnectorTests {
     @Test("a cache hit gives exactly the logits and greedy tokens of an uncached run")
     func hitIsExact() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let prompt = sampleTokens(600, seed: 11)
         let reference = try uncachedRun(model, prompt)
 
@@ -144,7 +131,7 @@ struct KVConnectorTests {
     @Test("a prompt sharing only a prefix loads the shared full chunks and stays exact")
     func partialHit() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let first = sampleTokens(600, seed: 12)
         _ = try await cachedRun(connector, model, first, maxTokens: 1)
         let second = Array(first[..<530]) + sampleTokens(80, seed: 13).dropFirst()
@@ -159,7 +146,7 @@ struct KVConnectorTests {
     @Test("a token changed in chunk k reuses only the chunks before k", arguments: [0, 1])
     func changedToken(chunk: Int) async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let original = sampleTokens(600, seed: 14)
         _ = try await cachedRun(connector, model, original, maxTokens: 1)
         var edited = original
@@ -177,7 +164,7 @@ struct KVConnectorTests {
     @Test("a fully cached prompt computes only its last token, exactly")
     func fullyCached() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let prompt = sampleTokens(512, seed: 15)
         let reference = try uncachedRun(model, prompt)
         _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
@@ -195,7 +182,7 @@ struct KVConnectorTests {
     @Test("tenant salts never share chunks")
     func tenants() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let prompt = sampleTokens(300, seed: 16)
         _ = try await cachedRun(connector, model, prompt, salt: "alice", maxTokens: 1)
         #expect(await connector.lookup(prompt, salt: "alice").hits.count == 1)
@@ -206,7 +193,7 @@ struct KVConnectorTests {
     @Test("short prompts and a cache miss load nothing")
     func nothingToLoad() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let prompt = sampleTokens(40, seed: 17)
         let run = try await cachedRun(connector, model, prompt, maxTokens: 2)
         #expect(run.loaded == 0)
@@ -216,7 +203,7 @@ struct KVConnectorTests {
     @Test("window-aware loading: sliding-window layers are fetched only inside the window, exactly")
     func windowAware() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let groups = try #require(connector.layerGroups)
         #expect(groups.full == [5, 11, 17])
         #expect(groups.windowed.count == 15 && groups.window == 512)
@@ -252,7 +239,7 @@ struct KVConnectorTests {
     @Test("a window-aware load records where its sliding-window layers start; nothing reads or exports before it")
     func partialLayersGuarded() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector()
+        let connector = try TestModel.connector()
         let groups = try #require(connector.layerGroups)
         let prompt = sampleTokens(1300, seed: 18)
         _ = try await cachedRun(connector, model, prompt, maxTokens: 1)
@@ -290,7 +277,7 @@ struct KVConnectorTests {
     @Test("window_aware_loading off: one object of all layers per chunk, exact")
     func wholeChunks() async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector(windowAware: false)
+        let connector = try TestModel.connector(windowAware: false)
         #expect(connector.layerGroups == nil)
         let prompt = sampleTokens(600, seed: 20)
         let reference = try uncachedRun(model, prompt, maxTokens: 3)
@@ -309,7 +296,7 @@ struct KVConnectorTests {
     )
     func decodeCache(enabled: Bool) async throws {
         let model = try TestModel.model()
-        let connector = try makeConnector(saveDecodeCache: enabled)
+        let connector = try TestModel.connector(saveDecodeCache: enabled)
         let prompt = sampleTokens(500, seed: 21)
         let session = InferenceSession(model: model)
         let result = try session.generate(
