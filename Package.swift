@@ -41,6 +41,7 @@ let package = Package(
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "Inference", targets: ["Inference"]),
         .library(name: "LMCacheConnector", targets: ["LMCacheConnector"]),
+        .library(name: "LMCacheServing", targets: ["LMCacheServing"]),
         .library(name: "LMCacheWire", targets: ["LMCacheWire"]),
         .library(name: "LMCacheRemote", targets: ["LMCacheRemote"]),
         .library(name: "LMCacheServer", targets: ["LMCacheServer"]),
@@ -234,11 +235,23 @@ let package = Package(
             ],
             swiftSettings: commonSwiftSettings
         ),
+        // The cache of a serving process built once from configuration: the engine's cache with its
+        // remote tiers (over TLS where asked) and the peers, with the services to run beside the server.
+        .target(
+            name: "LMCacheServing",
+            dependencies: [
+                "LMCacheConnector", "Inference", "Tokenizers", "LMCacheCore", "LMCacheStorage", "LMCacheRemote",
+                "LMCacheServer", "LMCacheP2P", "LMCacheTLS", "LMCacheWire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: commonSwiftSettings
+        ),
         // `lmcache bench …`: the storage, engine, TTFT, blending and serde benchmarks (docs/benchmarks.md).
         .target(
             name: "LMCacheBenchmarks",
             dependencies: [
-                "LMCacheCommandSupport",
+                "LMCacheCommandSupport", "LMCacheServing",
                 "LMCacheCore", "LMCacheStorage", "LMCacheWire", "LMCacheRemote", "LMCacheServer",
                 "GGUF", "Kernels", "Tokenizers", "Inference", "LMCacheConnector", "OpenAIServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -258,6 +271,7 @@ let package = Package(
             dependencies: [
                 "LMCacheCommandSupport",
                 "LMCacheBenchmarks",
+                "LMCacheServing",
                 "LMCacheCore",
                 "LMCacheStorage",
                 "LMCacheRemote",

@@ -6,6 +6,7 @@ import LMCacheCommandSupport
 import LMCacheConnector
 import LMCacheCore
 import LMCacheRemote
+import LMCacheServing
 import LMCacheServer
 import LMCacheStorage
 import Logging
@@ -96,16 +97,8 @@ struct BenchTTFTCommand: AsyncParsableCommand {
         defer { setup.stop() }
         configuration = setup.configuration
         let name = URL(fileURLWithPath: modelArguments.model).deletingPathExtension().lastPathComponent
-        let engineCache = try EngineCache(
-            configuration: configuration,
-            model: model,
-            tokenizer: tokenizer,
-            name: name,
-            remoteTier: { [configuration] url in
-                try makeRemoteTier(url: url, configuration: configuration, logger: logger)
-            },
-            logger: logger
-        )
+        let engineCache = try ServingCache.Plan(configuration: configuration, logger: logger)
+            .build(model: model, tokenizer: tokenizer, name: name).cache
         let (storage, connector) = (engineCache.storage, engineCache.prefix)
         // Only the engine tier keeps finished requests' KV; the others measure loads from their tier.
         let limits = SchedulerLimits(keptKVTokens: tier == .engine ? SchedulerLimits().keptKVTokens : 0)

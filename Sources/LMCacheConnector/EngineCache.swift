@@ -8,8 +8,10 @@ public import Tokenizers
 /// the connector the engine takes: prefix reuse (``KVConnector``), with blending on top
 /// (``BlendConnector``) when `enable_blending` is on.
 ///
-/// The owner runs ``storage``'s write-behind to the slower tiers (``StorageManager/run()``) for as long
-/// as the engine serves, and flushes it before stopping.
+/// ``storage`` is a `Service`: its owner runs it (its write-behind to the slower tiers) for as long as
+/// the engine serves, in the program's `ServiceGroup` (as `OpenAIServer.run(services:)` does) or around
+/// a piece of work with ``StorageManager/withWriteBehind(flushTimeout:_:)``. A serving process builds
+/// its cache and peers with `LMCacheServing`'s `ServingCache`.
 ///
 /// ```swift
 /// let cache = try EngineCache(configuration: config, model: model, tokenizer: tokenizer, name: "gemma-3-270m")

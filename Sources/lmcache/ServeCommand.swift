@@ -5,13 +5,9 @@ import Inference
 import LMCacheCommandSupport
 import LMCacheConnector
 import LMCacheCore
-import LMCacheP2P
-import LMCacheRemote
-import LMCacheStorage
-import LMCacheTLS
+import LMCacheServing
 import Logging
 import OpenAIServer
-import ServiceLifecycle
 import Tokenizers
 
 /// `lmcache serve [MODEL]`: the OpenAI-compatible server on the built-in engine, with the KV cache on.
@@ -168,34 +164,23 @@ struct ServeCommand: AsyncParsableCommand {
         if let threads { try EngineThreads.set(threads) }
         let loaded = try cacheArguments.load(logger: logger)
         // Checked before the model loads: a P2P configuration that cannot work fails at once.
-        let sharing = noCache ? nil : try PeerSharing(configuration: loaded.configuration, logger: logger)
+        let plan: ServingCache.Plan?
+        do {
+            plan = noCache ? nil : try ServingCache.Plan(configuration: loaded.configuration, logger: logger)
+        } catch let error as ServingCacheError {
+            throw CommandFailure(error.description)
+        }
         let file = try GGUFFile(contentsOf: path)
         let languageModel = try loadModel(from: file)
         let tokenizer = try makeTokenizer(from: file)
         let name = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        var cache: EngineCache?
-        var peerServices: [any Service] = []
-        if !noCache {
-            let configuration = loaded.configuration
-            do {
-                cache = try EngineCache(
-                    configuration: configuration,
-                    model: languageModel,
-                    tokenizer: tokenizer,
-                    name: name,
-                    prefault: prefault,
-                    remoteTier: { url in
-                        try makeRemoteTier(
-                            url: url, configuration: configuration, security: { try TLS.client($0) }, logger: logger)
-                    },
-                    additionalTiers: sharing?.tier.map { [$0] } ?? [],
-                    logger: logger
-                )
-            } catch let error as InferenceError {
-                throw ValidationError(error.message)
-            }
-            if let sharing, let cpu = cache?.storage.cpu { peerServices = sharing.services(cpu: cpu) }
+        let serving: ServingCache?
+        do {
+            serving = try plan?.build(model: languageModel, tokenizer: tokenizer, name: name, prefault: prefault)
+        } catch let error as InferenceError {
+            throw ValidationError(error.message)
         }
+        let cache = serving?.cache
         let engine = GenerationEngine(model: languageModel, tokenizer: tokenizer, connector: cache?.connector, limits: limits)
         let server = OpenAIServer(
             engine: engine,
@@ -217,7 +202,7 @@ struct ServeCommand: AsyncParsableCommand {
         let cacheState =
             noCache
             ? "off" : "on (chunk_size \(loaded.configuration.chunkSize)\(cache?.blender == nil ? "" : ", blending"))"
-        try await server.run(services: peerServices) { port in
+        try await server.run(services: serving?.services ?? []) { port in
             logger.info("serving \(name) on http://\(host):\(port)/v1 with the KV cache \(cacheState), \(threads == 1 ? "1 thread" : "\(threads) threads")")
         }
     }

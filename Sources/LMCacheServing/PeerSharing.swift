@@ -1,18 +1,17 @@
-import LMCacheCommandSupport
-import LMCacheCore
-import LMCacheP2P
-import LMCacheRemote
-import LMCacheServer
-import LMCacheStorage
-import LMCacheTLS
-import LMCacheWire
-import Logging
-import ServiceLifecycle
+internal import LMCacheCore
+internal import LMCacheP2P
+internal import LMCacheRemote
+internal import LMCacheServer
+internal import LMCacheStorage
+internal import LMCacheTLS
+internal import LMCacheWire
+internal import Logging
+internal import ServiceLifecycle
 
-/// What `enable_p2p` and `enable_controller` add to `lmcache serve`: the controller client, the
+/// What `enable_p2p` and `enable_controller` add to a serving process: the controller client, the
 /// P2P tier (searched after the local and remote tiers), the chunk server peers fetch from
 /// (an `lm://` server over the CPU tier), and the agent that registers, reports and heartbeats.
-struct PeerSharing {
+struct PeerSharing: Sendable {
     let configuration: LMCacheConfiguration
     let controller: ControllerClient
     /// The P2P tier, with `enable_p2p`.
@@ -22,20 +21,20 @@ struct PeerSharing {
     let logger: Logger
 
     /// `nil` when neither `enable_p2p` nor `enable_controller` is on.
-    /// - Throws: ``CommandFailure`` for a configuration that cannot work.
+    /// - Throws: ``ServingCacheError`` for a configuration that cannot work.
     init?(configuration: LMCacheConfiguration, logger: Logger) throws {
         guard configuration.enableP2P || configuration.enableController else { return nil }
         let keys = configuration.enableP2P ? "enable_p2p" : "enable_controller"
         guard let address = configuration.controllerURL else {
-            throw CommandFailure("\(keys) needs controller_url: the host:port of `lmcache controller`")
+            throw ServingCacheError("\(keys) needs controller_url: the host:port of `lmcache controller`")
         }
         guard configuration.instanceID != LMCacheConfiguration().instanceID else {
-            throw CommandFailure(
+            throw ServingCacheError(
                 "\(keys) needs lmcache_instance_id: a name unique among the instances sharing the controller"
             )
         }
         guard configuration.localCPU && configuration.maxLocalCPUBytes > 0 else {
-            throw CommandFailure("\(keys) needs the CPU tier (local_cpu: true and max_local_cpu_size > 0)")
+            throw ServingCacheError("\(keys) needs the CPU tier (local_cpu: true and max_local_cpu_size > 0)")
         }
         let endpoint = try RemoteURL.endpoint(address)
         self.configuration = configuration
@@ -58,7 +57,7 @@ struct PeerSharing {
                         TLSFiles(link: files.link, certificateFile: files.certificateFile, keyFile: files.keyFile))
                 }
             } catch {
-                throw CommandFailure("\(error)")
+                throw ServingCacheError("\(error)")
             }
         }
         self.serverSecurity = serverSecurity
