@@ -142,7 +142,7 @@ struct DiskBenchmark {
         var checksums: [Double] = []
         var sink: UInt64 = 0
         for _ in 0..<iterations {
-            checksums.append(BenchStorageCommand.seconds { sink &+= LocalDiskTier.payloadChecksum(buffers.source) })
+            checksums.append(BenchStorageCommand.seconds { sink &+= ChunkChecksum.payload(buffers.source) })
         }
         precondition(sink != 1)
         let median = BenchStorageCommand.median

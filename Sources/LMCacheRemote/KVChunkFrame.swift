@@ -12,7 +12,7 @@ import LMCacheStorage
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 4 | magic `LMKV` |
-/// | 4 | 2 | version, 1 |
+/// | 4 | 2 | version, 2 |
 /// | 6 | 2 | header size, 64 |
 /// | 8 | 4 | token count |
 /// | 12 | 4 | layers |
@@ -22,7 +22,7 @@ import LMCacheStorage
 /// | 28 | 4 | payload codec: 0 the KV bytes as they are, else the ``KVSerde``'s codec (1 lossless, 2 q8, 3 cachegen) |
 /// | 32 | 8 | payload byte count (the KV bytes, or their encoded stream) |
 /// | 40 | 16 | the chunk hash (low, then high 64 bits) |
-/// | 56 | 8 | checksum of bytes 0..<56, the tokens and the KV bytes |
+/// | 56 | 8 | checksum (``ChunkChecksum``, as the disk tier's): XXH64 of bytes 0..<56, the tokens and the payload's checksum |
 /// | 64 | 4 × tokens | token ids, `int32` |
 /// | … | payload byte count | the KV bytes, laid out as ``KVLayout`` says, or their encoded stream |
 ///
@@ -30,12 +30,14 @@ import LMCacheStorage
 /// format ``wireFormat`` (LMCache's `BINARY`), dtype ``wireDType`` (`uint8`) and shape
 /// `[value length, 0, 0, 0]`, so LMCache's own server stores it like any other value. Decoding
 /// checks every field against the key asked for and the checksum against the bytes; a value that fails any check (another client's
-/// value, a truncated or corrupted one) decodes to `nil`, which the tier reports as a miss.
+/// value, a truncated or corrupted one) decodes to `nil`, which the tier reports as a miss. So is a
+/// frame of version 1 (written before 2026-12-05, with a checksum of its own): such values are
+/// computed again and stored over.
 public enum KVChunkFrame {
     /// Bytes before the tokens.
     public static let headerSize = 64
-    /// The frame's version.
-    public static let version: UInt16 = 1
+    /// The frame's version (1 had a checksum of its own; its frames are misses).
+    public static let version: UInt16 = 2
     /// The `lm://` format code our frames are stored with: LMCache's `MemoryFormat.BINARY`.
     /// (LMCache's server rejects format codes it does not know.)
     public static let wireFormat: Int32 = 4
@@ -72,7 +74,7 @@ public enum KVChunkFrame {
         var tokens = allocator.buffer(capacity: 4 * chunk.tokens.count)
         for token in chunk.tokens { tokens.writeInteger(token, endianness: .little) }
         let checksum = buffer.withUnsafeReadableBytes { head in
-            tokens.withUnsafeReadableBytes { tokenBytes in FrameChecksum.of(head, tokenBytes, payload) }
+            tokens.withUnsafeReadableBytes { tokenBytes in Self.checksum(head: head, tokens: tokenBytes, payload: payload) }
         }
         buffer.writeInteger(checksum, endianness: .little)
         buffer.writeBuffer(&tokens)
@@ -152,9 +154,8 @@ public enum KVChunkFrame {
         let tokenBytes = UnsafeRawBufferPointer(rebasing: bytes[headerSize..<(headerSize + 4 * tokenCount)])
         let kvBytes = UnsafeRawBufferPointer(rebasing: bytes[(headerSize + 4 * tokenCount)...])
         let stored = bytes.loadUnaligned(fromByteOffset: 56, as: UInt64.self).littleEndian
-        guard FrameChecksum.of(UnsafeRawBufferPointer(rebasing: bytes[0..<56]), tokenBytes, kvBytes) == stored else {
-            return nil
-        }
+        guard Self.checksum(head: UnsafeRawBufferPointer(rebasing: bytes[0..<56]), tokens: tokenBytes, payload: kvBytes) == stored
+        else { return nil }
         var tokens: [Int32] = []
         tokens.reserveCapacity(tokenCount)
         for i in 0..<tokenCount {
@@ -173,6 +174,13 @@ public enum KVChunkFrame {
 }
 
 extension KVChunkFrame {
+    /// The frame's checksum: its first 56 bytes, the tokens, and the payload's checksum.
+    package static func checksum(head: UnsafeRawBufferPointer, tokens: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> UInt64 {
+        withUnsafeBytes(of: ChunkChecksum.payload(payload).littleEndian) {
+            ChunkChecksum.metadata(head, tokens, $0)
+        }
+    }
+
     /// Decodes a frame held in `buffer` (a copy), for tests and tools.
     package static func decodeForTesting(_ buffer: ByteBuffer, key: CacheKey) -> KVChunk? {
         let storage = buffer.withUnsafeReadableBytes { HeapChunkStorage(copying: $0) }
@@ -191,59 +199,5 @@ final class FramedChunkStorage: KVChunkStorage, @unchecked Sendable {
     init(owner: any AnyObject & Sendable, bytes: UnsafeRawBufferPointer) {
         self.owner = owner
         self.bytes = bytes
-    }
-}
-
-/// A fast 64-bit checksum for frames: four lanes of a Fletcher-style sum over 64-bit words
-/// (position-dependent, so swapped or shifted blocks change it), finished with a 64-bit mixer.
-/// It detects accidental corruption and foreign data; it is not meant to resist an adversary.
-enum FrameChecksum {
-    static func of(_ parts: UnsafeRawBufferPointer...) -> UInt64 {
-        var result: UInt64 = 0x243F_6A88_85A3_08D3
-        for part in parts {
-            result = mix(result ^ lanes(part) &+ UInt64(part.count))
-        }
-        return result
-    }
-
-    private static func lanes(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var a0: UInt64 = 1
-        var a1: UInt64 = 2
-        var a2: UInt64 = 3
-        var a3: UInt64 = 4
-        var b0: UInt64 = 0
-        var b1: UInt64 = 0
-        var b2: UInt64 = 0
-        var b3: UInt64 = 0
-        let blocks = bytes.count / 32
-        if blocks > 0 {
-            let base = bytes.baseAddress!
-            for block in 0..<blocks {
-                // Every load is inside the first `blocks * 32` bytes.
-                let p = base + block * 32
-                a0 &+= p.loadUnaligned(as: UInt64.self)
-                a1 &+= p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
-                a2 &+= p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
-                a3 &+= p.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
-                b0 &+= a0
-                b1 &+= a1
-                b2 &+= a2
-                b3 &+= a3
-            }
-        }
-        var tail: UInt64 = 0
-        for (i, byte) in bytes[(blocks * 32)...].enumerated() {
-            tail = tail &* 0x100_0000_01B3 ^ UInt64(byte) &+ UInt64(i)
-        }
-        return mix(a0 ^ mix(b0)) &+ mix(a1 ^ mix(b1)) &* 3 &+ mix(a2 ^ mix(b2)) &* 5 &+ mix(a3 ^ mix(b3)) &* 7
-            &+ mix(tail)
-    }
-
-    /// SplitMix64's finalizer.
-    private static func mix(_ value: UInt64) -> UInt64 {
-        var z = value &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

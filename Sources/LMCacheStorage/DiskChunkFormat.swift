@@ -20,8 +20,8 @@ package import LMCacheCore
 /// | 48 | 4 | dtype (the `lm://` dtype code) |
 /// | 52 | 4 | model-name length *m* |
 /// | 56 | 8 | payload length (version 1: the layout's KV bytes; version 2: the stream's bytes) |
-/// | 64 | 8 | payload checksum (``payloadChecksum(_:)``, over the payload as stored) |
-/// | 72 | 8 | header checksum (XXH64 of bytes 0..<*F*+m+4n with this field zero) |
+/// | 64 | 8 | payload checksum (``ChunkChecksum/payload(_:)``, over the payload as stored) |
+/// | 72 | 8 | header checksum (``ChunkChecksum/metadata(_:)``: XXH64 of bytes 0..<*F*+m+4n with this field zero) |
 /// | 80 | 4 | version 2 only: the serde's codec (``KVCodec``: 1 lossless, 2 q8, 3 cachegen) |
 /// | 84 | 4 | version 2 only: reserved, 0 |
 /// | *F* | *m* | model name (UTF-8); *F* is 80 in version 1, 88 in version 2 |
@@ -45,73 +45,6 @@ package enum DiskChunkFormat {
     static let fileExtension = ".lmkv"
     static let temporaryPrefix = ".tmp-"
 
-    /// Bytes per checksum block: small enough that a block just read is still in the L2 cache
-    /// when it is hashed.
-    static let checksumBlock = 256 << 10
-
-    /// The payload checksum: XXH64 over the block hashes of each 256 KiB block. A block's hash
-    /// folds an eight-lane multiply-add accumulator over its 64-byte stripes (AVX2, tens of GB/s;
-    /// see `lmcache_stripe_accumulate`) into XXH64. Blockwise so that a reader can check each block
-    /// right after reading it, while it is still in cache, and so that blocks can be checked in
-    /// parallel.
-    package struct PayloadChecksum {
-        private var blockHashes: [UInt64] = []
-
-        /// Adds the next block (``checksumBlock`` bytes, or fewer for the last).
-        mutating func add(_ block: UnsafeRawBufferPointer) {
-            blockHashes.append(Self.hash(block, index: blockHashes.count))
-        }
-
-        /// The hash of block `index`, for readers that hash blocks out of order: XXH64 (seed
-        /// *index*) over the block's eight stripe-accumulator lanes (``stripeLanes(_:)``), the
-        /// bytes after the last whole 64-byte stripe, and the block's length.
-        static func hash(_ block: UnsafeRawBufferPointer, index: Int) -> UInt64 {
-            let whole = block.count / 64 * 64
-            var input = [UInt64](repeating: 0, count: 9)
-            let lanes = stripeLanes(UnsafeRawBufferPointer(rebasing: block[0..<whole]))
-            for i in 0..<8 { input[i] = lanes[i].littleEndian }
-            input[8] = UInt64(block.count).littleEndian
-            var bytes = input.withUnsafeBytes { [UInt8]($0) }
-            bytes.append(contentsOf: block[whole...])
-            return bytes.withUnsafeBytes { XXHash64.hash($0, seed: UInt64(index)) }
-        }
-
-        /// The eight lanes of the stripe accumulator over `bytes` (a multiple of 64 bytes), from zero.
-        package static func stripeLanes(_ bytes: UnsafeRawBufferPointer, portable: Bool = false) -> [UInt64] {
-            var lanes = [UInt64](repeating: 0, count: 8)
-            lanes.withUnsafeMutableBufferPointer { out in
-                if portable {
-                    lmcache_stripe_accumulate_portable(out.baseAddress!, bytes.baseAddress, bytes.count)
-                } else {
-                    lmcache_stripe_accumulate(out.baseAddress!, bytes.baseAddress, bytes.count)
-                }
-            }
-            return lanes
-        }
-
-        /// The checksum of a payload from all its block hashes, in order.
-        static func combine(_ blockHashes: [UInt64]) -> UInt64 {
-            blockHashes.withUnsafeBytes { XXHash64.hash($0) }
-        }
-
-        func finalize() -> UInt64 { Self.combine(blockHashes) }
-    }
-
-    /// Number of checksum blocks of a payload of `count` bytes (at least one).
-    static func checksumBlocks(_ count: Int) -> Int { max(1, (count + checksumBlock - 1) / checksumBlock) }
-
-    /// The checksum of a whole payload in memory.
-    package static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
-        var checksum = PayloadChecksum()
-        var offset = 0
-        repeat {
-            let end = min(offset + checksumBlock, payload.count)
-            checksum.add(UnsafeRawBufferPointer(rebasing: payload[offset..<end]))
-            offset = end
-        } while offset < payload.count
-        return checksum.finalize()
-    }
-
     /// The file name of a chunk: `<hash>-<tokens>.lmkv`.
     static func fileName(for key: CacheKey) -> String { "\(key.hash)-\(key.tokenCount)\(fileExtension)" }
 
@@ -127,7 +60,7 @@ package enum DiskChunkFormat {
         chunk.withUnsafeBytes { payload in
             bytes.withUnsafeMutableBytes {
                 writeHeader(key: chunk.key, tokens: chunk.tokens, layout: chunk.layout, payloadLength: payload.count,
-                    payloadChecksum: payloadChecksum(payload), into: $0)
+                    payloadChecksum: ChunkChecksum.payload(payload), into: $0)
             }
         }
         return bytes
@@ -166,7 +99,7 @@ package enum DiskChunkFormat {
         if codec != 0 { put(codec, at: 80) }
         for (i, byte) in name.enumerated() { buffer[fixed + i] = byte }
         for (i, token) in tokens.enumerated() { put(token, at: fixed + name.count + 4 * i) }
-        let checksum = XXHash64.hash(UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
+        let checksum = ChunkChecksum.metadata(UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
         put(checksum, at: 72)
     }
 
@@ -212,7 +145,7 @@ package enum DiskChunkFormat {
         let used = fixed + nameBytes + 4 * tokenCount
         var copy = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[0..<used]))
         for i in 72..<80 { copy[i] = 0 }
-        let checksum = copy.withUnsafeBytes { XXHash64.hash($0) }
+        let checksum = copy.withUnsafeBytes { ChunkChecksum.metadata($0) }
         guard checksum == read(UInt64.self, at: 72) else { return .failure("header checksum mismatch") }
         let layers = Int(read(UInt32.self, at: 36))
         let kvHeads = Int(read(UInt32.self, at: 40))

@@ -265,10 +265,6 @@ public final class LocalDiskTier: StorageTier {
         return storage.map { KVChunk(key: reader.key, tokens: reader.tokens, layout: reader.layout, storage: $0) }
     }
 
-    /// The checksum the tier stores for a chunk's KV bytes (for benchmarks and tools).
-    package static func payloadChecksum(_ payload: UnsafeRawBufferPointer) -> UInt64 {
-        DiskChunkFormat.payloadChecksum(payload)
-    }
 
     // MARK: Synchronous operations
 
@@ -510,7 +506,7 @@ public final class LocalDiskTier: StorageTier {
             layout: chunk.layout,
             codec: codec,
             payloadLength: payload.count,
-            payloadChecksum: DiskChunkFormat.payloadChecksum(payload),
+            payloadChecksum: ChunkChecksum.payload(payload),
             into: header
         )
         var fd: Int32 = -1
@@ -849,7 +845,7 @@ public final class DiskChunkReader: @unchecked Sendable {
         // Each block is hashed right after it is read, while it is still in cache; by default the
         // blocks are split between two threads, each reading and hashing its own, so that the
         // kernel's copy and the checksum run on both cores.
-        let blocks = DiskChunkFormat.checksumBlocks(destination.count)
+        let blocks = ChunkChecksum.blocks(destination.count)
         let hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: blocks)
         defer { hashes.deallocate() }
         let failed = Atomic<Bool>(false)
@@ -865,8 +861,8 @@ public final class DiskChunkReader: @unchecked Sendable {
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             // Worker w takes blocks w, w + workers, …: disjoint parts of `destination` and `hashes`.
             for index in stride(from: worker, to: blocks, by: workers) {
-                let start = index * DiskChunkFormat.checksumBlock
-                let end = min(start + DiskChunkFormat.checksumBlock, count)
+                let start = index * ChunkChecksum.block
+                let end = min(start + ChunkChecksum.block, count)
                 let block = UnsafeMutableRawBufferPointer(
                     start: UnsafeMutableRawPointer(bitPattern: base)! + start,
                     count: end - start
@@ -876,7 +872,7 @@ public final class DiskChunkReader: @unchecked Sendable {
                     return
                 }
                 UnsafeMutablePointer<UInt64>(bitPattern: hashBase)![index] =
-                    DiskChunkFormat.PayloadChecksum.hash(UnsafeRawBufferPointer(block), index: index)
+                    ChunkChecksum.blockHash(UnsafeRawBufferPointer(block), index: index)
             }
         }
         return checkPayload(hashes, read: !failed.load(ordering: .relaxed))
@@ -889,9 +885,9 @@ public final class DiskChunkReader: @unchecked Sendable {
         into destination: UnsafeMutableRawBufferPointer,
         hashes: UnsafeMutableBufferPointer<UInt64>
     ) -> Bool {
-        let block = DiskChunkFormat.checksumBlock
+        let block = ChunkChecksum.block
         if destination.isEmpty {
-            hashes[0] = DiskChunkFormat.PayloadChecksum.hash(UnsafeRawBufferPointer(destination), index: 0)
+            hashes[0] = ChunkChecksum.blockHash(UnsafeRawBufferPointer(destination), index: 0)
             return true
         }
         let piece = Self.directPiece
@@ -913,7 +909,7 @@ public final class DiskChunkReader: @unchecked Sendable {
             var offset = 0
             while offset < length {
                 let end = min(offset + block, length)
-                hashes[(start + offset) / block] = DiskChunkFormat.PayloadChecksum.hash(
+                hashes[(start + offset) / block] = ChunkChecksum.blockHash(
                     UnsafeRawBufferPointer(rebasing: destination[(start + offset)..<(start + end)]),
                     index: (start + offset) / block
                 )
@@ -925,7 +921,7 @@ public final class DiskChunkReader: @unchecked Sendable {
     }
 
     /// Bytes one direct read asks for (a whole number of checksum blocks).
-    static let directPiece = 4 * DiskChunkFormat.checksumBlock
+    static let directPiece = 4 * ChunkChecksum.block
 
     /// Whether a payload whose read succeeded (`read`) has `hashes` that combine to its checksum;
     /// the chunk is removed from the tier when not.
@@ -935,7 +931,7 @@ public final class DiskChunkReader: @unchecked Sendable {
             tier.countFailedRead()
             return false
         }
-        guard DiskChunkFormat.PayloadChecksum.combine(Array(hashes)) == checksum else {
+        guard ChunkChecksum.combine(Array(hashes)) == checksum else {
             tier.quarantine(key: key, path: path, reason: "payload checksum mismatch")
             tier.countFailedRead()
             return false

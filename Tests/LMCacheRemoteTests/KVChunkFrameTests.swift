@@ -1,5 +1,6 @@
 import LMCacheCore
 import LMCacheRemote
+import LMCacheStorage
 import NIOCore
 import LMCacheTestSupport
 import Testing
@@ -64,6 +65,38 @@ struct KVChunkFrameTests {
         #expect(KVChunkFrame.decodeForTesting(frame, key: other.key) == nil)
     }
 
+    @Test("the checksum is the chunk checksum of the disk tier: header, tokens, the payload's block hashes; version 1 is a miss")
+    func checksumScheme() throws {
+        // Two layers of 640 tokens: 655,360 bytes, three payload blocks.
+        let chunk = LMServerTierTests.chunk(seed: 8, tokens: 640, layout: KVLayout(layers: 2, kvHeads: 1, headDim: 256, dtype: .float16))
+        let frame = KVChunkFrame.encode(chunk)
+        let tokensEnd = KVChunkFrame.headerSize + 4 * 640
+        let expected = frame.withUnsafeReadableBytes { bytes in
+            var joined = [UInt8](bytes[0..<56]) + [UInt8](bytes[KVChunkFrame.headerSize..<tokensEnd])
+            let payload = ChunkChecksum.payload(UnsafeRawBufferPointer(rebasing: bytes[tokensEnd...]))
+            withUnsafeBytes(of: payload.littleEndian) { joined += $0 }
+            return joined.withUnsafeBytes { XXHash64.hash($0) }
+        }
+        #expect(frame.getInteger(at: 56, endianness: .little, as: UInt64.self) == expected)
+        #expect(KVChunkFrame.decodeForTesting(frame, key: chunk.key)?.contentEquals(chunk) == true)
+        // A flipped byte in the last block is caught.
+        var bad = frame
+        let offset = frame.readableBytes - 10
+        bad.setInteger(bad.getInteger(at: offset, as: UInt8.self)! ^ 0x10, at: offset)
+        #expect(KVChunkFrame.decodeForTesting(bad, key: chunk.key) == nil)
+        // A frame saying version 1, even with a checksum that matches, is a miss.
+        var old = frame
+        old.setInteger(UInt16(1), at: 4, endianness: .little)
+        let oldSum = old.withUnsafeReadableBytes { bytes in
+            KVChunkFrame.checksum(
+                head: UnsafeRawBufferPointer(rebasing: bytes[0..<56]),
+                tokens: UnsafeRawBufferPointer(rebasing: bytes[KVChunkFrame.headerSize..<tokensEnd]),
+                payload: UnsafeRawBufferPointer(rebasing: bytes[tokensEnd...]))
+        }
+        old.setInteger(oldSum, at: 56, endianness: .little)
+        #expect(KVChunkFrame.decodeForTesting(old, key: chunk.key) == nil)
+    }
+
     @Test("a header whose layout times its tokens passes 2^63 bytes is refused, not a crash (found by lmcache-fuzz kv-frame)")
     func overflowingLayout() {
         let chunk = Self.smallChunk()
@@ -87,7 +120,7 @@ struct KVChunkFrameTests {
         for _ in 0..<2000 {
             let count = Int.random(in: 0...200, using: &generator)
             var buffer = ByteBuffer(bytes: (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) })
-            if count >= 8 { buffer.setBytes(Array("LMKV".utf8) + [1, 0, 64, 0], at: 0) }
+            if count >= 8 { buffer.setBytes(Array("LMKV".utf8) + [2, 0, 64, 0], at: 0) }
             #expect(KVChunkFrame.decodeForTesting(buffer, key: key) == nil)
         }
     }

@@ -18,8 +18,8 @@ struct ChecksumTests {
         let data = Self.bytes(count, seed: UInt64(count) + 5)
         data.withUnsafeBytes { raw in
             #expect(
-                DiskChunkFormat.PayloadChecksum.stripeLanes(raw)
-                    == DiskChunkFormat.PayloadChecksum.stripeLanes(raw, portable: true)
+                ChunkChecksum.stripeLanes(raw)
+                    == ChunkChecksum.stripeLanes(raw, portable: true)
             )
         }
     }
@@ -27,22 +27,22 @@ struct ChecksumTests {
     @Test("every single-bit flip changes the checksum")
     func bitFlips() {
         var data = Self.bytes(1000, seed: 42)
-        let original = data.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) }
+        let original = data.withUnsafeBytes { ChunkChecksum.payload($0) }
         for position in stride(from: 0, to: data.count, by: 7) {
             for bit in 0..<8 {
                 data[position] ^= 1 << bit
-                #expect(data.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) } != original)
+                #expect(data.withUnsafeBytes { ChunkChecksum.payload($0) } != original)
                 data[position] ^= 1 << bit
             }
         }
-        #expect(data.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) } == original)
+        #expect(data.withUnsafeBytes { ChunkChecksum.payload($0) } == original)
     }
 
     @Test("swapping two 8-byte words changes the checksum")
     func wordSwap() {
         var data = Self.bytes(512, seed: 9)
-        let original = data.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) }
+        let original = data.withUnsafeBytes { ChunkChecksum.payload($0) }
         for i in 0..<8 { data.swapAt(i, 64 + i) }
-        #expect(data.withUnsafeBytes { DiskChunkFormat.payloadChecksum($0) } != original)
+        #expect(data.withUnsafeBytes { ChunkChecksum.payload($0) } != original)
     }
 }

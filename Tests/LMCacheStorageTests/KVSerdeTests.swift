@@ -145,7 +145,7 @@ struct KVSerdeTests {
         payload.withUnsafeBytes { stream in
             DiskChunkFormat.writeHeader(
                 key: chunk.key, tokens: chunk.tokens, layout: chunk.layout, codec: KVCodec.id(.lossless),
-                payloadLength: stream.count, payloadChecksum: DiskChunkFormat.payloadChecksum(stream), into: header
+                payloadLength: stream.count, payloadChecksum: ChunkChecksum.payload(stream), into: header
             )
         }
         try (Data(header) + Data(payload)).write(to: URL(filePath: path))
