@@ -2,11 +2,15 @@ import LMCacheWire
 import Logging
 import NIOCore
 
-/// What one connection has sent and what of it the decoder has turned into requests; shared by
-/// the two handlers around the decoder, which run on the connection's event loop.
+/// What one connection has sent and what of it the decoder has turned into requests, and the
+/// replies not yet taken by the client; shared by the two handlers around the decoder, which run on
+/// the connection's event loop.
 final class FrameProgress {
     var received = 0
     var consumed = 0
+    /// Replies written to the connection and not yet taken by the socket.
+    var pendingWrites = 0
+    /// The last read, request decoded or reply taken by the socket.
     var lastProgress = NIODeadline.now()
 
     var hasPartialFrame: Bool { received > consumed }
@@ -15,13 +19,18 @@ final class FrameProgress {
 @available(*, unavailable)
 extension FrameProgress: Sendable {}
 
-/// Sits before the request decoder: notes every read and checks the timeouts on a timer.
+/// Sits before the request decoder: notes every read and every reply the socket has taken, and
+/// checks the timeouts on a timer.
 ///
-/// A connection with a partial request buffered that has made no progress for `stallTimeout`
-/// is closed; so is one with nothing buffered and no progress for `idleTimeout`.
-final class ConnectionTimeoutHandler: ChannelInboundHandler {
+/// A connection with a partial request buffered, or a reply the client has not taken, that has made
+/// no progress for `stallTimeout` is closed; so is one with neither and no progress for `idleTimeout`.
+/// (A reply still leaving over a slow link is not idleness: the idle clock starts again when the
+/// socket has taken it.)
+final class ConnectionTimeoutHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let progress: FrameProgress
     private let idleTimeout: TimeAmount
@@ -64,9 +73,28 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler {
         context.fireChannelRead(data)
     }
 
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let promise = promise ?? context.eventLoop.makePromise()
+        let progress = NIOLoopBound(progress, eventLoop: context.eventLoop)
+        progress.value.pendingWrites += 1
+        promise.futureResult.whenComplete { _ in
+            progress.value.pendingWrites -= 1
+            progress.value.lastProgress = .now()
+        }
+        context.write(data, promise: promise)
+    }
+
     private func check(context: ChannelHandlerContext) {
         let quiet = NIODeadline.now() - progress.lastProgress
-        if progress.hasPartialFrame, quiet >= stallTimeout {
+        if progress.pendingWrites > 0 {
+            guard quiet >= stallTimeout else { return }
+            logger.info(
+                "closing a connection whose client has not taken a reply",
+                metadata: ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"]
+            )
+            timer?.cancel()
+            context.close(promise: nil)
+        } else if progress.hasPartialFrame, quiet >= stallTimeout {
             logger.info(
                 "closing a connection that stalled in the middle of a request",
                 metadata: [

@@ -9,11 +9,12 @@ public struct LMServerConfiguration: Hashable, Sendable {
     /// The largest PUT payload accepted; a larger length closes the connection. Default
     /// 1 GiB, and never more than ``capacityBytes``.
     public var maximumValueBytes: Int
-    /// A connection that sends nothing for this long, between requests, is closed. Default 1 hour
-    /// (LMCache clients keep one connection open for the life of the engine).
+    /// A connection that sends nothing for this long, between requests and with every reply taken,
+    /// is closed. Default 1 hour (LMCache clients keep one connection open for the life of the
+    /// engine).
     public var idleTimeout: Duration
-    /// A connection that stops sending in the middle of a request for this long is closed.
-    /// Default 30 seconds.
+    /// A connection that stops sending in the middle of a request, or stops taking a reply, for
+    /// this long is closed. Default 30 seconds.
     public var stallTimeout: Duration
     /// Connections beyond this many are closed as soon as they are accepted. Default 1024.
     public var maximumConnections: Int

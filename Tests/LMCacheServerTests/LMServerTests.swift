@@ -311,6 +311,41 @@ struct LMServerTests {
         }
     }
 
+    @Test("a reply the client takes slowly is not cut as idle; one it stops taking is closed after the stall timeout")
+    func slowReader() async throws {
+        let configuration = LMServerConfiguration(
+            port: 0,
+            capacityBytes: 64 << 20,
+            idleTimeout: .milliseconds(300),
+            stallTimeout: .seconds(4)
+        )
+        // Larger than the socket buffers on both sides and what the client reads ahead: the reply
+        // waits in the server until the client reads.
+        var pattern = [UInt8](repeating: 0, count: 32 << 20)
+        for i in stride(from: 0, to: pattern.count, by: 4096) { pattern[i] = UInt8(truncatingIfNeeded: i >> 12) }
+        let value = pattern
+        try await withServer(configuration) { server, port in
+            try await withRawConnection(port: port) { connection in
+                try await connection.send(LMRequestHeader(command: .put, key: "big", length: Int32(value.count)), payload: value)
+                try await connection.send(LMRequestHeader(command: .get, key: "big"))
+                // Three idle timeouts without reading: the reply has not left, the connection is not idle.
+                try await Task.sleep(for: .seconds(1))
+                let reply = try await connection.readReply()
+                #expect(reply?.0.code == 200 && reply?.1 == value, "the reply was cut")
+            }
+            // Counted from here: the first connection has gone, the second has been counted.
+            #expect(await eventually { server.connectionCount == 0 })
+            try await withRawConnection(port: port) { connection in
+                try await connection.send(LMRequestHeader(command: .get, key: "big"))
+                let asked = ContinuousClock.now
+                #expect(await eventually { server.connectionCount == 1 })
+                // Never read: the server closes the connection once the reply has not moved for the stall timeout.
+                #expect(await eventually(timeout: .seconds(60)) { server.connectionCount == 0 })
+                #expect(ContinuousClock.now - asked >= .seconds(3), "closed before the stall timeout")
+            }
+        }
+    }
+
     @Test("graceful shutdown stops accepting and closes open connections")
     func gracefulShutdown() async throws {
         let server = LMServer(
