@@ -19,8 +19,9 @@ import Synchronization
 /// `nil`, `contains` returns `false` and `put` returns `false`; nothing is thrown to the caller.
 /// A connection that fails is dropped; the next request reconnects, and after a failed connect
 /// the tier waits (exponential backoff, from ``Options/minimumBackoff`` to
-/// ``Options/maximumBackoff``) before trying again, answering misses at once meanwhile. So an
-/// engine computes what it cannot load, and finds the server again when it comes back.
+/// ``Options/maximumBackoff``) before trying again, answering misses at once meanwhile; the
+/// first connection to reach the server again ends the others' back-off. So an engine computes
+/// what it cannot load, and finds the server again when it comes back.
 ///
 /// The protocol has no delete: ``remove(_:)`` does nothing and returns `false`.
 ///
@@ -214,6 +215,9 @@ public final class LMServerTier: StorageTier {
 
     /// The pool slot for `key`: requests for one key always share a connection, so a GET sent
     /// after a PUT of the same key is answered after that PUT was stored.
+    /// The connection that requests about `key` use.
+    package func slot(of key: CacheKey) -> Int { slot(for: Self.wireKey(key)) }
+
     private func slot(for key: String) -> Int {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
@@ -299,6 +303,11 @@ public final class LMServerTier: StorageTier {
                 slot.state.withLock { $0 = .connected(channel) }
                 if failures > 0 {
                     logger.info("lm:// server reachable again", metadata: ["lmcache.remote": "\(host):\(port)"])
+                    // The server is back: the other connections need not wait out their back-off
+                    // (each would answer misses until then).
+                    for other in slots where other !== slot {
+                        other.state.withLock { if case .backingOff = $0 { $0 = .idle(failures: 0) } }
+                    }
                 }
                 let owner = slots[index]
                 channel.closeFuture.whenComplete { _ in
