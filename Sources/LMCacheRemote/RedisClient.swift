@@ -179,6 +179,10 @@ package final class RedisClient: Sendable {
                 }
                 if failures > 0 {
                     logger.info("Redis server reachable again", metadata: ["lmcache.remote": "\(address)"])
+                    // The server is back: the other connections need not wait out their back-off.
+                    for other in slots where other !== slot {
+                        other.state.withLock { if case .backingOff = $0 { $0 = .idle(failures: 0) } }
+                    }
                 }
                 promise.succeed(channel)
                 return channel

@@ -3,6 +3,7 @@ import LMCacheCore
 import LMCacheRemote
 import LMCacheStorage
 import LMCacheTestSupport
+import LMCacheWire
 import Logging
 import Testing
 
@@ -247,6 +248,39 @@ struct RedisTierTests {
         #expect(await eventually { (try? await tier.put(chunk)) == true })
         #expect(try await tier.get(chunk.key)?.contentEquals(chunk) == true)
         await tier.close()
+    }
+
+    @Test("once one connection reaches a returning server, the others stop backing off")
+    func backOffEndsTogether() async throws {
+        var options = RedisClient.Options()
+        options.connections = 2
+        options.minimumBackoff = .seconds(8)
+        options.maximumBackoff = .seconds(8)
+        let port = RedisServerProcess.freePort()
+        let client = RedisClient(host: "127.0.0.1", port: port, options: options, logger: Logger(label: "test.redis"))
+        let first = "key-a"
+        let second = try #require((0..<64).lazy.map { "key-\($0)" }.first { client.slotIndex(for: $0) != client.slotIndex(for: first) })
+        func ping(_ key: String) async -> Bool {
+            (try? await client.send(RESPCommand("EXISTS", key), routingKey: key)) != nil
+        }
+        // No server: the first connection fails now, the second 6 s later; each then backs off 8 s.
+        let start = ContinuousClock.now
+        #expect(await !ping(first))
+        try await Task.sleep(until: start + .seconds(6))
+        #expect(await !ping(second))
+        let server = RedisServerProcess(port: port, extraArguments: [])
+        try await server.start()
+        defer { server.stop() }
+        // The first connection's back-off ends 8 s after its failure: it reaches the server.
+        #expect(await eventually(timeout: .seconds(30)) { await ping(first) })
+        let reached = ContinuousClock.now
+        // The second's would last until 14 s; it is cleared, so this request is answered.
+        if ContinuousClock.now - start < .seconds(14) {
+            #expect(await ping(second))
+        } else {
+            Issue.record("the machine held the test past the second back-off (\(reached - start)); nothing was checked")
+        }
+        await client.close()
     }
 
     @Test("a test server whose port is taken reports redis-server's exit and log; started() moves to another port")
