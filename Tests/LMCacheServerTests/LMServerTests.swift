@@ -255,37 +255,22 @@ struct LMServerTests {
             #expect(ContinuousClock.now - start >= .milliseconds(950))
             // The next two checks need the test itself to keep to time: on a machine so loaded that
             // this task is held past the idle timeout between two of its own steps, the server is
-            // right to close the connection. Such an attempt is told apart by the clock and made
-            // again (up to five times); it never counts as a failure or as a success.
-            struct MachineStalled: Error {}
-            func held(since instant: ContinuousClock.Instant) -> Bool {
-                ContinuousClock.now - instant >= configuration.idleTimeout
-            }
-            func attempt(_ what: String, _ body: () async throws -> Void) async throws {
-                for _ in 0..<5 {
-                    do {
-                        return try await body()
-                    } catch is MachineStalled {
-                        continue
-                    }
-                }
-                Issue.record("\(what): the machine held the test past the idle timeout in every attempt")
-            }
-            try await attempt("stalled mid-frame") {
+            // right to close the connection (see retryingMachineStalls).
+            try await retryingMachineStalls("stalled mid-frame", idleTimeout: configuration.idleTimeout) { held in
                 let connecting = ContinuousClock.now
                 try await withRawConnection(port: port) { stalled in
                     var half = ByteBuffer()
                     LMRequestHeader(command: .get, key: "k").write(to: &half)
                     do {
                         try await stalled.send(half.getSlice(at: 0, length: 90)!)
-                    } catch where held(since: connecting) {
+                    } catch where held(connecting) {
                         throw MachineStalled()
                     }
                     #expect(await stalled.isClosed())
                 }
             }
             // A connection that keeps talking stays open past the idle timeout.
-            try await attempt("busy") {
+            try await retryingMachineStalls("busy", idleTimeout: configuration.idleTimeout) { held in
                 // The server's idle clock starts when it accepts the connection and again when it
                 // reads a request, both after the test asked: a close is legitimate only once the idle
                 // timeout has passed since the test connected or sent the previous request.
@@ -297,10 +282,10 @@ struct LMServerTests {
                         do {
                             try await busy.send(LMRequestHeader(command: .health, key: ""))
                             reply = try await busy.readReply()?.0.code
-                        } catch where held(since: previousSend) {
+                        } catch where held(previousSend) {
                             throw MachineStalled()
                         }
-                        if reply == nil, held(since: previousSend) { throw MachineStalled() }
+                        if reply == nil, held(previousSend) { throw MachineStalled() }
                         #expect(reply == 200)
                         previousSend = send
                         try await Task.sleep(for: .milliseconds(100))
@@ -316,8 +301,8 @@ struct LMServerTests {
         let configuration = LMServerConfiguration(
             port: 0,
             capacityBytes: 64 << 20,
-            idleTimeout: .milliseconds(300),
-            stallTimeout: .seconds(4)
+            idleTimeout: .milliseconds(1000),
+            stallTimeout: .seconds(6)
         )
         // Larger than the socket buffers on both sides and what the client reads ahead: the reply
         // waits in the server until the client reads.
@@ -325,23 +310,35 @@ struct LMServerTests {
         for i in stride(from: 0, to: pattern.count, by: 4096) { pattern[i] = UInt8(truncatingIfNeeded: i >> 12) }
         let value = pattern
         try await withServer(configuration) { server, port in
-            try await withRawConnection(port: port) { connection in
-                try await connection.send(LMRequestHeader(command: .put, key: "big", length: Int32(value.count)), payload: value)
-                try await connection.send(LMRequestHeader(command: .get, key: "big"))
-                // Three idle timeouts without reading: the reply has not left, the connection is not idle.
-                try await Task.sleep(for: .seconds(1))
-                let reply = try await connection.readReply()
-                #expect(reply?.0.code == 200 && reply?.1 == value, "the reply was cut")
+            let stored = LMStoredValue(payload: ByteBuffer(bytes: value), format: 1, dtype: 2, shape: LMShape([1, 2, 3, 4]))
+            #expect(server.store.put("big", stored) == .stored(evicted: 0))
+            // A connection is idle from its accept until its request arrives: a test held that long
+            // between connecting and sending (a loaded machine) is told apart by the clock and tries again.
+            try await retryingMachineStalls("slow reader", idleTimeout: configuration.idleTimeout) { stalled in
+                let connecting = ContinuousClock.now
+                try await withRawConnection(port: port) { connection in
+                    try await connection.send(LMRequestHeader(command: .get, key: "big"))
+                    if stalled(connecting) { throw MachineStalled() }
+                    // Three idle timeouts without reading: the reply has not left, the connection is not idle.
+                    try await Task.sleep(for: .seconds(3))
+                    let reply = try await connection.readReply()
+                    #expect(reply?.0.code == 200 && reply?.1 == value, "the reply was cut")
+                }
             }
-            // Counted from here: the first connection has gone, the second has been counted.
-            #expect(await eventually { server.connectionCount == 0 })
-            try await withRawConnection(port: port) { connection in
-                try await connection.send(LMRequestHeader(command: .get, key: "big"))
-                let asked = ContinuousClock.now
-                #expect(await eventually { server.connectionCount == 1 })
-                // Never read: the server closes the connection once the reply has not moved for the stall timeout.
-                #expect(await eventually(timeout: .seconds(60)) { server.connectionCount == 0 })
-                #expect(ContinuousClock.now - asked >= .seconds(3), "closed before the stall timeout")
+            try await retryingMachineStalls("stalled reader", idleTimeout: configuration.idleTimeout) { stalled in
+                // Counted from here: the earlier connections have gone.
+                #expect(await eventually { server.connectionCount == 0 })
+                let connecting = ContinuousClock.now
+                try await withRawConnection(port: port) { connection in
+                    try await connection.send(LMRequestHeader(command: .get, key: "big"))
+                    if stalled(connecting) { throw MachineStalled() }
+                    let asked = ContinuousClock.now
+                    #expect(await eventually { server.connectionCount == 1 })
+                    // Never read: the server closes the connection once the reply has not moved for the
+                    // stall timeout.
+                    #expect(await eventually(timeout: .seconds(60)) { server.connectionCount == 0 })
+                    #expect(ContinuousClock.now - asked >= .seconds(4), "closed before the stall timeout")
+                }
             }
         }
     }
