@@ -86,32 +86,23 @@ final class ConnectionTimeoutHandler: ChannelDuplexHandler {
 
     private func check(context: ChannelHandlerContext) {
         let quiet = NIODeadline.now() - progress.lastProgress
+        // Built only when a connection is closed, not on every tick.
+        func peer() -> Logger.Metadata { ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"] }
         if progress.pendingWrites > 0 {
             guard quiet >= stallTimeout else { return }
-            logger.info(
-                "closing a connection whose client has not taken a reply",
-                metadata: ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"]
-            )
-            timer?.cancel()
-            context.close(promise: nil)
-        } else if progress.hasPartialFrame, quiet >= stallTimeout {
+            logger.info("closing a connection whose client has not taken a reply", metadata: peer())
+        } else if progress.hasPartialFrame {
+            guard quiet >= stallTimeout else { return }
             logger.info(
                 "closing a connection that stalled in the middle of a request",
-                metadata: [
-                    "lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
-                    "lmcache.buffered_bytes": "\(progress.received - progress.consumed)",
-                ]
+                metadata: peer().merging(["lmcache.buffered_bytes": "\(progress.received - progress.consumed)"]) { $1 }
             )
-            timer?.cancel()
-            context.close(promise: nil)
-        } else if !progress.hasPartialFrame, quiet >= idleTimeout {
-            logger.debug(
-                "closing an idle connection",
-                metadata: ["lmcache.peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"]
-            )
-            timer?.cancel()
-            context.close(promise: nil)
+        } else {
+            guard quiet >= idleTimeout else { return }
+            logger.debug("closing an idle connection", metadata: peer())
         }
+        timer?.cancel()
+        context.close(promise: nil)
     }
 }
 
