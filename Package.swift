@@ -355,6 +355,7 @@ let package = Package(
                 "lmcache_server",
                 "LMCacheRemote",
                 "LMCacheWire",
+                "LMCacheStorage",
                 "LMCacheCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -128,7 +128,7 @@ public final class LMServerTier: StorageTier {
     /// when the server is unreachable or the chunk exceeds ``Options/maximumValueBytes``.
     @discardableResult
     public func put(_ chunk: KVChunk) async throws -> Bool {
-        guard KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount <= 2 * options.maximumValueBytes,
+        guard KVChunkFrame.headerLength(of: chunk) + chunk.byteCount <= 2 * options.maximumValueBytes,
             let channel = await channel(slot: slot(for: Self.wireKey(chunk.key)))
         else { return false }
         let payload = KVChunkFrame.encode(chunk, serde: options.serde, allocator: channel.allocator)

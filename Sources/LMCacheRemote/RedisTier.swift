@@ -206,7 +206,7 @@ public final class RedisTier: StorageTier {
 
     /// The commands that store `chunk` (data first, then metadata), or `nil` when it is too large.
     func putCommands(_ chunk: KVChunk) -> [RESPCommand]? {
-        guard KVChunkFrame.headerSize + 4 * chunk.tokens.count + chunk.byteCount <= 2 * options.maximumValueBytes
+        guard KVChunkFrame.headerLength(of: chunk) + chunk.byteCount <= 2 * options.maximumValueBytes
         else { return nil }
         let frame = KVChunkFrame.encode(chunk, serde: options.serde)
         let total = frame.readableBytes

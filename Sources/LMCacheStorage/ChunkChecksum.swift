@@ -1,7 +1,7 @@
 import CChecksum
-package import LMCacheCore
+import LMCacheCore
 
-/// The one checksum of stored chunks, on disk (``DiskChunkFormat``) and on the wire (the `lm://`,
+/// The one checksum of stored records (``ChunkFormat``), on disk and on the wire (the `lm://`,
 /// Redis and peer frame, `KVChunkFrame`), in two parts:
 ///
 /// - **the payload** (the KV bytes, or their encoded stream), ``payload(_:)``: XXH64 over the hashes
@@ -9,8 +9,8 @@ package import LMCacheCore
 ///   its 64-byte stripes (AVX2, tens of GB/s; `lmcache_stripe_accumulate`) into XXH64. Blockwise,
 ///   so that a reader can check each block right after reading it, while it is still in cache, and
 ///   check blocks in parallel;
-/// - **the metadata** (the header's fields and the token ids) together with the payload's checksum,
-///   ``metadata(_:)``: XXH64 over them.
+/// - **the metadata** (the header's fields, name and token ids, which include the payload's
+///   checksum), ``metadata(_:)``: XXH64 over them.
 ///
 /// It detects corruption, truncation and foreign bytes; it is not meant to resist an adversary (TLS
 /// and access tokens are the defences there).
@@ -67,13 +67,7 @@ package enum ChunkChecksum {
         return combine(hashes)
     }
 
-    /// The checksum of a chunk's metadata: XXH64 over `parts` one after another (header fields and
-    /// token ids, which must include the payload's checksum).
-    package static func metadata(_ parts: UnsafeRawBufferPointer...) -> UInt64 {
-        guard parts.count > 1 else { return XXHash64.hash(parts.first ?? UnsafeRawBufferPointer(start: nil, count: 0)) }
-        var joined: [UInt8] = []
-        joined.reserveCapacity(parts.reduce(0) { $0 + $1.count })
-        for part in parts { joined.append(contentsOf: part) }
-        return joined.withUnsafeBytes { XXHash64.hash($0) }
-    }
+    /// The checksum of a record's metadata: XXH64 over its header's fields, name and token ids
+    /// (which include the payload's checksum).
+    package static func metadata(_ header: UnsafeRawBufferPointer) -> UInt64 { XXHash64.hash(header) }
 }

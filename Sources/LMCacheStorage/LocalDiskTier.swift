@@ -13,8 +13,10 @@ import Darwin
 /// The local-disk tier (`local_disk`, `max_local_disk_size`): one file per chunk, crash-safe.
 ///
 /// Each chunk is written to a temporary name, optionally fsynced, then renamed into place, so a
-/// file with the final name is always complete; its header (``DiskChunkFormat``) carries the key,
-/// the token ids, the layout and checksums of itself and of the KV bytes. On start the index is
+/// file with the final name is always complete; its header (``ChunkFormat``) carries the key,
+/// the token ids, the layout and checksums of itself and of the KV bytes. The tier also keeps the
+/// `lm://` server's values (records of ``ChunkFormat``'s value kind, ``writeValue(hash:_:payload:)``),
+/// under the same budget. On start the index is
 /// rebuilt from the directory: complete chunks are served again; temporary files left by a crash
 /// are deleted; files with a chunk name that fail their checks are deleted with a log line; other
 /// files are left alone. Every read checks the payload checksum, so a corrupted file is a miss
@@ -291,6 +293,16 @@ public final class LocalDiskTier: StorageTier {
     /// header. Read the KV bytes with ``DiskChunkReader/read(into:)`` straight into memory of the
     /// caller's choosing (a CPU-tier extent, an engine's KV pages): no intermediate copy.
     public func open(_ key: CacheKey) -> DiskChunkReader? {
+        guard let record = openRecord(key) else { return nil }
+        guard let reader = DiskChunkReader(record) else {
+            record.reject("file holds a value, not a chunk")
+            return nil
+        }
+        return reader
+    }
+
+    /// Opens the record file indexed under `key` and checks its header (blocking).
+    private func openRecord(_ key: CacheKey) -> DiskRecordReader? {
         guard let fileName = state.withLock({ $0.use(key) }) else {
             metrics.misses.increment()
             return nil
@@ -298,10 +310,10 @@ public final class LocalDiskTier: StorageTier {
         let path = directory + "/" + fileName
         switch Self.openFile(path: path, direct: directIO.load(ordering: .relaxed)) {
         case .success(let (fd, header)) where header.key == key:
-            return DiskChunkReader(tier: self, path: path, fd: fd, directFD: openDirect(path, flags: O_RDONLY), header: header)
+            return DiskRecordReader(tier: self, path: path, fd: fd, directFD: openDirect(path, flags: O_RDONLY), header: header)
         case .success(let (fd, _)):
             close(fd)
-            quarantine(key: key, path: path, reason: "file holds another chunk")
+            quarantine(key: key, path: path, reason: "file holds another record")
         case .failure(let error) where error.isMissing:
             // Evicted or removed between the index lookup and the open.
             state.withLock { $0.forget(key) }
@@ -329,6 +341,9 @@ public final class LocalDiskTier: StorageTier {
     @discardableResult
     public func write(_ chunk: KVChunk) -> Bool {
         let codec = KVCodec.codec(serde, for: chunk.layout)
+        func content(_ codec: UInt32) -> ChunkFormat.Content {
+            .kv(tokens: chunk.tokens, layout: chunk.layout, modelName: chunk.key.modelName, codec: codec)
+        }
         var encoded: [UInt8]?
         if codec != 0 {
             guard !containsNow(chunk.key) else { return false }
@@ -337,18 +352,33 @@ public final class LocalDiskTier: StorageTier {
             }
         }
         if let encoded {
-            return encoded.withUnsafeBytes { write(chunk, payload: $0, codec: codec) }
+            return encoded.withUnsafeBytes { write(chunk.key, content(codec), payload: $0) }
         }
-        return chunk.withUnsafeBytes { write(chunk, payload: $0, codec: 0) }
+        return chunk.withUnsafeBytes { write(chunk.key, content(0), payload: $0) }
     }
 
-    /// Writes `chunk`'s file with `payload` (its KV bytes, or their `codec` stream).
-    private func write(_ chunk: KVChunk, payload: UnsafeRawBufferPointer, codec: UInt32) -> Bool {
-        let nameBytes = chunk.key.modelName.utf8.count
-        let headerLength = DiskChunkFormat.headerLength(tokens: chunk.tokens.count, nameBytes: nameBytes, codec: codec)
+    /// Writes a value record of the `lm://` server (blocking), replacing the one under `hash`;
+    /// `false` when declined or failed.
+    @discardableResult
+    package func writeValue(hash: ChunkHash, _ description: ChunkFormat.ValueDescription, payload: UnsafeRawBufferPointer)
+        -> Bool
+    {
+        let key = ChunkFormat.valueKey(hash)
+        removeNow(key)
+        return write(key, .value(description), payload: payload)
+    }
+
+    /// Opens the value record under `hash` and checks its header (blocking); `nil` on a miss or a
+    /// bad header. The reader's ``DiskRecordReader/readPayload(into:threads:)`` reads and checks its bytes.
+    package func openValue(hash: ChunkHash) -> DiskRecordReader? { openRecord(ChunkFormat.valueKey(hash)) }
+
+    /// Writes the file of the record `content` under `key` with `payload` (for a chunk, its KV
+    /// bytes or their encoded stream).
+    private func write(_ key: CacheKey, _ content: ChunkFormat.Content, payload: UnsafeRawBufferPointer) -> Bool {
+        let headerLength = ChunkFormat.headerLength(of: content, alignment: ChunkFormat.diskAlignment)
         let fileSize = headerLength + payload.count
         let now = ContinuousClock.now
-        let reservation = state.withLock { $0.reserve(chunk.key, size: fileSize, capacity: capacity, now: now) }
+        let reservation = state.withLock { $0.reserve(key, size: fileSize, capacity: capacity, now: now) }
         guard case .reserved(let victims) = reservation else {
             if case .tooLarge = reservation {
                 logger.debug("chunk larger than the disk tier", metadata: ["lmcache.chunk.bytes": "\(fileSize)"])
@@ -358,24 +388,24 @@ public final class LocalDiskTier: StorageTier {
         for victim in victims { unlink(directory + "/" + victim) }
         metrics.evictions.increment(by: victims.count)
 
-        let fileName = DiskChunkFormat.fileName(for: chunk.key)
+        let fileName = ChunkFormat.fileName(for: key)
         let finalPath = directory + "/" + fileName
         let temporaryPath =
-            directory + "/" + DiskChunkFormat.temporaryPrefix
+            directory + "/" + ChunkFormat.temporaryPrefix
             + "\(getpid())-\(temporaryCounter.add(1, ordering: .relaxed).newValue)-" + fileName
         let outcome = writeFile(
-            chunk, payload: payload, codec: codec, headerLength: headerLength,
+            hash: key.hash, content, payload: payload, headerLength: headerLength,
             temporaryPath: temporaryPath, finalPath: finalPath
         )
         switch outcome {
         case .success:
-            state.withLock { $0.commit(chunk.key, fileName: fileName, size: fileSize) }
+            state.withLock { $0.commit(key, fileName: fileName, size: fileSize) }
             metrics.stores.increment()
             metrics.writtenBytes.increment(by: fileSize)
             return true
         case .failure(let error):
             unlink(temporaryPath)
-            state.withLock { $0.abandon(chunk.key, size: fileSize) }
+            state.withLock { $0.abandon(key, size: fileSize) }
             metrics.rejections.increment()
             if error.isFull {
                 pauseWrites(reason: error.description)
@@ -420,7 +450,7 @@ public final class LocalDiskTier: StorageTier {
 
     private enum ReadError: Error, CustomStringConvertible {
         case io(IOError)
-        case format(DiskFormatError)
+        case format(ChunkFormatError)
         var isMissing: Bool { if case .io(let error) = self { error.isMissing } else { false } }
         var description: String {
             switch self {
@@ -432,7 +462,7 @@ public final class LocalDiskTier: StorageTier {
 
     /// Opens the file at `path` and checks its header. With `direct` (the payload will be read
     /// with `O_DIRECT`), the header read asks for no read-ahead, which would cache the payload.
-    private static func openFile(path: String, direct: Bool) -> Result<(Int32, DiskChunkFormat.Header), ReadError> {
+    private static func openFile(path: String, direct: Bool) -> Result<(Int32, ChunkFormat.Header), ReadError> {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(.io(IOError(code: errno, operation: "open"))) }
         if direct { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_RANDOM)) }
@@ -440,29 +470,7 @@ public final class LocalDiskTier: StorageTier {
         defer { if !keepOpen { close(fd) } }
         var info = stat()
         guard fstat(fd, &info) == 0 else { return .failure(.io(IOError(code: errno, operation: "fstat"))) }
-        let fileSize = Int(info.st_size)
-        // The header is usually one page; read what it declares, within the format's caps.
-        var header = [UInt8](repeating: 0, count: min(fileSize, 2 * DiskChunkFormat.alignment))
-        guard fileSize >= DiskChunkFormat.fixedHeaderSize, readFully(fd, into: &header, at: 0) else {
-            return .failure(.format("file shorter than a header"))
-        }
-        let declared = header.withUnsafeBytes {
-            Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
-        }
-        // The largest header any version declares.
-        let maxHeader = DiskChunkFormat.headerLength(
-            tokens: DiskChunkFormat.maxTokens,
-            nameBytes: DiskChunkFormat.maxNameBytes,
-            codec: 1
-        )
-        if declared > header.count {
-            guard declared <= min(fileSize, maxHeader) else {
-                return .failure(.format("header length \(declared) impossible"))
-            }
-            header = [UInt8](repeating: 0, count: declared)
-            guard readFully(fd, into: &header, at: 0) else { return .failure(.format("file shorter than its header")) }
-        }
-        switch header.withUnsafeBytes({ DiskChunkFormat.parseHeader($0, fileSize: fileSize) }) {
+        switch readHeader(fd, fileSize: Int(info.st_size)) {
         case .success(let parsed):
             if !direct {
                 _ = posix_fadvise(fd, off_t(parsed.headerLength), off_t(parsed.payloadLength), Int32(POSIX_FADV_SEQUENTIAL))
@@ -471,6 +479,25 @@ public final class LocalDiskTier: StorageTier {
             return .success((fd, parsed))
         case .failure(let error):
             return .failure(.format(error))
+        }
+    }
+
+    /// Reads and checks the header of the open file `fd`: the first page (where a header usually
+    /// ends), then as much as it declares, within the format's caps.
+    private static func readHeader(_ fd: Int32, fileSize: Int) -> Result<ChunkFormat.Header, ChunkFormatError> {
+        var header = [UInt8](repeating: 0, count: min(fileSize, ChunkFormat.diskAlignment))
+        guard fileSize >= ChunkFormat.fixedSize, readFully(fd, into: &header, at: 0) else {
+            return .failure("file shorter than a header")
+        }
+        if let declared = header.withUnsafeBytes({ ChunkFormat.declaredHeaderLength($0) }), declared > header.count {
+            guard declared <= min(fileSize, ChunkFormat.maxHeaderLength) else {
+                return .failure("header length \(declared) impossible for a file of \(fileSize) bytes")
+            }
+            header = [UInt8](repeating: 0, count: declared)
+            guard readFully(fd, into: &header, at: 0) else { return .failure("file shorter than its header") }
+        }
+        return header.withUnsafeBytes {
+            ChunkFormat.parseHeader($0, recordSize: fileSize, alignment: ChunkFormat.diskAlignment)
         }
     }
 
@@ -490,21 +517,18 @@ public final class LocalDiskTier: StorageTier {
     }
 
     private func writeFile(
-        _ chunk: KVChunk,
+        hash: ChunkHash,
+        _ content: ChunkFormat.Content,
         payload: UnsafeRawBufferPointer,
-        codec: UInt32,
         headerLength: Int,
         temporaryPath: String,
         finalPath: String
     ) -> Result<Void, IOError> {
-        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: DiskChunkFormat.alignment)
+        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: ChunkFormat.diskAlignment)
         defer { header.deallocate() }
-        header.initializeMemory(as: UInt8.self, repeating: 0)
-        DiskChunkFormat.writeHeader(
-            key: chunk.key,
-            tokens: chunk.tokens,
-            layout: chunk.layout,
-            codec: codec,
+        ChunkFormat.writeHeader(
+            hash: hash,
+            content: content,
             payloadLength: payload.count,
             payloadChecksum: ChunkChecksum.payload(payload),
             into: header
@@ -586,8 +610,8 @@ public final class LocalDiskTier: StorageTier {
             return nil
         }
         if let error = writeAll(header, at: 0) { return .failure(error) }
-        let page = DiskChunkFormat.alignment
-        let piece = DiskChunkReader.directPiece
+        let page = ChunkFormat.diskAlignment
+        let piece = DiskRecordReader.directPiece
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: piece, alignment: page)
         defer { scratch.deallocate() }
         var start = 0
@@ -667,25 +691,29 @@ public final class LocalDiskTier: StorageTier {
         var found: [(key: CacheKey, name: String, size: Int, modified: Int)] = []
         var removedTemporary = 0
         var corrupt = 0
+        var earlier = 0
         var foreign = 0
         for name in names {
             let path = directory + "/" + name
-            if name.hasPrefix(DiskChunkFormat.temporaryPrefix) {
+            if name.hasPrefix(ChunkFormat.temporaryPrefix) {
                 unlink(path)
                 removedTemporary += 1
                 continue
             }
-            guard name.hasSuffix(DiskChunkFormat.fileExtension) else {
+            guard name.hasSuffix(ChunkFormat.fileExtension) else {
                 foreign += 1
                 continue
             }
             switch Self.readHeader(path: path, direct: directIO.load(ordering: .relaxed)) {
-            case .success(let (header, size, modified)) where DiskChunkFormat.fileName(for: header.key) == name:
+            case .success(let (header, size, modified)) where ChunkFormat.fileName(for: header.key) == name:
                 found.append((header.key, name, size, modified))
             case .success:
                 logger.warning("chunk file under a wrong name deleted", metadata: ["lmcache.path": "\(path)"])
                 unlink(path)
                 corrupt += 1
+            case .failure(let reason) where reason.isEarlierFormat:
+                unlink(path)
+                earlier += 1
             case .failure(let reason):
                 logger.warning(
                     "corrupt chunk file deleted",
@@ -703,6 +731,12 @@ public final class LocalDiskTier: StorageTier {
             return state.shrink(to: capacity)
         }
         for name in overflow { unlink(directory + "/" + name) }
+        if earlier > 0 {
+            logger.notice(
+                "chunk files of an earlier format deleted; their chunks are computed again when next used",
+                metadata: ["lmcache.path": "\(directory)", "lmcache.removed.earlier_format": "\(earlier)"]
+            )
+        }
         logger.info(
             "disk tier ready",
             metadata: [
@@ -713,7 +747,7 @@ public final class LocalDiskTier: StorageTier {
         )
     }
 
-    private static func readHeader(path: String, direct: Bool) -> Result<(DiskChunkFormat.Header, Int, Int), DiskFormatError> {
+    private static func readHeader(path: String, direct: Bool) -> Result<(ChunkFormat.Header, Int, Int), ChunkFormatError> {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure("cannot open: \(describeErrno())") }
         if direct { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_RANDOM)) }  // No read-ahead into the payload.
@@ -721,25 +755,9 @@ public final class LocalDiskTier: StorageTier {
         var info = stat()
         guard fstat(fd, &info) == 0 else { return .failure("cannot stat: \(describeErrno())") }
         let size = Int(info.st_size)
-        // The fixed part first, then as much as the header declares (bounded by the format's caps).
-        var fixed = [UInt8](repeating: 0, count: DiskChunkFormat.fixedHeaderSize)
-        guard pread(fd, &fixed, fixed.count, 0) == fixed.count else { return .failure("shorter than a header") }
-        let declared = fixed.withUnsafeBytes {
-            Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        return readHeader(fd, fileSize: size).map {
+            ($0, size, Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec))
         }
-        // The largest header any version declares.
-        let maxHeader = DiskChunkFormat.headerLength(
-            tokens: DiskChunkFormat.maxTokens,
-            nameBytes: DiskChunkFormat.maxNameBytes,
-            codec: 1
-        )
-        guard declared >= DiskChunkFormat.fixedHeaderSize, declared <= min(size, maxHeader) else {
-            return .failure("header length \(declared) impossible for a file of \(size) bytes")
-        }
-        var header = [UInt8](repeating: 0, count: declared)
-        guard pread(fd, &header, declared, 0) == declared else { return .failure("shorter than its header") }
-        let parsed = header.withUnsafeBytes { DiskChunkFormat.parseHeader($0, fileSize: size) }
-        return parsed.map { ($0, size, Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec)) }
     }
 
     private static func describeErrno() -> String { String(cString: strerror(errno)) }
@@ -776,38 +794,22 @@ public final class DiskChunkReader: @unchecked Sendable {
     public let key: CacheKey
     public let tokens: [Int32]
     public let layout: KVLayout
-    private let tier: LocalDiskTier
-    private let path: String
-    private let fd: Int32
-    /// The same file opened with `O_DIRECT` for the payload; -1 for buffered reads.
-    private let directFD: Int32
-    private let payloadOffset: Int
-    private let payloadLength: Int
-    private let checksum: UInt64
     /// The payload's codec (``KVCodec``); 0 when it is the KV bytes as they are.
     private let codec: UInt32
+    private let record: DiskRecordReader
 
-    fileprivate init(tier: LocalDiskTier, path: String, fd: Int32, directFD: Int32, header: DiskChunkFormat.Header) {
-        self.tier = tier
-        self.path = path
-        self.fd = fd
-        self.directFD = directFD
-        self.key = header.key
-        self.tokens = header.tokens
-        self.layout = header.layout
-        self.payloadOffset = header.headerLength
-        self.payloadLength = header.payloadLength
-        self.checksum = header.payloadChecksum
-        self.codec = header.codec
-    }
-
-    deinit {
-        close(fd)
-        if directFD >= 0 { close(directFD) }
+    /// `nil` when `record` is not a KV chunk.
+    fileprivate init?(_ record: DiskRecordReader) {
+        guard case .kv(let tokens, let layout, _, let codec) = record.header.content else { return nil }
+        self.key = record.header.key
+        self.tokens = tokens
+        self.layout = layout
+        self.codec = codec
+        self.record = record
     }
 
     /// Whether the payload is read with `O_DIRECT`, past the page cache.
-    public var isDirect: Bool { directFD >= 0 }
+    public var isDirect: Bool { record.isDirect }
 
     /// Bytes of KV the chunk holds.
     public var byteCount: Int { layout.byteCount(tokens: tokens.count) }
@@ -820,28 +822,72 @@ public final class DiskChunkReader: @unchecked Sendable {
     ///   chunk is then removed from the tier (and `destination` holds garbage).
     public func read(into destination: UnsafeMutableRawBufferPointer, threads: Int = 2) -> Bool {
         precondition(destination.count == byteCount, "read(into:) needs exactly \(byteCount) bytes")
-        guard codec != 0 else {
-            guard readPayload(into: destination, threads: threads) else { return false }
-            tier.countRead(bytes: payloadLength)
-            return true
-        }
+        guard codec != 0 else { return record.readPayload(into: destination, threads: threads) }
+        let payloadLength = record.header.payloadLength
         let stream = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, payloadLength), alignment: 64)
         defer { stream.deallocate() }
         let payload = UnsafeMutableRawBufferPointer(rebasing: stream[0..<payloadLength])
-        guard readPayload(into: payload, threads: threads) else { return false }
+        guard record.readPayload(into: payload, threads: threads, counting: false) else { return false }
         guard KVCodec.decode(UnsafeRawBufferPointer(payload), codec: codec, layout: layout, tokens: tokens.count, into: destination)
         else {
-            tier.quarantine(key: key, path: path, reason: "payload does not decode")
-            tier.countFailedRead()
+            record.reject("payload does not decode")
             return false
         }
-        tier.countRead(bytes: payloadLength)
+        record.tier.countRead(bytes: payloadLength)
+        return true
+    }
+}
+
+/// An open record file (``ChunkFormat``) whose header passed its checks: a KV chunk's (read
+/// through ``DiskChunkReader``) or a value's. Reads and checks the payload into caller memory.
+///
+/// Closes the file when released. `@unchecked Sendable` for the reasons ``DiskChunkReader`` gives.
+package final class DiskRecordReader: @unchecked Sendable {
+    /// The checked header.
+    package let header: ChunkFormat.Header
+    fileprivate let tier: LocalDiskTier
+    private let path: String
+    private let fd: Int32
+    /// The same file opened with `O_DIRECT` for the payload; -1 for buffered reads.
+    private let directFD: Int32
+    private var payloadOffset: Int { header.headerLength }
+    private var checksum: UInt64 { header.payloadChecksum }
+
+    fileprivate init(tier: LocalDiskTier, path: String, fd: Int32, directFD: Int32, header: ChunkFormat.Header) {
+        self.tier = tier
+        self.path = path
+        self.fd = fd
+        self.directFD = directFD
+        self.header = header
+    }
+
+    deinit {
+        close(fd)
+        if directFD >= 0 { close(directFD) }
+    }
+
+    /// Whether the payload is read with `O_DIRECT`, past the page cache.
+    var isDirect: Bool { directFD >= 0 }
+
+    /// Removes the record from the tier as corrupt (`reason` logged) and counts a failed read.
+    fileprivate func reject(_ reason: String) {
+        tier.quarantine(key: header.key, path: path, reason: reason)
+        tier.countFailedRead()
+    }
+
+    /// Reads the stored payload (exactly its length) into `destination` and checks its checksum;
+    /// `false` (the record removed from the tier) when the read fails or the bytes do not match.
+    /// - Parameters:
+    ///   - threads: Threads that read and check blocks (1 or 2).
+    ///   - counting: Count the read in the tier's metrics (a caller that decodes the payload counts it itself).
+    package func readPayload(into destination: UnsafeMutableRawBufferPointer, threads: Int = 2, counting: Bool = true) -> Bool {
+        precondition(destination.count == header.payloadLength)
+        guard readAndCheck(into: destination, threads: threads) else { return false }
+        if counting { tier.countRead(bytes: destination.count) }
         return true
     }
 
-    /// Reads the stored payload (exactly its length) into `destination` and checks its checksum.
-    private func readPayload(into destination: UnsafeMutableRawBufferPointer, threads: Int) -> Bool {
-        precondition(destination.count == payloadLength)
+    private func readAndCheck(into destination: UnsafeMutableRawBufferPointer, threads: Int) -> Bool {
         // Each block is hashed right after it is read, while it is still in cache; by default the
         // blocks are split between two threads, each reading and hashing its own, so that the
         // kernel's copy and the checksum run on both cores.
@@ -891,12 +937,12 @@ public final class DiskChunkReader: @unchecked Sendable {
             return true
         }
         let piece = Self.directPiece
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: piece, alignment: DiskChunkFormat.alignment)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: piece, alignment: ChunkFormat.diskAlignment)
         defer { scratch.deallocate() }
         var start = 0
         while start < destination.count {
             let length = min(piece, destination.count - start)
-            let aligned = (length + DiskChunkFormat.alignment - 1) / DiskChunkFormat.alignment * DiskChunkFormat.alignment
+            let aligned = (length + ChunkFormat.diskAlignment - 1) / ChunkFormat.diskAlignment * ChunkFormat.diskAlignment
             // The last piece asks for whole pages; the read stops at the end of the file.
             var done = 0
             while done < length {
@@ -927,13 +973,11 @@ public final class DiskChunkReader: @unchecked Sendable {
     /// the chunk is removed from the tier when not.
     private func checkPayload(_ hashes: UnsafeMutableBufferPointer<UInt64>, read: Bool) -> Bool {
         guard read else {
-            tier.quarantine(key: key, path: path, reason: "payload shorter than its header says")
-            tier.countFailedRead()
+            reject("payload shorter than its header says")
             return false
         }
         guard ChunkChecksum.combine(Array(hashes)) == checksum else {
-            tier.quarantine(key: key, path: path, reason: "payload checksum mismatch")
-            tier.countFailedRead()
+            reject("payload checksum mismatch")
             return false
         }
         return true

@@ -22,7 +22,7 @@ enum FuzzTarget: String, CaseIterable {
     case kvFrame = "kv-frame"
     /// The KV codecs' streams (lossless, q8, cachegen), decoded by the C decoders.
     case kvCodec = "kv-codec"
-    /// A disk chunk file's header.
+    /// A disk record file (a KV chunk's header, or a whole value of the `lm://` server).
     case diskChunk = "disk-chunk"
     /// A GGUF file's header (metadata and tensor table).
     case gguf
@@ -49,12 +49,12 @@ enum FuzzTarget: String, CaseIterable {
             }
         case .kvFrame:
             // The key the frame itself names, so that decoding gets past the key check.
-            guard data.count >= 64 else { return }
+            guard data.count >= ChunkFormat.fixedSize else { return }
             let hash = ChunkHash(
-                low: data.loadUnaligned(fromByteOffset: 40, as: UInt64.self).littleEndian,
-                high: data.loadUnaligned(fromByteOffset: 48, as: UInt64.self).littleEndian
+                low: data.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian,
+                high: data.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian
             )
-            let tokens = Int(data.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian)
+            let tokens = Int(data.loadUnaligned(fromByteOffset: 56, as: UInt32.self).littleEndian)
             for dtype in [KVDType.float16, .bfloat16, .float32] {
                 let key = CacheKey(hash: hash, tokenCount: tokens, modelName: "fuzz", dtype: dtype)
                 _ = KVChunkFrame.decode(data, key: key, owner: FuzzOwner())
@@ -72,7 +72,7 @@ enum FuzzTarget: String, CaseIterable {
             _ = KVCodec.decode(UnsafeRawBufferPointer(rebasing: data[4...]), codec: codec, layout: layout,
                 tokens: tokens, into: destination)
         case .diskChunk:
-            _ = DiskChunkFormat.parseHeader(data, fileSize: data.count)
+            _ = ChunkFormat.parseHeader(data, recordSize: data.count, alignment: ChunkFormat.diskAlignment)
         case .gguf:
             _ = try? GGUFFile.checkHeader(data)
         case .config:
@@ -141,7 +141,17 @@ enum FuzzTarget: String, CaseIterable {
             }
         case .diskChunk:
             let chunk = SyntheticChunks.chunk(3, tokens: 16, layout: KVLayout(layers: 2, kvHeads: 1, headDim: 8, dtype: .float32))
-            return [DiskChunkFormat.headerBytes(of: chunk)]
+            // A chunk's header, and a whole value record of the `lm://` server.
+            let value = ChunkFormat.Content.value(ChunkFormat.ValueDescription(key: "m@1@0@ab@half", format: 4, dtype: 6, shape: [5, 0, 0, 0]))
+            let payload: [UInt8] = Array("hello".utf8)
+            var record = [UInt8](repeating: 0, count: ChunkFormat.headerLength(of: value, alignment: ChunkFormat.diskAlignment))
+            record.withUnsafeMutableBytes { header in
+                payload.withUnsafeBytes {
+                    ChunkFormat.writeHeader(hash: ChunkHash(low: 1, high: 2), content: value, payloadLength: $0.count,
+                        payloadChecksum: ChunkChecksum.payload($0), into: header)
+                }
+            }
+            return [ChunkFormat.headerBytes(of: chunk), record + payload]
         case .gguf:
             return [Self.tinyGGUF]
         case .config:

@@ -106,7 +106,7 @@ struct RedisTierTests {
                 await writer.close()
             }
             let naive = try #require(sizes[.naive])
-            #expect(naive == KVChunkFrame.headerSize + 4 * 64 + chunk.byteCount)
+            #expect(naive == KVChunkFrame.headerLength(of: chunk) + chunk.byteCount)
             #expect(try #require(sizes[.q8]) < naive * 6 / 10)
             #expect(try #require(sizes[.cachegen]) < naive * 6 / 10)
         }
@@ -121,7 +121,7 @@ struct RedisTierTests {
             let text = chunk.key.description
             let keys = try await server.cli(["--raw", "KEYS", "*"]).split(separator: "\n").map(String.init).sorted()
             #expect(keys == [text + "kv_bytes", text + "metadata"])
-            let frameLength = 64 + 4 * 16 + chunk.byteCount
+            let frameLength = KVChunkFrame.headerLength(of: chunk) + chunk.byteCount
             #expect(try await server.cli(["STRLEN", text + "metadata"]) == "28\n")
             #expect(try await server.cli(["STRLEN", text + "kv_bytes"]) == "\(frameLength)\n")
             // The metadata's fields, read back as little-endian int32s.

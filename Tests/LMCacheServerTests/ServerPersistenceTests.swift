@@ -1,5 +1,6 @@
 import Foundation
 import LMCacheCore
+import LMCacheStorage
 import LMCacheTestSupport
 import LMCacheWire
 import NIOCore
@@ -211,9 +212,9 @@ struct ServerPersistenceTests {
         #expect(await server.stop())
 
         // Flip one byte in the middle of the first value's file (its payload, past the header).
-        let victim = LMDiskStore.chunkKey(for: values[0].key)
+        let victim = LMDiskStore.hash(of: values[0].key)
         let files = try FileManager.default.contentsOfDirectory(atPath: disk)
-        let name = try #require(files.first { $0.hasPrefix("\(victim.hash)") })
+        let name = try #require(files.first { $0.hasPrefix("\(victim)") })
         let handle = try FileHandle(forUpdating: URL(filePath: disk + "/" + name))
         try handle.seek(toOffset: 4096 + 30_000)
         let original = try #require(try handle.read(upToCount: 1)?.first)
@@ -251,29 +252,45 @@ struct ServerPersistenceTests {
         #expect(await server.stop())
     }
 
-    @Test("records fill a chunk layout with little padding, and read back")
-    func recordLayout() throws {
-        for count in [1, 3, 4, 5, 4095, 16_384, 16_385, 1 << 20, (1 << 20) + 7, 300 << 20] {
-            let layout = LMDiskStore.Record.layout(holding: count)
-            let bytes = layout.byteCount(tokens: 1)
-            #expect(bytes >= count)
-            #expect(bytes - count <= max(3, count / 1024), "\(count) bytes in \(layout)")
+    @Test("a value is a record of the value kind: its key and description in the header, its bytes unpadded after it")
+    func valueRecords() async throws {
+        let directory = try TemporaryDirectory()
+        let values = [Value(7, count: 12_345), Value(8, count: 0), Value(9, count: 1 << 20)]
+        do {
+            let store = try LMDiskStore(directory: directory.path, capacity: 64 << 20)
+            for value in values { await store.persist(value.key, Self.stored(value)) }
+            await store.flush()
         }
-        let value = Value(7, count: 12_345)
-        let stored = LMStoredValue(
-            payload: ByteBuffer(bytes: value.bytes),
-            format: value.format,
-            dtype: value.dtype,
-            shape: value.shape
-        )
-        let (_, storage) = LMDiskStore.Record.encode(key: value.key, value: stored)
-        var buffer = ByteBuffer(bytes: storage.bytes)
-        let decoded = try LMDiskStore.Record.decode(&buffer).get()
-        #expect(decoded.key == value.key)
-        #expect(Array(decoded.value.payload.readableBytesView) == value.bytes)
-        #expect(decoded.value.shape == value.shape && decoded.value.format == value.format)
-        var truncated = ByteBuffer(bytes: storage.bytes.prefix(100))
-        #expect(throws: LMDiskStore.DecodeFailure.self) { try LMDiskStore.Record.decode(&truncated).get() }
+        for value in values {
+            let path = directory.path + "/\(LMDiskStore.hash(of: value.key))-0.lmkv"
+            let file = try [UInt8](Data(contentsOf: URL(filePath: path)))
+            let header = try file.withUnsafeBytes {
+                try ChunkFormat.parseHeader($0, recordSize: file.count, alignment: ChunkFormat.diskAlignment).get()
+            }
+            let expected = ChunkFormat.ValueDescription(
+                key: value.key, format: value.format, dtype: value.dtype,
+                shape: [value.shape.d0, value.shape.d1, value.shape.d2, value.shape.d3])
+            #expect(header.content == .value(expected))
+            #expect(Array(file[header.headerLength...]) == value.bytes, "the payload is the value's bytes, nothing more")
+        }
+        // Reopened (the index rebuilt from the files), every value reads back.
+        let store = try LMDiskStore(directory: directory.path, capacity: 64 << 20)
+        for value in values {
+            let loaded = try #require(await store.load(value.key, allocator: ByteBufferAllocator()))
+            #expect(Array(loaded.payload.readableBytesView) == value.bytes)
+            #expect(loaded.format == value.format && loaded.dtype == value.dtype && loaded.shape == value.shape)
+        }
+        // A record under a key's hash that names another key (a collision) is a miss, not its bytes.
+        let other = ChunkFormat.ValueDescription(key: "another", format: 1, dtype: 1, shape: [1, 0, 0, 0])
+        #expect([UInt8](repeating: 1, count: 8).withUnsafeBytes {
+            store.tier.writeValue(hash: LMDiskStore.hash(of: values[0].key), other, payload: $0)
+        })
+        #expect(await store.load(values[0].key, allocator: ByteBufferAllocator()) == nil)
+        #expect(await store.load("absent", allocator: ByteBufferAllocator()) == nil)
+    }
+
+    static func stored(_ value: Value) -> LMStoredValue {
+        LMStoredValue(payload: ByteBuffer(bytes: value.bytes), format: value.format, dtype: value.dtype, shape: value.shape)
     }
 }
 

@@ -136,15 +136,15 @@ struct KVSerdeTests {
         }
         let path = directory.path + "/\(chunk.key.hash)-\(chunk.key.tokenCount).lmkv"
         let bytes = try Data(contentsOf: URL(filePath: path))
-        let headerLength = Int(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self) })
+        let headerLength = Int(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) })
         var payload = [UInt8](bytes[headerLength...])
         for offset in 24..<min(payload.count, 64) { payload[offset] = 0xFF }
         let header = UnsafeMutableRawBufferPointer.allocate(byteCount: headerLength, alignment: 64)
         defer { header.deallocate() }
-        header.initializeMemory(as: UInt8.self, repeating: 0)
         payload.withUnsafeBytes { stream in
-            DiskChunkFormat.writeHeader(
-                key: chunk.key, tokens: chunk.tokens, layout: chunk.layout, codec: KVCodec.id(.lossless),
+            ChunkFormat.writeHeader(
+                hash: chunk.key.hash,
+                content: .kv(tokens: chunk.tokens, layout: chunk.layout, modelName: chunk.key.modelName, codec: KVCodec.id(.lossless)),
                 payloadLength: stream.count, payloadChecksum: ChunkChecksum.payload(stream), into: header
             )
         }

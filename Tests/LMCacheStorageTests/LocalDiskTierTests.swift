@@ -75,6 +75,32 @@ struct LocalDiskTierTests {
         #expect(directory.files() == [names[3]])
     }
 
+    @Test("files of an earlier format are deleted at start with one notice, not counted corrupt; the rest is served")
+    func earlierFormat() throws {
+        let directory = try TemporaryDirectory("lmcache-disk-earlier")
+        defer { directory.remove() }
+        let chunks = (0..<3).map { Fixtures.chunk($0) }
+        do {
+            let tier = try LocalDiskTier(directory: directory.path, capacity: 1 << 20)
+            for chunk in chunks { #expect(tier.write(chunk)) }
+        }
+        let names = chunks.map { "\($0.key.hash)-\($0.key.tokenCount).lmkv" }
+        // 0: the magic of the disk files before version 3 (LMCKVDSK); 1: this magic, version 2.
+        var first = try Data(contentsOf: URL(filePath: directory.path + "/" + names[0]))
+        first.replaceSubrange(0..<8, with: Array("LMCKVDSK".utf8))
+        try first.write(to: URL(filePath: directory.path + "/" + names[0]))
+        var second = try Data(contentsOf: URL(filePath: directory.path + "/" + names[1]))
+        second[4] = 2
+        try second.write(to: URL(filePath: directory.path + "/" + names[1]))
+        let log = LogRecorder()
+        let tier = try LocalDiskTier(directory: directory.path, capacity: 1 << 20, logger: log.logger)
+        #expect(tier.statistics.count == 1 && tier.statistics.corrupt == 0)
+        #expect(log.all.filter { $0.contains("earlier format") }.count == 1, "\(log.all)")
+        #expect(!log.contains("corrupt chunk file deleted"))
+        #expect(directory.files() == [names[2]])
+        #expect(tier.read(chunks[2].key)?.contentEquals(chunks[2]) == true)
+    }
+
     @Test("a smaller budget at restart evicts down to it")
     func shrinkAtStart() throws {
         let directory = try TemporaryDirectory("lmcache-disk-shrink")
