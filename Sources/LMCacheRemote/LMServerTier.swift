@@ -5,7 +5,6 @@ public import Logging
 import Metrics
 public import NIOCore
 import NIOPosix
-import Synchronization
 
 /// A storage tier on an `lm://` cache server (`remote_url: lm://host:port`).
 ///
@@ -67,8 +66,7 @@ public final class LMServerTier: StorageTier {
     private let options: Options
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
-    private let slots: [Slot]
-    private let nextSlot = Atomic<Int>(0)
+    private let pool: ConnectionPool
     private let metrics: TierMetrics
 
     /// Creates the tier; it connects on first use.
@@ -85,8 +83,14 @@ public final class LMServerTier: StorageTier {
         self.options = options
         self.eventLoopGroup = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
         self.logger = logger
-        slots = (0..<options.connections).map { _ in Slot() }
-        metrics = TierMetrics()
+        let metrics = TierMetrics()
+        self.metrics = metrics
+        pool = ConnectionPool(
+            connections: options.connections, minimumBackoff: options.minimumBackoff,
+            maximumBackoff: options.maximumBackoff, eventLoopGroup: self.eventLoopGroup, logger: logger,
+            server: "lm:// server", address: "\(host):\(port)", whileDown: "unreachable; answering misses until it is back",
+            onConnectFailure: { metrics.connectFailures.increment() }
+        )
     }
 
     // MARK: StorageTier
@@ -174,8 +178,7 @@ public final class LMServerTier: StorageTier {
 
     /// Whether the server answers HEALTH with 200.
     public func isHealthy() async -> Bool {
-        let index = nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
-        guard let channel = await channel(slot: index) else { return false }
+        guard let channel = await channel(slot: pool.nextSlot()) else { return false }
         let reply = try? await send(.health, key: LMRequestHeader.placeholderKey, on: channel)
         guard let reply else { return false }
         return reply.header.isSuccess
@@ -215,14 +218,9 @@ public final class LMServerTier: StorageTier {
 
     /// The pool slot for `key`: requests for one key always share a connection, so a GET sent
     /// after a PUT of the same key is answered after that PUT was stored.
-    /// The connection that requests about `key` use.
-    package func slot(of key: CacheKey) -> Int { slot(for: Self.wireKey(key)) }
+    package func slot(of key: CacheKey) -> Int { pool.slot(for: Self.wireKey(key)) }
 
-    private func slot(for key: String) -> Int {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-        return Int(hash % UInt64(slots.count))
-    }
+    private func slot(for key: String) -> Int { pool.slot(for: key) }
 
     private func send(_ command: LMCommand, key: String) async throws -> LMClientReply {
         guard let channel = await channel(slot: slot(for: key)) else { throw LMClientError.backingOff }
@@ -248,94 +246,10 @@ public final class LMServerTier: StorageTier {
         return try await promise.futureResult.get()
     }
 
-    /// One connection of the pool and its state.
-    private final class Slot: Sendable {
-        let state = Mutex(SlotState.idle(failures: 0))
-    }
-
-    private enum SlotState {
-        case idle(failures: Int)
-        case connecting(EventLoopFuture<any Channel>)
-        case connected(any Channel)
-        case backingOff(until: NIODeadline, failures: Int)
-    }
-
-    private enum SlotAction {
-        case use(any Channel)
-        case wait(EventLoopFuture<any Channel>)
-        case connect(failures: Int)
-        case missFast
-    }
-
-    /// A connected channel, connecting if need be; `nil` while the server is unreachable.
+    /// A connected channel of slot `index`, connecting if need be; `nil` while the server is
+    /// unreachable (see ``ConnectionPool``).
     private func channel(slot index: Int) async -> (any Channel)? {
-        let slot = slots[index]
-        let now = NIODeadline.now()
-        let action: SlotAction = slot.state.withLock { state in
-            switch state {
-            case .connected(let channel) where channel.isActive:
-                return .use(channel)
-            case .connected:
-                state = .idle(failures: 0)
-                return .connect(failures: 0)
-            case .connecting(let future):
-                return .wait(future)
-            case .backingOff(let until, let failures):
-                if now < until { return .missFast }
-                return .connect(failures: failures)
-            case .idle(let failures):
-                return .connect(failures: failures)
-            }
-        }
-        switch action {
-        case .use(let channel):
-            return channel
-        case .missFast:
-            return nil
-        case .wait(let future):
-            return try? await future.get()
-        case .connect(let failures):
-            let future = makeConnection()
-            // Another caller may have started connecting meanwhile; both attempts are harmless.
-            slot.state.withLock { $0 = .connecting(future) }
-            do {
-                let channel = try await future.get()
-                slot.state.withLock { $0 = .connected(channel) }
-                if failures > 0 {
-                    logger.info("lm:// server reachable again", metadata: ["lmcache.remote": "\(host):\(port)"])
-                    // The server is back: the other connections need not wait out their back-off
-                    // (each would answer misses until then).
-                    for other in slots where other !== slot {
-                        other.state.withLock { if case .backingOff = $0 { $0 = .idle(failures: 0) } }
-                    }
-                }
-                let owner = slots[index]
-                channel.closeFuture.whenComplete { _ in
-                    owner.state.withLock { state in
-                        if case .connected(let current) = state, current === channel { state = .idle(failures: 0) }
-                    }
-                }
-                return channel
-            } catch {
-                let backoff = self.backoff(afterFailures: failures + 1)
-                slot.state.withLock { $0 = .backingOff(until: .now() + backoff, failures: failures + 1) }
-                metrics.connectFailures.increment()
-                if failures == 0 {
-                    logger.info(
-                        "lm:// server unreachable; answering misses until it is back",
-                        metadata: ["lmcache.remote": "\(host):\(port)", "lmcache.error": "\(error)"]
-                    )
-                }
-                return nil
-            }
-        }
-    }
-
-    private func backoff(afterFailures failures: Int) -> TimeAmount {
-        let minimum = TimeAmount(options.minimumBackoff).nanoseconds
-        let maximum = TimeAmount(options.maximumBackoff).nanoseconds
-        let shift = min(failures - 1, 20)
-        return .nanoseconds(min(maximum, minimum << shift))
+        try? await pool.channel(slot: index) { [self] in try await makeConnection().get() }
     }
 
     private func makeConnection() -> EventLoopFuture<any Channel> {
@@ -353,16 +267,7 @@ public final class LMServerTier: StorageTier {
     }
 
     /// Closes every connection. Requests after this reconnect.
-    public func close() async {
-        for slot in slots {
-            let channel: (any Channel)? = slot.state.withLock { state in
-                defer { state = .idle(failures: 0) }
-                if case .connected(let channel) = state { return channel }
-                return nil
-            }
-            try? await channel?.close()
-        }
-    }
+    public func close() async { await pool.close() }
 
     private struct TierMetrics: Sendable {
         let hits = Counter(label: "lmcache.storage.hits", dimensions: [("tier", "lm")])

@@ -2,10 +2,6 @@ package import LMCacheWire
 package import Logging
 package import NIOCore
 import NIOPosix
-import Synchronization
-#if LMCACHE_TSAN
-import LMCacheCore  // `Mutex` is its SanitizedMutex in thread-sanitizer builds
-#endif
 
 /// A Redis client for one server: a small pool of pipelined connections on swift-nio.
 ///
@@ -51,10 +47,7 @@ package final class RedisClient: Sendable {
     private let options: Options
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
-    private let slots: [Slot]
-    private let nextSlot = Atomic<Int>(0)
-    /// Called once per connect failure (metrics).
-    private let onConnectFailure: @Sendable () -> Void
+    private let pool: ConnectionPool
 
     /// Creates the client; it connects on first use.
     package init(
@@ -67,8 +60,12 @@ package final class RedisClient: Sendable {
         self.options = options
         self.eventLoopGroup = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
         self.logger = logger
-        self.onConnectFailure = onConnectFailure
-        slots = (0..<options.connections).map { _ in Slot() }
+        pool = ConnectionPool(
+            connections: options.connections, minimumBackoff: options.minimumBackoff,
+            maximumBackoff: options.maximumBackoff, eventLoopGroup: self.eventLoopGroup, logger: logger,
+            server: "Redis server", address: "\(host):\(port)", whileDown: "unusable; answering misses until it is back",
+            onConnectFailure: onConnectFailure
+        )
     }
 
     /// `host:port`.
@@ -82,7 +79,7 @@ package final class RedisClient: Sendable {
     /// - Throws: ``RedisClientError`` when the server is unreachable, the connection fails or the
     ///   replies do not come within the request timeout.
     package func send(_ commands: [RESPCommand], routingKey: String? = nil) async throws -> [RESPValue] {
-        let index = routingKey.map(slot(for:)) ?? nextSlot.add(1, ordering: .relaxed).oldValue % slots.count
+        let index = routingKey.map(pool.slot(for:)) ?? pool.nextSlot()
         let channel = try await channel(slot: index)
         return try await send(commands, on: channel)
     }
@@ -112,91 +109,14 @@ package final class RedisClient: Sendable {
     // MARK: Connections
 
     /// The pool connection that requests for `key` use.
-    package func slotIndex(for key: String) -> Int { slot(for: key) }
+    package func slotIndex(for key: String) -> Int { pool.slot(for: key) }
 
-    private func slot(for key: String) -> Int {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-        return Int(hash % UInt64(slots.count))
-    }
-
-    private final class Slot: Sendable {
-        let state = Mutex(SlotState.idle(failures: 0))
-    }
-
-    private enum SlotState {
-        case idle(failures: Int)
-        case connecting(EventLoopFuture<any Channel>)
-        case connected(any Channel)
-        case backingOff(until: NIODeadline, failures: Int)
-    }
-
-    private enum SlotAction {
-        case use(any Channel)
-        case wait(EventLoopFuture<any Channel>)
-        case connect(failures: Int, promise: EventLoopPromise<any Channel>)
-        case failFast
-    }
-
-    /// A connected, authenticated channel, connecting if need be.
+    /// A connected, authenticated channel of slot `index`, connecting if need be (see ``ConnectionPool``).
     private func channel(slot index: Int) async throws -> any Channel {
-        let slot = slots[index]
-        let now = NIODeadline.now()
-        let eventLoop = eventLoopGroup.next()
-        let action: SlotAction = slot.state.withLock { state in
-            switch state {
-            case .connected(let channel) where channel.isActive:
-                return .use(channel)
-            case .connecting(let future):
-                return .wait(future)
-            case .backingOff(let until, _) where now < until:
-                return .failFast
-            case .backingOff(_, let failures), .idle(let failures):
-                let promise = eventLoop.makePromise(of: (any Channel).self)
-                state = .connecting(promise.futureResult)
-                return .connect(failures: failures, promise: promise)
-            case .connected:
-                let promise = eventLoop.makePromise(of: (any Channel).self)
-                state = .connecting(promise.futureResult)
-                return .connect(failures: 0, promise: promise)
-            }
-        }
-        switch action {
-        case .use(let channel):
-            return channel
-        case .failFast:
+        do {
+            return try await pool.channel(slot: index) { [self] in try await connect() }
+        } catch is ConnectionPool.BackingOff {
             throw RedisClientError(.unreachable, "\(address) unreachable; backing off")
-        case .wait(let future):
-            return try await future.get()
-        case .connect(let failures, let promise):
-            do {
-                let channel = try await connect()
-                slot.state.withLock { $0 = .connected(channel) }
-                channel.closeFuture.whenComplete { _ in
-                    slot.state.withLock { state in
-                        if case .connected(let current) = state, current === channel { state = .idle(failures: 0) }
-                    }
-                }
-                if failures > 0 {
-                    logger.info("Redis server reachable again", metadata: ["lmcache.remote": "\(address)"])
-                    // The server is back: the other connections need not wait out their back-off.
-                    for other in slots where other !== slot {
-                        other.state.withLock { if case .backingOff = $0 { $0 = .idle(failures: 0) } }
-                    }
-                }
-                promise.succeed(channel)
-                return channel
-            } catch {
-                let backoff = backoff(afterFailures: failures + 1)
-                slot.state.withLock { $0 = .backingOff(until: .now() + backoff, failures: failures + 1) }
-                onConnectFailure()
-                if failures == 0 {
-                    logger.info("Redis server unusable; answering misses until it is back",
-                        metadata: ["lmcache.remote": "\(address)", "lmcache.error": "\(error)"])
-                }
-                promise.fail(error)
-                throw error
-            }
         }
     }
 
@@ -250,24 +170,6 @@ package final class RedisClient: Sendable {
         return channel
     }
 
-    private func backoff(afterFailures failures: Int) -> TimeAmount {
-        let minimum = TimeAmount(options.minimumBackoff).nanoseconds
-        let maximum = TimeAmount(options.maximumBackoff).nanoseconds
-        let shift = min(failures - 1, 20)
-        return .nanoseconds(min(maximum, minimum << shift))
-    }
-
     /// Closes every connection. Requests after this reconnect.
-    package func close() async {
-        for slot in slots {
-            let channel: (any Channel)? = slot.state.withLock { state in
-                if case .connected(let channel) = state {
-                    state = .idle(failures: 0)
-                    return channel
-                }
-                return nil
-            }
-            try? await channel?.close()
-        }
-    }
+    package func close() async { await pool.close() }
 }
