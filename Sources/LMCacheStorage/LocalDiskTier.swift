@@ -15,10 +15,10 @@ import Darwin
 /// Each chunk is written to a temporary name, optionally fsynced, then renamed into place, so a
 /// file with the final name is always complete; its header (``ChunkFormat``) carries the key,
 /// the token ids, the layout and checksums of itself and of the KV bytes. The tier also keeps the
-/// `lm://` server's values (records of ``ChunkFormat``'s value kind, ``writeValue(hash:_:payload:)``),
-/// under the same budget. On start the index is
-/// rebuilt from the directory: complete chunks are served again; temporary files left by a crash
-/// are deleted; files with a chunk name that fail their checks are deleted with a log line; other
+/// `lm://` server's values (records of ``ChunkFormat``'s value kind, ``writeValue(hash:_:payload:)``)
+/// under the same budget. On start the index is rebuilt from the directory: complete chunks are
+/// served again; temporary files left by a crash are deleted; files with a chunk name that fail
+/// their checks are deleted with a log line, files of an earlier format with one notice; other
 /// files are left alone. Every read checks the payload checksum, so a corrupted file is a miss
 /// (and is deleted), never wrong data.
 ///
@@ -369,7 +369,7 @@ public final class LocalDiskTier: StorageTier {
     }
 
     /// Opens the value record under `hash` and checks its header (blocking); `nil` on a miss or a
-    /// bad header. The reader's ``DiskRecordReader/readPayload(into:threads:)`` reads and checks its bytes.
+    /// bad header. The reader's ``DiskRecordReader/readPayload(into:threads:counting:)`` reads and checks its bytes.
     package func openValue(hash: ChunkHash) -> DiskRecordReader? { openRecord(ChunkFormat.valueKey(hash)) }
 
     /// Writes the file of the record `content` under `key` with `payload` (for a chunk, its KV
