@@ -341,9 +341,6 @@ static int cg_row_avx2(uint16_t *restrict out, const uint8_t *restrict sy, const
 }
 #endif
 
-int kvc_cg_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst) {
-    return kvc_cg_decode_impl(src, size, d, dst, 1);
-}
 
 int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd) {
     const size_t C = d->channels, T = d->tokens, P = (size_t)d->layers * 2u;

@@ -22,7 +22,9 @@
 #define KVC_MAGIC1 'M'
 #define KVC_MAGIC2 'K'
 #define KVC_MAGIC3 'C'
-#define KVC_VERSION 2
+// Version 3 changed only the lossless codec's body; version 2 streams of every codec still decode.
+#define KVC_VERSION 3
+#define KVC_VERSION_EARLIER 2
 
 // Largest number of values a stream may hold (2^40): keeps all size arithmetic far from overflow.
 #define KVC_MAX_COUNT ((uint64_t)1 << 40)
@@ -108,20 +110,18 @@ static inline void kvc_header_write(uint8_t *p, int codec, int level, const kvc_
 // Codec entry points (after the common header is written / checked).
 size_t kvc_lossless_bound(size_t count);
 size_t kvc_lossless_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
-int kvc_lossless_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst);
 size_t kvc_q8_bound(size_t count);
 size_t kvc_q8_encode(const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
-int kvc_q8_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst);
 size_t kvc_cg_bound(size_t count);
 #define KVC_CG_MAXLM 64
 typedef struct { float rel, beta_k, beta_v, early, kmul, vmul; float layer_mul[KVC_CG_MAXLM]; int offsets; } kvc_cg_params;
 size_t kvc_cg_encode_params(const kvc_cg_params *pr, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
 size_t kvc_cg_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
-int kvc_cg_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst);
 
 // The decoders with the choice of path: allow_simd = 0 forces the portable one (the two give the
 // same bits; harnesses compare them).
-int kvc_lossless_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
+int kvc_lossless_decode_impl(int version, const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst,
+                             int allow_simd);
 int kvc_q8_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
 int kvc_cg_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst, int allow_simd);
 

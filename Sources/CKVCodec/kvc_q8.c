@@ -1,4 +1,4 @@
-// Codec 2, q8 (stream version 2). Body after the common header, for every plane p = (layer, K/V) in data
+// Codec 2, q8 (the same body in stream versions 2 and 3). Body after the common header, for every plane p = (layer, K/V) in data
 // order (K before V within a layer), T tokens x C channels:
 //   u8 mode
 //   mode 0 (blocks, like llama.cpp's q8_0): for every token, for every block of up to 32 consecutive
@@ -209,6 +209,3 @@ int kvc_q8_decode_impl(const uint8_t *src, size_t size, const kvc_dims *d, uint1
     return rc;
 }
 
-int kvc_q8_decode(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst) {
-    return kvc_q8_decode_impl(src, size, d, dst, 1);
-}

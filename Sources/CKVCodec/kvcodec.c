@@ -18,8 +18,7 @@ size_t lmc_kv_encode(int codec, int level, const uint16_t *src, uint32_t layers,
     if (cap < LMC_KV_HEADER_SIZE) return 0;
     switch (codec) {
     case LMC_KV_LOSSLESS:
-        if (level < 0 || level > 19) return 0;
-        if (level == 0) level = 1;
+        if (level != 0) return 0;
         break;
     case LMC_KV_Q8: level = 0; break;
     case LMC_KV_CACHEGEN:
@@ -42,7 +41,7 @@ int lmc_kv_stream_codec(const uint8_t *src, size_t size) {
     if (!src) return LMC_KV_ERR_ARG;
     if (size < LMC_KV_HEADER_SIZE) return LMC_KV_ERR_TRUNCATED;
     if (src[0] != KVC_MAGIC0 || src[1] != KVC_MAGIC1 || src[2] != KVC_MAGIC2 || src[3] != KVC_MAGIC3) return LMC_KV_ERR_MAGIC;
-    if (src[5] != KVC_VERSION || src[7] != 0) return LMC_KV_ERR_MAGIC;
+    if ((src[5] != KVC_VERSION && src[5] != KVC_VERSION_EARLIER) || src[7] != 0) return LMC_KV_ERR_MAGIC;
     switch (src[4]) {
     case LMC_KV_LOSSLESS: case LMC_KV_Q8: return src[4];
     case LMC_KV_CACHEGEN: return src[6] < LMC_KV_CACHEGEN_LEVELS ? LMC_KV_CACHEGEN : LMC_KV_ERR_MAGIC;
@@ -52,6 +51,11 @@ int lmc_kv_stream_codec(const uint8_t *src, size_t size) {
 
 int lmc_kv_decode(const uint8_t *src, size_t size, uint32_t layers, uint32_t tokens, uint32_t channels,
                   uint32_t head_dim, uint16_t *dst) {
+    return lmc_kv_decode_path(src, size, layers, tokens, channels, head_dim, dst, 1);
+}
+
+int lmc_kv_decode_path(const uint8_t *src, size_t size, uint32_t layers, uint32_t tokens, uint32_t channels,
+                       uint32_t head_dim, uint16_t *dst, int allow_simd) {
     kvc_dims d;
     if (!dst || kvc_dims_make(&d, layers, tokens, channels, head_dim)) return LMC_KV_ERR_ARG;
     int codec = lmc_kv_stream_codec(src, size);
@@ -62,8 +66,8 @@ int lmc_kv_decode(const uint8_t *src, size_t size, uint32_t layers, uint32_t tok
     const uint8_t *body = src + LMC_KV_HEADER_SIZE;
     size_t bsize = size - LMC_KV_HEADER_SIZE;
     switch (codec) {
-    case LMC_KV_LOSSLESS: return kvc_lossless_decode(body, bsize, &d, dst);
-    case LMC_KV_Q8: return kvc_q8_decode(body, bsize, &d, dst);
-    default: return kvc_cg_decode(body, bsize, &d, dst);
+    case LMC_KV_LOSSLESS: return kvc_lossless_decode_impl(src[5], body, bsize, &d, dst, allow_simd);
+    case LMC_KV_Q8: return kvc_q8_decode_impl(body, bsize, &d, dst, allow_simd);
+    default: return kvc_cg_decode_impl(body, bsize, &d, dst, allow_simd);
     }
 }

@@ -86,22 +86,24 @@ package enum KVCodec {
     }
 
     /// Decodes `stream`, which must be a `codec` stream of `tokens` tokens of `layout`, into
-    /// `destination` (exactly the layout's bytes). `false` when it is not.
+    /// `destination` (exactly the layout's bytes). `false` when it is not. `portable` takes the
+    /// decoders without SIMD (the same values; tests compare the two).
     package static func decode(
         _ stream: UnsafeRawBufferPointer,
         codec: UInt32,
         layout: KVLayout,
         tokens: Int,
-        into destination: UnsafeMutableRawBufferPointer
+        into destination: UnsafeMutableRawBufferPointer,
+        portable: Bool = false
     ) -> Bool {
         guard isKnown(codec), layout.dtype == .float16, destination.count == layout.byteCount(tokens: tokens),
             let source = stream.baseAddress, let target = destination.baseAddress,
             lmc_kv_stream_codec(source.assumingMemoryBound(to: UInt8.self), stream.count) == Int32(codec)
         else { return false }
-        return lmc_kv_decode(
+        return lmc_kv_decode_path(
             source.assumingMemoryBound(to: UInt8.self), stream.count,
             UInt32(layout.layers), UInt32(tokens), UInt32(layout.kvHeads * layout.headDim), UInt32(layout.headDim),
-            target.assumingMemoryBound(to: UInt16.self)
+            target.assumingMemoryBound(to: UInt16.self), portable ? 0 : 1
         ) == 0
     }
 }
