@@ -11,7 +11,8 @@
 //   sizes    4 x u64: the byte size of each of the 4 Huffman streams
 //   streams  stream k holds symbols [k*count/4, (k+1)*count/4) in value order, codes packed from the
 //            least significant bit of each byte on (canonical codes, bit-reversed)
-//   mant     [ceil(count/4)] bytes: the 2 top mantissa bits of value i at bits 2*(i%4) of byte i/4
+//   mant     [8*ceil(count/32)] bytes: the 2 top mantissa bits of value i, in groups of 32 values: value
+//            32g + j at bits 2*(j/8) of byte 8g + j%8 (so that one 64-bit shift per 8 values unpacks them)
 //   low      [count] bytes: the low byte of every value
 // Symbol of value v in channel c: (maxexp[c] - exponent) << 1 | (sign ^ majority[c]).
 //
@@ -30,8 +31,10 @@
 // which the rebuild pass detects.
 #define KVC_HUF_BAD 0x40u
 
+static size_t mant_bytes(size_t count) { return (count + 31) / 32 * 8; }
+
 static size_t lossless_fixed(size_t count, size_t side) {
-    return side + 32 + 8 * KVC_HUF_STREAMS + (count + 3) / 4 + count;
+    return side + 32 + 8 * KVC_HUF_STREAMS + mant_bytes(count) + count;
 }
 
 size_t kvc_lossless_bound(size_t count) {
@@ -198,7 +201,7 @@ size_t kvc_lossless_encode(int level, const uint16_t *src, const kvc_dims *d, ui
     for (int k = 0; k < KVC_HUF_SYMBOLS / 2; k++) o[k] = (uint8_t)(len[2 * k] | (len[2 * k + 1] << 4));
     uint8_t *sizes = o + 32;
     // The planes after the streams have a known size: reserve them at the end of the capacity.
-    const size_t tail = (N + 3) / 4 + N;
+    const size_t tail = mant_bytes(N) + N;
     huf_writer w = {sizes + 8 * KVC_HUF_STREAMS, dst + cap - tail, 0, 0, 0};
     for (int k = 0; k < KVC_HUF_STREAMS; k++) {
         uint8_t *start = w.p;
@@ -209,14 +212,13 @@ size_t kvc_lossless_encode(int level, const uint16_t *src, const kvc_dims *d, ui
     }
     free(sym);
     if (w.overflow) return 0;
-    uint8_t *mant = w.p, *low = mant + (N + 3) / 4;
-    for (i = 0; i + 4 <= N; i += 4)
-        mant[i >> 2] = (uint8_t)(((src[i] >> 8) & 3u) | ((src[i + 1] >> 6) & 12u) | ((src[i + 2] >> 4) & 48u) |
-                                 ((src[i + 3] >> 2) & 192u));
-    if (i < N) {
-        mant[i >> 2] = 0;
-        for (size_t j = i; j < N; j++) mant[j >> 2] |= (uint8_t)(((src[j] >> 8) & 3u) << (2 * (j & 3)));
-    }
+    uint8_t *mant = w.p, *low = mant + mant_bytes(N);
+    memset(mant, 0, mant_bytes(N));
+    for (i = 0; i + 32 <= N; i += 32)
+        for (size_t k = 0; k < 8; k++)
+            mant[i / 4 + k] = (uint8_t)(((src[i + k] >> 8) & 3u) | ((src[i + 8 + k] >> 6) & 12u) |
+                                        ((src[i + 16 + k] >> 4) & 48u) | ((src[i + 24 + k] >> 2) & 192u));
+    for (; i < N; i++) mant[(i >> 5) * 8 + (i & 7)] |= (uint8_t)(((src[i] >> 8) & 3u) << (2 * ((i >> 3) & 3)));
     for (i = 0; i < N; i++) low[i] = (uint8_t)src[i];
     return (size_t)(low + N - dst);
 }
@@ -320,18 +322,22 @@ static int huf_decode4(const uint8_t *src, size_t size, const size_t *start, con
 }
 #undef HUF_STEP
 
-// Rebuilds values [0, n) of one row: symbols `sy` (a private copy), mantissa bits of value `first` on in
-// `mant`, low bytes `lo`, the channels' (maxexp << 2) in `me` and (majority sign << 7) in `mj`. Returns
-// the OR of the symbols (bit 6 set: a bit pattern that starts no code).
+// The 2 top mantissa bits of value i.
+static inline unsigned mant_bits(const uint8_t *mant, size_t i) {
+    return (mant[(i >> 5) * 8 + (i & 7)] >> (2 * ((i >> 3) & 3))) & 3u;
+}
+
+// Rebuilds values [0, n) of one row: symbols `sy` (not overlapping `out`), the mantissa bits of value
+// `first` on in `mant`, low bytes `lo`, the channels' (maxexp << 2) in `me` and (majority sign << 7) in
+// `mj`. Returns the OR of the symbols (bit 6 set: a bit pattern that starts no code).
 static unsigned lossless_row(uint16_t *restrict out, const uint8_t *restrict sy, const uint8_t *restrict mant,
-                             size_t first, const uint8_t *restrict lo, const uint16_t *restrict me,
-                             const uint16_t *restrict mj, size_t n) {
+                             size_t first, const uint8_t *restrict lo, const uint8_t *restrict me,
+                             const uint8_t *restrict mj, size_t n) {
     unsigned seen = 0;
     for (size_t c = 0; c < n; c++) {
         unsigned v = sy[c];
         seen |= v;
-        unsigned m = (mant[(first + c) >> 2] >> (2 * ((first + c) & 3u))) & 3u;
-        uint16_t hi = (uint16_t)(((me[c] - ((v << 1) & 0x7cu)) & 0x7cu) | (((v & 1u) << 7) ^ mj[c]) | m);
+        unsigned hi = ((me[c] - ((v << 1) & 0x7cu)) & 0x7cu) | (((v & 1u) << 7) ^ mj[c]) | mant_bits(mant, first + c);
         out[c] = (uint16_t)((hi << 8) | lo[c]);
     }
     return seen;
@@ -339,37 +345,38 @@ static unsigned lossless_row(uint16_t *restrict out, const uint8_t *restrict sy,
 
 #if KVC_X86
 #include <immintrin.h>
-// The same for a row whose first value is a multiple of 4 (its mantissa bits start a byte).
+// The same for a row whose first value starts a group of 32 (its mantissa bits start a group): the
+// high bytes of 32 values at a time in byte lanes, then interleaved with the low bytes.
 __attribute__((target("avx2")))
 static unsigned lossless_row_avx2(uint16_t *restrict out, const uint8_t *restrict sy, const uint8_t *restrict mant,
-                                  size_t first, const uint8_t *restrict lo, const uint16_t *restrict me,
-                                  const uint16_t *restrict mj, size_t n) {
-    const __m256i k7c = _mm256_set1_epi16(0x7c), k1 = _mm256_set1_epi16(1), k3 = _mm256_set1_epi16(3);
-    // Byte j/4 of four mantissa bytes to lane j, then its bits 2*(j%4) up to bits 6-7.
-    const __m128i spread = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    const __m256i lift = _mm256_setr_epi16(64, 16, 4, 1, 64, 16, 4, 1, 64, 16, 4, 1, 64, 16, 4, 1);
+                                  size_t first, const uint8_t *restrict lo, const uint8_t *restrict me,
+                                  const uint8_t *restrict mj, size_t n) {
+    const __m256i k7c = _mm256_set1_epi8(0x7c), k80 = _mm256_set1_epi8((char)0x80), k3 = _mm256_set1_epi8(3);
+    const __m256i shifts = _mm256_setr_epi64x(0, 2, 4, 6);  // values 8q .. 8q+7 at bits 2q of their bytes
     __m256i seen = _mm256_setzero_si256();
-    const uint8_t *mb = mant + (first >> 2);
     size_t c = 0;
-    for (; c + 16 <= n; c += 16) {
-        __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(sy + c)));
-        __m256i l = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(lo + c)));
-        uint32_t m4;
-        memcpy(&m4, mb + c / 4, 4);
-        __m256i m = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_cvtsi32_si128((int)m4), spread));
-        m = _mm256_and_si256(_mm256_srli_epi16(_mm256_mullo_epi16(m, lift), 6), k3);
+    for (; c + 32 <= n; c += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(sy + c));
+        uint64_t m8;
+        memcpy(&m8, mant + (first + c) / 32 * 8, 8);
+        __m256i m = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x((long long)m8), shifts), k3);
         seen = _mm256_or_si256(seen, v);
-        __m256i e = _mm256_and_si256(_mm256_sub_epi16(_mm256_loadu_si256((const __m256i *)(me + c)),
-                                                      _mm256_and_si256(_mm256_slli_epi16(v, 1), k7c)), k7c);
-        __m256i s = _mm256_xor_si256(_mm256_slli_epi16(_mm256_and_si256(v, k1), 7),
+        __m256i e = _mm256_and_si256(_mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(me + c)),
+                                                     _mm256_and_si256(_mm256_add_epi8(v, v), k7c)), k7c);
+        // Bit 0 of every byte to bit 7 (a 16-bit shift by 7, then only bit 7 of each byte kept).
+        __m256i s = _mm256_xor_si256(_mm256_and_si256(_mm256_slli_epi16(v, 7), k80),
                                      _mm256_loadu_si256((const __m256i *)(mj + c)));
         __m256i hi = _mm256_or_si256(_mm256_or_si256(e, s), m);
-        _mm256_storeu_si256((__m256i *)(out + c), _mm256_or_si256(_mm256_slli_epi16(hi, 8), l));
+        __m256i l = _mm256_loadu_si256((const __m256i *)(lo + c));
+        __m256i a = _mm256_unpacklo_epi8(l, hi), b = _mm256_unpackhi_epi8(l, hi);  // values 0-7|16-23, 8-15|24-31
+        _mm256_storeu_si256((__m256i *)(out + c), _mm256_permute2x128_si256(a, b, 0x20));
+        _mm256_storeu_si256((__m256i *)(out + c + 16), _mm256_permute2x128_si256(a, b, 0x31));
     }
     __m128i s128 = _mm_or_si128(_mm256_castsi256_si128(seen), _mm256_extracti128_si256(seen, 1));
     s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 8));
     s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 4));
     s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 2));
+    s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 1));
     unsigned any = (unsigned)_mm_cvtsi128_si32(s128) & 0xffu;
     if (c < n) any |= lossless_row(out + c, sy + c, mant, first + c, lo + c, me + c, mj + c, n - c);
     return any;
@@ -379,10 +386,10 @@ static unsigned lossless_row_avx2(uint16_t *restrict out, const uint8_t *restric
 static int lossless_decode_v2(const uint8_t *src, size_t size, const kvc_dims *d, uint16_t *dst);
 
 // A plane's side bytes as the rebuild passes use them: maximum exponent << 2, majority sign << 7.
-static void side_bases(const uint8_t *side, size_t C, uint16_t *me, uint16_t *mj) {
+static void side_bases(const uint8_t *side, size_t C, uint8_t *me, uint8_t *mj) {
     for (size_t c = 0; c < C; c++) {
-        me[c] = (uint16_t)((side[c] & 31u) << 2);
-        mj[c] = (uint16_t)((side[c] & 32u) << 2);
+        me[c] = (uint8_t)((side[c] & 31u) << 2);
+        mj[c] = (uint8_t)((side[c] & 32u) << 2);
     }
 }
 
@@ -412,11 +419,11 @@ int kvc_lossless_decode_impl(int version, const uint8_t *src, size_t size, const
         bytes[k] = (size_t)b;
         at += (size_t)b;
     }
-    const size_t mbytes = (N + 3) / 4;
+    const size_t mbytes = mant_bytes(N);
     if (size - at < mbytes + N) return LMC_KV_ERR_TRUNCATED;
     if (size - at != mbytes + N) return LMC_KV_ERR_CORRUPT;
     const uint8_t *mant = src + at, *lo = mant + mbytes;
-    uint32_t *table = malloc(KVC_HUF_TABLE * (sizeof(uint32_t) + sizeof(uint16_t)) + C * 2 * sizeof(uint16_t) + C);
+    uint32_t *table = malloc(KVC_HUF_TABLE * (sizeof(uint32_t) + sizeof(uint16_t)) + 3 * C);
     if (!table) return LMC_KV_ERR_NOMEM;
     uint16_t *one = (uint16_t *)(table + KVC_HUF_TABLE);
     huf_table(len, code, table, one);
@@ -424,7 +431,7 @@ int kvc_lossless_decode_impl(int version, const uint8_t *src, size_t size, const
     // value i writes bytes 2i, 2i+1, always below the unread part (N + i ..).
     uint8_t *sym = (uint8_t *)dst + N;
     int ok = huf_decode4(src, size, start, bytes, table, one, sym, N);
-    uint16_t *me = one + KVC_HUF_TABLE, *mj = me + C;
+    uint8_t *me = (uint8_t *)(one + KVC_HUF_TABLE), *mj = me + C;
     uint8_t *rowbuf = (uint8_t *)(mj + C);
     unsigned seen = 0;
     size_t i = 0;
@@ -435,7 +442,7 @@ int kvc_lossless_decode_impl(int version, const uint8_t *src, size_t size, const
             const uint8_t *sy = sym + i;
             if (i + 2 * C > N) sy = memcpy(rowbuf, sym + i, C);
 #if KVC_X86
-            if (simd && (i & 3u) == 0) {
+            if (simd && (i & 31u) == 0) {
                 seen |= lossless_row_avx2(dst + i, sy, mant, i, lo + i, me, mj, C);
                 continue;
             }
@@ -452,7 +459,7 @@ int kvc_lossless_decode_impl(int version, const uint8_t *src, size_t size, const
 // h' = (maxexp - exponent) << 3 | (sign ^ majority sign) << 2 | top 2 mantissa bits; the low bytes raw.
 
 static void lossless_row_v2(uint16_t *restrict out, const uint8_t *restrict h, const uint8_t *restrict lo,
-                            const uint16_t *restrict me, const uint16_t *restrict mj, size_t C) {
+                            const uint8_t *restrict me, const uint8_t *restrict mj, size_t C) {
     for (size_t c = 0; c < C; c++) {
         uint16_t v = h[c];
         uint16_t hi = (uint16_t)(((me[c] - ((v >> 1) & 0x7cu)) & 0x7cu) | (((v << 5) & 0x80u) ^ mj[c]) | (v & 3u));
@@ -476,10 +483,10 @@ static int lossless_decode_v2(const uint8_t *src, size_t size, const kvc_dims *d
     size_t r = ZSTD_decompressDCtx(dc, hb, N, zs, (size_t)z);
     ZSTD_freeDCtx(dc);
     if (ZSTD_isError(r) || r != N) return LMC_KV_ERR_CORRUPT;
-    uint16_t *me = malloc(C * 2 * sizeof(uint16_t));
+    uint8_t *me = malloc(C * 2);
     uint8_t *rowbuf = malloc(C);
     if (!me || !rowbuf) { free(me); free(rowbuf); return LMC_KV_ERR_NOMEM; }
-    uint16_t *mj = me + C;
+    uint8_t *mj = me + C;
     size_t i = 0;
     for (size_t p = 0; p < P; p++) {
         side_bases(src + p * C, C, me, mj);
