@@ -1,7 +1,8 @@
 // Codec 1, lossless. Every float16 v is split in three: its sign and exponent as one 6-bit symbol,
 // relative to its channel (per (layer, K/V, channel): the largest exponent and the majority sign over
-// the chunk's tokens), its top 2 mantissa bits and its low 8 mantissa bits. The symbols carry about
-// 3 bits of entropy and are Huffman-coded; the 10 mantissa bits are noise and are stored as they are.
+// the chunk's tokens), its top 2 mantissa bits and its low 8 mantissa bits. The symbols carry 3 to 4
+// bits of entropy on model KV and are Huffman-coded; the 10 mantissa bits are noise and are stored as
+// they are.
 //
 // Body after the common header (stream version 3):
 //   side     [layers*2*channels] bytes: per (layer, K/V, channel) maximum exponent (bits 0-4) and
@@ -38,7 +39,7 @@ static size_t lossless_fixed(size_t count, size_t side) {
 }
 
 size_t kvc_lossless_bound(size_t count) {
-    if (count > (SIZE_MAX - 4096) / 4) return 0;
+    if (count > (SIZE_MAX - 4096) / 16) return 0;  // keeps count * KVC_HUF_MAX_BITS and the sum below in range
     // side <= count; codes take at most KVC_HUF_MAX_BITS bits each, plus a partial byte per stream.
     return LMC_KV_HEADER_SIZE + lossless_fixed(count, count) + (count * KVC_HUF_MAX_BITS + 7) / 8 + KVC_HUF_STREAMS;
 }
