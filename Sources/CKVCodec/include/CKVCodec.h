@@ -67,8 +67,9 @@ enum {
 /// Returns 0 for an unknown codec or an overflowing count.
 size_t lmc_kv_encode_bound(int codec, size_t count);
 
-/// Encodes `src` into `dst` (capacity `cap`). `level`: lossless: 0 (no levels); q8: ignored; cachegen: preset 0 ..< LMC_KV_CACHEGEN_LEVELS. Returns the encoded size, or 0 on failure
-/// (unknown codec/level, bad dims, cap too small, out of memory). channels must be a multiple of head_dim.
+/// Encodes `src` into `dst` (capacity `cap`). `level`: lossless: 0 (it has no levels); q8: ignored;
+/// cachegen: preset 0 ..< LMC_KV_CACHEGEN_LEVELS. Returns the encoded size, or 0 on failure (unknown
+/// codec/level, bad dims, cap too small, out of memory). channels must be a multiple of head_dim.
 /// Lossy codecs map NaN to 0 and clamp +-inf to +-65504.
 size_t lmc_kv_encode(int codec, int level, const uint16_t *src, uint32_t layers, uint32_t tokens,
                      uint32_t channels, uint32_t head_dim, uint8_t *dst, size_t cap);
