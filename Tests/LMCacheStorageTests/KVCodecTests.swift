@@ -85,7 +85,7 @@ struct KVCodecTests {
         }
     }
 
-    @Test("lossless stores model-like KV in fewer bytes than float16, and one repeated value in about 5/8 of them")
+    @Test("lossless stores model-like KV in fewer bytes than float16, and one repeated value in about 11/16 of them")
     func smaller() throws {
         let layout = Self.layout(layers: 2, heads: 1, headDim: 256)
         let count = layout.byteCount(tokens: 256) / 2
