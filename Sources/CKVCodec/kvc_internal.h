@@ -109,7 +109,7 @@ static inline void kvc_header_write(uint8_t *p, int codec, int level, const kvc_
 
 // Codec entry points (after the common header is written / checked).
 size_t kvc_lossless_bound(size_t count);
-size_t kvc_lossless_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
+size_t kvc_lossless_encode(const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
 size_t kvc_q8_bound(size_t count);
 size_t kvc_q8_encode(const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap);
 size_t kvc_cg_bound(size_t count);

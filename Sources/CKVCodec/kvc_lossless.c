@@ -156,8 +156,7 @@ static inline void huf_flush(huf_writer *w) {
     }
 }
 
-size_t kvc_lossless_encode(int level, const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap) {
-    (void)level;
+size_t kvc_lossless_encode(const uint16_t *src, const kvc_dims *d, uint8_t *dst, size_t cap) {
     const size_t C = d->channels, T = d->tokens, P = (size_t)d->layers * 2u, N = (size_t)d->count;
     const size_t side = P * C;
     if (cap < lossless_fixed(N, side)) return 0;
@@ -207,18 +206,18 @@ size_t kvc_lossless_encode(int level, const uint16_t *src, const kvc_dims *d, ui
     for (int k = 0; k < KVC_HUF_STREAMS; k++) {
         uint8_t *start = w.p;
         const size_t a = N * (size_t)k / KVC_HUF_STREAMS, b = N * (size_t)(k + 1) / KVC_HUF_STREAMS;
-        for (size_t i = a; i < b; i++) huf_put(&w, code[sym[i]], len[sym[i]]);
+        for (i = a; i < b; i++) huf_put(&w, code[sym[i]], len[sym[i]]);
         huf_flush(&w);
         kvc_put64(sizes + 8 * k, (uint64_t)(w.p - start));
     }
     free(sym);
     if (w.overflow) return 0;
     uint8_t *mant = w.p, *low = mant + mant_bytes(N);
-    memset(mant, 0, mant_bytes(N));
     for (i = 0; i + 32 <= N; i += 32)
         for (size_t k = 0; k < 8; k++)
             mant[i / 4 + k] = (uint8_t)(((src[i + k] >> 8) & 3u) | ((src[i + 8 + k] >> 6) & 12u) |
                                         ((src[i + 16 + k] >> 4) & 48u) | ((src[i + 24 + k] >> 2) & 192u));
+    if (i < N) memset(mant + i / 4, 0, 8);  // the last, partial group
     for (; i < N; i++) mant[(i >> 5) * 8 + (i & 7)] |= (uint8_t)(((src[i] >> 8) & 3u) << (2 * ((i >> 3) & 3)));
     for (i = 0; i < N; i++) low[i] = (uint8_t)src[i];
     return (size_t)(low + N - dst);

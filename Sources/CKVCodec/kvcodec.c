@@ -30,7 +30,7 @@ size_t lmc_kv_encode(int codec, int level, const uint16_t *src, uint32_t layers,
     uint8_t *body = dst + LMC_KV_HEADER_SIZE;
     size_t bcap = cap - LMC_KV_HEADER_SIZE, n;
     switch (codec) {
-    case LMC_KV_LOSSLESS: n = kvc_lossless_encode(level, src, &d, body, bcap); break;
+    case LMC_KV_LOSSLESS: n = kvc_lossless_encode(src, &d, body, bcap); break;
     case LMC_KV_Q8: n = kvc_q8_encode(src, &d, body, bcap); break;
     default: n = kvc_cg_encode(level, src, &d, body, bcap); break;
     }

@@ -136,21 +136,19 @@ struct BenchSerdeCommand: AsyncParsableCommand {
                         // The decode is timed into memory already written, as a tier's buffers are: the
                         // copy `decoded` makes of `bytes` on its first write happens before the clock starts.
                         decoded.withUnsafeMutableBytes { $0[0] = 0 }
-                        let decodeStart = monotonicSeconds()
-                        let ok = stream.withUnsafeBytes { source in
-                            decoded.withUnsafeMutableBytes {
-                                KVCodec.decode(source, codec: codec, layout: layout, tokens: range.count, into: $0)
+                        func decode() -> (ok: Bool, seconds: Double) {
+                            let start = monotonicSeconds()
+                            let ok = stream.withUnsafeBytes { source in
+                                decoded.withUnsafeMutableBytes {
+                                    KVCodec.decode(source, codec: codec, layout: layout, tokens: range.count, into: $0)
+                                }
                             }
+                            return (ok, monotonicSeconds() - start)
                         }
-                        variants[index].decodeSeconds += monotonicSeconds() - decodeStart
-                        guard ok else { throw CommandFailure("\(variants[index].name): a stream did not decode") }
-                        let warmStart = monotonicSeconds()
-                        _ = stream.withUnsafeBytes { source in
-                            decoded.withUnsafeMutableBytes {
-                                KVCodec.decode(source, codec: codec, layout: layout, tokens: range.count, into: $0)
-                            }
-                        }
-                        variants[index].warmDecodeSeconds += monotonicSeconds() - warmStart
+                        let first = decode()
+                        variants[index].decodeSeconds += first.seconds
+                        guard first.ok else { throw CommandFailure("\(variants[index].name): a stream did not decode") }
+                        variants[index].warmDecodeSeconds += decode().seconds
                         variants[index].streamBytes += stream.count
                     } else {
                         variants[index].streamBytes += bytes.count
