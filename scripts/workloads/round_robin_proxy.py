@@ -6,8 +6,11 @@ session affinity sends it.
 
 Requests (any method; bodies by Content-Length) are forwarded as they came, with `Connection:
 close`; the backend's reply, streamed ones included, is passed back byte for byte until the backend
-closes, and then the client's connection is closed too (clients reconnect for their next
-request). GET /proxy/backends answers the backends and how many requests each got, as JSON.
+closes, and then the client's connection is closed too (clients reconnect for their next request).
+POST requests (the completions) take their turns apart from the others, so that the GETs before them
+(a readiness check polling until the backends answer, a client listing the models) do not decide
+which backend the first completion goes to. GET /proxy/backends answers the backends and how many
+requests each got, as JSON.
 Standard library only.
 """
 
@@ -48,7 +51,8 @@ def rewrite(head: bytes) -> tuple[bytes, int]:
 class Proxy:
     def __init__(self, backends: list[str]) -> None:
         self.backends = backends
-        self.turn = itertools.cycle(range(len(backends)))
+        self.turn = itertools.cycle(range(len(backends)))  # POST requests
+        self.other_turn = itertools.cycle(range(len(backends)))
         self.counts = [0] * len(backends)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -63,7 +67,7 @@ class Proxy:
                 return
             request, length = rewrite(head)
             body = await reader.readexactly(length) if length else b""
-            index = next(self.turn)
+            index = next(self.turn if head.startswith(b"POST ") else self.other_turn)
             self.counts[index] += 1
             host, _, port = self.backends[index].rpartition(":")
             try:
