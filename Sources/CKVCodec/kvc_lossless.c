@@ -346,7 +346,8 @@ static unsigned lossless_row(uint16_t *restrict out, const uint8_t *restrict sy,
 #if KVC_X86
 #include <immintrin.h>
 // The same for a row whose first value starts a group of 32 (its mantissa bits start a group): the
-// high bytes of 32 values at a time in byte lanes, then interleaved with the low bytes.
+// high bytes of 32 values at a time in byte lanes, then interleaved with the low bytes. Returns
+// KVC_HUF_BAD when a symbol has it.
 __attribute__((target("avx2")))
 static unsigned lossless_row_avx2(uint16_t *restrict out, const uint8_t *restrict sy, const uint8_t *restrict mant,
                                   size_t first, const uint8_t *restrict lo, const uint8_t *restrict me,
@@ -372,12 +373,8 @@ static unsigned lossless_row_avx2(uint16_t *restrict out, const uint8_t *restric
         _mm256_storeu_si256((__m256i *)(out + c), _mm256_permute2x128_si256(a, b, 0x20));
         _mm256_storeu_si256((__m256i *)(out + c + 16), _mm256_permute2x128_si256(a, b, 0x31));
     }
-    __m128i s128 = _mm_or_si128(_mm256_castsi256_si128(seen), _mm256_extracti128_si256(seen, 1));
-    s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 8));
-    s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 4));
-    s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 2));
-    s128 = _mm_or_si128(s128, _mm_srli_si128(s128, 1));
-    unsigned any = (unsigned)_mm_cvtsi128_si32(s128) & 0xffu;
+    // Bit 6 of any byte (symbols have bit 7 clear): shifted to bit 7 of its byte, where movemask reads it.
+    unsigned any = _mm256_movemask_epi8(_mm256_slli_epi16(seen, 1)) ? KVC_HUF_BAD : 0u;
     if (c < n) any |= lossless_row(out + c, sy + c, mant, first + c, lo + c, me + c, mj + c, n - c);
     return any;
 }
@@ -483,10 +480,9 @@ static int lossless_decode_v2(const uint8_t *src, size_t size, const kvc_dims *d
     size_t r = ZSTD_decompressDCtx(dc, hb, N, zs, (size_t)z);
     ZSTD_freeDCtx(dc);
     if (ZSTD_isError(r) || r != N) return LMC_KV_ERR_CORRUPT;
-    uint8_t *me = malloc(C * 2);
-    uint8_t *rowbuf = malloc(C);
-    if (!me || !rowbuf) { free(me); free(rowbuf); return LMC_KV_ERR_NOMEM; }
-    uint8_t *mj = me + C;
+    uint8_t *me = malloc(C * 3);
+    if (!me) return LMC_KV_ERR_NOMEM;
+    uint8_t *mj = me + C, *rowbuf = mj + C;
     size_t i = 0;
     for (size_t p = 0; p < P; p++) {
         side_bases(src + p * C, C, me, mj);
@@ -495,6 +491,6 @@ static int lossless_decode_v2(const uint8_t *src, size_t size, const kvc_dims *d
             lossless_row_v2(dst + i, rowbuf, lo + i, me, mj, C);
         }
     }
-    free(me); free(rowbuf);
+    free(me);
     return 0;
 }
