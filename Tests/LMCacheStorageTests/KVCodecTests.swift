@@ -133,7 +133,7 @@ struct KVCodecTests {
         #expect(Self.mismatch(Self.decode(stream, codec: Self.lossless, layout: layout, tokens: 4), values) == nil)
     }
 
-    @Test("hostile lossless streams: truncated, extended, bad code lengths, codes past their stream's end; any flipped byte is safe")
+    @Test("hostile lossless streams: truncated, extended, bad code lengths, codes past their stream's end, a code that starts no symbol; any flipped byte is safe")
     func hostile() throws {
         let layout = Self.layout(layers: 1, heads: 1, headDim: 64)
         let tokens = 16
@@ -158,6 +158,19 @@ struct KVCodecTests {
         shifted[sizes + 1] = UInt8((first - 1) >> 8)
         shifted[sizes + 8] &+= 1
         #expect(refused(shifted))
+        // An incomplete code (symbol 0 in one bit, symbol 1 in two: "11" starts no code) and a stream 0
+        // that starts with "11": the decoders take 12 bits for it, which the stream has room for, so only
+        // the check for a bit pattern that starts no code refuses it (the row pass, scalar and vector).
+        let one = [UInt16](repeating: 0x3C00, count: values.count)
+        let plain = try #require(Self.encode(one, codec: Self.lossless, layout: layout, tokens: tokens))
+        #expect(plain[lengths] == 0x01 && plain[sizes] == 64, "one symbol of one bit, 512 bits a stream")
+        var incomplete = plain
+        incomplete[lengths] = 0x21
+        incomplete[sizes] = 66
+        let streams = sizes + 32
+        incomplete.replaceSubrange(streams..<(streams + 64), with: [0x03] + [UInt8](repeating: 0, count: 65))
+        #expect(Self.decode(plain, codec: Self.lossless, layout: layout, tokens: tokens) == one)
+        #expect(refused(incomplete))
         // Any single flipped bit decodes to something or is refused, never out of bounds (the sanitizer
         // runs check that); the portable and vector decoders agree on each.
         for offset in 0..<stream.count {
