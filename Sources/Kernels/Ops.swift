@@ -61,16 +61,47 @@ package enum Ops {
         eps: Float,
         out: UnsafeMutablePointer<Float>
     ) {
-        for r in 0..<rows {
-            let xr = x + r * count, yr = out + r * count
+        // Each row's sum of squares is one chain of dependent additions (ggml's order, in Double), so four
+        // rows run side by side: the same additions in the same order per row, four chains in flight.
+        var r = 0
+        while r + 4 <= rows {
+            let x0 = x + r * count, x1 = x0 + count, x2 = x1 + count, x3 = x2 + count
+            var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+            for i in 0..<count {
+                s0 += Double(x0[i] * x0[i])
+                s1 += Double(x1[i] * x1[i])
+                s2 += Double(x2[i] * x2[i])
+                s3 += Double(x3[i] * x3[i])
+            }
+            rmsNormScale(x0, sum: s0, weight: weight, count: count, eps: eps, out: out + r * count)
+            rmsNormScale(x1, sum: s1, weight: weight, count: count, eps: eps, out: out + (r + 1) * count)
+            rmsNormScale(x2, sum: s2, weight: weight, count: count, eps: eps, out: out + (r + 2) * count)
+            rmsNormScale(x3, sum: s3, weight: weight, count: count, eps: eps, out: out + (r + 3) * count)
+            r += 4
+        }
+        for r in r..<rows {
+            let xr = x + r * count
             var sum = 0.0
             for i in 0..<count { sum += Double(xr[i] * xr[i]) }
-            let scale = 1 / (Float(sum / Double(count)) + eps).squareRoot()
-            if let weight {
-                for i in 0..<count { yr[i] = xr[i] * scale * weight[i] }
-            } else {
-                for i in 0..<count { yr[i] = xr[i] * scale }
-            }
+            rmsNormScale(xr, sum: sum, weight: weight, count: count, eps: eps, out: out + r * count)
+        }
+    }
+
+    /// One row of ``rmsNormRows(_:weight:count:rows:eps:out:)`` from its sum of squares.
+    @inline(__always)
+    private static func rmsNormScale(
+        _ xr: UnsafePointer<Float>,
+        sum: Double,
+        weight: UnsafePointer<Float>?,
+        count: Int,
+        eps: Float,
+        out yr: UnsafeMutablePointer<Float>
+    ) {
+        let scale = 1 / (Float(sum / Double(count)) + eps).squareRoot()
+        if let weight {
+            for i in 0..<count { yr[i] = xr[i] * scale * weight[i] }
+        } else {
+            for i in 0..<count { yr[i] = xr[i] * scale }
         }
     }
 

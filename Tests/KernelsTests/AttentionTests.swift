@@ -133,6 +133,37 @@ struct AttentionTests {
 
 @Suite("Ops")
 struct OpsTests {
+    @Test("RMSNorm of many rows gives each row the bits of the row alone, in place or not")
+    func rmsNormRows() {
+        // 11 rows: two groups of four and a remainder of three; 640 values with a spread of magnitudes.
+        let rows = 11, count = 640
+        var rng = SplitMix(seed: 7)
+        let x = (0..<(rows * count)).map { i in rng.float() * (i % 13 == 0 ? 40 : 1) }
+        let w = (0..<count).map { _ in rng.float() + 0.5 }
+        for weight in [w, nil] as [[Float]?] {
+            var batched = [Float](repeating: 0, count: rows * count)
+            Ops.rmsNorm(x, weight: weight, count: count, rows: rows, eps: 1e-6, out: &batched)
+            var inPlace = x
+            inPlace.withUnsafeMutableBufferPointer { p in
+                Ops.rmsNorm(p.baseAddress!, weight: weight, count: count, rows: rows, eps: 1e-6, out: p.baseAddress!)
+            }
+            for r in 0..<rows {
+                let row = Array(x[(r * count)..<((r + 1) * count)])
+                // The definition: the squares summed in order in Double, then one scale per row.
+                var sum = 0.0
+                for v in row { sum += Double(v * v) }
+                let scale = 1 / (Float(sum / Double(count)) + 1e-6).squareRoot()
+                let expected = (0..<count).map { i in weight.map { row[i] * scale * $0[i] } ?? row[i] * scale }
+                var alone = [Float](repeating: 0, count: count)
+                Ops.rmsNorm(row, weight: weight, count: count, eps: 1e-6, out: &alone)
+                let got = Array(batched[(r * count)..<((r + 1) * count)])
+                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "row \(r)")
+                #expect(alone.map(\.bitPattern) == expected.map(\.bitPattern), "row \(r) alone")
+                #expect(Array(inPlace[(r * count)..<((r + 1) * count)]).map(\.bitPattern) == expected.map(\.bitPattern))
+            }
+        }
+    }
+
     @Test("RMSNorm, GELU-tanh, SiLU and softmax match their formulas", arguments: KernelISA.allCases)
     func elementwise(isa: KernelISA) {
         KernelISA.force(isa)
