@@ -1243,18 +1243,20 @@ LMC_VNNI static int matvec_vnni(int32_t t, const uint8_t *base, int64_t row_byte
     return 1;
 }
 
-// MARK: - 32-value rows unpacked once per block of tokens
+// MARK: - Q5_0 rows unpacked once per block of tokens
 
-// The tiles above unpack a block of weights and form its scales for every tile of 4 or 8 tokens: as
+// The tiles above unpack a Q5_0 block and form its scales for every tile of 4 or 8 tokens: as
 // much work as the products themselves. With activations without −128, a group of rows is unpacked once
 // per block of tokens instead (QuantDotUnpacked.h). Both levels take the products in the zero-point
-// form: x + 128 (unsigned) times w (signed), with −128 · Σw taken off per lane. maddubs cannot saturate
-// on it for Q5_0 (|w| ≤ 16: at most 2 · 255 · 16), so the AVX2 level takes Q5_0 only.
+// form: x + 128 (unsigned) times w (signed), with −128 · Σw taken off per lane; maddubs cannot saturate
+// on it for Q5_0 (|w| ≤ 16: at most 2 · 255 · 16).
 //
 // Measured on Q5_0 (AMD EPYC Zen 4, one thread, 2,048 rows of 640 values by 512 tokens): VNNI 40 GMAC/s
 // with the tiles above, 72 unpacked with 3 rows × 4 tokens (2 × 4: 65, 2 × 8: 60, 4 × 4: 62, 1 × 8:
 // 60); the AVX2 level 33 against 49 with 2 rows × 2 tokens (1 × 4: 46, 1 × 8: 45). The engine's prefill
 // of 512 tokens on 2 threads went from 653–685 to 889–915 tokens/s (AVX2 forced: 544–568 to 671–674).
+// From memory too (65,536 rows by 4 to 32 tokens, as a batch of decodes reads them): VNNI 35–40 against
+// 43–57 GMAC/s. Tried for Q6_K: 51 against 57 (VNNI), 35 against 39 (AVX2), 1% of a prefill: not kept.
 
 #define LMC_PRE_TARGET LMC_VNNI
 #define LMC_PRE(name) name##_vnni
@@ -1302,12 +1304,12 @@ void lmc_matmul_q8(int32_t t, const void *w, int64_t row_bytes, int64_t row_begi
         const int tile_rows = isa >= LMC_ISA_AVX512_VNNI ? tile_rows_vnni(t) : tile_rows_avx2(t);
         // The VNNI tiles' shorter form needs activations without −128 (the quantizers never write it).
         const int zp = isa >= LMC_ISA_AVX512_VNNI && !has_int8_min(qs, tokens * n);
-        // Rows unpacked once per block of tokens where it pays (from 4 tokens; at 1 the tiles are faster).
-        if (tokens >= 4 && isa >= LMC_ISA_AVX512_VNNI && zp && (t == 6 || t == 8) &&
-            matmul_unpacked_vnni(t == 6, base, row_bytes, row_begin, row_end, n, tokens, qs, d, y, ldy))
-            return;
-        if (tokens >= 4 && isa < LMC_ISA_AVX512_VNNI && t == 6 && !has_int8_min(qs, tokens * n) &&
-            matmul_unpacked_avx2(1, base, row_bytes, row_begin, row_end, n, tokens, qs, d, y, ldy))
+        // Q5_0 rows unpacked once per block of tokens where it pays: from 4 tokens (at 1 the tiles are
+        // faster). Q8_0 has nothing to unpack; its rows unpacked were slower where they come from memory
+        // (the output head by 4 to 16 tokens: 34–48 against 50 GMAC/s).
+        if (tokens >= 4 && t == 6 && (isa >= LMC_ISA_AVX512_VNNI ? zp : !has_int8_min(qs, tokens * n)) &&
+            (isa >= LMC_ISA_AVX512_VNNI ? matmul_unpacked_vnni : matmul_unpacked_avx2)(base, row_bytes, row_begin, row_end,
+                                                                                      n, tokens, qs, d, y, ldy))
             return;
         // Blocks of tokens keep their activations in L2 while each group of rows stays in L1.
         const int64_t token_block = 64;

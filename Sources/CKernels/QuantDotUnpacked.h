@@ -1,4 +1,4 @@
-// 32-value rows (Q5_0, Q8_0) unpacked once per block of tokens, for lmc_matmul_q8; included by QuantDot.c
+// Q5_0 rows unpacked once per block of tokens, for lmc_matmul_q8; included by QuantDot.c
 // once per instruction-set level. The including file defines:
 //   LMC_PRE_TARGET            the function attributes of the level,
 //   LMC_PRE(name)             the name of a function at this level,
@@ -15,7 +15,7 @@
 // of the AVX2 row dots per lane, so each element takes the row dot's float steps in order: the same
 // lane sums, converted, times the same scale products (scale_avx2's f16 scale times the token's), into
 // an even and an odd accumulator (a last block of an odd count into the even one), then the same
-// horizontal sum. The bits are those of dot_q5_0_avx2 and dot_q8_0_avx2.
+// horizontal sum. The bits are those of dot_q5_0_avx2.
 
 typedef struct {
     __m256i *wv;   // [r · nb + b]: block b of row r, its 32 signed values
@@ -26,13 +26,12 @@ typedef struct {
 // Rows r0..r0+R at w for the tokens of a block; their scales at dT[b · ldt + t], readable 8 at a time
 // to the end of each block's row of ldt.
 LMC_PRE_TARGET static inline __attribute__((always_inline)) void
-LMC_PRE(unpacked_fill)(int q5, int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const float *dT, int64_t ldt,
+LMC_PRE(unpacked_fill)(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const float *dT, int64_t ldt,
                 int64_t tokens, const LMC_PRE(unpacked_set) *p) {
-    const int64_t bs = q5 ? 22 : 34;
     for (int r = 0; r < R; r++)
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *blk = w + r * row_bytes + b * bs;
-            const __m256i v = q5 ? LMC_PRE_VALUES(blk) : _mm256_loadu_si256((const __m256i *)(blk + 2));
+            const uint8_t *blk = w + r * row_bytes + b * 22;
+            const __m256i v = LMC_PRE_VALUES(blk);
             p->wv[r * nb + b] = v;
             p->init[r * nb + b] = LMC_PRE_INIT(v);
             const __m256 ws = f16x8_avx2(blk);
@@ -56,7 +55,7 @@ LMC_PRE(unpacked_block)(int R, int T, const LMC_PRE(unpacked_set) *p, const floa
     }
 }
 
-// R rows by T tokens into y[t · ldy + r]. The even and odd accumulators are separate arrays, indexed by
+// R rows by T tokens into y[t · ldy + r], as dot_q5_0_avx2 orders the blocks. The even and odd accumulators are separate arrays, indexed by
 // constants only, so that they stay in registers.
 LMC_PRE_TARGET static inline __attribute__((always_inline)) void
 LMC_PRE(unpacked_tile)(int R, int T, const LMC_PRE(unpacked_set) *p, const float *sc, int64_t ldt, int64_t nb, const uint8_t *xu,
@@ -76,18 +75,18 @@ LMC_PRE(unpacked_tile)(int R, int T, const LMC_PRE(unpacked_set) *p, const float
 
 // R rows (a constant where called) against the `tokens` (≤ ldt) of a block.
 LMC_PRE_TARGET static inline __attribute__((always_inline)) void
-LMC_PRE(unpacked_rows)(int q5, int R, const uint8_t *w, int64_t row_bytes, int64_t nb, int64_t tokens, const uint8_t *xu, int64_t n,
+LMC_PRE(unpacked_rows)(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, int64_t tokens, const uint8_t *xu, int64_t n,
               const float *dT, int64_t ldt, const LMC_PRE(unpacked_set) *p, float *y, int64_t ldy) {
-    LMC_PRE(unpacked_fill)(q5, R, w, row_bytes, nb, dT, ldt, tokens, p);
+    LMC_PRE(unpacked_fill)(R, w, row_bytes, nb, dT, ldt, tokens, p);
     int64_t t = 0;
     for (; t + LMC_PRE_TOKENS <= tokens; t += LMC_PRE_TOKENS)
         LMC_PRE(unpacked_tile)(R, LMC_PRE_TOKENS, p, p->sc + t, ldt, nb, xu + t * n, n, y + t * ldy, ldy);
     for (; t < tokens; t++) LMC_PRE(unpacked_tile)(R, 1, p, p->sc + t, ldt, nb, xu + t * n, n, y + t * ldy, ldy);
 }
 
-// lmc_matmul_q8 for Q5_0 (q5) or Q8_0 rows against activations without −128, in blocks of 64 tokens;
+// lmc_matmul_q8 for Q5_0 rows against activations without −128, in blocks of 64 tokens;
 // 0 where memory for the unpacked rows could not be had (nothing written then).
-LMC_PRE_TARGET static int LMC_PRE(matmul_unpacked)(int q5, const uint8_t *base, int64_t row_bytes, int64_t row_begin,
+LMC_PRE_TARGET static int LMC_PRE(matmul_unpacked)(const uint8_t *base, int64_t row_bytes, int64_t row_begin,
                                                     int64_t row_end, int64_t n, int64_t tokens, const int8_t *qs,
                                                     const float *d, float *y, int64_t ldy) {
     const int64_t nb = n / 32, token_block = 64;
@@ -115,11 +114,11 @@ LMC_PRE_TARGET static int LMC_PRE(matmul_unpacked)(int q5, const uint8_t *base, 
                 prefetch_until(&next, row + rows * row_bytes + LMC_PREFETCH_DISTANCE, end);
                 float *yr = y + j0 * ldy + r;
                 if (rows == LMC_PRE_ROWS)
-                    LMC_PRE(unpacked_rows)(q5, LMC_PRE_ROWS, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
+                    LMC_PRE(unpacked_rows)(LMC_PRE_ROWS, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
 #if LMC_PRE_ROWS > 2
-                else if (rows == 2) LMC_PRE(unpacked_rows)(q5, 2, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
+                else if (rows == 2) LMC_PRE(unpacked_rows)(2, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
 #endif
-                else LMC_PRE(unpacked_rows)(q5, 1, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
+                else LMC_PRE(unpacked_rows)(1, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
             }
         }
     }
