@@ -1253,8 +1253,8 @@ LMC_VNNI static int matvec_vnni(int32_t t, const uint8_t *base, int64_t row_byte
 //
 // Measured on Q5_0 (AMD EPYC Zen 4, one thread, 2,048 rows of 640 values by 512 tokens): VNNI 40 GMAC/s
 // with the tiles above, 72 unpacked with 3 rows × 4 tokens (2 × 4: 65, 2 × 8: 60, 4 × 4: 62, 1 × 8:
-// 60); the AVX2 level 33 against 49 with 2 rows × 2 tokens (1 × 4: 46, 1 × 8: 45). The engine's prefill
-// of 512 tokens on 2 threads went from 653–685 to 889–915 tokens/s (AVX2 forced: 544–568 to 671–674).
+// 60); the AVX2 level 33 against 49 with 2 rows × 2 tokens (1 × 4: 46, 1 × 8: 45); the engine's prefill
+// 1.29× (VNNI) and 1.20× (AVX2) faster (docs/benchmarks.md, "Q5_0 rows unpacked once per block of tokens").
 // From memory too (65,536 rows by 4 to 32 tokens, as a batch of decodes reads them): VNNI 35–40 against
 // 43–57 GMAC/s. Tried for Q6_K: 51 against 57 (VNNI), 35 against 39 (AVX2), 1% of a prefill: not kept.
 
