@@ -349,14 +349,16 @@ package enum Attention {
         let hd = shape.headDim
         let rowWidth = shape.heads * hd
         let group = shape.heads / shape.kvHeads
+        let tokens = batch.reduce(0) { $0 + $1.count }
         // With one KV head the heads of consecutive tokens are one run of query vectors `hd` apart, so a
         // block of tokens is one call and each key is read once per block; otherwise one call per token
-        // and KV head. The blocks only share loads: the results are the same for any split.
-        let tokensPerJob = shape.kvHeads == 1 ? 16 : 1
+        // and KV head. Blocks of up to 16 tokens, fewer when the batch is short, so that every thread
+        // gets one (a question of 12 tokens after 7,000 cached ones took one thread for all its
+        // attention). The blocks only share loads: the results are the same for any split.
+        let tokensPerJob = shape.kvHeads == 1 ? max(1, min(16, (tokens + Parallel.threadCount - 1) / Parallel.threadCount)) : 1
         // A job: `count` tokens from `token` of batch item `item`, heads `heads` of KV head `kvHead`'s group.
         var jobs: [(item: Int, token: Int, count: Int, kvHead: Int, heads: Range<Int>)] = []
         var widest = 1
-        let tokens = batch.reduce(0) { $0 + $1.count }
         // Fewer calls than threads (a decode step of one sequence deep in its context): the heads of a
         // token are split between jobs, so every thread reads keys and values. Each query vector's
         // result does not depend on which vectors share its call.
