@@ -1,5 +1,5 @@
-// Q5_0 rows unpacked once per block of tokens, for lmc_matmul_q8; included by QuantDot.c
-// once per instruction-set level. The including file defines:
+// Q5_0 rows unpacked once per block of tokens, for lmc_matmul_q8; included by QuantDot.c once per
+// instruction-set level. The including file defines:
 //   LMC_PRE_TARGET            the function attributes of the level,
 //   LMC_PRE(name)             the name of a function at this level,
 //   LMC_PRE_ROWS, LMC_PRE_TOKENS  the rows and tokens of a tile,
@@ -27,7 +27,7 @@ typedef struct {
 // to the end of each block's row of ldt.
 LMC_PRE_TARGET static inline __attribute__((always_inline)) void
 LMC_PRE(unpacked_fill)(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, const float *dT, int64_t ldt,
-                int64_t tokens, const LMC_PRE(unpacked_set) *p) {
+                       int64_t tokens, const LMC_PRE(unpacked_set) *p) {
     for (int r = 0; r < R; r++)
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = w + r * row_bytes + b * 22;
@@ -44,8 +44,8 @@ LMC_PRE(unpacked_fill)(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, c
 // Block b of the unpacked rows into acc[r][t] for T tokens at xu (n bytes each), whose scale products
 // start at sc.
 LMC_PRE_TARGET static inline __attribute__((always_inline)) void
-LMC_PRE(unpacked_block)(int R, int T, const LMC_PRE(unpacked_set) *p, const float *sc, int64_t ldt, int64_t nb, const uint8_t *xu,
-               int64_t n, int64_t b, __m256 acc[LMC_PRE_ROWS][LMC_PRE_TOKENS]) {
+LMC_PRE(unpacked_block)(int R, int T, const LMC_PRE(unpacked_set) *p, const float *sc, int64_t ldt, int64_t nb,
+                        const uint8_t *xu, int64_t n, int64_t b, __m256 acc[LMC_PRE_ROWS][LMC_PRE_TOKENS]) {
     for (int t = 0; t < T; t++) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(xu + t * n + b * 32));
         for (int r = 0; r < R; r++) {
@@ -55,11 +55,11 @@ LMC_PRE(unpacked_block)(int R, int T, const LMC_PRE(unpacked_set) *p, const floa
     }
 }
 
-// R rows by T tokens into y[t · ldy + r], as dot_q5_0_avx2 orders the blocks. The even and odd accumulators are separate arrays, indexed by
-// constants only, so that they stay in registers.
+// R rows by T tokens into y[t · ldy + r], as dot_q5_0_avx2 orders the blocks. The even and odd
+// accumulators are separate arrays, indexed by constants only, so that they stay in registers.
 LMC_PRE_TARGET static inline __attribute__((always_inline)) void
-LMC_PRE(unpacked_tile)(int R, int T, const LMC_PRE(unpacked_set) *p, const float *sc, int64_t ldt, int64_t nb, const uint8_t *xu,
-              int64_t n, float *y, int64_t ldy) {
+LMC_PRE(unpacked_tile)(int R, int T, const LMC_PRE(unpacked_set) *p, const float *sc, int64_t ldt, int64_t nb,
+                       const uint8_t *xu, int64_t n, float *y, int64_t ldy) {
     __m256 even[LMC_PRE_ROWS][LMC_PRE_TOKENS], odd[LMC_PRE_ROWS][LMC_PRE_TOKENS];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) even[r][t] = odd[r][t] = _mm256_setzero_ps();
@@ -75,8 +75,8 @@ LMC_PRE(unpacked_tile)(int R, int T, const LMC_PRE(unpacked_set) *p, const float
 
 // R rows (a constant where called) against the `tokens` (≤ ldt) of a block.
 LMC_PRE_TARGET static inline __attribute__((always_inline)) void
-LMC_PRE(unpacked_rows)(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, int64_t tokens, const uint8_t *xu, int64_t n,
-              const float *dT, int64_t ldt, const LMC_PRE(unpacked_set) *p, float *y, int64_t ldy) {
+LMC_PRE(unpacked_rows)(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, int64_t tokens, const uint8_t *xu,
+                       int64_t n, const float *dT, int64_t ldt, const LMC_PRE(unpacked_set) *p, float *y, int64_t ldy) {
     LMC_PRE(unpacked_fill)(R, w, row_bytes, nb, dT, ldt, tokens, p);
     int64_t t = 0;
     for (; t + LMC_PRE_TOKENS <= tokens; t += LMC_PRE_TOKENS)
@@ -84,8 +84,8 @@ LMC_PRE(unpacked_rows)(int R, const uint8_t *w, int64_t row_bytes, int64_t nb, i
     for (; t < tokens; t++) LMC_PRE(unpacked_tile)(R, 1, p, p->sc + t, ldt, nb, xu + t * n, n, y + t * ldy, ldy);
 }
 
-// lmc_matmul_q8 for Q5_0 rows against activations without −128, in blocks of 64 tokens;
-// 0 where memory for the unpacked rows could not be had (nothing written then).
+// lmc_matmul_q8 for Q5_0 rows against activations without −128, in blocks of 64 tokens; 0 where memory
+// for the unpacked rows could not be had (nothing written then).
 LMC_PRE_TARGET static int LMC_PRE(matmul_unpacked)(const uint8_t *base, int64_t row_bytes, int64_t row_begin,
                                                     int64_t row_end, int64_t n, int64_t tokens, const int8_t *qs,
                                                     const float *d, float *y, int64_t ldy) {
