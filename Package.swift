@@ -261,7 +261,7 @@ let package = Package(
             dependencies: [
                 "LMCacheCommandSupport", "LMCacheServing",
                 "LMCacheCore", "LMCacheStorage", "LMCacheWire", "LMCacheRemote", "LMCacheServer",
-                "GGUF", "Kernels", "Tokenizers", "Inference", "LMCacheConnector", "OpenAIServer",
+                "GGUF", "Kernels", "CKernels", "Tokenizers", "Inference", "LMCacheConnector", "OpenAIServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -7,7 +7,7 @@ package struct BenchCommand: AsyncParsableCommand {
         abstract: "Measure the cache and the engine against baselines measured in the same run.",
         subcommands: [
             BenchStorageCommand.self, BenchEngineCommand.self, BenchTTFTCommand.self, BenchBlendCommand.self,
-            BenchSerdeCommand.self,
+            BenchSerdeCommand.self, BenchKernelsCommand.self,
         ]
     )
 

@@ -70,6 +70,30 @@ struct EngineCLITests {
         #expect(((object["threads"] as? Int) ?? 0) >= 1)
     }
 
+    @Test("bench kernels --json gives every format at every level this CPU has, against the generic level")
+    func benchKernels() async throws {
+        let result = try await LMCacheExecutable.runAsync([
+            "bench", "kernels", "--rows", "8", "--columns", "64", "--k-columns", "256", "--tokens", "5", "--runs", "1",
+            "--json",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try Self.json(result.stdout)
+        let rows = try #require(object["results"] as? [[String: Any]])
+        let levels = Set(rows.compactMap { $0["level"] as? String })
+        #expect(levels.contains("generic"))
+        #expect(Set(rows.compactMap { $0["format"] as? String }) == ["Q5_0", "Q8_0", "Q4_K", "Q6_K"])
+        #expect(rows.count == 4 * levels.count)
+        for row in rows {
+            #expect(((row["gmac_s"] as? Double) ?? 0) > 0, "\(row)")
+            if row["level"] as? String == "generic" { #expect(row["vs_generic"] as? Double == 1) }
+        }
+        #expect(object["tokens"] as? Int == 5)
+
+        let bad = try await LMCacheExecutable.runAsync(["bench", "kernels", "--columns", "33"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("multiple of 32"))
+    }
+
     @Test("a missing model file is a clear error, not a crash")
     func missingModel() async throws {
         let result = try await LMCacheExecutable.runAsync(["generate", "--model", "/nonexistent.gguf", "--prompt", "x"])
