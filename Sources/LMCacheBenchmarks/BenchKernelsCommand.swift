@@ -121,33 +121,16 @@ struct BenchKernelsCommand: ParsableCommand {
         return bytes
     }
 
-    /// `tokens` rows of random activations quantized as the engine quantizes them for these formats.
-    static func activations(tokens: Int, columns: Int, kQuant: Bool) -> (qs: [Int8], d: [Float], ds: [Float]) {
+    /// `tokens` rows of random activations, quantized as the engine quantizes them for these formats
+    /// (`QuantizedActivation`; K-quants per 256 values). Rows are whole blocks, so one call covers all.
+    static func activations(tokens: Int, columns: Int, kQuant: Bool) -> QuantizedActivation {
         var state: UInt64 = 7
         let x = (0..<(tokens * columns)).map { _ in
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return Float(Int(state >> 33) % 2001 - 1000) / 1000
         }
-        var qs = [Int8](repeating: 0, count: tokens * columns)
-        var d = [Float](repeating: 0, count: tokens * columns / 32)
-        var ds = d
-        for t in 0..<tokens {
-            x.withUnsafeBufferPointer { xp in
-                qs.withUnsafeMutableBufferPointer { q in
-                    d.withUnsafeMutableBufferPointer { dp in
-                        ds.withUnsafeMutableBufferPointer { sp in
-                            let (xi, qi) = (xp.baseAddress! + t * columns, q.baseAddress! + t * columns)
-                            let (di, si) = (dp.baseAddress! + t * columns / 32, sp.baseAddress! + t * columns / 32)
-                            if kQuant {
-                                lmc_quantize_q8_k_like(xi, Int64(columns), qi, di, si)
-                            } else {
-                                lmc_quantize_q8_0_like(xi, Int64(columns), qi, di, si)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return (qs, d, ds)
+        let activation = QuantizedActivation(capacity: tokens * columns)
+        activation.quantize(x, count: x.count, superBlocks: kQuant)
+        return activation
     }
 }
