@@ -90,43 +90,44 @@ LMC_PRE_TARGET static int LMC_PRE(matmul_unpacked)(const uint8_t *base, int64_t 
                                                     int64_t row_end, int64_t n, int64_t tokens, const int8_t *qs,
                                                     const float *d, float *y, int64_t ldy) {
     const int64_t nb = n / 32, token_block = 64;
-    // One buffer: values and offsets (R · nb vectors each), scale products (R · nb · 64 floats), the
-    // tokens' scales transposed (nb · 64 floats, zeroed: the fill reads them 8 at a time past the last
-    // token) and the activations + 128 (64 · n bytes). Every part is a multiple of 32 bytes.
     const size_t vectors = (size_t)(LMC_PRE_ROWS * nb) * sizeof(__m256i);
-    const size_t scales = (size_t)(LMC_PRE_ROWS * nb * token_block) * sizeof(float);
-    const size_t transposed = (size_t)(nb * token_block) * sizeof(float);
-    uint8_t *buffer = aligned_alloc(32, 2 * vectors + scales + transposed + (size_t)(token_block * n));
-    if (!buffer) return 0;
-    const LMC_PRE(unpacked_set) p = {(__m256i *)buffer, (__m256i *)(buffer + vectors), (float *)(buffer + 2 * vectors)};
-    float *dT = (float *)(buffer + 2 * vectors + scales);
-    uint8_t *xu = buffer + 2 * vectors + scales + transposed;
-    memset(dT, 0, transposed);
-    const __m256i top = _mm256_set1_epi8((char)0x80);
-    const uint8_t *end = base + row_end * row_bytes;
-    for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
-        const int64_t nt = tokens - j0 < token_block ? tokens - j0 : token_block;
-        for (int64_t j = 0; j < nt; j++)
-            for (int64_t k = 0; k < nb; k++) dT[k * token_block + j] = d[(j0 + j) * nb + k];
-        for (int64_t i = 0; i < nt * n; i += 32)
-            _mm256_storeu_si256((__m256i *)(xu + i),
-                                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qs + j0 * n + i)), top));
-        const uint8_t *next = base + row_begin * row_bytes;
-        for (int64_t r = row_begin; r < row_end; r += LMC_PRE_ROWS) {
-            const int rows = row_end - r < LMC_PRE_ROWS ? (int)(row_end - r) : LMC_PRE_ROWS;
-            const uint8_t *row = base + r * row_bytes;
-            prefetch_until(&next, row + rows * row_bytes + LMC_PREFETCH_DISTANCE, end);
-            float *yr = y + j0 * ldy + r;
-            if (rows == LMC_PRE_ROWS)
-                LMC_PRE(unpacked_rows)(LMC_PRE_ROWS, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
+    float *dT = calloc((size_t)(token_block * nb), sizeof(float));
+    uint8_t *xu = malloc((size_t)(token_block * n));
+    __m256i *wv = aligned_alloc(32, vectors), *init = aligned_alloc(32, vectors);
+    float *sc = aligned_alloc(32, (size_t)(LMC_PRE_ROWS * nb * token_block) * sizeof(float));
+    const int ok = dT && xu && wv && init && sc;
+    if (ok) {
+        const LMC_PRE(unpacked_set) p = {wv, init, sc};
+        const __m256i top = _mm256_set1_epi8((char)0x80);
+        const uint8_t *end = base + row_end * row_bytes;
+        for (int64_t j0 = 0; j0 < tokens; j0 += token_block) {
+            const int64_t nt = tokens - j0 < token_block ? tokens - j0 : token_block;
+            for (int64_t j = 0; j < nt; j++)
+                for (int64_t k = 0; k < nb; k++) dT[k * token_block + j] = d[(j0 + j) * nb + k];
+            for (int64_t i = 0; i < nt * n; i += 32)
+                _mm256_storeu_si256((__m256i *)(xu + i),
+                                    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qs + j0 * n + i)), top));
+            const uint8_t *next = base + row_begin * row_bytes;
+            for (int64_t r = row_begin; r < row_end; r += LMC_PRE_ROWS) {
+                const int rows = row_end - r < LMC_PRE_ROWS ? (int)(row_end - r) : LMC_PRE_ROWS;
+                const uint8_t *row = base + r * row_bytes;
+                prefetch_until(&next, row + rows * row_bytes + LMC_PREFETCH_DISTANCE, end);
+                float *yr = y + j0 * ldy + r;
+                if (rows == LMC_PRE_ROWS)
+                    LMC_PRE(unpacked_rows)(LMC_PRE_ROWS, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
 #if LMC_PRE_ROWS > 2
-            else if (rows == 2) LMC_PRE(unpacked_rows)(2, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
+                else if (rows == 2) LMC_PRE(unpacked_rows)(2, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
 #endif
-            else LMC_PRE(unpacked_rows)(1, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
+                else LMC_PRE(unpacked_rows)(1, row, row_bytes, nb, nt, xu, n, dT, token_block, &p, yr, ldy);
+            }
         }
     }
-    free(buffer);
-    return 1;
+    free(dT);
+    free(xu);
+    free(wv);
+    free(init);
+    free(sc);
+    return ok;
 }
 
 #undef LMC_PRE_TARGET
