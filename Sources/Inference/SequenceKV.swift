@@ -10,6 +10,11 @@ public import LMCacheCore
 /// `pageSize × kvHeads × headDim` floats followed by V in the same shape. Pages are allocated as the
 /// sequence grows and are never moved, so attention reads them in place.
 ///
+/// Sequences share full pages of a common prefix: ``copyPrefix(of:count:)`` hands the other sequence's
+/// full pages over instead of copying them (many requests on one system prompt hold it once, and their
+/// attention reads the same memory). A shared page is copied before either holder writes to it
+/// (copy on write): every writer names the positions it writes with ``reserve(_:writingFrom:)``.
+///
 /// The cache layer moves whole chunks in and out with ``exportKV(_:)`` and ``importKV(_:tokens:at:)``,
 /// in the layout that ``KVLayout`` describes; a prefix loaded that way followed by a prefill of the
 /// rest gives the same logits as a prefill of everything.
@@ -36,6 +41,8 @@ public final class SequenceKV {
     /// bytes, and are never exported or attended to (``canContinue(at:windows:)``).
     public private(set) var firstFilled: [Int]
 
+    /// The pages, in position order, and their base addresses (`pages[i] == held[i].base`).
+    private var held: [KVPage] = []
     private var pages: [UnsafeMutablePointer<Float>] = []
 
     /// Number of stored tokens.
@@ -52,18 +59,60 @@ public final class SequenceKV {
         self.firstFilled = Array(repeating: 0, count: layout.layers)
     }
 
-    deinit {
-        for page in pages { Self.freePage(page, floats: pageFloats) }
-    }
-
     private var pageFloats: Int { layout.layers * 2 * pageSize * layout.rowElements }
 
-    /// Makes sure pages exist for positions `0..<tokenCount`.
-    package func reserve(_ tokenCount: Int) {
+    /// Makes sure pages exist for positions `0..<tokenCount`, without making any of them writable.
+    private func allocatePages(upTo tokenCount: Int) {
         while pages.count * pageSize < tokenCount {
-            pages.append(Self.allocatePage(floats: pageFloats))
+            let page = KVPage(floats: pageFloats)
+            held.append(page)
+            pages.append(page.base)
         }
     }
+
+    /// Makes sure pages exist for positions `0..<tokenCount` and that the rows from `start` on may be
+    /// written: a page holding such rows that another sequence shares is replaced by a page of this
+    /// sequence's own, with the rows before `start` copied into it.
+    ///
+    /// Every write into the pages goes through positions named here first.
+    package func reserve(_ tokenCount: Int, writingFrom start: Int) {
+        allocatePages(upTo: tokenCount)
+        guard start < tokenCount else { return }
+        for index in (max(start, 0) / pageSize)..<((tokenCount + pageSize - 1) / pageSize)
+        where !isKnownUniquelyReferenced(&held[index]) {
+            let own = KVPage(floats: pageFloats)
+            let keep = start - index * pageSize
+            if keep > 0 {
+                let row = layout.rowElements
+                for part in 0..<(layout.layers * 2) {
+                    let offset = part * pageSize * row
+                    (own.base + offset).update(from: held[index].base + offset, count: keep * row)
+                }
+            }
+            held[index] = own
+            pages[index] = own.base
+        }
+    }
+
+    /// Pages shared with another sequence (see ``copyPrefix(of:count:)``).
+    package var sharedPageCount: Int {
+        var shared = 0
+        for index in held.indices where !isKnownUniquelyReferenced(&held[index]) { shared += 1 }
+        return shared
+    }
+}
+
+/// One page of a sequence's KV memory, freed when the last sequence holding it lets go.
+private final class KVPage {
+    let base: UnsafeMutablePointer<Float>
+    let floats: Int
+
+    init(floats: Int) {
+        self.floats = floats
+        self.base = Self.allocatePage(floats: floats)
+    }
+
+    deinit { Self.freePage(base, floats: floats) }
 
     /// A page of zeros. Pages start zeroed so that attention never multiplies a masked position's
     /// probability 0 by stale bits that happen to be NaN. On Linux they are mapped from the kernel,
@@ -95,13 +144,32 @@ public final class SequenceKV {
         #endif
     }
 
-    /// Bytes of page memory allocated.
+}
+
+extension SequenceKV {
+    /// Bytes of page memory this sequence holds (pages shared with other sequences included).
     public var allocatedBytes: Int { pages.count * pageFloats * MemoryLayout<Float>.size }
 
-    /// Frees pages beyond those that hold `tokenCount` positions (never pages of stored tokens).
+    /// Frees pages beyond those that hold `tokenCount` positions (never pages of stored tokens). An
+    /// empty sequence also lets go of the pages it shares (it would have to copy them before writing),
+    /// keeping its own.
     package func releasePages(keeping tokenCount: Int) {
+        if count == 0 {
+            var index = 0
+            while index < held.count {
+                if isKnownUniquelyReferenced(&held[index]) {
+                    index += 1
+                } else {
+                    held.remove(at: index)
+                    pages.remove(at: index)
+                }
+            }
+        }
         let keep = (max(tokenCount, count) + pageSize - 1) / pageSize
-        while pages.count > keep { Self.freePage(pages.removeLast(), floats: pageFloats) }
+        while held.count > keep {
+            held.removeLast()
+            pages.removeLast()
+        }
     }
 
     /// Records that `newTokens` now have keys and values at positions `count...`.
@@ -277,7 +345,7 @@ public final class SequenceKV {
             )
         }
         let range = start..<(start + newTokens.count)
-        reserve(range.upperBound)
+        reserve(range.upperBound, writingFrom: start)
         if let base = bytes.baseAddress, !range.isEmpty {
             // Safe: the byte count was checked against the layout above; import only reads through the pointer.
             copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false, dtype: dtype)
@@ -287,16 +355,19 @@ public final class SequenceKV {
         tokens.append(contentsOf: newTokens)
     }
 
-    /// Makes this sequence hold the first `count` tokens of `source` with their keys and values, copied
-    /// row by row (no conversion). Rows this sequence already holds for the same leading tokens are
-    /// kept; a layer that `source` holds only from some position on is held from there on here too.
+    /// Makes this sequence hold the first `count` tokens of `source` with their keys and values. The
+    /// pages that `count` fills whole are shared with `source` (see ``reserve(_:writingFrom:)``), the
+    /// rest copied row by row (no conversion); rows this sequence already holds for the same leading
+    /// tokens are kept. A layer that `source` holds only from some position on is held from there on
+    /// here too.
     ///
     /// Exact only when both sequences were computed with the same arithmetic, as every sequence of one
     /// model is.
     ///
     /// - Throws: ``InferenceError`` when `source` is this sequence, has another layout, holds fewer
     ///   than `count` tokens, or `count` exceeds the capacity.
-    /// - Complexity: O(copied tokens × layers × kvHeads × headDim).
+    /// - Complexity: O(pages + copied tokens × layers × kvHeads × headDim), fewer than `pageSize` tokens
+    ///   copied when both sequences have the same page size.
     package func copyPrefix(of source: SequenceKV, count newCount: Int) throws(InferenceError) {
         guard source !== self, source.layout == layout else {
             throw InferenceError.invalidKV("cannot copy KV from \(source === self ? "the sequence itself" : "\(source.layout)")")
@@ -307,12 +378,30 @@ public final class SequenceKV {
         var common = 0
         let limit = min(count, newCount)
         while common < limit && tokens[common] == source.tokens[common] { common += 1 }
-        reserve(newCount)
-        let row = layout.rowElements
+        // Full pages are taken over: every row of them is written in `source` (or lies before where a
+        // layer is held, as it does here afterwards).
+        let sharedPages = source.pageSize == pageSize ? newCount / pageSize : 0
+        for index in 0..<sharedPages {
+            if index < held.count {
+                held[index] = source.held[index]
+                pages[index] = source.pages[index]
+            } else {
+                held.append(source.held[index])
+                pages.append(source.pages[index])
+            }
+        }
+        let copied = sharedPages * pageSize
+        var starts: [Int] = []
         for layer in 0..<layout.layers {
             let sourceFirst = min(source.firstFilled[layer], newCount)
             // Rows this sequence holds for the common tokens stay when both hold the layer from 0.
             let start = firstFilled[layer] == 0 && sourceFirst == 0 ? common : sourceFirst
+            starts.append(max(start, copied))
+            firstFilled[layer] = sourceFirst
+        }
+        reserve(newCount, writingFrom: starts.min() ?? newCount)
+        let row = layout.rowElements
+        for (layer, start) in starts.enumerated() {
             for kv in 0..<2 {
                 var t = start
                 while t < newCount {
@@ -322,7 +411,6 @@ public final class SequenceKV {
                     t += n
                 }
             }
-            firstFilled[layer] = sourceFirst
         }
         tokens = Array(source.tokens[..<newCount])
     }
@@ -383,7 +471,7 @@ public final class SequenceKV {
         guard range.lowerBound >= 0, range.upperBound <= capacity else {
             throw InferenceError.invalidKV("import of positions \(range) exceeds capacity \(capacity)")
         }
-        reserve(range.upperBound)
+        reserve(range.upperBound, writingFrom: range.lowerBound)
         if let base = bytes.baseAddress, !range.isEmpty {
             // Safe: the byte count was checked above; import only reads through the pointer.
             copyRows(range, buffer: UnsafeMutableRawPointer(mutating: base), export: false, layers: layers, dtype: dtype)
@@ -406,7 +494,7 @@ public final class SequenceKV {
         if let bad = partialLayers.first(where: { !firstFilled.indices.contains($0) }) {
             throw InferenceError.invalidKV("layer \(bad) does not exist in \(layout)")
         }
-        reserve(newTokens.count)
+        allocatePages(upTo: newTokens.count)
         tokens = newTokens
         for layer in firstFilled.indices { firstFilled[layer] = 0 }
         let first = min(max(start, 0), newTokens.count)

@@ -95,6 +95,7 @@ extension TransformerCore {
         guard positions.upperBound <= sequence.capacity else {
             throw InferenceError.invalidKV("positions \(positions) are beyond the sequence's \(sequence.capacity)")
         }
+        sequence.reserve(positions.upperBound, writingFrom: positions.lowerBound)
         let delta = positions.lowerBound - computedAt
         withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { floats in
             let base = floats.baseAddress!

@@ -259,7 +259,7 @@ final class TransformerCore: Sendable {
             rowPositions += p0..<(p0 + piece.tokens.count)
             rowGroups += repeatElement(index, count: piece.tokens.count)
         }
-        for group in groups { group.kv.reserve(group.first + group.count) }
+        for group in groups { group.kv.reserve(group.first + group.count, writingFrom: group.first) }
 
         let n = rowPositions.count
         let d = c.hiddenSize
@@ -467,7 +467,7 @@ extension TransformerCore {
     /// - Returns: the position of the first token.
     func reserve(_ tokens: [Int32], in kv: SequenceKV) throws(InferenceError) -> Int {
         let p0 = try checkFits(tokens, after: kv)
-        kv.reserve(p0 + tokens.count)
+        kv.reserve(p0 + tokens.count, writingFrom: p0)
         return p0
     }
 

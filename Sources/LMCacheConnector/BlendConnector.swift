@@ -164,7 +164,7 @@ public final class BlendConnector: KVCacheConnector {
         guard sequence.layout == prefix.engineLayout, loaded + rest.count <= sequence.capacity else {
             throw InferenceError.invalidKV("the sequence cannot hold the blended prompt")
         }
-        sequence.reserve(tokens.count)
+        sequence.reserve(tokens.count, writingFrom: loaded)
         var cached = [Bool](repeating: false, count: rest.count)
         for hit in hits {
             guard hit.chunk.layout == prefix.layout else {

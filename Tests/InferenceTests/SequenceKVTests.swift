@@ -52,6 +52,48 @@ struct SequenceKVTests {
         #expect(same, "largest logit difference \(maxDifference(got, expected))")
     }
 
+    @Test("a copied prefix shares its full pages; a write into a shared page copies the page first")
+    func sharedPages() throws {
+        let model = try TestModel.model()
+        let workspace = Workspace()
+        let tokens = sampleTokens(560, seed: 11)
+        let (other, another) = (sampleTokens(40, seed: 12), sampleTokens(30, seed: 13))
+        /// What a sequence holds after computing `tokens`, cutting back to `cut` and computing `next`.
+        func computed(cut: Int, next: [Int32]) throws -> (kv: SequenceKV, logits: [Float]) {
+            let kv = model.makeSequence()
+            _ = try model.forward(tokens, sequence: kv, outputs: .none, workspace: workspace)
+            kv.truncate(to: cut)
+            return (kv, try model.forward(next, sequence: kv, outputs: .last, workspace: workspace))
+        }
+        let source = model.makeSequence()
+        _ = try model.forward(tokens, sequence: source, outputs: .none, workspace: workspace)
+        let copy = model.makeSequence()
+        try copy.copyPrefix(of: source, count: 530)
+        #expect(copy.sharedPageCount == 2 && source.sharedPageCount == 2)
+        #expect(copy.tokens == Array(tokens[..<530]))
+
+        // The copy goes on in its own third page; the source cuts back into the second page, shared,
+        // which it copies (its first 44 rows) before writing.
+        let copyLogits = try model.forward(other, sequence: copy, outputs: .last, workspace: workspace)
+        source.truncate(to: 300)
+        let sourceLogits = try model.forward(another, sequence: source, outputs: .last, workspace: workspace)
+        #expect(copy.sharedPageCount == 1 && source.sharedPageCount == 1)
+
+        let copyAlone = try computed(cut: 530, next: other)
+        let sourceAlone = try computed(cut: 300, next: another)
+        let sameCopy = try copyLogits == copyAlone.logits && copy.exportKV(0..<570) == copyAlone.kv.exportKV(0..<570)
+        let sameSource =
+            try sourceLogits == sourceAlone.logits && source.exportKV(0..<330) == sourceAlone.kv.exportKV(0..<330)
+        #expect(sameCopy, "largest logit difference \(maxDifference(copyLogits, copyAlone.logits))")
+        #expect(sameSource, "largest logit difference \(maxDifference(sourceLogits, sourceAlone.logits))")
+
+        // An emptied sequence lets go of the pages it shares and keeps its own.
+        copy.truncate(to: 0)
+        copy.releasePages(keeping: 4096)
+        #expect(copy.sharedPageCount == 0 && source.sharedPageCount == 0)
+        #expect(copy.allocatedBytes == 2 * model.kvLayout.byteCount(tokens: 256))
+    }
+
     @Test("the export layout is layers × {K,V} × tokens × kv_heads × head_dim")
     func exportLayout() throws {
         let layout = KVLayout.engine(layers: 2, kvHeads: 1, headDim: 4)
