@@ -477,8 +477,8 @@ private final class Scheduler: @unchecked Sendable {
             guard let sequence = job.sequence else { continue }
             var donor: (SequenceKV, Int)?
             if sharesPrefixes(job) && sequence.count == job.loaded {
-                if isWaitingForPrefix(job, among: prefilling) { continue }
                 donor = bestDonor(for: job, holding: sequence.count)
+                if isWaitingForPrefix(job, holding: max(sequence.count, donor?.1 ?? 0), among: prefilling) { continue }
             }
             let remaining = job.request.prompt.count - max(sequence.count, donor?.1 ?? 0)
             if remaining < best?.remaining ?? .max { best = (job, donor, remaining) }
@@ -494,18 +494,24 @@ private final class Scheduler: @unchecked Sendable {
     }
 
     /// Whether a prompt of the same tenant being computed ahead of `job` (more tokens computed, or as
-    /// many and older) will hold more of `job`'s prompt than `job` holds and has not yet.
-    func isWaitingForPrefix(_ job: Job, among prefilling: [Job]) -> Bool {
+    /// many and older) will hold at least ``waitGain`` more of `job`'s prompt than `job` can hold now
+    /// (`available` tokens: its own, or a donor's), and has not yet.
+    func isWaitingForPrefix(_ job: Job, holding available: Int, among prefilling: [Job]) -> Bool {
         guard let held = job.sequence?.count, let order = active.firstIndex(where: { $0 === job }) else { return false }
         for other in prefilling where other !== job && other.request.salt == job.request.salt && sharesPrefixes(other) {
             guard let progress = other.sequence?.count,
                 progress > held || (progress == held && (active.firstIndex { $0 === other } ?? .max) < order)
             else { continue }
             let common = sharedPrefix(other.request.prompt, job.request.prompt, limit: job.request.prompt.count - 1)
-            if common > held && progress < common { return true }
+            if common >= available + waitGain && progress < common { return true }
         }
         return false
     }
+
+    /// Fewest tokens worth waiting a step for: computing a few tokens more in a batched pass costs less
+    /// than a step (a decode step of every running sequence at least). Questions after one system
+    /// prompt that begin with the same words do not wait for each other; they wait for the prompt.
+    let waitGain = 64
 
     /// The sequence of `job`'s tenant (a running request's, or a kept one) holding the longest prefix of
     /// its prompt beyond `held` tokens that the rest can be computed after, and that prefix's length.

@@ -181,6 +181,39 @@ struct SchedulerTests {
         #expect(results[4]?.cachedTokens == 0)
     }
 
+    @Test("a prompt waits for one ahead of it only when that saves at least 64 tokens")
+    func waitsOnlyForLongPrefixes() async throws {
+        let model = try TestModel.model()
+        let lines = BatchedDecodeTests.prompts(vocabulary: 20_000, lengths: [512, 100])
+        let (system, section) = (lines[0], lines[1])
+        // Two prompts share a 100-token section after the system prompt; two share only their first two
+        // words (as questions beginning "What does" do).
+        let prompts: [[Int32]] = [
+            system + section + [25], system + section + [1437], system + [818, 5279, 603], system + [818, 5279, 1437],
+        ]
+        let expected = try prompts.map { try Self.alone(model, $0, maxTokens: 3) }
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            connector: try TestModel.connector(),
+            limits: SchedulerLimits(maxSequences: 4, prefillChunkTokens: 256)
+        )
+        let results = try await withThrowingTaskGroup(of: (Int, GenerationResult).self) { group in
+            for (i, prompt) in prompts.enumerated() {
+                group.addTask { (i, try await engine.generate(GenerationRequest(prompt: prompt, maxTokens: 3))) }
+            }
+            return try await group.reduce(into: [Int: GenerationResult]()) { $0[$1.0] = $1.1 }
+        }
+        for i in prompts.indices {
+            #expect(results[i]?.tokens == expected[i], "request \(i)")
+        }
+        // One computes the system prompt (in pieces of 256, so a piece ends where it ends); the second
+        // prompt with the section waits for the first and takes it too (612 tokens); the two questions
+        // take the system prompt and compute their words, neither waiting for the other.
+        let cached = prompts.indices.map { results[$0]?.cachedTokens ?? -1 }
+        #expect(cached.sorted() == [0, 512, 512, 612], "cached tokens \(cached)")
+    }
+
     @Test("no more sequences run at once than allowed, by count and by KV budget")
     func limits() async throws {
         let model = try TestModel.model()
