@@ -144,13 +144,24 @@ struct WorkloadTests {
             let value = try #require(report.summary[key] as? Double, "\(key)")
             #expect(value > 0 && value <= wall, "\(key) = \(value)")
         }
+        var streamed = 0
         for request in report.requests {
             let ttft = try #require(request["ttft_s"] as? Double)
             let latency = try #require(request["latency_s"] as? Double)
             #expect(ttft > 0 && ttft <= latency, "\(request)")
             #expect((request["prompt_tokens"] as? Int ?? 0) > 0, "\(request)")
             #expect((request["prompt_chars"] as? Int ?? 0) > 0, "\(request)")
+            // The mean gap between an answer's streamed chunks lies within the time after its first one.
+            if let itl = request["itl_mean_s"] as? Double {
+                streamed += 1
+                #expect(itl > 0 && itl <= latency - ttft, "\(request)")
+            }
         }
+        // Answers of a few tokens arrive a token a chunk: inter-token latency is measured.
+        #expect(streamed > 0)
+        let itl = try #require(report.summary["itl_mean_s"] as? Double)
+        let (p50, p99) = (report.summary["itl_p50_s"] as? Double ?? 0, report.summary["itl_p99_s"] as? Double ?? 0)
+        #expect(itl > 0 && p50 > 0 && p50 <= p99 && p99 <= wall, "inter-token \(itl), p50 \(p50), p99 \(p99)")
         let perGroup = try #require(report.summary["per_" + groupKey] as? [[String: Any]])
         #expect(perGroup.compactMap { $0[groupKey] as? Int } == groups)
         #expect(perGroup.compactMap { $0["requests"] as? Int }.reduce(0, +) == requests)

@@ -106,6 +106,8 @@ class RequestRecord:
     cached_tokens: int | None = None
     completion_chars: int = 0
     answer: str = field(default="", repr=False)
+    # Gaps between consecutive chunks that carry text (inter-token latency: a server streams a chunk a token).
+    itl_s: list[float] = field(default_factory=list, repr=False)
 
 
 async def run_waves(
@@ -139,6 +141,7 @@ async def stream_chat(
     prompt_chars = sum(len(m["content"]) for m in messages)
     start = time.perf_counter()
     first = None
+    arrivals = []
     pieces = []
     usage = None
     stream = await client.chat.completions.create(
@@ -150,8 +153,9 @@ async def stream_chat(
             usage = chunk.usage
         for choice in chunk.choices:
             if choice.delta and choice.delta.content:
+                arrivals.append(time.perf_counter())
                 if first is None:
-                    first = time.perf_counter()
+                    first = arrivals[-1]
                 pieces.append(choice.delta.content)
     end = time.perf_counter()
     details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
@@ -167,6 +171,7 @@ async def stream_chat(
         cached_tokens=getattr(details, "cached_tokens", None) if details is not None else None,
         completion_chars=len(answer),
         answer=answer,
+        itl_s=[b - a for a, b in zip(arrivals, arrivals[1:])],
     )
 
 
@@ -212,8 +217,10 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def summarize(records: list[RequestRecord], wall_s: float, group_name: str) -> dict:
-    """mean/p50/p90/p99 TTFT, latency, requests/s and wall time, overall and per round (or pass)."""
+    """mean/p50/p90/p99 TTFT, latency, inter-token latency (mean, p50, p99 of every gap between two streamed
+    chunks of an answer), requests/s and wall time, overall and per round (or pass)."""
     ttfts = [r.ttft_s for r in records]
+    gaps = [gap for r in records for gap in r.itl_s]
     groups = {}
     for record in records:
         groups.setdefault(record.round, []).append(record)
@@ -226,6 +233,9 @@ def summarize(records: list[RequestRecord], wall_s: float, group_name: str) -> d
         "ttft_p90_s": percentile(ttfts, 90),
         "ttft_p99_s": percentile(ttfts, 99),
         "latency_mean_s": statistics.fmean(r.latency_s for r in records) if records else float("nan"),
+        "itl_mean_s": statistics.fmean(gaps) if gaps else None,
+        "itl_p50_s": percentile(gaps, 50) if gaps else None,
+        "itl_p99_s": percentile(gaps, 99) if gaps else None,
         "prompt_tokens_mean": _mean_or_none([r.prompt_tokens for r in records]),
         "cached_tokens_total": _sum_or_none([r.cached_tokens for r in records]),
         "per_" + group_name: [
@@ -265,6 +275,8 @@ def report(workload: str, config: dict, records: list[RequestRecord], wall_s: fl
 def _request_json(record: RequestRecord, group_name: str) -> dict:
     fields = asdict(record)
     fields[group_name] = fields.pop("round")
+    gaps = fields.pop("itl_s")
+    fields["itl_mean_s"] = statistics.fmean(gaps) if gaps else None
     return fields
 
 
@@ -277,7 +289,9 @@ def table(result: dict) -> str:
         f"{result['workload']}: {summary['requests']} requests in {summary['wall_s']:.1f} s "
         f"({summary['requests_per_s']:.3f} requests/s)",
         f"TTFT mean {summary['ttft_mean_s']:.3f} s, p50 {summary['ttft_p50_s']:.3f} s, "
-        f"p90 {summary['ttft_p90_s']:.3f} s; latency mean {summary['latency_mean_s']:.3f} s",
+        f"p90 {summary['ttft_p90_s']:.3f} s; latency mean {summary['latency_mean_s']:.3f} s"
+        + ("" if summary["itl_mean_s"] is None else f"; inter-token mean {summary['itl_mean_s'] * 1000:.1f} ms, "
+           f"p99 {summary['itl_p99_s'] * 1000:.1f} ms"),
         f"{group_name:>6} {'requests':>8} {'TTFT mean s':>12} {'TTFT p50 s':>11} {'prompt tok':>10} {'cached tok':>10}",
     ]
     for row in summary[group_key]:
