@@ -21,7 +21,7 @@ struct ServeCommand: AsyncParsableCommand {
             keeps its cached KV apart from other tenants'. The cache is configured as for every command \
             (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous batching): \
             up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens between decode \
-            steps, and their reserved KV positions within --max-kv-tokens; up to --max-queued-requests more \
+            steps (of --long-prefill-token-threshold while others decode), and their reserved KV positions within --max-kv-tokens; up to --max-queued-requests more \
             wait, and the rest get 503 with Retry-After. A request without max_tokens generates at most \
             --max-tokens-default tokens; one that runs past --request-timeout is cancelled (504). A request \
             whose client closes its connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
@@ -74,6 +74,13 @@ struct ServeCommand: AsyncParsableCommand {
             "KV positions of finished requests kept in the engine's memory for prompts that start with the same tokens (reused at any token, without a copy); 0 keeps none."
     )
     var keptKVTokens = SchedulerLimits().keptKVTokens
+
+    @Option(
+        name: .customLong("long-prefill-token-threshold"),
+        help:
+            "Most tokens of one prompt computed in a step while other requests decode, so that their tokens keep coming; 0: up to --max-num-batched-tokens."
+    )
+    var longPrefillTokens = SchedulerLimits().longPrefillTokens
 
     @Option(
         help: """
@@ -135,7 +142,9 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--request-timeout must be a number of seconds from 0 (no limit) to 1000000")
         }
         if let problem = limits.problem {
-            throw ValidationError("\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens, --kept-kv-tokens)")
+            throw ValidationError(
+                "\(problem) (--max-num-seqs, --max-num-batched-tokens, --max-kv-tokens, --kept-kv-tokens, "
+                    + "--long-prefill-token-threshold)")
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, not \(threads)") }
         if prefillChunkTokens % 256 != 0 {
@@ -146,7 +155,7 @@ struct ServeCommand: AsyncParsableCommand {
     var limits: SchedulerLimits {
         SchedulerLimits(
             maxSequences: maxSequences, prefillChunkTokens: prefillChunkTokens, maxKVTokens: maxKVTokens,
-            keptKVTokens: keptKVTokens)
+            keptKVTokens: keptKVTokens, longPrefillTokens: longPrefillTokens)
     }
 
     func run() async throws {

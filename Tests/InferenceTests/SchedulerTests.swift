@@ -303,4 +303,43 @@ struct SchedulerTests {
         #expect(order.withLock { $0 } == ["short", "long"])
         #expect(shortResult.tokens == (try Self.alone(model, short, maxTokens: 2)))
     }
+
+    @Test("a long prompt arriving while another request decodes is computed in pieces of the threshold", arguments: [64, 0])
+    func longPrefillThreshold(threshold: Int) async throws {
+        let model = try TestModel.model()
+        let engine = GenerationEngine(
+            model: model,
+            tokenizer: try Self.tokenizer(),
+            limits: SchedulerLimits(maxSequences: 2, prefillChunkTokens: 512, longPrefillTokens: threshold)
+        )
+        let prompts = Self.prompts()
+        let long = prompts[3]  // 610 tokens: 10 pieces of 64, or 2 of up to 512
+        let short = prompts[0]
+        // The decoding request's tokens, and how many it had when the long prompt's first token came. It
+        // decodes until the long request is done (so that it is decoding however late that one arrives).
+        let decoded = Atomic(0)
+        let seenAtFirst = Atomic(-1)
+        let done = Atomic(false)
+        async let decodingRun = engine.generate(GenerationRequest(prompt: short, maxTokens: 1000)) { _, _ in
+            decoded.add(1, ordering: .relaxed)
+            return !done.load(ordering: .relaxed)
+        }
+        while decoded.load(ordering: .relaxed) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        let before = decoded.load(ordering: .relaxed)
+        let longResult = try await engine.generate(GenerationRequest(prompt: long, maxTokens: 2)) { _, _ in
+            _ = seenAtFirst.compareExchange(expected: -1, desired: decoded.load(ordering: .relaxed), ordering: .relaxed)
+            return true
+        }
+        done.store(true, ordering: .relaxed)
+        let decodingResult = try await decodingRun
+        #expect(decodingResult.tokens.count > seenAtFirst.load(ordering: .relaxed), "still decoding at the end")
+        let between = seenAtFirst.load(ordering: .relaxed) - before
+        if threshold > 0 {
+            // One token of the decoding request a step: at least the 9 steps before the long prompt's last piece.
+            #expect(between >= 9, "\(between) tokens decoded while 610 prompt tokens were computed")
+        } else {
+            #expect(between <= 5, "\(between) tokens decoded while 610 prompt tokens were computed")
+        }
+        #expect(longResult.tokens == (try Self.alone(model, long, maxTokens: 2)))
+    }
 }
