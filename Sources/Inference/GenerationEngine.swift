@@ -94,8 +94,9 @@ public struct SchedulerLimits: Sendable, Hashable {
 /// the continuation decoded.
 ///
 /// Scheduling is continuous batching: up to ``SchedulerLimits/maxSequences`` sequences run at once;
-/// every step computes one piece (at most ``SchedulerLimits/prefillChunkTokens``) of the unfinished
-/// prompt with the fewest tokens left, then one token of every sequence that is decoding, all of them in a single
+/// every step computes one piece (at most ``SchedulerLimits/prefillChunkTokens``, and
+/// ``SchedulerLimits/longPrefillTokens`` while others decode) of the unfinished prompt with the fewest
+/// tokens left, then one token of every sequence that is decoding, all of them in a single
 /// batched pass that reads the weights once. New requests join at the next step and finished ones
 /// leave. Batching never changes a result: prompt pieces end where a split prefill equals a whole one
 /// (``PrefillSplit``) and a batched decode step computes each sequence exactly as a step of its own, so

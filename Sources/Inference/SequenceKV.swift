@@ -100,53 +100,7 @@ public final class SequenceKV {
         for index in held.indices where !isKnownUniquelyReferenced(&held[index]) { shared += 1 }
         return shared
     }
-}
 
-/// One page of a sequence's KV memory, freed when the last sequence holding it lets go.
-private final class KVPage {
-    let base: UnsafeMutablePointer<Float>
-    let floats: Int
-
-    init(floats: Int) {
-        self.floats = floats
-        self.base = Self.allocatePage(floats: floats)
-    }
-
-    deinit { Self.freePage(base, floats: floats) }
-
-    /// A page of zeros. Pages start zeroed so that attention never multiplies a masked position's
-    /// probability 0 by stale bits that happen to be NaN. On Linux they are mapped from the kernel,
-    /// which hands out zeroed memory on first touch: a page (9.4 MB for Gemma 3 270M) costs only the
-    /// rows written, where clearing it in place cost a warm 8k-token request ~300 MB of writes, most of
-    /// them to sliding-window layers that a cache hit never fills.
-    private static func allocatePage(floats: Int) -> UnsafeMutablePointer<Float> {
-        #if canImport(Glibc)
-        let bytes = floats * MemoryLayout<Float>.size
-        guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-            mapped != MAP_FAILED
-        else {
-            // As a failed heap allocation would: the process cannot continue without the memory.
-            fatalError("out of memory: cannot map a KV page of \(bytes) bytes (errno \(errno))")
-        }
-        return mapped.bindMemory(to: Float.self, capacity: floats)
-        #else
-        let page = UnsafeMutablePointer<Float>.allocate(capacity: floats)
-        page.initialize(repeating: 0, count: floats)
-        return page
-        #endif
-    }
-
-    private static func freePage(_ page: UnsafeMutablePointer<Float>, floats: Int) {
-        #if canImport(Glibc)
-        munmap(page, floats * MemoryLayout<Float>.size)
-        #else
-        page.deallocate()
-        #endif
-    }
-
-}
-
-extension SequenceKV {
     /// Bytes of page memory this sequence holds (pages shared with other sequences included).
     public var allocatedBytes: Int { pages.count * pageFloats * MemoryLayout<Float>.size }
 
@@ -550,6 +504,49 @@ extension SequenceKV {
                 }
             }
         }
+    }
+}
+
+/// One page of a sequence's KV memory, freed when the last sequence holding it lets go.
+private final class KVPage {
+    let base: UnsafeMutablePointer<Float>
+    let floats: Int
+
+    init(floats: Int) {
+        self.floats = floats
+        self.base = Self.allocatePage(floats: floats)
+    }
+
+    deinit { Self.freePage(base, floats: floats) }
+
+    /// A page of zeros. Pages start zeroed so that attention never multiplies a masked position's
+    /// probability 0 by stale bits that happen to be NaN. On Linux they are mapped from the kernel,
+    /// which hands out zeroed memory on first touch: a page (9.4 MB for Gemma 3 270M) costs only the
+    /// rows written, where clearing it in place cost a warm 8k-token request ~300 MB of writes, most of
+    /// them to sliding-window layers that a cache hit never fills.
+    private static func allocatePage(floats: Int) -> UnsafeMutablePointer<Float> {
+        #if canImport(Glibc)
+        let bytes = floats * MemoryLayout<Float>.size
+        guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+            mapped != MAP_FAILED
+        else {
+            // As a failed heap allocation would: the process cannot continue without the memory.
+            fatalError("out of memory: cannot map a KV page of \(bytes) bytes (errno \(errno))")
+        }
+        return mapped.bindMemory(to: Float.self, capacity: floats)
+        #else
+        let page = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+        page.initialize(repeating: 0, count: floats)
+        return page
+        #endif
+    }
+
+    private static func freePage(_ page: UnsafeMutablePointer<Float>, floats: Int) {
+        #if canImport(Glibc)
+        munmap(page, floats * MemoryLayout<Float>.size)
+        #else
+        page.deallocate()
+        #endif
     }
 }
 

@@ -21,8 +21,9 @@ struct ServeCommand: AsyncParsableCommand {
             keeps its cached KV apart from other tenants'. The cache is configured as for every command \
             (--config FILE, LMCACHE_* variables, --set key=value). Requests run together (continuous batching): \
             up to --max-num-seqs at once, prompts computed in pieces of --max-num-batched-tokens between decode \
-            steps (of --long-prefill-token-threshold while others decode), and their reserved KV positions within --max-kv-tokens; up to --max-queued-requests more \
-            wait, and the rest get 503 with Retry-After. A request without max_tokens generates at most \
+            steps (at most --long-prefill-token-threshold of one prompt while others decode), and their \
+            reserved KV positions within --max-kv-tokens; up to --max-queued-requests more wait, and the rest \
+            get 503 with Retry-After. A request without max_tokens generates at most \
             --max-tokens-default tokens; one that runs past --request-timeout is cancelled (504). A request \
             whose client closes its connection is cancelled (streamed or not). On SIGTERM or SIGINT the server \
             stops accepting connections, lets running requests go on for --shutdown-grace seconds (a second \

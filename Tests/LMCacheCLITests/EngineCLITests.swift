@@ -94,6 +94,18 @@ struct EngineCLITests {
         #expect(bad.stderr.contains("multiple of 32"))
     }
 
+    @Test("serve's scheduling options are checked before anything starts")
+    func serveSchedulingOptions() async throws {
+        let negative = try await LMCacheExecutable.runAsync([
+            "serve", "/nonexistent.gguf", "--port", "0", "--long-prefill-token-threshold=-1",
+        ])
+        #expect(negative.status != 0)
+        #expect(negative.stderr.contains("long prefill threshold must not be negative"), "\(negative.stderr)")
+        let chunk = try await LMCacheExecutable.runAsync(["serve", "/nonexistent.gguf", "--max-num-batched-tokens", "300"])
+        #expect(chunk.status != 0)
+        #expect(chunk.stderr.contains("multiple of 256"), "\(chunk.stderr)")
+    }
+
     @Test("a missing model file is a clear error, not a crash")
     func missingModel() async throws {
         let result = try await LMCacheExecutable.runAsync(["generate", "--model", "/nonexistent.gguf", "--prompt", "x"])
