@@ -386,6 +386,8 @@ private final class Scheduler: @unchecked Sendable {
         var candidates = prefilling
         var pieces: [(job: Job, end: Int)] = []
         var budget = pieceTokens
+        let pieceLimit = decoding.isEmpty || limits.longPrefillTokens == 0
+            ? pieceTokens : min(pieceTokens, limits.longPrefillTokens)
         while budget > 0, let (job, donor) = nextPrefill(candidates, prefilling: prefilling) {
             candidates.removeAll { $0 === job }
             take(donor, for: job)
@@ -394,7 +396,8 @@ private final class Scheduler: @unchecked Sendable {
                 budget -= prefillPiece(job, limit: budget)
                 continue
             }
-            let end = min(job.request.prompt.count, sequence.count + min(budget, pieceLimit(decoding: decoding)))
+            // At most `longPrefillTokens` of one prompt beside decoding sequences (see SchedulerLimits).
+            let end = min(job.request.prompt.count, sequence.count + min(budget, pieceLimit))
             budget -= end - sequence.count
             pieces.append((job, end))
         }
@@ -567,11 +570,6 @@ private final class Scheduler: @unchecked Sendable {
 
     /// Most prompt tokens computed in one piece (and in one step).
     var pieceTokens: Int { limits.prefillChunkTokens / linearBlockTokens * linearBlockTokens }
-
-    /// Most tokens of one prompt in a step beside `decoding` (see ``SchedulerLimits/longPrefillTokens``).
-    func pieceLimit(decoding: [Job]) -> Int {
-        decoding.isEmpty || limits.longPrefillTokens == 0 ? pieceTokens : min(pieceTokens, limits.longPrefillTokens)
-    }
 
     /// Computes the next piece of `job`'s prompt, of at most `limit` tokens (``pieceTokens`` at most;
     /// a blended prompt whole); the last piece yields its first token.

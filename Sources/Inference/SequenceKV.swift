@@ -41,9 +41,8 @@ public final class SequenceKV {
     /// bytes, and are never exported or attended to (``canContinue(at:windows:)``).
     public private(set) var firstFilled: [Int]
 
-    /// The pages, in position order, and their base addresses (`pages[i] == held[i].base`).
-    private var held: [KVPage] = []
-    private var pages: [UnsafeMutablePointer<Float>] = []
+    /// The pages, in position order; another sequence may hold some of them too.
+    private var pages: [KVPage] = []
 
     /// Number of stored tokens.
     public var count: Int { tokens.count }
@@ -64,9 +63,7 @@ public final class SequenceKV {
     /// Makes sure pages exist for positions `0..<tokenCount`, without making any of them writable.
     private func allocatePages(upTo tokenCount: Int) {
         while pages.count * pageSize < tokenCount {
-            let page = KVPage(floats: pageFloats)
-            held.append(page)
-            pages.append(page.base)
+            pages.append(KVPage(floats: pageFloats))
         }
     }
 
@@ -79,25 +76,24 @@ public final class SequenceKV {
         allocatePages(upTo: tokenCount)
         guard start < tokenCount else { return }
         for index in (max(start, 0) / pageSize)..<((tokenCount + pageSize - 1) / pageSize)
-        where !isKnownUniquelyReferenced(&held[index]) {
+        where !isKnownUniquelyReferenced(&pages[index]) {
             let own = KVPage(floats: pageFloats)
             let keep = start - index * pageSize
             if keep > 0 {
                 let row = layout.rowElements
                 for part in 0..<(layout.layers * 2) {
                     let offset = part * pageSize * row
-                    (own.base + offset).update(from: held[index].base + offset, count: keep * row)
+                    (own.base + offset).update(from: pages[index].base + offset, count: keep * row)
                 }
             }
-            held[index] = own
-            pages[index] = own.base
+            pages[index] = own
         }
     }
 
     /// Pages shared with another sequence (see ``copyPrefix(of:count:)``).
     package var sharedPageCount: Int {
         var shared = 0
-        for index in held.indices where !isKnownUniquelyReferenced(&held[index]) { shared += 1 }
+        for index in pages.indices where !isKnownUniquelyReferenced(&pages[index]) { shared += 1 }
         return shared
     }
 
@@ -110,20 +106,16 @@ public final class SequenceKV {
     package func releasePages(keeping tokenCount: Int) {
         if count == 0 {
             var index = 0
-            while index < held.count {
-                if isKnownUniquelyReferenced(&held[index]) {
+            while index < pages.count {
+                if isKnownUniquelyReferenced(&pages[index]) {
                     index += 1
                 } else {
-                    held.remove(at: index)
                     pages.remove(at: index)
                 }
             }
         }
         let keep = (max(tokenCount, count) + pageSize - 1) / pageSize
-        while held.count > keep {
-            held.removeLast()
-            pages.removeLast()
-        }
+        pages.removeLast(max(0, pages.count - keep))
     }
 
     /// Records that `newTokens` now have keys and values at positions `count...`.
@@ -134,7 +126,7 @@ public final class SequenceKV {
     /// Pointer to K (`kv` = 0) or V (1) of layer `layer` in page `page`.
     @inline(__always)
     private func base(page: Int, layer: Int, kv: Int) -> UnsafeMutablePointer<Float> {
-        pages[page] + (layer * 2 + kv) * pageSize * layout.rowElements
+        pages[page].base + (layer * 2 + kv) * pageSize * layout.rowElements
     }
 
     /// The row of K (`kv` = 0) or V (1) for `position` in `layer`; pages must be reserved.
@@ -335,15 +327,7 @@ public final class SequenceKV {
         // Full pages are taken over: every row of them is written in `source` (or lies before where a
         // layer is held, as it does here afterwards).
         let sharedPages = source.pageSize == pageSize ? newCount / pageSize : 0
-        for index in 0..<sharedPages {
-            if index < held.count {
-                held[index] = source.held[index]
-                pages[index] = source.pages[index]
-            } else {
-                held.append(source.held[index])
-                pages.append(source.pages[index])
-            }
-        }
+        pages = Array(source.pages[..<sharedPages]) + pages.dropFirst(sharedPages)
         let copied = sharedPages * pageSize
         var starts: [Int] = []
         for layer in 0..<layout.layers {

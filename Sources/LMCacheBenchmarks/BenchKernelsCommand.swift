@@ -76,12 +76,13 @@ struct BenchKernelsCommand: ParsableCommand {
             let generic = rates[.generic] ?? 0
             for level in levels {
                 let rate = rates[level] ?? 0
+                let ratio = generic > 0 ? rate / generic : 0
                 results.append([
-                    "format": type.description, "level": level.description, "columns": n,
-                    "gmac_s": rate, "vs_generic": generic > 0 ? rate / generic : 0,
+                    "format": type.description, "level": level.description, "columns": n, "gmac_s": rate,
+                    "vs_generic": ratio,
                 ])
                 let name = "\(type.description) \(level.description)".padding(toLength: 18, withPad: " ", startingAt: 0)
-                lines.append(name + String(format: "%6.1f G multiply-adds/s  %6.2f× generic", rate, generic > 0 ? rate / generic : 0))
+                lines.append(name + String(format: "%6.1f G multiply-adds/s  %6.2f× generic", rate, ratio))
             }
         }
         if json {
