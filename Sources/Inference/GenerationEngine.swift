@@ -298,8 +298,6 @@ private final class Scheduler: @unchecked Sendable {
     let model: any LanguageModel
     let limits: SchedulerLimits
     let workspace = Workspace()
-    /// Empty sequences kept for reuse (their pages stay allocated, up to `retainedTokens` each).
-    var pool: [SequenceKV] = []
     /// Finished requests' sequences with their KV, most recently used last: a new request whose prompt
     /// starts with one's tokens takes it over and computes only the rest.
     var kept: [KeptSequence] = []
@@ -314,12 +312,14 @@ private final class Scheduler: @unchecked Sendable {
     let cancelledCount = Atomic(0)
     /// Prompt tokens copied from another request's sequence instead of computed.
     let copiedTokens = Atomic(0)
-    /// Pages kept by a pooled sequence, in tokens.
-    let retainedTokens = 4096
+    /// Pages of finished requests (their sequences' and dropped kept ones'), mapped for the next requests,
+    /// whose first writes into new pages would cost page faults: up to one context's worth.
+    let freePages: FreeKVPages
 
     init(model: any LanguageModel, limits: SchedulerLimits) {
         self.model = model
         self.limits = limits
+        freePages = FreeKVPages(limit: model.kvLayout.byteCount(tokens: model.configuration.contextLength))
     }
 
     /// Runs steps until no request is left.
@@ -464,7 +464,8 @@ private final class Scheduler: @unchecked Sendable {
             job.loaded = shared
             return
         }
-        let sequence = pool.popLast() ?? model.makeSequence()
+        let sequence = model.makeSequence()
+        sequence.freePages = freePages
         job.sequence = sequence
         guard let cache = job.cache, cache.isExact else { return }
         guard let prefix else {
@@ -666,7 +667,7 @@ private final class Scheduler: @unchecked Sendable {
     }
 
     /// Takes `job` out of the running set; keeps its sequence with its KV for later prompts that start
-    /// with the same tokens (when the cache is on), else empties it for reuse.
+    /// with the same tokens (when the cache is on), else lets it go (its pages go to `freePages`).
     func release(_ job: Job, keep: Bool = false) {
         guard let index = active.firstIndex(where: { $0 === job }) else { return }
         active.remove(at: index)
@@ -682,22 +683,10 @@ private final class Scheduler: @unchecked Sendable {
         {
             kept.append(KeptSequence(sequence: sequence, salt: job.request.salt))
             keptTokens += sequence.count
+            // The dropped sequences' pages go to `freePages`.
             while keptTokens > limits.keptKVTokens, !kept.isEmpty {
-                let oldest = kept.removeFirst().sequence
-                keptTokens -= oldest.count
-                recycle(oldest)
+                keptTokens -= kept.removeFirst().sequence.count
             }
-            return
-        }
-        recycle(sequence)
-    }
-
-    /// Empties `sequence` and pools it (its first pages stay allocated) when the pool has room.
-    func recycle(_ sequence: SequenceKV) {
-        sequence.truncate(to: 0)
-        if pool.count < limits.maxSequences {
-            sequence.releasePages(keeping: retainedTokens)
-            pool.append(sequence)
         }
     }
 }

@@ -87,11 +87,64 @@ struct SequenceKVTests {
         #expect(sameCopy, "largest logit difference \(maxDifference(copyLogits, copyAlone.logits))")
         #expect(sameSource, "largest logit difference \(maxDifference(sourceLogits, sourceAlone.logits))")
 
-        // An emptied sequence lets go of the pages it shares and keeps its own.
-        copy.truncate(to: 0)
-        copy.releasePages(keeping: 4096)
-        #expect(copy.sharedPageCount == 0 && source.sharedPageCount == 0)
-        #expect(copy.allocatedBytes == 2 * model.kvLayout.byteCount(tokens: 256))
+    }
+
+    @Test("pages recycled from another prompt give the logits and KV of fresh pages, computed or loaded")
+    func recycledPages() throws {
+        let model = try TestModel.model()
+        let workspace = Workspace()
+        let pageBytes = model.kvLayout.byteCount(tokens: 256)
+        let free = FreeKVPages(limit: 4 * pageBytes)
+        func sequence() -> SequenceKV {
+            let kv = model.makeSequence()
+            kv.freePages = free
+            return kv
+        }
+        // A sequence on the list after another prompt's sequence gave its pages back.
+        func recycled(_ stale: [Int32]) throws -> SequenceKV {
+            _ = try model.forward(stale, sequence: sequence(), outputs: .none, workspace: workspace)
+            return sequence()
+        }
+        let prompt = sampleTokens(800, seed: 21)
+
+        // Computed: a prompt into three pages of another prompt's rows.
+        let fresh = model.makeSequence()
+        let expected = try model.forward(prompt, sequence: fresh, outputs: .last, workspace: workspace)
+        do {
+            let computed = try recycled(sampleTokens(1000, seed: 22))
+            #expect(free.count == 4)
+            let got = try model.forward(prompt, sequence: computed, outputs: .last, workspace: workspace)
+            #expect(free.count == 0)
+            let same = try got == expected && computed.exportKV(0..<800) == fresh.exportKV(0..<800)
+            #expect(same, "largest logit difference \(maxDifference(got, expected))")
+        }
+        #expect(free.count == 4)
+
+        // Loaded as a cache hit loads it: the full-attention layers for every position, the sliding-window
+        // layers only for the window of the next token (rows before it keep the other prompt's bytes).
+        let windows = model.attentionWindows
+        let full = windows.indices.filter { windows[$0] == 0 }
+        let windowed = windows.indices.filter { windows[$0] > 0 }
+        try #require(!full.isEmpty && !windowed.isEmpty, "the test model has both kinds of layer")
+        let source = model.makeSequence()
+        _ = try model.forward(Array(prompt[..<768]), sequence: source, outputs: .none, workspace: workspace)
+        let continued = try model.forward(Array(prompt[768...]), sequence: source, outputs: .last, workspace: workspace)
+        let loaded = try recycled(sampleTokens(1000, seed: 23))
+        func part(_ layers: [Int], _ range: Range<Int>) throws -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: layers.count * 2 * range.count * model.kvLayout.rowElements * 4)
+            try bytes.withUnsafeMutableBytes { try source.exportKV(range, layers: layers, into: $0) }
+            return bytes
+        }
+        try part(full, 0..<768).withUnsafeBytes { try loaded.importKV($0, layers: full, positions: 0..<768) }
+        try part(windowed, 256..<768).withUnsafeBytes { try loaded.importKV($0, layers: windowed, positions: 256..<768) }
+        try loaded.assumeTokens(Array(prompt[..<768]), partialLayers: windowed, from: 256)
+        let gotLoaded = try model.forward(Array(prompt[768...]), sequence: loaded, outputs: .last, workspace: workspace)
+        let sameLoaded = gotLoaded == continued
+        #expect(sameLoaded, "largest logit difference \(maxDifference(gotLoaded, continued))")
+
+        // Beyond its limit the list unmaps what it is given: six pages back, four kept.
+        _ = try recycled(sampleTokens(1500, seed: 24))
+        #expect(free.count == 4)
     }
 
     @Test("the export layout is layers × {K,V} × tokens × kv_heads × head_dim")
