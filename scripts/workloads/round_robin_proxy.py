@@ -4,6 +4,11 @@ session affinity sends it.
 
     python3 scripts/workloads/round_robin_proxy.py --port 8000 --backend 127.0.0.1:8001 --backend 127.0.0.1:8002
 
+With `--policy random` each request goes to a backend drawn at random (seeded by `--seed`) instead.
+Round robin over a few clients that take turns in a fixed order sends each client to the same
+backend every time (two users in flight, alternating: user 1 to the first backend, user 2 to the
+second), which is session affinity by accident; random draws do not keep a client anywhere.
+
 Requests (any method; bodies by Content-Length) are forwarded as they came, with `Connection:
 close`; the backend's reply, streamed ones included, is passed back byte for byte until the backend
 closes, and then the client's connection is closed too (clients reconnect for their next request).
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes | None:
@@ -49,9 +55,13 @@ def rewrite(head: bytes) -> tuple[bytes, int]:
 
 
 class Proxy:
-    def __init__(self, backends: list[str]) -> None:
+    def __init__(self, backends: list[str], policy: str = "round-robin", seed: int = 0) -> None:
         self.backends = backends
-        self.turn = itertools.cycle(range(len(backends)))  # POST requests
+        if policy == "random":
+            draw = random.Random(seed)
+            self.turn = (draw.randrange(len(backends)) for _ in itertools.count())
+        else:
+            self.turn = itertools.cycle(range(len(backends)))  # POST requests
         self.other_turn = itertools.cycle(range(len(backends)))
         self.counts = [0] * len(backends)
 
@@ -96,8 +106,8 @@ class Proxy:
                 pass
 
 
-async def serve(host: str, port: int, backends: list[str]) -> None:
-    proxy = Proxy(backends)
+async def serve(host: str, port: int, backends: list[str], policy: str, seed: int) -> None:
+    proxy = Proxy(backends, policy, seed)
     server = await asyncio.start_server(proxy.handle, host, port, limit=1 << 20)
     async with server:
         await server.serve_forever()
@@ -108,8 +118,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", action="append", required=True, help="host:port (repeat for each backend)")
+    parser.add_argument("--policy", choices=["round-robin", "random"], default="round-robin",
+                        help="the next backend in turn (default), or one drawn at random for each completion")
+    parser.add_argument("--seed", type=int, default=0, help="the random draws' seed (--policy random)")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.backend))
+    asyncio.run(serve(args.host, args.port, args.backend, args.policy, args.seed))
 
 
 if __name__ == "__main__":
