@@ -146,7 +146,7 @@ extension BenchStorageCommand {
                         let received = Mutex(0)
                         await tier.get(chunks.map(\.key)) { index, hit in
                             hit.withUnsafeBytes {
-                                memcpy(UnsafeMutableRawPointer(bitPattern: base)! + index * chunkBytes, $0.baseAddress!, chunkBytes)
+                                _ = memcpy(UnsafeMutableRawPointer(bitPattern: base)! + index * chunkBytes, $0.baseAddress!, chunkBytes)
                             }
                             received.withLock { $0 += 1 }
                         }
@@ -189,7 +189,7 @@ extension BenchStorageCommand {
                                             throw CommandFailure("lm raw: miss")
                                         }
                                         hit.withUnsafeBytes {
-                                            memcpy(UnsafeMutableRawPointer(bitPattern: base)! + index * chunkBytes, $0.baseAddress!, chunkBytes)
+                                            _ = memcpy(UnsafeMutableRawPointer(bitPattern: base)! + index * chunkBytes, $0.baseAddress!, chunkBytes)
                                         }
                                     }
                                 }
