@@ -534,7 +534,8 @@ private final class KVPage {
 /// KV into new pages (an 8k-token hit on Gemma 3 270M: 18 ms of faults against 4 ms of copying), so
 /// the engine recycles the pages of finished requests instead of unmapping them. A recycled page
 /// keeps its old rows; that is safe because a sequence writes every row before it reads it
-/// (attention reads only the positions it holds, see ``SequenceKV/firstFilled``).
+/// (attention reads only the positions it holds, see ``SequenceKV/firstFilled``), which builds with
+/// internal checks verify: they fill recycled pages with NaN.
 ///
 /// Thread-safe: the last holder of a page may let go of it on any thread.
 package final class FreeKVPages: Sendable {
@@ -569,7 +570,13 @@ package final class FreeKVPages: Sendable {
         let address = state.withLock { state -> UInt? in
             state.floats == floats ? state.pages.popLast() : nil
         }
-        return address.flatMap { UnsafeMutablePointer(bitPattern: $0) }
+        guard let page = address.flatMap({ UnsafeMutablePointer<Float>(bitPattern: $0) }) else { return nil }
+        #if LMCACHE_INTERNAL_CHECKS
+        // Checks builds poison every recycled row: a read of a row no one wrote makes NaN logits, which
+        // every test comparing outputs with and without the cache would catch.
+        page.update(repeating: .nan, count: floats)
+        #endif
+        return page
     }
 
     /// Keeps `page` for reuse; `false` when the list is full or holds pages of another size (the caller

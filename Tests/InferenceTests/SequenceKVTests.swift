@@ -86,7 +86,6 @@ struct SequenceKVTests {
             try sourceLogits == sourceAlone.logits && source.exportKV(0..<330) == sourceAlone.kv.exportKV(0..<330)
         #expect(sameCopy, "largest logit difference \(maxDifference(copyLogits, copyAlone.logits))")
         #expect(sameSource, "largest logit difference \(maxDifference(sourceLogits, sourceAlone.logits))")
-
     }
 
     @Test("pages recycled from another prompt give the logits and KV of fresh pages, computed or loaded")
@@ -107,7 +106,7 @@ struct SequenceKVTests {
         }
         let prompt = sampleTokens(800, seed: 21)
 
-        // Computed: a prompt into three pages of another prompt's rows.
+        // Computed: a prompt into four pages of another prompt's rows.
         let fresh = model.makeSequence()
         let expected = try model.forward(prompt, sequence: fresh, outputs: .last, workspace: workspace)
         do {
