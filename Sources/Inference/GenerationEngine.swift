@@ -152,6 +152,10 @@ public final class GenerationEngine: Sendable {
     /// since the engine started.
     public var copiedPromptTokens: Int { scheduler.copiedTokens.load(ordering: .relaxed) }
 
+    /// Bytes of KV pages of finished requests kept mapped for the next requests (up to one context's
+    /// worth): the engine's KV memory beyond its running and kept sequences.
+    public var freeKVPageBytes: Int { scheduler.freePages.bytes }
+
     /// Whether ``cancelAll()`` was called.
     public var isStopped: Bool { inbox.state.withLock { $0.stopped } }
 

@@ -565,6 +565,9 @@ package final class FreeKVPages: Sendable {
     /// Pages now in the list.
     package var count: Int { state.withLock { $0.pages.count } }
 
+    /// Bytes of the pages now in the list.
+    package var bytes: Int { state.withLock { $0.pages.count * $0.floats * MemoryLayout<Float>.size } }
+
     /// A free page of `floats` floats, or `nil` when the list has none of that size.
     fileprivate func take(floats: Int) -> UnsafeMutablePointer<Float>? {
         let address = state.withLock { state -> UInt? in

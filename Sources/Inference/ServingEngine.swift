@@ -18,6 +18,8 @@ public protocol ServingEngine: AnyObject, Sendable {
     var cancelledRequests: Int { get }
     /// Prompt tokens copied from other requests' sequences instead of computed, since the start.
     var copiedPromptTokens: Int { get }
+    /// Bytes of KV pages of finished requests kept mapped for the next requests.
+    var freeKVPageBytes: Int { get }
     /// Whether requests go through a KV cache.
     var usesCache: Bool { get }
 

@@ -121,6 +121,11 @@ final class ServerMetrics: Sendable {
             "Prompt tokens copied from another request's keys and values in the engine instead of computed.",
             engine.copiedPromptTokens
         )
+        gauge(
+            "lmcache_engine_free_kv_bytes",
+            "Bytes of KV pages of finished requests the engine keeps mapped for the next requests.",
+            Double(engine.freeKVPageBytes)
+        )
         let prompt = "Prompt tokens, by whether they were computed or loaded from the cache."
         counter("lmcache_prompt_tokens_total", prompt, s.promptTokensComputed, [("source", "computed")])
         counter("lmcache_prompt_tokens_total", prompt, s.promptTokensLoaded, [("source", "cache")])

@@ -64,6 +64,23 @@ struct SchedulerTests {
         #expect(engine.load.running == 0 && engine.load.waiting == 0)
     }
 
+    @Test("finished requests' KV pages are reused by the next requests, not mapped again")
+    func freePagesReused() async throws {
+        let model = try TestModel.model()
+        let engine = GenerationEngine(model: model, tokenizer: try Self.tokenizer(), limits: SchedulerLimits())
+        let pageBytes = model.kvLayout.byteCount(tokens: 256)
+        #expect(engine.freeKVPageBytes == 0)
+        let prompts = Self.prompts()  // 12, 140, 290 and 610 tokens
+        // 610 + 4 positions: three pages, back on the list when the request ends (no cache: nothing is kept).
+        let first = try await engine.generate(GenerationRequest(prompt: prompts[3], maxTokens: 4))
+        #expect(engine.freeKVPageBytes == 3 * pageBytes)
+        // Two pages taken from the list, given back: still three pages, none mapped beside them.
+        let second = try await engine.generate(GenerationRequest(prompt: prompts[2], maxTokens: 4))
+        #expect(engine.freeKVPageBytes == 3 * pageBytes)
+        #expect(first.tokens == (try Self.alone(model, prompts[3], maxTokens: 4)))
+        #expect(second.tokens == (try Self.alone(model, prompts[2], maxTokens: 4)))
+    }
+
     @Test("the cache stays exact when requests sharing a document run together")
     func batchedWithCache() async throws {
         let model = try TestModel.model()

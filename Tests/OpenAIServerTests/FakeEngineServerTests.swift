@@ -49,6 +49,7 @@ final class FakeEngine: ServingEngine {
     var load: (running: Int, waiting: Int) { (0, 0) }
     var cancelledRequests: Int { 0 }
     var copiedPromptTokens: Int { 0 }
+    var freeKVPageBytes: Int { 0 }
     let requests = Mutex<[GenerationRequest]>([])
 
     init(_ script: Script) { self.script = script }

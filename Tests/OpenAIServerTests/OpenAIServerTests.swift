@@ -198,6 +198,7 @@ struct OpenAIServerTests {
             #expect(text.contains("lmcache_time_to_first_token_seconds_count 1"))
             #expect(text.contains("lmcache_prompt_tokens_total{source=\"cache\"}"))
             #expect(text.contains("lmcache_cpu_tier_bytes{kind=\"capacity\"}"))
+            #expect(text.contains("lmcache_engine_free_kv_bytes "))
         }
     }
 }
