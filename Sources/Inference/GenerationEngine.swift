@@ -156,6 +156,9 @@ public final class GenerationEngine: Sendable {
     /// worth): the engine's KV memory beyond its running and kept sequences.
     public var freeKVPageBytes: Int { scheduler.freePages.bytes }
 
+    /// The list behind ``freeKVPageBytes``.
+    package var freeKVPages: FreeKVPages { scheduler.freePages }
+
     /// Whether ``cancelAll()`` was called.
     public var isStopped: Bool { inbox.state.withLock { $0.stopped } }
 

@@ -543,6 +543,7 @@ package final class FreeKVPages: Sendable {
         /// Base addresses of free pages of `floats` floats, the most recently freed last.
         var pages: [UInt] = []
         var floats = 0
+        var misses = 0
     }
 
     /// The most bytes of pages the list keeps.
@@ -565,13 +566,18 @@ package final class FreeKVPages: Sendable {
     /// Pages now in the list.
     package var count: Int { state.withLock { $0.pages.count } }
 
+    /// Pages asked of the list when it had none (which were then mapped), since it was made.
+    package var misses: Int { state.withLock { $0.misses } }
+
     /// Bytes of the pages now in the list.
     package var bytes: Int { state.withLock { $0.pages.count * $0.floats * MemoryLayout<Float>.size } }
 
     /// A free page of `floats` floats, or `nil` when the list has none of that size.
     fileprivate func take(floats: Int) -> UnsafeMutablePointer<Float>? {
         let address = state.withLock { state -> UInt? in
-            state.floats == floats ? state.pages.popLast() : nil
+            let page = state.floats == floats ? state.pages.popLast() : nil
+            if page == nil { state.misses += 1 }
+            return page
         }
         guard let page = address.flatMap({ UnsafeMutablePointer<Float>(bitPattern: $0) }) else { return nil }
         #if LMCACHE_INTERNAL_CHECKS
